@@ -1,0 +1,188 @@
+//! Server configuration: every limit with its default, validated once.
+
+use std::time::Duration;
+
+use crate::net::socket::SocketOptions;
+use crate::Error;
+
+/// Everything a server's shards are tuned by. `Default` is what
+/// `sockloop serve` runs with when given no flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Options for listeners, accepted streams and UDP sockets.
+    pub socket: SocketOptions,
+    /// Size of one pooled buffer (16 KiB): the unit of reads and of
+    /// write-buffer memory.
+    pub buffer_size: usize,
+    /// Free buffers a shard keeps for reuse (256, i.e. 4 MiB of 16 KiB
+    /// buffers); returned buffers beyond that are freed.
+    pub pool_max_free: usize,
+    /// Bytes read from one connection per readiness event (64 KiB) before the
+    /// others get their turn.
+    pub read_budget: usize,
+    /// Most unconsumed input a service may leave in a read buffer (64 KiB);
+    /// beyond it the connection is closed.
+    pub max_read_buffer: usize,
+    /// Write-buffer bytes past which a connection stops being read (64 KiB).
+    pub write_high_water: usize,
+    /// Write-buffer bytes below which reading resumes (16 KiB).
+    pub write_low_water: usize,
+    /// How long a graceful shutdown waits for connections to flush (5 s).
+    pub drain_timeout: Duration,
+    /// How long accepting pauses when descriptors run out (100 ms).
+    pub accept_pause: Duration,
+    /// Datagrams per `recvmmsg`/`sendmmsg` call (32).
+    pub udp_batch: usize,
+    /// Largest datagram received (65,507, the IPv4 maximum); larger ones
+    /// are dropped and counted.
+    pub udp_max_datagram: usize,
+    /// Receive batches per UDP socket per readiness event (8).
+    pub udp_recv_batches: usize,
+    /// Replies queued per UDP socket when the socket is full (1,024
+    /// datagrams, 1 MiB); beyond either, replies are dropped and counted.
+    pub udp_queue_datagrams: usize,
+    /// See `udp_queue_datagrams`.
+    pub udp_queue_bytes: usize,
+    /// Readiness events taken per `poll` call (1,024).
+    pub events_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            socket: SocketOptions::default(),
+            buffer_size: 16 * 1024,
+            pool_max_free: 256,
+            read_budget: 64 * 1024,
+            max_read_buffer: 64 * 1024,
+            write_high_water: 64 * 1024,
+            write_low_water: 16 * 1024,
+            drain_timeout: Duration::from_secs(5),
+            accept_pause: Duration::from_millis(100),
+            udp_batch: 32,
+            udp_max_datagram: 65_507,
+            udp_recv_batches: 8,
+            udp_queue_datagrams: 1024,
+            udp_queue_bytes: 1024 * 1024,
+            events_capacity: 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks that the limits are usable together.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |msg: &str| Err(Error::Config(msg.to_string()));
+        if self.buffer_size == 0 || self.read_budget == 0 {
+            return fail("buffer size and read budget must be positive");
+        }
+        if self.max_read_buffer < self.buffer_size {
+            return fail("the maximum read buffer must be at least one buffer");
+        }
+        if self.write_low_water >= self.write_high_water {
+            return fail("the write low-water mark must be below the high-water mark");
+        }
+        if !(1..=1024).contains(&self.udp_batch) || self.udp_recv_batches == 0 {
+            return fail("the UDP batch must be 1..=1024 datagrams");
+        }
+        if !(1..=65_535).contains(&self.udp_max_datagram) {
+            return fail("the UDP datagram maximum must be 1..=65535 bytes");
+        }
+        if self.udp_queue_datagrams == 0 || self.udp_queue_bytes < self.udp_max_datagram {
+            return fail("the UDP send queue must hold at least one largest datagram");
+        }
+        if self.events_capacity == 0 || self.socket.backlog == 0 {
+            return fail("the event capacity and listen backlog must be positive");
+        }
+        Ok(())
+    }
+
+    /// The most buffer memory one connection can hold: a full read buffer,
+    /// and a write buffer that passed the high-water mark by at most one
+    /// read's worth of echo (allocation at most doubles what is held).
+    pub fn max_conn_buffer_bytes(&self) -> usize {
+        self.max_read_buffer + 2 * (self.write_high_water + self.max_read_buffer)
+    }
+}
+
+/// Parses a duration written `500ms`, `30s`, `5m` or `0`.
+///
+/// ```
+/// use std::time::Duration;
+/// use sockloop::config::parse_duration;
+///
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+/// assert!(parse_duration("5 parsecs").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+/// Parses a size written `4096`, `64KiB`, `1MiB` or `1GiB` (also `KB`/`MB`
+/// /`GB` for the same powers of two, and a `B` suffix).
+///
+/// ```
+/// use sockloop::config::parse_size;
+///
+/// assert_eq!(parse_size("64KiB"), Ok(65536));
+/// assert_eq!(parse_size("4096"), Ok(4096));
+/// assert!(parse_size("-1").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("bad size {text:?}: unknown unit {unit:?}")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("bad size {text:?}: expected a number like 4096 or 64KiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn inverted_water_marks_are_refused() {
+        let config = ServerConfig {
+            write_low_water: 64 * 1024,
+            ..ServerConfig::default()
+        };
+        assert!(matches!(config.validate(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2 kb"), Ok(2048));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12parsecs").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! # sockloop
+//!
+//! A TCP + UDP server core written directly on `mio` readiness polling:
+//! one single-threaded event loop per shard, connections in a `slab`,
+//! hand-managed read and write buffers lent from a per-shard pool, batched
+//! UDP (`recvmmsg`/`sendmmsg` on Linux), and services that never see a
+//! socket.
+//!
+//! ```text
+//!             CLI (main.rs)                     sockloop serve
+//!                   |
+//!             Server (server.rs)                builds shards, runs, stops
+//!                   |
+//!             Shard (shard/)                    owns Poll, the slab, listeners,
+//!                   |                           UDP sockets, buffers, mailbox
+//!                   |  service callbacks (bytes in, bytes out) -- no sockets below
+//!             services/  service.rs             echo, the service API
+//!             net/                              socket2 setup, buffers, batched UDP,
+//!                                               sys.rs: the only `unsafe`
+//! ```
+//!
+//! ```no_run
+//! use sockloop::{services::Echo, Server};
+//!
+//! let server = Server::builder()
+//!     .tcp("127.0.0.1:7000".parse().unwrap(), || Echo)
+//!     .udp("127.0.0.1:7000".parse().unwrap(), || Echo)
+//!     .build()?;
+//! println!("echo on {:?}", server.tcp_addrs());
+//! server.run()?;
+//! # Ok::<(), sockloop::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod metrics;
+pub mod net;
+pub mod proto;
+mod server;
+pub mod service;
+pub mod services;
+mod shard;
+
+pub use config::ServerConfig;
+pub use error::Error;
+pub use metrics::Stats;
+pub use server::{Builder, Handle, Server};

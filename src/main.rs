@@ -1,0 +1,173 @@
+//! The `sockloop` command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use log::LevelFilter;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use sockloop::config::{parse_duration, parse_size};
+use sockloop::net::sys::raise_nofile_limit;
+use sockloop::{services, Error, Handle, Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "sockloop", version, about = "A TCP + UDP server core on mio")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log_level: Option<LevelFilter>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (with no listener flags: TCP and UDP echo on 127.0.0.1:7000).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TCP listener, ADDR[=SERVICE] (services: echo); repeatable.
+    #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
+    tcp: Vec<Listen>,
+    /// A UDP socket, ADDR[=SERVICE] (services: echo); repeatable.
+    #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
+    udp: Vec<Listen>,
+    /// Listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    backlog: u32,
+    /// Leave Nagle's algorithm on for accepted connections.
+    #[arg(long)]
+    no_nodelay: bool,
+    /// SO_RCVBUF for every socket, e.g. 256KiB (default: the kernel's).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    recv_buffer: Option<usize>,
+    /// SO_SNDBUF for every socket, e.g. 256KiB (default: the kernel's).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    send_buffer: Option<usize>,
+    /// TCP keepalive idle time for accepted connections, e.g. 60s (default: off).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    keepalive: Option<Duration>,
+    /// How long a graceful shutdown waits for connections to flush.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    drain_timeout: Duration,
+}
+
+/// `ADDR[=SERVICE]`, as given on the command line.
+#[derive(Clone)]
+struct Listen {
+    addr: SocketAddr,
+    service: String,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        let (addr, service) = text.split_once('=').unwrap_or((text, "echo"));
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("bad address {addr:?}: expected IP:PORT, e.g. 127.0.0.1:7000 or [::1]:7000"))?;
+        Ok(Listen {
+            addr,
+            service: service.to_string(),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(level) = cli.log_level {
+        logger.filter_level(level);
+    }
+    logger.init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn serve(mut args: ServeArgs) -> Result<(), Error> {
+    if args.tcp.is_empty() && args.udp.is_empty() {
+        let default: Listen = "127.0.0.1:7000".parse().expect("a valid address");
+        args.tcp.push(default.clone());
+        args.udp.push(default);
+    }
+    let mut config = ServerConfig::default();
+    config.socket.backlog = args.backlog;
+    config.socket.nodelay = !args.no_nodelay;
+    config.socket.recv_buffer = args.recv_buffer;
+    config.socket.send_buffer = args.send_buffer;
+    config.socket.keepalive = args.keepalive;
+    config.drain_timeout = args.drain_timeout;
+
+    let mut builder = Server::builder().config(config);
+    for listen in &args.tcp {
+        builder = match listen.service.as_str() {
+            "echo" => builder.tcp(listen.addr, || services::Echo),
+            other => return Err(unknown_service("tcp", other)),
+        };
+    }
+    for listen in &args.udp {
+        builder = match listen.service.as_str() {
+            "echo" => builder.udp(listen.addr, || services::Echo),
+            other => return Err(unknown_service("udp", other)),
+        };
+    }
+    match raise_nofile_limit() {
+        Ok(limit) => log::info!("open files limit: {limit}"),
+        Err(e) => log::warn!("could not raise the open files limit: {e}"),
+    }
+    let server = builder.build()?;
+
+    let mut stdout = std::io::stdout().lock();
+    for (listen, addr) in args.tcp.iter().zip(server.tcp_addrs()) {
+        let _ = writeln!(stdout, "listening tcp {addr} {}", listen.service);
+    }
+    for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
+        let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+
+    stop_on_signals(server.handle(), args.drain_timeout)?;
+    server.run()?;
+    log::info!("stopped");
+    Ok(())
+}
+
+fn unknown_service(proto: &str, name: &str) -> Error {
+    Error::Config(format!("unknown {proto} service {name:?} (known: echo)"))
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once.
+fn stop_on_signals(handle: Handle, drain: Duration) -> Result<(), Error> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("sockloop-signals".into())
+        .spawn(move || {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
+                log::info!("shutting down: draining for up to {drain:?} (signal again to stop now)");
+                handle.shutdown();
+            }
+            if signals.next().is_some() {
+                log::info!("stopping now");
+                handle.stop();
+            }
+        })?;
+    Ok(())
+}

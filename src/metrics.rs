@@ -1,0 +1,109 @@
+//! Per-shard counters and gauges.
+//!
+//! Each shard owns one [`ShardStats`] and is its only writer, so the atomics
+//! are never contended: `Relaxed` adds on a cache line no other core writes.
+//! Readers (tests, the metrics endpoint) take a [`Stats`] snapshot and sum
+//! shards themselves.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! stats {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// The live counters of one shard; see [`Stats`] for their meaning.
+        #[derive(Debug, Default)]
+        pub struct ShardStats {
+            $(pub(crate) $name: Counter,)*
+        }
+
+        /// A snapshot of one shard's counters (or a sum of several).
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl ShardStats {
+            /// The current values.
+            pub fn snapshot(&self) -> Stats {
+                Stats { $($name: self.$name.get(),)* }
+            }
+        }
+
+        impl std::ops::Add for Stats {
+            type Output = Stats;
+            fn add(self, other: Stats) -> Stats {
+                Stats { $($name: self.$name + other.$name,)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Connections open now (gauge).
+    conns_open,
+    /// Connections accepted.
+    conns_accepted,
+    /// Connections closed after the peer closed its side.
+    closed_peer,
+    /// Connections closed by a reset or socket error.
+    closed_error,
+    /// Connections closed by their service.
+    closed_service,
+    /// Connections closed because unconsumed input outgrew the read buffer.
+    closed_read_buffer_full,
+    /// Connections closed by shutdown.
+    closed_shutdown,
+    /// `accept` errors other than running out of descriptors.
+    accept_errors,
+    /// Times accepting paused because the process or system ran out of descriptors.
+    accept_pauses,
+    /// Read events that used up their byte budget and were revisited.
+    read_budget_hits,
+    /// Times a connection stopped being read because its write buffer passed the high-water mark.
+    backpressure_pauses,
+    /// TCP bytes read.
+    tcp_bytes_in,
+    /// TCP bytes read while draining for shutdown, and so discarded.
+    tcp_bytes_discarded,
+    /// TCP bytes written.
+    tcp_bytes_out,
+    /// UDP datagrams received.
+    udp_in,
+    /// UDP datagrams sent.
+    udp_out,
+    /// UDP datagrams dropped: larger than the receive slot.
+    udp_dropped_truncated,
+    /// UDP replies dropped: the send queue was full.
+    udp_dropped_queue_full,
+    /// UDP replies dropped: the send failed (e.g. ICMP unreachable, too large).
+    udp_send_errors,
+    /// Buffer bytes lent to connections and sockets now (gauge).
+    buffer_bytes,
+    /// The most buffer bytes ever lent at once (gauge).
+    buffer_bytes_peak,
+}
+
+/// One counter or gauge, written by its shard only.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn incr(&self) {
+        self.add(1);
+    }
+
+    pub(crate) fn decr(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn set(&self, value: u64) {
+        self.0.store(value, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}

@@ -1,0 +1,111 @@
+//! Listening and datagram sockets, tuned with `socket2` before they are
+//! handed to mio.
+//!
+//! Every option is set between `socket()` and `bind()`, which is the only
+//! window where `SO_REUSEPORT` and buffer sizes reliably take effect for a
+//! listener and are inherited by the connections it accepts.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+/// Socket options shared by listeners, accepted streams and UDP sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Listen backlog (`listen(2)`); the kernel caps it at `somaxconn`.
+    pub backlog: u32,
+    /// `SO_REUSEPORT`, so several shards can bind the same port. Off by
+    /// default: with it, a second server of the same user binds the port
+    /// too and silently shares the traffic instead of failing.
+    pub reuse_port: bool,
+    /// `TCP_NODELAY` on accepted streams: echo-style request/response
+    /// traffic must not wait for Nagle's algorithm.
+    pub nodelay: bool,
+    /// `SO_RCVBUF`, or the kernel's autotuned default.
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF`, or the kernel's autotuned default.
+    pub send_buffer: Option<usize>,
+    /// TCP keepalive idle time on accepted streams, or off.
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> SocketOptions {
+        SocketOptions {
+            backlog: 1024,
+            reuse_port: false,
+            nodelay: true,
+            recv_buffer: None,
+            send_buffer: None,
+            keepalive: None,
+        }
+    }
+}
+
+/// Binds a non-blocking TCP listener on `addr` (IPv4 or IPv6).
+///
+/// ```
+/// use sockloop::net::socket::{tcp_listener, SocketOptions};
+///
+/// let listener = tcp_listener("127.0.0.1:0".parse().unwrap(), &SocketOptions::default())?;
+/// assert_ne!(listener.local_addr()?.port(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn tcp_listener(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    prepare(&socket, addr, opts)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Binds a non-blocking UDP socket on `addr` (IPv4 or IPv6).
+///
+/// ```
+/// use sockloop::net::socket::{udp_socket, SocketOptions};
+///
+/// let socket = udp_socket("127.0.0.1:0".parse().unwrap(), &SocketOptions::default())?;
+/// assert_ne!(socket.local_addr()?.port(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn udp_socket(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    prepare(&socket, addr, opts)?;
+    socket.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// Applies the per-connection options to a freshly accepted stream.
+pub fn tune_accepted(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
+    let socket = SockRef::from(stream);
+    if opts.nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if let Some(idle) = opts.keepalive {
+        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}
+
+fn prepare(socket: &Socket, addr: SocketAddr, opts: &SocketOptions) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    // Lets a restarted server rebind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // `[::]` means IPv6 only; bind `0.0.0.0` too for IPv4.
+        socket.set_only_v6(true)?;
+    }
+    if let Some(size) = opts.recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = opts.send_buffer {
+        socket.set_send_buffer_size(size)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The service API: what a protocol implements to run on the event loop.
+//!
+//! A service never sees a socket. The shard calls it with bytes and a
+//! context; the context queues output and requests, and the shard does the
+//! I/O. One service value exists per listener per shard, so a service needs
+//! no locks: everything it is called with happens on one thread.
+
+use std::net::SocketAddr;
+
+pub use crate::shard::conn::ConnContext;
+pub use crate::shard::udp::DatagramContext;
+
+/// Identifies one connection for its whole life on a shard.
+///
+/// Ids are never reused while the connection is open, and a closed
+/// connection's id is not handed out again until 2^32 more connections have
+/// been accepted on that shard, so a service may key its per-connection
+/// state by `ConnId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The peer closed its side and everything owed to it was flushed.
+    PeerClosed,
+    /// A reset or another socket error.
+    Error,
+    /// The service called [`ConnContext::close`].
+    Service,
+    /// The service left more unconsumed input than the read buffer may hold.
+    ReadBufferFull,
+    /// The server shut down.
+    Shutdown,
+}
+
+/// A stream protocol: called by the shard for each connection event.
+///
+/// ```
+/// use sockloop::service::{ConnContext, TcpService};
+///
+/// /// Answers every complete line with its length.
+/// struct LineLength;
+///
+/// impl TcpService for LineLength {
+///     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+///         let mut consumed = 0;
+///         while let Some(end) = data[consumed..].iter().position(|&b| b == b'\n') {
+///             conn.send(format!("{}\n", end).as_bytes());
+///             consumed += end + 1;
+///         }
+///         consumed // a partial line stays buffered for the next call
+///     }
+/// }
+/// ```
+pub trait TcpService: Send {
+    /// A connection was accepted.
+    fn on_open(&mut self, _conn: &mut ConnContext<'_>) {}
+
+    /// Bytes arrived. `data` is everything received and not yet consumed;
+    /// return how many leading bytes were consumed. Unconsumed bytes are
+    /// offered again, with whatever arrives next, up to the configured
+    /// maximum read buffer (then the connection is closed).
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize;
+
+    /// The connection is gone; no more calls for `id` follow.
+    fn on_close(&mut self, _id: ConnId, _reason: CloseReason) {}
+}
+
+/// A datagram protocol: called by the shard for each received datagram.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use sockloop::service::{DatagramContext, UdpService};
+///
+/// /// Replies to every datagram with its length as text.
+/// struct Length;
+///
+/// impl UdpService for Length {
+///     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]) {
+///         out.send_to(from, data.len().to_string().as_bytes());
+///     }
+/// }
+/// ```
+pub trait UdpService: Send {
+    /// A datagram from `from` arrived.
+    fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]);
+}

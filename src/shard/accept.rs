@@ -1,0 +1,110 @@
+//! Accepting connections: until `WouldBlock`, and without spinning when
+//! the process runs out of descriptors.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::conn::{ConnContext, Connection};
+use super::token::Slot;
+use super::Shard;
+use crate::net::socket::tune_accepted;
+use crate::service::ConnId;
+
+impl Shard {
+    /// Accepts every pending connection on listener `index`.
+    pub(super) fn accept_ready(&mut self, index: usize) {
+        loop {
+            let Some(endpoint) = self.tcp.get_mut(index) else {
+                return;
+            };
+            let Some(listener) = endpoint.listener.as_ref() else {
+                return; // closed by shutdown
+            };
+            if endpoint.paused_until.is_some() {
+                return;
+            }
+            match listener.accept() {
+                Ok((stream, peer)) => self.open(index, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A peer that gave up while queued is no reason to stop.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if out_of_descriptors(&e) => {
+                    // The pending connection stays in the backlog and the
+                    // listener stays readable, so retrying now would spin.
+                    let pause = self.config.accept_pause;
+                    endpoint.paused_until = Some(Instant::now() + pause);
+                    self.stats.accept_pauses.incr();
+                    log::warn!("accept: {e}; not accepting for {pause:?}");
+                    return;
+                }
+                Err(e) => {
+                    self.stats.accept_errors.incr();
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accepts again on listeners whose pause is over. No readiness edge
+    /// arrives for connections that queued during the pause, so it must
+    /// not wait for one.
+    pub(super) fn resume_accepting(&mut self, now: Instant) {
+        for index in 0..self.tcp.len() {
+            let endpoint = &mut self.tcp[index];
+            if endpoint.paused_until.is_some_and(|until| now >= until) {
+                endpoint.paused_until = None;
+                self.accept_ready(index);
+            }
+        }
+    }
+
+    fn open(&mut self, listener: usize, mut stream: TcpStream, peer: SocketAddr) {
+        if let Err(e) = tune_accepted(&stream, &self.config.socket) {
+            log::debug!("tuning connection from {peer}: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if u32::try_from(key).is_err() {
+            // Unreachable below 2^32 descriptors; refuse rather than alias.
+            self.stats.accept_errors.incr();
+            return;
+        }
+        let gen = self.generations.next();
+        let token = Slot::Conn { key, gen }.token();
+        // Both interests up front: edge triggering reports writability only
+        // on transitions, and it saves a `reregister` whenever output queues.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+            self.stats.accept_errors.incr();
+            log::warn!("registering connection from {peer}: {e}");
+            return;
+        }
+        let conn = entry.insert(Connection::new(stream, peer, gen, listener as u32));
+        self.stats.conns_accepted.incr();
+        self.stats.conns_open.incr();
+        let mut cx = ConnContext::new(
+            ConnId(token.0 as u64),
+            &mut conn.io,
+            &mut self.pool,
+            &self.stats,
+        );
+        self.tcp[listener].service.on_open(&mut cx);
+        self.settle(key);
+    }
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

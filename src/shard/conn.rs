@@ -1,0 +1,342 @@
+//! One TCP connection: its socket, its lent buffers, and the read and write
+//! procedures the shard runs on readiness.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::config::ServerConfig;
+use crate::metrics::ShardStats;
+use crate::net::buffer::{Buffer, BufferPool};
+use crate::service::{CloseReason, ConnId, TcpService};
+
+/// Connection state bits; a `u8` rather than bools keeps the slab entry small.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    /// Not read: the write buffer is above the high-water mark.
+    pub(crate) const READ_PAUSED: Flags = Flags(1);
+    /// The peer closed its sending side.
+    pub(crate) const PEER_EOF: Flags = Flags(1 << 1);
+    /// The service asked to close once output is flushed.
+    pub(crate) const CLOSE_REQUESTED: Flags = Flags(1 << 2);
+    /// A socket error: close at once, nothing more can be sent.
+    pub(crate) const FAILED: Flags = Flags(1 << 3);
+    /// Unconsumed input outgrew the read buffer.
+    pub(crate) const READ_BUFFER_FULL: Flags = Flags(1 << 4);
+    /// Shutting down: input is discarded, output flushed, then FIN sent.
+    pub(crate) const DRAINING: Flags = Flags(1 << 5);
+    /// Our FIN is sent.
+    pub(crate) const WRITE_SHUT: Flags = Flags(1 << 6);
+    /// Already on the shard's revisit list.
+    pub(crate) const QUEUED: Flags = Flags(1 << 7);
+
+    /// States in which no more input is delivered to the service.
+    const NO_DELIVERY: Flags = Flags(
+        Self::PEER_EOF.0 | Self::CLOSE_REQUESTED.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0,
+    );
+
+    pub(crate) fn any(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub(crate) fn set(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+
+    pub(crate) fn clear(&mut self, other: Flags) {
+        self.0 &= !other.0;
+    }
+}
+
+/// How a call to [`Connection::read_ready`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// The socket has nothing more to read now.
+    Drained,
+    /// The byte budget ran out with input possibly left: revisit.
+    BudgetSpent,
+    /// Not reading (backpressure, EOF, closing or failed).
+    Stopped,
+}
+
+/// A connection as the shard's slab holds it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) io: ConnIo,
+    pub(crate) read_buf: Option<Buffer>,
+    /// Index of the listener (and so the service) that accepted it.
+    pub(crate) listener: u32,
+}
+
+/// The part of a connection a service's context may touch.
+#[derive(Debug)]
+pub(crate) struct ConnIo {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) write_buf: Option<Buffer>,
+    pub(crate) gen: u32,
+    pub(crate) flags: Flags,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, gen: u32, listener: u32) -> Self {
+        Connection {
+            io: ConnIo {
+                stream,
+                peer,
+                write_buf: None,
+                gen,
+                flags: Flags::default(),
+            },
+            read_buf: None,
+            listener,
+        }
+    }
+
+    /// Reads until the socket is drained, the budget is spent, or the
+    /// connection stops reading, handing each read to `service`.
+    ///
+    /// One `read` per iteration: a read that fills less than it asked for
+    /// means the socket is drained, so no second syscall is spent just to
+    /// see `WouldBlock`.
+    pub(crate) fn read_ready(
+        &mut self,
+        id: ConnId,
+        service: &mut dyn TcpService,
+        pool: &mut BufferPool,
+        stats: &ShardStats,
+        config: &ServerConfig,
+    ) -> ReadOutcome {
+        let draining = self.io.flags.any(Flags::DRAINING);
+        let mut budget = config.read_budget;
+        let outcome = loop {
+            if self.io.flags.any(Flags::NO_DELIVERY) {
+                break ReadOutcome::Stopped;
+            }
+            if !draining {
+                if self.io.flags.any(Flags::READ_PAUSED) {
+                    break ReadOutcome::Stopped;
+                }
+                if self.io.write_buffered() >= config.write_high_water {
+                    self.io.flags.set(Flags::READ_PAUSED);
+                    stats.backpressure_pauses.incr();
+                    break ReadOutcome::Stopped;
+                }
+            }
+            let buf = self.read_buf.get_or_insert_with(|| pool.take());
+            if buf.spare_mut().is_empty() {
+                if buf.capacity() >= config.max_read_buffer {
+                    self.io.flags.set(Flags::READ_BUFFER_FULL);
+                    break ReadOutcome::Stopped;
+                }
+                let before = buf.capacity();
+                buf.grow_to((before * 2).min(config.max_read_buffer));
+                pool.note_growth(before, buf.capacity());
+            }
+            let spare = buf.spare_mut();
+            let asked = spare.len().min(budget);
+            match self.io.stream.read(&mut spare[..asked]) {
+                Ok(0) => self.io.flags.set(Flags::PEER_EOF),
+                Ok(n) => {
+                    buf.commit(n);
+                    stats.tcp_bytes_in.add(n as u64);
+                    budget -= n;
+                    let consumed = if draining {
+                        stats.tcp_bytes_discarded.add(n as u64);
+                        buf.len()
+                    } else {
+                        let mut cx = ConnContext {
+                            id,
+                            io: &mut self.io,
+                            pool,
+                            stats,
+                        };
+                        service.on_data(&mut cx, buf.as_slice()).min(buf.len())
+                    };
+                    buf.consume(consumed);
+                    if n < asked {
+                        break ReadOutcome::Drained;
+                    }
+                    if budget == 0 {
+                        break ReadOutcome::BudgetSpent;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.io.fail(&e),
+            }
+        };
+        if let Some(buf) = self.read_buf.take_if(|buf| buf.is_empty()) {
+            pool.give(buf);
+        }
+        outcome
+    }
+
+    /// The reason to close now, or `None` while the connection should live.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        let flags = self.io.flags;
+        if flags.any(Flags::FAILED) {
+            return Some(CloseReason::Error);
+        }
+        if flags.any(Flags::READ_BUFFER_FULL) {
+            return Some(CloseReason::ReadBufferFull);
+        }
+        if self.io.write_buffered() > 0 {
+            return None;
+        }
+        if flags.any(Flags::PEER_EOF) {
+            return Some(if flags.any(Flags::DRAINING) {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::PeerClosed
+            });
+        }
+        if flags.any(Flags::CLOSE_REQUESTED) {
+            return Some(CloseReason::Service);
+        }
+        None
+    }
+}
+
+impl ConnIo {
+    /// Bytes waiting in the write buffer.
+    pub(crate) fn write_buffered(&self) -> usize {
+        self.write_buf.as_ref().map_or(0, Buffer::len)
+    }
+
+    /// Queues `bytes` for the peer: straight to the socket while nothing is
+    /// buffered, the remainder into the write buffer.
+    fn send(&mut self, bytes: &[u8], pool: &mut BufferPool, stats: &ShardStats) {
+        if self.flags.any(Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0)) {
+            return; // nothing more can reach the peer
+        }
+        let mut rest = bytes;
+        if self.write_buf.is_none() {
+            match write_until_full(&mut self.stream, rest, stats) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => return self.fail(&e),
+            }
+            if rest.is_empty() {
+                return;
+            }
+        }
+        let buf = self.write_buf.get_or_insert_with(|| pool.take());
+        let before = buf.capacity();
+        buf.extend_from_slice(rest);
+        pool.note_growth(before, buf.capacity());
+    }
+
+    /// Writes out the write buffer as far as the socket takes it, and
+    /// returns the buffer to the pool once empty. Returns true when reading
+    /// should resume (the buffer fell below the low-water mark).
+    pub(crate) fn flush(&mut self, pool: &mut BufferPool, stats: &ShardStats, low_water: usize) -> bool {
+        if let Some(buf) = self.write_buf.as_mut() {
+            match write_until_full(&mut self.stream, buf.as_slice(), stats) {
+                Ok(n) => buf.consume(n),
+                Err(e) => self.fail(&e),
+            }
+        }
+        let release =
+            self.flags.any(Flags::FAILED) || self.write_buf.as_ref().is_some_and(Buffer::is_empty);
+        if let Some(buf) = self.write_buf.take_if(|_| release) {
+            pool.give(buf);
+        }
+        let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < low_water;
+        if resume {
+            self.flags.clear(Flags::READ_PAUSED);
+        }
+        resume
+    }
+
+    /// Sends our FIN once the write buffer is empty, so a draining peer sees
+    /// EOF after the last byte it is owed.
+    pub(crate) fn shut_write_when_flushed(&mut self) {
+        if self.write_buffered() == 0 && !self.flags.any(Flags::WRITE_SHUT) {
+            self.flags.set(Flags::WRITE_SHUT);
+            if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &io::Error) {
+        log::debug!("connection from {}: {e}", self.peer);
+        self.flags.set(Flags::FAILED);
+    }
+}
+
+/// Writes until `bytes` are all written or the socket is full; returns how
+/// many were written. A short write means the socket buffer is full, so it
+/// stops there rather than paying a syscall to see `WouldBlock`.
+fn write_until_full(stream: &mut TcpStream, bytes: &[u8], stats: &ShardStats) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(n) => {
+                stats.tcp_bytes_out.add(n as u64);
+                written += n;
+                if written < bytes.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// What a [`TcpService`] can do with the connection it is called for.
+pub struct ConnContext<'a> {
+    id: ConnId,
+    io: &'a mut ConnIo,
+    pool: &'a mut BufferPool,
+    stats: &'a ShardStats,
+}
+
+impl<'a> ConnContext<'a> {
+    pub(crate) fn new(
+        id: ConnId,
+        io: &'a mut ConnIo,
+        pool: &'a mut BufferPool,
+        stats: &'a ShardStats,
+    ) -> Self {
+        ConnContext {
+            id,
+            io,
+            pool,
+            stats,
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.io.peer
+    }
+
+    /// Sends `bytes` to the peer, in order after everything sent before.
+    /// Nothing is lost: what the socket does not take now is buffered.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.io.send(bytes, self.pool, self.stats);
+    }
+
+    /// Closes the connection once everything sent so far is flushed. No
+    /// more input is delivered.
+    pub fn close(&mut self) {
+        self.io.flags.set(Flags::CLOSE_REQUESTED);
+    }
+
+    /// Bytes sent but not yet taken by the socket.
+    pub fn write_buffered(&self) -> usize {
+        self.io.write_buffered()
+    }
+}

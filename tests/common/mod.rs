@@ -1,0 +1,107 @@
+//! Shared test scaffolding: a server on an ephemeral port in a thread, and
+//! a seeded byte generator so every test is reproducible.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sockloop::{services::Echo, Error, Handle, Server, ServerConfig};
+
+/// Every blocking socket call in the tests gives up after this.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server running on its own thread; shut down and joined on drop.
+pub struct Running {
+    pub tcp: Vec<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
+    pub handle: Handle,
+    thread: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl Running {
+    /// Starts `server`.
+    pub fn start(server: Server) -> Running {
+        let tcp = server.tcp_addrs().to_vec();
+        let udp = server.udp_addrs().to_vec();
+        let handle = server.handle();
+        let thread = std::thread::spawn(move || server.run());
+        Running {
+            tcp,
+            udp,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// TCP and UDP echo on 127.0.0.1:0 with `config`.
+    pub fn echo(config: ServerConfig) -> Running {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = Server::builder()
+            .config(config)
+            .tcp(any, || Echo)
+            .udp(any, || Echo)
+            .build()
+            .expect("bind echo server");
+        Running::start(server)
+    }
+
+    /// Stops gracefully and waits for `run` to return.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.handle.shutdown();
+        self.thread.take().unwrap().join().expect("server thread panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A blocking client with timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// SplitMix64: a tiny seeded generator, enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn range(&mut self, low: usize, high: usize) -> usize {
+        low + (self.next_u64() % (high - low + 1) as u64) as usize
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `IO_TIMEOUT` passes.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,164 @@
+//! TCP echo over real sockets: concurrency, backpressure, half-close, churn.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::{connect, wait_until, Rng, Running};
+use sockloop::ServerConfig;
+
+/// Writes `data` in random-size pieces on one thread while another reads
+/// the echo; returns what came back.
+fn echo_in_pieces(addr: std::net::SocketAddr, data: Vec<u8>, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let stream = connect(addr);
+    let mut reader = stream.try_clone().unwrap();
+    let expected = data.len();
+    let read = thread::spawn(move || {
+        let mut got = vec![0; expected];
+        reader.read_exact(&mut got).expect("read echo");
+        got
+    });
+    let mut writer = stream;
+    let mut rng = Rng::new(seed);
+    let mut sent = 0;
+    while sent < data.len() {
+        let piece = rng.range(1, 4096).min(data.len() - sent);
+        writer.write_all(&data[sent..sent + piece]).unwrap();
+        sent += piece;
+    }
+    (data, read.join().unwrap())
+}
+
+#[test]
+fn two_hundred_concurrent_clients_get_every_byte_back_in_order() {
+    let server = Running::echo(ServerConfig::default());
+    let addr = server.tcp[0];
+    let clients: Vec<_> = (0..200u64)
+        .map(|i| thread::spawn(move || echo_in_pieces(addr, Rng::new(i).bytes(64 * 1024), i)))
+        .collect();
+    for client in clients {
+        let (sent, got) = client.join().unwrap();
+        assert!(sent == got, "echo differs from what was sent");
+    }
+    let stats = server.handle.stats();
+    assert_eq!(stats.conns_accepted, 200);
+    assert_eq!(stats.tcp_bytes_in, 200 * 64 * 1024);
+    assert_eq!(stats.tcp_bytes_out, 200 * 64 * 1024);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_client_that_does_not_read_is_held_to_a_bounded_buffer() {
+    // Small kernel buffers so the server's own buffering, not the kernel's,
+    // absorbs the unread echo.
+    let mut config = ServerConfig::default();
+    config.socket.recv_buffer = Some(16 * 1024);
+    config.socket.send_buffer = Some(16 * 1024);
+    let bound = config.max_conn_buffer_bytes() as u64;
+    let server = Running::echo(config);
+    let data = Rng::new(7).bytes(8 * 1024 * 1024);
+
+    let stream = connect(server.tcp[0]);
+    let mut writer = stream.try_clone().unwrap();
+    let to_send = data.clone();
+    let write = thread::spawn(move || writer.write_all(&to_send));
+
+    // Not reading until the server has stopped reading this client.
+    let handle = server.handle.clone();
+    wait_until("backpressure", || handle.stats().backpressure_pauses > 0);
+    thread::sleep(Duration::from_millis(100));
+    let stalled = server.handle.stats();
+    assert!(stalled.tcp_bytes_in < data.len() as u64, "server kept reading");
+
+    let mut got = vec![0; data.len()];
+    (&stream).read_exact(&mut got).unwrap();
+    write.join().unwrap().unwrap();
+    assert!(got == data, "echo differs from what was sent");
+
+    let stats = server.handle.stats();
+    assert!(
+        stats.buffer_bytes_peak <= bound,
+        "peak buffer {} over the stated bound {bound}",
+        stats.buffer_bytes_peak
+    );
+    drop(stream);
+    wait_until("close", || server.handle.stats().conns_open == 0);
+    assert_eq!(server.handle.stats().buffer_bytes, 0, "a closed connection kept buffers");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn half_close_still_gets_the_full_echo_then_eof() {
+    let server = Running::echo(ServerConfig::default());
+    let data = Rng::new(3).bytes(300 * 1024);
+    let mut stream = connect(server.tcp[0]);
+    let mut reader = stream.try_clone().unwrap();
+    let read = thread::spawn(move || {
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).map(|_| got)
+    });
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let got = read.join().unwrap().expect("read to EOF");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echo differs from what was sent");
+    wait_until("close", || server.handle.stats().closed_peer == 1);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn churn_never_mixes_up_connections() {
+    let server = Running::echo(ServerConfig::default());
+    let addr = server.tcp[0];
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Live connections each echo their own tagged stream throughout.
+    let live: Vec<_> = (0..8u8)
+        .map(|tag| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut stream = connect(addr);
+                let mut rounds = 0;
+                while !stop.load(Ordering::Relaxed) || rounds < 10 {
+                    let msg = vec![tag; 1 + rounds % 700];
+                    stream.write_all(&msg).unwrap();
+                    let mut got = vec![0; msg.len()];
+                    stream.read_exact(&mut got).unwrap();
+                    assert!(got == msg, "connection {tag} received another's bytes");
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+
+    let mut rng = Rng::new(11);
+    for i in 0..2000 {
+        let mut stream = connect(addr);
+        match rng.range(0, 2) {
+            0 => {} // connect and close at once
+            1 => stream.write_all(b"churn").unwrap(), // close with the echo unread
+            _ => {
+                let msg = format!("churn {i}");
+                stream.write_all(msg.as_bytes()).unwrap();
+                let mut got = vec![0; msg.len()];
+                stream.read_exact(&mut got).unwrap();
+                assert_eq!(got, msg.as_bytes());
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in live {
+        assert!(client.join().unwrap() >= 10);
+    }
+    wait_until("all closed", || server.handle.stats().conns_open == 0);
+    let stats = server.handle.stats();
+    assert_eq!(stats.conns_accepted, 2008);
+    assert_eq!(stats.closed_peer + stats.closed_error, 2008);
+    server.shutdown().unwrap();
+}
