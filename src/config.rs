@@ -134,7 +134,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// ```
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let trimmed = text.trim();
-    let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(digits);
     let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,

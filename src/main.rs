@@ -71,9 +71,9 @@ impl FromStr for Listen {
 
     fn from_str(text: &str) -> Result<Listen, String> {
         let (addr, service) = text.split_once('=').unwrap_or((text, "echo"));
-        let addr = addr
-            .parse()
-            .map_err(|_| format!("bad address {addr:?}: expected IP:PORT, e.g. 127.0.0.1:7000 or [::1]:7000"))?;
+        let addr = addr.parse().map_err(|_| {
+            format!("bad address {addr:?}: expected IP:PORT, e.g. 127.0.0.1:7000 or [::1]:7000")
+        })?;
         Ok(Listen {
             addr,
             service: service.to_string(),
@@ -83,7 +83,8 @@ impl FromStr for Listen {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     if let Some(level) = cli.log_level {
         logger.filter_level(level);
     }
@@ -161,7 +162,9 @@ fn stop_on_signals(handle: Handle, drain: Duration) -> Result<(), Error> {
         .spawn(move || {
             let mut signals = signals.forever();
             if signals.next().is_some() {
-                log::info!("shutting down: draining for up to {drain:?} (signal again to stop now)");
+                log::info!(
+                    "shutting down: draining for up to {drain:?} (signal again to stop now)"
+                );
                 handle.shutdown();
             }
             if signals.next().is_some() {

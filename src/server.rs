@@ -228,7 +228,9 @@ impl Handle {
 
     /// All shards' counters summed.
     pub fn stats(&self) -> Stats {
-        self.shard_stats().into_iter().fold(Stats::default(), |a, b| a + b)
+        self.shard_stats()
+            .into_iter()
+            .fold(Stats::default(), |a, b| a + b)
     }
 
     fn post(&self, command: Command) {

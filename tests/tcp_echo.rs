@@ -73,7 +73,10 @@ fn a_client_that_does_not_read_is_held_to_a_bounded_buffer() {
     wait_until("backpressure", || handle.stats().backpressure_pauses > 0);
     thread::sleep(Duration::from_millis(100));
     let stalled = server.handle.stats();
-    assert!(stalled.tcp_bytes_in < data.len() as u64, "server kept reading");
+    assert!(
+        stalled.tcp_bytes_in < data.len() as u64,
+        "server kept reading"
+    );
 
     let mut got = vec![0; data.len()];
     (&stream).read_exact(&mut got).unwrap();
@@ -88,7 +91,11 @@ fn a_client_that_does_not_read_is_held_to_a_bounded_buffer() {
     );
     drop(stream);
     wait_until("close", || server.handle.stats().conns_open == 0);
-    assert_eq!(server.handle.stats().buffer_bytes, 0, "a closed connection kept buffers");
+    assert_eq!(
+        server.handle.stats().buffer_bytes,
+        0,
+        "a closed connection kept buffers"
+    );
     server.shutdown().unwrap();
 }
 
@@ -141,7 +148,7 @@ fn churn_never_mixes_up_connections() {
     for i in 0..2000 {
         let mut stream = connect(addr);
         match rng.range(0, 2) {
-            0 => {} // connect and close at once
+            0 => {}                                   // connect and close at once
             1 => stream.write_all(b"churn").unwrap(), // close with the echo unread
             _ => {
                 let msg = format!("churn {i}");

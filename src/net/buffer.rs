@@ -35,7 +35,10 @@ impl Buffer {
     /// # Panics
     /// If `capacity` does not fit in a `u32`.
     pub fn with_capacity(capacity: usize) -> Buffer {
-        assert!(u32::try_from(capacity).is_ok(), "buffers are limited to 4 GiB");
+        assert!(
+            u32::try_from(capacity).is_ok(),
+            "buffers are limited to 4 GiB"
+        );
         Buffer {
             storage: vec![0; capacity].into_boxed_slice(),
             start: 0,
@@ -91,7 +94,10 @@ impl Buffer {
     /// # Panics
     /// If `n` is more than the spare room.
     pub fn commit(&mut self, n: usize) {
-        assert!(self.end as usize + n <= self.capacity(), "commit past capacity");
+        assert!(
+            self.end as usize + n <= self.capacity(),
+            "commit past capacity"
+        );
         self.end += n as u32;
     }
 

@@ -232,7 +232,12 @@ impl ConnIo {
     /// Writes out the write buffer as far as the socket takes it, and
     /// returns the buffer to the pool once empty. Returns true when reading
     /// should resume (the buffer fell below the low-water mark).
-    pub(crate) fn flush(&mut self, pool: &mut BufferPool, stats: &ShardStats, low_water: usize) -> bool {
+    pub(crate) fn flush(
+        &mut self,
+        pool: &mut BufferPool,
+        stats: &ShardStats,
+        low_water: usize,
+    ) -> bool {
         if let Some(buf) = self.write_buf.as_mut() {
             match write_until_full(&mut self.stream, buf.as_slice(), stats) {
                 Ok(n) => buf.consume(n),

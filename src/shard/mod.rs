@@ -139,7 +139,9 @@ impl Shard {
                 self.close_all(CloseReason::Shutdown);
             }
             self.stats.buffer_bytes.set(self.pool.bytes_lent() as u64);
-            self.stats.buffer_bytes_peak.set(self.pool.peak_bytes_lent() as u64);
+            self.stats
+                .buffer_bytes_peak
+                .set(self.pool.peak_bytes_lent() as u64);
             if self.drain_deadline.is_some() && self.conns.is_empty() {
                 return Ok(());
             }
@@ -213,7 +215,11 @@ impl Shard {
     /// Reads a connection and hands the input to its service.
     fn read(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let token = Slot::Conn { key, gen: conn.io.gen }.token();
+        let token = Slot::Conn {
+            key,
+            gen: conn.io.gen,
+        }
+        .token();
         let service = &mut *self.tcp[conn.listener as usize].service;
         let outcome = conn.read_ready(
             ConnId(token.0 as u64),
@@ -236,7 +242,10 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.io.flush(&mut self.pool, &self.stats, self.config.write_low_water) {
+        if conn
+            .io
+            .flush(&mut self.pool, &self.stats, self.config.write_low_water)
+        {
             self.read(key);
         }
     }
@@ -275,8 +284,18 @@ impl Shard {
 
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        let id = ConnId(Slot::Conn { key, gen: conn.io.gen }.token().0 as u64);
-        for buf in [conn.read_buf.take(), conn.io.write_buf.take()].into_iter().flatten() {
+        let id = ConnId(
+            Slot::Conn {
+                key,
+                gen: conn.io.gen,
+            }
+            .token()
+            .0 as u64,
+        );
+        for buf in [conn.read_buf.take(), conn.io.write_buf.take()]
+            .into_iter()
+            .flatten()
+        {
             self.pool.give(buf);
         }
         let stats = &self.stats;
@@ -289,7 +308,9 @@ impl Shard {
             CloseReason::Shutdown => stats.closed_shutdown.incr(),
         }
         log::trace!("closed {} ({reason:?})", conn.io.peer);
-        self.tcp[conn.listener as usize].service.on_close(id, reason);
+        self.tcp[conn.listener as usize]
+            .service
+            .on_close(id, reason);
         // Dropping the stream closes the descriptor, which also removes it
         // from the poll set: no `deregister` syscall needed.
     }

@@ -19,7 +19,11 @@ pub(crate) struct UdpEndpoint {
 }
 
 impl UdpEndpoint {
-    pub(crate) fn new(socket: UdpSocket, service: Box<dyn UdpService>, config: &ServerConfig) -> Self {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        service: Box<dyn UdpService>,
+        config: &ServerConfig,
+    ) -> Self {
         UdpEndpoint {
             socket,
             service,
@@ -31,7 +35,12 @@ impl UdpEndpoint {
     /// of batches is spent (then returns true: revisit before polling).
     /// Replies are flushed after each batch, so one receive syscall is
     /// followed by one send syscall for the whole batch.
-    pub(crate) fn read_ready(&mut self, batch: &mut RecvBatch, stats: &ShardStats, config: &ServerConfig) -> bool {
+    pub(crate) fn read_ready(
+        &mut self,
+        batch: &mut RecvBatch,
+        stats: &ShardStats,
+        config: &ServerConfig,
+    ) -> bool {
         for _ in 0..config.udp_recv_batches {
             let received = match batch.recv(&self.socket) {
                 Ok(n) => n,
@@ -52,7 +61,8 @@ impl UdpEndpoint {
                     queue: &mut self.queue,
                     stats,
                 };
-                self.service.on_datagram(&mut out, datagram.from, datagram.data);
+                self.service
+                    .on_datagram(&mut out, datagram.from, datagram.data);
             }
             self.flush(stats);
             if received < config.udp_batch {

@@ -50,7 +50,11 @@ impl Running {
     /// Stops gracefully and waits for `run` to return.
     pub fn shutdown(mut self) -> Result<(), Error> {
         self.handle.shutdown();
-        self.thread.take().unwrap().join().expect("server thread panicked")
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("server thread panicked")
     }
 }
 
@@ -101,7 +105,10 @@ impl Rng {
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

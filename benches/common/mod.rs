@@ -1,0 +1,123 @@
+//! Helpers shared by the hand-rolled (harness = false) benches: run mode,
+//! and reading CPU time and memory from `/proc`.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// True when the bench should only smoke-test itself: invoked with `--test`
+/// or without cargo's `--bench` (e.g. `cargo test --benches`).
+pub fn quick_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
+/// A duration in seconds from the environment, or `default`.
+pub fn env_secs(name: &str, default: f64) -> Duration {
+    let secs = std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(default);
+    Duration::from_secs_f64(secs)
+}
+
+/// Clock ticks per second for `/proc/*/stat` times (`getconf CLK_TCK`, else 100).
+pub fn clk_tck() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// The id of this process's thread whose `comm` starts with `prefix`
+/// (comm is truncated to 15 bytes by the kernel).
+pub fn find_tid(prefix: &str) -> Option<u32> {
+    let prefix = &prefix[..prefix.len().min(15)];
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let entry = entry.ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            return entry.file_name().to_str()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// CPU time used by one thread so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// utime + stime from `stat`, in clock ticks.
+    pub ticks: u64,
+    /// On-CPU time from `schedstat`, in nanoseconds (exact, not sampled).
+    pub sched_ns: Option<u64>,
+}
+
+impl Cpu {
+    /// `/proc/self/task/<tid>`, or the calling thread with `None`.
+    pub fn of(tid: Option<u32>) -> Cpu {
+        let dir = match tid {
+            Some(tid) => format!("/proc/self/task/{tid}"),
+            None => "/proc/thread-self".to_string(),
+        };
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+        // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let sched_ns = std::fs::read_to_string(format!("{dir}/schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        Cpu {
+            ticks: field(14) + field(15),
+            sched_ns,
+        }
+    }
+
+    /// Seconds of CPU between `earlier` and `self`, from ticks.
+    pub fn secs_since(&self, earlier: &Cpu, tck: u64) -> f64 {
+        self.ticks.saturating_sub(earlier.ticks) as f64 / tck as f64
+    }
+
+    /// Seconds of CPU between `earlier` and `self`, from schedstat.
+    pub fn sched_secs_since(&self, earlier: &Cpu) -> Option<f64> {
+        Some(self.sched_ns?.saturating_sub(earlier.sched_ns?) as f64 / 1e9)
+    }
+}
+
+/// A `kB` field (`VmRSS`, `RssAnon`, ...) of `/proc/<pid>/status`, in bytes.
+pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?;
+    let kb: u64 = line[key.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// The median of `values` (mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,124 @@
+//! The `sockloop serve` command line: its listening lines, exit codes and
+//! one-line errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sockloop");
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Waits for `child` to exit, killing it after `TIMEOUT`.
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("sockloop did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn serve(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(child)
+}
+
+fn assert_usage_error(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains(expected),
+        "stderr lacks {expected:?}: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic instead of an error: {stderr}"
+    );
+}
+
+#[test]
+fn a_bad_address_exits_2_naming_it() {
+    let output = serve(&["--tcp", "127.0.0.1:notaport"]);
+    assert_usage_error(&output, "bad address \"127.0.0.1:notaport\"");
+}
+
+#[test]
+fn a_port_in_use_exits_2_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = serve(&["--tcp", &addr]);
+    assert_usage_error(
+        &output,
+        &format!("cannot bind tcp {addr}: Address already in use"),
+    );
+}
+
+#[test]
+fn an_unknown_service_exits_2_naming_it() {
+    let output = serve(&["--udp", "127.0.0.1:0=gopher"]);
+    assert_usage_error(&output, "unknown udp service \"gopher\"");
+}
+
+#[test]
+fn serve_prints_its_listeners_echoes_and_exits_0_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0=echo"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut listening = |proto: &str| -> SocketAddr {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 4, "unexpected line {line:?}");
+        assert_eq!(
+            (fields[0], fields[1], fields[3]),
+            ("listening", proto, "echo")
+        );
+        fields[2].parse().unwrap()
+    };
+    let tcp = listening("tcp");
+    let udp = listening("udp");
+
+    let mut stream = TcpStream::connect(tcp).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(b"hello").unwrap();
+    let mut reply = [0; 5];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"hello");
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.send_to(b"datagram", udp).unwrap();
+    let mut buf = [0; 64];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"datagram"[..], udp));
+
+    drop(stream);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = finish(child);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
