@@ -122,3 +122,49 @@ fn serve_prints_its_listeners_echoes_and_exits_0_on_sigterm() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_then_recovers() {
+    // `ulimit -n` in sh lowers both limits, so the server cannot raise them.
+    let script = format!("ulimit -n 32 && exec {BIN} serve --tcp 127.0.0.1:0 --log-level warn");
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+
+    // More connections than the server has descriptors: the kernel completes
+    // the handshakes, the server cannot accept them all.
+    let mut clients: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let echo = |stream: &mut TcpStream| {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.write_all(b"x").unwrap();
+        let mut byte = [0];
+        stream.read_exact(&mut byte).map(|_| byte[0])
+    };
+    assert_eq!(echo(&mut clients[0]).unwrap(), b'x');
+    // Freeing descriptors lets the paused listener take the rest.
+    let mut last = clients.pop().unwrap();
+    clients.truncate(1);
+    assert_eq!(echo(&mut last).unwrap(), b'x', "accepting never resumed");
+
+    drop((clients, last));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains("Too many open files"),
+        "no pause was logged: {stderr}"
+    );
+}

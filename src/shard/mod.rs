@@ -63,7 +63,8 @@ pub(crate) struct Shard {
     conns: Slab<Connection>,
     generations: Generations,
     pool: BufferPool,
-    recv_batch: RecvBatch,
+    /// Shared by the shard's UDP sockets; `None` when it has none.
+    recv_batch: Option<RecvBatch>,
     /// Sources that spent their budget this turn and may have more input.
     revisit: Vec<Token>,
     /// The previous turn's `revisit`, kept to reuse its allocation.
@@ -98,9 +99,8 @@ impl Shard {
             )?;
         }
         let pool = BufferPool::new(config.buffer_size, config.pool_max_free);
-        // Without UDP sockets the batch is never used: don't allocate it.
-        let slots = if udp.is_empty() { 0 } else { config.udp_batch };
-        let recv_batch = RecvBatch::new(slots, config.udp_max_datagram);
+        let recv_batch =
+            (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
             poll,
             config,
@@ -204,10 +204,11 @@ impl Shard {
     }
 
     fn udp_ready(&mut self, index: usize) {
-        let Some(endpoint) = self.udp.get_mut(index) else {
+        let (Some(endpoint), Some(batch)) = (self.udp.get_mut(index), self.recv_batch.as_mut())
+        else {
             return; // closed by shutdown earlier in this batch
         };
-        if endpoint.read_ready(&mut self.recv_batch, &self.stats, &self.config) {
+        if endpoint.read_ready(batch, &self.stats, &self.config) {
             self.revisit.push(Slot::Udp(index).token());
         }
     }
