@@ -11,9 +11,9 @@ use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
 use crate::service::{CloseReason, ConnId, TcpService};
 
-/// Connection state bits; a `u8` rather than bools keeps the slab entry small.
+/// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u8);
+pub(crate) struct Flags(u16);
 
 impl Flags {
     /// Not read: the write buffer is above the high-water mark.
@@ -32,6 +32,10 @@ impl Flags {
     pub(crate) const WRITE_SHUT: Flags = Flags(1 << 6);
     /// Already on the shard's revisit list.
     pub(crate) const QUEUED: Flags = Flags(1 << 7);
+    /// The poller reported the peer's FIN. A short read no longer means
+    /// drained: the EOF behind the data must still be read, and no further
+    /// readiness edge will announce it.
+    pub(crate) const HUP_SEEN: Flags = Flags(1 << 8);
 
     /// States in which no more input is delivered to the service.
     const NO_DELIVERY: Flags = Flags(
@@ -101,7 +105,8 @@ impl Connection {
     ///
     /// One `read` per iteration: a read that fills less than it asked for
     /// means the socket is drained, so no second syscall is spent just to
-    /// see `WouldBlock`.
+    /// see `WouldBlock` -- unless the peer's FIN was reported, which may sit
+    /// behind the data just read.
     pub(crate) fn read_ready(
         &mut self,
         id: ConnId,
@@ -157,7 +162,7 @@ impl Connection {
                         service.on_data(&mut cx, buf.as_slice()).min(buf.len())
                     };
                     buf.consume(consumed);
-                    if n < asked {
+                    if n < asked && !self.io.flags.any(Flags::HUP_SEEN) {
                         break ReadOutcome::Drained;
                     }
                     if budget == 0 {

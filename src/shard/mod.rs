@@ -182,6 +182,9 @@ impl Shard {
                 if event.is_writable() || event.is_error() {
                     self.flush(key);
                 }
+                if event.is_read_closed() {
+                    self.conns[key].io.flags.set(Flags::HUP_SEEN);
+                }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.read(key);
                 }
