@@ -580,6 +580,7 @@ fn main() {
     println!(
         "  CPU from /proc/self/task/<tid>/stat utime+stime at {tck} Hz (schedstat ns alongside)"
     );
+    print_loadavg("before");
 
     let (sockloop, handle, sockloop_thread) = start_sockloop();
     let (tokio, tokio_server) = start_tokio();
@@ -613,7 +614,14 @@ fn main() {
         .expect("sockloop thread")
         .expect("sockloop run");
     tokio_server.stop();
+    print_loadavg("after");
     report(&samples, &targets);
+}
+
+/// Other work on the machine skews everything: show how much there was.
+fn print_loadavg(when: &str) {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  loadavg {when}: {}", loadavg.trim());
 }
 
 /// The medians of one (target, proto) cell.

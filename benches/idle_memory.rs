@@ -105,7 +105,10 @@ fn main() {
         .strip_prefix("listening tcp ")
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        .unwrap_or_else(|| {
+            let status = server.0.wait();
+            panic!("the server printed {line:?} instead of `listening tcp ADDR echo` (exit: {status:?})")
+        });
     let rss = || status_bytes(pid, "VmRSS").expect("VmRSS");
     let anon = || status_bytes(pid, "RssAnon").unwrap_or(0);
 

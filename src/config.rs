@@ -27,8 +27,22 @@ pub struct ServerConfig {
     pub write_high_water: usize,
     /// Write-buffer bytes below which reading resumes (16 KiB).
     pub write_low_water: usize,
+    /// Close a connection after this long with no bytes in either
+    /// direction (300 s; `None` disables).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose frame stays incomplete this long after its
+    /// first byte, however slowly bytes trickle in: the anti-slowloris rule
+    /// (10 s; `None` disables). A frame is open while the service leaves
+    /// input unconsumed; a raw echo never has one.
+    pub frame_timeout: Option<Duration>,
+    /// Close a connection whose write buffer has made no progress this long:
+    /// a peer that stopped reading (30 s; `None` disables).
+    pub write_timeout: Option<Duration>,
     /// How long a graceful shutdown waits for connections to flush (5 s).
     pub drain_timeout: Duration,
+    /// Resolution of the timer wheel (1 ms): deadlines fire at most this
+    /// much (plus the loop's own latency) after they pass.
+    pub timer_tick: Duration,
     /// How long accepting pauses when descriptors run out (100 ms).
     pub accept_pause: Duration,
     /// Datagrams per `recvmmsg`/`sendmmsg` call (32).
@@ -57,7 +71,11 @@ impl Default for ServerConfig {
             max_read_buffer: 64 * 1024,
             write_high_water: 64 * 1024,
             write_low_water: 16 * 1024,
+            idle_timeout: Some(Duration::from_secs(300)),
+            frame_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(5),
+            timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
             udp_batch: 32,
             udp_max_datagram: 65_507,
@@ -90,6 +108,15 @@ impl ServerConfig {
         }
         if self.udp_queue_datagrams == 0 || self.udp_queue_bytes < self.udp_max_datagram {
             return fail("the UDP send queue must hold at least one largest datagram");
+        }
+        // Deadlines are kept in wrapping 32-bit milliseconds.
+        let longest = Duration::from_millis(u64::from(u32::MAX / 2));
+        let timeouts = [self.idle_timeout, self.frame_timeout, self.write_timeout];
+        if timeouts.into_iter().flatten().any(|t| t > longest) {
+            return fail("timeouts must be at most 24 days");
+        }
+        if self.timer_tick.is_zero() || self.timer_tick > Duration::from_secs(1) {
+            return fail("the timer tick must be between 1ns and 1s");
         }
         if self.events_capacity == 0 || self.socket.backlog == 0 {
             return fail("the event capacity and listen backlog must be positive");

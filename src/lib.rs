@@ -15,6 +15,7 @@
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
 //!             services/  service.rs             echo, the service API
+//!             timer/                            the timer wheel (pure: time is passed in)
 //!             net/                              socket2 setup, buffers, batched UDP,
 //!                                               sys.rs: the only `unsafe`
 //! ```
@@ -43,6 +44,7 @@ mod server;
 pub mod service;
 pub mod services;
 mod shard;
+pub mod timer;
 
 pub use config::ServerConfig;
 pub use error::Error;

@@ -54,6 +54,16 @@ struct ServeArgs {
     /// TCP keepalive idle time for accepted connections, e.g. 60s (default: off).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     keepalive: Option<Duration>,
+    /// Close connections idle (no bytes either way) this long; 0 disables.
+    #[arg(long, value_parser = parse_duration, default_value = "300s", value_name = "DURATION")]
+    idle_timeout: Duration,
+    /// Close connections whose frame stays incomplete this long after its first byte
+    /// (slowloris); 0 disables.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    frame_timeout: Duration,
+    /// Close connections whose output makes no progress this long; 0 disables.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    write_timeout: Duration,
     /// How long a graceful shutdown waits for connections to flush.
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     drain_timeout: Duration,
@@ -113,6 +123,9 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.socket.recv_buffer = args.recv_buffer;
     config.socket.send_buffer = args.send_buffer;
     config.socket.keepalive = args.keepalive;
+    config.idle_timeout = enabled(args.idle_timeout);
+    config.frame_timeout = enabled(args.frame_timeout);
+    config.write_timeout = enabled(args.write_timeout);
     config.drain_timeout = args.drain_timeout;
 
     let mut builder = Server::builder().config(config);
@@ -148,6 +161,11 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     server.run()?;
     log::info!("stopped");
     Ok(())
+}
+
+/// A timeout flag: `0` disables it.
+fn enabled(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then_some(timeout)
 }
 
 fn unknown_service(proto: &str, name: &str) -> Error {

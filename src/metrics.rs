@@ -52,6 +52,12 @@ stats! {
     closed_read_buffer_full,
     /// Connections closed by shutdown.
     closed_shutdown,
+    /// Connections closed by the idle timeout.
+    closed_idle_timeout,
+    /// Connections closed by the frame timeout (slow or stuck senders).
+    closed_frame_timeout,
+    /// Connections closed by the write timeout (peers that stopped reading).
+    closed_write_timeout,
     /// `accept` errors other than running out of descriptors.
     accept_errors,
     /// Times accepting paused because the process or system ran out of descriptors.

@@ -32,7 +32,18 @@ pub enum CloseReason {
     ReadBufferFull,
     /// The server shut down.
     Shutdown,
+    /// No bytes moved for the idle timeout.
+    IdleTimeout,
+    /// A frame stayed incomplete for the frame timeout.
+    FrameTimeout,
+    /// Output made no progress for the write timeout.
+    WriteTimeout,
 }
+
+/// A service timer, for cancelling it. Cancelling one that already fired
+/// is a harmless no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(pub(crate) crate::timer::TimerHandle);
 
 /// A stream protocol: called by the shard for each connection event.
 ///
@@ -63,7 +74,11 @@ pub trait TcpService: Send {
     /// maximum read buffer (then the connection is closed).
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize;
 
-    /// The connection is gone; no more calls for `id` follow.
+    /// A timer armed with [`ConnContext::arm_timer`] fired.
+    fn on_timer(&mut self, _conn: &mut ConnContext<'_>, _key: u64) {}
+
+    /// The connection is gone; no more calls for `id` follow (its pending
+    /// timers are dropped when they come due).
     fn on_close(&mut self, _id: ConnId, _reason: CloseReason) {}
 }
 
@@ -85,4 +100,8 @@ pub trait TcpService: Send {
 pub trait UdpService: Send {
     /// A datagram from `from` arrived.
     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]);
+
+    /// A timer armed with [`DatagramContext::arm_timer`] fired: e.g. expire
+    /// per-peer state.
+    fn on_timer(&mut self, _out: &mut DatagramContext<'_>, _key: u64) {}
 }

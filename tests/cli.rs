@@ -74,6 +74,14 @@ fn an_unknown_service_exits_2_naming_it() {
 fn serve_prints_its_listeners_echoes_and_exits_0_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0=echo"])
+        .args([
+            "--idle-timeout",
+            "0",
+            "--frame-timeout",
+            "500ms",
+            "--write-timeout",
+            "1m",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -3,12 +3,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::Interest;
 
 use super::conn::{ConnContext, Connection};
+use super::deadline::TimerTarget;
 use super::token::Slot;
 use super::Shard;
 use crate::net::socket::tune_accepted;
@@ -24,7 +24,7 @@ impl Shard {
             let Some(listener) = endpoint.listener.as_ref() else {
                 return; // closed by shutdown
             };
-            if endpoint.paused_until.is_some() {
+            if endpoint.paused {
                 return;
             }
             match listener.accept() {
@@ -40,7 +40,9 @@ impl Shard {
                     // The pending connection stays in the backlog and the
                     // listener stays readable, so retrying now would spin.
                     let pause = self.config.accept_pause;
-                    endpoint.paused_until = Some(Instant::now() + pause);
+                    endpoint.paused = true;
+                    self.timers
+                        .arm_after(pause, TimerTarget::ResumeAccept(index));
                     self.stats.accept_pauses.incr();
                     log::warn!("accept: {e}; not accepting for {pause:?}");
                     return;
@@ -50,19 +52,6 @@ impl Shard {
                     log::warn!("accept: {e}");
                     return;
                 }
-            }
-        }
-    }
-
-    /// Accepts again on listeners whose pause is over. No readiness edge
-    /// arrives for connections that queued during the pause, so it must
-    /// not wait for one.
-    pub(super) fn resume_accepting(&mut self, now: Instant) {
-        for index in 0..self.tcp.len() {
-            let endpoint = &mut self.tcp[index];
-            if endpoint.paused_until.is_some_and(|until| now >= until) {
-                endpoint.paused_until = None;
-                self.accept_ready(index);
             }
         }
     }
@@ -80,15 +69,17 @@ impl Shard {
         }
         let gen = self.generations.next();
         let token = Slot::Conn { key, gen }.token();
-        // Both interests up front: edge triggering reports writability only
-        // on transitions, and it saves a `reregister` whenever output queues.
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        // Readable only: writable interest is added while output waits
+        // (see `settle`), or every ACK that frees send-buffer space would
+        // wake the loop for nothing.
+        let interest = Interest::READABLE;
         if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
             self.stats.accept_errors.incr();
             log::warn!("registering connection from {peer}: {e}");
             return;
         }
-        let conn = entry.insert(Connection::new(stream, peer, gen, listener as u32));
+        let now_ms = self.timers.now_ms();
+        let conn = entry.insert(Connection::new(stream, peer, gen, listener as u32, now_ms));
         self.stats.conns_accepted.incr();
         self.stats.conns_open.incr();
         let mut cx = ConnContext::new(
@@ -96,6 +87,7 @@ impl Shard {
             &mut conn.io,
             &mut self.pool,
             &self.stats,
+            &mut self.timers,
         );
         self.tcp[listener].service.on_open(&mut cx);
         self.settle(key);

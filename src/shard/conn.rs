@@ -3,13 +3,16 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::TcpStream;
+use mio::Token;
 
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
-use crate::service::{CloseReason, ConnId, TcpService};
+use crate::service::{CloseReason, ConnId, TcpService, TimerId};
+use crate::shard::deadline::{Deadlines, TimerTarget, Timers};
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +39,8 @@ impl Flags {
     /// drained: the EOF behind the data must still be read, and no further
     /// readiness edge will announce it.
     pub(crate) const HUP_SEEN: Flags = Flags(1 << 8);
+    /// Registered for writability: only while output waits in the buffer.
+    pub(crate) const WRITE_INTEREST: Flags = Flags(1 << 9);
 
     /// States in which no more input is delivered to the service.
     const NO_DELIVERY: Flags = Flags(
@@ -81,17 +86,25 @@ pub(crate) struct ConnIo {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) write_buf: Option<Buffer>,
+    pub(crate) deadlines: Deadlines,
     pub(crate) gen: u32,
     pub(crate) flags: Flags,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, gen: u32, listener: u32) -> Self {
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        gen: u32,
+        listener: u32,
+        now_ms: u32,
+    ) -> Self {
         Connection {
             io: ConnIo {
                 stream,
                 peer,
                 write_buf: None,
+                deadlines: Deadlines::new(now_ms),
                 gen,
                 flags: Flags::default(),
             },
@@ -114,6 +127,7 @@ impl Connection {
         pool: &mut BufferPool,
         stats: &ShardStats,
         config: &ServerConfig,
+        timers: &mut Timers,
     ) -> ReadOutcome {
         let draining = self.io.flags.any(Flags::DRAINING);
         let mut budget = config.read_budget;
@@ -149,6 +163,7 @@ impl Connection {
                     buf.commit(n);
                     stats.tcp_bytes_in.add(n as u64);
                     budget -= n;
+                    self.io.deadlines.io(timers.now_ms());
                     let consumed = if draining {
                         stats.tcp_bytes_discarded.add(n as u64);
                         buf.len()
@@ -158,10 +173,15 @@ impl Connection {
                             io: &mut self.io,
                             pool,
                             stats,
+                            timers,
                         };
                         service.on_data(&mut cx, buf.as_slice()).min(buf.len())
                     };
                     buf.consume(consumed);
+                    let leftover = !buf.is_empty();
+                    self.io
+                        .deadlines
+                        .frame(timers.now_ms(), consumed > 0, leftover);
                     if n < asked && !self.io.flags.any(Flags::HUP_SEEN) {
                         break ReadOutcome::Drained;
                     }
@@ -214,7 +234,7 @@ impl ConnIo {
 
     /// Queues `bytes` for the peer: straight to the socket while nothing is
     /// buffered, the remainder into the write buffer.
-    fn send(&mut self, bytes: &[u8], pool: &mut BufferPool, stats: &ShardStats) {
+    fn send(&mut self, bytes: &[u8], pool: &mut BufferPool, stats: &ShardStats, now_ms: u32) {
         if self.flags.any(Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0)) {
             return; // nothing more can reach the peer
         }
@@ -224,9 +244,13 @@ impl ConnIo {
                 Ok(n) => rest = &rest[n..],
                 Err(e) => return self.fail(&e),
             }
+            if rest.len() < bytes.len() {
+                self.deadlines.io(now_ms);
+            }
             if rest.is_empty() {
                 return;
             }
+            self.deadlines.write(now_ms, false, true);
         }
         let buf = self.write_buf.get_or_insert_with(|| pool.take());
         let before = buf.capacity();
@@ -242,10 +266,17 @@ impl ConnIo {
         pool: &mut BufferPool,
         stats: &ShardStats,
         low_water: usize,
+        now_ms: u32,
     ) -> bool {
         if let Some(buf) = self.write_buf.as_mut() {
             match write_until_full(&mut self.stream, buf.as_slice(), stats) {
-                Ok(n) => buf.consume(n),
+                Ok(n) => {
+                    buf.consume(n);
+                    if n > 0 {
+                        self.deadlines.io(now_ms);
+                    }
+                    self.deadlines.write(now_ms, n > 0, !buf.is_empty());
+                }
                 Err(e) => self.fail(&e),
             }
         }
@@ -272,7 +303,7 @@ impl ConnIo {
         }
     }
 
-    fn fail(&mut self, e: &io::Error) {
+    pub(crate) fn fail(&mut self, e: &io::Error) {
         log::debug!("connection from {}: {e}", self.peer);
         self.flags.set(Flags::FAILED);
     }
@@ -306,6 +337,7 @@ pub struct ConnContext<'a> {
     io: &'a mut ConnIo,
     pool: &'a mut BufferPool,
     stats: &'a ShardStats,
+    timers: &'a mut Timers,
 }
 
 impl<'a> ConnContext<'a> {
@@ -314,12 +346,14 @@ impl<'a> ConnContext<'a> {
         io: &'a mut ConnIo,
         pool: &'a mut BufferPool,
         stats: &'a ShardStats,
+        timers: &'a mut Timers,
     ) -> Self {
         ConnContext {
             id,
             io,
             pool,
             stats,
+            timers,
         }
     }
 
@@ -336,7 +370,8 @@ impl<'a> ConnContext<'a> {
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.io.send(bytes, self.pool, self.stats);
+        self.io
+            .send(bytes, self.pool, self.stats, self.timers.now_ms());
     }
 
     /// Closes the connection once everything sent so far is flushed. No
@@ -348,5 +383,21 @@ impl<'a> ConnContext<'a> {
     /// Bytes sent but not yet taken by the socket.
     pub fn write_buffered(&self) -> usize {
         self.io.write_buffered()
+    }
+
+    /// Calls [`TcpService::on_timer`] with `key` for this connection after
+    /// `after` (within one timer tick). Dropped if the connection closes
+    /// first.
+    pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
+        let conn = Token(self.id.0 as usize);
+        TimerId(
+            self.timers
+                .arm_after(after, TimerTarget::ConnService { conn, key }),
+        )
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.timers.wheel.cancel(timer.0).is_some()
     }
 }

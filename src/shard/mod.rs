@@ -9,6 +9,8 @@
 
 mod accept;
 pub(crate) mod conn;
+pub(crate) mod deadline;
+mod fire;
 pub(crate) mod mailbox;
 pub(crate) mod token;
 pub(crate) mod udp;
@@ -28,7 +30,9 @@ use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
 use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, ConnId, TcpService};
+use crate::timer::TimerHandle;
 use conn::{Connection, Flags, ReadOutcome};
+use deadline::{Due, TimerTarget, Timers};
 use mailbox::Command;
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
@@ -39,7 +43,7 @@ pub(crate) struct TcpEndpoint {
     listener: Option<TcpListener>,
     service: Box<dyn TcpService>,
     /// Set while accepting is paused for lack of descriptors.
-    paused_until: Option<Instant>,
+    paused: bool,
 }
 
 impl TcpEndpoint {
@@ -47,7 +51,7 @@ impl TcpEndpoint {
         TcpEndpoint {
             listener: Some(listener),
             service,
-            paused_until: None,
+            paused: false,
         }
     }
 }
@@ -69,8 +73,11 @@ pub(crate) struct Shard {
     revisit: Vec<Token>,
     /// The previous turn's `revisit`, kept to reuse its allocation.
     revisiting: Vec<Token>,
+    timers: Timers,
+    /// Timers due this turn; kept to reuse its allocation.
+    fired: Vec<(TimerHandle, TimerTarget)>,
     /// Set once shutdown began.
-    drain_deadline: Option<Instant>,
+    draining: bool,
 }
 
 impl Shard {
@@ -90,8 +97,9 @@ impl Shard {
                 .register(listener, Slot::TcpListener(i).token(), Interest::READABLE)?;
         }
         for (i, endpoint) in udp.iter_mut().enumerate() {
-            // Both interests up front: with edge triggering this costs no
-            // extra events, and saves a `reregister` whenever replies queue.
+            // Both interests up front saves a `reregister` whenever replies
+            // queue; the writable bit that rides along with readable edges
+            // costs an empty-queue check (measured: no CPU difference).
             poll.registry().register(
                 &mut endpoint.socket,
                 Slot::Udp(i).token(),
@@ -103,6 +111,9 @@ impl Shard {
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
             poll,
+            timers: Timers::new(Instant::now(), config.timer_tick),
+            fired: Vec::new(),
+            draining: false,
             config,
             stats,
             inbox,
@@ -114,7 +125,6 @@ impl Shard {
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),
-            drain_deadline: None,
         })
     }
 
@@ -122,43 +132,34 @@ impl Shard {
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(self.config.events_capacity);
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            // Not at all while sources wait for a revisit, otherwise until
+            // the nearest timer.
+            let timeout = if self.revisit.is_empty() {
+                self.timers.wheel.poll_timeout(self.timers.now())
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            self.timers.set_now(Instant::now());
             for event in events.iter() {
                 self.dispatch(event);
             }
             self.revisit_spent();
-            let now = Instant::now();
-            self.resume_accepting(now);
-            if self.drain_deadline.is_some_and(|deadline| now >= deadline) {
-                self.close_all(CloseReason::Shutdown);
-            }
-            self.stats.buffer_bytes.set(self.pool.bytes_lent() as u64);
+            self.fire_timers();
+            let pool = &self.pool;
+            self.stats.buffer_bytes.set(pool.bytes_lent() as u64);
             self.stats
                 .buffer_bytes_peak
-                .set(self.pool.peak_bytes_lent() as u64);
-            if self.drain_deadline.is_some() && self.conns.is_empty() {
+                .set(pool.peak_bytes_lent() as u64);
+            if self.draining && self.conns.is_empty() {
                 return Ok(());
             }
         }
-    }
-
-    /// How long `poll` may sleep: not at all while sources wait for a
-    /// revisit, otherwise until the nearest pause or deadline ends.
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        let resumes = self.tcp.iter().filter_map(|endpoint| endpoint.paused_until);
-        resumes
-            .chain(self.drain_deadline)
-            .min()
-            .map(|wake| wake.saturating_duration_since(now))
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -175,10 +176,10 @@ impl Shard {
                     self.udp_ready(i);
                 }
             }
-            Slot::Conn { key, gen } => {
-                if !self.conns.get(key).is_some_and(|conn| conn.io.gen == gen) {
-                    return; // an event for a connection closed earlier in this batch
-                }
+            Slot::Conn { .. } => {
+                let Some(key) = self.live_conn(event.token()) else {
+                    return; // for a connection closed earlier in this batch
+                };
                 if event.is_writable() || event.is_error() {
                     self.flush(key);
                 }
@@ -211,7 +212,7 @@ impl Shard {
         else {
             return; // closed by shutdown earlier in this batch
         };
-        if endpoint.read_ready(batch, &self.stats, &self.config) {
+        if endpoint.read_ready(index, batch, &self.stats, &self.config, &mut self.timers) {
             self.revisit.push(Slot::Udp(index).token());
         }
     }
@@ -231,6 +232,7 @@ impl Shard {
             &mut self.pool,
             &self.stats,
             &self.config,
+            &mut self.timers,
         );
         if outcome == ReadOutcome::BudgetSpent {
             self.stats.read_budget_hits.incr();
@@ -246,22 +248,79 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
+        let (low_water, now_ms) = (self.config.write_low_water, self.timers.now_ms());
         if conn
             .io
-            .flush(&mut self.pool, &self.stats, self.config.write_low_water)
+            .flush(&mut self.pool, &self.stats, low_water, now_ms)
         {
             self.read(key);
         }
     }
 
-    /// Closes the connection if it is done; starts its FIN if draining.
+    /// After anything happened to a connection: closes it if it is done,
+    /// starts its FIN if draining, and makes sure a timer is armed no later
+    /// than its earliest deadline.
     fn settle(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         if conn.io.flags.any(Flags::DRAINING) {
             conn.io.shut_write_when_flushed();
         }
         if let Some(reason) = conn.close_reason() {
-            self.close(key, reason);
+            return self.close(key, reason);
+        }
+        let token = Slot::Conn {
+            key,
+            gen: conn.io.gen,
+        }
+        .token();
+        let wants_write = conn.io.write_buffered() > 0;
+        if wants_write != conn.io.flags.any(Flags::WRITE_INTEREST) {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            // Adding WRITABLE to a socket that is writable already reports
+            // it at once, so no edge is missed.
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.io.stream, token, interest)
+            {
+                conn.io.fail(&e);
+                return self.close(key, CloseReason::Error);
+            }
+            if wants_write {
+                conn.io.flags.set(Flags::WRITE_INTEREST);
+            } else {
+                conn.io.flags.clear(Flags::WRITE_INTEREST);
+            }
+        }
+        let deadlines = &mut conn.io.deadlines;
+        let Some(Due::In(left)) = deadlines.due(self.timers.now_ms(), &self.config) else {
+            return; // none enabled, or expired: its timer is already due
+        };
+        let armed = deadlines
+            .timer
+            .and_then(|timer| self.timers.wheel.deadline(timer));
+        let wanted = self.timers.now() + left;
+        // Re-arm only when the armed timer would be late by more than a
+        // tick; one that is early re-arms itself when it fires.
+        if armed.is_none_or(|at| at >= wanted + self.config.timer_tick) {
+            if let Some(old) = deadlines.timer.take() {
+                self.timers.wheel.cancel(old);
+            }
+            deadlines.timer = Some(self.timers.arm_after(left, TimerTarget::Deadline(token)));
+        }
+    }
+
+    /// The slab key of the connection `token` names, if it is still open.
+    fn live_conn(&self, token: Token) -> Option<usize> {
+        match Slot::of(token) {
+            Slot::Conn { key, gen } => {
+                Some(key).filter(|&key| self.conns.get(key).is_some_and(|conn| conn.io.gen == gen))
+            }
+            _ => None,
         }
     }
 
@@ -270,17 +329,12 @@ impl Shard {
         std::mem::swap(&mut self.revisit, &mut self.revisiting);
         let mut revisiting = std::mem::take(&mut self.revisiting);
         for token in revisiting.drain(..) {
-            match Slot::of(token) {
-                Slot::Conn { key, gen } => {
-                    let Some(conn) = self.conns.get_mut(key).filter(|c| c.io.gen == gen) else {
-                        continue;
-                    };
-                    conn.io.flags.clear(Flags::QUEUED);
-                    self.read(key);
-                    self.settle(key);
-                }
-                Slot::Udp(i) => self.udp_ready(i),
-                _ => {}
+            if let Slot::Udp(i) = Slot::of(token) {
+                self.udp_ready(i);
+            } else if let Some(key) = self.live_conn(token) {
+                self.conns[key].io.flags.clear(Flags::QUEUED);
+                self.read(key);
+                self.settle(key);
             }
         }
         self.revisiting = revisiting;
@@ -310,6 +364,9 @@ impl Shard {
             CloseReason::Service => stats.closed_service.incr(),
             CloseReason::ReadBufferFull => stats.closed_read_buffer_full.incr(),
             CloseReason::Shutdown => stats.closed_shutdown.incr(),
+            CloseReason::IdleTimeout => stats.closed_idle_timeout.incr(),
+            CloseReason::FrameTimeout => stats.closed_frame_timeout.incr(),
+            CloseReason::WriteTimeout => stats.closed_write_timeout.incr(),
         }
         log::trace!("closed {} ({reason:?})", conn.io.peer);
         self.tcp[conn.listener as usize]
@@ -332,10 +389,12 @@ impl Shard {
     /// rather than closing with unread input, avoids a reset that could
     /// destroy echoes the peer has not read yet.
     fn begin_shutdown(&mut self) {
-        if self.drain_deadline.is_some() {
+        if self.draining {
             return;
         }
-        self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+        self.draining = true;
+        self.timers
+            .arm_after(self.config.drain_timeout, TimerTarget::Drain);
         for endpoint in &mut self.tcp {
             if let Some(mut listener) = endpoint.listener.take() {
                 let _ = self.poll.registry().deregister(&mut listener);

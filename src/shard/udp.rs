@@ -3,13 +3,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::UdpSocket;
 
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::udp_batch::{RecvBatch, SendQueue};
-use crate::service::UdpService;
+use crate::service::{TimerId, UdpService};
+use crate::shard::deadline::{TimerTarget, Timers};
 
 /// One bound UDP socket with its service and reply queue.
 pub(crate) struct UdpEndpoint {
@@ -34,12 +36,15 @@ impl UdpEndpoint {
     /// Receives batches until the socket is drained or the per-event budget
     /// of batches is spent (then returns true: revisit before polling).
     /// Replies are flushed after each batch, so one receive syscall is
-    /// followed by one send syscall for the whole batch.
+    /// followed by one send syscall for the whole batch. `index` is this
+    /// socket's place among the shard's UDP sockets.
     pub(crate) fn read_ready(
         &mut self,
+        index: usize,
         batch: &mut RecvBatch,
         stats: &ShardStats,
         config: &ServerConfig,
+        timers: &mut Timers,
     ) -> bool {
         for _ in 0..config.udp_recv_batches {
             let received = match batch.recv(&self.socket) {
@@ -60,6 +65,8 @@ impl UdpEndpoint {
                 let mut out = DatagramContext {
                     queue: &mut self.queue,
                     stats,
+                    timers,
+                    index,
                 };
                 self.service
                     .on_datagram(&mut out, datagram.from, datagram.data);
@@ -70,6 +77,24 @@ impl UdpEndpoint {
             }
         }
         true
+    }
+
+    /// Runs the service's timer `key`, then sends what it queued.
+    pub(crate) fn on_timer(
+        &mut self,
+        index: usize,
+        key: u64,
+        stats: &ShardStats,
+        timers: &mut Timers,
+    ) {
+        let mut out = DatagramContext {
+            queue: &mut self.queue,
+            stats,
+            timers,
+            index,
+        };
+        self.service.on_timer(&mut out, key);
+        self.flush(stats);
     }
 
     /// Sends queued replies until the queue is empty or the socket is full.
@@ -83,20 +108,38 @@ impl UdpEndpoint {
     }
 }
 
-/// What a [`UdpService`] can do while handling a datagram.
+/// What a [`UdpService`] can do while handling a datagram or a timer.
 pub struct DatagramContext<'a> {
     queue: &'a mut SendQueue,
     stats: &'a ShardStats,
+    timers: &'a mut Timers,
+    /// Which of the shard's UDP sockets this is.
+    index: usize,
 }
 
 impl DatagramContext<'_> {
-    /// Sends `data` to `to` from the socket the datagram arrived on. Replies
-    /// are batched and sent after the current receive batch; if the reply
-    /// queue is full the datagram is dropped and counted (UDP promises no
-    /// delivery, and an unbounded queue would let a flood exhaust memory).
+    /// Sends `data` to `to` from this socket. Replies are batched and sent
+    /// after the current receive batch; if the reply queue is full the
+    /// datagram is dropped and counted (UDP promises no delivery, and an
+    /// unbounded queue would let a flood exhaust memory).
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
         if self.queue.push(to, data).is_err() {
             self.stats.udp_dropped_queue_full.incr();
         }
+    }
+
+    /// Calls [`UdpService::on_timer`] with `key` after `after` (within one
+    /// timer tick): e.g. to expire per-peer state.
+    pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
+        let socket = self.index;
+        TimerId(
+            self.timers
+                .arm_after(after, TimerTarget::UdpService { socket, key }),
+        )
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.timers.wheel.cancel(timer.0).is_some()
     }
 }

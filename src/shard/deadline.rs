@@ -1,0 +1,249 @@
+//! The shard's sense of time: one timer wheel, the turn's `now`, and each
+//! connection's deadlines.
+//!
+//! A connection keeps the instants its deadlines count from (last I/O,
+//! start of the unfinished frame, start of the write stall) and has at most
+//! one timer in the wheel, for the earliest of them. Activity only moves
+//! those instants; the wheel is touched when a deadline moves *earlier*
+//! than the armed timer. A timer that fires early for a deadline that has
+//! since moved is re-armed then (lazy re-arm), so a byte received costs a
+//! store, not a wheel operation.
+
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use crate::config::ServerConfig;
+use crate::service::CloseReason;
+use crate::timer::{TimerHandle, Wheel};
+
+/// What a timer in the shard's wheel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerTarget {
+    /// A connection's earliest deadline.
+    Deadline(Token),
+    /// A timer a service armed for a connection.
+    ConnService { conn: Token, key: u64 },
+    /// A timer a UDP service armed.
+    UdpService { socket: usize, key: u64 },
+    /// The end of an accept pause on a listener.
+    ResumeAccept(usize),
+    /// The end of the shutdown drain.
+    Drain,
+}
+
+/// The wheel and the current loop turn's time.
+pub(crate) struct Timers {
+    pub(crate) wheel: Wheel<TimerTarget>,
+    origin: Instant,
+    now: Instant,
+    /// `now` in milliseconds since `origin`, wrapping every ~49 days;
+    /// deadlines are differences, which wrapping arithmetic keeps right.
+    now_ms: u32,
+}
+
+impl Timers {
+    pub(crate) fn new(now: Instant, tick: Duration) -> Timers {
+        Timers {
+            wheel: Wheel::new(now, tick),
+            origin: now,
+            now,
+            now_ms: 0,
+        }
+    }
+
+    /// Sets the time for this loop turn: the one clock read per turn.
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.now_ms = now.saturating_duration_since(self.origin).as_millis() as u32;
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub(crate) fn now_ms(&self) -> u32 {
+        self.now_ms
+    }
+
+    pub(crate) fn arm_after(&mut self, after: Duration, target: TimerTarget) -> TimerHandle {
+        let at = self
+            .now
+            .checked_add(after)
+            .unwrap_or(self.now + Duration::from_secs(1 << 32));
+        self.wheel.arm(at, target)
+    }
+}
+
+/// Where a connection's deadlines stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// The earliest deadline is this far away.
+    In(Duration),
+    /// A deadline has passed: close for this reason.
+    Expired(CloseReason),
+}
+
+/// The instants a connection's deadlines count from, in wrapping
+/// milliseconds since the shard's origin (4 bytes each: paid by every
+/// connection, idle or not).
+#[derive(Debug, Default)]
+pub(crate) struct Deadlines {
+    last_io: u32,
+    frame_since: u32,
+    write_since: u32,
+    frame_open: bool,
+    write_stalled: bool,
+    /// The wheel timer for the earliest deadline, if armed.
+    pub(crate) timer: Option<TimerHandle>,
+}
+
+impl Deadlines {
+    pub(crate) fn new(now_ms: u32) -> Deadlines {
+        Deadlines {
+            last_io: now_ms,
+            ..Deadlines::default()
+        }
+    }
+
+    /// Bytes moved in either direction.
+    pub(crate) fn io(&mut self, now_ms: u32) {
+        self.last_io = now_ms;
+    }
+
+    /// After the service saw input: a frame is open while it leaves bytes
+    /// unconsumed, and it counts from the read that began it. Consuming
+    /// something completed a frame, so leftovers begin a new one now.
+    pub(crate) fn frame(&mut self, now_ms: u32, consumed: bool, leftover: bool) {
+        if leftover && (consumed || !self.frame_open) {
+            self.frame_since = now_ms;
+        }
+        self.frame_open = leftover;
+    }
+
+    /// After a write attempt: the stall clock starts when output first
+    /// waits and restarts on every byte of progress.
+    pub(crate) fn write(&mut self, now_ms: u32, progressed: bool, pending: bool) {
+        if pending && (progressed || !self.write_stalled) {
+            self.write_since = now_ms;
+        }
+        self.write_stalled = pending;
+    }
+
+    /// The earliest deadline, or `None` if none is enabled. A deadline is
+    /// only judged passed a full millisecond after it, since the instants
+    /// are truncated to milliseconds: never early, at most 1 ms late.
+    pub(crate) fn due(&self, now_ms: u32, config: &ServerConfig) -> Option<Due> {
+        let clocks = [
+            (
+                Some(self.last_io),
+                config.idle_timeout,
+                CloseReason::IdleTimeout,
+            ),
+            (
+                self.frame_open.then_some(self.frame_since),
+                config.frame_timeout,
+                CloseReason::FrameTimeout,
+            ),
+            (
+                self.write_stalled.then_some(self.write_since),
+                config.write_timeout,
+                CloseReason::WriteTimeout,
+            ),
+        ];
+        let mut earliest: Option<u32> = None;
+        for (since, timeout, reason) in clocks {
+            let (Some(since), Some(timeout)) = (since, timeout) else {
+                continue;
+            };
+            let limit = timeout.as_millis().min(u32::MAX as u128 / 2) as u32 + 1;
+            let elapsed = now_ms.wrapping_sub(since);
+            if elapsed >= limit {
+                return Some(Due::Expired(reason));
+            }
+            let left = limit - elapsed;
+            earliest = Some(earliest.map_or(left, |e| e.min(left)));
+        }
+        earliest.map(|ms| Due::In(Duration::from_millis(ms.into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(idle: u64, frame: u64, write: u64) -> ServerConfig {
+        let ms = |n| (n > 0).then(|| Duration::from_millis(n));
+        ServerConfig {
+            idle_timeout: ms(idle),
+            frame_timeout: ms(frame),
+            write_timeout: ms(write),
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn idle_counts_from_the_last_io_and_is_never_early() {
+        let config = config(100, 0, 0);
+        let mut d = Deadlines::new(1000);
+        assert_eq!(
+            d.due(1000, &config),
+            Some(Due::In(Duration::from_millis(101)))
+        );
+        d.io(1050);
+        assert_eq!(
+            d.due(1150, &config),
+            Some(Due::In(Duration::from_millis(1)))
+        );
+        assert_eq!(
+            d.due(1151, &config),
+            Some(Due::Expired(CloseReason::IdleTimeout))
+        );
+    }
+
+    #[test]
+    fn a_frame_counts_from_its_first_byte_however_much_trickles_in() {
+        let config = config(0, 50, 0);
+        let mut d = Deadlines::new(0);
+        assert_eq!(d.due(0, &config), None);
+        d.frame(10, false, true);
+        d.io(30);
+        d.frame(30, false, true); // more bytes of the same frame
+        assert_eq!(d.due(60, &config), Some(Due::In(Duration::from_millis(1))));
+        let expired = Some(Due::Expired(CloseReason::FrameTimeout));
+        assert_eq!(d.due(61, &config), expired);
+        d.frame(61, true, true); // completed; the leftovers start a new one
+        assert_eq!(d.due(61, &config), Some(Due::In(Duration::from_millis(51))));
+        d.frame(70, true, false);
+        assert_eq!(d.due(1000, &config), None);
+    }
+
+    #[test]
+    fn a_write_stall_counts_from_the_last_progress() {
+        let config = config(0, 0, 20);
+        let mut d = Deadlines::new(0);
+        d.write(5, false, true);
+        d.write(15, false, true); // no progress: the clock keeps running
+        assert_eq!(
+            d.due(26, &config),
+            Some(Due::Expired(CloseReason::WriteTimeout))
+        );
+        d.write(26, true, true);
+        assert_eq!(d.due(26, &config), Some(Due::In(Duration::from_millis(21))));
+        d.write(30, true, false);
+        assert_eq!(d.due(500, &config), None);
+    }
+
+    #[test]
+    fn the_earliest_of_several_wins_across_the_wrap() {
+        let config = config(1000, 100, 0);
+        let start = u32::MAX - 10;
+        let mut d = Deadlines::new(start);
+        d.frame(start, false, true);
+        let later = start.wrapping_add(50);
+        assert_eq!(
+            d.due(later, &config),
+            Some(Due::In(Duration::from_millis(51)))
+        );
+    }
+}

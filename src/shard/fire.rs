@@ -1,0 +1,63 @@
+//! What the shard does when timers come due.
+
+use super::conn::ConnContext;
+use super::deadline::{Due, TimerTarget};
+use super::Shard;
+use crate::service::{CloseReason, ConnId};
+
+impl Shard {
+    /// Acts on every timer that is due at this turn's `now`.
+    pub(super) fn fire_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.wheel.expire(self.timers.now(), &mut fired);
+        for (_, target) in fired.drain(..) {
+            match target {
+                TimerTarget::Deadline(token) => {
+                    let Some(key) = self.live_conn(token) else {
+                        continue;
+                    };
+                    let conn = &mut self.conns[key];
+                    conn.io.deadlines.timer = None;
+                    match conn.io.deadlines.due(self.timers.now_ms(), &self.config) {
+                        Some(Due::Expired(reason)) => {
+                            log::debug!("closing {}: {reason:?}", conn.io.peer);
+                            self.close(key, reason);
+                        }
+                        _ => self.settle(key), // moved later since it was armed
+                    }
+                }
+                TimerTarget::ConnService {
+                    conn,
+                    key: timer_key,
+                } => {
+                    let Some(key) = self.live_conn(conn) else {
+                        continue; // closed meanwhile: the timer dies with it
+                    };
+                    let c = &mut self.conns[key];
+                    let service = &mut self.tcp[c.listener as usize].service;
+                    let mut cx = ConnContext::new(
+                        ConnId(conn.0 as u64),
+                        &mut c.io,
+                        &mut self.pool,
+                        &self.stats,
+                        &mut self.timers,
+                    );
+                    service.on_timer(&mut cx, timer_key);
+                    self.settle(key);
+                }
+                TimerTarget::UdpService { socket, key } => {
+                    if let Some(endpoint) = self.udp.get_mut(socket) {
+                        endpoint.on_timer(socket, key, &self.stats, &mut self.timers);
+                    }
+                }
+                TimerTarget::ResumeAccept(listener) => {
+                    self.tcp[listener].paused = false;
+                    // Connections that queued meanwhile sent no new edge.
+                    self.accept_ready(listener);
+                }
+                TimerTarget::Drain => self.close_all(CloseReason::Shutdown),
+            }
+        }
+        self.fired = fired;
+    }
+}
