@@ -350,10 +350,9 @@ impl Load for TcpLoad {
             if event.is_writable() && conn.written < MSG {
                 conn.send()?;
             }
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                if conn.receive(id)? {
-                    self.completed += 1;
-                }
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            if readable && conn.receive(id)? {
+                self.completed += 1;
             }
         }
         Ok(())
