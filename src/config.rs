@@ -9,6 +9,10 @@ use crate::Error;
 /// `sockloop serve` runs with when given no flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
+    /// Event loops, one thread each (default: the available cores).
+    pub shards: usize,
+    /// Pin shard `i` to core `i` (default off).
+    pub pin_shards: bool,
     /// Options for listeners, accepted streams and UDP sockets.
     pub socket: SocketOptions,
     /// Size of one pooled buffer (16 KiB): the unit of reads and of
@@ -64,6 +68,8 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_shards: false,
             socket: SocketOptions::default(),
             buffer_size: 16 * 1024,
             pool_max_free: 256,
@@ -91,6 +97,9 @@ impl ServerConfig {
     /// Checks that the limits are usable together.
     pub fn validate(&self) -> Result<(), Error> {
         let fail = |msg: &str| Err(Error::Config(msg.to_string()));
+        if !(1..=1024).contains(&self.shards) {
+            return fail("the shard count must be 1..=1024");
+        }
         if self.buffer_size == 0 || self.read_budget == 0 {
             return fail("buffer size and read budget must be positive");
         }

@@ -39,6 +39,16 @@ struct ServeArgs {
     /// A UDP socket, ADDR[=SERVICE] (services: echo); repeatable.
     #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
     udp: Vec<Listen>,
+    /// Event loops, one thread each (default: the number of available cores).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Don't bind one listener per shard with SO_REUSEPORT: shard 0 accepts and
+    /// hands connections to the least loaded shard (UDP is served by shard 0).
+    #[arg(long)]
+    no_reuseport: bool,
+    /// Pin shard i to core i.
+    #[arg(long)]
+    pin: bool,
     /// Listen backlog.
     #[arg(long, default_value_t = 1024)]
     backlog: u32,
@@ -118,6 +128,11 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
         args.udp.push(default);
     }
     let mut config = ServerConfig::default();
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    config.pin_shards = args.pin;
+    config.socket.reuse_port = !args.no_reuseport;
     config.socket.backlog = args.backlog;
     config.socket.nodelay = !args.no_nodelay;
     config.socket.recv_buffer = args.recv_buffer;

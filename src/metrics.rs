@@ -82,6 +82,12 @@ stats! {
     udp_dropped_queue_full,
     /// UDP replies dropped: the send failed (e.g. ICMP unreachable, too large).
     udp_send_errors,
+    /// Service messages to other shards dropped: the target's inbox was full.
+    mailbox_dropped,
+    /// Connections this shard accepted and handed to another shard.
+    handed_off,
+    /// Connections another shard accepted and handed to this one.
+    adopted,
     /// Buffer bytes lent to connections and sockets now (gauge).
     buffer_bytes,
     /// The most buffer bytes ever lent at once (gauge).

@@ -5,13 +5,14 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
+use mio::net::{TcpListener, UdpSocket};
 use mio::{Poll, Waker};
 
 use crate::config::ServerConfig;
 use crate::metrics::{ShardStats, Stats};
-use crate::net::socket::{tcp_listener, udp_socket};
+use crate::net::socket::{tcp_listener, udp_socket, SocketOptions};
 use crate::service::{TcpService, UdpService};
-use crate::shard::mailbox::{mailbox, Command, MailboxSender};
+use crate::shard::mailbox::{mailbox, Control, MailboxSender, Postbox};
 use crate::shard::token::Slot;
 use crate::shard::udp::UdpEndpoint;
 use crate::shard::{Shard, TcpEndpoint};
@@ -59,49 +60,104 @@ impl Builder {
         self
     }
 
-    /// Validates the configuration and binds every listener, so that
-    /// errors like an address in use surface here, before anything runs.
+    /// Validates the configuration and binds every listener on every
+    /// shard, so that errors like an address in use surface here, before
+    /// anything runs.
+    ///
+    /// With several shards each binds its own copy of every listener with
+    /// `SO_REUSEPORT` and the kernel spreads connections and datagrams
+    /// over them. Where that is turned off (`reuse_port: false`) or the
+    /// platform refuses it, shard 0 alone listens and hands each accepted
+    /// connection to the shard with the fewest; UDP is then served by
+    /// shard 0 only.
     pub fn build(self) -> Result<Server, Error> {
         self.config.validate()?;
         if self.tcp.is_empty() && self.udp.is_empty() {
             return Err(Error::Config("no listeners".into()));
         }
         let config = Arc::new(self.config);
-        let mut tcp = Vec::new();
-        let mut tcp_addrs = Vec::new();
-        for (addr, make) in &self.tcp {
-            let bind_error = |source| Error::Bind {
-                proto: "tcp",
-                addr: *addr,
-                source,
-            };
-            let listener = tcp_listener(*addr, &config.socket).map_err(bind_error)?;
-            tcp_addrs.push(listener.local_addr().map_err(bind_error)?);
-            tcp.push(TcpEndpoint::new(listener, make()));
+        let shards = config.shards;
+        let mut opts = config.socket.clone();
+        opts.reuse_port = shards > 1 && opts.reuse_port;
+
+        // Shard 0 binds first, so that port 0 is resolved once and the
+        // other shards bind the very same addresses.
+        let first = Bound::bind(&self.tcp, &self.udp, None, &opts)?;
+        let tcp_addrs = first.tcp_addrs()?;
+        let udp_addrs = first.udp_addrs()?;
+        let mut bound = vec![first];
+        if opts.reuse_port {
+            for _ in 1..shards {
+                match Bound::bind(&self.tcp, &self.udp, Some((&tcp_addrs, &udp_addrs)), &opts) {
+                    Ok(more) => bound.push(more),
+                    Err(e) => {
+                        log::warn!("SO_REUSEPORT refused ({e}); shard 0 will hand connections off");
+                        bound.truncate(1);
+                        opts.reuse_port = false;
+                        break;
+                    }
+                }
+            }
         }
-        let mut udp = Vec::new();
-        let mut udp_addrs = Vec::new();
-        for (addr, make) in &self.udp {
-            let bind_error = |source| Error::Bind {
-                proto: "udp",
-                addr: *addr,
-                source,
-            };
-            let socket = udp_socket(*addr, &config.socket).map_err(bind_error)?;
-            udp_addrs.push(socket.local_addr().map_err(bind_error)?);
-            udp.push(UdpEndpoint::new(socket, make(), &config));
+        let handoff = shards > 1 && !opts.reuse_port;
+        bound.resize_with(shards, Bound::default);
+
+        let mut polls = Vec::new();
+        let mut mailboxes = Vec::new();
+        let mut senders = Vec::new();
+        for _ in 0..shards {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), Slot::Waker.token())?;
+            let (sender, mailbox) = mailbox(waker);
+            polls.push(poll);
+            mailboxes.push(mailbox);
+            senders.push(sender);
         }
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), Slot::Waker.token())?;
-        let (sender, inbox) = mailbox(waker);
-        let stats = Arc::new(ShardStats::default());
-        let shard = Shard::new(poll, config, Arc::clone(&stats), inbox, tcp, udp)?;
+        let peers: Arc<[MailboxSender]> = senders.into();
+        let stats: Arc<[Arc<ShardStats>]> = (0..shards)
+            .map(|_| Arc::new(ShardStats::default()))
+            .collect();
+
+        let mut built = Vec::new();
+        for (id, ((poll, mailbox), listeners)) in
+            polls.into_iter().zip(mailboxes).zip(bound).enumerate()
+        {
+            let tcp = self
+                .tcp
+                .iter()
+                .map(|(_, make)| make())
+                .zip(
+                    listeners
+                        .tcp
+                        .into_iter()
+                        .map(Some)
+                        .chain(std::iter::repeat_with(|| None)),
+                )
+                .map(|(service, listener)| TcpEndpoint::new(listener, service))
+                .collect();
+            let udp = listeners
+                .udp
+                .into_iter()
+                .zip(&self.udp)
+                .map(|(socket, (_, make))| UdpEndpoint::new(socket, make(), &config))
+                .collect();
+            let postbox = Postbox::new(id, Arc::clone(&peers), Arc::clone(&stats[id]));
+            let handoff = (handoff && id == 0).then(|| Arc::clone(&stats));
+            let shard = Shard::new(
+                poll,
+                Arc::clone(&config),
+                mailbox,
+                postbox,
+                tcp,
+                udp,
+                handoff,
+            )?;
+            built.push(shard);
+        }
         Ok(Server {
-            shards: vec![shard],
-            handle: Handle {
-                mailboxes: vec![sender],
-                stats: vec![stats],
-            },
+            shards: built,
+            pin: config.pin_shards,
+            handle: Handle { peers, stats },
             tcp_addrs,
             udp_addrs,
         })
@@ -134,6 +190,7 @@ impl Builder {
 /// ```
 pub struct Server {
     shards: Vec<Shard>,
+    pin: bool,
     handle: Handle,
     tcp_addrs: Vec<SocketAddr>,
     udp_addrs: Vec<SocketAddr>,
@@ -171,12 +228,16 @@ impl Server {
     /// failure is returned.
     pub fn run(self) -> Result<(), Error> {
         let (done_tx, done_rx) = mpsc::channel();
+        let pin = self.pin;
         let mut threads = Vec::new();
         for (id, shard) in self.shards.into_iter().enumerate() {
             let done = done_tx.clone();
             let thread = thread::Builder::new()
                 .name(format!("sockloop-shard-{id}"))
                 .spawn(move || {
+                    if pin {
+                        pin_to_core(id);
+                    }
                     let outcome = match panic::catch_unwind(AssertUnwindSafe(|| shard.run())) {
                         Ok(result) => result.map_err(Error::Io),
                         Err(_) => Err(Error::ShardPanicked(id)),
@@ -205,23 +266,27 @@ impl Server {
 /// to other threads (a signal handler, a test).
 #[derive(Debug, Clone)]
 pub struct Handle {
-    mailboxes: Vec<MailboxSender>,
-    stats: Vec<Arc<ShardStats>>,
+    peers: Arc<[MailboxSender]>,
+    stats: Arc<[Arc<ShardStats>]>,
 }
 
 impl Handle {
     /// Graceful shutdown: listeners close at once, connections flush what
     /// they owe and are closed by the drain deadline; then `run` returns.
     pub fn shutdown(&self) {
-        self.post(Command::Shutdown);
+        self.peers
+            .iter()
+            .for_each(|shard| shard.request(Control::Shutdown));
     }
 
     /// Immediate stop: every connection is closed now.
     pub fn stop(&self) {
-        self.post(Command::Stop);
+        self.peers
+            .iter()
+            .for_each(|shard| shard.request(Control::Stop));
     }
 
-    /// Each shard's counters.
+    /// Each shard's counters, in shard order.
     pub fn shard_stats(&self) -> Vec<Stats> {
         self.stats.iter().map(|shard| shard.snapshot()).collect()
     }
@@ -232,12 +297,71 @@ impl Handle {
             .into_iter()
             .fold(Stats::default(), |a, b| a + b)
     }
+}
 
-    fn post(&self, command: Command) {
-        for mailbox in &self.mailboxes {
-            if !mailbox.post(command) {
-                log::debug!("shard inbox refused {command:?} (full or stopped)");
+/// One shard's copies of the listeners.
+#[derive(Default)]
+struct Bound {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
+}
+
+impl Bound {
+    /// Binds every listener at the addresses asked for, or at `resolved`
+    /// (the addresses shard 0 got, ports included).
+    fn bind(
+        tcp: &[(SocketAddr, TcpFactory)],
+        udp: &[(SocketAddr, UdpFactory)],
+        resolved: Option<(&[SocketAddr], &[SocketAddr])>,
+        opts: &SocketOptions,
+    ) -> Result<Bound, Error> {
+        let bind_error = |proto, addr| {
+            move |source| Error::Bind {
+                proto,
+                addr,
+                source,
             }
+        };
+        let mut bound = Bound::default();
+        for (i, (asked, _)) in tcp.iter().enumerate() {
+            let addr = resolved.map_or(*asked, |(tcp, _)| tcp[i]);
+            bound
+                .tcp
+                .push(tcp_listener(addr, opts).map_err(bind_error("tcp", addr))?);
         }
+        for (i, (asked, _)) in udp.iter().enumerate() {
+            let addr = resolved.map_or(*asked, |(_, udp)| udp[i]);
+            bound
+                .udp
+                .push(udp_socket(addr, opts).map_err(bind_error("udp", addr))?);
+        }
+        Ok(bound)
+    }
+
+    fn tcp_addrs(&self) -> Result<Vec<SocketAddr>, Error> {
+        Ok(self
+            .tcp
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn udp_addrs(&self) -> Result<Vec<SocketAddr>, Error> {
+        Ok(self
+            .udp
+            .iter()
+            .map(UdpSocket::local_addr)
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// Pins the calling shard thread to core `id` (modulo the cores there are).
+fn pin_to_core(id: usize) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    match cores.get(id % cores.len().max(1)) {
+        Some(&core) if core_affinity::set_for_current(core) => {
+            log::debug!("shard {id} pinned to core {}", core.id)
+        }
+        _ => log::warn!("shard {id}: could not pin to a core"),
     }
 }

@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 
 pub use crate::shard::conn::ConnContext;
+pub use crate::shard::mailbox::Shards;
 pub use crate::shard::udp::DatagramContext;
+pub use crate::shard::ShardContext;
 
 /// Identifies one connection for its whole life on a shard.
 ///
@@ -77,6 +79,11 @@ pub trait TcpService: Send {
     /// A timer armed with [`ConnContext::arm_timer`] fired.
     fn on_timer(&mut self, _conn: &mut ConnContext<'_>, _key: u64) {}
 
+    /// This service on shard `from` posted `message` with
+    /// [`ConnContext::post`]. Messages from one shard arrive in the order
+    /// they were posted.
+    fn on_message(&mut self, _shard: &mut ShardContext<'_>, _from: usize, _message: &[u8]) {}
+
     /// The connection is gone; no more calls for `id` follow (its pending
     /// timers are dropped when they come due).
     fn on_close(&mut self, _id: ConnId, _reason: CloseReason) {}
@@ -104,4 +111,8 @@ pub trait UdpService: Send {
     /// A timer armed with [`DatagramContext::arm_timer`] fired: e.g. expire
     /// per-peer state.
     fn on_timer(&mut self, _out: &mut DatagramContext<'_>, _key: u64) {}
+
+    /// This service on shard `from` posted `message` with
+    /// [`DatagramContext::post`], in order per sending shard.
+    fn on_message(&mut self, _out: &mut DatagramContext<'_>, _from: usize, _message: &[u8]) {}
 }

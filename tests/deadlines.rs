@@ -23,6 +23,8 @@ fn only(idle: u64, frame: u64, write: u64) -> ServerConfig {
         idle_timeout: ms(idle),
         frame_timeout: ms(frame),
         write_timeout: ms(write),
+        // One shard, so the busy neighbour shares the idle one's loop.
+        shards: 1,
         ..ServerConfig::default()
     }
 }

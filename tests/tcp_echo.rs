@@ -45,6 +45,11 @@ fn two_hundred_concurrent_clients_get_every_byte_back_in_order() {
         let (sent, got) = client.join().unwrap();
         assert!(sent == got, "echo differs from what was sent");
     }
+    // A write is counted after it returns, maybe after the client read it.
+    let handle = server.handle.clone();
+    wait_until("the counters", || {
+        handle.stats().tcp_bytes_out >= 200 * 64 * 1024
+    });
     let stats = server.handle.stats();
     assert_eq!(stats.conns_accepted, 200);
     assert_eq!(stats.tcp_bytes_in, 200 * 64 * 1024);

@@ -5,7 +5,7 @@ mod common;
 use std::net::UdpSocket;
 use std::thread;
 
-use common::{Rng, Running, IO_TIMEOUT};
+use common::{wait_until, Rng, Running, IO_TIMEOUT};
 use sockloop::ServerConfig;
 
 /// In flight per socket: small enough that 10 sockets cannot overrun the
@@ -51,6 +51,10 @@ fn a_thousand_datagrams_from_ten_sockets_are_all_echoed_exactly() {
         let (sent, echoed) = client.join().unwrap();
         assert!(sent == echoed, "echoed datagrams differ from those sent");
     }
+    // The server counts a reply after the send returns, which can be
+    // after the client has it.
+    let handle = server.handle.clone();
+    wait_until("the counters", || handle.stats().udp_out >= 1000);
     let stats = server.handle.stats();
     assert_eq!(stats.udp_in, 1000);
     assert_eq!(stats.udp_out, 1000);
@@ -78,6 +82,8 @@ fn a_datagram_above_the_maximum_is_dropped_and_counted() {
         &[2; 512][..],
         "the oversized datagram was echoed"
     );
+    let handle = server.handle.clone();
+    wait_until("the counters", || handle.stats().udp_out >= 1);
     let stats = server.handle.stats();
     assert_eq!(
         (stats.udp_in, stats.udp_dropped_truncated, stats.udp_out),

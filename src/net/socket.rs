@@ -16,9 +16,11 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 pub struct SocketOptions {
     /// Listen backlog (`listen(2)`); the kernel caps it at `somaxconn`.
     pub backlog: u32,
-    /// `SO_REUSEPORT`, so several shards can bind the same port. Off by
-    /// default: with it, a second server of the same user binds the port
-    /// too and silently shares the traffic instead of failing.
+    /// `SO_REUSEPORT`, so several shards can each bind the same port (on by
+    /// default; used only with more than one shard). The price: a second
+    /// server of the same user can bind the port too and silently share the
+    /// traffic instead of failing. Off, shard 0 alone listens and hands
+    /// connections to the others.
     pub reuse_port: bool,
     /// `TCP_NODELAY` on accepted streams: echo-style request/response
     /// traffic must not wait for Nagle's algorithm.
@@ -35,7 +37,7 @@ impl Default for SocketOptions {
     fn default() -> SocketOptions {
         SocketOptions {
             backlog: 1024,
-            reuse_port: false,
+            reuse_port: true,
             nodelay: true,
             recv_buffer: None,
             send_buffer: None,

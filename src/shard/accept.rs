@@ -1,5 +1,6 @@
-//! Accepting connections: until `WouldBlock`, and without spinning when
-//! the process runs out of descriptors.
+//! Accepting connections: until `WouldBlock`, without spinning when the
+//! process runs out of descriptors, and (in the handoff mode) passing each
+//! to the least loaded shard.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,8 +10,9 @@ use mio::Interest;
 
 use super::conn::{ConnContext, Connection};
 use super::deadline::TimerTarget;
+use super::mailbox::Mail;
 use super::token::Slot;
-use super::Shard;
+use super::{Handoff, Shard};
 use crate::net::socket::tune_accepted;
 use crate::service::ConnId;
 
@@ -22,13 +24,13 @@ impl Shard {
                 return;
             };
             let Some(listener) = endpoint.listener.as_ref() else {
-                return; // closed by shutdown
+                return; // closed by shutdown, or this shard only adopts
             };
             if endpoint.paused {
                 return;
             }
             match listener.accept() {
-                Ok((stream, peer)) => self.open(index, stream, peer),
+                Ok((stream, peer)) => self.place(index, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // A peer that gave up while queued is no reason to stop.
                 Err(e)
@@ -41,14 +43,15 @@ impl Shard {
                     // listener stays readable, so retrying now would spin.
                     let pause = self.config.accept_pause;
                     endpoint.paused = true;
-                    self.timers
+                    self.res
+                        .timers
                         .arm_after(pause, TimerTarget::ResumeAccept(index));
-                    self.stats.accept_pauses.incr();
+                    self.res.stats.accept_pauses.incr();
                     log::warn!("accept: {e}; not accepting for {pause:?}");
                     return;
                 }
                 Err(e) => {
-                    self.stats.accept_errors.incr();
+                    self.res.stats.accept_errors.incr();
                     log::warn!("accept: {e}");
                     return;
                 }
@@ -56,7 +59,38 @@ impl Shard {
         }
     }
 
-    fn open(&mut self, listener: usize, mut stream: TcpStream, peer: SocketAddr) {
+    /// Serves a new connection here, or in the handoff mode on the shard
+    /// with the fewest open connections. If that shard's inbox is full the
+    /// connection stays here: it is never dropped for lack of a place.
+    fn place(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
+        let here = self.res.postbox.shard;
+        let Some(target) = self.handoff.as_ref().map(Handoff::least_loaded) else {
+            return self.open(listener, stream, peer);
+        };
+        if target == here {
+            return self.open(listener, stream, peer);
+        }
+        let mail = Mail::Adopt {
+            listener,
+            stream: stream.into(),
+            peer,
+        };
+        match self.res.postbox.peers[target].post(mail) {
+            Ok(()) => {
+                self.res.stats.handed_off.incr();
+                if let Some(handoff) = self.handoff.as_mut() {
+                    handoff.sent[target] += 1;
+                }
+            }
+            Err(Mail::Adopt { stream, .. }) => {
+                self.open(listener, TcpStream::from_std(stream), peer)
+            }
+            Err(Mail::Message { .. }) => unreachable!("posted an Adopt"),
+        }
+    }
+
+    /// Registers a connection accepted here or handed over by shard 0.
+    pub(super) fn open(&mut self, listener: usize, mut stream: TcpStream, peer: SocketAddr) {
         if let Err(e) = tune_accepted(&stream, &self.config.socket) {
             log::debug!("tuning connection from {peer}: {e}");
         }
@@ -64,7 +98,7 @@ impl Shard {
         let key = entry.key();
         if u32::try_from(key).is_err() {
             // Unreachable below 2^32 descriptors; refuse rather than alias.
-            self.stats.accept_errors.incr();
+            self.res.stats.accept_errors.incr();
             return;
         }
         let gen = self.generations.next();
@@ -72,22 +106,24 @@ impl Shard {
         // Readable only: writable interest is added while output waits
         // (see `settle`), or every ACK that frees send-buffer space would
         // wake the loop for nothing.
-        let interest = Interest::READABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
-            self.stats.accept_errors.incr();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            self.res.stats.accept_errors.incr();
             log::warn!("registering connection from {peer}: {e}");
             return;
         }
-        let now_ms = self.timers.now_ms();
+        let now_ms = self.res.timers.now_ms();
         let conn = entry.insert(Connection::new(stream, peer, gen, listener as u32, now_ms));
-        self.stats.conns_accepted.incr();
-        self.stats.conns_open.incr();
+        self.res.stats.conns_accepted.incr();
+        self.res.stats.conns_open.incr();
         let mut cx = ConnContext::new(
             ConnId(token.0 as u64),
+            listener,
             &mut conn.io,
-            &mut self.pool,
-            &self.stats,
-            &mut self.timers,
+            &mut self.res,
         );
         self.tcp[listener].service.on_open(&mut cx);
         self.settle(key);

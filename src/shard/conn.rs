@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -12,7 +13,9 @@ use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
 use crate::service::{CloseReason, ConnId, TcpService, TimerId};
-use crate::shard::deadline::{Deadlines, TimerTarget, Timers};
+use crate::shard::deadline::{Deadlines, TimerTarget};
+use crate::shard::mailbox::{ServiceRef, Shards};
+use crate::shard::Resources;
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,10 +127,8 @@ impl Connection {
         &mut self,
         id: ConnId,
         service: &mut dyn TcpService,
-        pool: &mut BufferPool,
-        stats: &ShardStats,
+        res: &mut Resources,
         config: &ServerConfig,
-        timers: &mut Timers,
     ) -> ReadOutcome {
         let draining = self.io.flags.any(Flags::DRAINING);
         let mut budget = config.read_budget;
@@ -141,11 +142,11 @@ impl Connection {
                 }
                 if self.io.write_buffered() >= config.write_high_water {
                     self.io.flags.set(Flags::READ_PAUSED);
-                    stats.backpressure_pauses.incr();
+                    res.stats.backpressure_pauses.incr();
                     break ReadOutcome::Stopped;
                 }
             }
-            let buf = self.read_buf.get_or_insert_with(|| pool.take());
+            let buf = self.read_buf.get_or_insert_with(|| res.pool.take());
             if buf.spare_mut().is_empty() {
                 if buf.capacity() >= config.max_read_buffer {
                     self.io.flags.set(Flags::READ_BUFFER_FULL);
@@ -153,7 +154,7 @@ impl Connection {
                 }
                 let before = buf.capacity();
                 buf.grow_to((before * 2).min(config.max_read_buffer));
-                pool.note_growth(before, buf.capacity());
+                res.pool.note_growth(before, buf.capacity());
             }
             let spare = buf.spare_mut();
             let asked = spare.len().min(budget);
@@ -161,27 +162,21 @@ impl Connection {
                 Ok(0) => self.io.flags.set(Flags::PEER_EOF),
                 Ok(n) => {
                     buf.commit(n);
-                    stats.tcp_bytes_in.add(n as u64);
+                    res.stats.tcp_bytes_in.add(n as u64);
                     budget -= n;
-                    self.io.deadlines.io(timers.now_ms());
+                    let now_ms = res.timers.now_ms();
+                    self.io.deadlines.io(now_ms);
                     let consumed = if draining {
-                        stats.tcp_bytes_discarded.add(n as u64);
+                        res.stats.tcp_bytes_discarded.add(n as u64);
                         buf.len()
                     } else {
-                        let mut cx = ConnContext {
-                            id,
-                            io: &mut self.io,
-                            pool,
-                            stats,
-                            timers,
-                        };
+                        let listener = self.listener as usize;
+                        let mut cx = ConnContext::new(id, listener, &mut self.io, res);
                         service.on_data(&mut cx, buf.as_slice()).min(buf.len())
                     };
                     buf.consume(consumed);
                     let leftover = !buf.is_empty();
-                    self.io
-                        .deadlines
-                        .frame(timers.now_ms(), consumed > 0, leftover);
+                    self.io.deadlines.frame(now_ms, consumed > 0, leftover);
                     if n < asked && !self.io.flags.any(Flags::HUP_SEEN) {
                         break ReadOutcome::Drained;
                     }
@@ -195,7 +190,7 @@ impl Connection {
             }
         };
         if let Some(buf) = self.read_buf.take_if(|buf| buf.is_empty()) {
-            pool.give(buf);
+            res.pool.give(buf);
         }
         outcome
     }
@@ -334,26 +329,24 @@ fn write_until_full(stream: &mut TcpStream, bytes: &[u8], stats: &ShardStats) ->
 /// What a [`TcpService`] can do with the connection it is called for.
 pub struct ConnContext<'a> {
     id: ConnId,
+    /// Which of the shard's TCP services this is, for posting.
+    listener: usize,
     io: &'a mut ConnIo,
-    pool: &'a mut BufferPool,
-    stats: &'a ShardStats,
-    timers: &'a mut Timers,
+    res: &'a mut Resources,
 }
 
 impl<'a> ConnContext<'a> {
     pub(crate) fn new(
         id: ConnId,
+        listener: usize,
         io: &'a mut ConnIo,
-        pool: &'a mut BufferPool,
-        stats: &'a ShardStats,
-        timers: &'a mut Timers,
+        res: &'a mut Resources,
     ) -> Self {
         ConnContext {
             id,
+            listener,
             io,
-            pool,
-            stats,
-            timers,
+            res,
         }
     }
 
@@ -370,8 +363,9 @@ impl<'a> ConnContext<'a> {
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
     pub fn send(&mut self, bytes: &[u8]) {
+        let now_ms = self.res.timers.now_ms();
         self.io
-            .send(bytes, self.pool, self.stats, self.timers.now_ms());
+            .send(bytes, &mut self.res.pool, &self.res.stats, now_ms);
     }
 
     /// Closes the connection once everything sent so far is flushed. No
@@ -390,14 +384,26 @@ impl<'a> ConnContext<'a> {
     /// first.
     pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
         let conn = Token(self.id.0 as usize);
-        TimerId(
-            self.timers
-                .arm_after(after, TimerTarget::ConnService { conn, key }),
-        )
+        let target = TimerTarget::ConnService { conn, key };
+        TimerId(self.res.timers.arm_after(after, target))
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.timers.wheel.cancel(timer.0).is_some()
+        self.res.timers.wheel.cancel(timer.0).is_some()
+    }
+
+    /// The index of the shard this connection is served by.
+    pub fn shard(&self) -> usize {
+        self.res.postbox.shard
+    }
+
+    /// Posts `message` to this service on other shards (see
+    /// [`TcpService::on_message`]). A shard whose inbox is full misses it,
+    /// counted as `mailbox_dropped`; returns how many shards it reached.
+    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
+        self.res
+            .postbox
+            .post(ServiceRef::Tcp(self.listener), to, message)
     }
 }

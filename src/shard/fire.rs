@@ -9,7 +9,10 @@ impl Shard {
     /// Acts on every timer that is due at this turn's `now`.
     pub(super) fn fire_timers(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);
-        self.timers.wheel.expire(self.timers.now(), &mut fired);
+        self.res
+            .timers
+            .wheel
+            .expire(self.res.timers.now(), &mut fired);
         for (_, target) in fired.drain(..) {
             match target {
                 TimerTarget::Deadline(token) => {
@@ -18,7 +21,11 @@ impl Shard {
                     };
                     let conn = &mut self.conns[key];
                     conn.io.deadlines.timer = None;
-                    match conn.io.deadlines.due(self.timers.now_ms(), &self.config) {
+                    match conn
+                        .io
+                        .deadlines
+                        .due(self.res.timers.now_ms(), &self.config)
+                    {
                         Some(Due::Expired(reason)) => {
                             log::debug!("closing {}: {reason:?}", conn.io.peer);
                             self.close(key, reason);
@@ -35,19 +42,15 @@ impl Shard {
                     };
                     let c = &mut self.conns[key];
                     let service = &mut self.tcp[c.listener as usize].service;
-                    let mut cx = ConnContext::new(
-                        ConnId(conn.0 as u64),
-                        &mut c.io,
-                        &mut self.pool,
-                        &self.stats,
-                        &mut self.timers,
-                    );
+                    let listener = c.listener as usize;
+                    let mut cx =
+                        ConnContext::new(ConnId(conn.0 as u64), listener, &mut c.io, &mut self.res);
                     service.on_timer(&mut cx, timer_key);
                     self.settle(key);
                 }
                 TimerTarget::UdpService { socket, key } => {
                     if let Some(endpoint) = self.udp.get_mut(socket) {
-                        endpoint.on_timer(socket, key, &self.stats, &mut self.timers);
+                        endpoint.on_timer(socket, key, &mut self.res);
                     }
                 }
                 TimerTarget::ResumeAccept(listener) => {

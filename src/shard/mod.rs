@@ -11,12 +11,12 @@ mod accept;
 pub(crate) mod conn;
 pub(crate) mod deadline;
 mod fire;
+mod lifecycle;
 pub(crate) mod mailbox;
 pub(crate) mod token;
 pub(crate) mod udp;
 
 use std::io;
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::service::{CloseReason, ConnId, TcpService};
 use crate::timer::TimerHandle;
 use conn::{Connection, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
-use mailbox::Command;
+use mailbox::{Mailbox, Postbox, ServiceRef, Shards};
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
 
@@ -47,12 +47,69 @@ pub(crate) struct TcpEndpoint {
 }
 
 impl TcpEndpoint {
-    pub(crate) fn new(listener: TcpListener, service: Box<dyn TcpService>) -> Self {
+    /// `listener` is `None` on the shards that only adopt connections
+    /// (the handoff mode, where shard 0 alone listens).
+    pub(crate) fn new(listener: Option<TcpListener>, service: Box<dyn TcpService>) -> Self {
         TcpEndpoint {
-            listener: Some(listener),
+            listener,
             service,
             paused: false,
         }
+    }
+}
+
+/// What every connection and service callback on a shard borrows: the
+/// buffer pool, the counters, the clock and timers, and the way to other
+/// shards.
+pub(crate) struct Resources {
+    pub(crate) pool: BufferPool,
+    pub(crate) stats: Arc<ShardStats>,
+    pub(crate) timers: Timers,
+    pub(crate) postbox: Postbox,
+}
+
+/// What a service can do outside any one connection: when a message from
+/// another shard arrives.
+pub struct ShardContext<'a> {
+    res: &'a mut Resources,
+    service: ServiceRef,
+}
+
+impl ShardContext<'_> {
+    /// The index of this shard.
+    pub fn shard(&self) -> usize {
+        self.res.postbox.shard
+    }
+
+    /// How many shards the server runs.
+    pub fn shards(&self) -> usize {
+        self.res.postbox.peers.len()
+    }
+
+    /// Posts `message` to this service on other shards; see
+    /// [`ConnContext::post`](crate::service::ConnContext::post).
+    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
+        self.res.postbox.post(self.service, to, message)
+    }
+}
+
+/// How the listening shard of the handoff mode picks a shard for each
+/// connection: the fewest open, counting those handed over but not yet
+/// adopted (the other shard's gauge only moves once it reads its mail).
+pub(crate) struct Handoff {
+    stats: Arc<[Arc<ShardStats>]>,
+    /// Connections handed to each shard so far.
+    sent: Vec<u64>,
+}
+
+impl Handoff {
+    fn least_loaded(&self) -> usize {
+        let load = |i: usize| {
+            let shard = &self.stats[i];
+            let in_flight = self.sent[i].saturating_sub(shard.adopted.get());
+            shard.conns_open.get() + in_flight
+        };
+        (0..self.stats.len()).min_by_key(|&i| load(i)).unwrap_or(0)
     }
 }
 
@@ -60,22 +117,22 @@ impl TcpEndpoint {
 pub(crate) struct Shard {
     poll: Poll,
     config: Arc<ServerConfig>,
-    stats: Arc<ShardStats>,
-    inbox: Receiver<Command>,
+    mailbox: Mailbox,
     tcp: Vec<TcpEndpoint>,
     udp: Vec<UdpEndpoint>,
     conns: Slab<Connection>,
     generations: Generations,
-    pool: BufferPool,
+    res: Resources,
     /// Shared by the shard's UDP sockets; `None` when it has none.
     recv_batch: Option<RecvBatch>,
     /// Sources that spent their budget this turn and may have more input.
     revisit: Vec<Token>,
     /// The previous turn's `revisit`, kept to reuse its allocation.
     revisiting: Vec<Token>,
-    timers: Timers,
     /// Timers due this turn; kept to reuse its allocation.
     fired: Vec<(TimerHandle, TimerTarget)>,
+    /// In the handoff mode, on the shard that listens.
+    handoff: Option<Handoff>,
     /// Set once shutdown began.
     draining: bool,
 }
@@ -86,15 +143,18 @@ impl Shard {
     pub(crate) fn new(
         poll: Poll,
         config: Arc<ServerConfig>,
-        stats: Arc<ShardStats>,
-        inbox: Receiver<Command>,
+        mailbox: Mailbox,
+        postbox: Postbox,
         mut tcp: Vec<TcpEndpoint>,
         mut udp: Vec<UdpEndpoint>,
+        handoff: Option<Arc<[Arc<ShardStats>]>>,
     ) -> io::Result<Shard> {
         for (i, endpoint) in tcp.iter_mut().enumerate() {
-            let listener = endpoint.listener.as_mut().expect("new listeners are open");
-            poll.registry()
-                .register(listener, Slot::TcpListener(i).token(), Interest::READABLE)?;
+            if let Some(listener) = endpoint.listener.as_mut() {
+                let token = Slot::TcpListener(i).token();
+                poll.registry()
+                    .register(listener, token, Interest::READABLE)?;
+            }
         }
         for (i, endpoint) in udp.iter_mut().enumerate() {
             // Both interests up front saves a `reregister` whenever replies
@@ -106,25 +166,32 @@ impl Shard {
                 Interest::READABLE | Interest::WRITABLE,
             )?;
         }
-        let pool = BufferPool::new(config.buffer_size, config.pool_max_free);
+        let res = Resources {
+            pool: BufferPool::new(config.buffer_size, config.pool_max_free),
+            stats: Arc::clone(&postbox.stats),
+            timers: Timers::new(Instant::now(), config.timer_tick),
+            postbox,
+        };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
             poll,
-            timers: Timers::new(Instant::now(), config.timer_tick),
-            fired: Vec::new(),
-            draining: false,
             config,
-            stats,
-            inbox,
+            mailbox,
             tcp,
             udp,
             conns: Slab::new(),
             generations: Generations::new(),
-            pool,
+            res,
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),
+            fired: Vec::new(),
+            handoff: handoff.map(|stats| Handoff {
+                sent: vec![0; stats.len()],
+                stats,
+            }),
+            draining: false,
         })
     }
 
@@ -135,7 +202,7 @@ impl Shard {
             // Not at all while sources wait for a revisit, otherwise until
             // the nearest timer.
             let timeout = if self.revisit.is_empty() {
-                self.timers.wheel.poll_timeout(self.timers.now())
+                self.res.timers.wheel.poll_timeout(self.res.timers.now())
             } else {
                 Some(Duration::ZERO)
             };
@@ -145,15 +212,16 @@ impl Shard {
                 }
                 return Err(e);
             }
-            self.timers.set_now(Instant::now());
+            self.res.timers.set_now(Instant::now());
             for event in events.iter() {
                 self.dispatch(event);
             }
             self.revisit_spent();
             self.fire_timers();
-            let pool = &self.pool;
-            self.stats.buffer_bytes.set(pool.bytes_lent() as u64);
-            self.stats
+            let pool = &self.res.pool;
+            self.res.stats.buffer_bytes.set(pool.bytes_lent() as u64);
+            self.res
+                .stats
                 .buffer_bytes_peak
                 .set(pool.peak_bytes_lent() as u64);
             if self.draining && self.conns.is_empty() {
@@ -164,12 +232,12 @@ impl Shard {
 
     fn dispatch(&mut self, event: &Event) {
         match Slot::of(event.token()) {
-            Slot::Waker => self.read_inbox(),
+            Slot::Waker => self.read_mailbox(),
             Slot::TcpListener(i) => self.accept_ready(i),
             Slot::Udp(i) => {
                 if event.is_writable() {
                     if let Some(endpoint) = self.udp.get_mut(i) {
-                        endpoint.flush(&self.stats);
+                        endpoint.flush(&self.res.stats);
                     }
                 }
                 if event.is_readable() {
@@ -195,24 +263,12 @@ impl Shard {
         }
     }
 
-    fn read_inbox(&mut self) {
-        while let Ok(command) = self.inbox.try_recv() {
-            match command {
-                Command::Shutdown => self.begin_shutdown(),
-                Command::Stop => {
-                    self.begin_shutdown();
-                    self.close_all(CloseReason::Shutdown);
-                }
-            }
-        }
-    }
-
     fn udp_ready(&mut self, index: usize) {
         let (Some(endpoint), Some(batch)) = (self.udp.get_mut(index), self.recv_batch.as_mut())
         else {
             return; // closed by shutdown earlier in this batch
         };
-        if endpoint.read_ready(index, batch, &self.stats, &self.config, &mut self.timers) {
+        if endpoint.read_ready(index, batch, &mut self.res, &self.config) {
             self.revisit.push(Slot::Udp(index).token());
         }
     }
@@ -226,16 +282,9 @@ impl Shard {
         }
         .token();
         let service = &mut *self.tcp[conn.listener as usize].service;
-        let outcome = conn.read_ready(
-            ConnId(token.0 as u64),
-            service,
-            &mut self.pool,
-            &self.stats,
-            &self.config,
-            &mut self.timers,
-        );
+        let outcome = conn.read_ready(ConnId(token.0 as u64), service, &mut self.res, &self.config);
         if outcome == ReadOutcome::BudgetSpent {
-            self.stats.read_budget_hits.incr();
+            self.res.stats.read_budget_hits.incr();
             if !conn.io.flags.any(Flags::QUEUED) {
                 conn.io.flags.set(Flags::QUEUED);
                 self.revisit.push(token);
@@ -248,10 +297,10 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let (low_water, now_ms) = (self.config.write_low_water, self.timers.now_ms());
+        let (low_water, now_ms) = (self.config.write_low_water, self.res.timers.now_ms());
         if conn
             .io
-            .flush(&mut self.pool, &self.stats, low_water, now_ms)
+            .flush(&mut self.res.pool, &self.res.stats, low_water, now_ms)
         {
             self.read(key);
         }
@@ -297,20 +346,24 @@ impl Shard {
             }
         }
         let deadlines = &mut conn.io.deadlines;
-        let Some(Due::In(left)) = deadlines.due(self.timers.now_ms(), &self.config) else {
+        let Some(Due::In(left)) = deadlines.due(self.res.timers.now_ms(), &self.config) else {
             return; // none enabled, or expired: its timer is already due
         };
         let armed = deadlines
             .timer
-            .and_then(|timer| self.timers.wheel.deadline(timer));
-        let wanted = self.timers.now() + left;
+            .and_then(|timer| self.res.timers.wheel.deadline(timer));
+        let wanted = self.res.timers.now() + left;
         // Re-arm only when the armed timer would be late by more than a
         // tick; one that is early re-arms itself when it fires.
         if armed.is_none_or(|at| at >= wanted + self.config.timer_tick) {
             if let Some(old) = deadlines.timer.take() {
-                self.timers.wheel.cancel(old);
+                self.res.timers.wheel.cancel(old);
             }
-            deadlines.timer = Some(self.timers.arm_after(left, TimerTarget::Deadline(token)));
+            deadlines.timer = Some(
+                self.res
+                    .timers
+                    .arm_after(left, TimerTarget::Deadline(token)),
+            );
         }
     }
 
@@ -338,78 +391,5 @@ impl Shard {
             }
         }
         self.revisiting = revisiting;
-    }
-
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        let mut conn = self.conns.remove(key);
-        let id = ConnId(
-            Slot::Conn {
-                key,
-                gen: conn.io.gen,
-            }
-            .token()
-            .0 as u64,
-        );
-        for buf in [conn.read_buf.take(), conn.io.write_buf.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.pool.give(buf);
-        }
-        let stats = &self.stats;
-        stats.conns_open.decr();
-        match reason {
-            CloseReason::PeerClosed => stats.closed_peer.incr(),
-            CloseReason::Error => stats.closed_error.incr(),
-            CloseReason::Service => stats.closed_service.incr(),
-            CloseReason::ReadBufferFull => stats.closed_read_buffer_full.incr(),
-            CloseReason::Shutdown => stats.closed_shutdown.incr(),
-            CloseReason::IdleTimeout => stats.closed_idle_timeout.incr(),
-            CloseReason::FrameTimeout => stats.closed_frame_timeout.incr(),
-            CloseReason::WriteTimeout => stats.closed_write_timeout.incr(),
-        }
-        log::trace!("closed {} ({reason:?})", conn.io.peer);
-        self.tcp[conn.listener as usize]
-            .service
-            .on_close(id, reason);
-        // Dropping the stream closes the descriptor, which also removes it
-        // from the poll set: no `deregister` syscall needed.
-    }
-
-    fn close_all(&mut self, reason: CloseReason) {
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.close(key, reason);
-        }
-    }
-
-    /// Closes listeners and UDP sockets, and turns every connection to
-    /// draining: input is discarded, output flushed, then FIN; the peer's
-    /// EOF (or the drain deadline) closes it. Reading on while draining,
-    /// rather than closing with unread input, avoids a reset that could
-    /// destroy echoes the peer has not read yet.
-    fn begin_shutdown(&mut self) {
-        if self.draining {
-            return;
-        }
-        self.draining = true;
-        self.timers
-            .arm_after(self.config.drain_timeout, TimerTarget::Drain);
-        for endpoint in &mut self.tcp {
-            if let Some(mut listener) = endpoint.listener.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
-            }
-        }
-        for endpoint in &mut self.udp {
-            endpoint.flush(&self.stats);
-        }
-        self.udp.clear();
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.conns[key].io.flags.set(Flags::DRAINING);
-            self.read(key);
-            self.settle(key);
-        }
-        log::debug!("draining {} connections", self.conns.len());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
@@ -11,7 +12,9 @@ use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::udp_batch::{RecvBatch, SendQueue};
 use crate::service::{TimerId, UdpService};
-use crate::shard::deadline::{TimerTarget, Timers};
+use crate::shard::deadline::TimerTarget;
+use crate::shard::mailbox::{ServiceRef, Shards};
+use crate::shard::Resources;
 
 /// One bound UDP socket with its service and reply queue.
 pub(crate) struct UdpEndpoint {
@@ -42,9 +45,8 @@ impl UdpEndpoint {
         &mut self,
         index: usize,
         batch: &mut RecvBatch,
-        stats: &ShardStats,
+        res: &mut Resources,
         config: &ServerConfig,
-        timers: &mut Timers,
     ) -> bool {
         for _ in 0..config.udp_recv_batches {
             let received = match batch.recv(&self.socket) {
@@ -56,22 +58,21 @@ impl UdpEndpoint {
                     return false;
                 }
             };
-            stats.udp_in.add(received as u64);
+            res.stats.udp_in.add(received as u64);
             for datagram in batch.iter() {
                 if datagram.truncated {
-                    stats.udp_dropped_truncated.incr();
+                    res.stats.udp_dropped_truncated.incr();
                     continue;
                 }
                 let mut out = DatagramContext {
                     queue: &mut self.queue,
-                    stats,
-                    timers,
+                    res,
                     index,
                 };
                 self.service
                     .on_datagram(&mut out, datagram.from, datagram.data);
             }
-            self.flush(stats);
+            self.flush(&res.stats);
             if received < config.udp_batch {
                 return false; // a short batch means the socket is drained
             }
@@ -80,21 +81,31 @@ impl UdpEndpoint {
     }
 
     /// Runs the service's timer `key`, then sends what it queued.
-    pub(crate) fn on_timer(
-        &mut self,
-        index: usize,
-        key: u64,
-        stats: &ShardStats,
-        timers: &mut Timers,
-    ) {
+    pub(crate) fn on_timer(&mut self, index: usize, key: u64, res: &mut Resources) {
         let mut out = DatagramContext {
             queue: &mut self.queue,
-            stats,
-            timers,
+            res,
             index,
         };
         self.service.on_timer(&mut out, key);
-        self.flush(stats);
+        self.flush(&res.stats);
+    }
+
+    /// Hands a message from another shard to the service.
+    pub(crate) fn on_message(
+        &mut self,
+        index: usize,
+        from: usize,
+        msg: &[u8],
+        res: &mut Resources,
+    ) {
+        let mut out = DatagramContext {
+            queue: &mut self.queue,
+            res,
+            index,
+        };
+        self.service.on_message(&mut out, from, msg);
+        self.flush(&res.stats);
     }
 
     /// Sends queued replies until the queue is empty or the socket is full.
@@ -111,9 +122,8 @@ impl UdpEndpoint {
 /// What a [`UdpService`] can do while handling a datagram or a timer.
 pub struct DatagramContext<'a> {
     queue: &'a mut SendQueue,
-    stats: &'a ShardStats,
-    timers: &'a mut Timers,
-    /// Which of the shard's UDP sockets this is.
+    res: &'a mut Resources,
+    /// Which of the shard's UDP sockets (and services) this is.
     index: usize,
 }
 
@@ -124,7 +134,7 @@ impl DatagramContext<'_> {
     /// unbounded queue would let a flood exhaust memory).
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
         if self.queue.push(to, data).is_err() {
-            self.stats.udp_dropped_queue_full.incr();
+            self.res.stats.udp_dropped_queue_full.incr();
         }
     }
 
@@ -133,13 +143,28 @@ impl DatagramContext<'_> {
     pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
         let socket = self.index;
         TimerId(
-            self.timers
+            self.res
+                .timers
                 .arm_after(after, TimerTarget::UdpService { socket, key }),
         )
     }
 
     /// Cancels a timer; false if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.timers.wheel.cancel(timer.0).is_some()
+        self.res.timers.wheel.cancel(timer.0).is_some()
+    }
+
+    /// The index of the shard this socket is served by.
+    pub fn shard(&self) -> usize {
+        self.res.postbox.shard
+    }
+
+    /// Posts `message` to this service on other shards (see
+    /// [`UdpService::on_message`]). A shard whose inbox is full misses it,
+    /// counted as `mailbox_dropped`; returns how many shards it reached.
+    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
+        self.res
+            .postbox
+            .post(ServiceRef::Udp(self.index), to, message)
     }
 }

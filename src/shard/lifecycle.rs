@@ -1,0 +1,132 @@
+//! A shard's mail, its shutdown, and the end of each connection.
+
+use super::conn::Flags;
+use super::deadline::TimerTarget;
+use super::mailbox::{Control, Mail, ServiceRef};
+use super::token::Slot;
+use super::{Shard, ShardContext};
+use crate::service::{CloseReason, ConnId};
+
+impl Shard {
+    /// Acts on the control word, then on every piece of mail waiting.
+    pub(super) fn read_mailbox(&mut self) {
+        match self.mailbox.control() {
+            Control::Run => {}
+            Control::Shutdown => self.begin_shutdown(),
+            Control::Stop => {
+                self.begin_shutdown();
+                self.close_all(CloseReason::Shutdown);
+            }
+        }
+        while let Some(mail) = self.mailbox.next() {
+            match mail {
+                Mail::Adopt {
+                    listener,
+                    stream,
+                    peer,
+                } => {
+                    self.res.stats.adopted.incr();
+                    if self.draining {
+                        continue; // dropping it closes it, as a closed listener would
+                    }
+                    self.open(listener, mio::net::TcpStream::from_std(stream), peer);
+                }
+                Mail::Message {
+                    service,
+                    from,
+                    payload,
+                } => self.deliver(service, from, &payload),
+            }
+        }
+    }
+
+    fn deliver(&mut self, service: ServiceRef, from: usize, payload: &[u8]) {
+        match service {
+            ServiceRef::Tcp(i) => {
+                let mut cx = ShardContext {
+                    res: &mut self.res,
+                    service,
+                };
+                self.tcp[i].service.on_message(&mut cx, from, payload);
+            }
+            ServiceRef::Udp(i) => {
+                if let Some(endpoint) = self.udp.get_mut(i) {
+                    endpoint.on_message(i, from, payload, &mut self.res);
+                }
+            }
+        }
+    }
+
+    pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
+        let mut conn = self.conns.remove(key);
+        let token = Slot::Conn {
+            key,
+            gen: conn.io.gen,
+        }
+        .token();
+        if let Some(timer) = conn.io.deadlines.timer {
+            self.res.timers.wheel.cancel(timer);
+        }
+        for buf in [conn.read_buf.take(), conn.io.write_buf.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.res.pool.give(buf);
+        }
+        let stats = &self.res.stats;
+        match reason {
+            CloseReason::PeerClosed => stats.closed_peer.incr(),
+            CloseReason::Error => stats.closed_error.incr(),
+            CloseReason::Service => stats.closed_service.incr(),
+            CloseReason::ReadBufferFull => stats.closed_read_buffer_full.incr(),
+            CloseReason::Shutdown => stats.closed_shutdown.incr(),
+            CloseReason::IdleTimeout => stats.closed_idle_timeout.incr(),
+            CloseReason::FrameTimeout => stats.closed_frame_timeout.incr(),
+            CloseReason::WriteTimeout => stats.closed_write_timeout.incr(),
+        }
+        // Last, so whoever sees the gauge fall also sees why.
+        stats.conns_open.decr();
+        log::trace!("closed {} ({reason:?})", conn.io.peer);
+        let service = &mut self.tcp[conn.listener as usize].service;
+        service.on_close(ConnId(token.0 as u64), reason);
+        // Dropping the stream closes the descriptor, which also removes it
+        // from the poll set: no `deregister` syscall needed.
+    }
+
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, reason);
+        }
+    }
+
+    /// Closes listeners and UDP sockets, and turns every connection to
+    /// draining: input is discarded, output flushed, then FIN; the peer's
+    /// EOF (or the drain deadline) closes it. Reading on while draining,
+    /// rather than closing with unread input, avoids a reset that could
+    /// destroy echoes the peer has not read yet.
+    fn begin_shutdown(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        let drain = self.config.drain_timeout;
+        self.res.timers.arm_after(drain, TimerTarget::Drain);
+        for endpoint in &mut self.tcp {
+            if let Some(mut listener) = endpoint.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+        }
+        for endpoint in &mut self.udp {
+            endpoint.flush(&self.res.stats);
+        }
+        self.udp.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.conns[key].io.flags.set(Flags::DRAINING);
+            self.read(key);
+            self.settle(key);
+        }
+        log::debug!("draining {} connections", self.conns.len());
+    }
+}
