@@ -77,30 +77,9 @@ impl Builder {
         }
         let config = Arc::new(self.config);
         let shards = config.shards;
-        let mut opts = config.socket.clone();
-        opts.reuse_port = shards > 1 && opts.reuse_port;
-
-        // Shard 0 binds first, so that port 0 is resolved once and the
-        // other shards bind the very same addresses.
-        let first = Bound::bind(&self.tcp, &self.udp, None, &opts)?;
-        let tcp_addrs = first.tcp_addrs()?;
-        let udp_addrs = first.udp_addrs()?;
-        let mut bound = vec![first];
-        if opts.reuse_port {
-            for _ in 1..shards {
-                match Bound::bind(&self.tcp, &self.udp, Some((&tcp_addrs, &udp_addrs)), &opts) {
-                    Ok(more) => bound.push(more),
-                    Err(e) => {
-                        log::warn!("SO_REUSEPORT refused ({e}); shard 0 will hand connections off");
-                        bound.truncate(1);
-                        opts.reuse_port = false;
-                        break;
-                    }
-                }
-            }
-        }
-        let handoff = shards > 1 && !opts.reuse_port;
-        bound.resize_with(shards, Bound::default);
+        let (bound, handoff) = bind_shards(&self.tcp, &self.udp, &config)?;
+        let tcp_addrs = bound[0].tcp_addrs()?;
+        let udp_addrs = bound[0].udp_addrs()?;
 
         let mut polls = Vec::new();
         let mut mailboxes = Vec::new();
@@ -122,18 +101,11 @@ impl Builder {
         for (id, ((poll, mailbox), listeners)) in
             polls.into_iter().zip(mailboxes).zip(bound).enumerate()
         {
+            let mut tcp_listeners = listeners.tcp.into_iter();
             let tcp = self
                 .tcp
                 .iter()
-                .map(|(_, make)| make())
-                .zip(
-                    listeners
-                        .tcp
-                        .into_iter()
-                        .map(Some)
-                        .chain(std::iter::repeat_with(|| None)),
-                )
-                .map(|(service, listener)| TcpEndpoint::new(listener, service))
+                .map(|(_, make)| TcpEndpoint::new(tcp_listeners.next(), make()))
                 .collect();
             let udp = listeners
                 .udp
@@ -297,6 +269,39 @@ impl Handle {
             .into_iter()
             .fold(Stats::default(), |a, b| a + b)
     }
+}
+
+/// Binds every shard's listeners: each its own copies behind
+/// `SO_REUSEPORT`, or, where that is off or refused, shard 0 alone.
+/// Returns one `Bound` per shard and whether shard 0 must hand off.
+fn bind_shards(
+    tcp: &[(SocketAddr, TcpFactory)],
+    udp: &[(SocketAddr, UdpFactory)],
+    config: &ServerConfig,
+) -> Result<(Vec<Bound>, bool), Error> {
+    let shards = config.shards;
+    let mut opts = config.socket.clone();
+    opts.reuse_port = shards > 1 && opts.reuse_port;
+    // Shard 0 binds first, so that port 0 is resolved once and the other
+    // shards bind the very same addresses.
+    let first = Bound::bind(tcp, udp, None, &opts)?;
+    let resolved = (first.tcp_addrs()?, first.udp_addrs()?);
+    let mut bound = vec![first];
+    if opts.reuse_port {
+        for _ in 1..shards {
+            match Bound::bind(tcp, udp, Some((&resolved.0, &resolved.1)), &opts) {
+                Ok(more) => bound.push(more),
+                Err(e) => {
+                    log::warn!("SO_REUSEPORT refused ({e}); shard 0 will hand connections off");
+                    bound.truncate(1);
+                    opts.reuse_port = false;
+                    break;
+                }
+            }
+        }
+    }
+    bound.resize_with(shards, Bound::default);
+    Ok((bound, shards > 1 && !opts.reuse_port))
 }
 
 /// One shard's copies of the listeners.

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::Interest;
@@ -12,9 +13,37 @@ use super::conn::{ConnContext, Connection};
 use super::deadline::TimerTarget;
 use super::mailbox::Mail;
 use super::token::Slot;
-use super::{Handoff, Shard};
+use super::Shard;
+use crate::metrics::ShardStats;
 use crate::net::socket::tune_accepted;
 use crate::service::ConnId;
+
+/// How the listening shard of the handoff mode picks a shard for each
+/// connection: the fewest open, counting those handed over but not yet
+/// adopted (the other shard's gauge only moves once it reads its mail).
+pub(super) struct Handoff {
+    stats: Arc<[Arc<ShardStats>]>,
+    /// Connections handed to each shard so far.
+    sent: Vec<u64>,
+}
+
+impl Handoff {
+    pub(super) fn new(stats: Arc<[Arc<ShardStats>]>) -> Handoff {
+        Handoff {
+            sent: vec![0; stats.len()],
+            stats,
+        }
+    }
+
+    fn least_loaded(&self) -> usize {
+        let load = |i: usize| {
+            let shard = &self.stats[i];
+            let in_flight = self.sent[i].saturating_sub(shard.adopted.get());
+            shard.conns_open.get() + in_flight
+        };
+        (0..self.stats.len()).min_by_key(|&i| load(i)).unwrap_or(0)
+    }
+}
 
 impl Shard {
     /// Accepts every pending connection on listener `index`.

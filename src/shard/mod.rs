@@ -31,6 +31,7 @@ use crate::net::buffer::BufferPool;
 use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, ConnId, TcpService};
 use crate::timer::TimerHandle;
+use accept::Handoff;
 use conn::{Connection, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
 use mailbox::{Mailbox, Postbox, ServiceRef, Shards};
@@ -90,26 +91,6 @@ impl ShardContext<'_> {
     /// [`ConnContext::post`](crate::service::ConnContext::post).
     pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
         self.res.postbox.post(self.service, to, message)
-    }
-}
-
-/// How the listening shard of the handoff mode picks a shard for each
-/// connection: the fewest open, counting those handed over but not yet
-/// adopted (the other shard's gauge only moves once it reads its mail).
-pub(crate) struct Handoff {
-    stats: Arc<[Arc<ShardStats>]>,
-    /// Connections handed to each shard so far.
-    sent: Vec<u64>,
-}
-
-impl Handoff {
-    fn least_loaded(&self) -> usize {
-        let load = |i: usize| {
-            let shard = &self.stats[i];
-            let in_flight = self.sent[i].saturating_sub(shard.adopted.get());
-            shard.conns_open.get() + in_flight
-        };
-        (0..self.stats.len()).min_by_key(|&i| load(i)).unwrap_or(0)
     }
 }
 
@@ -187,10 +168,7 @@ impl Shard {
             revisit: Vec::new(),
             revisiting: Vec::new(),
             fired: Vec::new(),
-            handoff: handoff.map(|stats| Handoff {
-                sent: vec![0; stats.len()],
-                stats,
-            }),
+            handoff: handoff.map(Handoff::new),
             draining: false,
         })
     }
