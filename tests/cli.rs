@@ -82,6 +82,7 @@ fn serve_prints_its_listeners_echoes_and_exits_0_on_sigterm() {
             "--write-timeout",
             "1m",
         ])
+        .args(["--shards", "2", "--pin", "--no-reuseport"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

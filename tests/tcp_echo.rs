@@ -179,3 +179,28 @@ fn churn_never_mixes_up_connections() {
     assert_eq!(stats.closed_peer + stats.closed_error, 2008);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn ipv6_loopback_echoes_where_the_host_has_it() {
+    let any6: std::net::SocketAddr = "[::1]:0".parse().unwrap();
+    if std::net::TcpListener::bind(any6).is_err() {
+        eprintln!("no IPv6 loopback on this host; skipping");
+        return;
+    }
+    let server = sockloop::Server::builder()
+        .tcp(any6, || sockloop::services::Echo)
+        .udp(any6, || sockloop::services::Echo)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    assert!(server.tcp[0].is_ipv6() && server.udp[0].is_ipv6());
+    let (sent, got) = echo_in_pieces(server.tcp[0], Rng::new(6).bytes(10_000), 6);
+    assert!(sent == got, "echo differs from what was sent");
+    let socket = std::net::UdpSocket::bind(any6).unwrap();
+    socket.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    socket.send_to(b"v6", server.udp[0]).unwrap();
+    let mut buf = [0; 8];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"v6"[..], server.udp[0]));
+    server.shutdown().unwrap();
+}
