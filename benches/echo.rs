@@ -23,20 +23,20 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use common::load::{message, TcpLoad, MSG};
 use common::{clk_tck, env_secs, find_tid, median, quick_mode, Cpu};
 
 const TCP_CONNS: usize = 100;
-const MSG: usize = 64;
 const UDP_SOCKETS: usize = 32;
 const UDP_IN_FLIGHT: usize = 4;
 const UDP_TIMEOUT: Duration = Duration::from_millis(200);
@@ -91,7 +91,13 @@ fn start_sockloop() -> (
     JoinHandle<Result<(), sockloop::Error>>,
 ) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    // One shard: one core against tokio's one-thread runtime.
+    let config = sockloop::ServerConfig {
+        shards: 1,
+        ..sockloop::ServerConfig::default()
+    };
     let server = sockloop::Server::builder()
+        .config(config)
         .tcp(any, || sockloop::services::Echo)
         .udp(any, || sockloop::services::Echo)
         .build()
@@ -205,22 +211,6 @@ fn wait_for_thread(name: &str) -> u32 {
 
 // ---------------------------------------------------------------- load
 
-/// The 64 bytes of message `seq` from client `id`: recognisable, and
-/// different for every message so a stale or mixed-up echo is caught.
-fn message(id: u32, seq: u64) -> [u8; MSG] {
-    let mut m = [0u8; MSG];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m[8..12].copy_from_slice(&id.to_le_bytes());
-    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(id);
-    for b in &mut m[12..] {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        *b = (x >> 56) as u8;
-    }
-    m
-}
-
 /// A closed-loop load on one mio `Poll`.
 trait Load {
     /// Handles one batch of events (waiting at most `timeout`).
@@ -231,135 +221,13 @@ trait Load {
     fn lost(&self) -> u64;
 }
 
-struct TcpConn {
-    stream: TcpStream,
-    seq: u64,
-    out: [u8; MSG],
-    written: usize,
-    got: usize,
-    input: [u8; MSG],
-}
-
-struct TcpLoad {
-    poll: Poll,
-    events: Events,
-    conns: Vec<TcpConn>,
-    completed: u64,
-}
-
-impl TcpLoad {
-    fn new(addr: SocketAddr) -> io::Result<TcpLoad> {
-        let poll = Poll::new()?;
-        let mut conns = Vec::with_capacity(TCP_CONNS);
-        for i in 0..TCP_CONNS {
-            let std = std::net::TcpStream::connect(addr)?;
-            std.set_nodelay(true)?;
-            std.set_nonblocking(true)?;
-            let mut stream = TcpStream::from_std(std);
-            poll.registry().register(
-                &mut stream,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            conns.push(TcpConn {
-                stream,
-                seq: 0,
-                out: message(i as u32, 0),
-                written: 0,
-                got: 0,
-                input: [0; MSG],
-            });
-        }
-        let mut load = TcpLoad {
-            poll,
-            events: Events::with_capacity(1024),
-            conns,
-            completed: 0,
-        };
-        for conn in &mut load.conns {
-            conn.send()?;
-        }
-        Ok(load)
-    }
-}
-
-impl TcpConn {
-    fn send(&mut self) -> io::Result<()> {
-        while self.written < MSG {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the echo; returns true when a round trip completed (the next
-    /// message is then sent). Nothing more can be pending after a complete
-    /// echo (one message in flight), and a short read means the socket is
-    /// drained, so no read is spent just to see `WouldBlock`.
-    fn receive(&mut self, id: usize) -> io::Result<bool> {
-        loop {
-            let asked = MSG - self.got;
-            match self.stream.read(&mut self.input[self.got..]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "server closed",
-                    ))
-                }
-                Ok(n) => {
-                    self.got += n;
-                    if self.got == MSG {
-                        assert!(self.written == MSG, "echo of unsent bytes on conn {id}");
-                        assert_eq!(
-                            self.input, self.out,
-                            "bad echo on conn {id} seq {}",
-                            self.seq
-                        );
-                        self.seq += 1;
-                        self.out = message(id as u32, self.seq);
-                        self.written = 0;
-                        self.got = 0;
-                        self.send()?;
-                        return Ok(true);
-                    }
-                    if n < asked {
-                        return Ok(false);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
 impl Load for TcpLoad {
     fn step(&mut self, timeout: Duration) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            other => other?,
-        }
-        for event in self.events.iter() {
-            let id = event.token().0;
-            let conn = &mut self.conns[id];
-            if event.is_writable() && conn.written < MSG {
-                conn.send()?;
-            }
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            if readable && conn.receive(id)? {
-                self.completed += 1;
-            }
-        }
-        Ok(())
+        TcpLoad::step(self, timeout)
     }
 
     fn completed(&self) -> u64 {
-        self.completed
+        TcpLoad::completed(self)
     }
 
     fn lost(&self) -> u64 {
@@ -505,7 +373,7 @@ impl Load for UdpLoad {
 
 fn measure(target: &Target, proto: Proto, warmup: Duration, window: Duration, tck: u64) -> Sample {
     let mut load: Box<dyn Load> = match proto {
-        Proto::Tcp => Box::new(TcpLoad::new(target.tcp).expect("tcp load")),
+        Proto::Tcp => Box::new(TcpLoad::new(target.tcp, TCP_CONNS, 1).expect("tcp load")),
         Proto::Udp => Box::new(UdpLoad::new(target.udp).expect("udp load")),
     };
     let run_until = |load: &mut Box<dyn Load>, until: Instant| loop {

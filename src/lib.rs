@@ -35,6 +35,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod config;
 mod error;
 pub mod metrics;

@@ -1,6 +1,9 @@
 //! Helpers shared by the hand-rolled (harness = false) benches: run mode,
-//! and reading CPU time and memory from `/proc`.
+//! reading CPU time and memory from `/proc`, and (in `load`) the TCP echo
+//! load generator.
 #![allow(dead_code)]
+
+pub mod load;
 
 use std::time::Duration;
 
@@ -47,6 +50,24 @@ pub fn find_tid(prefix: &str) -> Option<u32> {
     None
 }
 
+/// The ids of all this process's threads whose `comm` starts with `prefix`.
+pub fn find_tids(prefix: &str) -> Vec<u32> {
+    let prefix = &prefix[..prefix.len().min(15)];
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut tids: Vec<u32> = dir
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            comm.trim_end().starts_with(prefix).then_some(())?;
+            entry.file_name().to_str()?.parse().ok()
+        })
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
 /// CPU time used by one thread so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu {
@@ -80,6 +101,21 @@ impl Cpu {
             ticks: field(14) + field(15),
             sched_ns,
         }
+    }
+
+    /// The CPU time of several threads, summed (`sched_ns` only if every
+    /// thread has it).
+    pub fn sum(tids: &[u32]) -> Cpu {
+        tids.iter().map(|&tid| Cpu::of(Some(tid))).fold(
+            Cpu {
+                ticks: 0,
+                sched_ns: Some(0),
+            },
+            |a, b| Cpu {
+                ticks: a.ticks + b.ticks,
+                sched_ns: a.sched_ns.zip(b.sched_ns).map(|(x, y)| x + y),
+            },
+        )
     }
 
     /// Seconds of CPU between `earlier` and `self`, from ticks.
