@@ -15,7 +15,7 @@
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
 //!             services/  service.rs             echo, the service API
-//!             timer/                            the timer wheel (pure: time is passed in)
+//!             timer/  codec/                    timer wheel, frame decoders (pure: bytes and time in)
 //!             net/                              socket2 setup, buffers, batched UDP,
 //!                                               sys.rs: the only `unsafe`
 //! ```
