@@ -7,10 +7,9 @@
 
 use std::net::SocketAddr;
 
-pub use crate::shard::conn::ConnContext;
+pub use crate::shard::context::{ConnContext, ShardContext};
 pub use crate::shard::mailbox::Shards;
 pub use crate::shard::udp::DatagramContext;
-pub use crate::shard::ShardContext;
 
 /// Identifies one connection for its whole life on a shard.
 ///

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::conn::{ConnContext, Connection};
+use super::conn::Connection;
+use super::context::ConnContext;
 use super::deadline::TimerTarget;
 use super::mailbox::Mail;
 use super::token::Slot;
 use super::Shard;
 use crate::metrics::ShardStats;
 use crate::net::socket::tune_accepted;
-use crate::service::ConnId;
 
 /// How the listening shard of the handoff mode picks a shard for each
 /// connection: the fewest open, counting those handed over but not yet
@@ -145,15 +145,10 @@ impl Shard {
             return;
         }
         let now_ms = self.res.timers.now_ms();
-        let conn = entry.insert(Connection::new(stream, peer, gen, listener as u32, now_ms));
+        entry.insert(Connection::new(stream, peer, gen, listener as u32, now_ms));
         self.res.stats.conns_accepted.incr();
         self.res.stats.conns_open.incr();
-        let mut cx = ConnContext::new(
-            ConnId(token.0 as u64),
-            listener,
-            &mut conn.io,
-            &mut self.res,
-        );
+        let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
         self.tcp[listener].service.on_open(&mut cx);
         self.settle(key);
     }

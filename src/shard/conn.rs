@@ -3,19 +3,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use mio::net::TcpStream;
-use mio::Token;
+use slab::Slab;
 
+use super::context::ConnContext;
+use super::deadline::Deadlines;
+use super::Resources;
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
-use crate::service::{CloseReason, ConnId, TcpService, TimerId};
-use crate::shard::deadline::{Deadlines, TimerTarget};
-use crate::shard::mailbox::{ServiceRef, Shards};
-use crate::shard::Resources;
+use crate::service::{CloseReason, TcpService};
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +42,9 @@ impl Flags {
     pub(crate) const HUP_SEEN: Flags = Flags(1 << 8);
     /// Registered for writability: only while output waits in the buffer.
     pub(crate) const WRITE_INTEREST: Flags = Flags(1 << 9);
+    /// On the shard's list of connections a service touched from another
+    /// connection's callback, to be settled after it.
+    pub(crate) const TOUCHED: Flags = Flags(1 << 10);
 
     /// States in which no more input is delivered to the service.
     const NO_DELIVERY: Flags = Flags(
@@ -63,7 +64,7 @@ impl Flags {
     }
 }
 
-/// How a call to [`Connection::read_ready`] ended.
+/// How a call to [`read_ready`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
     /// The socket has nothing more to read now.
@@ -116,85 +117,6 @@ impl Connection {
         }
     }
 
-    /// Reads until the socket is drained, the budget is spent, or the
-    /// connection stops reading, handing each read to `service`.
-    ///
-    /// One `read` per iteration: a read that fills less than it asked for
-    /// means the socket is drained, so no second syscall is spent just to
-    /// see `WouldBlock` -- unless the peer's FIN was reported, which may sit
-    /// behind the data just read.
-    pub(crate) fn read_ready(
-        &mut self,
-        id: ConnId,
-        service: &mut dyn TcpService,
-        res: &mut Resources,
-        config: &ServerConfig,
-    ) -> ReadOutcome {
-        let draining = self.io.flags.any(Flags::DRAINING);
-        let mut budget = config.read_budget;
-        let outcome = loop {
-            if self.io.flags.any(Flags::NO_DELIVERY) {
-                break ReadOutcome::Stopped;
-            }
-            if !draining {
-                if self.io.flags.any(Flags::READ_PAUSED) {
-                    break ReadOutcome::Stopped;
-                }
-                if self.io.write_buffered() >= config.write_high_water {
-                    self.io.flags.set(Flags::READ_PAUSED);
-                    res.stats.backpressure_pauses.incr();
-                    break ReadOutcome::Stopped;
-                }
-            }
-            let buf = self.read_buf.get_or_insert_with(|| res.pool.take());
-            if buf.spare_mut().is_empty() {
-                if buf.capacity() >= config.max_read_buffer {
-                    self.io.flags.set(Flags::READ_BUFFER_FULL);
-                    break ReadOutcome::Stopped;
-                }
-                let before = buf.capacity();
-                buf.grow_to((before * 2).min(config.max_read_buffer));
-                res.pool.note_growth(before, buf.capacity());
-            }
-            let spare = buf.spare_mut();
-            let asked = spare.len().min(budget);
-            match self.io.stream.read(&mut spare[..asked]) {
-                Ok(0) => self.io.flags.set(Flags::PEER_EOF),
-                Ok(n) => {
-                    buf.commit(n);
-                    res.stats.tcp_bytes_in.add(n as u64);
-                    budget -= n;
-                    let now_ms = res.timers.now_ms();
-                    self.io.deadlines.io(now_ms);
-                    let consumed = if draining {
-                        res.stats.tcp_bytes_discarded.add(n as u64);
-                        buf.len()
-                    } else {
-                        let listener = self.listener as usize;
-                        let mut cx = ConnContext::new(id, listener, &mut self.io, res);
-                        service.on_data(&mut cx, buf.as_slice()).min(buf.len())
-                    };
-                    buf.consume(consumed);
-                    let leftover = !buf.is_empty();
-                    self.io.deadlines.frame(now_ms, consumed > 0, leftover);
-                    if n < asked && !self.io.flags.any(Flags::HUP_SEEN) {
-                        break ReadOutcome::Drained;
-                    }
-                    if budget == 0 {
-                        break ReadOutcome::BudgetSpent;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Drained,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.io.fail(&e),
-            }
-        };
-        if let Some(buf) = self.read_buf.take_if(|buf| buf.is_empty()) {
-            res.pool.give(buf);
-        }
-        outcome
-    }
-
     /// The reason to close now, or `None` while the connection should live.
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         let flags = self.io.flags;
@@ -229,7 +151,13 @@ impl ConnIo {
 
     /// Queues `bytes` for the peer: straight to the socket while nothing is
     /// buffered, the remainder into the write buffer.
-    fn send(&mut self, bytes: &[u8], pool: &mut BufferPool, stats: &ShardStats, now_ms: u32) {
+    pub(crate) fn send(
+        &mut self,
+        bytes: &[u8],
+        pool: &mut BufferPool,
+        stats: &ShardStats,
+        now_ms: u32,
+    ) {
         if self.flags.any(Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0)) {
             return; // nothing more can reach the peer
         }
@@ -326,84 +254,98 @@ fn write_until_full(stream: &mut TcpStream, bytes: &[u8], stats: &ShardStats) ->
     Ok(written)
 }
 
-/// What a [`TcpService`] can do with the connection it is called for.
-pub struct ConnContext<'a> {
-    id: ConnId,
-    /// Which of the shard's TCP services this is, for posting.
-    listener: usize,
-    io: &'a mut ConnIo,
-    res: &'a mut Resources,
-}
-
-impl<'a> ConnContext<'a> {
-    pub(crate) fn new(
-        id: ConnId,
-        listener: usize,
-        io: &'a mut ConnIo,
-        res: &'a mut Resources,
-    ) -> Self {
-        ConnContext {
-            id,
-            listener,
-            io,
-            res,
+/// Reads connection `key` until its socket is drained, the budget is
+/// spent, or it stops reading, handing each read to `service`.
+///
+/// One `read` per iteration: a read that fills less than it asked for
+/// means the socket is drained, so no second syscall is spent just to see
+/// `WouldBlock` -- unless the peer's FIN was reported, which may sit behind
+/// the data just read. The read buffer is taken out of the connection while
+/// the service runs, so the service may reach every connection of the
+/// shard through its context.
+pub(crate) fn read_ready(
+    conns: &mut Slab<Connection>,
+    key: usize,
+    service: &mut dyn TcpService,
+    res: &mut Resources,
+    config: &ServerConfig,
+) -> ReadOutcome {
+    let draining = conns[key].io.flags.any(Flags::DRAINING);
+    let mut budget = config.read_budget;
+    loop {
+        let conn = &mut conns[key];
+        if conn.io.flags.any(Flags::NO_DELIVERY) {
+            return ReadOutcome::Stopped;
         }
-    }
-
-    /// This connection's id.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.io.peer
-    }
-
-    /// Sends `bytes` to the peer, in order after everything sent before.
-    /// Nothing is lost: what the socket does not take now is buffered.
-    pub fn send(&mut self, bytes: &[u8]) {
-        let now_ms = self.res.timers.now_ms();
-        self.io
-            .send(bytes, &mut self.res.pool, &self.res.stats, now_ms);
-    }
-
-    /// Closes the connection once everything sent so far is flushed. No
-    /// more input is delivered.
-    pub fn close(&mut self) {
-        self.io.flags.set(Flags::CLOSE_REQUESTED);
-    }
-
-    /// Bytes sent but not yet taken by the socket.
-    pub fn write_buffered(&self) -> usize {
-        self.io.write_buffered()
-    }
-
-    /// Calls [`TcpService::on_timer`] with `key` for this connection after
-    /// `after` (within one timer tick). Dropped if the connection closes
-    /// first.
-    pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
-        let conn = Token(self.id.0 as usize);
-        let target = TimerTarget::ConnService { conn, key };
-        TimerId(self.res.timers.arm_after(after, target))
-    }
-
-    /// Cancels a timer; false if it already fired or was cancelled.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.res.timers.wheel.cancel(timer.0).is_some()
-    }
-
-    /// The index of the shard this connection is served by.
-    pub fn shard(&self) -> usize {
-        self.res.postbox.shard
-    }
-
-    /// Posts `message` to this service on other shards (see
-    /// [`TcpService::on_message`]). A shard whose inbox is full misses it,
-    /// counted as `mailbox_dropped`; returns how many shards it reached.
-    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
-        self.res
-            .postbox
-            .post(ServiceRef::Tcp(self.listener), to, message)
+        if !draining {
+            if conn.io.flags.any(Flags::READ_PAUSED) {
+                return ReadOutcome::Stopped;
+            }
+            if conn.io.write_buffered() >= config.write_high_water {
+                conn.io.flags.set(Flags::READ_PAUSED);
+                res.stats.backpressure_pauses.incr();
+                return ReadOutcome::Stopped;
+            }
+        }
+        let mut buf = conn.read_buf.take().unwrap_or_else(|| res.pool.take());
+        if buf.spare_mut().is_empty() {
+            if buf.capacity() >= config.max_read_buffer {
+                conn.read_buf = Some(buf);
+                conn.io.flags.set(Flags::READ_BUFFER_FULL);
+                return ReadOutcome::Stopped;
+            }
+            let before = buf.capacity();
+            buf.grow_to((before * 2).min(config.max_read_buffer));
+            res.pool.note_growth(before, buf.capacity());
+        }
+        let spare = buf.spare_mut();
+        let asked = spare.len().min(budget);
+        let outcome = match conn.io.stream.read(&mut spare[..asked]) {
+            Ok(0) => {
+                conn.io.flags.set(Flags::PEER_EOF);
+                None
+            }
+            Ok(n) => {
+                buf.commit(n);
+                res.stats.tcp_bytes_in.add(n as u64);
+                budget -= n;
+                let now_ms = res.timers.now_ms();
+                conn.io.deadlines.io(now_ms);
+                let consumed = if draining {
+                    res.stats.tcp_bytes_discarded.add(n as u64);
+                    buf.len()
+                } else {
+                    let mut cx = ConnContext::new(key, conns, res);
+                    service.on_data(&mut cx, buf.as_slice()).min(buf.len())
+                };
+                buf.consume(consumed);
+                let conn = &mut conns[key];
+                conn.io
+                    .deadlines
+                    .frame(now_ms, consumed > 0, !buf.is_empty());
+                if n < asked && !conn.io.flags.any(Flags::HUP_SEEN) {
+                    Some(ReadOutcome::Drained)
+                } else if budget == 0 {
+                    Some(ReadOutcome::BudgetSpent)
+                } else {
+                    None
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(ReadOutcome::Drained),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => {
+                conn.io.fail(&e);
+                None
+            }
+        };
+        // An idle connection holds no buffer memory.
+        if buf.is_empty() {
+            res.pool.give(buf);
+        } else {
+            conns[key].read_buf = Some(buf);
+        }
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! What the shard does when timers come due.
 
-use super::conn::ConnContext;
+use super::context::ConnContext;
 use super::deadline::{Due, TimerTarget};
 use super::Shard;
-use crate::service::{CloseReason, ConnId};
+use crate::service::CloseReason;
 
 impl Shard {
     /// Acts on every timer that is due at this turn's `now`.
@@ -40,11 +40,9 @@ impl Shard {
                     let Some(key) = self.live_conn(conn) else {
                         continue; // closed meanwhile: the timer dies with it
                     };
-                    let c = &mut self.conns[key];
-                    let service = &mut self.tcp[c.listener as usize].service;
-                    let listener = c.listener as usize;
-                    let mut cx =
-                        ConnContext::new(ConnId(conn.0 as u64), listener, &mut c.io, &mut self.res);
+                    let listener = self.conns[key].listener as usize;
+                    let service = &mut self.tcp[listener].service;
+                    let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
                     service.on_timer(&mut cx, timer_key);
                     self.settle(key);
                 }

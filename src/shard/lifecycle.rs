@@ -1,10 +1,11 @@
 //! A shard's mail, its shutdown, and the end of each connection.
 
 use super::conn::Flags;
+use super::context::ShardContext;
 use super::deadline::TimerTarget;
 use super::mailbox::{Control, Mail, ServiceRef};
 use super::token::Slot;
-use super::{Shard, ShardContext};
+use super::Shard;
 use crate::service::{CloseReason, ConnId};
 
 impl Shard {
@@ -44,6 +45,7 @@ impl Shard {
         match service {
             ServiceRef::Tcp(i) => {
                 let mut cx = ShardContext {
+                    conns: &mut self.conns,
                     res: &mut self.res,
                     service,
                 };

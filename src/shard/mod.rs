@@ -9,6 +9,7 @@
 
 mod accept;
 pub(crate) mod conn;
+pub(crate) mod context;
 pub(crate) mod deadline;
 mod fire;
 mod lifecycle;
@@ -29,12 +30,12 @@ use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
 use crate::net::udp_batch::RecvBatch;
-use crate::service::{CloseReason, ConnId, TcpService};
+use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{Connection, Flags, ReadOutcome};
+use conn::{read_ready, Connection, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
-use mailbox::{Mailbox, Postbox, ServiceRef, Shards};
+use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
 
@@ -67,31 +68,9 @@ pub(crate) struct Resources {
     pub(crate) stats: Arc<ShardStats>,
     pub(crate) timers: Timers,
     pub(crate) postbox: Postbox,
-}
-
-/// What a service can do outside any one connection: when a message from
-/// another shard arrives.
-pub struct ShardContext<'a> {
-    res: &'a mut Resources,
-    service: ServiceRef,
-}
-
-impl ShardContext<'_> {
-    /// The index of this shard.
-    pub fn shard(&self) -> usize {
-        self.res.postbox.shard
-    }
-
-    /// How many shards the server runs.
-    pub fn shards(&self) -> usize {
-        self.res.postbox.peers.len()
-    }
-
-    /// Posts `message` to this service on other shards; see
-    /// [`ConnContext::post`](crate::service::ConnContext::post).
-    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
-        self.res.postbox.post(self.service, to, message)
-    }
+    /// Connections a service sent to or closed from another connection's
+    /// callback: settled at the end of the loop turn.
+    pub(crate) touched: Vec<Token>,
 }
 
 /// One event loop and everything it owns.
@@ -152,6 +131,7 @@ impl Shard {
             stats: Arc::clone(&postbox.stats),
             timers: Timers::new(Instant::now(), config.timer_tick),
             postbox,
+            touched: Vec::new(),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -196,6 +176,7 @@ impl Shard {
             }
             self.revisit_spent();
             self.fire_timers();
+            self.settle_touched();
             let pool = &self.res.pool;
             self.res.stats.buffer_bytes.set(pool.bytes_lent() as u64);
             self.res
@@ -253,21 +234,36 @@ impl Shard {
 
     /// Reads a connection and hands the input to its service.
     fn read(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let token = Slot::Conn {
-            key,
-            gen: conn.io.gen,
-        }
-        .token();
-        let service = &mut *self.tcp[conn.listener as usize].service;
-        let outcome = conn.read_ready(ConnId(token.0 as u64), service, &mut self.res, &self.config);
+        let listener = self.conns[key].listener as usize;
+        let service = &mut *self.tcp[listener].service;
+        let outcome = read_ready(&mut self.conns, key, service, &mut self.res, &self.config);
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
+            let conn = &mut self.conns[key];
             if !conn.io.flags.any(Flags::QUEUED) {
                 conn.io.flags.set(Flags::QUEUED);
-                self.revisit.push(token);
+                self.revisit.push(
+                    Slot::Conn {
+                        key,
+                        gen: conn.io.gen,
+                    }
+                    .token(),
+                );
             }
         }
+    }
+
+    /// Settles the connections services touched from other connections'
+    /// callbacks this turn.
+    fn settle_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.res.touched);
+        for token in touched.drain(..) {
+            if let Some(key) = self.live_conn(token) {
+                self.conns[key].io.flags.clear(Flags::TOUCHED);
+                self.settle(key);
+            }
+        }
+        self.res.touched = touched;
     }
 
     /// Writes out a connection's buffer; resumes reading it if that relieved

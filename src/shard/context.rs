@@ -1,0 +1,215 @@
+//! The contexts services are called with: what a service may do to the
+//! connections of its shard, to timers and to other shards. No socket is
+//! ever handed out.
+//!
+//! A service may send to, or close, any connection on its shard (a chat room
+//! fans a message out to its members). Connections other than the one being
+//! served are noted as touched and settled by the shard after the callback
+//! (write interest, deadlines, closing), so a callback never removes a
+//! connection from under the shard.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::Token;
+use slab::Slab;
+
+use super::conn::{Connection, Flags};
+use super::deadline::TimerTarget;
+use super::mailbox::{ServiceRef, Shards};
+use super::token::Slot;
+use super::Resources;
+use crate::service::{ConnId, TimerId};
+
+/// The slab key of the open connection `id` names, if any.
+fn live(conns: &Slab<Connection>, id: ConnId) -> Option<usize> {
+    match Slot::of(Token(id.0 as usize)) {
+        Slot::Conn { key, gen } => {
+            Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.io.gen == gen))
+        }
+        _ => None,
+    }
+}
+
+/// Sends to connection `id` on behalf of a service; false if it is gone.
+fn send_to(conns: &mut Slab<Connection>, res: &mut Resources, id: ConnId, bytes: &[u8]) -> bool {
+    let Some(key) = live(conns, id) else {
+        return false;
+    };
+    let now_ms = res.timers.now_ms();
+    let io = &mut conns[key].io;
+    io.send(bytes, &mut res.pool, &res.stats, now_ms);
+    touch(io, res, id);
+    true
+}
+
+/// Asks connection `id` to close once flushed; false if it is gone.
+fn close(conns: &mut Slab<Connection>, res: &mut Resources, id: ConnId) -> bool {
+    let Some(key) = live(conns, id) else {
+        return false;
+    };
+    let io = &mut conns[key].io;
+    io.flags.set(Flags::CLOSE_REQUESTED);
+    touch(io, res, id);
+    true
+}
+
+fn touch(io: &mut super::conn::ConnIo, res: &mut Resources, id: ConnId) {
+    if !io.flags.any(Flags::TOUCHED) {
+        io.flags.set(Flags::TOUCHED);
+        res.touched.push(Token(id.0 as usize));
+    }
+}
+
+/// What a [`TcpService`](crate::service::TcpService) can do while called
+/// for one connection.
+pub struct ConnContext<'a> {
+    id: ConnId,
+    key: usize,
+    /// Which of the shard's TCP services this is, for posting.
+    listener: usize,
+    conns: &'a mut Slab<Connection>,
+    res: &'a mut Resources,
+}
+
+impl<'a> ConnContext<'a> {
+    pub(crate) fn new(key: usize, conns: &'a mut Slab<Connection>, res: &'a mut Resources) -> Self {
+        let conn = &conns[key];
+        ConnContext {
+            id: ConnId(
+                Slot::Conn {
+                    key,
+                    gen: conn.io.gen,
+                }
+                .token()
+                .0 as u64,
+            ),
+            key,
+            listener: conn.listener as usize,
+            conns,
+            res,
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conns[self.key].io.peer
+    }
+
+    /// Sends `bytes` to the peer, in order after everything sent before.
+    /// Nothing is lost: what the socket does not take now is buffered.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let now_ms = self.res.timers.now_ms();
+        let res = &mut *self.res;
+        self.conns[self.key]
+            .io
+            .send(bytes, &mut res.pool, &res.stats, now_ms);
+    }
+
+    /// Sends `bytes` to another connection on this shard, of any listener.
+    /// Returns false if that connection is closed (or on another shard).
+    pub fn send_to(&mut self, id: ConnId, bytes: &[u8]) -> bool {
+        if id == self.id {
+            self.send(bytes);
+            return true;
+        }
+        send_to(self.conns, self.res, id, bytes)
+    }
+
+    /// Closes the connection once everything sent so far is flushed. No
+    /// more input is delivered.
+    pub fn close(&mut self) {
+        self.conns[self.key].io.flags.set(Flags::CLOSE_REQUESTED);
+    }
+
+    /// Closes another connection on this shard once it is flushed; false if
+    /// it is already gone.
+    pub fn close_conn(&mut self, id: ConnId) -> bool {
+        if id == self.id {
+            self.close();
+            return true;
+        }
+        close(self.conns, self.res, id)
+    }
+
+    /// Bytes sent but not yet taken by the socket.
+    pub fn write_buffered(&self) -> usize {
+        self.conns[self.key].io.write_buffered()
+    }
+
+    /// Bytes waiting to be written to another connection on this shard
+    /// (`None` if it is closed): how a fan-out spots a slow consumer.
+    pub fn write_buffered_of(&self, id: ConnId) -> Option<usize> {
+        live(self.conns, id).map(|key| self.conns[key].io.write_buffered())
+    }
+
+    /// Calls [`TcpService::on_timer`](crate::service::TcpService::on_timer)
+    /// with `key` for this connection after `after` (within one timer
+    /// tick). Dropped if the connection closes first.
+    pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
+        let conn = Token(self.id.0 as usize);
+        let target = TimerTarget::ConnService { conn, key };
+        TimerId(self.res.timers.arm_after(after, target))
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.res.timers.wheel.cancel(timer.0).is_some()
+    }
+
+    /// The index of the shard this connection is served by.
+    pub fn shard(&self) -> usize {
+        self.res.postbox.shard
+    }
+
+    /// Posts `message` to this service on other shards (see
+    /// [`TcpService::on_message`](crate::service::TcpService::on_message)).
+    /// A shard whose inbox is full misses it, counted as `mailbox_dropped`;
+    /// returns how many shards it reached.
+    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
+        let service = ServiceRef::Tcp(self.listener);
+        self.res.postbox.post(service, to, message)
+    }
+}
+
+/// What a service can do outside any one connection: when a message from
+/// another shard arrives.
+pub struct ShardContext<'a> {
+    pub(crate) conns: &'a mut Slab<Connection>,
+    pub(crate) res: &'a mut Resources,
+    pub(crate) service: ServiceRef,
+}
+
+impl ShardContext<'_> {
+    /// The index of this shard.
+    pub fn shard(&self) -> usize {
+        self.res.postbox.shard
+    }
+
+    /// How many shards the server runs.
+    pub fn shards(&self) -> usize {
+        self.res.postbox.peers.len()
+    }
+
+    /// Sends `bytes` to a connection on this shard; false if it is closed.
+    pub fn send_to(&mut self, id: ConnId, bytes: &[u8]) -> bool {
+        send_to(self.conns, self.res, id, bytes)
+    }
+
+    /// Closes a connection on this shard once flushed; false if it is gone.
+    pub fn close_conn(&mut self, id: ConnId) -> bool {
+        close(self.conns, self.res, id)
+    }
+
+    /// Posts `message` to this service on other shards; see
+    /// [`ConnContext::post`].
+    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
+        self.res.postbox.post(self.service, to, message)
+    }
+}

@@ -1,0 +1,130 @@
+//! A service reaching other connections of its shard: fan-out and kick.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::thread;
+
+use common::{connect, wait_until, Running};
+use sockloop::service::{CloseReason, ConnContext, ConnId, TcpService};
+use sockloop::{Server, ServerConfig};
+
+/// Relays every line to every other member; "kick" closes the others.
+#[derive(Default)]
+struct Room {
+    members: Vec<ConnId>,
+    gone: Vec<ConnId>,
+}
+
+impl TcpService for Room {
+    fn on_open(&mut self, conn: &mut ConnContext<'_>) {
+        self.members.push(conn.id());
+        conn.send(b"welcome\n");
+    }
+
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        let mut consumed = 0;
+        while let Some(end) = data[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &data[consumed..consumed + end + 1];
+            consumed += end + 1;
+            let me = conn.id();
+            for &member in self.members.iter().filter(|&&m| m != me) {
+                if line == b"kick\n" {
+                    assert!(conn.close_conn(member));
+                } else {
+                    assert!(conn.send_to(member, line), "a member vanished");
+                }
+            }
+            for &gone in &self.gone {
+                assert!(!conn.send_to(gone, line), "sent to a closed connection");
+            }
+        }
+        consumed
+    }
+
+    fn on_close(&mut self, id: ConnId, _reason: CloseReason) {
+        self.members.retain(|&m| m != id);
+        self.gone.push(id);
+    }
+}
+
+fn room_server() -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        shards: 1,
+        ..ServerConfig::default()
+    };
+    Running::start(
+        Server::builder()
+            .config(config)
+            .tcp(any, Room::default)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn every_member_gets_every_other_members_lines_once_in_order() {
+    const MEMBERS: usize = 10;
+    const LINES: usize = 50;
+    let server = room_server();
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..MEMBERS {
+        let stream = connect(server.tcp[0]);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut welcome = String::new();
+        reader.read_line(&mut welcome).unwrap();
+        assert_eq!(welcome, "welcome\n");
+        readers.push(reader);
+        writers.push(stream);
+    }
+    let receiving: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(me, mut reader)| {
+            thread::spawn(move || {
+                let mut next = [0; MEMBERS];
+                for _ in 0..(MEMBERS - 1) * LINES {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let (from, n) = line.trim_end().split_once(':').unwrap();
+                    let (from, n): (usize, usize) = (from.parse().unwrap(), n.parse().unwrap());
+                    assert_ne!(from, me, "got its own line back");
+                    assert_eq!(n, next[from], "member {me}: line from {from} out of order");
+                    next[from] += 1;
+                }
+            })
+        })
+        .collect();
+    for n in 0..LINES {
+        for (me, writer) in writers.iter_mut().enumerate() {
+            writer.write_all(format!("{me}:{n}\n").as_bytes()).unwrap();
+        }
+    }
+    receiving.into_iter().for_each(|r| r.join().unwrap());
+    drop(writers);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_service_can_close_other_connections() {
+    let server = room_server();
+    let mut kicker = connect(server.tcp[0]);
+    let others: Vec<_> = (0..3)
+        .map(|_| BufReader::new(connect(server.tcp[0])))
+        .collect();
+    let handle = server.handle.clone();
+    wait_until("all joined", || handle.stats().conns_open == 4);
+    kicker.write_all(b"kick\n").unwrap();
+    for mut other in others {
+        let mut text = String::new();
+        // Everything owed is flushed first, then EOF.
+        while other.read_line(&mut text).unwrap() > 0 {}
+        assert_eq!(text, "welcome\n");
+    }
+    wait_until("the kicks", || handle.stats().closed_service == 3);
+    drop(kicker);
+    server.shutdown().unwrap();
+}
