@@ -42,6 +42,16 @@ pub struct ServerConfig {
     /// Close a connection whose write buffer has made no progress this long:
     /// a peer that stopped reading (30 s; `None` disables).
     pub write_timeout: Option<Duration>,
+    /// Pending output past which a connection is closed at once (1 MiB):
+    /// a peer that does not keep up with what services push to it (a chat
+    /// member under a busy room) must not hold unbounded memory.
+    pub output_hard_limit: usize,
+    /// Pending output that, held above for `output_soft_for`, closes the
+    /// connection (256 KiB).
+    pub output_soft_limit: usize,
+    /// How long output may stay above the soft limit (10 s; `None`
+    /// disables the soft limit).
+    pub output_soft_for: Option<Duration>,
     /// How long a graceful shutdown waits for connections to flush (5 s).
     pub drain_timeout: Duration,
     /// Resolution of the timer wheel (1 ms): deadlines fire at most this
@@ -80,6 +90,9 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             frame_timeout: Some(Duration::from_secs(10)),
             write_timeout: Some(Duration::from_secs(30)),
+            output_hard_limit: 1024 * 1024,
+            output_soft_limit: 256 * 1024,
+            output_soft_for: Some(Duration::from_secs(10)),
             drain_timeout: Duration::from_secs(5),
             timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
@@ -118,9 +131,21 @@ impl ServerConfig {
         if self.udp_queue_datagrams == 0 || self.udp_queue_bytes < self.udp_max_datagram {
             return fail("the UDP send queue must hold at least one largest datagram");
         }
+        // Backpressured echo legitimately holds up to the high-water mark
+        // plus one read; only pushed output may go past that.
+        if self.output_hard_limit <= self.write_high_water + self.max_read_buffer
+            || self.output_soft_limit > self.output_hard_limit
+        {
+            return fail("output limits must be soft <= hard, hard above high water + one read");
+        }
         // Deadlines are kept in wrapping 32-bit milliseconds.
         let longest = Duration::from_millis(u64::from(u32::MAX / 2));
-        let timeouts = [self.idle_timeout, self.frame_timeout, self.write_timeout];
+        let timeouts = [
+            self.idle_timeout,
+            self.frame_timeout,
+            self.write_timeout,
+            self.output_soft_for,
+        ];
         if timeouts.into_iter().flatten().any(|t| t > longest) {
             return fail("timeouts must be at most 24 days");
         }

@@ -58,6 +58,10 @@ stats! {
     closed_frame_timeout,
     /// Connections closed by the write timeout (peers that stopped reading).
     closed_write_timeout,
+    /// Connections closed for pending output past the hard limit.
+    closed_output_hard,
+    /// Connections closed for pending output above the soft limit too long.
+    closed_output_soft,
     /// `accept` errors other than running out of descriptors.
     accept_errors,
     /// Times accepting paused because the process or system ran out of descriptors.

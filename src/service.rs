@@ -39,6 +39,10 @@ pub enum CloseReason {
     FrameTimeout,
     /// Output made no progress for the write timeout.
     WriteTimeout,
+    /// Pending output passed the hard limit.
+    OutputHardLimit,
+    /// Pending output stayed above the soft limit for too long.
+    OutputSoftLimit,
 }
 
 /// A service timer, for cancelling it. Cancelling one that already fired

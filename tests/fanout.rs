@@ -5,6 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::thread;
+use std::time::Duration;
 
 use common::{connect, wait_until, Running};
 use sockloop::service::{CloseReason, ConnContext, ConnId, TcpService};
@@ -127,4 +128,80 @@ fn a_service_can_close_other_connections() {
     wait_until("the kicks", || handle.stats().closed_service == 3);
     drop(kicker);
     server.shutdown().unwrap();
+}
+
+/// Three members: a writer, a reader that keeps up and one that never
+/// reads. The writer waits for the fast reader every 32 lines, so only the
+/// slow member falls behind. Returns what the fast reader got and the
+/// server's counters.
+fn push_past_a_slow_member(config: ServerConfig, lines: usize) -> (usize, sockloop::Stats) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::builder()
+        .config(config)
+        .tcp(any, Room::default)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let mut writer = connect(server.tcp[0]);
+    let mut fast = BufReader::new(connect(server.tcp[0]));
+    let slow = connect(server.tcp[0]);
+    let handle = server.handle.clone();
+    wait_until("all joined", || handle.stats().conns_open == 3);
+
+    let mut line = String::new();
+    fast.read_line(&mut line).unwrap();
+    assert_eq!(line, "welcome\n");
+    let payload = format!("{}\n", "x".repeat(1023));
+    let mut got = 0;
+    for chunk in 0..lines / 32 {
+        for _ in 0..32 {
+            writer.write_all(payload.as_bytes()).unwrap();
+        }
+        while got < (chunk + 1) * 32 {
+            line.clear();
+            fast.read_line(&mut line).unwrap();
+            assert_eq!(line, payload, "the fast member got a damaged line");
+            got += 1;
+        }
+    }
+    wait_until("the slow member's close", || {
+        let stats = handle.stats();
+        stats.closed_output_hard + stats.closed_output_soft == 1
+    });
+    drop((writer, fast, slow));
+    let stats = handle.stats();
+    server.shutdown().unwrap();
+    (got, stats)
+}
+
+fn small_buffers() -> ServerConfig {
+    let mut config = ServerConfig {
+        shards: 1,
+        output_hard_limit: 192 * 1024,
+        output_soft_limit: 160 * 1024,
+        output_soft_for: None,
+        ..ServerConfig::default()
+    };
+    // Small kernel buffers, so the server's own buffering is what grows.
+    config.socket.send_buffer = Some(16 * 1024);
+    config
+}
+
+#[test]
+fn a_member_past_the_hard_output_limit_is_dropped_and_the_others_lose_nothing() {
+    let (got, stats) = push_past_a_slow_member(small_buffers(), 2048);
+    assert_eq!(got, 2048, "the fast member lost lines");
+    assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (1, 0));
+}
+
+#[test]
+fn a_member_above_the_soft_limit_too_long_is_dropped() {
+    let config = ServerConfig {
+        output_hard_limit: 4 * 1024 * 1024,
+        output_soft_for: Some(Duration::from_millis(300)),
+        ..small_buffers()
+    };
+    let (got, stats) = push_past_a_slow_member(config, 1024);
+    assert_eq!(got, 1024, "the fast member lost lines");
+    assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (0, 1));
 }

@@ -45,6 +45,8 @@ impl Flags {
     /// On the shard's list of connections a service touched from another
     /// connection's callback, to be settled after it.
     pub(crate) const TOUCHED: Flags = Flags(1 << 10);
+    /// Pending output passed the hard limit: close at once.
+    pub(crate) const OUTPUT_OVERFLOW: Flags = Flags(1 << 11);
 
     /// States in which no more input is delivered to the service.
     const NO_DELIVERY: Flags = Flags(
@@ -61,6 +63,22 @@ impl Flags {
 
     pub(crate) fn clear(&mut self, other: Flags) {
         self.0 &= !other.0;
+    }
+}
+
+/// Bounds on a connection's pending output, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutputLimits {
+    pub(crate) hard: usize,
+    pub(crate) soft: usize,
+}
+
+impl OutputLimits {
+    pub(crate) fn of(config: &ServerConfig) -> OutputLimits {
+        OutputLimits {
+            hard: config.output_hard_limit,
+            soft: config.output_soft_limit,
+        }
     }
 }
 
@@ -126,6 +144,9 @@ impl Connection {
         if flags.any(Flags::READ_BUFFER_FULL) {
             return Some(CloseReason::ReadBufferFull);
         }
+        if flags.any(Flags::OUTPUT_OVERFLOW) {
+            return Some(CloseReason::OutputHardLimit);
+        }
         if self.io.write_buffered() > 0 {
             return None;
         }
@@ -157,8 +178,10 @@ impl ConnIo {
         pool: &mut BufferPool,
         stats: &ShardStats,
         now_ms: u32,
+        limits: OutputLimits,
     ) {
-        if self.flags.any(Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0)) {
+        let gone = Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0);
+        if self.flags.any(gone) {
             return; // nothing more can reach the peer
         }
         let mut rest = bytes;
@@ -175,10 +198,20 @@ impl ConnIo {
             }
             self.deadlines.write(now_ms, false, true);
         }
+        let pending = self.write_buffered() + rest.len();
+        if pending > limits.hard {
+            // Free the memory now; the shard closes the connection next.
+            self.flags.set(Flags::OUTPUT_OVERFLOW);
+            if let Some(buf) = self.write_buf.take() {
+                pool.give(buf);
+            }
+            return;
+        }
         let buf = self.write_buf.get_or_insert_with(|| pool.take());
         let before = buf.capacity();
         buf.extend_from_slice(rest);
         pool.note_growth(before, buf.capacity());
+        self.deadlines.output(now_ms, pending > limits.soft);
     }
 
     /// Writes out the write buffer as far as the socket takes it, and
@@ -190,6 +223,7 @@ impl ConnIo {
         stats: &ShardStats,
         low_water: usize,
         now_ms: u32,
+        limits: OutputLimits,
     ) -> bool {
         if let Some(buf) = self.write_buf.as_mut() {
             match write_until_full(&mut self.stream, buf.as_slice(), stats) {
@@ -199,6 +233,7 @@ impl ConnIo {
                         self.deadlines.io(now_ms);
                     }
                     self.deadlines.write(now_ms, n > 0, !buf.is_empty());
+                    self.deadlines.output(now_ms, buf.len() > limits.soft);
                 }
                 Err(e) => self.fail(&e),
             }

@@ -92,8 +92,10 @@ pub(crate) struct Deadlines {
     last_io: u32,
     frame_since: u32,
     write_since: u32,
+    over_soft_since: u32,
     frame_open: bool,
     write_stalled: bool,
+    over_soft: bool,
     /// The wheel timer for the earliest deadline, if armed.
     pub(crate) timer: Option<TimerHandle>,
 }
@@ -130,6 +132,15 @@ impl Deadlines {
         self.write_stalled = pending;
     }
 
+    /// After output was queued or written: the soft-limit clock runs while
+    /// pending output stays above the limit.
+    pub(crate) fn output(&mut self, now_ms: u32, over_soft: bool) {
+        if over_soft && !self.over_soft {
+            self.over_soft_since = now_ms;
+        }
+        self.over_soft = over_soft;
+    }
+
     /// The earliest deadline, or `None` if none is enabled. A deadline is
     /// only judged passed a full millisecond after it, since the instants
     /// are truncated to milliseconds: never early, at most 1 ms late.
@@ -149,6 +160,11 @@ impl Deadlines {
                 self.write_stalled.then_some(self.write_since),
                 config.write_timeout,
                 CloseReason::WriteTimeout,
+            ),
+            (
+                self.over_soft.then_some(self.over_soft_since),
+                config.output_soft_for,
+                CloseReason::OutputSoftLimit,
             ),
         ];
         let mut earliest: Option<u32> = None;
@@ -232,6 +248,24 @@ mod tests {
         assert_eq!(d.due(26, &config), Some(Due::In(Duration::from_millis(21))));
         d.write(30, true, false);
         assert_eq!(d.due(500, &config), None);
+    }
+
+    #[test]
+    fn output_above_the_soft_limit_counts_from_when_it_went_above() {
+        let config = ServerConfig {
+            output_soft_for: Some(Duration::from_millis(100)),
+            ..config(0, 0, 0)
+        };
+        let mut d = Deadlines::new(0);
+        d.output(10, true);
+        d.output(50, true); // still above: the clock keeps running
+        assert_eq!(d.due(110, &config), Some(Due::In(Duration::from_millis(1))));
+        assert_eq!(
+            d.due(111, &config),
+            Some(Due::Expired(CloseReason::OutputSoftLimit))
+        );
+        d.output(111, false);
+        assert_eq!(d.due(5000, &config), None);
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl Shard {
             CloseReason::IdleTimeout => stats.closed_idle_timeout.incr(),
             CloseReason::FrameTimeout => stats.closed_frame_timeout.incr(),
             CloseReason::WriteTimeout => stats.closed_write_timeout.incr(),
+            CloseReason::OutputHardLimit => stats.closed_output_hard.incr(),
+            CloseReason::OutputSoftLimit => stats.closed_output_soft.incr(),
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();

@@ -33,7 +33,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{read_ready, Connection, Flags, ReadOutcome};
+use conn::{read_ready, Connection, Flags, OutputLimits, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
@@ -71,6 +71,7 @@ pub(crate) struct Resources {
     /// Connections a service sent to or closed from another connection's
     /// callback: settled at the end of the loop turn.
     pub(crate) touched: Vec<Token>,
+    pub(crate) limits: OutputLimits,
 }
 
 /// One event loop and everything it owns.
@@ -132,6 +133,7 @@ impl Shard {
             timers: Timers::new(Instant::now(), config.timer_tick),
             postbox,
             touched: Vec::new(),
+            limits: OutputLimits::of(&config),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -272,9 +274,10 @@ impl Shard {
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let (low_water, now_ms) = (self.config.write_low_water, self.res.timers.now_ms());
+        let res = &mut self.res;
         if conn
             .io
-            .flush(&mut self.res.pool, &self.res.stats, low_water, now_ms)
+            .flush(&mut res.pool, &res.stats, low_water, now_ms, res.limits)
         {
             self.read(key);
         }
