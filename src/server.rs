@@ -28,7 +28,9 @@ type UdpFactory = Arc<dyn Fn() -> Box<dyn UdpService> + Send + Sync>;
 #[must_use]
 pub struct Builder {
     config: ServerConfig,
-    tcp: Vec<(SocketAddr, TcpFactory)>,
+    /// Each TCP listener's address and the index of its service factory.
+    tcp: Vec<(SocketAddr, usize)>,
+    tcp_services: Vec<TcpFactory>,
     udp: Vec<(SocketAddr, UdpFactory)>,
 }
 
@@ -41,12 +43,27 @@ impl Builder {
 
     /// Adds a TCP listener on `addr` (port 0: any free port) whose
     /// connections are served by the service `make` creates.
-    pub fn tcp<S, F>(mut self, addr: SocketAddr, make: F) -> Builder
+    pub fn tcp<S, F>(self, addr: SocketAddr, make: F) -> Builder
     where
         S: TcpService + 'static,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.tcp.push((addr, Arc::new(move || Box::new(make()))));
+        self.tcp_group(&[addr], make)
+    }
+
+    /// Adds TCP listeners whose connections all go to one service value
+    /// per shard, so they share its state: a chat room whose JSON and
+    /// protobuf members listen on different ports.
+    /// [`ConnContext::listener`](crate::service::ConnContext::listener)
+    /// tells a connection's listener by its position in `addrs`.
+    pub fn tcp_group<S, F>(mut self, addrs: &[SocketAddr], make: F) -> Builder
+    where
+        S: TcpService + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let service = self.tcp_services.len();
+        self.tcp_services.push(Arc::new(move || Box::new(make())));
+        self.tcp.extend(addrs.iter().map(|&addr| (addr, service)));
         self
     }
 
@@ -72,6 +89,9 @@ impl Builder {
     /// shard 0 only.
     pub fn build(self) -> Result<Server, Error> {
         self.config.validate()?;
+        if self.tcp.len() > usize::from(u16::MAX) {
+            return Err(Error::Config("at most 65535 TCP listeners".into()));
+        }
         if self.tcp.is_empty() && self.udp.is_empty() {
             return Err(Error::Config("no listeners".into()));
         }
@@ -101,11 +121,17 @@ impl Builder {
         for (id, ((poll, mailbox), listeners)) in
             polls.into_iter().zip(mailboxes).zip(bound).enumerate()
         {
+            let services = self.tcp_services.iter().map(|make| make()).collect();
             let mut tcp_listeners = listeners.tcp.into_iter();
             let tcp = self
                 .tcp
                 .iter()
-                .map(|(_, make)| TcpEndpoint::new(tcp_listeners.next(), make()))
+                .enumerate()
+                .map(|(i, &(_, service))| {
+                    // Its place among the listeners of the same service.
+                    let place = self.tcp[..i].iter().filter(|l| l.1 == service).count();
+                    TcpEndpoint::new(tcp_listeners.next(), service, place)
+                })
                 .collect();
             let udp = listeners
                 .udp
@@ -120,7 +146,7 @@ impl Builder {
                 Arc::clone(&config),
                 mailbox,
                 postbox,
-                tcp,
+                (services, tcp),
                 udp,
                 handoff,
             )?;
@@ -174,6 +200,7 @@ impl Server {
         Builder {
             config: ServerConfig::default(),
             tcp: Vec::new(),
+            tcp_services: Vec::new(),
             udp: Vec::new(),
         }
     }
@@ -275,7 +302,7 @@ impl Handle {
 /// `SO_REUSEPORT`, or, where that is off or refused, shard 0 alone.
 /// Returns one `Bound` per shard and whether shard 0 must hand off.
 fn bind_shards(
-    tcp: &[(SocketAddr, TcpFactory)],
+    tcp: &[(SocketAddr, usize)],
     udp: &[(SocketAddr, UdpFactory)],
     config: &ServerConfig,
 ) -> Result<(Vec<Bound>, bool), Error> {
@@ -315,7 +342,7 @@ impl Bound {
     /// Binds every listener at the addresses asked for, or at `resolved`
     /// (the addresses shard 0 got, ports included).
     fn bind(
-        tcp: &[(SocketAddr, TcpFactory)],
+        tcp: &[(SocketAddr, usize)],
         udp: &[(SocketAddr, UdpFactory)],
         resolved: Option<(&[SocketAddr], &[SocketAddr])>,
         opts: &SocketOptions,

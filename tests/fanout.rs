@@ -205,3 +205,59 @@ fn a_member_above_the_soft_limit_too_long_is_dropped() {
     assert_eq!(got, 1024, "the fast member lost lines");
     assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (0, 1));
 }
+
+/// Relays each line to every other member, tagged with the listener
+/// position of the sender.
+#[derive(Default)]
+struct TaggedRoom {
+    members: Vec<ConnId>,
+}
+
+impl TcpService for TaggedRoom {
+    fn on_open(&mut self, conn: &mut ConnContext<'_>) {
+        self.members.push(conn.id());
+        conn.send(format!("joined via {}\n", conn.listener()).as_bytes());
+    }
+
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        let tagged = [format!("{}:", conn.listener()).as_bytes(), data].concat();
+        let me = conn.id();
+        for &member in self.members.iter().filter(|&&m| m != me) {
+            conn.send_to(member, &tagged);
+        }
+        data.len()
+    }
+}
+
+#[test]
+fn listeners_of_one_group_share_one_service_per_shard() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        shards: 1,
+        ..ServerConfig::default()
+    };
+    let server = Server::builder()
+        .config(config)
+        .tcp_group(&[any, any], TaggedRoom::default)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    assert_eq!(server.tcp.len(), 2);
+    assert_ne!(server.tcp[0], server.tcp[1]);
+
+    let mut first = BufReader::new(connect(server.tcp[0]));
+    let mut second = BufReader::new(connect(server.tcp[1]));
+    let mut line = String::new();
+    first.read_line(&mut line).unwrap();
+    assert_eq!(line, "joined via 0\n");
+    line.clear();
+    second.read_line(&mut line).unwrap();
+    assert_eq!(line, "joined via 1\n");
+
+    second.get_mut().write_all(b"hello\n").unwrap();
+    line.clear();
+    first.read_line(&mut line).unwrap();
+    assert_eq!(line, "1:hello\n");
+    drop((first, second));
+    server.shutdown().unwrap();
+}

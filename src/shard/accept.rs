@@ -145,11 +145,13 @@ impl Shard {
             return;
         }
         let now_ms = self.res.timers.now_ms();
-        entry.insert(Connection::new(stream, peer, gen, listener as u32, now_ms));
+        let endpoint = &self.tcp[listener];
+        let (service, place) = (endpoint.service, endpoint.place);
+        entry.insert(Connection::new(stream, peer, gen, (service, place), now_ms));
         self.res.stats.conns_accepted.incr();
         self.res.stats.conns_open.incr();
         let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
-        self.tcp[listener].service.on_open(&mut cx);
+        self.services[service as usize].on_open(&mut cx);
         self.settle(key);
     }
 }

@@ -98,8 +98,10 @@ pub(crate) enum ReadOutcome {
 pub(crate) struct Connection {
     pub(crate) io: ConnIo,
     pub(crate) read_buf: Option<Buffer>,
-    /// Index of the listener (and so the service) that accepted it.
-    pub(crate) listener: u32,
+    /// Index of its service among the shard's TCP services.
+    pub(crate) service: u16,
+    /// The place of the listener that accepted it among that service's.
+    pub(crate) listener: u16,
 }
 
 /// The part of a connection a service's context may touch.
@@ -118,7 +120,7 @@ impl Connection {
         stream: TcpStream,
         peer: SocketAddr,
         gen: u32,
-        listener: u32,
+        (service, listener): (u16, u16),
         now_ms: u32,
     ) -> Self {
         Connection {
@@ -131,6 +133,7 @@ impl Connection {
                 flags: Flags::default(),
             },
             read_buf: None,
+            service,
             listener,
         }
     }

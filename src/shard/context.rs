@@ -68,7 +68,7 @@ pub struct ConnContext<'a> {
     id: ConnId,
     key: usize,
     /// Which of the shard's TCP services this is, for posting.
-    listener: usize,
+    service: usize,
     conns: &'a mut Slab<Connection>,
     res: &'a mut Resources,
 }
@@ -86,7 +86,7 @@ impl<'a> ConnContext<'a> {
                 .0 as u64,
             ),
             key,
-            listener: conn.listener as usize,
+            service: conn.service as usize,
             conns,
             res,
         }
@@ -100,6 +100,13 @@ impl<'a> ConnContext<'a> {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.conns[self.key].io.peer
+    }
+
+    /// Which of its service's listeners accepted this connection: its
+    /// position in [`Builder::tcp_group`](crate::Builder::tcp_group)'s
+    /// addresses (0 for a listener added with `tcp`).
+    pub fn listener(&self) -> usize {
+        usize::from(self.conns[self.key].listener)
     }
 
     /// Sends `bytes` to the peer, in order after everything sent before.
@@ -172,7 +179,7 @@ impl<'a> ConnContext<'a> {
     /// A shard whose inbox is full misses it, counted as `mailbox_dropped`;
     /// returns how many shards it reached.
     pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
-        let service = ServiceRef::Tcp(self.listener);
+        let service = ServiceRef::Tcp(self.service);
         self.res.postbox.post(service, to, message)
     }
 }

@@ -40,8 +40,7 @@ impl Shard {
                     let Some(key) = self.live_conn(conn) else {
                         continue; // closed meanwhile: the timer dies with it
                     };
-                    let listener = self.conns[key].listener as usize;
-                    let service = &mut self.tcp[listener].service;
+                    let service = &mut self.services[self.conns[key].service as usize];
                     let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
                     service.on_timer(&mut cx, timer_key);
                     self.settle(key);

@@ -49,7 +49,7 @@ impl Shard {
                     res: &mut self.res,
                     service,
                 };
-                self.tcp[i].service.on_message(&mut cx, from, payload);
+                self.services[i].on_message(&mut cx, from, payload);
             }
             ServiceRef::Udp(i) => {
                 if let Some(endpoint) = self.udp.get_mut(i) {
@@ -91,7 +91,7 @@ impl Shard {
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
         log::trace!("closed {} ({reason:?})", conn.io.peer);
-        let service = &mut self.tcp[conn.listener as usize].service;
+        let service = &mut self.services[conn.service as usize];
         service.on_close(ConnId(token.0 as u64), reason);
         // Dropping the stream closes the descriptor, which also removes it
         // from the poll set: no `deregister` syscall needed.

@@ -43,7 +43,10 @@ use udp::UdpEndpoint;
 pub(crate) struct TcpEndpoint {
     /// `None` once closed by shutdown.
     listener: Option<TcpListener>,
-    service: Box<dyn TcpService>,
+    /// Index of its service among the shard's TCP services.
+    service: u16,
+    /// Its place among the listeners of that service.
+    place: u16,
     /// Set while accepting is paused for lack of descriptors.
     paused: bool,
 }
@@ -51,10 +54,12 @@ pub(crate) struct TcpEndpoint {
 impl TcpEndpoint {
     /// `listener` is `None` on the shards that only adopt connections
     /// (the handoff mode, where shard 0 alone listens).
-    pub(crate) fn new(listener: Option<TcpListener>, service: Box<dyn TcpService>) -> Self {
+    pub(crate) fn new(listener: Option<TcpListener>, service: usize, place: usize) -> Self {
+        // The builder allows at most u16::MAX TCP listeners.
         TcpEndpoint {
             listener,
-            service,
+            service: service as u16,
+            place: place as u16,
             paused: false,
         }
     }
@@ -79,6 +84,8 @@ pub(crate) struct Shard {
     poll: Poll,
     config: Arc<ServerConfig>,
     mailbox: Mailbox,
+    /// One value per TCP service (a service may serve several listeners).
+    services: Vec<Box<dyn TcpService>>,
     tcp: Vec<TcpEndpoint>,
     udp: Vec<UdpEndpoint>,
     conns: Slab<Connection>,
@@ -106,7 +113,7 @@ impl Shard {
         config: Arc<ServerConfig>,
         mailbox: Mailbox,
         postbox: Postbox,
-        mut tcp: Vec<TcpEndpoint>,
+        (services, mut tcp): (Vec<Box<dyn TcpService>>, Vec<TcpEndpoint>),
         mut udp: Vec<UdpEndpoint>,
         handoff: Option<Arc<[Arc<ShardStats>]>>,
     ) -> io::Result<Shard> {
@@ -141,6 +148,7 @@ impl Shard {
             poll,
             config,
             mailbox,
+            services,
             tcp,
             udp,
             conns: Slab::new(),
@@ -236,8 +244,7 @@ impl Shard {
 
     /// Reads a connection and hands the input to its service.
     fn read(&mut self, key: usize) {
-        let listener = self.conns[key].listener as usize;
-        let service = &mut *self.tcp[listener].service;
+        let service = &mut *self.services[self.conns[key].service as usize];
         let outcome = read_ready(&mut self.conns, key, service, &mut self.res, &self.config);
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
