@@ -33,7 +33,7 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// A TCP listener, ADDR[=SERVICE] (services: echo); repeatable.
+    /// A TCP listener, ADDR[=SERVICE] (services: echo, json); repeatable.
     #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
     tcp: Vec<Listen>,
     /// A UDP socket, ADDR[=SERVICE] (services: echo); repeatable.
@@ -143,10 +143,12 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.write_timeout = enabled(args.write_timeout);
     config.drain_timeout = args.drain_timeout;
 
+    let max_line = config.max_read_buffer;
     let mut builder = Server::builder().config(config);
     for listen in &args.tcp {
         builder = match listen.service.as_str() {
             "echo" => builder.tcp(listen.addr, || services::Echo),
+            "json" => builder.tcp(listen.addr, move || services::JsonEcho::new(max_line)),
             other => return Err(unknown_service("tcp", other)),
         };
     }
@@ -184,7 +186,8 @@ fn enabled(timeout: Duration) -> Option<Duration> {
 }
 
 fn unknown_service(proto: &str, name: &str) -> Error {
-    Error::Config(format!("unknown {proto} service {name:?} (known: echo)"))
+    let known = if proto == "tcp" { "echo, json" } else { "echo" };
+    Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once.

@@ -1,5 +1,7 @@
 //! The built-in services, and the names the CLI knows them by.
 
 pub mod echo;
+pub mod json;
 
 pub use echo::Echo;
+pub use json::JsonEcho;
