@@ -34,7 +34,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use common::load::{message, TcpLoad, MSG};
-use common::{clk_tck, env_secs, find_tid, median, quick_mode, Cpu};
+use common::{clk_tck, find_tid, median, quick_mode, round_plan, Cpu};
 
 const TCP_CONNS: usize = 100;
 const UDP_SOCKETS: usize = 32;
@@ -409,20 +409,7 @@ fn measure(target: &Target, proto: Proto, warmup: Duration, window: Duration, tc
 
 fn main() {
     let quick = quick_mode();
-    let (warmup, window, rounds) = if quick {
-        (Duration::from_millis(50), Duration::from_millis(200), 1)
-    } else {
-        let rounds = std::env::var("SOCKLOOP_BENCH_ROUNDS")
-            .ok()
-            .and_then(|r| r.parse().ok())
-            .filter(|&r: &usize| r > 0)
-            .unwrap_or(3);
-        (
-            env_secs("SOCKLOOP_BENCH_WARMUP_SECS", 1.0),
-            env_secs("SOCKLOOP_BENCH_SECS", 3.0),
-            rounds,
-        )
-    };
+    let (warmup, window, rounds) = round_plan(quick, 3);
     let tck = clk_tck();
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::load::{TcpLoad, MSG};
-use common::{clk_tck, env_secs, find_tids, median, quick_mode, Cpu};
+use common::{clk_tck, find_tids, median, quick_mode, round_plan, Cpu};
 
 const CONNS: usize = 100;
 /// Messages in flight per connection, one load point each.
@@ -173,20 +173,7 @@ fn split(values: &[f64], pct: bool) -> String {
 
 fn main() {
     let quick = quick_mode();
-    let (warmup, window, rounds) = if quick {
-        (Duration::from_millis(50), Duration::from_millis(200), 1)
-    } else {
-        let rounds = std::env::var("SOCKLOOP_BENCH_ROUNDS")
-            .ok()
-            .and_then(|r| r.parse().ok())
-            .filter(|&r: &usize| r > 0)
-            .unwrap_or(4);
-        (
-            env_secs("SOCKLOOP_BENCH_WARMUP_SECS", 1.0),
-            env_secs("SOCKLOOP_BENCH_SECS", 3.0),
-            rounds,
-        )
-    };
+    let (warmup, window, rounds) = round_plan(quick, 4);
     let tck = clk_tck();
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!(

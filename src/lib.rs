@@ -14,7 +14,7 @@
 //!             Shard (shard/)                    owns Poll, the slab, listeners,
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
-//!             services/  service.rs             echo, the service API
+//!             services/  service.rs             echo, json, the service API
 //!             timer/  codec/                    timer wheel, frame decoders (pure: bytes and time in)
 //!             net/                              socket2 setup, buffers, batched UDP,
 //!                                               sys.rs: the only `unsafe`

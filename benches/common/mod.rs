@@ -24,6 +24,25 @@ pub fn env_secs(name: &str, default: f64) -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+/// Warm-up, measured window and rounds: tiny in quick mode, else from
+/// `SOCKLOOP_BENCH_WARMUP_SECS` (1 s), `SOCKLOOP_BENCH_SECS` (3 s) and
+/// `SOCKLOOP_BENCH_ROUNDS` (`default_rounds`).
+pub fn round_plan(quick: bool, default_rounds: usize) -> (Duration, Duration, usize) {
+    if quick {
+        return (Duration::from_millis(50), Duration::from_millis(200), 1);
+    }
+    let rounds = std::env::var("SOCKLOOP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r: &usize| r > 0)
+        .unwrap_or(default_rounds);
+    (
+        env_secs("SOCKLOOP_BENCH_WARMUP_SECS", 1.0),
+        env_secs("SOCKLOOP_BENCH_SECS", 3.0),
+        rounds,
+    )
+}
+
 /// Clock ticks per second for `/proc/*/stat` times (`getconf CLK_TCK`, else 100).
 pub fn clk_tck() -> u64 {
     std::process::Command::new("getconf")
