@@ -66,18 +66,34 @@ impl Flags {
     }
 }
 
-/// Bounds on a connection's pending output, from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OutputLimits {
-    pub(crate) hard: usize,
-    pub(crate) soft: usize,
+/// A connection's limits, converted once from the configuration into the
+/// units the per-event path compares against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnLimits {
+    /// Pending output bytes that close the connection at once.
+    pub(crate) output_hard: usize,
+    /// Pending output bytes above which the soft-limit clock runs.
+    pub(crate) output_soft: usize,
+    /// Each deadline in milliseconds plus one (`None`: disabled): the
+    /// instants they count from are truncated to milliseconds, so waiting
+    /// one more keeps them from ever firing early.
+    pub(crate) idle_ms: Option<u32>,
+    pub(crate) frame_ms: Option<u32>,
+    pub(crate) write_ms: Option<u32>,
+    pub(crate) over_soft_ms: Option<u32>,
 }
 
-impl OutputLimits {
-    pub(crate) fn of(config: &ServerConfig) -> OutputLimits {
-        OutputLimits {
-            hard: config.output_hard_limit,
-            soft: config.output_soft_limit,
+impl ConnLimits {
+    pub(crate) fn of(config: &ServerConfig) -> ConnLimits {
+        // Validation caps timeouts at u32::MAX / 2 milliseconds.
+        let ms = |t: Option<std::time::Duration>| t.map(|t| t.as_millis() as u32 + 1);
+        ConnLimits {
+            output_hard: config.output_hard_limit,
+            output_soft: config.output_soft_limit,
+            idle_ms: ms(config.idle_timeout),
+            frame_ms: ms(config.frame_timeout),
+            write_ms: ms(config.write_timeout),
+            over_soft_ms: ms(config.output_soft_for),
         }
     }
 }
@@ -181,7 +197,7 @@ impl ConnIo {
         pool: &mut BufferPool,
         stats: &ShardStats,
         now_ms: u32,
-        limits: OutputLimits,
+        limits: &ConnLimits,
     ) {
         let gone = Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0);
         if self.flags.any(gone) {
@@ -202,7 +218,7 @@ impl ConnIo {
             self.deadlines.write(now_ms, false, true);
         }
         let pending = self.write_buffered() + rest.len();
-        if pending > limits.hard {
+        if pending > limits.output_hard {
             // Free the memory now; the shard closes the connection next.
             self.flags.set(Flags::OUTPUT_OVERFLOW);
             if let Some(buf) = self.write_buf.take() {
@@ -214,7 +230,7 @@ impl ConnIo {
         let before = buf.capacity();
         buf.extend_from_slice(rest);
         pool.note_growth(before, buf.capacity());
-        self.deadlines.output(now_ms, pending > limits.soft);
+        self.deadlines.output(now_ms, pending > limits.output_soft);
     }
 
     /// Writes out the write buffer as far as the socket takes it, and
@@ -226,7 +242,7 @@ impl ConnIo {
         stats: &ShardStats,
         low_water: usize,
         now_ms: u32,
-        limits: OutputLimits,
+        limits: &ConnLimits,
     ) -> bool {
         if let Some(buf) = self.write_buf.as_mut() {
             match write_until_full(&mut self.stream, buf.as_slice(), stats) {
@@ -236,7 +252,8 @@ impl ConnIo {
                         self.deadlines.io(now_ms);
                     }
                     self.deadlines.write(now_ms, n > 0, !buf.is_empty());
-                    self.deadlines.output(now_ms, buf.len() > limits.soft);
+                    self.deadlines
+                        .output(now_ms, buf.len() > limits.output_soft);
                 }
                 Err(e) => self.fail(&e),
             }

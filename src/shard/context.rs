@@ -39,7 +39,7 @@ fn send_to(conns: &mut Slab<Connection>, res: &mut Resources, id: ConnId, bytes:
     };
     let now_ms = res.timers.now_ms();
     let io = &mut conns[key].io;
-    io.send(bytes, &mut res.pool, &res.stats, now_ms, res.limits);
+    io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
     touch(io, res, id);
     true
 }
@@ -115,7 +115,7 @@ impl<'a> ConnContext<'a> {
         let now_ms = self.res.timers.now_ms();
         let res = &mut *self.res;
         let io = &mut self.conns[self.key].io;
-        io.send(bytes, &mut res.pool, &res.stats, now_ms, res.limits);
+        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
     }
 
     /// Sends `bytes` to another connection on this shard, of any listener.

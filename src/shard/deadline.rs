@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use crate::config::ServerConfig;
+use super::conn::ConnLimits;
 use crate::service::CloseReason;
 use crate::timer::{TimerHandle, Wheel};
 
@@ -96,6 +96,9 @@ pub(crate) struct Deadlines {
     frame_open: bool,
     write_stalled: bool,
     over_soft: bool,
+    /// A deadline appeared since the shard last looked, possibly earlier
+    /// than the armed timer.
+    moved_earlier: bool,
     /// The wheel timer for the earliest deadline, if armed.
     pub(crate) timer: Option<TimerHandle>,
 }
@@ -120,6 +123,7 @@ impl Deadlines {
         if leftover && (consumed || !self.frame_open) {
             self.frame_since = now_ms;
         }
+        self.moved_earlier |= leftover && !self.frame_open;
         self.frame_open = leftover;
     }
 
@@ -129,6 +133,7 @@ impl Deadlines {
         if pending && (progressed || !self.write_stalled) {
             self.write_since = now_ms;
         }
+        self.moved_earlier |= pending && !self.write_stalled;
         self.write_stalled = pending;
     }
 
@@ -137,42 +142,43 @@ impl Deadlines {
     pub(crate) fn output(&mut self, now_ms: u32, over_soft: bool) {
         if over_soft && !self.over_soft {
             self.over_soft_since = now_ms;
+            self.moved_earlier = true;
         }
         self.over_soft = over_soft;
+    }
+
+    /// Whether a deadline appeared since the last call.
+    pub(crate) fn take_moved_earlier(&mut self) -> bool {
+        std::mem::take(&mut self.moved_earlier)
     }
 
     /// The earliest deadline, or `None` if none is enabled. A deadline is
     /// only judged passed a full millisecond after it, since the instants
     /// are truncated to milliseconds: never early, at most 1 ms late.
-    pub(crate) fn due(&self, now_ms: u32, config: &ServerConfig) -> Option<Due> {
+    pub(crate) fn due(&self, now_ms: u32, limits: &ConnLimits) -> Option<Due> {
         let clocks = [
-            (
-                Some(self.last_io),
-                config.idle_timeout,
-                CloseReason::IdleTimeout,
-            ),
+            (Some(self.last_io), limits.idle_ms, CloseReason::IdleTimeout),
             (
                 self.frame_open.then_some(self.frame_since),
-                config.frame_timeout,
+                limits.frame_ms,
                 CloseReason::FrameTimeout,
             ),
             (
                 self.write_stalled.then_some(self.write_since),
-                config.write_timeout,
+                limits.write_ms,
                 CloseReason::WriteTimeout,
             ),
             (
                 self.over_soft.then_some(self.over_soft_since),
-                config.output_soft_for,
+                limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
             ),
         ];
         let mut earliest: Option<u32> = None;
-        for (since, timeout, reason) in clocks {
-            let (Some(since), Some(timeout)) = (since, timeout) else {
+        for (since, limit, reason) in clocks {
+            let (Some(since), Some(limit)) = (since, limit) else {
                 continue;
             };
-            let limit = timeout.as_millis().min(u32::MAX as u128 / 2) as u32 + 1;
             let elapsed = now_ms.wrapping_sub(since);
             if elapsed >= limit {
                 return Some(Due::Expired(reason));
@@ -188,19 +194,21 @@ impl Deadlines {
 mod tests {
     use super::*;
 
-    fn config(idle: u64, frame: u64, write: u64) -> ServerConfig {
+    /// Limits with these deadlines in milliseconds (0: disabled).
+    fn limits(idle: u64, frame: u64, write: u64, over_soft: u64) -> ConnLimits {
         let ms = |n| (n > 0).then(|| Duration::from_millis(n));
-        ServerConfig {
+        ConnLimits::of(&crate::ServerConfig {
             idle_timeout: ms(idle),
             frame_timeout: ms(frame),
             write_timeout: ms(write),
-            ..ServerConfig::default()
-        }
+            output_soft_for: ms(over_soft),
+            ..crate::ServerConfig::default()
+        })
     }
 
     #[test]
     fn idle_counts_from_the_last_io_and_is_never_early() {
-        let config = config(100, 0, 0);
+        let config = limits(100, 0, 0, 0);
         let mut d = Deadlines::new(1000);
         assert_eq!(
             d.due(1000, &config),
@@ -219,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_frame_counts_from_its_first_byte_however_much_trickles_in() {
-        let config = config(0, 50, 0);
+        let config = limits(0, 50, 0, 0);
         let mut d = Deadlines::new(0);
         assert_eq!(d.due(0, &config), None);
         d.frame(10, false, true);
@@ -236,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_write_stall_counts_from_the_last_progress() {
-        let config = config(0, 0, 20);
+        let config = limits(0, 0, 20, 0);
         let mut d = Deadlines::new(0);
         d.write(5, false, true);
         d.write(15, false, true); // no progress: the clock keeps running
@@ -252,10 +260,7 @@ mod tests {
 
     #[test]
     fn output_above_the_soft_limit_counts_from_when_it_went_above() {
-        let config = ServerConfig {
-            output_soft_for: Some(Duration::from_millis(100)),
-            ..config(0, 0, 0)
-        };
+        let config = limits(0, 0, 0, 100);
         let mut d = Deadlines::new(0);
         d.output(10, true);
         d.output(50, true); // still above: the clock keeps running
@@ -269,8 +274,30 @@ mod tests {
     }
 
     #[test]
+    fn only_a_deadline_that_appears_asks_for_a_look() {
+        let mut d = Deadlines::new(0);
+        d.io(5);
+        d.frame(5, true, false);
+        d.write(5, true, false);
+        d.output(5, false);
+        assert!(
+            !d.take_moved_earlier(),
+            "activity only moves deadlines later"
+        );
+        d.frame(6, false, true);
+        assert!(d.take_moved_earlier(), "a frame opened");
+        d.frame(7, false, true);
+        assert!(!d.take_moved_earlier(), "the same frame goes on");
+        d.write(8, false, true);
+        assert!(d.take_moved_earlier(), "output began to wait");
+        d.output(9, true);
+        assert!(d.take_moved_earlier(), "output went over the soft limit");
+        assert!(!d.take_moved_earlier());
+    }
+
+    #[test]
     fn the_earliest_of_several_wins_across_the_wrap() {
-        let config = config(1000, 100, 0);
+        let config = limits(1000, 100, 0, 0);
         let start = u32::MAX - 10;
         let mut d = Deadlines::new(start);
         d.frame(start, false, true);

@@ -24,7 +24,7 @@ impl Shard {
                     match conn
                         .io
                         .deadlines
-                        .due(self.res.timers.now_ms(), &self.config)
+                        .due(self.res.timers.now_ms(), &self.res.limits)
                     {
                         Some(Due::Expired(reason)) => {
                             log::debug!("closing {}: {reason:?}", conn.io.peer);

@@ -33,7 +33,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{read_ready, Connection, Flags, OutputLimits, ReadOutcome};
+use conn::{read_ready, ConnLimits, Connection, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
@@ -76,7 +76,7 @@ pub(crate) struct Resources {
     /// Connections a service sent to or closed from another connection's
     /// callback: settled at the end of the loop turn.
     pub(crate) touched: Vec<Token>,
-    pub(crate) limits: OutputLimits,
+    pub(crate) limits: ConnLimits,
 }
 
 /// One event loop and everything it owns.
@@ -140,7 +140,7 @@ impl Shard {
             timers: Timers::new(Instant::now(), config.timer_tick),
             postbox,
             touched: Vec::new(),
-            limits: OutputLimits::of(&config),
+            limits: ConnLimits::of(&config),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -284,7 +284,7 @@ impl Shard {
         let res = &mut self.res;
         if conn
             .io
-            .flush(&mut res.pool, &res.stats, low_water, now_ms, res.limits)
+            .flush(&mut res.pool, &res.stats, low_water, now_ms, &res.limits)
         {
             self.read(key);
         }
@@ -329,8 +329,13 @@ impl Shard {
                 conn.io.flags.clear(Flags::WRITE_INTEREST);
             }
         }
+        // Activity only moves deadlines later, and a timer that fires early
+        // re-arms itself; only a deadline that appeared needs a look now.
         let deadlines = &mut conn.io.deadlines;
-        let Some(Due::In(left)) = deadlines.due(self.res.timers.now_ms(), &self.config) else {
+        if !deadlines.take_moved_earlier() && deadlines.timer.is_some() {
+            return;
+        }
+        let Some(Due::In(left)) = deadlines.due(self.res.timers.now_ms(), &self.res.limits) else {
             return; // none enabled, or expired: its timer is already due
         };
         let armed = deadlines
@@ -343,11 +348,8 @@ impl Shard {
             if let Some(old) = deadlines.timer.take() {
                 self.res.timers.wheel.cancel(old);
             }
-            deadlines.timer = Some(
-                self.res
-                    .timers
-                    .arm_after(left, TimerTarget::Deadline(token)),
-            );
+            let target = TimerTarget::Deadline(token);
+            deadlines.timer = Some(self.res.timers.arm_after(left, target));
         }
     }
 
