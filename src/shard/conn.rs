@@ -5,10 +5,12 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
+use mio::Token;
 use slab::Slab;
 
 use super::context::ConnContext;
 use super::deadline::Deadlines;
+use super::token::Slot;
 use super::Resources;
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
@@ -183,7 +185,23 @@ impl Connection {
     }
 }
 
+/// The slab key of the open connection `token` names, or `None` if that
+/// connection is closed (its slot may already hold a newer one).
+pub(crate) fn live(conns: &Slab<Connection>, token: Token) -> Option<usize> {
+    match Slot::of(token) {
+        Slot::Conn { key, gen } => {
+            Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.io.gen == gen))
+        }
+        _ => None,
+    }
+}
+
 impl ConnIo {
+    /// The token of this connection, which sits at `key` in the slab.
+    pub(crate) fn token(&self, key: usize) -> Token {
+        Slot::Conn { key, gen: self.gen }.token()
+    }
+
     /// Bytes waiting in the write buffer.
     pub(crate) fn write_buffered(&self) -> usize {
         self.write_buf.as_ref().map_or(0, Buffer::len)

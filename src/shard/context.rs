@@ -15,21 +15,15 @@ use std::time::Duration;
 use mio::Token;
 use slab::Slab;
 
-use super::conn::{Connection, Flags};
+use super::conn::{self, Connection, Flags};
 use super::deadline::TimerTarget;
 use super::mailbox::{ServiceRef, Shards};
-use super::token::Slot;
 use super::Resources;
 use crate::service::{ConnId, TimerId};
 
 /// The slab key of the open connection `id` names, if any.
 fn live(conns: &Slab<Connection>, id: ConnId) -> Option<usize> {
-    match Slot::of(Token(id.0 as usize)) {
-        Slot::Conn { key, gen } => {
-            Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.io.gen == gen))
-        }
-        _ => None,
-    }
+    conn::live(conns, Token(id.0 as usize))
 }
 
 /// Sends to connection `id` on behalf of a service; false if it is gone.
@@ -77,14 +71,7 @@ impl<'a> ConnContext<'a> {
     pub(crate) fn new(key: usize, conns: &'a mut Slab<Connection>, res: &'a mut Resources) -> Self {
         let conn = &conns[key];
         ConnContext {
-            id: ConnId(
-                Slot::Conn {
-                    key,
-                    gen: conn.io.gen,
-                }
-                .token()
-                .0 as u64,
-            ),
+            id: ConnId(conn.io.token(key).0 as u64),
             key,
             service: conn.service as usize,
             conns,

@@ -1,5 +1,6 @@
 //! What the shard does when timers come due.
 
+use super::conn::live;
 use super::context::ConnContext;
 use super::deadline::{Due, TimerTarget};
 use super::Shard;
@@ -16,7 +17,7 @@ impl Shard {
         for (_, target) in fired.drain(..) {
             match target {
                 TimerTarget::Deadline(token) => {
-                    let Some(key) = self.live_conn(token) else {
+                    let Some(key) = live(&self.conns, token) else {
                         continue;
                     };
                     let conn = &mut self.conns[key];
@@ -37,7 +38,7 @@ impl Shard {
                     conn,
                     key: timer_key,
                 } => {
-                    let Some(key) = self.live_conn(conn) else {
+                    let Some(key) = live(&self.conns, conn) else {
                         continue; // closed meanwhile: the timer dies with it
                     };
                     let service = &mut self.services[self.conns[key].service as usize];

@@ -4,7 +4,6 @@ use super::conn::Flags;
 use super::context::ShardContext;
 use super::deadline::TimerTarget;
 use super::mailbox::{Control, Mail, ServiceRef};
-use super::token::Slot;
 use super::Shard;
 use crate::service::{CloseReason, ConnId};
 
@@ -61,11 +60,7 @@ impl Shard {
 
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        let token = Slot::Conn {
-            key,
-            gen: conn.io.gen,
-        }
-        .token();
+        let token = conn.io.token(key);
         if let Some(timer) = conn.io.deadlines.timer {
             self.res.timers.wheel.cancel(timer);
         }

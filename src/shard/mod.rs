@@ -33,7 +33,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{read_ready, ConnLimits, Connection, Flags, ReadOutcome};
+use conn::{live, read_ready, ConnLimits, Connection, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
@@ -214,7 +214,7 @@ impl Shard {
                 }
             }
             Slot::Conn { .. } => {
-                let Some(key) = self.live_conn(event.token()) else {
+                let Some(key) = live(&self.conns, event.token()) else {
                     return; // for a connection closed earlier in this batch
                 };
                 if event.is_writable() || event.is_error() {
@@ -251,13 +251,7 @@ impl Shard {
             let conn = &mut self.conns[key];
             if !conn.io.flags.any(Flags::QUEUED) {
                 conn.io.flags.set(Flags::QUEUED);
-                self.revisit.push(
-                    Slot::Conn {
-                        key,
-                        gen: conn.io.gen,
-                    }
-                    .token(),
-                );
+                self.revisit.push(conn.io.token(key));
             }
         }
     }
@@ -267,7 +261,7 @@ impl Shard {
     fn settle_touched(&mut self) {
         let mut touched = std::mem::take(&mut self.res.touched);
         for token in touched.drain(..) {
-            if let Some(key) = self.live_conn(token) {
+            if let Some(key) = live(&self.conns, token) {
                 self.conns[key].io.flags.clear(Flags::TOUCHED);
                 self.settle(key);
             }
@@ -301,11 +295,7 @@ impl Shard {
         if let Some(reason) = conn.close_reason() {
             return self.close(key, reason);
         }
-        let token = Slot::Conn {
-            key,
-            gen: conn.io.gen,
-        }
-        .token();
+        let token = conn.io.token(key);
         let wants_write = conn.io.write_buffered() > 0;
         if wants_write != conn.io.flags.any(Flags::WRITE_INTEREST) {
             let interest = if wants_write {
@@ -353,16 +343,6 @@ impl Shard {
         }
     }
 
-    /// The slab key of the connection `token` names, if it is still open.
-    fn live_conn(&self, token: Token) -> Option<usize> {
-        match Slot::of(token) {
-            Slot::Conn { key, gen } => {
-                Some(key).filter(|&key| self.conns.get(key).is_some_and(|conn| conn.io.gen == gen))
-            }
-            _ => None,
-        }
-    }
-
     /// Gives each source that spent its budget last time one more turn.
     fn revisit_spent(&mut self) {
         std::mem::swap(&mut self.revisit, &mut self.revisiting);
@@ -370,7 +350,7 @@ impl Shard {
         for token in revisiting.drain(..) {
             if let Slot::Udp(i) = Slot::of(token) {
                 self.udp_ready(i);
-            } else if let Some(key) = self.live_conn(token) {
+            } else if let Some(key) = live(&self.conns, token) {
                 self.conns[key].io.flags.clear(Flags::QUEUED);
                 self.read(key);
                 self.settle(key);
