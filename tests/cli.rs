@@ -22,16 +22,20 @@ fn finish(mut child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn serve(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
+/// Starts `sockloop serve ARGS` with its output captured.
+fn spawn_serve(args: &[&str]) -> Child {
+    Command::new(BIN)
         .arg("serve")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    finish(child)
+        .unwrap()
+}
+
+fn serve(args: &[&str]) -> Output {
+    finish(spawn_serve(args))
 }
 
 fn assert_usage_error(output: &Output, expected: &str) {
@@ -72,22 +76,22 @@ fn an_unknown_service_exits_2_naming_it() {
 
 #[test]
 fn serve_prints_its_listeners_echoes_and_exits_0_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0=echo"])
-        .args([
-            "--idle-timeout",
-            "0",
-            "--frame-timeout",
-            "500ms",
-            "--write-timeout",
-            "1m",
-        ])
-        .args(["--shards", "2", "--pin", "--no-reuseport"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0=echo",
+        "--idle-timeout",
+        "0",
+        "--frame-timeout",
+        "500ms",
+        "--write-timeout",
+        "1m",
+        "--shards",
+        "2",
+        "--pin",
+        "--no-reuseport",
+    ]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut listening = |proto: &str| -> SocketAddr {
         let mut line = String::new();

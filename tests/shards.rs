@@ -4,12 +4,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, wait_until, Running, IO_TIMEOUT};
+use common::{connect, udp_client, wait_until, Running, IO_TIMEOUT};
 use sockloop::service::{ConnContext, ShardContext, Shards, TcpService};
 use sockloop::{Error, Server, ServerConfig};
 
@@ -77,9 +77,7 @@ fn udp_on_two_shards_echoes_every_datagram() {
     let clients: Vec<_> = (0..40u32)
         .map(|client| {
             thread::spawn(move || {
-                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-                socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                socket.connect(addr).unwrap();
+                let socket = udp_client(addr);
                 let mut buf = [0; 64];
                 for i in 0..25u32 {
                     let msg = format!("{client}/{i}");

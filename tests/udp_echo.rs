@@ -2,10 +2,9 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::thread;
 
-use common::{wait_until, Rng, Running, IO_TIMEOUT};
+use common::{udp_client, wait_until, Rng, Running};
 use sockloop::ServerConfig;
 
 /// In flight per socket: small enough that 10 sockets cannot overrun the
@@ -19,9 +18,7 @@ fn a_thousand_datagrams_from_ten_sockets_are_all_echoed_exactly() {
     let clients: Vec<_> = (0..10u64)
         .map(|client| {
             thread::spawn(move || {
-                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-                socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                socket.connect(addr).unwrap();
+                let socket = udp_client(addr);
                 let mut rng = Rng::new(client);
                 let datagrams: Vec<Vec<u8>> = (0..100)
                     .map(|i| {
@@ -70,9 +67,7 @@ fn a_datagram_above_the_maximum_is_dropped_and_counted() {
         ..ServerConfig::default()
     };
     let server = Running::echo(config);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    socket.connect(server.udp[0]).unwrap();
+    let socket = udp_client(server.udp[0]);
     socket.send(&[1; 513]).unwrap();
     socket.send(&[2; 512]).unwrap();
     let mut buf = [0; 1024];

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -73,6 +73,14 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
+}
+
+/// A UDP socket on 127.0.0.1 connected to `addr`, with timeouts.
+pub fn udp_client(addr: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket.connect(addr).unwrap();
+    socket
 }
 
 /// SplitMix64: a tiny seeded generator, enough for test data.
