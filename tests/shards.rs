@@ -228,3 +228,60 @@ fn a_panicking_service_stops_the_server_with_an_error() {
     );
     thread::sleep(Duration::from_millis(10));
 }
+
+/// On any input, posts `BURST` numbered messages to the other shards;
+/// records what arrives.
+struct Burst {
+    received: Arc<Mutex<Vec<u32>>>,
+}
+
+const BURST: u32 = 3000;
+
+impl TcpService for Burst {
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        for n in 0..BURST {
+            let message: Arc<[u8]> = n.to_be_bytes().into();
+            assert_eq!(
+                conn.post(Shards::Others, &message),
+                1,
+                "message {n} dropped"
+            );
+        }
+        conn.send(b"posted\n");
+        data.len()
+    }
+
+    fn on_message(&mut self, _shard: &mut ShardContext<'_>, _from: usize, message: &[u8]) {
+        let n = u32::from_be_bytes(message.try_into().unwrap());
+        self.received.lock().unwrap().push(n);
+    }
+}
+
+#[test]
+fn a_burst_larger_than_one_turns_mail_budget_arrives_whole_and_in_order() {
+    let received: Arc<Mutex<Vec<u32>>> = Default::default();
+    let log = Arc::clone(&received);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::builder()
+        .config(shards(2))
+        .tcp(any, move || Burst {
+            received: Arc::clone(&log),
+        })
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let mut stream = connect(server.tcp[0]);
+    stream.write_all(b"go").unwrap();
+    let mut ack = [0; 7];
+    stream.read_exact(&mut ack).unwrap();
+    wait_until("the whole burst", || {
+        received.lock().unwrap().len() == BURST as usize
+    });
+    assert!(
+        received.lock().unwrap().iter().copied().eq(0..BURST),
+        "out of order"
+    );
+    assert_eq!(server.handle.stats().mailbox_dropped, 0);
+    drop(stream);
+    server.shutdown().unwrap();
+}

@@ -4,11 +4,17 @@ use super::conn::Flags;
 use super::context::ShardContext;
 use super::deadline::TimerTarget;
 use super::mailbox::{Control, Mail, ServiceRef};
+use super::token::Slot;
 use super::Shard;
 use crate::service::{CloseReason, ConnId};
 
+/// Mail read per wake before the shard's own sockets get a turn.
+const MAIL_BUDGET: usize = 1024;
+
 impl Shard {
-    /// Acts on the control word, then on every piece of mail waiting.
+    /// Acts on the control word, then on the mail waiting, up to a budget:
+    /// other shards may post as fast as this one reads, and its own sockets
+    /// must not starve. Mail left over is read again before the next poll.
     pub(super) fn read_mailbox(&mut self) {
         match self.mailbox.control() {
             Control::Run => {}
@@ -18,7 +24,10 @@ impl Shard {
                 self.close_all(CloseReason::Shutdown);
             }
         }
-        while let Some(mail) = self.mailbox.next() {
+        for _ in 0..MAIL_BUDGET {
+            let Some(mail) = self.mailbox.next() else {
+                return;
+            };
             match mail {
                 Mail::Adopt {
                     listener,
@@ -38,6 +47,7 @@ impl Shard {
                 } => self.deliver(service, from, &payload),
             }
         }
+        self.revisit.push(Slot::Waker.token());
     }
 
     fn deliver(&mut self, service: ServiceRef, from: usize, payload: &[u8]) {

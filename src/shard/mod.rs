@@ -350,6 +350,8 @@ impl Shard {
         for token in revisiting.drain(..) {
             if let Slot::Udp(i) = Slot::of(token) {
                 self.udp_ready(i);
+            } else if token == Slot::Waker.token() {
+                self.read_mailbox();
             } else if let Some(key) = live(&self.conns, token) {
                 self.conns[key].io.flags.clear(Flags::QUEUED);
                 self.read(key);
