@@ -60,3 +60,21 @@ fn a_line_over_the_limit_gets_an_error_then_the_connection_closes() {
     assert_eq!(rest, "{\"error\":\"line too long\",\"max\":64}\n");
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_flood_of_bad_lines_gets_every_error_line() {
+    // 20,000 one-byte bad lines answered with ~90-byte error lines: output
+    // far larger than input, handed over in slices, all of it delivered.
+    let server = json_server(1024);
+    let client = connect(server.tcp[0]);
+    let mut writer = client.try_clone().unwrap();
+    let flood = std::thread::spawn(move || writer.write_all(&b"x\n".repeat(20_000)).unwrap());
+    let mut replies = BufReader::new(client).lines();
+    for _ in 0..20_000 {
+        let line = replies.next().unwrap().unwrap();
+        assert!(line.starts_with(r#"{"error":"invalid message""#), "{line}");
+    }
+    flood.join().unwrap();
+    drop(replies);
+    server.shutdown().unwrap();
+}

@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 use crate::codec::{NdjsonCodec, NdjsonError};
 use crate::service::{ConnContext, TcpService};
 
+/// Output gathered before it is handed to the connection.
+const OUT_SLICE: usize = 16 * 1024;
+
 /// A message is one JSON object on one line.
 type Message = Map<String, Value>;
 
@@ -66,11 +69,20 @@ impl TcpService for JsonEcho {
         let mut consumed = 0;
         let mut out = Vec::new();
         loop {
+            // Error lines can outweigh the input that caused them (a buffer
+            // of one-byte bad lines): hand output over in slices so this
+            // scratch stays small; the connection's output limit bounds
+            // the rest.
+            if out.len() >= OUT_SLICE {
+                conn.send(&out);
+                out.clear();
+            }
             match self.codec.decode(&data[consumed..]) {
                 Ok(Some((message, used))) => {
                     consumed += used;
                     encode_line(&message, &mut out);
                 }
+
                 Ok(None) => break,
                 Err(NdjsonError::Invalid { used, reason }) => {
                     consumed += used;
