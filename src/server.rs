@@ -242,7 +242,18 @@ impl Server {
                         Err(_) => Err(Error::ShardPanicked(id)),
                     };
                     let _ = done.send(outcome);
-                })?;
+                });
+            let thread = match thread {
+                Ok(thread) => thread,
+                Err(e) => {
+                    // The shards already started must not run on alone.
+                    self.handle.stop();
+                    threads.into_iter().for_each(|t: thread::JoinHandle<()>| {
+                        let _ = t.join();
+                    });
+                    return Err(Error::Io(e));
+                }
+            };
             threads.push(thread);
         }
         drop(done_tx);
