@@ -8,7 +8,7 @@
 //! cargo run --example line_length        # then: nc 127.0.0.1 7101
 //! ```
 
-use sockloop::service::{CloseReason, ConnContext, ConnId, TcpService};
+use sockloop::service::{CloseReason, ConnContext, ConnId, ShardContext, TcpService};
 use sockloop::Server;
 
 #[derive(Default)]
@@ -37,7 +37,7 @@ impl TcpService for LineLength {
         consumed
     }
 
-    fn on_close(&mut self, id: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, _shard: &mut ShardContext<'_>, id: ConnId, reason: CloseReason) {
         println!("{id:?} closed ({reason:?}); {} lines so far", self.lines);
     }
 }

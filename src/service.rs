@@ -88,8 +88,9 @@ pub trait TcpService: Send {
     fn on_message(&mut self, _shard: &mut ShardContext<'_>, _from: usize, _message: &[u8]) {}
 
     /// The connection is gone; no more calls for `id` follow (its pending
-    /// timers are dropped when they come due).
-    fn on_close(&mut self, _id: ConnId, _reason: CloseReason) {}
+    /// timers are dropped when they come due). `shard` reaches the other
+    /// connections, e.g. to tell a room someone left.
+    fn on_close(&mut self, _shard: &mut ShardContext<'_>, _id: ConnId, _reason: CloseReason) {}
 }
 
 /// A datagram protocol: called by the shard for each received datagram.

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{connect, wait_until, Running};
-use sockloop::service::{CloseReason, ConnContext, ConnId, TcpService};
+use sockloop::service::{CloseReason, ConnContext, ConnId, ShardContext, TcpService};
 use sockloop::{Server, ServerConfig};
 
 /// Relays every line to every other member; "kick" closes the others.
@@ -44,7 +44,7 @@ impl TcpService for Room {
         consumed
     }
 
-    fn on_close(&mut self, id: ConnId, _reason: CloseReason) {
+    fn on_close(&mut self, _shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
         self.members.retain(|&m| m != id);
         self.gone.push(id);
     }

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mio::Token;
 use slab::Slab;
@@ -161,6 +161,17 @@ impl<'a> ConnContext<'a> {
         self.res.postbox.shard
     }
 
+    /// How many shards the server runs.
+    pub fn shards(&self) -> usize {
+        self.res.postbox.peers.len()
+    }
+
+    /// The wall-clock time of this loop turn, for timestamps people read.
+    /// Services take time from here rather than reading a clock.
+    pub fn wall_clock(&self) -> SystemTime {
+        self.res.timers.wall_clock()
+    }
+
     /// Posts `message` to this service on other shards (see
     /// [`TcpService::on_message`](crate::service::TcpService::on_message)).
     /// A shard whose inbox is full misses it, counted as `mailbox_dropped`;
@@ -188,6 +199,11 @@ impl ShardContext<'_> {
     /// How many shards the server runs.
     pub fn shards(&self) -> usize {
         self.res.postbox.peers.len()
+    }
+
+    /// The wall-clock time of this loop turn; see [`ConnContext::wall_clock`].
+    pub fn wall_clock(&self) -> SystemTime {
+        self.res.timers.wall_clock()
     }
 
     /// Sends `bytes` to a connection on this shard; false if it is closed.

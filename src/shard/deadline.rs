@@ -9,7 +9,7 @@
 //! since moved is re-armed then (lazy re-arm), so a byte received costs a
 //! store, not a wheel operation.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::Token;
 
@@ -36,6 +36,9 @@ pub(crate) enum TimerTarget {
 pub(crate) struct Timers {
     pub(crate) wheel: Wheel<TimerTarget>,
     origin: Instant,
+    /// The wall clock at `origin`: wall time is derived from the monotonic
+    /// clock, so a turn costs no second clock read.
+    wall_origin: SystemTime,
     now: Instant,
     /// `now` in milliseconds since `origin`, wrapping every ~49 days;
     /// deadlines are differences, which wrapping arithmetic keeps right.
@@ -47,6 +50,7 @@ impl Timers {
         Timers {
             wheel: Wheel::new(now, tick),
             origin: now,
+            wall_origin: SystemTime::now(),
             now,
             now_ms: 0,
         }
@@ -64,6 +68,12 @@ impl Timers {
 
     pub(crate) fn now_ms(&self) -> u32 {
         self.now_ms
+    }
+
+    /// Wall-clock time of this turn (for timestamps people read; it
+    /// follows the monotonic clock, so it ignores clock steps after start).
+    pub(crate) fn wall_clock(&self) -> SystemTime {
+        self.wall_origin + self.now.saturating_duration_since(self.origin)
     }
 
     pub(crate) fn arm_after(&mut self, after: Duration, target: TimerTarget) -> TimerHandle {

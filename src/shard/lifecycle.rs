@@ -95,9 +95,23 @@ impl Shard {
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
-        log::trace!("closed {} ({reason:?})", conn.io.peer);
-        let service = &mut self.services[conn.service as usize];
-        service.on_close(ConnId(token.0 as u64), reason);
+        match reason {
+            // A slow consumer losing its connection is news for the operator.
+            CloseReason::OutputHardLimit | CloseReason::OutputSoftLimit => {
+                log::info!(
+                    "closed {}: output backlog over its limit ({reason:?})",
+                    conn.io.peer
+                );
+            }
+            _ => log::trace!("closed {} ({reason:?})", conn.io.peer),
+        }
+        let mut cx = ShardContext {
+            conns: &mut self.conns,
+            res: &mut self.res,
+            service: ServiceRef::Tcp(usize::from(conn.service)),
+        };
+        let service = &mut self.services[usize::from(conn.service)];
+        service.on_close(&mut cx, ConnId(token.0 as u64), reason);
         // Dropping the stream closes the descriptor, which also removes it
         // from the poll set: no `deregister` syscall needed.
     }

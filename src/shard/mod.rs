@@ -260,11 +260,16 @@ impl Shard {
     /// callbacks this turn.
     fn settle_touched(&mut self) {
         let mut touched = std::mem::take(&mut self.res.touched);
-        for token in touched.drain(..) {
-            if let Some(key) = live(&self.conns, token) {
-                self.conns[key].io.flags.clear(Flags::TOUCHED);
-                self.settle(key);
+        while !touched.is_empty() {
+            for token in touched.drain(..) {
+                if let Some(key) = live(&self.conns, token) {
+                    self.conns[key].io.flags.clear(Flags::TOUCHED);
+                    self.settle(key);
+                }
             }
+            // Settling may close a connection, and its service's `on_close`
+            // may touch others (a chat's leave notice): settle those too.
+            std::mem::swap(&mut touched, &mut self.res.touched);
         }
         self.res.touched = touched;
     }
