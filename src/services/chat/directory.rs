@@ -1,0 +1,157 @@
+//! Who is in the chat: usernames and room rosters, shared by every shard.
+//!
+//! Messages travel between shards through their mailboxes; names do not.
+//! A username must be unique across shards the moment it is granted, and
+//! one table behind a lock is the simplest authority for that. It is
+//! touched only when a member joins, moves, lists or leaves, never per
+//! message, and never held across I/O. Its size follows the members: one
+//! name each, and a room exists only while someone is in it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The name the server's own messages come from; no member can take it.
+pub(crate) const SYSTEM: &str = "System";
+
+/// The shared table; clone the `Arc` into every shard's chat.
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    inner: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    names: HashSet<Arc<str>>,
+    rooms: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
+    guests: u64,
+}
+
+impl Directory {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A shard that panicked mid-update leaves at worst a stale name:
+        // keep serving the others.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Grants `wanted` if free, else the first free `wanted-2`, `wanted-3`,
+    /// ...; `None` asks for a generated `guest-N`.
+    pub(crate) fn claim(&self, wanted: Option<&str>) -> Arc<str> {
+        let mut table = self.table();
+        let name: Arc<str> = match wanted {
+            Some(wanted) => {
+                let mut name = wanted.to_owned();
+                let mut n = 1;
+                while !table.free(&name) {
+                    n += 1;
+                    name = format!("{wanted}-{n}");
+                }
+                name.into()
+            }
+            None => loop {
+                table.guests += 1;
+                let name = format!("guest-{}", table.guests);
+                if table.free(&name) {
+                    break name.into();
+                }
+            },
+        };
+        table.names.insert(Arc::clone(&name));
+        name
+    }
+
+    /// Gives a name back, taking it out of `room`'s roster.
+    pub(crate) fn release(&self, name: &str, room: &str) {
+        let mut table = self.table();
+        table.names.remove(name);
+        table.exit(room, name);
+    }
+
+    /// Moves `name` from room `from` (if any) into room `to`; returns how
+    /// many members `to` then has.
+    pub(crate) fn enter(&self, name: &Arc<str>, from: Option<&str>, to: &Arc<str>) -> usize {
+        let mut table = self.table();
+        if let Some(from) = from {
+            table.exit(from, name);
+        }
+        let roster = table.rooms.entry(Arc::clone(to)).or_default();
+        roster.insert(Arc::clone(name));
+        roster.len()
+    }
+
+    /// Up to `max` members of `room`, sorted, and how many there are.
+    pub(crate) fn roster(&self, room: &str, max: usize) -> (Vec<Arc<str>>, usize) {
+        let table = self.table();
+        table.rooms.get(room).map_or((Vec::new(), 0), |roster| {
+            (roster.iter().take(max).cloned().collect(), roster.len())
+        })
+    }
+
+    /// Up to `max` rooms with their member counts, sorted, and how many
+    /// rooms there are.
+    pub(crate) fn rooms(&self, max: usize) -> (Vec<(Arc<str>, usize)>, usize) {
+        let table = self.table();
+        let rooms = table.rooms.iter().take(max);
+        let listed = rooms.map(|(room, roster)| (Arc::clone(room), roster.len()));
+        (listed.collect(), table.rooms.len())
+    }
+}
+
+impl Table {
+    fn free(&self, name: &str) -> bool {
+        !name.eq_ignore_ascii_case(SYSTEM) && !self.names.contains(name)
+    }
+
+    fn exit(&mut self, room: &str, name: &str) {
+        if let Some(roster) = self.rooms.get_mut(room) {
+            roster.remove(name);
+            if roster.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_system_is_reserved() {
+        let dir = Directory::default();
+        assert_eq!(&*dir.claim(Some("ann")), "ann");
+        assert_eq!(&*dir.claim(Some("ann")), "ann-2");
+        assert_eq!(&*dir.claim(Some("ann")), "ann-3");
+        assert_eq!(&*dir.claim(Some("system")), "system-2");
+        assert_eq!(&*dir.claim(Some("ann-2")), "ann-2-2");
+        dir.release("ann", "lobby");
+        assert_eq!(&*dir.claim(Some("ann")), "ann");
+    }
+
+    #[test]
+    fn guests_skip_taken_names() {
+        let dir = Directory::default();
+        assert_eq!(&*dir.claim(Some("guest-2")), "guest-2");
+        assert_eq!(&*dir.claim(None), "guest-1");
+        assert_eq!(&*dir.claim(None), "guest-3");
+    }
+
+    #[test]
+    fn rosters_follow_members_and_empty_rooms_vanish() {
+        let dir = Directory::default();
+        let (ann, bob) = (dir.claim(Some("ann")), dir.claim(Some("bob")));
+        let (lobby, den): (Arc<str>, Arc<str>) = ("lobby".into(), "den".into());
+        assert_eq!(dir.enter(&ann, None, &lobby), 1);
+        assert_eq!(dir.enter(&bob, None, &lobby), 2);
+        assert_eq!(dir.enter(&ann, Some("lobby"), &den), 1);
+        assert_eq!(dir.roster("lobby", 10), (vec![bob.clone()], 1));
+        assert_eq!(dir.rooms(10), (vec![(den, 1), (lobby, 1)], 2));
+        assert_eq!(dir.rooms(1).1, 2);
+        dir.release("ann", "den");
+        assert_eq!(dir.rooms(10).1, 1);
+        assert_eq!(dir.roster("den", 10), (vec![], 0));
+        dir.release("bob", "lobby");
+        assert_eq!(dir.rooms(10), (vec![], 0));
+    }
+}

@@ -1,0 +1,196 @@
+//! The chat room: `chat` (newline-delimited JSON) and `chat-proto`
+//! (varint-delimited protobuf) members in the same rooms, on any shard.
+//!
+//! A member is prompted `Enter your username: ` and answers with a name
+//! (JSON: a bare line; protobuf: a `ChatMessage` whose `content` is the
+//! name; blank: a generated `guest-N`). Taken names get a `-2`, `-3`, ...
+//! suffix, and the welcome says so. Then every message's `content` goes to
+//! the other members of the member's room, with `from`, `time` (UTC
+//! `HH:MM:SS`) and `room` set by the server; the sender does not get it
+//! back. Content starting with `/` is a command: `/join ROOM`, `/leave`,
+//! `/list`, `/rooms`, `/quit`, `/help`. Everything the server itself says
+//! comes from `System`; errors start with `error: `.
+//!
+//! How a member is dropped:
+//! - a frame that is not a message (bad JSON, bad protobuf body, bad UTF-8
+//!   name, over-long content) gets an error and a strike; at
+//!   [`ChatConfig::max_errors`] strikes the member is disconnected;
+//! - a line or frame over [`ChatConfig::max_frame`] gets an error and a
+//!   disconnect at once (the stream cannot be followed past it);
+//! - a member that does not read what the room sends is closed by the
+//!   server's output limits (`ServerConfig::output_hard_limit` at once,
+//!   `output_soft_limit` after `output_soft_for`), so it never slows the
+//!   room down.
+//!
+//! Members on other shards are reached through the shards' mailboxes, in
+//! order per sending shard, so each sender's messages arrive in order
+//! everywhere. A shard whose inbox is full misses the message: the sender
+//! is told, and the core counts it as `mailbox_dropped`.
+
+mod command;
+mod directory;
+mod room;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::proto::chat::ChatMessage;
+use crate::service::{CloseReason, ConnContext, ConnId, ShardContext, Shards, TcpService};
+use directory::Directory;
+use room::{Outbox, Rooms};
+pub use wire::Encoding;
+
+/// The chat's limits. `Default` is what `sockloop serve` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// Longest line (JSON, terminator included) or protobuf body a member
+    /// may send (16 KiB). Keep it within `ServerConfig::max_read_buffer`.
+    pub max_frame: usize,
+    /// Longest message content, in bytes (2 KiB). Longer ones get an error
+    /// and a strike.
+    pub max_content: usize,
+    /// Invalid messages after which a member is disconnected (5).
+    pub max_errors: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> ChatConfig {
+        ChatConfig {
+            max_frame: 16 * 1024,
+            max_content: 2 * 1024,
+            max_errors: 5,
+        }
+    }
+}
+
+/// The chat service on one shard. Make one per shard with [`Chat::maker`],
+/// which shares the username directory between them.
+///
+/// ```
+/// use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+/// use sockloop::Server;
+/// use std::io::{BufRead, BufReader, Read, Write};
+///
+/// let any = "127.0.0.1:0".parse().unwrap();
+/// let make = Chat::maker(ChatConfig::default(), &[Encoding::Json]);
+/// let server = Server::builder().tcp_group(&[any], make).build()?;
+/// let addr = server.tcp_addrs()[0];
+/// let handle = server.handle();
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let mut ann = BufReader::new(std::net::TcpStream::connect(addr)?);
+/// let mut prompt = [0; 21];
+/// ann.read_exact(&mut prompt)?;
+/// assert_eq!(&prompt, b"Enter your username: ");
+/// ann.get_mut().write_all(b"ann\n")?;
+/// let mut welcome = String::new();
+/// ann.read_line(&mut welcome)?;
+/// assert!(welcome.starts_with(r#"{"from":"System","content":"Welcome, ann!"#));
+///
+/// handle.stop();
+/// running.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Chat {
+    rooms: Rooms,
+    /// The encoding of each listener of the group, by position.
+    encodings: Arc<[Encoding]>,
+}
+
+impl Chat {
+    /// Makes the per-shard services for a listener group (see
+    /// [`Builder::tcp_group`](crate::Builder::tcp_group)):
+    /// `encodings[i]` is how members of the group's `i`th listener speak.
+    pub fn maker(
+        config: ChatConfig,
+        encodings: &[Encoding],
+    ) -> impl Fn() -> Chat + Send + Sync + 'static {
+        let directory = Arc::new(Directory::default());
+        let encodings: Arc<[Encoding]> = encodings.into();
+        move || Chat {
+            rooms: Rooms::new(config, Arc::clone(&directory)),
+            encodings: Arc::clone(&encodings),
+        }
+    }
+}
+
+impl TcpService for Chat {
+    fn on_open(&mut self, conn: &mut ConnContext<'_>) {
+        let encoding = self.encodings.get(conn.listener()).copied();
+        let id = conn.id();
+        self.rooms
+            .open(conn, id, encoding.unwrap_or(Encoding::Json));
+    }
+
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        let (id, now) = (conn.id(), conn.wall_clock());
+        self.rooms.input(conn, id, data, now)
+    }
+
+    fn on_message(&mut self, shard: &mut ShardContext<'_>, _from: usize, message: &[u8]) {
+        match ChatMessage::decode(message) {
+            Ok(message) => self.rooms.remote(shard, message),
+            // Only chats post here, so this is a bug, not an attack.
+            Err(e) => log::error!("chat: undecodable message from another shard: {e}"),
+        }
+    }
+
+    fn on_close(&mut self, shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
+        let now = shard.wall_clock();
+        self.rooms.closed(shard, id, now);
+    }
+}
+
+/// Posts `message` to the other shards (if any); true if all took it.
+fn post_others(
+    shards: usize,
+    post: impl FnOnce(&Arc<[u8]>) -> usize,
+    message: &ChatMessage,
+) -> bool {
+    let others = shards - 1;
+    others == 0 || post(&message.encode_to_vec().into()) == others
+}
+
+impl Outbox for ConnContext<'_> {
+    fn send(&mut self, to: ConnId, bytes: &[u8]) {
+        self.send_to(to, bytes);
+    }
+
+    fn close(&mut self, id: ConnId) {
+        self.close_conn(id);
+    }
+
+    fn post(&mut self, message: &ChatMessage) -> bool {
+        let shards = self.shards();
+        post_others(
+            shards,
+            |p| ConnContext::post(self, Shards::Others, p),
+            message,
+        )
+    }
+}
+
+impl Outbox for ShardContext<'_> {
+    fn send(&mut self, to: ConnId, bytes: &[u8]) {
+        self.send_to(to, bytes);
+    }
+
+    fn close(&mut self, id: ConnId) {
+        self.close_conn(id);
+    }
+
+    fn post(&mut self, message: &ChatMessage) -> bool {
+        let shards = self.shards();
+        post_others(
+            shards,
+            |p| ShardContext::post(self, Shards::Others, p),
+            message,
+        )
+    }
+}

@@ -1,0 +1,371 @@
+//! One shard's side of the chat, sans-IO: members' bytes and the time come
+//! in, bytes for members and messages for the other shards go out through
+//! an [`Outbox`]. The service adapter drives it from the event loop; tests
+//! drive it with a recorder and a fixed clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::command::{valid_name, valid_room, Command, HELP};
+use super::directory::{Directory, SYSTEM};
+use super::wire::{clock_time, decode, Encoding, Inbound, Outgoing};
+use super::ChatConfig;
+use crate::proto::chat::ChatMessage;
+use crate::service::ConnId;
+
+/// Where everyone starts, and where `/leave` goes back to.
+pub(crate) const LOBBY: &str = "lobby";
+/// What JSON members are greeted with (no newline: the tutorial's prompt).
+pub(crate) const PROMPT: &str = "Enter your username: ";
+/// Most names a `/list` or `/rooms` reply spells out.
+const LIST_MAX: usize = 100;
+
+/// What the chat does to the world.
+pub(crate) trait Outbox {
+    /// Queues `bytes` for connection `to` on this shard.
+    fn send(&mut self, to: ConnId, bytes: &[u8]);
+    /// Closes connection `id` once what it was sent is flushed.
+    fn close(&mut self, id: ConnId);
+    /// Hands `message` to the chat on every other shard, for the members
+    /// of `message.room` there; false if some shard's inbox was full.
+    fn post(&mut self, message: &ChatMessage) -> bool;
+}
+
+#[derive(Debug)]
+struct Member {
+    encoding: Encoding,
+    /// `None` until the username arrives.
+    name: Option<Arc<str>>,
+    room: Arc<str>,
+    errors: u32,
+}
+
+/// The members served by one shard, and the rooms they are in.
+#[derive(Debug)]
+pub(crate) struct Rooms {
+    config: ChatConfig,
+    directory: Arc<Directory>,
+    members: HashMap<ConnId, Member>,
+    /// Named members on this shard, per room; a room with none is removed.
+    rooms: HashMap<Arc<str>, Vec<ConnId>>,
+    lobby: Arc<str>,
+}
+
+impl Rooms {
+    pub(crate) fn new(config: ChatConfig, directory: Arc<Directory>) -> Rooms {
+        Rooms {
+            config,
+            directory,
+            members: HashMap::new(),
+            rooms: HashMap::new(),
+            lobby: LOBBY.into(),
+        }
+    }
+
+    /// A connection arrived: prompt it for a username.
+    pub(crate) fn open(&mut self, out: &mut impl Outbox, id: ConnId, encoding: Encoding) {
+        let member = Member {
+            encoding,
+            name: None,
+            room: Arc::clone(&self.lobby),
+            errors: 0,
+        };
+        self.members.insert(id, member);
+        self.prompt(out, id);
+    }
+
+    /// Handles what member `id` sent; returns the bytes used. After the
+    /// member is closed, everything counts as used.
+    pub(crate) fn input(
+        &mut self,
+        out: &mut impl Outbox,
+        id: ConnId,
+        data: &[u8],
+        now: SystemTime,
+    ) -> usize {
+        let mut consumed = 0;
+        while let Some(member) = self.members.get(&id) {
+            let naming = member.name.is_none();
+            match decode(
+                member.encoding,
+                naming,
+                self.config.max_frame,
+                &data[consumed..],
+            ) {
+                Inbound::Text(text, used) => {
+                    consumed += used;
+                    if naming {
+                        self.name(out, id, &text, now);
+                    } else {
+                        self.command(out, id, &text, now);
+                    }
+                }
+                Inbound::Incomplete => return consumed,
+                Inbound::Bad { reason, used } => {
+                    consumed += used;
+                    self.strike(out, id, &format!("invalid message: {reason}"), now);
+                }
+                Inbound::Fatal(reason) => {
+                    self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
+                    self.leave(out, id, now);
+                    out.close(id);
+                }
+            }
+        }
+        data.len()
+    }
+
+    /// A message from another shard's member: deliver it to this shard's
+    /// members of its room.
+    pub(crate) fn remote(&mut self, out: &mut impl Outbox, message: ChatMessage) {
+        self.deliver(out, Outgoing::new(message), None);
+    }
+
+    /// Connection `id` is gone (for members the chat closed itself, this
+    /// already happened).
+    pub(crate) fn closed(&mut self, out: &mut impl Outbox, id: ConnId, now: SystemTime) {
+        self.leave(out, id, now);
+    }
+
+    fn prompt(&mut self, out: &mut impl Outbox, id: ConnId) {
+        match self.members[&id].encoding {
+            Encoding::Json => out.send(id, PROMPT.as_bytes()),
+            Encoding::Protobuf => {
+                let message = system(PROMPT.into(), String::new(), &self.lobby);
+                out.send(id, Outgoing::new(message).bytes(Encoding::Protobuf));
+            }
+        }
+    }
+
+    fn name(&mut self, out: &mut impl Outbox, id: ConnId, text: &str, now: SystemTime) {
+        let wanted = text.trim();
+        let name = match wanted {
+            "" => self.directory.claim(None),
+            wanted if valid_name(wanted) => self.directory.claim(Some(wanted)),
+            _ => {
+                let error = "usernames are 1 to 32 bytes without control characters";
+                if !self.strike(out, id, error, now) {
+                    self.prompt(out, id);
+                }
+                return;
+            }
+        };
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        member.name = Some(Arc::clone(&name));
+        let lobby = Arc::clone(&self.lobby);
+        let count = self.directory.enter(&name, None, &lobby);
+        self.rooms.entry(Arc::clone(&lobby)).or_default().push(id);
+        let taken = match wanted {
+            "" => String::new(),
+            wanted if wanted != &*name => format!("{wanted} is taken, so you are {name}. "),
+            _ => String::new(),
+        };
+        let welcome = format!("Welcome, {name}! {taken}{}. {HELP}", here(&lobby, count));
+        self.reply(out, id, &welcome, now);
+        self.notice(out, id, &lobby, format!("{name} joined {lobby}"), now);
+    }
+
+    fn command(&mut self, out: &mut impl Outbox, id: ConnId, content: &str, now: SystemTime) {
+        let room = Arc::clone(&self.members[&id].room);
+        match Command::parse(content) {
+            Command::Say("") => {}
+            Command::Say(text) if text.len() > self.config.max_content => {
+                let max = self.config.max_content;
+                let error = format!(
+                    "message of {} bytes is over the {max}-byte limit",
+                    text.len()
+                );
+                self.strike(out, id, &error, now);
+            }
+            Command::Say(text) => {
+                let from = self.members[&id].name.as_deref().unwrap_or_default();
+                let message = ChatMessage {
+                    from: from.to_owned(),
+                    content: text.to_owned(),
+                    time: clock_time(now),
+                    room: room.to_string(),
+                };
+                if !self.relay(out, message, Some(id)) {
+                    let error = "error: the server is busy: members on another shard missed that";
+                    self.reply(out, id, error, now);
+                }
+            }
+            Command::Join(to) if !valid_room(to) => {
+                let error = "error: room names are 1 to 32 of A-Z a-z 0-9 _ - .";
+                self.reply(out, id, error, now);
+            }
+            Command::Join(to) if to == &*room => {
+                self.reply(out, id, &format!("you are in {room} already"), now);
+            }
+            Command::Join(to) => self.move_to(out, id, to.into(), now),
+            Command::Leave if room == self.lobby => {
+                let text = "you are in the lobby already; /quit leaves the chat";
+                self.reply(out, id, text, now);
+            }
+            Command::Leave => self.move_to(out, id, Arc::clone(&self.lobby), now),
+            Command::List => {
+                let (names, total) = self.directory.roster(&room, LIST_MAX);
+                let names: Vec<&str> = names.iter().map(|name| &**name).collect();
+                let text = format!(
+                    "{total} in {room}: {}{}",
+                    names.join(", "),
+                    more(total, LIST_MAX)
+                );
+                self.reply(out, id, &text, now);
+            }
+            Command::Rooms => {
+                let (rooms, total) = self.directory.rooms(LIST_MAX);
+                let rooms: Vec<String> = rooms.iter().map(|(r, n)| format!("{r} ({n})")).collect();
+                let text = format!(
+                    "{total} rooms: {}{}",
+                    rooms.join(", "),
+                    more(total, LIST_MAX)
+                );
+                self.reply(out, id, &text, now);
+            }
+            Command::Quit => {
+                self.reply(out, id, "goodbye", now);
+                self.leave(out, id, now);
+                out.close(id);
+            }
+            Command::Help => self.reply(out, id, HELP, now),
+            Command::Unknown(text) => {
+                let error = format!("error: unknown command {text:?}; {HELP}");
+                self.reply(out, id, &error, now);
+            }
+        }
+    }
+
+    fn move_to(&mut self, out: &mut impl Outbox, id: ConnId, to: Arc<str>, now: SystemTime) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let from = std::mem::replace(&mut member.room, Arc::clone(&to));
+        let Some(name) = member.name.clone() else {
+            return;
+        };
+        let count = self.directory.enter(&name, Some(&from), &to);
+        self.exit_local(id, &from);
+        self.notice(out, id, &from, format!("{name} left {from}"), now);
+        self.rooms.entry(Arc::clone(&to)).or_default().push(id);
+        self.reply(out, id, &format!("{}.", here(&to, count)), now);
+        self.notice(out, id, &to, format!("{name} joined {to}"), now);
+    }
+
+    /// Counts a protocol error against `id` and tells it so; at the limit
+    /// the member is disconnected. Returns true if it was.
+    fn strike(&mut self, out: &mut impl Outbox, id: ConnId, error: &str, now: SystemTime) -> bool {
+        let Some(member) = self.members.get_mut(&id) else {
+            return true;
+        };
+        member.errors += 1;
+        let last = member.errors >= self.config.max_errors;
+        self.reply(out, id, &format!("error: {error}"), now);
+        if last {
+            let max = self.config.max_errors;
+            self.reply(
+                out,
+                id,
+                &format!("{max} invalid messages: disconnecting"),
+                now,
+            );
+            self.leave(out, id, now);
+            out.close(id);
+        }
+        last
+    }
+
+    /// Forgets `id`: out of its room (with a notice) and its name freed.
+    fn leave(&mut self, out: &mut impl Outbox, id: ConnId, now: SystemTime) {
+        let Some(member) = self.members.remove(&id) else {
+            return;
+        };
+        if let Some(name) = member.name {
+            self.directory.release(&name, &member.room);
+            self.exit_local(id, &member.room);
+            let text = format!("{name} left {}", member.room);
+            self.notice(out, id, &member.room, text, now);
+        }
+    }
+
+    fn exit_local(&mut self, id: ConnId, room: &str) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.retain(|&m| m != id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// A `System` message to one member.
+    fn reply(&mut self, out: &mut impl Outbox, id: ConnId, text: &str, now: SystemTime) {
+        if let Some(member) = self.members.get(&id) {
+            let message = system(text.into(), clock_time(now), &member.room);
+            out.send(id, Outgoing::new(message).bytes(member.encoding));
+        }
+    }
+
+    /// A `System` message to everyone in `room` but `except`, on every shard.
+    fn notice(
+        &mut self,
+        out: &mut impl Outbox,
+        except: ConnId,
+        room: &str,
+        text: String,
+        now: SystemTime,
+    ) {
+        self.relay(out, system(text, clock_time(now), room), Some(except));
+    }
+
+    /// Sends `message` to its room here and on the other shards; false if
+    /// some shard could not take it.
+    fn relay(
+        &mut self,
+        out: &mut impl Outbox,
+        message: ChatMessage,
+        except: Option<ConnId>,
+    ) -> bool {
+        let all = out.post(&message);
+        self.deliver(out, Outgoing::new(message), except);
+        all
+    }
+
+    fn deliver(&mut self, out: &mut impl Outbox, mut message: Outgoing, except: Option<ConnId>) {
+        let Some(ids) = self.rooms.get(message.message.room.as_str()) else {
+            return;
+        };
+        for &id in ids.iter().filter(|&&id| Some(id) != except) {
+            if let Some(member) = self.members.get(&id) {
+                out.send(id, message.bytes(member.encoding));
+            }
+        }
+    }
+}
+
+fn system(content: String, time: String, room: &str) -> ChatMessage {
+    ChatMessage {
+        from: SYSTEM.into(),
+        content,
+        time,
+        room: room.into(),
+    }
+}
+
+/// "You are in den with 2 others", from the room's member count.
+fn here(room: &str, count: usize) -> String {
+    match count.saturating_sub(1) {
+        0 => format!("You are in {room}, alone so far"),
+        1 => format!("You are in {room} with 1 other"),
+        others => format!("You are in {room} with {others} others"),
+    }
+}
+
+fn more(total: usize, listed: usize) -> String {
+    match total.saturating_sub(listed) {
+        0 => String::new(),
+        rest => format!(" and {rest} more"),
+    }
+}

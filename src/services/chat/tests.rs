@@ -1,0 +1,509 @@
+//! The chat protocol in one thread: two shards' `Rooms` sharing a
+//! directory, a recorder for what they send, and a fixed clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::directory::Directory;
+use super::room::{Outbox, Rooms, PROMPT};
+use super::{ChatConfig, Encoding};
+use crate::codec::{ChatLine, LengthDelimited, NdjsonCodec};
+use crate::proto::chat::ChatMessage;
+use crate::service::ConnId;
+
+/// 12:34:56 UTC on some day.
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(86_400 * 20_000 + 12 * 3600 + 34 * 60 + 56)
+}
+
+#[derive(Default)]
+struct Recorder {
+    sent: HashMap<ConnId, Vec<u8>>,
+    closed: HashSet<ConnId>,
+    posted: VecDeque<ChatMessage>,
+    inbox_full: bool,
+}
+
+impl Outbox for Recorder {
+    fn send(&mut self, to: ConnId, bytes: &[u8]) {
+        self.sent.entry(to).or_default().extend_from_slice(bytes);
+    }
+
+    fn close(&mut self, id: ConnId) {
+        self.closed.insert(id);
+    }
+
+    fn post(&mut self, message: &ChatMessage) -> bool {
+        self.posted.push_back(message.clone());
+        !self.inbox_full
+    }
+}
+
+/// Two shards; member ids are `(shard, n)` packed into a `ConnId`.
+struct World {
+    shards: [(Rooms, Recorder); 2],
+}
+
+impl World {
+    fn new(config: ChatConfig) -> World {
+        let directory = Arc::new(Directory::default());
+        let shard = || {
+            (
+                Rooms::new(config, Arc::clone(&directory)),
+                Recorder::default(),
+            )
+        };
+        World {
+            shards: [shard(), shard()],
+        }
+    }
+
+    fn open(&mut self, shard: usize, n: u64, encoding: Encoding) -> ConnId {
+        let id = ConnId(n);
+        let (rooms, out) = &mut self.shards[shard];
+        rooms.open(out, id, encoding);
+        id
+    }
+
+    /// Feeds `data`, then carries posted messages to the other shard.
+    fn input(&mut self, shard: usize, id: ConnId, data: &[u8]) -> usize {
+        let (rooms, out) = &mut self.shards[shard];
+        let used = rooms.input(out, id, data, now());
+        self.carry();
+        used
+    }
+
+    fn close(&mut self, shard: usize, id: ConnId) {
+        let (rooms, out) = &mut self.shards[shard];
+        rooms.closed(out, id, now());
+        self.carry();
+    }
+
+    fn carry(&mut self) {
+        for from in 0..2 {
+            while let Some(message) = self.shards[from].1.posted.pop_front() {
+                let (rooms, out) = &mut self.shards[1 - from];
+                rooms.remote(out, message);
+            }
+        }
+    }
+
+    /// Everything sent to `id` since the last call.
+    fn take(&mut self, shard: usize, id: ConnId) -> Vec<u8> {
+        self.shards[shard].1.sent.remove(&id).unwrap_or_default()
+    }
+
+    /// What a JSON member received since the last call, as messages.
+    fn json(&mut self, shard: usize, id: ConnId) -> Vec<ChatLine> {
+        let bytes = self.take(shard, id);
+        let codec = NdjsonCodec::<ChatLine>::new(1 << 20);
+        let mut rest = &bytes[..];
+        let mut got = Vec::new();
+        while let Some((line, used)) = codec.decode(rest).unwrap() {
+            got.push(line);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "a partial line: {rest:?}");
+        got
+    }
+
+    /// What a protobuf member received since the last call.
+    fn proto(&mut self, shard: usize, id: ConnId) -> Vec<ChatMessage> {
+        let bytes = self.take(shard, id);
+        let codec = LengthDelimited::new(1 << 20);
+        let mut rest = &bytes[..];
+        let mut got = Vec::new();
+        while let Some((message, used)) = codec.decode(rest).unwrap() {
+            got.push(message);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "a partial frame: {rest:?}");
+        got
+    }
+
+    fn closed(&self, shard: usize, id: ConnId) -> bool {
+        self.shards[shard].1.closed.contains(&id)
+    }
+}
+
+fn line(content: &str) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&serde_json::json!({ "content": content })).unwrap();
+    out.push(b'\n');
+    out
+}
+
+fn frame(content: &str) -> Vec<u8> {
+    let message = ChatMessage {
+        content: content.into(),
+        ..ChatMessage::default()
+    };
+    let mut out = Vec::new();
+    LengthDelimited::encode(&message, &mut out).unwrap();
+    out
+}
+
+fn contents(lines: &[ChatLine]) -> Vec<(&str, &str)> {
+    lines
+        .iter()
+        .map(|l| (l.from.as_str(), l.content.as_str()))
+        .collect()
+}
+
+const HELP: &str = super::command::HELP;
+
+/// ann (JSON, shard 0) and bob (protobuf, shard 1), both named, inboxes empty.
+fn ann_and_bob() -> (World, ConnId, ConnId) {
+    let mut world = World::new(ChatConfig::default());
+    let ann = world.open(0, 1, Encoding::Json);
+    assert_eq!(world.take(0, ann), PROMPT.as_bytes());
+    assert_eq!(world.input(0, ann, b"ann\n"), 4);
+    let bob = world.open(1, 1, Encoding::Protobuf);
+    let prompt = world.proto(1, bob);
+    assert_eq!(prompt.len(), 1);
+    assert_eq!(
+        (prompt[0].from.as_str(), prompt[0].content.as_str()),
+        ("System", PROMPT)
+    );
+    let name = frame("bob");
+    assert_eq!(world.input(1, bob, &name), name.len());
+    world.take(0, ann);
+    world.take(1, bob);
+    (world, ann, bob)
+}
+
+#[test]
+fn welcome_then_join_notice_across_shards_and_encodings() {
+    let mut world = World::new(ChatConfig::default());
+    let ann = world.open(0, 1, Encoding::Json);
+    world.take(0, ann);
+    world.input(0, ann, b"  ann \r\n");
+    let welcome = format!("Welcome, ann! You are in lobby, alone so far. {HELP}");
+    let got = world.json(0, ann);
+    assert_eq!(contents(&got), [("System", welcome.as_str())]);
+    assert_eq!(got[0].time, "12:34:56");
+
+    let bob = world.open(1, 1, Encoding::Protobuf);
+    world.take(1, bob);
+    world.input(1, bob, &frame("bob"));
+    let got = world.proto(1, bob);
+    let welcome = format!("Welcome, bob! You are in lobby with 1 other. {HELP}");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].content.as_str(), got[0].room.as_str()),
+        (welcome.as_str(), "lobby")
+    );
+    assert_eq!(
+        contents(&world.json(0, ann)),
+        [("System", "bob joined lobby")]
+    );
+}
+
+#[test]
+fn messages_reach_others_in_their_encoding_never_the_sender() {
+    let (mut world, ann, bob) = ann_and_bob();
+    let carol = world.open(0, 2, Encoding::Json);
+    world.input(0, carol, b"carol\n");
+    world.take(0, ann);
+    world.take(1, bob);
+    world.take(0, carol);
+
+    // Client-set `from`, `time` and extra fields are ignored.
+    world.input(
+        0,
+        ann,
+        b"{\"from\":\"bob\",\"time\":\"x\",\"content\":\"hi all\",\"x\":1}\n",
+    );
+    world.input(1, bob, &frame("hi ann"));
+    assert_eq!(contents(&world.json(0, ann)), [("bob", "hi ann")]);
+    assert_eq!(
+        contents(&world.json(0, carol)),
+        [("ann", "hi all"), ("bob", "hi ann")]
+    );
+    let got = world.proto(1, bob);
+    let want = ChatMessage {
+        from: "ann".into(),
+        content: "hi all".into(),
+        time: "12:34:56".into(),
+        room: "lobby".into(),
+    };
+    assert_eq!(got, [want]);
+    // Empty content is no message at all.
+    world.input(0, ann, &line(""));
+    assert!(world.take(0, carol).is_empty() && world.take(1, bob).is_empty());
+}
+
+#[test]
+fn rooms_join_list_leave() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.input(0, ann, &line("/join den"));
+    assert_eq!(
+        contents(&world.json(0, ann)),
+        [("System", "You are in den, alone so far.")]
+    );
+    let got = world.proto(1, bob);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].content, "ann left lobby");
+
+    world.input(1, bob, &frame("lobby only"));
+    assert!(world.json(0, ann).is_empty(), "ann left the lobby");
+    world.input(1, bob, &frame("/join den"));
+    assert_eq!(
+        contents(&world.json(0, ann)),
+        [("System", "bob joined den")]
+    );
+    world.input(0, ann, &line("in the den"));
+    assert_eq!(world.proto(1, bob).last().unwrap().content, "in the den");
+
+    world.input(1, bob, &frame("/list"));
+    world.input(1, bob, &frame("/rooms"));
+    let got: Vec<String> = world.proto(1, bob).into_iter().map(|m| m.content).collect();
+    assert_eq!(got, ["2 in den: ann, bob", "1 rooms: den (2)"]);
+
+    world.input(0, ann, &line("/leave"));
+    world.input(0, ann, &line("/leave"));
+    world.input(0, ann, &line("/join lobby"));
+    world.input(0, ann, &line("/join bad room"));
+    world.input(0, ann, &line("/join caf\u{e9}"));
+    world.input(0, ann, &line("/dance"));
+    let want = [
+        "You are in lobby, alone so far.",
+        "you are in the lobby already; /quit leaves the chat",
+        "you are in lobby already",
+        &format!("error: unknown command \"/join bad room\"; {HELP}"),
+        "error: room names are 1 to 32 of A-Z a-z 0-9 _ - .",
+        &format!("error: unknown command \"/dance\"; {HELP}"),
+    ];
+    let got = world.json(0, ann);
+    assert_eq!(
+        got.iter().map(|l| l.content.as_str()).collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(world.proto(1, bob)[0].content, "ann left den");
+    assert!(!world.closed(0, ann), "mistyped commands are not strikes");
+}
+
+#[test]
+fn taken_and_blank_names() {
+    let (mut world, _ann, bob) = ann_and_bob();
+    let ann2 = world.open(1, 2, Encoding::Json);
+    world.take(1, ann2);
+    world.input(1, ann2, b"ann\n");
+    let got = world.json(1, ann2);
+    let want = format!(
+        "Welcome, ann-2! ann is taken, so you are ann-2. You are in lobby with 2 others. {HELP}"
+    );
+    assert_eq!(got[0].content, want);
+    assert_eq!(world.proto(1, bob)[0].content, "ann-2 joined lobby");
+
+    let system = world.open(1, 3, Encoding::Json);
+    world.take(1, system);
+    world.input(1, system, b"System\n");
+    assert!(world.json(1, system)[0]
+        .content
+        .starts_with("Welcome, System-2! System is taken"));
+    let guest = world.open(1, 4, Encoding::Json);
+    world.take(1, guest);
+    world.input(1, guest, b"\n");
+    assert!(world.json(1, guest)[0]
+        .content
+        .starts_with("Welcome, guest-1! You are in"));
+}
+
+#[test]
+fn bad_names_are_struck_and_prompted_again() {
+    let mut world = World::new(ChatConfig::default());
+    let ann = world.open(0, 1, Encoding::Json);
+    world.take(0, ann);
+    world.input(
+        0,
+        ann,
+        &[b'x'; 40].iter().chain(b"\n").copied().collect::<Vec<_>>(),
+    );
+    let bytes = world.take(0, ann);
+    let error = b"{\"from\":\"System\",\"content\":\"error: usernames are 1 to 32 bytes without control characters\",\"time\":\"12:34:56\"}\n";
+    assert_eq!(bytes, [&error[..], PROMPT.as_bytes()].concat());
+    world.input(0, ann, b"ann\n");
+    assert!(world.json(0, ann)[0].content.starts_with("Welcome, ann!"));
+}
+
+#[test]
+fn strikes_then_disconnect_with_a_leave_notice() {
+    let config = ChatConfig {
+        max_errors: 3,
+        max_content: 8,
+        ..ChatConfig::default()
+    };
+    let mut world = World::new(config);
+    let ann = world.open(0, 1, Encoding::Json);
+    let bob = world.open(1, 1, Encoding::Protobuf);
+    world.input(0, ann, b"ann\n");
+    world.input(1, bob, &frame("bob"));
+    world.take(0, ann);
+    world.take(1, bob);
+
+    let bad = [
+        b"{nope\n".to_vec(),
+        line("123456789"),
+        b"[1]\n".to_vec(),
+        line("unread"),
+    ];
+    let all = bad.concat();
+    assert_eq!(
+        world.input(0, ann, &all),
+        all.len(),
+        "input after the close is dropped"
+    );
+    let got = world.json(0, ann);
+    let errors: Vec<&str> = got.iter().map(|l| l.content.as_str()).collect();
+    assert_eq!(errors.len(), 4);
+    assert!(
+        errors[0].starts_with("error: invalid message: key must be a string"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[1],
+        "error: message of 9 bytes is over the 8-byte limit"
+    );
+    assert!(
+        errors[2].starts_with("error: invalid message: invalid type: integer"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[3], "3 invalid messages: disconnecting");
+    assert!(world.closed(0, ann));
+    let got = world.proto(1, bob);
+    assert_eq!(got.len(), 1, "bob saw none of ann's bad input");
+    assert_eq!(got[0].content, "ann left lobby");
+    // The shard's close callback comes later and finds nothing to do.
+    world.close(0, ann);
+    assert!(world.proto(1, bob).is_empty());
+}
+
+#[test]
+fn protobuf_errors_bad_body_then_oversized_frame() {
+    let config = ChatConfig {
+        max_frame: 64,
+        ..ChatConfig::default()
+    };
+    let mut world = World::new(config);
+    let bob = world.open(1, 1, Encoding::Protobuf);
+    world.input(1, bob, &frame("bob"));
+    world.take(1, bob);
+    // A complete frame whose string field claims 5 bytes but holds 2,
+    // then a good frame: one error, then the message goes through.
+    let mut data = vec![0x04, 0x12, 0x05, b'h', b'i'];
+    data.extend(frame("/help"));
+    assert_eq!(world.input(1, bob, &data), data.len());
+    let got: Vec<String> = world.proto(1, bob).into_iter().map(|m| m.content).collect();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got[0].starts_with("error: invalid message: failed to decode"),
+        "{got:?}"
+    );
+    assert_eq!(got[1], HELP);
+    // A prefix declaring 65 bytes: refused before the body arrives.
+    assert_eq!(world.input(1, bob, &[65]), 1);
+    let got = world.proto(1, bob);
+    let want = "error: frame of 65 bytes exceeds the 64-byte limit; disconnecting";
+    assert_eq!(got[0].content, want);
+    assert!(world.closed(1, bob));
+    // A truncated frame just waits (the core's frame timeout ends it).
+    let carol = world.open(1, 2, Encoding::Protobuf);
+    world.take(1, carol);
+    assert_eq!(world.input(1, carol, &frame("carol")[..3]), 0);
+    assert!(world.take(1, carol).is_empty());
+}
+
+#[test]
+fn over_long_json_line_disconnects() {
+    let config = ChatConfig {
+        max_frame: 32,
+        ..ChatConfig::default()
+    };
+    let mut world = World::new(config);
+    let ann = world.open(0, 1, Encoding::Json);
+    world.take(0, ann);
+    // Still naming: a 1 MiB username line is cut off at 32 bytes.
+    let long = vec![b'a'; 1 << 20];
+    assert_eq!(world.input(0, ann, &long), long.len());
+    let got = world.json(0, ann);
+    assert_eq!(
+        contents(&got),
+        [("System", "error: no newline within 32 bytes; disconnecting")]
+    );
+    assert!(world.closed(0, ann));
+}
+
+#[test]
+fn quit_and_close_tell_the_room() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.input(0, ann, &line("/quit"));
+    assert_eq!(contents(&world.json(0, ann)), [("System", "goodbye")]);
+    assert!(world.closed(0, ann));
+    assert_eq!(world.proto(1, bob)[0].content, "ann left lobby");
+    world.close(0, ann);
+
+    let carol = world.open(0, 2, Encoding::Json);
+    world.input(0, carol, b"carol\n");
+    world.take(0, carol);
+    world.proto(1, bob);
+    world.close(1, bob);
+    assert_eq!(
+        contents(&world.json(0, carol)),
+        [("System", "bob left lobby")]
+    );
+    // The name is free again.
+    let bob2 = world.open(0, 3, Encoding::Json);
+    world.take(0, bob2);
+    world.input(0, bob2, b"bob\n");
+    assert!(world.json(0, bob2)[0]
+        .content
+        .starts_with("Welcome, bob! You are in lobby with 1 other"));
+}
+
+#[test]
+fn a_full_inbox_is_reported_to_the_sender() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.shards[0].1.inbox_full = true;
+    world.input(0, ann, &line("lost"));
+    let got = world.json(0, ann);
+    let want = "error: the server is busy: members on another shard missed that";
+    assert_eq!(contents(&got), [("System", want)]);
+    // The recorder still carried it; a real full inbox would not have.
+    assert_eq!(world.proto(1, bob)[0].content, "lost");
+}
+
+#[test]
+fn every_split_of_the_input_gives_the_same_result() {
+    let mut data = b"ann\n".to_vec();
+    data.extend(line("one"));
+    data.extend(b"{bad\n");
+    data.extend(line("two"));
+    let whole = {
+        let (mut world, bob) = split_world();
+        let ann = world.open(0, 7, Encoding::Json);
+        world.input(0, ann, &data);
+        (world.take(0, ann), world.proto(1, bob))
+    };
+    for cut in 0..=data.len() {
+        let (mut world, bob) = split_world();
+        let ann = world.open(0, 7, Encoding::Json);
+        let used = world.input(0, ann, &data[..cut]);
+        let mut rest = data[used..cut].to_vec();
+        rest.extend_from_slice(&data[cut..]);
+        assert_eq!(world.input(0, ann, &rest), rest.len(), "cut {cut}");
+        assert_eq!(
+            (world.take(0, ann), world.proto(1, bob)),
+            whole,
+            "cut {cut}"
+        );
+    }
+}
+
+fn split_world() -> (World, ConnId) {
+    let mut world = World::new(ChatConfig::default());
+    let bob = world.open(1, 1, Encoding::Protobuf);
+    world.input(1, bob, &frame("bob"));
+    world.take(1, bob);
+    (world, bob)
+}
