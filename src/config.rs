@@ -54,6 +54,12 @@ pub struct ServerConfig {
     pub output_soft_for: Option<Duration>,
     /// How long a graceful shutdown waits for connections to flush (5 s).
     pub drain_timeout: Duration,
+    /// How long a connection its service closed waits, after our FIN, for
+    /// the peer's (2 s; `None`: close right after the FIN). Input is read
+    /// and discarded meanwhile: closing a socket with unread input sends a
+    /// reset, which can destroy the reply the peer has not read yet (the
+    /// error explaining why it was closed).
+    pub close_linger: Option<Duration>,
     /// Resolution of the timer wheel (1 ms): deadlines fire at most this
     /// much (plus the loop's own latency) after they pass.
     pub timer_tick: Duration,
@@ -94,6 +100,7 @@ impl Default for ServerConfig {
             output_soft_limit: 256 * 1024,
             output_soft_for: Some(Duration::from_secs(10)),
             drain_timeout: Duration::from_secs(5),
+            close_linger: Some(Duration::from_secs(2)),
             timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
             udp_batch: 32,
@@ -145,6 +152,7 @@ impl ServerConfig {
             self.frame_timeout,
             self.write_timeout,
             self.output_soft_for,
+            self.close_linger,
         ];
         if timeouts.into_iter().flatten().any(|t| t > longest) {
             return fail("timeouts must be at most 24 days");

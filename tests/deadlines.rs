@@ -275,3 +275,78 @@ fn shutdown_closes_a_connection_that_never_finishes_at_the_drain_deadline() {
     );
     assert_eq!(handle.stats().closed_shutdown, 1);
 }
+
+/// Answers the first bytes with "bye" and closes.
+struct Bye;
+
+impl TcpService for Bye {
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        conn.send(b"bye\n");
+        conn.close();
+        data.len()
+    }
+}
+
+fn bye_server(close_linger: Option<Duration>) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        close_linger,
+        ..only(0, 0, 0)
+    };
+    let server = Server::builder()
+        .config(config)
+        .tcp(any, || Bye)
+        .build()
+        .unwrap();
+    Running::start(server)
+}
+
+#[test]
+fn a_closing_connection_reads_on_so_a_peer_still_sending_gets_the_reply() {
+    const SENT: usize = 64 << 20;
+    let server = bye_server(Some(Duration::from_secs(5)));
+    let mut client = connect(server.tcp[0]);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        thread::spawn(move || {
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..SENT / chunk.len() {
+                client.write_all(&chunk)?;
+            }
+            client.shutdown(std::net::Shutdown::Write)
+        })
+    };
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye\n");
+    // Closing with input unread would have reset the connection under the
+    // writer (and could have destroyed the reply).
+    writer
+        .join()
+        .unwrap()
+        .expect("the server read on until our FIN");
+    let handle = server.handle.clone();
+    wait_until("the close", || handle.stats().closed_service == 1);
+    assert_eq!(handle.stats().tcp_bytes_in, SENT as u64);
+}
+
+#[test]
+fn the_linger_ends_for_a_peer_that_never_closes() {
+    let linger = Duration::from_millis(300);
+    let server = bye_server(Some(linger));
+    let mut client = connect(server.tcp[0]);
+    client.write_all(b"x").unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap(); // our FIN's arrival
+    let fin = Instant::now();
+    assert_eq!(got, b"bye\n");
+    let handle = server.handle.clone();
+    wait_until("the linger's end", || handle.stats().closed_service == 1);
+    let waited = fin.elapsed();
+    assert!(
+        waited + Duration::from_millis(5) >= linger,
+        "early: {waited:?}"
+    );
+    assert!(waited < linger + SLACK, "late: {waited:?}");
+    drop(client);
+}

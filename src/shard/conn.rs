@@ -26,7 +26,8 @@ impl Flags {
     pub(crate) const READ_PAUSED: Flags = Flags(1);
     /// The peer closed its sending side.
     pub(crate) const PEER_EOF: Flags = Flags(1 << 1);
-    /// The service asked to close once output is flushed.
+    /// The service asked to close: output is flushed, FIN sent, then input
+    /// discarded until the peer's EOF or the linger deadline.
     pub(crate) const CLOSE_REQUESTED: Flags = Flags(1 << 2);
     /// A socket error: close at once, nothing more can be sent.
     pub(crate) const FAILED: Flags = Flags(1 << 3);
@@ -50,10 +51,10 @@ impl Flags {
     /// Pending output passed the hard limit: close at once.
     pub(crate) const OUTPUT_OVERFLOW: Flags = Flags(1 << 11);
 
-    /// States in which no more input is delivered to the service.
-    const NO_DELIVERY: Flags = Flags(
-        Self::PEER_EOF.0 | Self::CLOSE_REQUESTED.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0,
-    );
+    /// States in which the socket is no longer read.
+    const NO_READ: Flags = Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0);
+    /// States in which input is read only to be discarded.
+    pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
 
     pub(crate) fn any(self, other: Flags) -> bool {
         self.0 & other.0 != 0
@@ -83,6 +84,7 @@ pub(crate) struct ConnLimits {
     pub(crate) frame_ms: Option<u32>,
     pub(crate) write_ms: Option<u32>,
     pub(crate) over_soft_ms: Option<u32>,
+    pub(crate) linger_ms: Option<u32>,
 }
 
 impl ConnLimits {
@@ -96,6 +98,7 @@ impl ConnLimits {
             frame_ms: ms(config.frame_timeout),
             write_ms: ms(config.write_timeout),
             over_soft_ms: ms(config.output_soft_for),
+            linger_ms: Some(config.close_linger.map_or(0, |t| t.as_millis() as u32 + 1)),
         }
     }
 }
@@ -171,17 +174,16 @@ impl Connection {
         if self.io.write_buffered() > 0 {
             return None;
         }
-        if flags.any(Flags::PEER_EOF) {
-            return Some(if flags.any(Flags::DRAINING) {
-                CloseReason::Shutdown
-            } else {
-                CloseReason::PeerClosed
-            });
+        if !flags.any(Flags::PEER_EOF) {
+            return None; // a closing connection lingers for the peer's EOF
         }
-        if flags.any(Flags::CLOSE_REQUESTED) {
-            return Some(CloseReason::Service);
-        }
-        None
+        Some(if flags.any(Flags::CLOSE_REQUESTED) {
+            CloseReason::Service
+        } else if flags.any(Flags::DRAINING) {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::PeerClosed
+        })
     }
 }
 
@@ -343,14 +345,15 @@ pub(crate) fn read_ready(
     res: &mut Resources,
     config: &ServerConfig,
 ) -> ReadOutcome {
-    let draining = conns[key].io.flags.any(Flags::DRAINING);
     let mut budget = config.read_budget;
     loop {
         let conn = &mut conns[key];
-        if conn.io.flags.any(Flags::NO_DELIVERY) {
+        if conn.io.flags.any(Flags::NO_READ) {
             return ReadOutcome::Stopped;
         }
-        if !draining {
+        // The service may have closed the connection in the last callback.
+        let discarding = conn.io.flags.any(Flags::DISCARDING);
+        if !discarding {
             if conn.io.flags.any(Flags::READ_PAUSED) {
                 return ReadOutcome::Stopped;
             }
@@ -384,7 +387,7 @@ pub(crate) fn read_ready(
                 budget -= n;
                 let now_ms = res.timers.now_ms();
                 conn.io.deadlines.io(now_ms);
-                let consumed = if draining {
+                let consumed = if discarding {
                     res.stats.tcp_bytes_discarded.add(n as u64);
                     buf.len()
                 } else {

@@ -115,14 +115,18 @@ impl<'a> ConnContext<'a> {
         send_to(self.conns, self.res, id, bytes)
     }
 
-    /// Closes the connection once everything sent so far is flushed. No
-    /// more input is delivered.
+    /// Closes the connection: everything sent so far is flushed, then our
+    /// FIN goes out. No more input is delivered; what still arrives is
+    /// read and discarded until the peer's FIN, or for at most
+    /// `ServerConfig::close_linger`, so the peer reads the last reply
+    /// rather than losing it to the reset that closing a socket with unread
+    /// input sends.
     pub fn close(&mut self) {
         self.conns[self.key].io.flags.set(Flags::CLOSE_REQUESTED);
     }
 
-    /// Closes another connection on this shard once it is flushed; false if
-    /// it is already gone.
+    /// Closes another connection on this shard as [`close`](Self::close)
+    /// does; false if it is already gone.
     pub fn close_conn(&mut self, id: ConnId) -> bool {
         if id == self.id {
             self.close();

@@ -103,9 +103,12 @@ pub(crate) struct Deadlines {
     frame_since: u32,
     write_since: u32,
     over_soft_since: u32,
+    linger_since: u32,
     frame_open: bool,
     write_stalled: bool,
     over_soft: bool,
+    /// Our FIN is sent after the service closed: waiting for the peer's.
+    lingering: bool,
     /// A deadline appeared since the shard last looked, possibly earlier
     /// than the armed timer.
     moved_earlier: bool,
@@ -157,6 +160,16 @@ impl Deadlines {
         self.over_soft = over_soft;
     }
 
+    /// Our FIN went out after the service closed the connection: the
+    /// linger clock starts, once; input that keeps coming does not reset it.
+    pub(crate) fn linger(&mut self, now_ms: u32) {
+        if !self.lingering {
+            self.lingering = true;
+            self.linger_since = now_ms;
+            self.moved_earlier = true;
+        }
+    }
+
     /// Whether a deadline appeared since the last call.
     pub(crate) fn take_moved_earlier(&mut self) -> bool {
         std::mem::take(&mut self.moved_earlier)
@@ -182,6 +195,11 @@ impl Deadlines {
                 self.over_soft.then_some(self.over_soft_since),
                 limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
+            ),
+            (
+                self.lingering.then_some(self.linger_since),
+                limits.linger_ms,
+                CloseReason::Service,
             ),
         ];
         let mut earliest: Option<u32> = None;

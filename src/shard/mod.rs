@@ -294,8 +294,11 @@ impl Shard {
     /// than its earliest deadline.
     fn settle(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.io.flags.any(Flags::DRAINING) {
+        if conn.io.flags.any(Flags::DISCARDING) {
             conn.io.shut_write_when_flushed();
+        }
+        if conn.io.flags.any(Flags::CLOSE_REQUESTED) && conn.io.flags.any(Flags::WRITE_SHUT) {
+            conn.io.deadlines.linger(self.res.timers.now_ms());
         }
         if let Some(reason) = conn.close_reason() {
             return self.close(key, reason);
@@ -330,8 +333,11 @@ impl Shard {
         if !deadlines.take_moved_earlier() && deadlines.timer.is_some() {
             return;
         }
-        let Some(Due::In(left)) = deadlines.due(self.res.timers.now_ms(), &self.res.limits) else {
-            return; // none enabled, or expired: its timer is already due
+        let left = match deadlines.due(self.res.timers.now_ms(), &self.res.limits) {
+            None => return,
+            Some(Due::In(left)) => left,
+            Some(Due::Expired(_)) if deadlines.timer.is_some() => return, // its timer is due
+            Some(Due::Expired(_)) => Duration::ZERO, // born expired (a zero linger)
         };
         let armed = deadlines
             .timer
