@@ -7,14 +7,15 @@
 //! socket.
 //!
 //! ```text
-//!             CLI (main.rs)                     sockloop serve
+//!             CLI (main.rs)                     sockloop serve | chat
+//!             client/                           blocking clients (chat), on std sockets
 //!                   |
 //!             Server (server.rs)                builds shards, runs, stops
 //!                   |
 //!             Shard (shard/)                    owns Poll, the slab, listeners,
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
-//!             services/  service.rs             echo, json, the service API
+//!             services/  service.rs             echo, json, chat, the service API
 //!             timer/  codec/                    timer wheel, frame decoders (pure: bytes and time in)
 //!             net/                              socket2 setup, buffers, batched UDP,
 //!                                               sys.rs: the only `unsafe`
@@ -35,6 +36,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod codec;
 pub mod config;
 mod error;

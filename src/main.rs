@@ -11,8 +11,10 @@ use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use sockloop::client::chat::{display, ChatClient};
 use sockloop::config::{parse_duration, parse_size};
 use sockloop::net::sys::raise_nofile_limit;
+use sockloop::services::chat::{Chat, ChatConfig, Encoding};
 use sockloop::{services, Error, Handle, Server, ServerConfig};
 
 #[derive(Parser)]
@@ -27,13 +29,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (with no listener flags: TCP and UDP echo on 127.0.0.1:7000).
+    /// Run the server (with no listener flags: TCP and UDP echo on 127.0.0.1:7000, chat on
+    /// 7001, chat-proto on 7002, json on 7003).
     Serve(ServeArgs),
+    /// Join a chat room: stdin lines become messages, received ones print as
+    /// `[HH:MM:SS from]: content`.
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// The server's chat listener (chat-proto's with --proto).
+    #[arg(value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Username (default: asked on stdin; blank: the server picks one).
+    #[arg(long)]
+    name: Option<String>,
+    /// Speak protobuf (a chat-proto listener) instead of JSON lines.
+    #[arg(long)]
+    proto: bool,
 }
 
 #[derive(Args)]
 struct ServeArgs {
-    /// A TCP listener, ADDR[=SERVICE] (services: echo, json); repeatable.
+    /// A TCP listener, ADDR[=SERVICE] (services: echo, json, chat, chat-proto); repeatable.
     #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
     tcp: Vec<Listen>,
     /// A UDP socket, ADDR[=SERVICE] (services: echo); repeatable.
@@ -77,6 +96,22 @@ struct ServeArgs {
     /// How long a graceful shutdown waits for connections to flush.
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     drain_timeout: Duration,
+    /// Pending output that disconnects a connection at once: a chat member that does not
+    /// keep up with its room. Applies to every TCP connection.
+    #[arg(long, value_parser = parse_size, default_value = "1MiB", value_name = "SIZE")]
+    chat_out_hard: usize,
+    /// Pending output that disconnects a connection held above it for --chat-out-soft-secs.
+    #[arg(long, value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    chat_out_soft: usize,
+    /// How long output may stay above --chat-out-soft (seconds, or e.g. 500ms); 0 disables.
+    #[arg(long, value_parser = parse_secs, default_value = "10", value_name = "SECS")]
+    chat_out_soft_secs: Duration,
+    /// Invalid messages after which a chat member is disconnected.
+    #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
+    chat_max_errors: u32,
+    /// Longest chat message content.
+    #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
+    chat_max_content: usize,
 }
 
 /// `ADDR[=SERVICE]`, as given on the command line.
@@ -111,6 +146,7 @@ fn main() -> ExitCode {
     logger.init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Chat(args) => chat(args).map_err(Error::Io),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,9 +159,12 @@ fn main() -> ExitCode {
 
 fn serve(mut args: ServeArgs) -> Result<(), Error> {
     if args.tcp.is_empty() && args.udp.is_empty() {
-        let default: Listen = "127.0.0.1:7000".parse().expect("a valid address");
-        args.tcp.push(default.clone());
-        args.udp.push(default);
+        let default = |text: &str| text.parse::<Listen>().expect("a valid listener");
+        args.tcp.push(default("127.0.0.1:7000"));
+        args.tcp.push(default("127.0.0.1:7001=chat"));
+        args.tcp.push(default("127.0.0.1:7002=chat-proto"));
+        args.tcp.push(default("127.0.0.1:7003=json"));
+        args.udp.push(default("127.0.0.1:7000"));
     }
     let mut config = ServerConfig::default();
     if let Some(shards) = args.shards {
@@ -142,15 +181,47 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.frame_timeout = enabled(args.frame_timeout);
     config.write_timeout = enabled(args.write_timeout);
     config.drain_timeout = args.drain_timeout;
+    config.output_hard_limit = args.chat_out_hard;
+    config.output_soft_limit = args.chat_out_soft;
+    config.output_soft_for = enabled(args.chat_out_soft_secs);
+    let chat = ChatConfig {
+        max_errors: args.chat_max_errors,
+        max_content: args.chat_max_content,
+        ..ChatConfig::default()
+    };
 
     let max_line = config.max_read_buffer;
     let mut builder = Server::builder().config(config);
+    // The order listeners are added in, which `tcp_addrs` follows.
+    let mut tcp_order = Vec::new();
+    let mut chat_group = (Vec::new(), Vec::new());
     for listen in &args.tcp {
-        builder = match listen.service.as_str() {
-            "echo" => builder.tcp(listen.addr, || services::Echo),
-            "json" => builder.tcp(listen.addr, move || services::JsonEcho::new(max_line)),
+        let encoding = match listen.service.as_str() {
+            "echo" => {
+                builder = builder.tcp(listen.addr, || services::Echo);
+                None
+            }
+            "json" => {
+                builder = builder.tcp(listen.addr, move || services::JsonEcho::new(max_line));
+                None
+            }
+            "chat" => Some(Encoding::Json),
+            "chat-proto" => Some(Encoding::Protobuf),
             other => return Err(unknown_service("tcp", other)),
         };
+        match encoding {
+            // Every chat listener joins one group: one set of rooms.
+            Some(encoding) => {
+                chat_group.0.push(listen.addr);
+                chat_group.1.push(encoding);
+            }
+            None => tcp_order.push(listen),
+        }
+    }
+    if !chat_group.0.is_empty() {
+        builder = builder.tcp_group(&chat_group.0, Chat::maker(chat, &chat_group.1));
+        let chats = args.tcp.iter().filter(|l| l.service.starts_with("chat"));
+        tcp_order.extend(chats);
     }
     for listen in &args.udp {
         builder = match listen.service.as_str() {
@@ -165,7 +236,7 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     let server = builder.build()?;
 
     let mut stdout = std::io::stdout().lock();
-    for (listen, addr) in args.tcp.iter().zip(server.tcp_addrs()) {
+    for (listen, addr) in tcp_order.iter().zip(server.tcp_addrs()) {
         let _ = writeln!(stdout, "listening tcp {addr} {}", listen.service);
     }
     for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
@@ -180,13 +251,59 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `sockloop chat`: this thread prints what arrives; another sends stdin.
+/// The server closing the connection (after `/quit`, or end of input)
+/// ends it.
+fn chat(args: ChatArgs) -> std::io::Result<()> {
+    let encoding = match args.proto {
+        true => Encoding::Protobuf,
+        false => Encoding::Json,
+    };
+    let name = match args.name {
+        Some(name) => name,
+        None => {
+            print!("Enter your username: ");
+            std::io::stdout().flush()?;
+            let mut name = String::new();
+            std::io::stdin().read_line(&mut name)?;
+            name
+        }
+    };
+    let (mut client, welcome) = ChatClient::connect(args.addr, encoding, &name)?;
+    println!("{}", display(&welcome));
+    let mut sender = client.try_clone()?;
+    // Not joined: it may be blocked on stdin when the server hangs up.
+    std::thread::spawn(move || -> std::io::Result<()> {
+        for line in std::io::stdin().lines() {
+            sender.send(&line?)?;
+        }
+        sender.shutdown() // end of input: leave the room
+    });
+    while let Some(message) = client.recv()? {
+        println!("{}", display(&message));
+    }
+    Ok(())
+}
+
 /// A timeout flag: `0` disables it.
 fn enabled(timeout: Duration) -> Option<Duration> {
     (!timeout.is_zero()).then_some(timeout)
 }
 
+/// Whole seconds (`10`), or any duration (`500ms`).
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(text),
+    }
+}
+
 fn unknown_service(proto: &str, name: &str) -> Error {
-    let known = if proto == "tcp" { "echo, json" } else { "echo" };
+    let known = if proto == "tcp" {
+        "echo, json, chat, chat-proto"
+    } else {
+        "echo"
+    };
     Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
 }
 

@@ -1,0 +1,3 @@
+//! Clients for sockloop's services.
+
+pub mod chat;
