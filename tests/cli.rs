@@ -184,3 +184,102 @@ fn running_out_of_descriptors_pauses_accepting_then_recovers() {
         "no pause was logged: {stderr}"
     );
 }
+
+/// Reads one line of a child's output.
+fn next_line(out: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.trim_end_matches('\n').to_owned()
+}
+
+/// `[HH:MM:SS from]: content` with any time: `(from, content)`.
+fn parse_shown(line: &str) -> (String, String) {
+    let (head, content) = line.split_once("]: ").unwrap_or_else(|| panic!("{line:?}"));
+    let (time, from) = head.trim_start_matches('[').split_once(' ').unwrap();
+    let digits = time
+        .split(':')
+        .all(|t| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit()));
+    assert!(digits && time.len() == 8, "not HH:MM:SS in {line:?}");
+    (from.to_owned(), content.to_owned())
+}
+
+fn spawn_chat(args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(BIN)
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+#[test]
+fn chat_clients_of_both_encodings_talk_through_serve() {
+    let mut server = spawn_serve(&[
+        "--tcp",
+        "127.0.0.1:0=chat",
+        "--tcp",
+        "127.0.0.1:0=chat-proto",
+        "--shards",
+        "1",
+    ]);
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut listening = |service: &str| {
+        let line = next_line(&mut stdout);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (fields[0], fields[1], fields[3]),
+            ("listening", "tcp", service)
+        );
+        fields[2].to_owned()
+    };
+    let (json, proto) = (listening("chat"), listening("chat-proto"));
+
+    let (mut ann, mut ann_out) = spawn_chat(&[&json, "--name", "ann"]);
+    let (from, welcome) = parse_shown(&next_line(&mut ann_out));
+    assert_eq!(from, "System");
+    assert!(
+        welcome.starts_with("Welcome, ann! You are in lobby, alone so far."),
+        "{welcome}"
+    );
+    let (mut bob, mut bob_out) = spawn_chat(&[&proto, "--proto", "--name", "bob"]);
+    assert!(parse_shown(&next_line(&mut bob_out))
+        .1
+        .starts_with("Welcome, bob!"));
+    let notice = parse_shown(&next_line(&mut ann_out));
+    assert_eq!(notice, ("System".into(), "bob joined lobby".into()));
+
+    // A control character from the network is shown escaped.
+    let mut ann_in = ann.stdin.take().unwrap();
+    ann_in.write_all(b"hello bob \x1b[2J\n").unwrap();
+    let shown = parse_shown(&next_line(&mut bob_out));
+    assert_eq!(shown, ("ann".into(), r"hello bob \u{1b}[2J".into()));
+
+    let mut bob_in = bob.stdin.take().unwrap();
+    bob_in.write_all(b"/quit\n").unwrap();
+    assert_eq!(parse_shown(&next_line(&mut bob_out)).1, "goodbye");
+    assert_eq!(
+        finish(bob).status.code(),
+        Some(0),
+        "the server's close ends the client"
+    );
+    assert_eq!(parse_shown(&next_line(&mut ann_out)).1, "bob left lobby");
+    drop(ann_in); // end of input: ann leaves
+    assert_eq!(finish(ann).status.code(), Some(0));
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(finish(server).status.code(), Some(0));
+}
+
+#[test]
+fn chat_output_limits_are_checked_at_startup() {
+    let output = serve(&["--tcp", "127.0.0.1:0=chat", "--chat-out-hard", "64KiB"]);
+    assert_usage_error(&output, "output limits must be soft <= hard");
+}

@@ -507,3 +507,34 @@ fn split_world() -> (World, ConnId) {
     world.take(1, bob);
     (world, bob)
 }
+
+mod arbitrary {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any bytes, in any chunks, from either kind of member: no panic,
+        /// and the chat never holds more than one frame's worth unused.
+        #[test]
+        fn any_input_is_used_up_to_one_frame(
+            chunks in vec(vec(any::<u8>(), 0..48), 0..24),
+            protobuf in any::<bool>(),
+        ) {
+            let config = ChatConfig { max_frame: 64, max_content: 16, max_errors: 3 };
+            let mut world = World::new(config);
+            let encoding = if protobuf { Encoding::Protobuf } else { Encoding::Json };
+            let id = world.open(0, 1, encoding);
+            let mut pending = Vec::new();
+            for chunk in chunks {
+                pending.extend(chunk);
+                let used = world.input(0, id, &pending);
+                prop_assert!(used <= pending.len());
+                pending.drain(..used);
+                // A line of 64 bytes, or a 10-byte prefix and a 64-byte body.
+                prop_assert!(pending.len() < 64 + 10, "{} bytes held", pending.len());
+            }
+        }
+    }
+}
