@@ -106,7 +106,8 @@ pub struct Chat {
 impl Chat {
     /// Makes the per-shard services for a listener group (see
     /// [`Builder::tcp_group`](crate::Builder::tcp_group)):
-    /// `encodings[i]` is how members of the group's `i`th listener speak.
+    /// `encodings[i]` is how members of the group's `i`th listener speak
+    /// (JSON for any listener past the end of `encodings`).
     pub fn maker(
         config: ChatConfig,
         encodings: &[Encoding],
