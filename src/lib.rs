@@ -43,6 +43,7 @@ mod error;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod rudp;
 mod server;
 pub mod service;
 pub mod services;

@@ -154,6 +154,12 @@ impl DatagramContext<'_> {
         self.res.timers.wheel.cancel(timer.0).is_some()
     }
 
+    /// The time of this loop turn: services take time from here rather
+    /// than reading a clock.
+    pub fn now(&self) -> std::time::Instant {
+        self.res.timers.now()
+    }
+
     /// The index of the shard this socket is served by.
     pub fn shard(&self) -> usize {
         self.res.postbox.shard

@@ -1,0 +1,432 @@
+//! One rudp connection, client or server side: handshake, the two
+//! windows, acknowledgements, the RTO timer, keepalive and dead-peer
+//! detection.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::packet::{Cookie, Packet};
+use super::recv::{ReceiveStats, ReceiveWindow};
+use super::rtt::RttEstimator;
+use super::send::{SendError, SendWindow};
+use super::seq::Seq;
+use super::{Config, Mode};
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed (client side).
+    Connected,
+    /// A message, complete and in order.
+    Message(Vec<u8>),
+    /// The connection is over; nothing more will happen on it.
+    Closed(CloseCause),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCause {
+    /// The peer sent `Close`.
+    PeerClosed,
+    /// `max_retries` timeouts in a row: the peer is gone.
+    TimedOut,
+    /// This side called [`Connection::close`].
+    Local,
+}
+
+/// Counters of one connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Datagrams sent, of every kind.
+    pub packets_sent: u64,
+    /// Datagrams received and parsed, of every kind.
+    pub packets_received: u64,
+    /// Data packets sent again.
+    pub retransmissions: u64,
+    /// Retransmission timeouts that fired.
+    pub timeouts: u64,
+    /// What the receive window discarded.
+    pub receive: ReceiveStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Client: hello sent, waiting for the cookie and then the server's ack.
+    Connecting,
+    Established,
+    Closed(CloseCause),
+}
+
+/// One side of a connection. Feed it packets from its peer and the time;
+/// poll it for datagrams to send, its next deadline and events.
+///
+/// ```
+/// use std::time::Instant;
+/// use sockloop::rudp::{Config, Connection, Endpoint, Event, Seq};
+///
+/// let (now, config) = (Instant::now(), Config::default());
+/// let client_addr = "127.0.0.1:4000".parse().unwrap();
+/// let mut server = Endpoint::new(config, now, &[7; 32], 1000);
+/// let mut client = Connection::connect(config, now, Seq(1));
+/// client.send(b"hello").unwrap(); // queued until the handshake is done
+///
+/// // Carry datagrams both ways until both sides are quiet.
+/// let mut buf = Vec::new();
+/// for _ in 0..10 {
+///     while client.poll_transmit(now, &mut buf) {
+///         server.handle_datagram(now, client_addr, &buf);
+///         buf.clear();
+///     }
+///     while let Some(to) = server.poll_transmit(now, &mut buf) {
+///         assert_eq!(to, client_addr);
+///         client.handle_datagram(now, &buf);
+///         buf.clear();
+///     }
+/// }
+/// assert_eq!(client.poll_event(), Some(Event::Connected));
+/// assert_eq!(server.poll_event(), Some((client_addr, Event::Message(b"hello".to_vec()))));
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    state: State,
+    /// The client's own first sequence number, sent in its hello.
+    isn: Seq,
+    cookie: Option<Cookie>,
+    sender: SendWindow,
+    /// `None` on a client until the cookie tells it the server's ISN.
+    receiver: Option<ReceiveWindow>,
+    rtt: RttEstimator,
+    hello_due: bool,
+    ack_due: bool,
+    ping_due: bool,
+    close_due: bool,
+    /// A ping awaiting its ack.
+    pinging: bool,
+    /// When the retransmission timer fires, if running.
+    rto_at: Option<Instant>,
+    /// Timeouts since the peer last acknowledged anything.
+    probes: u32,
+    last_heard: Instant,
+    events: VecDeque<Event>,
+    stats: ConnectionStats,
+}
+
+impl Connection {
+    /// A client connection; its first datagram is the hello. `isn` is the
+    /// first sequence number it will send (random in real use).
+    pub fn connect(config: Config, now: Instant, isn: Seq) -> Connection {
+        let mut conn = Connection::new(config, now, isn, None);
+        conn.state = State::Connecting;
+        conn.hello_due = true;
+        conn
+    }
+
+    /// A server connection for a client whose hello carried a valid cookie:
+    /// `peer_isn` from the hello, `isn` derived from the cookie.
+    pub(crate) fn accept(config: Config, now: Instant, peer_isn: Seq, isn: Seq) -> Connection {
+        let receiver = ReceiveWindow::new(config.mode, peer_isn, config.window, config.max_message);
+        let mut conn = Connection::new(config, now, isn, Some(receiver));
+        conn.ack_due = true; // the ack completes the client's handshake
+        conn
+    }
+
+    fn new(config: Config, now: Instant, isn: Seq, receiver: Option<ReceiveWindow>) -> Connection {
+        Connection {
+            config,
+            state: State::Established,
+            isn,
+            cookie: None,
+            sender: SendWindow::new(config.mode, isn, config.window, config.max_payload),
+            receiver,
+            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            hello_due: false,
+            ack_due: false,
+            ping_due: false,
+            close_due: false,
+            pinging: false,
+            rto_at: None,
+            probes: 0,
+            last_heard: now,
+            events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+        }
+    }
+
+    /// Queues a message. It is refused, not queued without bound, when the
+    /// send window lacks room for all its fragments.
+    pub fn send(&mut self, message: &[u8]) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if message.len() > self.config.max_message {
+            return Err(SendError::TooLarge);
+        }
+        self.sender.push(message)
+    }
+
+    /// Whether a message of `len` bytes fits in the send window now.
+    pub fn can_send(&self, len: usize) -> bool {
+        !self.is_closed() && self.sender.packets_for(len) <= self.sender.free()
+    }
+
+    /// Parses and handles one datagram from the peer. A datagram that is
+    /// not a valid packet is dropped; the error says why.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+    ) -> Result<(), super::PacketError> {
+        let packet = Packet::parse(datagram, self.config.max_payload)?;
+        self.handle(now, packet);
+        Ok(())
+    }
+
+    pub(crate) fn handle(&mut self, now: Instant, packet: Packet<'_>) {
+        if self.is_closed() {
+            return;
+        }
+        self.stats.packets_received += 1;
+        self.last_heard = now;
+        match packet {
+            Packet::Hello { .. } => self.ack_due = true, // our first ack was lost
+            Packet::Cookie(cookie) => {
+                if self.state == State::Connecting && self.cookie.is_none() {
+                    let peer_isn = server_isn(&cookie);
+                    let (mode, window, max) = (
+                        self.config.mode,
+                        self.config.window,
+                        self.config.max_message,
+                    );
+                    self.receiver = Some(ReceiveWindow::new(mode, peer_isn, window, max));
+                    self.cookie = Some(cookie);
+                    self.hello_due = true;
+                }
+            }
+            Packet::Data {
+                seq,
+                fragment,
+                fragments,
+                payload,
+            } => {
+                self.established();
+                if let Some(receiver) = self
+                    .receiver
+                    .as_mut()
+                    .filter(|_| self.state == State::Established)
+                {
+                    receiver.on_data(now, seq, fragment, fragments, payload);
+                    self.ack_due = true; // duplicates too: our last ack may be lost
+                }
+            }
+            Packet::Ack { next, sack, window } => {
+                self.established();
+                if self.state != State::Established {
+                    return;
+                }
+                self.pinging = false;
+                let reorder = self.reorder_window();
+                let acked = self.sender.on_ack(now, (next, sack, window), reorder);
+                if let Some(rtt) = acked.rtt {
+                    self.rtt.sample(rtt);
+                }
+                if acked.newly > 0 || !self.sender.outstanding() {
+                    self.probes = 0;
+                    // RFC 6298 5.2/5.3: stop the timer or restart it.
+                    self.rto_at = self.sender.outstanding().then(|| now + self.rtt.rto());
+                }
+            }
+            Packet::Ping => self.ack_due = true,
+            Packet::Close => self.end(CloseCause::PeerClosed),
+        }
+    }
+
+    /// A client with a cookie takes the server's first ack (or data) as
+    /// the end of the handshake.
+    fn established(&mut self) {
+        if self.state == State::Connecting && self.cookie.is_some() {
+            self.state = State::Established;
+            self.hello_due = false;
+            self.rto_at = None;
+            self.probes = 0;
+            self.events.push_back(Event::Connected);
+        }
+    }
+
+    fn end(&mut self, cause: CloseCause) {
+        self.state = State::Closed(cause);
+        self.rto_at = None;
+        self.events.push_back(Event::Closed(cause));
+    }
+
+    /// Says goodbye: one `Close` datagram goes out and the connection ends.
+    pub fn close(&mut self) {
+        if !self.is_closed() {
+            self.close_due = true;
+            self.end(CloseCause::Local);
+        }
+    }
+
+    /// Writes the next datagram to send into `out` (cleared first);
+    /// false when there is nothing to send now.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let packet = match self.state {
+            State::Closed(_) if self.close_due => {
+                self.close_due = false;
+                Some(Packet::Close)
+            }
+            State::Closed(_) => None,
+            State::Connecting if self.hello_due => {
+                self.hello_due = false;
+                self.rto_at.get_or_insert(now + self.rtt.rto());
+                Some(Packet::Hello {
+                    mode: self.config.mode,
+                    isn: self.isn,
+                    cookie: self.cookie,
+                })
+            }
+            State::Connecting => None,
+            State::Established if self.ack_due => {
+                self.ack_due = false;
+                self.receiver.as_ref().map(|r| {
+                    let (next, sack, window) = r.ack();
+                    Packet::Ack { next, sack, window }
+                })
+            }
+            State::Established if self.ping_due => {
+                self.ping_due = false;
+                Some(Packet::Ping)
+            }
+            State::Established => None,
+        };
+        match packet {
+            Some(packet) => packet.encode(out),
+            None if self.state == State::Established && self.sender.poll(now, out) => {
+                self.rto_at.get_or_insert(now + self.rtt.rto());
+            }
+            None => return false,
+        }
+        self.stats.packets_sent += 1;
+        true
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let keepalive = (self.state == State::Established && self.rto_at.is_none())
+            .then(|| self.last_heard + self.config.keepalive);
+        let skip = self
+            .receiver
+            .as_ref()
+            .and_then(|r| r.skip_deadline(self.config.skip_after));
+        let loss = self.sender.loss_deadline(self.reorder_window());
+        [self.rto_at, keepalive, skip, loss]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Acts on whatever deadline passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if let Some(receiver) = self.receiver.as_mut() {
+            if receiver
+                .skip_deadline(self.config.skip_after)
+                .is_some_and(|at| at <= now)
+            {
+                receiver.skip_gap(now);
+                self.ack_due = true;
+            }
+        }
+        self.sender.declare_losses(now, self.reorder_window());
+        if self.rto_at.is_some_and(|at| at <= now) {
+            self.stats.timeouts += 1;
+            self.probes += 1;
+            if self.probes > self.config.max_retries {
+                return self.end(CloseCause::TimedOut);
+            }
+            self.rtt.back_off();
+            match self.state {
+                State::Connecting => self.hello_due = true,
+                _ if self.sender.outstanding() => self.sender.on_timeout(),
+                _ => self.ping_due = self.pinging,
+            }
+            let waiting =
+                self.state == State::Connecting || self.sender.outstanding() || self.pinging;
+            self.rto_at = waiting.then(|| now + self.rtt.rto());
+        } else if self.rto_at.is_none() && now >= self.last_heard + self.config.keepalive {
+            // Quiet, or blocked by a closed window: ask for an ack.
+            self.pinging = true;
+            self.ping_due = true;
+            self.rto_at = Some(now + self.rtt.rto());
+        }
+    }
+
+    /// How long a suspect packet may just be late: a quarter of the RTT
+    /// (RACK's choice), before any sample a quarter of the initial RTO.
+    fn reorder_window(&self) -> Duration {
+        self.rtt.srtt().unwrap_or(self.config.initial_rto) / 4
+    }
+
+    /// The next event: state changes first, then messages in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        let receiver = self.receiver.as_mut()?;
+        let was_full = receiver.full();
+        let message = receiver.pop()?;
+        // Taking a message from a full window reopens it: tell the peer.
+        self.ack_due |= was_full;
+        Some(Event::Message(message))
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ConnectionStats {
+        let receive = self.receiver.as_ref().map(|r| r.stats).unwrap_or_default();
+        ConnectionStats {
+            retransmissions: self.sender.retransmissions,
+            receive,
+            ..self.stats
+        }
+    }
+
+    /// The RTT estimator (SRTT and the current RTO).
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        match self.state {
+            State::Closed(cause) => Some(cause),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is over.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// The delivery mode.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+}
+
+/// The server's first sequence number, taken from the cookie: random to an
+/// outsider, and known to both sides without another message.
+pub(crate) fn server_isn(cookie: &Cookie) -> Seq {
+    Seq(u32::from_be_bytes([
+        cookie.mac[0],
+        cookie.mac[1],
+        cookie.mac[2],
+        cookie.mac[3],
+    ]))
+}

@@ -1,0 +1,315 @@
+//! The server side: one socket's worth of rudp peers, keyed by address.
+//!
+//! A peer gets state only after its hello brings back a valid cookie, and
+//! the number of peers is capped. Each peer's next deadline sits in a
+//! timer wheel, so `handle_timeout` touches only the peers that are due
+//! and a dead peer's state is dropped when its last retry times out.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::connection::{server_isn, CloseCause, Connection, Event};
+use super::cookie::{CookieError, CookieJar};
+use super::packet::Packet;
+use super::send::SendError;
+use super::Config;
+use crate::timer::{TimerHandle, Wheel};
+
+/// How long a cookie key lives; a cookie is good for one to two of these.
+const COOKIE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Counters of an endpoint (all peers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams that were not valid packets.
+    pub malformed: u64,
+    /// Cookies handed out (each for a hello without one).
+    pub cookies_sent: u64,
+    /// Hellos with a cookie that was not ours for that address.
+    pub cookies_forged: u64,
+    /// Hellos with a cookie too old.
+    pub cookies_expired: u64,
+    /// Packets other than hello from addresses with no connection.
+    pub unknown_peer: u64,
+    /// Hellos refused because `max_peers` are connected.
+    pub refused_full: u64,
+    /// Connections opened.
+    pub accepted: u64,
+    /// Connections whose peer stopped answering.
+    pub timed_out: u64,
+    /// Data packets resent, summed over connections that ended.
+    pub retransmissions: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    conn: Connection,
+    timer: Option<(TimerHandle, Instant)>,
+    /// On the `dirty` list.
+    dirty: bool,
+    /// On the `readable` list.
+    readable: bool,
+    /// The application asked not to be given its messages for now.
+    held: bool,
+}
+
+/// Many connections behind one socket.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: Config,
+    jar: CookieJar,
+    peers: HashMap<SocketAddr, Peer>,
+    max_peers: usize,
+    wheel: Wheel<SocketAddr>,
+    /// Peers that may have datagrams to send or a deadline to move.
+    dirty: VecDeque<SocketAddr>,
+    /// Peers that may have messages.
+    readable: VecDeque<SocketAddr>,
+    /// Replies sent without a connection: cookies and refusals.
+    stateless: VecDeque<(SocketAddr, Packet<'static>)>,
+    events: VecDeque<(SocketAddr, Event)>,
+    fired: Vec<(TimerHandle, SocketAddr)>,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// An endpoint whose cookies are keyed from `secret` (random in real
+    /// use), serving at most `max_peers` connections.
+    pub fn new(config: Config, now: Instant, secret: &[u8; 32], max_peers: usize) -> Endpoint {
+        Endpoint {
+            config,
+            jar: CookieJar::new(secret, now, COOKIE_PERIOD),
+            peers: HashMap::new(),
+            max_peers,
+            wheel: Wheel::new(now, Duration::from_millis(1)),
+            dirty: VecDeque::new(),
+            readable: VecDeque::new(),
+            stateless: VecDeque::new(),
+            events: VecDeque::new(),
+            fired: Vec::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Handles one datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let packet = match Packet::parse(datagram, self.config.max_payload) {
+            Ok(packet) => packet,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.conn.handle(now, packet);
+            return self.touch(from);
+        }
+        match packet {
+            Packet::Hello { cookie: None, .. } => {
+                // Stateless, and smaller than the hello that asked.
+                let cookie = self.jar.mint(now, from);
+                self.stateless.push_back((from, Packet::Cookie(cookie)));
+                self.stats.cookies_sent += 1;
+            }
+            Packet::Hello {
+                mode,
+                isn,
+                cookie: Some(cookie),
+            } => {
+                match self.jar.verify(now, from, &cookie) {
+                    Err(CookieError::Forged) => return self.stats.cookies_forged += 1,
+                    Err(CookieError::Expired) => return self.stats.cookies_expired += 1,
+                    Ok(()) => {}
+                }
+                if self.peers.len() >= self.max_peers {
+                    // The address is proven, so a reply is safe: say no.
+                    self.stats.refused_full += 1;
+                    return self.stateless.push_back((from, Packet::Close));
+                }
+                let config = Config {
+                    mode,
+                    ..self.config
+                };
+                let conn = Connection::accept(config, now, isn, server_isn(&cookie));
+                let peer = Peer {
+                    conn,
+                    timer: None,
+                    dirty: false,
+                    readable: false,
+                    held: false,
+                };
+                self.peers.insert(from, peer);
+                self.stats.accepted += 1;
+                self.touch(from);
+            }
+            _ => self.stats.unknown_peer += 1,
+        }
+    }
+
+    /// Queues a message for `peer`.
+    pub fn send(&mut self, peer: SocketAddr, message: &[u8]) -> Result<(), SendError> {
+        let conn = &mut self.peers.get_mut(&peer).ok_or(SendError::Closed)?.conn;
+        conn.send(message)?;
+        self.touch(peer);
+        Ok(())
+    }
+
+    /// Whether `peer` has room for a message of `len` bytes now.
+    pub fn can_send(&self, peer: SocketAddr, len: usize) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.conn.can_send(len))
+    }
+
+    /// Something happened to `peer`: it may have datagrams to send,
+    /// messages to deliver, and a new deadline.
+    fn touch(&mut self, peer: SocketAddr) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.dirty {
+            p.dirty = true;
+            self.dirty.push_back(peer);
+        }
+        if !p.readable && !p.held {
+            p.readable = true;
+            self.readable.push_back(peer);
+        }
+    }
+
+    /// Writes the next datagram into `out`; returns where it goes.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        out.clear();
+        if let Some((to, packet)) = self.stateless.pop_front() {
+            packet.encode(out);
+            return Some(to);
+        }
+        while let Some(&peer) = self.dirty.front() {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.conn.poll_transmit(now, out) {
+                    return Some(peer);
+                }
+                p.dirty = false;
+            }
+            self.dirty.pop_front();
+            self.settle(peer);
+        }
+        None
+    }
+
+    /// The next event: a peer's message (in order per peer), or the end
+    /// of a connection (its last event).
+    pub fn poll_event(&mut self) -> Option<(SocketAddr, Event)> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            let peer = *self.readable.front()?;
+            if let Some(p) = self.peers.get_mut(&peer).filter(|p| !p.held) {
+                if let Some(event) = p.conn.poll_event() {
+                    // Taking a message may reopen the peer's window: an ack.
+                    if !p.dirty {
+                        p.dirty = true;
+                        self.dirty.push_back(peer);
+                    }
+                    return Some((peer, event));
+                }
+                p.readable = false;
+            }
+            self.readable.pop_front();
+        }
+    }
+
+    /// Stops (`true`) or resumes giving out `peer`'s messages: a service
+    /// that cannot act on more yet holds the peer, whose receive window
+    /// then fills and slows the sender down, with nothing queued here.
+    pub fn hold(&mut self, peer: SocketAddr, held: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.held = held;
+            if held {
+                p.readable = false;
+                self.readable.retain(|&r| r != peer);
+            } else {
+                self.touch(peer);
+            }
+        }
+    }
+
+    /// After a peer's datagrams are drained: collect its events, drop it if
+    /// it ended, and keep its timer at its next deadline.
+    fn settle(&mut self, peer: SocketAddr) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(cause) = p.conn.close_cause() {
+            self.stats.timed_out += u64::from(cause == CloseCause::TimedOut);
+            // Messages that arrived before the end are still delivered.
+            while let Some(event) = p.conn.poll_event() {
+                self.events.push_back((peer, event));
+            }
+            self.stats.retransmissions += p.conn.stats().retransmissions;
+            if let Some((timer, _)) = p.timer.take() {
+                self.wheel.cancel(timer);
+            }
+            self.peers.remove(&peer);
+            return;
+        }
+        let due = p.conn.poll_timeout();
+        if due != p.timer.map(|(_, at)| at) {
+            if let Some((timer, _)) = p.timer.take() {
+                self.wheel.cancel(timer);
+            }
+            p.timer = due.map(|at| (self.wheel.arm(at, peer), at));
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
+    }
+
+    /// Runs the deadlines of the peers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.wheel.expire(now, &mut self.fired);
+        for (_, peer) in std::mem::take(&mut self.fired) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.timer = None;
+                p.conn.handle_timeout(now);
+                self.touch(peer);
+            }
+        }
+    }
+
+    /// Closes every connection, each with a `Close` to its peer.
+    pub fn close_all(&mut self) {
+        let peers: Vec<SocketAddr> = self.peers.keys().copied().collect();
+        for peer in peers {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.conn.close();
+            }
+            self.touch(peer);
+        }
+    }
+
+    /// Connected peers.
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The connection to `peer`, for its counters.
+    pub fn connection(&self, peer: SocketAddr) -> Option<&Connection> {
+        self.peers.get(&peer).map(|p| &p.conn)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> EndpointStats {
+        let live: u64 = self
+            .peers
+            .values()
+            .map(|p| p.conn.stats().retransmissions)
+            .sum();
+        EndpointStats {
+            retransmissions: self.stats.retransmissions + live,
+            ..self.stats
+        }
+    }
+}

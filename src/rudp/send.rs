@@ -1,0 +1,495 @@
+//! The sending side: a bounded window of numbered packets, what the peer
+//! acknowledged, and which packets to send (again).
+//!
+//! Loss is detected two ways. By packet threshold (fast retransmit): a
+//! packet is suspect once three packets sent after it are acknowledged,
+//! and lost if it is still missing a reordering window later (a quarter of
+//! the RTT, as RACK does), so a few packets overtaking many is taken for
+//! reordering, not loss. Every transmission is numbered, so a lost
+//! retransmission is detected the same way.
+//! By timeout: the connection's RTO timer hands the oldest outstanding
+//! packet back for retransmission.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::packet::Packet;
+use super::seq::Seq;
+use super::Mode;
+
+/// How many later packets must be acknowledged before one is declared lost.
+pub(crate) const LOSS_THRESHOLD: u64 = 3;
+
+/// `send` was refused: the window has no room for the message now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendError {
+    /// Not enough free slots; try again after acknowledgements arrive.
+    WindowFull,
+    /// Larger than the maximum message; it never fits.
+    TooLarge,
+    /// The connection is closed.
+    Closed,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::WindowFull => "send window full",
+            SendError::TooLarge => "message over the maximum size",
+            SendError::Closed => "connection closed",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+#[derive(Debug)]
+struct Slot {
+    fragment: u8,
+    fragments: u8,
+    /// Kept until acknowledged in reliable mode; dropped once sent otherwise.
+    payload: Vec<u8>,
+    /// Transmission number of the latest send (0: not sent yet).
+    tx: u64,
+    /// When it was last sent.
+    sent_at: Option<Instant>,
+    retransmitted: bool,
+    /// Since when three later transmissions were acknowledged.
+    suspect_since: Option<Instant>,
+    acked: bool,
+    /// Queued for retransmission.
+    lost: bool,
+}
+
+/// What an ack changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Acked {
+    /// Packets acknowledged for the first time.
+    pub(crate) newly: usize,
+    /// RTT of the newest packet among them that was sent only once.
+    pub(crate) rtt: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SendWindow {
+    mode: Mode,
+    /// The oldest packet not yet acknowledged (cumulatively).
+    base: Seq,
+    /// `slots[i]` is packet `base + i`.
+    slots: VecDeque<Slot>,
+    capacity: usize,
+    max_payload: usize,
+    /// First slot never sent.
+    unsent: usize,
+    /// Sequence numbers queued for retransmission, oldest first.
+    lost: VecDeque<Seq>,
+    /// Free slots the peer last advertised.
+    peer_window: usize,
+    tx: u64,
+    pub(crate) retransmissions: u64,
+}
+
+impl SendWindow {
+    pub(crate) fn new(mode: Mode, isn: Seq, capacity: usize, max_payload: usize) -> SendWindow {
+        SendWindow {
+            mode,
+            base: isn,
+            slots: VecDeque::with_capacity(capacity),
+            capacity,
+            max_payload,
+            unsent: 0,
+            lost: VecDeque::new(),
+            peer_window: capacity,
+            tx: 0,
+            retransmissions: 0,
+        }
+    }
+
+    /// Free slots: how many packets `push` can still take.
+    pub(crate) fn free(&self) -> usize {
+        self.capacity - self.slots.len()
+    }
+
+    /// Packets `message` needs.
+    pub(crate) fn packets_for(&self, len: usize) -> usize {
+        len.div_ceil(self.max_payload).max(1)
+    }
+
+    /// Queues `message` as one or more fragments.
+    pub(crate) fn push(&mut self, message: &[u8]) -> Result<(), SendError> {
+        let count = self.packets_for(message.len());
+        if count > super::packet::MAX_FRAGMENTS {
+            return Err(SendError::TooLarge);
+        }
+        if count > self.free() {
+            return Err(SendError::WindowFull);
+        }
+        let chunks: Vec<&[u8]> = match message.is_empty() {
+            true => vec![&[][..]],
+            false => message.chunks(self.max_payload).collect(),
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.slots.push_back(Slot {
+                fragment: i as u8,
+                fragments: count as u8,
+                payload: chunk.to_vec(),
+                tx: 0,
+                sent_at: None,
+                retransmitted: false,
+                suspect_since: None,
+                acked: false,
+                lost: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// The next data packet to send, if any: retransmissions first, then
+    /// new packets while the peer's window allows.
+    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        let index = loop {
+            match self.lost.pop_front() {
+                Some(seq) => {
+                    let Some(i) = self.index(seq) else { continue };
+                    let slot = &mut self.slots[i];
+                    if slot.acked || !slot.lost {
+                        continue;
+                    }
+                    slot.lost = false;
+                    slot.suspect_since = None;
+                    slot.retransmitted = true;
+                    self.retransmissions += 1;
+                    break i;
+                }
+                None if self.unsent < self.slots.len() && self.unsent < self.peer_window => {
+                    self.unsent += 1;
+                    break self.unsent - 1;
+                }
+                None => return false,
+            }
+        };
+        self.tx += 1;
+        let slot = &mut self.slots[index];
+        slot.tx = self.tx;
+        slot.sent_at = Some(now);
+        let packet = Packet::Data {
+            seq: self.base.plus(index as u32),
+            fragment: slot.fragment,
+            fragments: slot.fragments,
+            payload: &slot.payload,
+        };
+        packet.encode(out);
+        if self.mode == Mode::Unreliable {
+            slot.payload = Vec::new(); // never sent again
+        }
+        true
+    }
+
+    fn index(&self, seq: Seq) -> Option<usize> {
+        let offset = seq.since(self.base);
+        (offset >= 0 && (offset as usize) < self.slots.len()).then_some(offset as usize)
+    }
+
+    /// Applies an ack: `next` cumulative, `sack` bits for `next + 1 + i`.
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        (next, sack, window): (Seq, u64, u16),
+        reorder_window: Duration,
+    ) -> Acked {
+        let offset = i64::from(next.since(self.base));
+        if offset > self.unsent as i64 {
+            return Acked::default(); // acknowledges what was never sent: bogus
+        }
+        self.peer_window = usize::from(window);
+        // An old ack (reordered) may sit before the base: its bits still
+        // count from its own `next`.
+        let cumulative = offset.max(0) as usize;
+        let mut acked = Acked::default();
+        let mut newest: Option<(u64, Instant)> = None;
+        let mut ack = |slot: &mut Slot| {
+            if slot.acked || slot.tx == 0 {
+                return;
+            }
+            slot.acked = true;
+            acked.newly += 1;
+            if !slot.retransmitted && newest.is_none_or(|(tx, _)| slot.tx > tx) {
+                newest = slot.sent_at.map(|at| (slot.tx, at));
+            }
+        };
+        for slot in self.slots.iter_mut().take(cumulative) {
+            ack(slot);
+        }
+        for bit in (0..64).filter(|bit| sack & (1 << bit) != 0) {
+            let index = offset + 1 + bit;
+            if (0..self.unsent as i64).contains(&index) {
+                ack(&mut self.slots[index as usize]);
+            }
+        }
+        // Transmissions acknowledged now or before, for the loss count.
+        let mut later: Vec<u64> = self
+            .slots
+            .iter()
+            .take(self.unsent)
+            .filter(|s| s.acked)
+            .map(|s| s.tx)
+            .collect();
+        self.slots.drain(..cumulative);
+        self.base = self.base.plus(cumulative as u32);
+        self.unsent -= cumulative;
+        if self.mode == Mode::Reliable {
+            later.sort_unstable();
+            self.detect_losses(now, &later, reorder_window);
+        }
+        acked.rtt = newest.map(|(_, at)| now.saturating_duration_since(at));
+        acked
+    }
+
+    /// Packet threshold: an unacknowledged packet with `LOSS_THRESHOLD`
+    /// acknowledged transmissions after it (`acked`, sorted) is suspect,
+    /// and lost once suspect for `reorder_window`. Only packets the ack
+    /// could report (its 64 selective bits) are judged: one further out
+    /// may have arrived unreported.
+    fn detect_losses(&mut self, now: Instant, acked: &[u64], reorder_window: Duration) {
+        for slot in self.slots.iter_mut().take(self.unsent.min(65)) {
+            let later = acked.len() - acked.partition_point(|&tx| tx <= slot.tx);
+            if !slot.acked && !slot.lost && later as u64 >= LOSS_THRESHOLD {
+                slot.suspect_since.get_or_insert(now);
+            }
+        }
+        self.declare_losses(now, reorder_window);
+    }
+
+    /// Suspects missing for a reordering window are lost.
+    pub(crate) fn declare_losses(&mut self, now: Instant, reorder_window: Duration) {
+        for (i, slot) in self.slots.iter_mut().enumerate().take(self.unsent) {
+            let due = slot
+                .suspect_since
+                .is_some_and(|since| now >= since + reorder_window);
+            if due && !slot.acked && !slot.lost {
+                slot.lost = true;
+                self.lost.push_back(self.base.plus(i as u32));
+            }
+        }
+    }
+
+    /// When the oldest suspect becomes lost, if any is waiting.
+    pub(crate) fn loss_deadline(&self, reorder_window: Duration) -> Option<Instant> {
+        self.slots
+            .iter()
+            .take(self.unsent)
+            .filter(|s| !s.acked && !s.lost)
+            .filter_map(|s| s.suspect_since)
+            .min()
+            .map(|since| since + reorder_window)
+    }
+
+    /// The retransmission timer expired. Reliable: the oldest outstanding
+    /// packet goes again. Unreliable: everything sent is given up.
+    pub(crate) fn on_timeout(&mut self) {
+        match self.mode {
+            Mode::Reliable => {
+                let oldest = self
+                    .slots
+                    .iter()
+                    .take(self.unsent)
+                    .position(|s| !s.acked && !s.lost);
+                if let Some(i) = oldest {
+                    self.slots[i].lost = true;
+                    self.lost.push_front(self.base.plus(i as u32));
+                }
+            }
+            Mode::Unreliable => {
+                self.slots.drain(..self.unsent);
+                self.base = self.base.plus(self.unsent as u32);
+                self.unsent = 0;
+            }
+        }
+    }
+
+    /// Sent packets not yet acknowledged.
+    pub(crate) fn outstanding(&self) -> bool {
+        self.slots.iter().take(self.unsent).any(|s| !s.acked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(bytes: &[u8]) -> (Seq, u8, u8, Vec<u8>) {
+        match Packet::parse(bytes, 1200).unwrap() {
+            Packet::Data {
+                seq,
+                fragment,
+                fragments,
+                payload,
+            } => (seq, fragment, fragments, payload.to_vec()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn drain(window: &mut SendWindow, now: Instant) -> Vec<u32> {
+        let mut seqs = Vec::new();
+        let mut out = Vec::new();
+        while window.poll(now, &mut out) {
+            seqs.push(data(&out).0 .0);
+            out.clear();
+        }
+        seqs
+    }
+
+    #[test]
+    fn fragments_and_the_window_bound() {
+        let t = Instant::now();
+        let mut window = SendWindow::new(Mode::Reliable, Seq(u32::MAX), 4, 3);
+        window.push(b"abcdefg").unwrap(); // 3 fragments
+        assert_eq!(window.push(b"hijk"), Err(SendError::WindowFull));
+        window.push(b"").unwrap();
+        assert_eq!(window.free(), 0);
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        while window.poll(t, &mut out) {
+            got.push(data(&out));
+            out.clear();
+        }
+        let want = [
+            (Seq(u32::MAX), 0, 3, b"abc".to_vec()),
+            (Seq(0), 1, 3, b"def".to_vec()),
+            (Seq(1), 2, 3, b"g".to_vec()),
+            (Seq(2), 0, 1, vec![]),
+        ];
+        assert_eq!(got, want);
+        let big = vec![0; 3 * 256];
+        assert_eq!(window.push(&big), Err(SendError::TooLarge));
+    }
+
+    #[test]
+    fn cumulative_and_selective_acks_and_the_rtt_sample() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut window = SendWindow::new(Mode::Reliable, Seq(10), 8, 100);
+        for _ in 0..5 {
+            window.push(b"x").unwrap();
+        }
+        assert_eq!(drain(&mut window, t), [10, 11, 12, 13, 14]);
+        // 10 and 11 cumulatively, 13 selectively (bit 0 is next + 1).
+        let acked = window.on_ack(t + ms(30), (Seq(12), 0b1, 8), Duration::ZERO);
+        assert_eq!(
+            acked,
+            Acked {
+                newly: 3,
+                rtt: Some(ms(30))
+            }
+        );
+        assert_eq!(window.free(), 8 - 3);
+        // The same ack again changes nothing.
+        assert_eq!(
+            window.on_ack(t + ms(31), (Seq(12), 0b1, 8), Duration::ZERO),
+            Acked::default()
+        );
+        // An ack of what was never sent is ignored; an old one counts its
+        // bits from its own base (bit 1 of next 11 is 13, already acked).
+        assert_eq!(
+            window.on_ack(t + ms(32), (Seq(99), 0, 8), Duration::ZERO),
+            Acked::default()
+        );
+        assert_eq!(
+            window.on_ack(t + ms(33), (Seq(11), 0b10, 8), Duration::ZERO),
+            Acked::default()
+        );
+        assert!(window.outstanding());
+        assert_eq!(
+            window
+                .on_ack(t + ms(34), (Seq(15), 0, 8), Duration::ZERO)
+                .newly,
+            2
+        );
+        assert!(!window.outstanding());
+    }
+
+    #[test]
+    fn three_later_acks_mean_loss_and_karn_skips_the_retransmission() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut window = SendWindow::new(Mode::Reliable, Seq(0), 8, 100);
+        for _ in 0..5 {
+            window.push(b"x").unwrap();
+        }
+        drain(&mut window, t);
+        let reorder = ms(5);
+        // 0 is missing; 1 and 2 arrived: not yet suspect.
+        window.on_ack(t + ms(10), (Seq(0), 0b11, 8), reorder);
+        assert_eq!(window.loss_deadline(reorder), None);
+        // 3 arrived too: three later packets, 0 is suspect for 5 ms...
+        window.on_ack(t + ms(11), (Seq(0), 0b111, 8), reorder);
+        assert_eq!(window.loss_deadline(reorder), Some(t + ms(16)));
+        window.declare_losses(t + ms(15), reorder);
+        assert!(
+            drain(&mut window, t + ms(15)).is_empty(),
+            "maybe just reordered"
+        );
+        // ... then lost.
+        window.declare_losses(t + ms(16), reorder);
+        assert_eq!(drain(&mut window, t + ms(16)), [0]);
+        assert_eq!(window.loss_deadline(reorder), None);
+        assert_eq!(window.retransmissions, 1);
+        // Its ack gives no RTT sample (Karn); 4's does.
+        let acked = window.on_ack(t + ms(20), (Seq(4), 0, 8), reorder);
+        assert_eq!(
+            acked,
+            Acked {
+                newly: 1,
+                rtt: None
+            }
+        );
+        let acked = window.on_ack(t + ms(25), (Seq(5), 0, 8), reorder);
+        assert_eq!(
+            acked,
+            Acked {
+                newly: 1,
+                rtt: Some(ms(25))
+            }
+        );
+    }
+
+    #[test]
+    fn timeout_resends_the_oldest_and_the_peer_window_gates_new_packets() {
+        let t = Instant::now();
+        let mut window = SendWindow::new(Mode::Reliable, Seq(0), 8, 100);
+        for _ in 0..4 {
+            window.push(b"x").unwrap();
+        }
+        window.on_ack(t, (Seq(0), 0, 2), Duration::ZERO);
+        assert_eq!(drain(&mut window, t), [0, 1]);
+        window.on_timeout();
+        assert_eq!(drain(&mut window, t), [0]);
+        window.on_ack(t, (Seq(2), 0, 1), Duration::ZERO);
+        assert_eq!(drain(&mut window, t), [2]);
+        window.on_ack(t, (Seq(3), 0, 0), Duration::ZERO);
+        assert!(
+            drain(&mut window, t).is_empty(),
+            "the peer's window is closed"
+        );
+        window.on_ack(t, (Seq(3), 0, 1), Duration::ZERO);
+        assert_eq!(drain(&mut window, t), [3]);
+    }
+
+    #[test]
+    fn unreliable_gives_up_on_timeout_and_keeps_no_payloads() {
+        let t = Instant::now();
+        let mut window = SendWindow::new(Mode::Unreliable, Seq(0), 4, 100);
+        for _ in 0..4 {
+            window.push(b"x").unwrap();
+        }
+        assert_eq!(drain(&mut window, t), [0, 1, 2, 3]);
+        assert!(window.slots.iter().all(|s| s.payload.is_empty()));
+        window.on_ack(t, (Seq(0), 0b11, 4), Duration::ZERO); // 1 and 2: no loss detection here
+        window.on_ack(t, (Seq(0), 0b111, 4), Duration::ZERO);
+        assert!(drain(&mut window, t).is_empty());
+        window.on_timeout();
+        assert_eq!((window.free(), window.retransmissions), (4, 0));
+        window.push(b"y").unwrap();
+        assert_eq!(drain(&mut window, t), [4]);
+    }
+}

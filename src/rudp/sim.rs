@@ -1,0 +1,601 @@
+//! Seeded simulations on a virtual clock: a client `Connection` and a
+//! server `Endpoint` joined by a link that loses, duplicates, delays and
+//! reorders datagrams. Every run is reproducible from its seed.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::services::rudp_echo::EchoCore;
+
+const CLIENT: &str = "10.0.0.2:5000";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// xorshift64*: deterministic, and plenty for choosing fates.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+/// What the link does to each datagram, independently per direction.
+#[derive(Clone, Copy)]
+struct Link {
+    loss: f64,
+    duplicate: f64,
+    /// One-way delay.
+    delay: Duration,
+    /// Extra delay, uniform in `0..jitter`. Datagrams keep their order
+    /// (a path is FIFO) unless picked for reordering.
+    jitter: Duration,
+    /// Share of datagrams that may overtake or fall behind others.
+    reorder: f64,
+}
+
+impl Link {
+    fn clean(delay: Duration) -> Link {
+        Link {
+            loss: 0.0,
+            duplicate: 0.0,
+            delay,
+            jitter: Duration::ZERO,
+            reorder: 0.0,
+        }
+    }
+}
+
+/// Datagrams on the wire, by arrival time (then sending order).
+type Wire = BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>;
+
+struct Sim {
+    now: Instant,
+    rng: Rng,
+    link: Link,
+    /// Drop everything from now on (a vanished peer).
+    cut: bool,
+    client: Connection,
+    server: EchoCore,
+    to_server: Wire,
+    to_client: Wire,
+    /// The latest arrival scheduled per direction (to server, to client).
+    last_arrival: [Instant; 2],
+    sent: u64,
+    /// Data packets the link dropped, client to server.
+    data_dropped: u64,
+    /// Datagrams picked for reordering.
+    reordered: u64,
+    /// The server echoes what it receives.
+    echo: bool,
+    server_got: Vec<Vec<u8>>,
+    client_got: Vec<Vec<u8>>,
+    client_events: Vec<Event>,
+    server_events: Vec<Event>,
+}
+
+impl Sim {
+    fn new(config: Config, link: Link, seed: u64) -> Sim {
+        Sim::with_isn(config, link, seed, Seq(seed as u32))
+    }
+
+    fn with_isn(config: Config, link: Link, seed: u64, isn: Seq) -> Sim {
+        let now = Instant::now();
+        Sim {
+            now,
+            rng: Rng(seed | 1),
+            link,
+            cut: false,
+            client: Connection::connect(config, now, isn),
+            server: EchoCore::new(Endpoint::new(config, now, &[seed as u8; 32], 16)),
+            to_server: BinaryHeap::new(),
+            to_client: BinaryHeap::new(),
+            last_arrival: [now; 2],
+            sent: 0,
+            data_dropped: 0,
+            reordered: 0,
+            echo: false,
+            server_got: Vec::new(),
+            client_got: Vec::new(),
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        CLIENT.parse().unwrap()
+    }
+
+    fn transmit(&mut self, bytes: &[u8], to_server: bool) {
+        let copies = if self.cut || self.rng.chance(self.link.loss) {
+            if to_server && bytes.get(1) == Some(&3) {
+                self.data_dropped += 1;
+            }
+            0
+        } else if self.rng.chance(self.link.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = self.rng.below(self.link.jitter.as_micros() as u64);
+            let mut at = self.now + self.link.delay + Duration::from_micros(jitter);
+            let last = &mut self.last_arrival[usize::from(!to_server)];
+            if self.rng.chance(self.link.reorder) {
+                self.reordered += 1;
+            } else {
+                at = at.max(*last);
+                *last = at;
+            }
+            self.sent += 1;
+            let wire = if to_server {
+                &mut self.to_server
+            } else {
+                &mut self.to_client
+            };
+            wire.push(Reverse((at, self.sent, bytes.to_vec())));
+        }
+    }
+
+    /// Moves everything each side wants to send onto the wire, and hands
+    /// events to the test.
+    fn flush(&mut self) {
+        let mut buf = Vec::new();
+        loop {
+            let mut moved = false;
+            while self.client.poll_transmit(self.now, &mut buf) {
+                let bytes = std::mem::take(&mut buf);
+                self.transmit(&bytes, true);
+                moved = true;
+            }
+            let mut got = Vec::new();
+            let mut record = |peer: SocketAddr, event: &Event| {
+                assert_eq!(peer, Sim::addr());
+                got.push(event.clone());
+            };
+            if self.echo {
+                self.server.pump(record);
+            } else {
+                while let Some((peer, event)) = self.server.endpoint_mut().poll_event() {
+                    record(peer, &event);
+                }
+            }
+            for event in got {
+                match event {
+                    Event::Message(message) => self.server_got.push(message),
+                    other => self.server_events.push(other),
+                }
+                moved = true;
+            }
+            while let Some(to) = self.server.endpoint_mut().poll_transmit(self.now, &mut buf) {
+                assert_eq!(to, Sim::addr());
+                let bytes = std::mem::take(&mut buf);
+                self.transmit(&bytes, false);
+                moved = true;
+            }
+            while let Some(event) = self.client.poll_event() {
+                match event {
+                    Event::Message(message) => self.client_got.push(message),
+                    other => self.client_events.push(other),
+                }
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Advances the clock to the next arrival or deadline and handles it.
+    /// False when nothing is left to happen.
+    fn step(&mut self) -> bool {
+        self.flush();
+        let next = [
+            self.to_server.peek().map(|Reverse((at, _, _))| *at),
+            self.to_client.peek().map(|Reverse((at, _, _))| *at),
+            self.client.poll_timeout(),
+            self.server.endpoint().poll_timeout(),
+        ];
+        let Some(next) = next.into_iter().flatten().min() else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        while let Some(Reverse((at, _, _))) = self.to_server.peek() {
+            if *at > self.now {
+                break;
+            }
+            let Some(Reverse((_, _, bytes))) = self.to_server.pop() else {
+                break;
+            };
+            self.server
+                .endpoint_mut()
+                .handle_datagram(self.now, Sim::addr(), &bytes);
+        }
+        while let Some(Reverse((at, _, _))) = self.to_client.peek() {
+            if *at > self.now {
+                break;
+            }
+            let Some(Reverse((_, _, bytes))) = self.to_client.pop() else {
+                break;
+            };
+            self.client
+                .handle_datagram(self.now, &bytes)
+                .expect("the server sends valid packets");
+        }
+        if self.client.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.client.handle_timeout(self.now);
+        }
+        if self
+            .server
+            .endpoint()
+            .poll_timeout()
+            .is_some_and(|at| at <= self.now)
+        {
+            self.server.endpoint_mut().handle_timeout(self.now);
+        }
+        true
+    }
+
+    /// Steps until `done`, failing after `limit` of virtual time.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) {
+        let start = self.now;
+        while !done(self) {
+            assert!(
+                self.now - start < limit,
+                "not done after {limit:?} of virtual time"
+            );
+            if !self.step() {
+                // The last step's output may have finished it.
+                assert!(done(self), "nothing left to happen, and not done");
+                return;
+            }
+        }
+    }
+
+    /// Sends `messages` from the client as the window allows, until the
+    /// server (or, echoing, the client) has them all.
+    fn transfer(&mut self, messages: &[Vec<u8>], limit: Duration) {
+        let mut next = 0;
+        let start = self.now;
+        let already = if self.echo {
+            self.client_got.len()
+        } else {
+            self.server_got.len()
+        };
+        let want = already + messages.len();
+        loop {
+            while next < messages.len() && self.client.send(&messages[next]).is_ok() {
+                next += 1;
+            }
+            let got = if self.echo {
+                self.client_got.len()
+            } else {
+                self.server_got.len()
+            };
+            if got == want {
+                return;
+            }
+            assert!(
+                self.now - start < limit,
+                "{got} of {want} after {limit:?} of virtual time"
+            );
+            assert!(self.step(), "stalled at {got} of {want}");
+        }
+    }
+}
+
+/// `count` messages numbered in their first 4 bytes, of sizes from 1 byte
+/// to 3 fragments.
+fn messages(count: u32, rng: &mut Rng) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|n| {
+            let len = 4 + rng.below(3000) as usize;
+            let mut message = vec![(n % 251) as u8; len];
+            message[..4].copy_from_slice(&n.to_be_bytes());
+            message
+        })
+        .collect()
+}
+
+fn lossy(loss: f64) -> Link {
+    Link {
+        loss,
+        duplicate: 0.02,
+        delay: ms(20),
+        jitter: ms(10),
+        reorder: 0.02,
+    }
+}
+
+#[test]
+fn every_message_arrives_once_in_order_at_0_10_and_30_percent_loss() {
+    for (loss, seed) in [(0.0, 1), (0.1, 2), (0.3, 3), (0.1, 4), (0.3, 5)] {
+        let mut sim = Sim::new(Config::default(), lossy(loss), seed);
+        let sent = messages(2000, &mut Rng(seed));
+        sim.transfer(&sent, Duration::from_secs(600));
+        assert_eq!(sim.server_got, sent, "loss {loss}, seed {seed}");
+        let conn = sim.server.endpoint().connection(Sim::addr()).unwrap();
+        assert_eq!(conn.stats().receive.broken_messages, 0);
+        // Each lost data packet costs about one retransmission; reordering
+        // (jitter of half the delay) adds a few spurious ones.
+        let retransmissions = sim.client.stats().retransmissions;
+        let bound = sim.data_dropped * 3 / 2 + 50;
+        assert!(
+            retransmissions <= bound,
+            "loss {loss}: {retransmissions} retransmissions for {} dropped",
+            sim.data_dropped
+        );
+        if loss == 0.0 {
+            assert_eq!(sim.data_dropped, 0);
+        }
+    }
+}
+
+#[test]
+fn echoes_come_back_in_order_through_a_lossy_link() {
+    let mut sim = Sim::new(Config::default(), lossy(0.1), 11);
+    sim.echo = true;
+    let sent = messages(500, &mut Rng(11));
+    sim.transfer(&sent, Duration::from_secs(600));
+    assert_eq!(sim.client_got, sent);
+    assert_eq!(sim.client_events, [Event::Connected]);
+}
+
+#[test]
+fn sequence_numbers_wrap() {
+    let link = Link {
+        loss: 0.1,
+        ..lossy(0.0)
+    };
+    let mut sim = Sim::with_isn(Config::default(), link, 21, Seq(u32::MAX - 300));
+    let sent = messages(1000, &mut Rng(21));
+    sim.transfer(&sent, Duration::from_secs(600));
+    assert_eq!(sim.server_got, sent);
+}
+
+#[test]
+fn the_rto_converges_to_the_simulated_rtt() {
+    let config = Config {
+        min_rto: ms(1),
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Link::clean(ms(25)), 31);
+    // One packet each: about 25 round trips of a full window, so about 25
+    // samples (one per ack, and the receiver acks each burst once).
+    let sent: Vec<Vec<u8>> = (0u32..3200).map(|n| n.to_be_bytes().to_vec()).collect();
+    sim.transfer(&sent, Duration::from_secs(60));
+    let rtt = sim.client.rtt();
+    assert_eq!(
+        rtt.srtt(),
+        Some(ms(50)),
+        "two 25 ms hops, acks sent at once"
+    );
+    assert!(
+        rtt.rto() >= ms(50) && rtt.rto() <= ms(55),
+        "{:?}",
+        rtt.rto()
+    );
+    assert_eq!(sim.client.stats().retransmissions, 0);
+}
+
+#[test]
+fn a_vanished_peer_is_declared_dead_within_the_bound() {
+    let config = Config::default();
+    for busy in [false, true] {
+        let mut sim = Sim::new(config, Link::clean(ms(10)), 41);
+        sim.transfer(&messages(20, &mut Rng(41)), Duration::from_secs(10));
+        sim.cut = true;
+        let cut_at = sim.now;
+        if busy {
+            sim.client.send(b"into the void").unwrap();
+        }
+        sim.run_until(config.dead_after() * 2, |sim| {
+            sim.client.is_closed() && sim.server.endpoint().peers() == 0
+        });
+        assert!(
+            sim.now - cut_at <= config.dead_after(),
+            "{:?}",
+            sim.now - cut_at
+        );
+        assert_eq!(
+            sim.client_events,
+            [Event::Connected, Event::Closed(CloseCause::TimedOut)]
+        );
+        assert_eq!(sim.server_events, [Event::Closed(CloseCause::TimedOut)]);
+        assert_eq!(sim.server.endpoint().stats().timed_out, 1);
+        assert!(!sim.step(), "nothing is left armed");
+    }
+}
+
+#[test]
+fn unreliable_mode_delivers_in_order_and_skips_what_is_lost() {
+    let config = Config {
+        mode: Mode::Unreliable,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, lossy(0.1), 51);
+    let sent: Vec<Vec<u8>> = (0u32..2000).map(|n| n.to_be_bytes().to_vec()).collect();
+    let mut next = 0;
+    while next < sent.len() {
+        while next < sent.len() && sim.client.send(&sent[next]).is_ok() {
+            next += 1;
+        }
+        assert!(sim.step());
+    }
+    // A last message over a clean link: the receiver then knows about
+    // every gap before it, even one at the tail of the lossy part.
+    sim.link = Link::clean(ms(20));
+    sim.run_until(Duration::from_secs(10), |sim| sim.client.can_send(4));
+    sim.client.send(&u32::MAX.to_be_bytes()).unwrap();
+    sim.run_until(Duration::from_secs(10), |sim| {
+        sim.server_got
+            .last()
+            .is_some_and(|m| m[..] == u32::MAX.to_be_bytes())
+    });
+    sim.server_got.pop();
+    let got: Vec<u32> = sim
+        .server_got
+        .iter()
+        .map(|m| u32::from_be_bytes(m[..].try_into().unwrap()))
+        .collect();
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
+    let skipped = sim
+        .server
+        .endpoint()
+        .connection(Sim::addr())
+        .unwrap()
+        .stats()
+        .receive
+        .skipped;
+    assert_eq!(
+        got.len() as u64 + skipped,
+        2000,
+        "each message delivered or skipped"
+    );
+    assert!(skipped > 0 && skipped <= sim.data_dropped);
+    assert_eq!(sim.client.stats().retransmissions, 0);
+}
+
+#[test]
+fn a_spoofed_hello_leaves_no_state_and_draws_no_more_than_it_sent() {
+    let now = Instant::now();
+    let mut server = Endpoint::new(Config::default(), now, &[9; 32], 16);
+    let spoofed: SocketAddr = "192.0.2.1:9999".parse().unwrap();
+    let mut hello = Vec::new();
+    Packet::Hello {
+        mode: Mode::Reliable,
+        isn: Seq(0),
+        cookie: None,
+    }
+    .encode(&mut hello);
+    for _ in 0..1000 {
+        server.handle_datagram(now, spoofed, &hello);
+    }
+    let mut reply = Vec::new();
+    let mut replies = 0;
+    while let Some(to) = server.poll_transmit(now, &mut reply) {
+        assert_eq!(to, spoofed);
+        assert!(
+            reply.len() < hello.len(),
+            "{} >= {}",
+            reply.len(),
+            hello.len()
+        );
+        replies += 1;
+    }
+    assert_eq!((replies, server.peers()), (1000, 0));
+    assert_eq!(server.stats().cookies_sent, 1000);
+}
+
+#[test]
+fn forged_expired_and_borrowed_cookies_are_refused() {
+    let now = Instant::now();
+    let mut server = Endpoint::new(Config::default(), now, &[9; 32], 16);
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let hello = |cookie| {
+        let mut out = Vec::new();
+        Packet::Hello {
+            mode: Mode::Reliable,
+            isn: Seq(0),
+            cookie,
+        }
+        .encode(&mut out);
+        out
+    };
+    server.handle_datagram(now, client, &hello(None));
+    let mut reply = Vec::new();
+    server.poll_transmit(now, &mut reply).unwrap();
+    let Ok(Packet::Cookie(cookie)) = Packet::parse(&reply, 1200) else {
+        panic!("not a cookie: {reply:?}");
+    };
+    let mut forged = cookie;
+    forged.mac[0] ^= 0x80;
+    server.handle_datagram(now, client, &hello(Some(forged)));
+    let other: SocketAddr = "10.0.0.3:5000".parse().unwrap();
+    server.handle_datagram(now, other, &hello(Some(cookie)));
+    server.handle_datagram(now + Duration::from_secs(20), client, &hello(Some(cookie)));
+    let stats = server.stats();
+    assert_eq!(
+        (stats.cookies_forged, stats.cookies_expired, server.peers()),
+        (2, 1, 0)
+    );
+    assert_eq!(
+        server.poll_transmit(now, &mut reply),
+        None,
+        "no reply to any of them"
+    );
+    // The real one, in time, opens the connection.
+    server.handle_datagram(now + Duration::from_secs(5), client, &hello(Some(cookie)));
+    assert_eq!((server.peers(), server.stats().accepted), (1, 1));
+}
+
+#[test]
+fn malformed_datagrams_are_counted_and_change_nothing() {
+    let mut sim = Sim::new(Config::default(), Link::clean(ms(1)), 61);
+    sim.transfer(&messages(10, &mut Rng(61)), Duration::from_secs(10));
+    let junk: [&[u8]; 5] = [
+        b"",
+        b"\x01",
+        b"\x02\x03\x00\x00",
+        b"\x01\x03\x00\x00\x00\x00\x00\x01\x05\x02x",
+        &[0xff; 2000],
+    ];
+    for datagram in junk {
+        sim.server
+            .endpoint_mut()
+            .handle_datagram(sim.now, Sim::addr(), datagram);
+        assert!(sim.client.handle_datagram(sim.now, datagram).is_err());
+    }
+    assert_eq!(sim.server.endpoint().stats().malformed, 5);
+    let more = messages(10, &mut Rng(62));
+    sim.transfer(&more, Duration::from_secs(10));
+    assert_eq!(sim.server_got.len(), 20);
+}
+
+#[test]
+fn the_peer_cap_refuses_with_a_close() {
+    let now = Instant::now();
+    let config = Config::default();
+    let mut server = Endpoint::new(config, now, &[9; 32], 1);
+    let mut buf = Vec::new();
+    for (i, port) in [5000, 5001].into_iter().enumerate() {
+        let addr: SocketAddr = format!("10.0.0.2:{port}").parse().unwrap();
+        let mut client = Connection::connect(config, now, Seq(0));
+        for _ in 0..3 {
+            while client.poll_transmit(now, &mut buf) {
+                server.handle_datagram(now, addr, &buf);
+            }
+            while let Some(to) = server.poll_transmit(now, &mut buf) {
+                assert_eq!(to, addr);
+                client.handle_datagram(now, &buf).unwrap();
+            }
+        }
+        let want = [Event::Connected, Event::Closed(CloseCause::PeerClosed)];
+        assert_eq!(client.poll_event().as_ref(), Some(&want[i]));
+    }
+    assert_eq!((server.peers(), server.stats().refused_full), (1, 1));
+}
