@@ -1,14 +1,20 @@
 //! The sending side: a bounded window of numbered packets, what the peer
 //! acknowledged, and which packets to send (again).
 //!
-//! Loss is detected two ways. By packet threshold (fast retransmit): a
-//! packet is suspect once three packets sent after it are acknowledged,
-//! and lost if it is still missing a reordering window later (a quarter of
-//! the RTT, as RACK does), so a few packets overtaking many is taken for
-//! reordering, not loss. Every transmission is numbered, so a lost
-//! retransmission is detected the same way.
-//! By timeout: the connection's RTO timer hands the oldest outstanding
-//! packet back for retransmission.
+//! Loss is detected three ways:
+//!
+//! - packet threshold (fast retransmit): a packet is suspect once three
+//!   transmissions after it are acknowledged, and lost if it is still
+//!   missing a reordering window later (a quarter of the RTT), so a few
+//!   packets overtaking many is taken for reordering, not loss;
+//! - time (RACK, RFC 8985): a packet is lost once a packet sent more than
+//!   a reordering window after it is acknowledged; after a timeout this
+//!   recovers a whole lost burst in one round trip;
+//! - timeout: the connection's RTO timer hands the oldest outstanding
+//!   packet back for retransmission.
+//!
+//! Every transmission is numbered and timed, so a lost retransmission is
+//! detected the same way as a lost original.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -86,6 +92,8 @@ pub(crate) struct SendWindow {
     /// Free slots the peer last advertised.
     peer_window: usize,
     tx: u64,
+    /// When the most recently sent of the acknowledged packets was sent.
+    newest_acked_sent: Option<Instant>,
     pub(crate) retransmissions: u64,
 }
 
@@ -101,6 +109,7 @@ impl SendWindow {
             lost: VecDeque::new(),
             peer_window: capacity,
             tx: 0,
+            newest_acked_sent: None,
             retransmissions: 0,
         }
     }
@@ -207,12 +216,14 @@ impl SendWindow {
         let cumulative = offset.max(0) as usize;
         let mut acked = Acked::default();
         let mut newest: Option<(u64, Instant)> = None;
+        let mut newest_sent = self.newest_acked_sent;
         let mut ack = |slot: &mut Slot| {
             if slot.acked || slot.tx == 0 {
                 return;
             }
             slot.acked = true;
             acked.newly += 1;
+            newest_sent = newest_sent.max(slot.sent_at);
             if !slot.retransmitted && newest.is_none_or(|(tx, _)| slot.tx > tx) {
                 newest = slot.sent_at.map(|at| (slot.tx, at));
             }
@@ -226,6 +237,7 @@ impl SendWindow {
                 ack(&mut self.slots[index as usize]);
             }
         }
+        self.newest_acked_sent = newest_sent;
         // Transmissions acknowledged now or before, for the loss count.
         let mut later: Vec<u64> = self
             .slots
@@ -251,9 +263,20 @@ impl SendWindow {
     /// could report (its 64 selective bits) are judged: one further out
     /// may have arrived unreported.
     fn detect_losses(&mut self, now: Instant, acked: &[u64], reorder_window: Duration) {
+        let newest_acked_sent = self.newest_acked_sent;
         for slot in self.slots.iter_mut().take(self.unsent.min(65)) {
+            if slot.acked || slot.lost {
+                continue;
+            }
             let later = acked.len() - acked.partition_point(|&tx| tx <= slot.tx);
-            if !slot.acked && !slot.lost && later as u64 >= LOSS_THRESHOLD {
+            let overtaken = slot
+                .sent_at
+                .zip(newest_acked_sent)
+                .is_some_and(|(sent, newest)| newest >= sent + reorder_window);
+            if overtaken {
+                // Already a reordering window behind: no need to wait more.
+                slot.suspect_since = Some(now - reorder_window);
+            } else if later as u64 >= LOSS_THRESHOLD {
                 slot.suspect_since.get_or_insert(now);
             }
         }
@@ -285,7 +308,8 @@ impl SendWindow {
     }
 
     /// The retransmission timer expired. Reliable: the oldest outstanding
-    /// packet goes again. Unreliable: everything sent is given up.
+    /// packet goes again (its ack then shows, by time, which others are
+    /// lost). Unreliable: everything sent is given up.
     pub(crate) fn on_timeout(&mut self) {
         match self.mode {
             Mode::Reliable => {
@@ -454,7 +478,26 @@ mod tests {
     }
 
     #[test]
-    fn timeout_resends_the_oldest_and_the_peer_window_gates_new_packets() {
+    fn a_timeout_resends_the_oldest_and_its_ack_reveals_the_rest_of_a_lost_burst() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let reorder = ms(10);
+        let mut window = SendWindow::new(Mode::Reliable, Seq(0), 8, 100);
+        for _ in 0..4 {
+            window.push(b"x").unwrap();
+        }
+        assert_eq!(drain(&mut window, t), [0, 1, 2, 3]); // all four lost
+        window.on_timeout();
+        assert_eq!(drain(&mut window, t + ms(100)), [0]);
+        // 0's second copy arrives: everything sent a reordering window
+        // before it and still missing is lost, in one round trip.
+        window.on_ack(t + ms(140), (Seq(1), 0, 8), reorder);
+        assert_eq!(drain(&mut window, t + ms(140)), [1, 2, 3]);
+        assert_eq!(window.retransmissions, 4);
+    }
+
+    #[test]
+    fn the_peer_window_gates_new_packets() {
         let t = Instant::now();
         let mut window = SendWindow::new(Mode::Reliable, Seq(0), 8, 100);
         for _ in 0..4 {
@@ -462,17 +505,13 @@ mod tests {
         }
         window.on_ack(t, (Seq(0), 0, 2), Duration::ZERO);
         assert_eq!(drain(&mut window, t), [0, 1]);
-        window.on_timeout();
-        assert_eq!(drain(&mut window, t), [0]);
-        window.on_ack(t, (Seq(2), 0, 1), Duration::ZERO);
-        assert_eq!(drain(&mut window, t), [2]);
-        window.on_ack(t, (Seq(3), 0, 0), Duration::ZERO);
+        window.on_ack(t, (Seq(2), 0, 0), Duration::ZERO);
         assert!(
             drain(&mut window, t).is_empty(),
             "the peer's window is closed"
         );
-        window.on_ack(t, (Seq(3), 0, 1), Duration::ZERO);
-        assert_eq!(drain(&mut window, t), [3]);
+        window.on_ack(t, (Seq(2), 0, 1), Duration::ZERO);
+        assert_eq!(drain(&mut window, t), [2]);
     }
 
     #[test]
