@@ -112,6 +112,11 @@ pub trait UdpService: Send {
     /// A datagram from `from` arrived.
     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]);
 
+    /// Every datagram of one receive batch was handed over: a protocol
+    /// that answers several datagrams with one (an acknowledgement) sends
+    /// it here.
+    fn on_batch_end(&mut self, _out: &mut DatagramContext<'_>) {}
+
     /// A timer armed with [`DatagramContext::arm_timer`] fired: e.g. expire
     /// per-peer state.
     fn on_timer(&mut self, _out: &mut DatagramContext<'_>, _key: u64) {}

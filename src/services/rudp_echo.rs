@@ -121,9 +121,12 @@ impl RudpEcho {
 
 impl UdpService for RudpEcho {
     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]) {
-        self.core
-            .endpoint_mut()
-            .handle_datagram(out.now(), from, data);
+        let now = out.now();
+        self.core.endpoint_mut().handle_datagram(now, from, data);
+    }
+
+    /// One round of echoes and acknowledgements per receive batch.
+    fn on_batch_end(&mut self, out: &mut DatagramContext<'_>) {
         self.drive(out);
     }
 

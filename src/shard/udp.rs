@@ -72,6 +72,12 @@ impl UdpEndpoint {
                 self.service
                     .on_datagram(&mut out, datagram.from, datagram.data);
             }
+            let mut out = DatagramContext {
+                queue: &mut self.queue,
+                res,
+                index,
+            };
+            self.service.on_batch_end(&mut out);
             self.flush(&res.stats);
             if received < config.udp_batch {
                 return false; // a short batch means the socket is drained
