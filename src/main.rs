@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
@@ -12,9 +12,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use sockloop::client::chat::{display, ChatClient};
+use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
 use sockloop::net::sys::raise_nofile_limit;
+use sockloop::rudp;
 use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+use sockloop::services::RudpEcho;
 use sockloop::{services, Error, Handle, Server, ServerConfig};
 
 #[derive(Parser)]
@@ -35,6 +38,28 @@ enum Command {
     /// Join a chat room: stdin lines become messages, received ones print as
     /// `[HH:MM:SS from]: content`.
     Chat(ChatArgs),
+    /// Send messages reliably to a rudp echo server, wait for every echo, and
+    /// report delivery, retransmissions and round-trip times.
+    Rudp(RudpArgs),
+}
+
+#[derive(Args)]
+struct RudpArgs {
+    /// The server's rudp socket.
+    #[arg(value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Bytes per message (at least 8; over 1200 they are fragmented).
+    #[arg(long, value_parser = parse_size, default_value = "100", value_name = "BYTES")]
+    size: usize,
+    /// Ordered but not reliable: gaps are skipped, nothing is resent.
+    #[arg(long)]
+    unreliable: bool,
+    /// Give up waiting for echoes after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -55,7 +80,7 @@ struct ServeArgs {
     /// A TCP listener, ADDR[=SERVICE] (services: echo, json, chat, chat-proto); repeatable.
     #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
     tcp: Vec<Listen>,
-    /// A UDP socket, ADDR[=SERVICE] (services: echo); repeatable.
+    /// A UDP socket, ADDR[=SERVICE] (services: echo, rudp); repeatable.
     #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
     udp: Vec<Listen>,
     /// Event loops, one thread each (default: the number of available cores).
@@ -112,6 +137,9 @@ struct ServeArgs {
     /// Longest chat message content.
     #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
     chat_max_content: usize,
+    /// rudp peers per shard; hellos beyond it are refused with a close.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    rudp_max_peers: usize,
 }
 
 /// `ADDR[=SERVICE]`, as given on the command line.
@@ -147,6 +175,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Chat(args) => chat(args).map_err(Error::Io),
+        Command::Rudp(args) => rudp_client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +194,7 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
         args.tcp.push(default("127.0.0.1:7002=chat-proto"));
         args.tcp.push(default("127.0.0.1:7003=json"));
         args.udp.push(default("127.0.0.1:7000"));
+        args.udp.push(default("127.0.0.1:7004=rudp"));
     }
     let mut config = ServerConfig::default();
     if let Some(shards) = args.shards {
@@ -223,9 +253,14 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
         let chats = args.tcp.iter().filter(|l| l.service.starts_with("chat"));
         tcp_order.extend(chats);
     }
+    let secret = services::rudp_echo::random_secret()?;
+    let max_peers = args.rudp_max_peers;
     for listen in &args.udp {
         builder = match listen.service.as_str() {
             "echo" => builder.udp(listen.addr, || services::Echo),
+            "rudp" => builder.udp(listen.addr, move || {
+                RudpEcho::new(rudp::Config::default(), max_peers, &secret)
+            }),
             other => return Err(unknown_service("udp", other)),
         };
     }
@@ -285,6 +320,89 @@ fn chat(args: ChatArgs) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `sockloop rudp`: numbered messages out, echoes back, checked in order.
+fn rudp_client(args: RudpArgs) -> Result<(), Error> {
+    let size = args.size.max(8);
+    let mode = match args.unreliable {
+        true => rudp::Mode::Unreliable,
+        false => rudp::Mode::Reliable,
+    };
+    let config = rudp::Config {
+        mode,
+        ..rudp::Config::default()
+    };
+    if size > config.max_message {
+        let max = config.max_message;
+        return Err(Error::Config(format!(
+            "--size is over the {max}-byte maximum"
+        )));
+    }
+    let mut client = RudpClient::connect(args.addr, config, Duration::from_secs(5))?;
+    let message = |n: u64| {
+        let mut bytes = vec![(n % 251) as u8; size];
+        bytes[..8].copy_from_slice(&n.to_be_bytes());
+        bytes
+    };
+    let start = Instant::now();
+    let deadline = start + args.timeout;
+    let mut sent_at = Vec::with_capacity(args.count as usize);
+    let mut rtts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits are valid");
+    let (mut next, mut delivered, mut expected) = (0, 0u64, 0u64);
+    while delivered < args.count && Instant::now() < deadline {
+        while next < args.count && client.try_send(&message(next))? {
+            sent_at.push(Instant::now());
+            next += 1;
+        }
+        let Some((at, echo)) = client.recv_at(Duration::from_millis(10))? else {
+            continue;
+        };
+        // Reliable: exactly the next one. Unreliable: a later one may skip a gap.
+        let n = echo.get(..8).map_or(u64::MAX, |b| {
+            u64::from_be_bytes(b.try_into().unwrap_or_default())
+        });
+        let in_order = n == expected || (args.unreliable && n > expected);
+        if !in_order || n >= next || echo != message(n) {
+            let error = format!("echo {n} out of order or damaged (expected {expected})");
+            return Err(Error::Io(std::io::Error::other(error)));
+        }
+        let rtt = at.saturating_duration_since(sent_at[n as usize]);
+        let _ = rtts.record(rtt.as_micros() as u64);
+        expected = n + 1;
+        delivered += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stats = client.stats();
+    println!(
+        "delivered {delivered}/{} messages of {size} B in {elapsed:.3} s ({:.0} msg/s, {:.2} MB/s)",
+        args.count,
+        delivered as f64 / elapsed,
+        (delivered * size as u64) as f64 / elapsed / 1e6
+    );
+    println!(
+        "retransmissions {}, timeouts {}, duplicates {}, skipped {}",
+        stats.retransmissions, stats.timeouts, stats.receive.duplicates, stats.receive.skipped
+    );
+    let p = |q: f64| rtts.value_at_quantile(q);
+    println!(
+        "rtt us: min {} p50 {} p90 {} p99 {} max {}",
+        rtts.min(),
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        rtts.max()
+    );
+    let _ = client.close();
+    if delivered < args.count && !args.unreliable {
+        let missing = args.count - delivered;
+        let error = format!("{missing} echoes missing after {:?}", args.timeout);
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            error,
+        )));
+    }
+    Ok(())
+}
+
 /// A timeout flag: `0` disables it.
 fn enabled(timeout: Duration) -> Option<Duration> {
     (!timeout.is_zero()).then_some(timeout)
@@ -302,7 +420,7 @@ fn unknown_service(proto: &str, name: &str) -> Error {
     let known = if proto == "tcp" {
         "echo, json, chat, chat-proto"
     } else {
-        "echo"
+        "echo, rudp"
     };
     Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
 }

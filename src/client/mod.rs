@@ -1,3 +1,4 @@
 //! Clients for sockloop's services.
 
 pub mod chat;
+pub mod rudp;

@@ -1,0 +1,248 @@
+//! A blocking rudp client: one [`Connection`] driven over a std UDP socket.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::rudp::{Config, Connection, ConnectionStats, Event, RttEstimator, SendError, Seq};
+
+/// A connection to a rudp server.
+///
+/// ```
+/// use std::time::Duration;
+/// use sockloop::client::rudp::Client;
+/// use sockloop::rudp::Config;
+/// use sockloop::services::rudp_echo::{random_secret, RudpEcho};
+/// use sockloop::Server;
+///
+/// let secret = random_secret()?;
+/// let server = Server::builder()
+///     .udp("127.0.0.1:0".parse().unwrap(), move || RudpEcho::new(Config::default(), 16, &secret))
+///     .build()?;
+/// let addr = server.udp_addrs()[0];
+/// let handle = server.handle();
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let mut client = Client::connect(addr, Config::default(), Duration::from_secs(5))?;
+/// client.send(b"hello")?;
+/// assert_eq!(client.recv(Duration::from_secs(5))?, Some(b"hello".to_vec()));
+///
+/// handle.stop();
+/// running.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    socket: UdpSocket,
+    conn: Connection,
+    buf: Vec<u8>,
+    /// One received datagram.
+    datagram: Box<[u8]>,
+    /// Messages received while waiting for something else, with when.
+    ready: std::collections::VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl Client {
+    /// Binds an ephemeral port, runs the handshake, and returns once the
+    /// server accepted (or fails after `timeout`).
+    pub fn connect(server: SocketAddr, config: Config, timeout: Duration) -> io::Result<Client> {
+        let local: SocketAddr = match server {
+            SocketAddr::V4(_) => "0.0.0.0:0".parse(),
+            SocketAddr::V6(_) => "[::]:0".parse(),
+        }
+        .map_err(io::Error::other)?;
+        let socket = UdpSocket::bind(local)?;
+        // Room for a full window of echoes and acks at once; the kernel
+        // caps it at net.core.rmem_max, which is fine.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+        socket.connect(server)?; // only the server's datagrams get through
+        let isn = Seq(initial_sequence());
+        let mut client = Client {
+            socket,
+            conn: Connection::connect(config, Instant::now(), isn),
+            buf: Vec::with_capacity(config.max_payload + 64),
+            datagram: vec![0; 65_536].into_boxed_slice(),
+            ready: Default::default(),
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match client.next_event(deadline)? {
+                Some(Event::Connected) => return Ok(client),
+                Some(Event::Closed(cause)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("{cause:?}"),
+                    ))
+                }
+                Some(Event::Message(message)) => client.ready.push_back((Instant::now(), message)),
+                None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no handshake")),
+            }
+        }
+    }
+
+    /// Sends one message, waiting (and serving the connection) while the
+    /// send window is full.
+    pub fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        while !self.try_send(message)? {
+            let deadline = Instant::now() + Duration::from_millis(10);
+            if let Some(event) = self.next_event(deadline)? {
+                self.keep(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one message if the send window has room now; false if not.
+    pub fn try_send(&mut self, message: &[u8]) -> io::Result<bool> {
+        match self.conn.send(message) {
+            Ok(()) => self.flush().map(|()| true),
+            Err(SendError::WindowFull) => Ok(false),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    /// The next message, waiting up to `timeout`; `None` on timeout.
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.recv_at(timeout)?.map(|(_, message)| message))
+    }
+
+    /// As [`recv`](Self::recv), with the time the message was taken off
+    /// the socket (for latency measurements).
+    pub fn recv_at(&mut self, timeout: Duration) -> io::Result<Option<(Instant, Vec<u8>)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(message) = self.ready.pop_front() {
+                return Ok(Some(message));
+            }
+            match self.next_event(deadline)? {
+                Some(event) => self.keep(event)?,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn keep(&mut self, event: Event) -> io::Result<()> {
+        match event {
+            Event::Message(message) => self.ready.push_back((Instant::now(), message)),
+            Event::Connected => {}
+            Event::Closed(cause) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("{cause:?}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the connection until it has an event or `deadline` passes.
+    fn next_event(&mut self, deadline: Instant) -> io::Result<Option<Event>> {
+        loop {
+            self.flush()?;
+            if let Some(event) = self.conn.poll_event() {
+                return Ok(Some(event));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wake = self
+                .conn
+                .poll_timeout()
+                .map_or(deadline, |at| at.min(deadline));
+            let wait = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(100));
+            self.socket.set_read_timeout(Some(wait))?;
+            self.receive()?;
+            let now = Instant::now();
+            if self.conn.poll_timeout().is_some_and(|at| at <= now) {
+                self.conn.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Waits for a datagram (up to the read timeout), then takes every one
+    /// already queued, so one acknowledgement answers them all.
+    fn receive(&mut self) -> io::Result<()> {
+        let mut blocking = true;
+        loop {
+            match self.socket.recv(&mut self.datagram) {
+                Ok(n) => {
+                    // A bad datagram is dropped, as the protocol says.
+                    let _ = self
+                        .conn
+                        .handle_datagram(Instant::now(), &self.datagram[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                // An ICMP "port unreachable" from an earlier send: keep
+                // trying until the protocol itself gives up.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                Err(e) => return Err(e),
+            }
+            if blocking {
+                blocking = false;
+                self.socket.set_nonblocking(true)?;
+            }
+        }
+        if !blocking {
+            self.socket.set_nonblocking(false)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every datagram the connection has ready.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.conn.poll_transmit(Instant::now(), &mut self.buf) {
+            match self.socket.send(&self.buf) {
+                Ok(_) => {}
+                // Lost like any datagram; the protocol resends.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Says goodbye to the server.
+    pub fn close(mut self) -> io::Result<()> {
+        self.conn.close();
+        self.flush()
+    }
+
+    /// The connection's counters.
+    pub fn stats(&self) -> ConnectionStats {
+        self.conn.stats()
+    }
+
+    /// The RTT estimate.
+    pub fn rtt(&self) -> &RttEstimator {
+        self.conn.rtt()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
+
+/// A first sequence number no off-path attacker can guess.
+fn initial_sequence() -> u32 {
+    let mut bytes = [0; 4];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
+        Ok(()) => u32::from_be_bytes(bytes),
+        // Guessability only matters against spoofing; still connect.
+        Err(_) => std::process::id().wrapping_mul(2_654_435_761),
+    }
+}
