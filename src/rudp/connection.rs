@@ -45,6 +45,8 @@ pub struct ConnectionStats {
     pub retransmissions: u64,
     /// Retransmission timeouts that fired.
     pub timeouts: u64,
+    /// Tail loss probes sent.
+    pub tail_probes: u64,
     /// What the receive window discarded.
     pub receive: ReceiveStats,
 }
@@ -105,6 +107,8 @@ pub struct Connection {
     pinging: bool,
     /// When the retransmission timer fires, if running.
     rto_at: Option<Instant>,
+    /// When a tail loss probe goes out, if armed.
+    probe_at: Option<Instant>,
     /// Timeouts since the peer last acknowledged anything.
     probes: u32,
     last_heard: Instant,
@@ -146,6 +150,7 @@ impl Connection {
             close_due: false,
             pinging: false,
             rto_at: None,
+            probe_at: None,
             probes: 0,
             last_heard: now,
             events: VecDeque::new(),
@@ -233,7 +238,12 @@ impl Connection {
                 if acked.newly > 0 || !self.sender.outstanding() {
                     self.probes = 0;
                     // RFC 6298 5.2/5.3: stop the timer or restart it.
-                    self.rto_at = self.sender.outstanding().then(|| now + self.rtt.rto());
+                    let outstanding = self.sender.outstanding();
+                    self.rto_at = outstanding.then(|| now + self.rtt.rto());
+                    self.probe_at = self
+                        .probe_timeout()
+                        .filter(|_| outstanding)
+                        .map(|pto| now + pto);
                 }
             }
             Packet::Ping => self.ack_due = true,
@@ -304,6 +314,9 @@ impl Connection {
             Some(packet) => packet.encode(out),
             None if self.state == State::Established && self.sender.poll(now, out) => {
                 self.rto_at.get_or_insert(now + self.rtt.rto());
+                if let Some(pto) = self.probe_timeout() {
+                    self.probe_at.get_or_insert(now + pto);
+                }
             }
             None => return false,
         }
@@ -323,7 +336,7 @@ impl Connection {
             .as_ref()
             .and_then(|r| r.skip_deadline(self.config.skip_after));
         let loss = self.sender.loss_deadline(self.reorder_window());
-        [self.rto_at, keepalive, skip, loss]
+        [self.rto_at, self.probe_at, keepalive, skip, loss]
             .into_iter()
             .flatten()
             .min()
@@ -344,7 +357,17 @@ impl Connection {
             }
         }
         self.sender.declare_losses(now, self.reorder_window());
+        if self.probe_at.is_some_and(|at| at <= now) && self.rto_at.is_some_and(|at| at > now) {
+            // The tail of a flight may be lost with nothing after it to
+            // reveal that: resend its last packet once, and let its ack
+            // (with the selective bits) show what else is missing.
+            self.probe_at = None;
+            if self.sender.probe() {
+                self.stats.tail_probes += 1;
+            }
+        }
         if self.rto_at.is_some_and(|at| at <= now) {
+            self.probe_at = None;
             self.stats.timeouts += 1;
             self.probes += 1;
             if self.probes > self.config.max_retries {
@@ -365,6 +388,14 @@ impl Connection {
             self.ping_due = true;
             self.rto_at = Some(now + self.rtt.rto());
         }
+    }
+
+    /// How long after the last ack a tail loss probe goes out: two RTTs
+    /// (RFC 8985), if that is sooner than the RTO; none before an RTT
+    /// sample.
+    fn probe_timeout(&self) -> Option<Duration> {
+        let pto = (self.rtt.srtt()? * 2).max(Duration::from_millis(1));
+        (pto < self.rtt.rto()).then_some(pto)
     }
 
     /// How long a suspect packet may just be late: a quarter of the RTT

@@ -331,6 +331,22 @@ impl SendWindow {
         }
     }
 
+    /// A tail loss probe: the newest outstanding packet goes again.
+    /// Returns false if there is none.
+    pub(crate) fn probe(&mut self) -> bool {
+        let newest = self
+            .slots
+            .iter()
+            .take(self.unsent)
+            .rposition(|s| !s.acked && !s.lost);
+        let Some(i) = newest.filter(|_| self.mode == Mode::Reliable) else {
+            return false;
+        };
+        self.slots[i].lost = true;
+        self.lost.push_front(self.base.plus(i as u32));
+        true
+    }
+
     /// Sent packets not yet acknowledged.
     pub(crate) fn outstanding(&self) -> bool {
         self.slots.iter().take(self.unsent).any(|s| !s.acked)
