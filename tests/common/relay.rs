@@ -1,0 +1,221 @@
+//! A lossy UDP relay between clients and a server, on loopback: it drops,
+//! duplicates and reorders datagrams with a fixed seed, in both directions.
+//! Each client gets its own upstream socket, so the server sees one peer
+//! per client.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+/// What happens to each datagram, in each direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Fates {
+    pub loss: f64,
+    pub duplicate: f64,
+    /// Held back and sent after the next datagram.
+    pub reorder: f64,
+    pub seed: u64,
+}
+
+impl Fates {
+    pub fn lossy(loss: f64, seed: u64) -> Fates {
+        Fates {
+            loss,
+            duplicate: loss / 5.0,
+            reorder: loss / 5.0,
+            seed,
+        }
+    }
+}
+
+/// What the relay did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayStats {
+    pub forwarded: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
+pub struct Relay {
+    /// Where clients send.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<RelayStats>>,
+}
+
+const FRONT: Token = Token(usize::MAX);
+
+impl Relay {
+    pub fn start(server: SocketAddr, fates: Fates) -> Relay {
+        let front = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = front.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || run(front, server, fates, &stopping));
+        Relay {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the relay and returns what it did.
+    pub fn finish(mut self) -> RelayStats {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn chance(&mut self, p: f64) -> bool {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        p > 0.0 && ((x >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// One direction's fates and the datagram it holds back (with the index
+/// of the client it belongs to).
+struct Direction {
+    rng: Rng,
+    held: Option<(usize, Vec<u8>)>,
+}
+
+impl Direction {
+    /// What to send now for client `peer`'s `datagram`, in order.
+    fn pass(
+        &mut self,
+        peer: usize,
+        datagram: &[u8],
+        fates: &Fates,
+        stats: &mut RelayStats,
+    ) -> Vec<(usize, Vec<u8>)> {
+        if self.rng.chance(fates.loss) {
+            stats.dropped += 1;
+            return self.held.take().into_iter().collect();
+        }
+        if self.held.is_none() && self.rng.chance(fates.reorder) {
+            stats.reordered += 1;
+            self.held = Some((peer, datagram.to_vec()));
+            return Vec::new();
+        }
+        let mut out = vec![(peer, datagram.to_vec())];
+        if self.rng.chance(fates.duplicate) {
+            stats.duplicated += 1;
+            out.push((peer, datagram.to_vec()));
+        }
+        out.extend(self.held.take());
+        out
+    }
+}
+
+/// Sends what a direction let through: to the server through the client's
+/// upstream socket, or to the client from the front socket.
+fn deliver(
+    out: Vec<(usize, Vec<u8>)>,
+    to_server: bool,
+    front: &UdpSocket,
+    upstreams: &[(SocketAddr, UdpSocket)],
+    stats: &mut RelayStats,
+) {
+    for (peer, datagram) in out {
+        stats.forwarded += 1;
+        let (client, upstream) = &upstreams[peer];
+        let _ = match to_server {
+            true => upstream.send(&datagram),
+            false => front.send_to(&datagram, *client),
+        };
+    }
+}
+
+fn run(mut front: UdpSocket, server: SocketAddr, fates: Fates, stop: &AtomicBool) -> RelayStats {
+    let mut poll = Poll::new().unwrap();
+    poll.registry()
+        .register(&mut front, FRONT, Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(256);
+    let mut upstreams: Vec<(SocketAddr, UdpSocket)> = Vec::new();
+    let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut to_server = Direction {
+        rng: Rng(fates.seed | 1),
+        held: None,
+    };
+    let mut to_client = Direction {
+        rng: Rng(fates.seed.rotate_left(17) | 1),
+        held: None,
+    };
+    let mut stats = RelayStats::default();
+    let mut buf = vec![0; 65_536];
+    while !stop.load(Ordering::Acquire) {
+        poll.poll(&mut events, Some(Duration::from_millis(5)))
+            .unwrap();
+        if events.is_empty() {
+            // Quiet: a held datagram goes now rather than being stranded.
+            let held = to_server.held.take().into_iter().collect();
+            deliver(held, true, &front, &upstreams, &mut stats);
+            let held = to_client.held.take().into_iter().collect();
+            deliver(held, false, &front, &upstreams, &mut stats);
+            continue;
+        }
+        for event in events.iter() {
+            if event.token() == FRONT {
+                loop {
+                    let (n, client) = match front.recv_from(&mut buf) {
+                        Ok(got) => got,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("relay front: {e}"),
+                    };
+                    let peer = *by_client.entry(client).or_insert_with(|| {
+                        let mut upstream = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                        upstream.connect(server).unwrap();
+                        let token = Token(upstreams.len());
+                        poll.registry()
+                            .register(&mut upstream, token, Interest::READABLE)
+                            .unwrap();
+                        upstreams.push((client, upstream));
+                        upstreams.len() - 1
+                    });
+                    let out = to_server.pass(peer, &buf[..n], &fates, &mut stats);
+                    deliver(out, true, &front, &upstreams, &mut stats);
+                }
+            } else {
+                let peer = event.token().0;
+                loop {
+                    let n = match upstreams[peer].1.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                        Err(e) => panic!("relay upstream: {e}"),
+                    };
+                    let out = to_client.pass(peer, &buf[..n], &fates, &mut stats);
+                    deliver(out, false, &front, &upstreams, &mut stats);
+                }
+            }
+        }
+    }
+    stats
+}

@@ -1,0 +1,185 @@
+//! rudp over real sockets: the echo service on the event loop, the
+//! blocking client, and a lossy relay between them.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::relay::{Fates, Relay};
+use common::Running;
+use sockloop::client::rudp::Client;
+use sockloop::rudp::{Config, Mode, Packet, Seq};
+use sockloop::services::rudp_echo::{random_secret, RudpEcho};
+use sockloop::{Server, ServerConfig};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn rudp_server(max_peers: usize) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let secret = random_secret().unwrap();
+    let mut config = ServerConfig {
+        shards: 1,
+        ..ServerConfig::default()
+    };
+    // Room for a full window of 1200-byte datagrams.
+    config.socket.recv_buffer = Some(1 << 20);
+    let server = Server::builder()
+        .config(config)
+        .udp(any, move || {
+            RudpEcho::new(Config::default(), max_peers, &secret)
+        })
+        .build()
+        .unwrap();
+    Running::start(server)
+}
+
+/// Message `n`: its number, then a pattern, `len` bytes in all.
+fn message(n: u32, len: usize) -> Vec<u8> {
+    let mut bytes = vec![(n % 251) as u8; len.max(4)];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    bytes
+}
+
+/// Sends `count` messages (sizes cycling through 1, 2 and 3 fragments)
+/// with up to the window in flight, and checks every echo, in order.
+fn echo_all(client: &mut Client, count: u32) {
+    let sizes = [100, 2000, 3000];
+    let mut next = 0;
+    for expected in 0..count {
+        while next < count
+            && client
+                .try_send(&message(next, sizes[next as usize % 3]))
+                .unwrap()
+        {
+            next += 1;
+        }
+        let echo = client
+            .recv(TIMEOUT)
+            .unwrap()
+            .expect("an echo within the timeout");
+        assert_eq!(
+            echo,
+            message(expected, sizes[expected as usize % 3]),
+            "echo {expected}"
+        );
+    }
+}
+
+#[test]
+fn ten_thousand_messages_through_a_lossy_relay_arrive_in_order() {
+    let server = rudp_server(16);
+    let relay = Relay::start(server.udp[0], Fates::lossy(0.1, 7));
+    let mut client = Client::connect(relay.addr, Config::default(), TIMEOUT).unwrap();
+    echo_all(&mut client, 10_000);
+    let stats = client.stats();
+    client.close().unwrap();
+    let relay = relay.finish();
+    assert!(
+        relay.dropped > 1000,
+        "the relay should have been lossy: {relay:?}"
+    );
+    assert!(relay.reordered > 100 && relay.duplicated > 100, "{relay:?}");
+    assert!(
+        stats.retransmissions > 0,
+        "the client must have resent its losses"
+    );
+    drop(server);
+}
+
+#[test]
+fn unreliable_mode_keeps_order_through_loss() {
+    let server = rudp_server(16);
+    let relay = Relay::start(server.udp[0], Fates::lossy(0.05, 8));
+    let config = Config {
+        mode: Mode::Unreliable,
+        ..Config::default()
+    };
+    let mut client = Client::connect(relay.addr, config, TIMEOUT).unwrap();
+    let mut last = None;
+    let mut got = 0;
+    for n in 0..2000u32 {
+        client.send(&message(n, 8)).unwrap();
+        while let Some(echo) = client.recv(Duration::ZERO).unwrap() {
+            let n = u32::from_be_bytes(echo[..4].try_into().unwrap());
+            assert!(last.is_none_or(|last| n > last), "{n} after {last:?}");
+            last = Some(n);
+            got += 1;
+        }
+    }
+    while let Some(echo) = client.recv(Duration::from_millis(500)).unwrap() {
+        let n = u32::from_be_bytes(echo[..4].try_into().unwrap());
+        assert!(last.is_none_or(|last| n > last), "{n} after {last:?}");
+        last = Some(n);
+        got += 1;
+    }
+    assert_eq!(
+        client.stats().retransmissions,
+        0,
+        "unreliable: nothing resent"
+    );
+    // Each echo crosses the 5% relay twice (and may be skipped behind a gap).
+    assert!((1500..2000).contains(&got), "{got} of 2000");
+    drop(relay);
+    drop(server);
+}
+
+#[test]
+fn a_spoofed_hello_gets_a_smaller_cookie_and_no_state() {
+    let server = rudp_server(16);
+    let spoofer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    spoofer.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut hello = Vec::new();
+    Packet::Hello {
+        mode: Mode::Reliable,
+        isn: Seq(1),
+        cookie: None,
+    }
+    .encode(&mut hello);
+    spoofer.send_to(&hello, server.udp[0]).unwrap();
+    let mut reply = [0; 2048];
+    let (n, _) = spoofer.recv_from(&mut reply).unwrap();
+    assert!(
+        n < hello.len(),
+        "a {n}-byte reply to a {}-byte hello",
+        hello.len()
+    );
+    assert!(matches!(
+        Packet::parse(&reply[..n], 1200),
+        Ok(Packet::Cookie(_))
+    ));
+    // A data packet from an address with no connection draws nothing.
+    let mut data = Vec::new();
+    Packet::Data {
+        seq: Seq(1),
+        fragment: 0,
+        fragments: 1,
+        payload: b"hi",
+    }
+    .encode(&mut data);
+    spoofer.send_to(&data, server.udp[0]).unwrap();
+    spoofer
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        spoofer.recv_from(&mut reply).is_err(),
+        "no reply to an unknown peer"
+    );
+    drop(server);
+}
+
+#[test]
+fn the_peer_cap_refuses_the_next_client() {
+    let server = rudp_server(2);
+    let first = Client::connect(server.udp[0], Config::default(), TIMEOUT).unwrap();
+    let second = Client::connect(server.udp[0], Config::default(), TIMEOUT).unwrap();
+    let third = Client::connect(server.udp[0], Config::default(), TIMEOUT);
+    let error = third.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{error}"
+    );
+    drop((first, second));
+    drop(server);
+}
