@@ -124,4 +124,8 @@ pub trait UdpService: Send {
     /// This service on shard `from` posted `message` with
     /// [`DatagramContext::post`], in order per sending shard.
     fn on_message(&mut self, _out: &mut DatagramContext<'_>, _from: usize, _message: &[u8]) {}
+
+    /// The server is shutting down and this socket closes after this call:
+    /// the last chance to tell peers (a protocol's goodbye).
+    fn on_shutdown(&mut self, _out: &mut DatagramContext<'_>) {}
 }

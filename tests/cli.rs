@@ -283,3 +283,41 @@ fn chat_output_limits_are_checked_at_startup() {
     let output = serve(&["--tcp", "127.0.0.1:0=chat", "--chat-out-hard", "64KiB"]);
     assert_usage_error(&output, "output limits must be soft <= hard");
 }
+
+#[test]
+fn the_rudp_client_reports_every_echo_from_serve() {
+    let mut server = spawn_serve(&["--udp", "127.0.0.1:0=rudp", "--shards", "1"]);
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let line = next_line(&mut stdout);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("listening", "udp", "rudp"),
+        "{line}"
+    );
+    let client = Command::new(BIN)
+        .args(["rudp", fields[2], "--count", "300", "--size", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = finish(client);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.starts_with("delivered 300/300 messages of 3000 B in "),
+        "{report}"
+    );
+    assert!(report.contains("\nrtt us: min "), "{report}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(finish(server).status.code(), Some(0));
+}

@@ -183,3 +183,17 @@ fn the_peer_cap_refuses_the_next_client() {
     drop((first, second));
     drop(server);
 }
+
+#[test]
+fn shutdown_says_goodbye_to_every_peer() {
+    let server = rudp_server(16);
+    let mut clients: Vec<Client> = (0..3)
+        .map(|_| Client::connect(server.udp[0], Config::default(), TIMEOUT).unwrap())
+        .collect();
+    server.shutdown().unwrap();
+    for client in &mut clients {
+        let error = client.recv(TIMEOUT).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(error.to_string(), "the peer closed the connection");
+    }
+}

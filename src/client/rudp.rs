@@ -71,7 +71,7 @@ impl Client {
                 Some(Event::Closed(cause)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionRefused,
-                        format!("{cause:?}"),
+                        cause.to_string(),
                     ))
                 }
                 Some(Event::Message(message)) => client.ready.push_back((Instant::now(), message)),
@@ -128,7 +128,7 @@ impl Client {
             Event::Closed(cause) => {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
-                    format!("{cause:?}"),
+                    cause.to_string(),
                 ))
             }
         }

@@ -34,6 +34,16 @@ pub enum CloseCause {
     Local,
 }
 
+impl std::fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseCause::PeerClosed => "the peer closed the connection",
+            CloseCause::TimedOut => "the peer stopped answering",
+            CloseCause::Local => "closed here",
+        })
+    }
+}
+
 /// Counters of one connection.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionStats {

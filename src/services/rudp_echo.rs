@@ -130,6 +130,13 @@ impl UdpService for RudpEcho {
         self.drive(out);
     }
 
+    /// Every peer gets a `Close`, so it learns at once rather than by
+    /// timing out.
+    fn on_shutdown(&mut self, out: &mut DatagramContext<'_>) {
+        self.core.endpoint_mut().close_all();
+        self.drive(out);
+    }
+
     fn on_timer(&mut self, out: &mut DatagramContext<'_>, _key: u64) {
         self.timer = None;
         self.core.endpoint_mut().handle_timeout(out.now());

@@ -140,8 +140,8 @@ impl Shard {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
         }
-        for endpoint in &mut self.udp {
-            endpoint.flush(&self.res.stats);
+        for (index, endpoint) in self.udp.iter_mut().enumerate() {
+            endpoint.shut_down(index, &mut self.res);
         }
         self.udp.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();

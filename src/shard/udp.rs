@@ -97,6 +97,18 @@ impl UdpEndpoint {
         self.flush(&res.stats);
     }
 
+    /// The server is shutting down: the service says goodbye, then what it
+    /// queued is sent.
+    pub(crate) fn shut_down(&mut self, index: usize, res: &mut Resources) {
+        let mut out = DatagramContext {
+            queue: &mut self.queue,
+            res,
+            index,
+        };
+        self.service.on_shutdown(&mut out);
+        self.flush(&res.stats);
+    }
+
     /// Hands a message from another shard to the service.
     pub(crate) fn on_message(
         &mut self,
