@@ -173,15 +173,42 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Chat(args) => chat(args).map_err(Error::Io),
+        Command::Serve(args) => serve(args).map_err(Failure::from),
+        Command::Chat(args) => chat(args).map_err(Failure::from),
         Command::Rudp(args) => rudp_client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Why a command failed, and its exit code: 2 for usage and
+/// configuration errors, 1 for the rest.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = if e.is_usage() { 2 } else { 1 };
+        Failure {
+            message: e.to_string(),
+            code,
+        }
+    }
+}
+
+/// A client's failure: what the network or the peer did.
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure {
+            message: e.to_string(),
+            code: 1,
         }
     }
 }
@@ -321,7 +348,7 @@ fn chat(args: ChatArgs) -> std::io::Result<()> {
 }
 
 /// `sockloop rudp`: numbered messages out, echoes back, checked in order.
-fn rudp_client(args: RudpArgs) -> Result<(), Error> {
+fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
     let size = args.size.max(8);
     let mode = match args.unreliable {
         true => rudp::Mode::Unreliable,
@@ -333,9 +360,7 @@ fn rudp_client(args: RudpArgs) -> Result<(), Error> {
     };
     if size > config.max_message {
         let max = config.max_message;
-        return Err(Error::Config(format!(
-            "--size is over the {max}-byte maximum"
-        )));
+        return Err(Error::Config(format!("--size is over the {max}-byte maximum")).into());
     }
     let mut client = RudpClient::connect(args.addr, config, Duration::from_secs(5))?;
     let message = |n: u64| {
@@ -363,7 +388,7 @@ fn rudp_client(args: RudpArgs) -> Result<(), Error> {
         let in_order = n == expected || (args.unreliable && n > expected);
         if !in_order || n >= next || echo != message(n) {
             let error = format!("echo {n} out of order or damaged (expected {expected})");
-            return Err(Error::Io(std::io::Error::other(error)));
+            return Err(std::io::Error::other(error).into());
         }
         let rtt = at.saturating_duration_since(sent_at[n as usize]);
         let _ = rtts.record(rtt.as_micros() as u64);
@@ -395,10 +420,7 @@ fn rudp_client(args: RudpArgs) -> Result<(), Error> {
     if delivered < args.count && !args.unreliable {
         let missing = args.count - delivered;
         let error = format!("{missing} echoes missing after {:?}", args.timeout);
-        return Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            error,
-        )));
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, error).into());
     }
     Ok(())
 }

@@ -75,7 +75,12 @@ impl Client {
                     ))
                 }
                 Some(Event::Message(message)) => client.ready.push_back((Instant::now(), message)),
-                None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no handshake")),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{server} did not answer the handshake within {timeout:?}"),
+                    ))
+                }
             }
         }
     }
