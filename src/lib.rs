@@ -7,16 +7,17 @@
 //! socket.
 //!
 //! ```text
-//!             CLI (main.rs)                     sockloop serve | chat
-//!             client/                           blocking clients (chat), on std sockets
+//!             CLI (main.rs)                     sockloop serve | chat | rudp
+//!             client/                           blocking clients (chat, rudp), on std sockets
 //!                   |
 //!             Server (server.rs)                builds shards, runs, stops
 //!                   |
 //!             Shard (shard/)                    owns Poll, the slab, listeners,
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
-//!             services/  service.rs             echo, json, chat, the service API
-//!             timer/  codec/                    timer wheel, frame decoders (pure: bytes and time in)
+//!             services/  service.rs             echo, json, chat, rudp echo; the service API
+//!             timer/  codec/  rudp/             timer wheel, frame decoders, reliable UDP
+//!                                               (pure: bytes and time in, bytes and deadlines out)
 //!             net/                              socket2 setup, buffers, batched UDP,
 //!                                               sys.rs: the only `unsafe`
 //! ```
