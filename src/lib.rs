@@ -54,4 +54,4 @@ pub mod timer;
 pub use config::ServerConfig;
 pub use error::Error;
 pub use metrics::Stats;
-pub use server::{Builder, Handle, Server};
+pub use server::{Builder, Handle, Listener, Server};

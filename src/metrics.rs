@@ -46,6 +46,9 @@ stats! {
     closed_peer,
     /// Connections closed by a reset or socket error.
     closed_error,
+    /// TLS connections that broke the protocol (a plaintext client, a bad
+    /// handshake); each got an alert and was closed.
+    tls_errors,
     /// Connections closed by their service.
     closed_service,
     /// Connections closed because unconsumed input outgrew the read buffer.

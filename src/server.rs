@@ -11,12 +11,37 @@ use mio::{Poll, Waker};
 use crate::config::ServerConfig;
 use crate::metrics::{ShardStats, Stats};
 use crate::net::socket::{tcp_listener, udp_socket, SocketOptions};
+use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
 use crate::shard::mailbox::{mailbox, Control, MailboxSender, Postbox};
 use crate::shard::token::Slot;
 use crate::shard::udp::UdpEndpoint;
 use crate::shard::{Shard, TcpEndpoint};
 use crate::Error;
+
+/// One TCP listener of a group: its address, and TLS if it speaks TLS.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Where to listen (port 0: any free port).
+    pub addr: SocketAddr,
+    /// The certificate and key, for a TLS listener.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Listener {
+    /// A plaintext listener.
+    pub fn plain(addr: SocketAddr) -> Listener {
+        Listener { addr, tls: None }
+    }
+
+    /// A TLS listener.
+    pub fn tls(addr: SocketAddr, tls: TlsConfig) -> Listener {
+        Listener {
+            addr,
+            tls: Some(tls),
+        }
+    }
+}
 
 type TcpFactory = Arc<dyn Fn() -> Box<dyn TcpService> + Send + Sync>;
 type UdpFactory = Arc<dyn Fn() -> Box<dyn UdpService> + Send + Sync>;
@@ -30,6 +55,8 @@ pub struct Builder {
     config: ServerConfig,
     /// Each TCP listener's address and the index of its service factory.
     tcp: Vec<(SocketAddr, usize)>,
+    /// Each TCP listener's TLS configuration, if it speaks TLS.
+    tcp_tls: Vec<Option<TlsConfig>>,
     tcp_services: Vec<TcpFactory>,
     udp: Vec<(SocketAddr, UdpFactory)>,
 }
@@ -56,14 +83,38 @@ impl Builder {
     /// protobuf members listen on different ports.
     /// [`ConnContext::listener`](crate::service::ConnContext::listener)
     /// tells a connection's listener by its position in `addrs`.
-    pub fn tcp_group<S, F>(mut self, addrs: &[SocketAddr], make: F) -> Builder
+    pub fn tcp_group<S, F>(self, addrs: &[SocketAddr], make: F) -> Builder
+    where
+        S: TcpService + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let listeners = addrs.iter().map(|&addr| Listener::plain(addr)).collect();
+        self.listeners(listeners, make)
+    }
+
+    /// Adds a TLS listener on `addr`: the service sees plaintext, the
+    /// peer speaks TLS 1.2 or 1.3. Any TCP service works over it.
+    pub fn tls<S, F>(self, addr: SocketAddr, tls: TlsConfig, make: F) -> Builder
+    where
+        S: TcpService + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        self.listeners(vec![Listener::tls(addr, tls)], make)
+    }
+
+    /// Adds listeners, plain or TLS, that share one service value per
+    /// shard (see [`tcp_group`](Self::tcp_group)).
+    pub fn listeners<S, F>(mut self, listeners: Vec<Listener>, make: F) -> Builder
     where
         S: TcpService + 'static,
         F: Fn() -> S + Send + Sync + 'static,
     {
         let service = self.tcp_services.len();
         self.tcp_services.push(Arc::new(move || Box::new(make())));
-        self.tcp.extend(addrs.iter().map(|&addr| (addr, service)));
+        for listener in listeners {
+            self.tcp.push((listener.addr, service));
+            self.tcp_tls.push(listener.tls);
+        }
         self
     }
 
@@ -130,7 +181,8 @@ impl Builder {
                 .map(|(i, &(_, service))| {
                     // Its place among the listeners of the same service.
                     let place = self.tcp[..i].iter().filter(|l| l.1 == service).count();
-                    TcpEndpoint::new(tcp_listeners.next(), service, place)
+                    let tls = self.tcp_tls[i].clone();
+                    TcpEndpoint::new(tcp_listeners.next(), service, place, tls)
                 })
                 .collect();
             let udp = listeners
@@ -200,6 +252,7 @@ impl Server {
         Builder {
             config: ServerConfig::default(),
             tcp: Vec::new(),
+            tcp_tls: Vec::new(),
             tcp_services: Vec::new(),
             udp: Vec::new(),
         }

@@ -4,4 +4,5 @@ pub mod buffer;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tls;
 pub mod udp_batch;

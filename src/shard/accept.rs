@@ -17,6 +17,7 @@ use super::token::Slot;
 use super::Shard;
 use crate::metrics::ShardStats;
 use crate::net::socket::tune_accepted;
+use crate::net::tls::TlsSession;
 
 /// How the listening shard of the handoff mode picks a shard for each
 /// connection: the fewest open, counting those handed over but not yet
@@ -147,7 +148,21 @@ impl Shard {
         let now_ms = self.res.timers.now_ms();
         let endpoint = &self.tcp[listener];
         let (service, place) = (endpoint.service, endpoint.place);
-        entry.insert(Connection::new(stream, peer, gen, (service, place), now_ms));
+        let tls = match endpoint.tls.as_ref().map(TlsSession::new).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                self.res.stats.accept_errors.incr();
+                return log::warn!("TLS for connection from {peer}: {e}");
+            }
+        };
+        let mut conn = Connection::new(stream, peer, gen, (service, place), now_ms);
+        if let Some(tls) = tls {
+            conn.io.tls = Some(Box::new(tls));
+            // The handshake is a frame open from the first moment: the
+            // frame timeout is its deadline.
+            conn.io.deadlines.frame(now_ms, false, true);
+        }
+        entry.insert(conn);
         self.res.stats.conns_accepted.incr();
         self.res.stats.conns_open.incr();
         let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);

@@ -15,6 +15,7 @@ use super::Resources;
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
+use crate::net::tls::{TlsSession, CIPHERTEXT_READ};
 use crate::service::{CloseReason, TcpService};
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
@@ -129,6 +130,9 @@ pub(crate) struct Connection {
 #[derive(Debug)]
 pub(crate) struct ConnIo {
     pub(crate) stream: TcpStream,
+    /// TLS state, on a TLS listener's connections (boxed: plain ones pay
+    /// one pointer).
+    pub(crate) tls: Option<Box<TlsSession>>,
     pub(crate) peer: SocketAddr,
     pub(crate) write_buf: Option<Buffer>,
     pub(crate) deadlines: Deadlines,
@@ -147,6 +151,7 @@ impl Connection {
         Connection {
             io: ConnIo {
                 stream,
+                tls: None,
                 peer,
                 write_buf: None,
                 deadlines: Deadlines::new(now_ms),
@@ -171,7 +176,7 @@ impl Connection {
         if flags.any(Flags::OUTPUT_OVERFLOW) {
             return Some(CloseReason::OutputHardLimit);
         }
-        if self.io.write_buffered() > 0 {
+        if self.io.output_pending() {
             return None;
         }
         if !flags.any(Flags::PEER_EOF) {
@@ -225,7 +230,7 @@ impl ConnIo {
         }
         let mut rest = bytes;
         if self.write_buf.is_none() {
-            match write_until_full(&mut self.stream, rest, stats) {
+            match self.write_through(rest, stats) {
                 Ok(n) => rest = &rest[n..],
                 Err(e) => return self.fail(&e),
             }
@@ -264,8 +269,15 @@ impl ConnIo {
         now_ms: u32,
         limits: &ConnLimits,
     ) -> bool {
-        if let Some(buf) = self.write_buf.as_mut() {
-            match write_until_full(&mut self.stream, buf.as_slice(), stats) {
+        if let Some(Err(e)) = self
+            .tls
+            .as_mut()
+            .map(|tls| tls.write_tls(&mut self.stream, stats))
+        {
+            self.fail(&e);
+        }
+        if let Some(mut buf) = self.write_buf.take() {
+            match self.write_through(buf.as_slice(), stats) {
                 Ok(n) => {
                     buf.consume(n);
                     if n > 0 {
@@ -277,6 +289,7 @@ impl ConnIo {
                 }
                 Err(e) => self.fail(&e),
             }
+            self.write_buf = Some(buf);
         }
         let release =
             self.flags.any(Flags::FAILED) || self.write_buf.as_ref().is_some_and(Buffer::is_empty);
@@ -291,20 +304,126 @@ impl ConnIo {
     }
 
     /// Sends our FIN once the write buffer is empty, so a draining peer sees
-    /// EOF after the last byte it is owed.
-    pub(crate) fn shut_write_when_flushed(&mut self) {
-        if self.write_buffered() == 0 && !self.flags.any(Flags::WRITE_SHUT) {
-            self.flags.set(Flags::WRITE_SHUT);
-            if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
-                self.fail(&e);
+    /// EOF after the last byte it is owed. Over TLS, close_notify goes
+    /// first, and the FIN once it is written.
+    pub(crate) fn shut_write_when_flushed(&mut self, stats: &ShardStats) {
+        if self.write_buffered() > 0 || self.flags.any(Flags::WRITE_SHUT) {
+            return;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.close_notify();
+            if let Err(e) = tls.write_tls(&mut self.stream, stats) {
+                return self.fail(&e);
+            }
+            if tls.wants_write() {
+                return; // the rest goes with the next flush
             }
         }
+        self.flags.set(Flags::WRITE_SHUT);
+        if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
+            self.fail(&e);
+        }
+    }
+
+    /// Output not yet on the socket: the write buffer, or TLS records.
+    pub(crate) fn output_pending(&self) -> bool {
+        self.write_buffered() > 0 || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+
+    /// Writes `bytes` straight to the peer as far as the socket takes them;
+    /// returns how many were taken. Over TLS they go to rustls (up to its
+    /// buffer limit) and its records to the socket.
+    fn write_through(&mut self, bytes: &[u8], stats: &ShardStats) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return write_until_full(&mut self.stream, bytes, stats);
+        };
+        tls.write_tls(&mut self.stream, stats)?;
+        if tls.wants_write() {
+            return Ok(0); // the socket is full: keep the plaintext
+        }
+        let taken = tls.write_plaintext(bytes);
+        tls.write_tls(&mut self.stream, stats)?;
+        Ok(taken)
+    }
+
+    /// One read from the peer into `out`: plaintext bytes and the socket
+    /// bytes they took (the same without TLS).
+    fn read_into(
+        &mut self,
+        out: &mut [u8],
+        asked: usize,
+        stats: &ShardStats,
+    ) -> io::Result<ReadResult> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(match self.stream.read(&mut out[..asked])? {
+                0 => ReadResult::Eof,
+                n => ReadResult::Bytes {
+                    plain: n,
+                    wire: n,
+                    drained: n < asked,
+                },
+            });
+        };
+        // Decrypted bytes waiting in rustls come first.
+        let plain = tls.read_plaintext(out);
+        if plain > 0 {
+            return Ok(ReadResult::Bytes {
+                plain,
+                wire: 0,
+                drained: false,
+            });
+        }
+        if tls.peer_closed() {
+            return Ok(ReadResult::Eof);
+        }
+        let cap = asked.min(CIPHERTEXT_READ);
+        let wire = self.stream.read(&mut out[..cap])?;
+        if wire == 0 {
+            return Ok(ReadResult::Eof);
+        }
+        if let Err(e) = tls.receive(&out[..wire]) {
+            // rustls queued an alert saying why: send it, then give up.
+            stats.tls_errors.incr();
+            let _ = tls.write_tls(&mut self.stream, stats);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("TLS: {e}"),
+            ));
+        }
+        tls.write_tls(&mut self.stream, stats)?; // handshake replies
+        let plain = tls.read_plaintext(out);
+        if plain == 0 && tls.peer_closed() {
+            return Ok(ReadResult::Eof); // close_notify: no readiness edge will follow
+        }
+        Ok(ReadResult::Bytes {
+            plain,
+            wire,
+            drained: wire < cap,
+        })
+    }
+
+    /// A TLS connection still in its handshake.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
     }
 
     pub(crate) fn fail(&mut self, e: &io::Error) {
         log::debug!("connection from {}: {e}", self.peer);
         self.flags.set(Flags::FAILED);
     }
+}
+
+/// What one read produced.
+enum ReadResult {
+    Eof,
+    Bytes {
+        /// Bytes for the service.
+        plain: usize,
+        /// Bytes taken off the socket.
+        wire: usize,
+        /// The socket gave less than asked: nothing more to read now.
+        drained: bool,
+    },
 }
 
 /// Writes until `bytes` are all written or the socket is full; returns how
@@ -376,30 +495,37 @@ pub(crate) fn read_ready(
         }
         let spare = buf.spare_mut();
         let asked = spare.len().min(budget);
-        let outcome = match conn.io.stream.read(&mut spare[..asked]) {
-            Ok(0) => {
+        let outcome = match conn.io.read_into(spare, asked, &res.stats) {
+            Ok(ReadResult::Eof) => {
                 conn.io.flags.set(Flags::PEER_EOF);
                 None
             }
-            Ok(n) => {
-                buf.commit(n);
-                res.stats.tcp_bytes_in.add(n as u64);
-                budget -= n;
+            Ok(ReadResult::Bytes {
+                plain,
+                wire,
+                drained,
+            }) => {
+                buf.commit(plain);
+                res.stats.tcp_bytes_in.add(wire as u64);
+                budget = budget.saturating_sub(wire.max(plain));
                 let now_ms = res.timers.now_ms();
                 conn.io.deadlines.io(now_ms);
                 let consumed = if discarding {
-                    res.stats.tcp_bytes_discarded.add(n as u64);
+                    res.stats.tcp_bytes_discarded.add(plain as u64);
                     buf.len()
+                } else if plain == 0 {
+                    0 // TLS records with nothing for the service yet
                 } else {
                     let mut cx = ConnContext::new(key, conns, res);
                     service.on_data(&mut cx, buf.as_slice()).min(buf.len())
                 };
                 buf.consume(consumed);
                 let conn = &mut conns[key];
-                conn.io
-                    .deadlines
-                    .frame(now_ms, consumed > 0, !buf.is_empty());
-                if n < asked && !conn.io.flags.any(Flags::HUP_SEEN) {
+                // An unfinished TLS handshake is an open frame: the frame
+                // timeout is its deadline.
+                let open = !buf.is_empty() || conn.io.handshaking();
+                conn.io.deadlines.frame(now_ms, consumed > 0, open);
+                if drained && !conn.io.flags.any(Flags::HUP_SEEN) {
                     Some(ReadOutcome::Drained)
                 } else if budget == 0 {
                     Some(ReadOutcome::BudgetSpent)

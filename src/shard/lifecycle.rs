@@ -70,6 +70,17 @@ impl Shard {
 
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
+        if let Some(tls) = conn
+            .io
+            .tls
+            .as_mut()
+            .filter(|_| reason != CloseReason::Error)
+        {
+            // A TLS peer reads our end as clean only after close_notify;
+            // best effort, the socket closes next either way.
+            tls.close_notify();
+            let _ = tls.write_tls(&mut conn.io.stream, &self.res.stats);
+        }
         let token = conn.io.token(key);
         if let Some(timer) = conn.io.deadlines.timer {
             self.res.timers.wheel.cancel(timer);

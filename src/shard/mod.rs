@@ -39,6 +39,8 @@ use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
 
+use crate::net::tls::TlsConfig;
+
 /// A TCP listener and the service its connections get.
 pub(crate) struct TcpEndpoint {
     /// `None` once closed by shutdown.
@@ -49,18 +51,26 @@ pub(crate) struct TcpEndpoint {
     place: u16,
     /// Set while accepting is paused for lack of descriptors.
     paused: bool,
+    /// Connections speak TLS with this configuration.
+    tls: Option<TlsConfig>,
 }
 
 impl TcpEndpoint {
     /// `listener` is `None` on the shards that only adopt connections
     /// (the handoff mode, where shard 0 alone listens).
-    pub(crate) fn new(listener: Option<TcpListener>, service: usize, place: usize) -> Self {
+    pub(crate) fn new(
+        listener: Option<TcpListener>,
+        service: usize,
+        place: usize,
+        tls: Option<TlsConfig>,
+    ) -> Self {
         // The builder allows at most u16::MAX TCP listeners.
         TcpEndpoint {
             listener,
             service: service as u16,
             place: place as u16,
             paused: false,
+            tls,
         }
     }
 }
@@ -295,7 +305,7 @@ impl Shard {
     fn settle(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         if conn.io.flags.any(Flags::DISCARDING) {
-            conn.io.shut_write_when_flushed();
+            conn.io.shut_write_when_flushed(&self.res.stats);
         }
         if conn.io.flags.any(Flags::CLOSE_REQUESTED) && conn.io.flags.any(Flags::WRITE_SHUT) {
             conn.io.deadlines.linger(self.res.timers.now_ms());
@@ -304,7 +314,7 @@ impl Shard {
             return self.close(key, reason);
         }
         let token = conn.io.token(key);
-        let wants_write = conn.io.write_buffered() > 0;
+        let wants_write = conn.io.output_pending();
         if wants_write != conn.io.flags.any(Flags::WRITE_INTEREST) {
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE
