@@ -15,10 +15,12 @@ use sockloop::client::chat::{display, ChatClient};
 use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
 use sockloop::net::sys::raise_nofile_limit;
+use sockloop::net::tls::TlsConfig;
 use sockloop::rudp;
 use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+use sockloop::services::JsonEcho;
 use sockloop::services::RudpEcho;
-use sockloop::{services, Error, Handle, Server, ServerConfig};
+use sockloop::{services, Error, Handle, Listener, Server, ServerConfig};
 
 #[derive(Parser)]
 #[command(name = "sockloop", version, about = "A TCP + UDP server core on mio")]
@@ -80,6 +82,15 @@ struct ServeArgs {
     /// A TCP listener, ADDR[=SERVICE] (services: echo, json, chat, chat-proto); repeatable.
     #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
     tcp: Vec<Listen>,
+    /// A TLS listener, ADDR[=SERVICE] (any TCP service); repeatable. Needs --cert and --key.
+    #[arg(long = "tls", value_name = "ADDR[=SERVICE]")]
+    tls: Vec<Listen>,
+    /// PEM certificate chain for --tls listeners (leaf first).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls listeners.
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
     /// A UDP socket, ADDR[=SERVICE] (services: echo, rudp); repeatable.
     #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
     udp: Vec<Listen>,
@@ -214,7 +225,7 @@ impl From<std::io::Error> for Failure {
 }
 
 fn serve(mut args: ServeArgs) -> Result<(), Error> {
-    if args.tcp.is_empty() && args.udp.is_empty() {
+    if args.tcp.is_empty() && args.udp.is_empty() && args.tls.is_empty() {
         let default = |text: &str| text.parse::<Listen>().expect("a valid listener");
         args.tcp.push(default("127.0.0.1:7000"));
         args.tcp.push(default("127.0.0.1:7001=chat"));
@@ -250,35 +261,51 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     let max_line = config.max_read_buffer;
     let mut builder = Server::builder().config(config);
     // The order listeners are added in, which `tcp_addrs` follows.
+    let tls = match (&args.tls[..], &args.cert, &args.key) {
+        ([], None, None) => None,
+        ([_, ..], Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        ([_, ..], _, _) => return Err(Error::Config("--tls needs --cert and --key".into())),
+        ([], _, _) => {
+            return Err(Error::Config(
+                "--cert and --key are for --tls listeners".into(),
+            ))
+        }
+    };
+    let plain = args
+        .tcp
+        .iter()
+        .map(|listen| ("tcp", listen, Listener::plain(listen.addr)));
+    let secure = args.tls.iter().filter_map(|listen| {
+        let config = tls.clone()?;
+        Some(("tls", listen, Listener::tls(listen.addr, config)))
+    });
+    // The order listeners are added in, which `tcp_addrs` follows.
     let mut tcp_order = Vec::new();
-    let mut chat_group = (Vec::new(), Vec::new());
-    for listen in &args.tcp {
+    let mut chat_group = (Vec::new(), Vec::new(), Vec::new());
+    for (proto, listen, listener) in plain.chain(secure) {
         let encoding = match listen.service.as_str() {
             "echo" => {
-                builder = builder.tcp(listen.addr, || services::Echo);
-                None
+                builder = builder.listeners(vec![listener], || services::Echo);
+                tcp_order.push((proto, listen));
+                continue;
             }
             "json" => {
-                builder = builder.tcp(listen.addr, move || services::JsonEcho::new(max_line));
-                None
+                builder = builder.listeners(vec![listener], move || JsonEcho::new(max_line));
+                tcp_order.push((proto, listen));
+                continue;
             }
-            "chat" => Some(Encoding::Json),
-            "chat-proto" => Some(Encoding::Protobuf),
-            other => return Err(unknown_service("tcp", other)),
+            "chat" => Encoding::Json,
+            "chat-proto" => Encoding::Protobuf,
+            other => return Err(unknown_service(proto, other)),
         };
-        match encoding {
-            // Every chat listener joins one group: one set of rooms.
-            Some(encoding) => {
-                chat_group.0.push(listen.addr);
-                chat_group.1.push(encoding);
-            }
-            None => tcp_order.push(listen),
-        }
+        // Every chat listener joins one group: one set of rooms.
+        chat_group.0.push(listener);
+        chat_group.1.push(encoding);
+        chat_group.2.push((proto, listen));
     }
     if !chat_group.0.is_empty() {
-        builder = builder.tcp_group(&chat_group.0, Chat::maker(chat, &chat_group.1));
-        let chats = args.tcp.iter().filter(|l| l.service.starts_with("chat"));
-        tcp_order.extend(chats);
+        builder = builder.listeners(chat_group.0, Chat::maker(chat, &chat_group.1));
+        tcp_order.extend(chat_group.2);
     }
     let secret = services::rudp_echo::random_secret()?;
     let max_peers = args.rudp_max_peers;
@@ -298,8 +325,8 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     let server = builder.build()?;
 
     let mut stdout = std::io::stdout().lock();
-    for (listen, addr) in tcp_order.iter().zip(server.tcp_addrs()) {
-        let _ = writeln!(stdout, "listening tcp {addr} {}", listen.service);
+    for ((proto, listen), addr) in tcp_order.iter().zip(server.tcp_addrs()) {
+        let _ = writeln!(stdout, "listening {proto} {addr} {}", listen.service);
     }
     for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
         let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
@@ -439,10 +466,10 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 }
 
 fn unknown_service(proto: &str, name: &str) -> Error {
-    let known = if proto == "tcp" {
-        "echo, json, chat, chat-proto"
-    } else {
+    let known = if proto == "udp" {
         "echo, rudp"
+    } else {
+        "echo, json, chat, chat-proto"
     };
     Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
 }

@@ -1,6 +1,8 @@
 //! The `sockloop serve` command line: its listening lines, exit codes and
 //! one-line errors.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
@@ -320,4 +322,46 @@ fn the_rudp_client_reports_every_echo_from_serve() {
         .unwrap();
     assert!(kill.success());
     assert_eq!(finish(server).status.code(), Some(0));
+}
+
+#[test]
+fn tls_listeners_from_pem_files_and_their_usage_errors() {
+    let dir = std::env::temp_dir().join(format!("sockloop-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, client, made) = common::tls::certificates();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    let output = serve(&["--tls", "127.0.0.1:0"]);
+    assert_usage_error(&output, "--tls needs --cert and --key");
+    let output = serve(&["--tls", "127.0.0.1:0", "--cert", key, "--key", key]);
+    assert_usage_error(&output, "key.pem: no certificate in the file");
+
+    let mut server = spawn_serve(&["--tls", "127.0.0.1:0=json", "--cert", cert, "--key", key]);
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let line = next_line(&mut stdout);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("listening", "tls", "json"),
+        "{line}"
+    );
+    let mut stream = BufReader::new(common::tls::tls_connect(
+        fields[2].parse().unwrap(),
+        &client,
+    ));
+    stream.get_mut().write_all(b"{\"b\":1,\"a\":2}\n").unwrap();
+    let mut reply = String::new();
+    stream.read_line(&mut reply).unwrap();
+    assert_eq!(reply, "{\"a\":2,\"b\":1}\n");
+    drop(stream);
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(finish(server).status.code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

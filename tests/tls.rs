@@ -3,46 +3,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::tls::{certificates, tls_connect};
 use common::{connect, wait_until, Running};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use sockloop::net::tls::TlsConfig;
 use sockloop::services::chat::{Chat, ChatConfig, Encoding};
 use sockloop::services::Echo;
 use sockloop::{Server, ServerConfig};
-
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-/// A self-signed certificate for `localhost`: the server's config and the
-/// client's, which trusts exactly it.
-fn certificates() -> (
-    TlsConfig,
-    Arc<rustls::ClientConfig>,
-    rcgen::CertifiedKey<rcgen::KeyPair>,
-) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert: CertificateDer<'static> = made.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
-    let server = TlsConfig::from_der(vec![cert.clone()], key).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (server, Arc::new(client), made)
-}
-
-fn tls_connect(addr: SocketAddr, client: &Arc<rustls::ClientConfig>) -> TlsStream {
-    let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::clone(client), name).unwrap();
-    rustls::StreamOwned::new(conn, connect(addr))
-}
 
 fn one_shard() -> ServerConfig {
     ServerConfig {

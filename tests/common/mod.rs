@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod relay;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread::JoinHandle;
