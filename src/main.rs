@@ -35,8 +35,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (with no listener flags: TCP and UDP echo on 127.0.0.1:7000, chat on
-    /// 7001, chat-proto on 7002, json on 7003).
-    Serve(ServeArgs),
+    /// 7001, chat-proto on 7002, json on 7003, rudp on UDP 7004).
+    Serve(Box<ServeArgs>),
     /// Join a chat room: stdin lines become messages, received ones print as
     /// `[HH:MM:SS from]: content`.
     Chat(ChatArgs),
@@ -184,7 +184,7 @@ fn main() -> ExitCode {
     }
     logger.init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).map_err(Failure::from),
+        Command::Serve(args) => serve(*args).map_err(Failure::from),
         Command::Chat(args) => chat(args).map_err(Failure::from),
         Command::Rudp(args) => rudp_client(args),
     };
