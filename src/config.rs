@@ -63,8 +63,13 @@ pub struct ServerConfig {
     /// Resolution of the timer wheel (1 ms): deadlines fire at most this
     /// much (plus the loop's own latency) after they pass.
     pub timer_tick: Duration,
-    /// How long accepting pauses when descriptors run out (100 ms).
+    /// How long accepting pauses when descriptors run out and the reserve
+    /// descriptor could not help (100 ms).
     pub accept_pause: Duration,
+    /// Open connections across all shards beyond which new ones are
+    /// refused (`None`: no cap; the CLI sets the open-files cap minus a
+    /// reserve).
+    pub max_conns: Option<usize>,
     /// Datagrams per `recvmmsg`/`sendmmsg` call (32).
     pub udp_batch: usize,
     /// Largest datagram received (65,507, the IPv4 maximum); larger ones
@@ -103,6 +108,7 @@ impl Default for ServerConfig {
             close_linger: Some(Duration::from_secs(2)),
             timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
+            max_conns: None,
             udp_batch: 32,
             udp_max_datagram: 65_507,
             udp_recv_batches: 8,

@@ -148,6 +148,10 @@ struct ServeArgs {
     /// Longest chat message content.
     #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
     chat_max_content: usize,
+    /// Connections across all shards beyond which new ones are refused (default: the
+    /// open-files cap minus a reserve for listeners and the like).
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
     /// rudp peers per shard; hellos beyond it are refused with a close.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     rudp_max_peers: usize,
@@ -235,6 +239,23 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
         args.udp.push(default("127.0.0.1:7004=rudp"));
     }
     let mut config = ServerConfig::default();
+    let open_files = match raise_nofile_limit() {
+        Ok(limit) => {
+            log::info!("open files limit: {limit}");
+            Some(limit)
+        }
+        Err(e) => {
+            log::warn!("could not raise the open files limit: {e}");
+            None
+        }
+    };
+    // Descriptors the server needs besides connections: listeners and UDP
+    // sockets on every shard, pollers, wakers, stdio, the reserves.
+    let shards = args.shards.unwrap_or(config.shards);
+    let reserve = 64 + 4 * shards * (args.tcp.len() + args.tls.len() + args.udp.len());
+    config.max_conns = args
+        .max_conns
+        .or_else(|| open_files.map(|limit| (limit as usize).saturating_sub(reserve)));
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
@@ -317,10 +338,6 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
             }),
             other => return Err(unknown_service("udp", other)),
         };
-    }
-    match raise_nofile_limit() {
-        Ok(limit) => log::info!("open files limit: {limit}"),
-        Err(e) => log::warn!("could not raise the open files limit: {e}"),
     }
     let server = builder.build()?;
 

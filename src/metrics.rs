@@ -46,6 +46,17 @@ stats! {
     closed_peer,
     /// Connections closed by a reset or socket error.
     closed_error,
+    /// Connections refused: `max_conns` reached.
+    refused_server_full,
+    /// Connections refused: the per-IP cap reached.
+    refused_per_ip,
+    /// Connections refused: the per-IP connect rate exceeded.
+    refused_connect_rate,
+    /// Connections refused: the source is banned.
+    refused_banned,
+    /// Connections taken with the reserve descriptor and closed: out of
+    /// descriptors.
+    refused_no_descriptors,
     /// TLS connections that broke the protocol (a plaintext client, a bad
     /// handshake); each got an alert and was closed.
     tls_errors,

@@ -13,6 +13,7 @@ use crate::metrics::{ShardStats, Stats};
 use crate::net::socket::{tcp_listener, udp_socket, SocketOptions};
 use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
+use crate::shard::gate::Gate;
 use crate::shard::mailbox::{mailbox, Control, MailboxSender, Postbox};
 use crate::shard::token::Slot;
 use crate::shard::udp::UdpEndpoint;
@@ -168,6 +169,7 @@ impl Builder {
             .map(|_| Arc::new(ShardStats::default()))
             .collect();
 
+        let gate = Arc::new(Gate::new(config.max_conns));
         let mut built = Vec::new();
         for (id, ((poll, mailbox), listeners)) in
             polls.into_iter().zip(mailboxes).zip(bound).enumerate()
@@ -197,7 +199,7 @@ impl Builder {
                 poll,
                 Arc::clone(&config),
                 mailbox,
-                postbox,
+                (postbox, Arc::clone(&gate)),
                 (services, tcp),
                 udp,
                 handoff,

@@ -45,6 +45,39 @@ pub enum CloseReason {
     OutputSoftLimit,
 }
 
+/// Why a connection was refused before it got a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The server holds `max_conns` connections already.
+    ServerFull,
+    /// Its address holds `max_conns_per_ip` connections already.
+    TooManyFromIp,
+    /// Its address connects faster than `conn_rate` allows.
+    ConnectRate,
+    /// Its address is banned for now.
+    Banned,
+    /// The process is out of file descriptors (the connection was taken
+    /// with the reserve descriptor only to be told so).
+    NoDescriptors,
+}
+
+impl Refusal {
+    /// A short reason, for a service's refusal message.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::service::Refusal::ServerFull.reason(), "the server is full");
+    /// ```
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "the server is full",
+            Refusal::TooManyFromIp => "too many connections from your address",
+            Refusal::ConnectRate => "too many connection attempts from your address",
+            Refusal::Banned => "your address is banned for a while",
+            Refusal::NoDescriptors => "the server is out of resources",
+        }
+    }
+}
+
 /// A service timer, for cancelling it. Cancelling one that already fired
 /// is a harmless no-op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +105,14 @@ pub struct TimerId(pub(crate) crate::timer::TimerHandle);
 pub trait TcpService: Send {
     /// A connection was accepted.
     fn on_open(&mut self, _conn: &mut ConnContext<'_>) {}
+
+    /// The bytes to send a connection refused before it got a slot (see
+    /// [`Refusal`]), then it is closed; `None` (the default) closes it
+    /// without a word. `listener` is as in [`ConnContext::listener`].
+    /// Keep it short: it is written once, without waiting.
+    fn refusal(&self, _listener: usize, _reason: Refusal) -> Option<Vec<u8>> {
+        None
+    }
 
     /// Bytes arrived. `data` is everything received and not yet consumed;
     /// return how many leading bytes were consumed. Unconsumed bytes are

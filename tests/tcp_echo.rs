@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -202,5 +202,46 @@ fn ipv6_loopback_echoes_where_the_host_has_it() {
     let mut buf = [0; 8];
     let (n, from) = socket.recv_from(&mut buf).unwrap();
     assert_eq!((&buf[..n], from), (&b"v6"[..], server.udp[0]));
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn past_max_conns_a_connection_gets_the_services_refusal_and_the_others_go_on() {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        shards: 2,
+        max_conns: Some(2),
+        ..ServerConfig::default()
+    };
+    let server = sockloop::Server::builder()
+        .config(config)
+        .tcp(any, || sockloop::services::JsonEcho::new(1024))
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let mut first = BufReader::new(connect(server.tcp[0]));
+    let mut second = BufReader::new(connect(server.tcp[0]));
+    let handle = server.handle.clone();
+    wait_until("both in", || handle.stats().conns_open == 2);
+    let mut third = connect(server.tcp[0]);
+    let mut refusal = String::new();
+    third.read_to_string(&mut refusal).unwrap();
+    assert_eq!(refusal, "{\"error\":\"the server is full\"}\n");
+    assert_eq!(handle.stats().refused_server_full, 1);
+    for member in [&mut first, &mut second] {
+        member.get_mut().write_all(b"{\"x\":1}\n").unwrap();
+        let mut line = String::new();
+        member.read_line(&mut line).unwrap();
+        assert_eq!(line, "{\"x\":1}\n");
+    }
+    // A slot freed is a slot to take.
+    drop(first);
+    wait_until("one out", || handle.stats().conns_open == 1);
+    let mut fourth = BufReader::new(connect(server.tcp[0]));
+    fourth.get_mut().write_all(b"{}\n").unwrap();
+    let mut line = String::new();
+    fourth.read_line(&mut line).unwrap();
+    assert_eq!(line, "{}\n");
+    drop((second, fourth));
     server.shutdown().unwrap();
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::codec::{NdjsonCodec, NdjsonError};
-use crate::service::{ConnContext, TcpService};
+use crate::service::{ConnContext, Refusal, TcpService};
 
 /// Output gathered before it is handed to the connection.
 const OUT_SLICE: usize = 16 * 1024;
@@ -65,6 +65,18 @@ impl JsonEcho {
 }
 
 impl TcpService for JsonEcho {
+    /// `{"error":"the server is full"}` and the like, on one line.
+    fn refusal(&self, _listener: usize, reason: Refusal) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let error = ErrorLine {
+            error: reason.reason(),
+            detail: None,
+            max: None,
+        };
+        encode_line(&error, &mut out);
+        Some(out)
+    }
+
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let mut consumed = 0;
         let mut out = Vec::new();

@@ -2,9 +2,10 @@
 //! process runs out of descriptors, and (in the handoff mode) passing each
 //! to the least loaded shard.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::Interest;
@@ -14,10 +15,11 @@ use super::context::ConnContext;
 use super::deadline::TimerTarget;
 use super::mailbox::Mail;
 use super::token::Slot;
-use super::Shard;
+use super::{reserve_descriptor, Shard};
 use crate::metrics::ShardStats;
 use crate::net::socket::tune_accepted;
 use crate::net::tls::TlsSession;
+use crate::service::Refusal;
 
 /// How the listening shard of the handoff mode picks a shard for each
 /// connection: the fewest open, counting those handed over but not yet
@@ -68,17 +70,34 @@ impl Shard {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
+                Err(e) if out_of_descriptors(&e) && self.reserve.is_some() => {
+                    // Free the reserve for one accept, tell that peer why,
+                    // close it and take the reserve back: the backlog drains
+                    // with an answer instead of waiting in silence.
+                    // (Linux reports EMFILE before looking at the backlog,
+                    // so it may well be empty.)
+                    self.reserve = None;
+                    let accepted = listener.accept();
+                    let refused = match accepted {
+                        Ok((stream, peer)) => {
+                            self.refuse(index, stream, peer, Refusal::NoDescriptors);
+                            true
+                        }
+                        Err(_) => false, // nothing queued (or it gave up): done
+                    };
+                    // The refused socket is closed now: its descriptor
+                    // becomes the reserve again.
+                    self.reserve = reserve_descriptor();
+                    if self.reserve.is_none() {
+                        // Another thread took it: wait rather than spin.
+                        return self.pause_accepting(index, &e);
+                    }
+                    if !refused {
+                        return;
+                    }
+                }
                 Err(e) if out_of_descriptors(&e) => {
-                    // The pending connection stays in the backlog and the
-                    // listener stays readable, so retrying now would spin.
-                    let pause = self.config.accept_pause;
-                    endpoint.paused = true;
-                    self.res
-                        .timers
-                        .arm_after(pause, TimerTarget::ResumeAccept(index));
-                    self.res.stats.accept_pauses.incr();
-                    log::warn!("accept: {e}; not accepting for {pause:?}");
-                    return;
+                    return self.pause_accepting(index, &e);
                 }
                 Err(e) => {
                     self.res.stats.accept_errors.incr();
@@ -89,10 +108,73 @@ impl Shard {
         }
     }
 
+    /// Out of descriptors with no reserve to answer with: the pending
+    /// connection stays in the backlog and the listener stays readable, so
+    /// retrying now would spin; wait a little instead.
+    fn pause_accepting(&mut self, index: usize, e: &io::Error) {
+        let pause = self.config.accept_pause;
+        self.tcp[index].paused = true;
+        self.res
+            .timers
+            .arm_after(pause, TimerTarget::ResumeAccept(index));
+        self.res.stats.accept_pauses.incr();
+        log::warn!("accept: {e}; not accepting for {pause:?}");
+    }
+
+    /// One warning per second while out of descriptors, with the count of
+    /// refusals since the last one.
+    fn warn_out_of_descriptors(&mut self) {
+        let now = self.res.timers.now();
+        let (since, quiet) = &mut self.descriptor_warning;
+        *quiet += 1;
+        if since.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1)) {
+            log::warn!("out of file descriptors: refused {quiet} connection(s) with the reserve descriptor");
+            *since = Some(now);
+            *quiet = 0;
+        }
+    }
+
+    /// Sends a refused connection its service's refusal message, if any,
+    /// and closes it. Counted by reason.
+    fn refuse(
+        &mut self,
+        listener: usize,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        reason: Refusal,
+    ) {
+        let stats = &self.res.stats;
+        match reason {
+            Refusal::ServerFull => stats.refused_server_full.incr(),
+            Refusal::TooManyFromIp => stats.refused_per_ip.incr(),
+            Refusal::ConnectRate => stats.refused_connect_rate.incr(),
+            Refusal::Banned => stats.refused_banned.incr(),
+            Refusal::NoDescriptors => stats.refused_no_descriptors.incr(),
+        }
+        if reason == Refusal::NoDescriptors {
+            self.warn_out_of_descriptors();
+        }
+        log::debug!("refused {peer}: {}", reason.reason());
+        let endpoint = &self.tcp[listener];
+        // A TLS peer cannot read a plaintext word before its handshake.
+        if endpoint.tls.is_none() {
+            let service = &self.services[usize::from(endpoint.service)];
+            if let Some(message) = service.refusal(usize::from(endpoint.place), reason) {
+                // One try, no waiting: a fresh socket takes a short reply.
+                let _ = stream.write(&message);
+            }
+        }
+    }
+}
+
+impl Shard {
     /// Serves a new connection here, or in the handoff mode on the shard
     /// with the fewest open connections. If that shard's inbox is full the
     /// connection stays here: it is never dropped for lack of a place.
     fn place(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
+        if let Err(reason) = self.res.gate.admit(peer.ip()) {
+            return self.refuse(listener, stream, peer, reason);
+        }
         let here = self.res.postbox.shard;
         let Some(target) = self.handoff.as_ref().map(Handoff::least_loaded) else {
             return self.open(listener, stream, peer);
@@ -129,7 +211,7 @@ impl Shard {
         if u32::try_from(key).is_err() {
             // Unreachable below 2^32 descriptors; refuse rather than alias.
             self.res.stats.accept_errors.incr();
-            return;
+            return self.res.gate.release(peer.ip());
         }
         let gen = self.generations.next();
         let token = Slot::Conn { key, gen }.token();
@@ -143,7 +225,7 @@ impl Shard {
         {
             self.res.stats.accept_errors.incr();
             log::warn!("registering connection from {peer}: {e}");
-            return;
+            return self.res.gate.release(peer.ip());
         }
         let now_ms = self.res.timers.now_ms();
         let endpoint = &self.tcp[listener];
@@ -152,7 +234,8 @@ impl Shard {
             Ok(tls) => tls,
             Err(e) => {
                 self.res.stats.accept_errors.incr();
-                return log::warn!("TLS for connection from {peer}: {e}");
+                log::warn!("TLS for connection from {peer}: {e}");
+                return self.res.gate.release(peer.ip());
             }
         };
         let mut conn = Connection::new(stream, peer, gen, (service, place), now_ms);

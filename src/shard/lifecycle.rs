@@ -36,7 +36,9 @@ impl Shard {
                 } => {
                     self.res.stats.adopted.incr();
                     if self.draining {
-                        continue; // dropping it closes it, as a closed listener would
+                        // Dropping it closes it, as a closed listener would.
+                        self.res.gate.release(peer.ip());
+                        continue;
                     }
                     self.open(listener, mio::net::TcpStream::from_std(stream), peer);
                 }
@@ -106,6 +108,7 @@ impl Shard {
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
+        self.res.gate.release(conn.io.peer.ip());
         match reason {
             // A slow consumer losing its connection is news for the operator.
             CloseReason::OutputHardLimit | CloseReason::OutputSoftLimit => {

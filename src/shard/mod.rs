@@ -12,6 +12,7 @@ pub(crate) mod conn;
 pub(crate) mod context;
 pub(crate) mod deadline;
 mod fire;
+pub(crate) mod gate;
 mod lifecycle;
 pub(crate) mod mailbox;
 pub(crate) mod token;
@@ -35,6 +36,7 @@ use crate::timer::TimerHandle;
 use accept::Handoff;
 use conn::{live, read_ready, ConnLimits, Connection, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
+use gate::Gate;
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
@@ -87,6 +89,8 @@ pub(crate) struct Resources {
     /// callback: settled at the end of the loop turn.
     pub(crate) touched: Vec<Token>,
     pub(crate) limits: ConnLimits,
+    /// Admission, shared by every shard.
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// One event loop and everything it owns.
@@ -113,6 +117,20 @@ pub(crate) struct Shard {
     handoff: Option<Handoff>,
     /// Set once shutdown began.
     draining: bool,
+    /// A descriptor held back, so that out of descriptors the shard can
+    /// still accept a connection to refuse it rather than leave it queued.
+    reserve: Option<std::fs::File>,
+    /// When the last out-of-descriptors warning was logged, and the
+    /// refusals since.
+    descriptor_warning: (Option<Instant>, u64),
+}
+
+/// Opens the reserve descriptor (`/dev/null`); without one, running out of
+/// descriptors pauses accepting instead.
+pub(crate) fn reserve_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null")
+        .map_err(|e| log::warn!("no reserve descriptor: {e}"))
+        .ok()
 }
 
 impl Shard {
@@ -122,7 +140,7 @@ impl Shard {
         poll: Poll,
         config: Arc<ServerConfig>,
         mailbox: Mailbox,
-        postbox: Postbox,
+        (postbox, gate): (Postbox, Arc<Gate>),
         (services, mut tcp): (Vec<Box<dyn TcpService>>, Vec<TcpEndpoint>),
         mut udp: Vec<UdpEndpoint>,
         handoff: Option<Arc<[Arc<ShardStats>]>>,
@@ -151,6 +169,7 @@ impl Shard {
             postbox,
             touched: Vec::new(),
             limits: ConnLimits::of(&config),
+            gate,
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -170,6 +189,8 @@ impl Shard {
             fired: Vec::new(),
             handoff: handoff.map(Handoff::new),
             draining: false,
+            reserve: reserve_descriptor(),
+            descriptor_warning: (None, 0),
         })
     }
 

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::proto::chat::ChatMessage;
-use crate::service::{CloseReason, ConnContext, ConnId, ShardContext, Shards, TcpService};
+use crate::service::{CloseReason, ConnContext, ConnId, Refusal, ShardContext, Shards, TcpService};
 use directory::Directory;
 use room::{Outbox, Rooms};
 pub use wire::Encoding;
@@ -127,6 +127,16 @@ impl TcpService for Chat {
         let id = conn.id();
         self.rooms
             .open(conn, id, encoding.unwrap_or(Encoding::Json));
+    }
+
+    /// A `System` error in the member's encoding.
+    fn refusal(&self, listener: usize, reason: Refusal) -> Option<Vec<u8>> {
+        let encoding = self
+            .encodings
+            .get(listener)
+            .copied()
+            .unwrap_or(Encoding::Json);
+        Some(room::refusal(encoding, reason.reason()))
     }
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {

@@ -345,6 +345,17 @@ impl Rooms {
     }
 }
 
+/// What a refused connection is told: one `System` error, no time (the
+/// service is not running a turn for it).
+pub(crate) fn refusal(encoding: Encoding, reason: &str) -> Vec<u8> {
+    let message = system(
+        format!("error: {reason}; try again later"),
+        String::new(),
+        "",
+    );
+    Outgoing::new(message).bytes(encoding).to_vec()
+}
+
 fn system(content: String, time: String, room: &str) -> ChatMessage {
     ChatMessage {
         from: SYSTEM.into(),
