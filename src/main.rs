@@ -250,12 +250,16 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
         }
     };
     // Descriptors the server needs besides connections: listeners and UDP
-    // sockets on every shard, pollers, wakers, stdio, the reserves.
+    // sockets on every shard, pollers, wakers, stdio, the reserves (at most
+    // a quarter of a small cap).
     let shards = args.shards.unwrap_or(config.shards);
-    let reserve = 64 + 4 * shards * (args.tcp.len() + args.tls.len() + args.udp.len());
-    config.max_conns = args
-        .max_conns
-        .or_else(|| open_files.map(|limit| (limit as usize).saturating_sub(reserve)));
+    let sockets = 2 * shards * (args.tcp.len() + args.tls.len() + args.udp.len() + 4);
+    config.max_conns = args.max_conns.or_else(|| {
+        open_files.map(|limit| {
+            let limit = limit as usize;
+            limit - (16 + sockets).min(limit / 4)
+        })
+    });
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
