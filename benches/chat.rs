@@ -228,6 +228,7 @@ impl Room {
         let encodings = [Encoding::Json, Encoding::Protobuf];
         let server = Server::builder()
             .config(ServerConfig {
+                sources: sockloop::limit::IpLimits::unlimited(),
                 shards: 1,
                 ..ServerConfig::default()
             })

@@ -93,6 +93,7 @@ fn start_sockloop() -> (
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     // One shard: one core against tokio's one-thread runtime.
     let config = sockloop::ServerConfig {
+        sources: sockloop::limit::IpLimits::unlimited(),
         shards: 1,
         ..sockloop::ServerConfig::default()
     };

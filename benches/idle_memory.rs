@@ -90,6 +90,8 @@ fn main() {
     let exe = env!("CARGO_BIN_EXE_sockloop");
     let child = Command::new(exe)
         .args(["--log-level", "warn", "serve", "--tcp", "127.0.0.1:0"])
+        // 10,000 connections from one address: the per-source limits off.
+        .args(["--max-conns-per-ip", "0", "--conn-rate", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

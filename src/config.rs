@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::limit::{IpLimits, Rate};
 use crate::net::socket::SocketOptions;
 use crate::Error;
 
@@ -66,6 +67,16 @@ pub struct ServerConfig {
     /// How long accepting pauses when descriptors run out and the reserve
     /// descriptor could not help (100 ms).
     pub accept_pause: Duration,
+    /// Per-source limits, checked before a connection gets a slot: a cap
+    /// per IP (256), a connect rate (50/s, burst 100), and bans after
+    /// strikes (10 within 60 s ban for 60 s). See [`IpLimits`].
+    pub sources: IpLimits,
+    /// Messages a connection may send (`None`: no limit): services that
+    /// frame messages ask [`ConnContext::take_message_token`] per message,
+    /// and drop and strike what is over.
+    ///
+    /// [`ConnContext::take_message_token`]: crate::service::ConnContext::take_message_token
+    pub message_rate: Option<Rate>,
     /// Open connections across all shards beyond which new ones are
     /// refused (`None`: no cap; the CLI sets the open-files cap minus a
     /// reserve).
@@ -109,6 +120,8 @@ impl Default for ServerConfig {
             timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
             max_conns: None,
+            sources: IpLimits::default(),
+            message_rate: None,
             udp_batch: 32,
             udp_max_datagram: 65_507,
             udp_recv_batches: 8,
@@ -130,7 +143,10 @@ impl ServerConfig {
             return fail("buffer size and read budget must be positive");
         }
         if self.max_read_buffer < self.buffer_size {
-            return fail("the maximum read buffer must be at least one buffer");
+            return Err(Error::Config(format!(
+                "the maximum frame / read buffer ({} bytes) must be at least one {}-byte buffer",
+                self.max_read_buffer, self.buffer_size
+            )));
         }
         if self.write_low_water >= self.write_high_water {
             return fail("the write low-water mark must be below the high-water mark");

@@ -41,6 +41,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 mod error;
+pub mod limit;
 pub mod metrics;
 pub mod net;
 pub mod proto;

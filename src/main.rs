@@ -14,6 +14,7 @@ use signal_hook::iterator::Signals;
 use sockloop::client::chat::{display, ChatClient};
 use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
+use sockloop::limit::{parse_rate, IpLimits, Rate};
 use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
 use sockloop::rudp;
@@ -152,9 +153,45 @@ struct ServeArgs {
     /// open-files cap minus a reserve for listeners and the like).
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
+    /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_conns_per_ip: u32,
+    /// Connection attempts per address, e.g. 50/s or 50/s:100 (a burst of 100); 0: no limit.
+    #[arg(long, default_value = "50/s:100", value_name = "RATE")]
+    conn_rate: RateLimit,
+    /// Messages per connection, e.g. 100/s:200; over it a message is dropped with an error and
+    /// a strike. 0 (the default): no limit.
+    #[arg(long, default_value = "0", value_name = "RATE")]
+    msg_rate: RateLimit,
+    /// Strikes (protocol errors, limit violations) within --strike-window that ban an
+    /// address; 0: no bans.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    ban_after: u32,
+    /// The window strikes are counted in.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    strike_window: Duration,
+    /// How long a ban lasts.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    ban_for: Duration,
+    /// Largest frame (a line, a protobuf record) a TCP service accepts; also the most
+    /// unconsumed input a connection may hold.
+    #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
+    max_frame: usize,
     /// rudp peers per shard; hellos beyond it are refused with a close.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     rudp_max_peers: usize,
+}
+
+/// A rate flag: `50/s`, `50/s:100`, `600/m`, or `0` for no limit.
+#[derive(Clone, Copy)]
+struct RateLimit(Option<Rate>);
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RateLimit, String> {
+        parse_rate(text).map(RateLimit)
+    }
 }
 
 /// `ADDR[=SERVICE]`, as given on the command line.
@@ -274,13 +311,23 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.frame_timeout = enabled(args.frame_timeout);
     config.write_timeout = enabled(args.write_timeout);
     config.drain_timeout = args.drain_timeout;
+    config.sources = IpLimits {
+        max_conns_per_ip: args.max_conns_per_ip,
+        connect_rate: args.conn_rate.0,
+        ban_after: args.ban_after,
+        strike_window: args.strike_window,
+        ban_for: args.ban_for,
+        ..IpLimits::default()
+    };
+    config.message_rate = args.msg_rate.0;
+    config.max_read_buffer = args.max_frame;
     config.output_hard_limit = args.chat_out_hard;
     config.output_soft_limit = args.chat_out_soft;
     config.output_soft_for = enabled(args.chat_out_soft_secs);
     let chat = ChatConfig {
         max_errors: args.chat_max_errors,
         max_content: args.chat_max_content,
-        ..ChatConfig::default()
+        max_frame: ChatConfig::default().max_frame.min(args.max_frame),
     };
 
     let max_line = config.max_read_buffer;

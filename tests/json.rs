@@ -6,11 +6,22 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 
 use common::{connect, Running};
-use sockloop::{services::JsonEcho, Server};
+use sockloop::limit::IpLimits;
+use sockloop::{services::JsonEcho, Server, ServerConfig};
 
+/// Bans are off: these tests are about the replies (tests/limits.rs has
+/// the strikes and bans).
 fn json_server(max_line: usize) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        sources: IpLimits {
+            ban_after: 0,
+            ..IpLimits::default()
+        },
+        ..ServerConfig::default()
+    };
     let server = Server::builder()
+        .config(config)
         .tcp(any, move || JsonEcho::new(max_line))
         .build()
         .unwrap();

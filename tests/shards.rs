@@ -10,12 +10,15 @@ use std::thread;
 use std::time::Duration;
 
 use common::{connect, udp_client, wait_until, Running, IO_TIMEOUT};
+use sockloop::limit::IpLimits;
 use sockloop::service::{ConnContext, ShardContext, Shards, TcpService};
 use sockloop::{Error, Server, ServerConfig};
 
+/// Hundreds of connections from one address: the per-source limits off.
 fn shards(n: usize) -> ServerConfig {
     ServerConfig {
         shards: n,
+        sources: IpLimits::unlimited(),
         ..ServerConfig::default()
     }
 }

@@ -92,9 +92,20 @@ impl TcpService for JsonEcho {
             match self.codec.decode(&data[consumed..]) {
                 Ok(Some((message, used))) => {
                     consumed += used;
-                    encode_line(&message, &mut out);
+                    if conn.take_message_token() {
+                        encode_line(&message, &mut out);
+                        continue;
+                    }
+                    let error = ErrorLine {
+                        error: "over the message rate",
+                        detail: None,
+                        max: None,
+                    };
+                    encode_line(&error, &mut out);
+                    if conn.strike("over the message rate") {
+                        break; // banned: the connection is closing
+                    }
                 }
-
                 Ok(None) => break,
                 Err(NdjsonError::Invalid { used, reason }) => {
                     consumed += used;
@@ -104,6 +115,9 @@ impl TcpService for JsonEcho {
                         max: None,
                     };
                     encode_line(&error, &mut out);
+                    if conn.strike("invalid JSON message") {
+                        break;
+                    }
                 }
                 Err(NdjsonError::TooLong { max }) => {
                     let error = ErrorLine {
@@ -113,6 +127,7 @@ impl TcpService for JsonEcho {
                     };
                     encode_line(&error, &mut out);
                     conn.send(&out);
+                    conn.strike("line too long");
                     conn.close();
                     return data.len();
                 }

@@ -16,6 +16,7 @@ use super::deadline::TimerTarget;
 use super::mailbox::Mail;
 use super::token::Slot;
 use super::{reserve_descriptor, Shard};
+use crate::limit::{Admission, Source};
 use crate::metrics::ShardStats;
 use crate::net::socket::tune_accepted;
 use crate::net::tls::TlsSession;
@@ -154,7 +155,8 @@ impl Shard {
         if reason == Refusal::NoDescriptors {
             self.warn_out_of_descriptors();
         }
-        log::debug!("refused {peer}: {}", reason.reason());
+        let what = format_args!("connection refused: {}", reason.reason());
+        super::warn_suspicious(&mut self.res, Source::from(peer.ip()), what);
         let endpoint = &self.tcp[listener];
         // A TLS peer cannot read a plaintext word before its handshake.
         if endpoint.tls.is_none() {
@@ -172,20 +174,22 @@ impl Shard {
     /// with the fewest open connections. If that shard's inbox is full the
     /// connection stays here: it is never dropped for lack of a place.
     fn place(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
-        if let Err(reason) = self.res.gate.admit(peer.ip()) {
-            return self.refuse(listener, stream, peer, reason);
-        }
+        let admission = match self.res.gate.admit(peer.ip(), self.res.timers.now()) {
+            Ok(admission) => admission,
+            Err(reason) => return self.refuse(listener, stream, peer, reason),
+        };
         let here = self.res.postbox.shard;
         let Some(target) = self.handoff.as_ref().map(Handoff::least_loaded) else {
-            return self.open(listener, stream, peer);
+            return self.open(listener, stream, peer, admission);
         };
         if target == here {
-            return self.open(listener, stream, peer);
+            return self.open(listener, stream, peer, admission);
         }
         let mail = Mail::Adopt {
             listener,
             stream: stream.into(),
             peer,
+            admission,
         };
         match self.res.postbox.peers[target].post(mail) {
             Ok(()) => {
@@ -194,15 +198,21 @@ impl Shard {
                     handoff.sent[target] += 1;
                 }
             }
-            Err(Mail::Adopt { stream, .. }) => {
-                self.open(listener, TcpStream::from_std(stream), peer)
-            }
+            Err(Mail::Adopt {
+                stream, admission, ..
+            }) => self.open(listener, TcpStream::from_std(stream), peer, admission),
             Err(Mail::Message { .. }) => unreachable!("posted an Adopt"),
         }
     }
 
     /// Registers a connection accepted here or handed over by shard 0.
-    pub(super) fn open(&mut self, listener: usize, mut stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn open(
+        &mut self,
+        listener: usize,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        admission: Admission,
+    ) {
         if let Err(e) = tune_accepted(&stream, &self.config.socket) {
             log::debug!("tuning connection from {peer}: {e}");
         }
@@ -211,7 +221,7 @@ impl Shard {
         if u32::try_from(key).is_err() {
             // Unreachable below 2^32 descriptors; refuse rather than alias.
             self.res.stats.accept_errors.incr();
-            return self.res.gate.release(peer.ip());
+            return self.res.gate.release(admission);
         }
         let gen = self.generations.next();
         let token = Slot::Conn { key, gen }.token();
@@ -225,7 +235,7 @@ impl Shard {
         {
             self.res.stats.accept_errors.incr();
             log::warn!("registering connection from {peer}: {e}");
-            return self.res.gate.release(peer.ip());
+            return self.res.gate.release(admission);
         }
         let now_ms = self.res.timers.now_ms();
         let endpoint = &self.tcp[listener];
@@ -235,10 +245,11 @@ impl Shard {
             Err(e) => {
                 self.res.stats.accept_errors.incr();
                 log::warn!("TLS for connection from {peer}: {e}");
-                return self.res.gate.release(peer.ip());
+                return self.res.gate.release(admission);
             }
         };
         let mut conn = Connection::new(stream, peer, gen, (service, place), now_ms);
+        conn.admission = Some(admission);
         if let Some(tls) = tls {
             conn.io.tls = Some(Box::new(tls));
             // The handshake is a frame open from the first moment: the

@@ -13,6 +13,7 @@ use super::deadline::Deadlines;
 use super::token::Slot;
 use super::Resources;
 use crate::config::ServerConfig;
+use crate::limit::{Admission, Rate, TokenBucket};
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
 use crate::net::tls::{TlsSession, CIPHERTEXT_READ};
@@ -86,6 +87,7 @@ pub(crate) struct ConnLimits {
     pub(crate) write_ms: Option<u32>,
     pub(crate) over_soft_ms: Option<u32>,
     pub(crate) linger_ms: Option<u32>,
+    pub(crate) message_rate: Option<Rate>,
 }
 
 impl ConnLimits {
@@ -100,6 +102,7 @@ impl ConnLimits {
             write_ms: ms(config.write_timeout),
             over_soft_ms: ms(config.output_soft_for),
             linger_ms: Some(config.close_linger.map_or(0, |t| t.as_millis() as u32 + 1)),
+            message_rate: config.message_rate,
         }
     }
 }
@@ -124,6 +127,10 @@ pub(crate) struct Connection {
     pub(crate) service: u16,
     /// The place of the listener that accepted it among that service's.
     pub(crate) listener: u16,
+    /// Its count against the server's and its source's caps.
+    pub(crate) admission: Option<Admission>,
+    /// Its message-rate bucket, once a service asked for a token.
+    pub(crate) message_tokens: Option<TokenBucket>,
 }
 
 /// The part of a connection a service's context may touch.
@@ -161,6 +168,8 @@ impl Connection {
             read_buf: None,
             service,
             listener,
+            admission: None,
+            message_tokens: None,
         }
     }
 

@@ -19,6 +19,7 @@ use super::conn::{self, Connection, Flags};
 use super::deadline::TimerTarget;
 use super::mailbox::{ServiceRef, Shards};
 use super::Resources;
+use crate::limit::{Source, StrikeOutcome, TokenBucket};
 use crate::service::{ConnId, TimerId};
 
 /// The slab key of the open connection `id` names, if any.
@@ -133,6 +134,48 @@ impl<'a> ConnContext<'a> {
             return true;
         }
         close(self.conns, self.res, id)
+    }
+
+    /// Takes one token from this connection's message-rate bucket
+    /// (`ServerConfig::message_rate`); false means over the rate: drop the
+    /// message, and [`strike`](Self::strike). Always true with no rate set.
+    pub fn take_message_token(&mut self) -> bool {
+        let Some(rate) = self.res.limits.message_rate else {
+            return true;
+        };
+        let now = self.res.timers.now();
+        let conn = &mut self.conns[self.key];
+        let bucket = conn
+            .message_tokens
+            .get_or_insert_with(|| TokenBucket::new(&rate, now));
+        bucket.take(&rate, now)
+    }
+
+    /// Counts a protocol error or limit violation against the peer's
+    /// address. Enough of them within the strike window ban the address
+    /// (`ServerConfig::sources`); then this connection is closed too, and
+    /// true is returned.
+    pub fn strike(&mut self, why: &str) -> bool {
+        let ip = self.peer_addr().ip();
+        let source = Source::from(ip);
+        match self.res.gate.strike(ip, self.res.timers.now()) {
+            StrikeOutcome::Banned { until_in } => {
+                let what = format_args!("banned for {until_in:?} after a strike: {why}");
+                super::warn_suspicious(self.res, source, what);
+                self.close();
+                true
+            }
+            StrikeOutcome::AlreadyBanned { .. } => {
+                self.close();
+                true
+            }
+            StrikeOutcome::Counted { strikes } => {
+                let what = format_args!("strike {strikes}: {why}");
+                super::warn_suspicious(self.res, source, what);
+                false
+            }
+            StrikeOutcome::Untracked => false,
+        }
     }
 
     /// Bytes sent but not yet taken by the socket.

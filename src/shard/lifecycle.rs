@@ -33,14 +33,16 @@ impl Shard {
                     listener,
                     stream,
                     peer,
+                    admission,
                 } => {
                     self.res.stats.adopted.incr();
                     if self.draining {
                         // Dropping it closes it, as a closed listener would.
-                        self.res.gate.release(peer.ip());
+                        self.res.gate.release(admission);
                         continue;
                     }
-                    self.open(listener, mio::net::TcpStream::from_std(stream), peer);
+                    let stream = mio::net::TcpStream::from_std(stream);
+                    self.open(listener, stream, peer, admission);
                 }
                 Mail::Message {
                     service,
@@ -108,7 +110,9 @@ impl Shard {
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
-        self.res.gate.release(conn.io.peer.ip());
+        if let Some(admission) = conn.admission.take() {
+            self.res.gate.release(admission);
+        }
         match reason {
             // A slow consumer losing its connection is news for the operator.
             CloseReason::OutputHardLimit | CloseReason::OutputSoftLimit => {

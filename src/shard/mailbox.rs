@@ -23,6 +23,8 @@ pub(crate) enum Mail {
         listener: usize,
         stream: std::net::TcpStream,
         peer: SocketAddr,
+        /// Its place in the admission counts, released when it closes.
+        admission: crate::limit::Admission,
     },
     /// A message from a service on shard `from` to the same service here.
     Message {

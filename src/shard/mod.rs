@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::ServerConfig;
+use crate::limit::{Source, Suppressor};
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
 use crate::net::udp_batch::RecvBatch;
@@ -91,6 +92,8 @@ pub(crate) struct Resources {
     pub(crate) limits: ConnLimits,
     /// Admission, shared by every shard.
     pub(crate) gate: Arc<Gate>,
+    /// One warning per suspicious source per interval.
+    pub(crate) suspicious: Suppressor<Source>,
 }
 
 /// One event loop and everything it owns.
@@ -123,6 +126,22 @@ pub(crate) struct Shard {
     /// When the last out-of-descriptors warning was logged, and the
     /// refusals since.
     descriptor_warning: (Option<Instant>, u64),
+}
+
+/// How often one suspicious source may be logged, and how many sources a
+/// shard keeps track of for that (beyond them, lines are dropped and counted).
+const SUSPICIOUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const SUSPICIOUS_SOURCES: usize = 4096;
+
+/// Logs `what` about `source` unless it was logged within the interval;
+/// the next line says how many were held back.
+pub(crate) fn warn_suspicious(res: &mut Resources, source: Source, what: std::fmt::Arguments<'_>) {
+    if let Some(held) = res.suspicious.note(source, res.timers.now()) {
+        match held {
+            0 => log::warn!("{source}: {what}"),
+            n => log::warn!("{source}: {what} ({n} more since the last line)"),
+        }
+    }
 }
 
 /// Opens the reserve descriptor (`/dev/null`); without one, running out of
@@ -170,6 +189,7 @@ impl Shard {
             touched: Vec::new(),
             limits: ConnLimits::of(&config),
             gate,
+            suspicious: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));

@@ -38,8 +38,14 @@ impl Running {
         }
     }
 
-    /// TCP and UDP echo on 127.0.0.1:0 with `config`.
+    /// TCP and UDP echo on 127.0.0.1:0 with `config`, its per-source
+    /// limits off: every test client comes from 127.0.0.1, and these tests
+    /// are about the core (tests/limits.rs tests the limits).
     pub fn echo(config: ServerConfig) -> Running {
+        let config = ServerConfig {
+            sources: sockloop::limit::IpLimits::unlimited(),
+            ..config
+        };
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let server = Server::builder()
             .config(config)

@@ -185,6 +185,15 @@ impl Outbox for ConnContext<'_> {
             message,
         )
     }
+
+    // Only ever asked about the member whose input is being handled.
+    fn take_token(&mut self, id: ConnId) -> bool {
+        id != self.id() || self.take_message_token()
+    }
+
+    fn strike(&mut self, id: ConnId, why: &str) -> bool {
+        id == self.id() && ConnContext::strike(self, why)
+    }
 }
 
 impl Outbox for ShardContext<'_> {
@@ -203,5 +212,14 @@ impl Outbox for ShardContext<'_> {
             |p| ShardContext::post(self, Shards::Others, p),
             message,
         )
+    }
+
+    // No member's input is handled here (remote messages, closes).
+    fn take_token(&mut self, _id: ConnId) -> bool {
+        true
+    }
+
+    fn strike(&mut self, _id: ConnId, _why: &str) -> bool {
+        false
     }
 }

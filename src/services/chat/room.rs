@@ -30,6 +30,12 @@ pub(crate) trait Outbox {
     /// Hands `message` to the chat on every other shard, for the members
     /// of `message.room` there; false if some shard's inbox was full.
     fn post(&mut self, message: &ChatMessage) -> bool;
+    /// Whether member `id` may send one more message now (the server's
+    /// message rate).
+    fn take_token(&mut self, id: ConnId) -> bool;
+    /// Counts a protocol error against member `id`'s address; true if that
+    /// got the address banned (the server then closes the connection).
+    fn strike(&mut self, id: ConnId, why: &str) -> bool;
 }
 
 #[derive(Debug)]
@@ -108,6 +114,7 @@ impl Rooms {
                 }
                 Inbound::Fatal(reason) => {
                     self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
+                    out.strike(id, &reason);
                     self.leave(out, id, now);
                     out.close(id);
                 }
@@ -179,6 +186,9 @@ impl Rooms {
                     text.len()
                 );
                 self.strike(out, id, &error, now);
+            }
+            Command::Say(_) if !out.take_token(id) => {
+                self.strike(out, id, "over the message rate; message dropped", now);
             }
             Command::Say(text) => {
                 let from = self.members[&id].name.as_deref().unwrap_or_default();
@@ -264,6 +274,11 @@ impl Rooms {
         member.errors += 1;
         let last = member.errors >= self.config.max_errors;
         self.reply(out, id, &format!("error: {error}"), now);
+        if out.strike(id, error) {
+            // The address is banned: the server is closing the connection.
+            self.leave(out, id, now);
+            return true;
+        }
         if last {
             let max = self.config.max_errors;
             self.reply(

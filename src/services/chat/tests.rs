@@ -23,6 +23,10 @@ struct Recorder {
     closed: HashSet<ConnId>,
     posted: VecDeque<ChatMessage>,
     inbox_full: bool,
+    rate_limited: bool,
+    strikes: HashMap<ConnId, u32>,
+    /// Strikes at which the address is banned, if ever.
+    ban_at: Option<u32>,
 }
 
 impl Outbox for Recorder {
@@ -37,6 +41,16 @@ impl Outbox for Recorder {
     fn post(&mut self, message: &ChatMessage) -> bool {
         self.posted.push_back(message.clone());
         !self.inbox_full
+    }
+
+    fn take_token(&mut self, _id: ConnId) -> bool {
+        !self.rate_limited
+    }
+
+    fn strike(&mut self, id: ConnId, _why: &str) -> bool {
+        let strikes = self.strikes.entry(id).or_default();
+        *strikes += 1;
+        self.ban_at.is_some_and(|at| *strikes >= at)
     }
 }
 
@@ -537,4 +551,32 @@ mod arbitrary {
             }
         }
     }
+}
+
+#[test]
+fn over_the_message_rate_is_dropped_and_struck() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.shards[0].1.rate_limited = true;
+    world.input(0, ann, &line("too fast"));
+    let want = "error: over the message rate; message dropped";
+    assert_eq!(contents(&world.json(0, ann)), [("System", want)]);
+    assert!(
+        world.proto(1, bob).is_empty(),
+        "the dropped message went nowhere"
+    );
+    assert_eq!(world.shards[0].1.strikes[&ann], 1);
+}
+
+#[test]
+fn a_ban_by_strikes_ends_the_membership() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.shards[0].1.ban_at = Some(2);
+    world.input(0, ann, b"{bad\n");
+    assert!(world.proto(1, bob).is_empty());
+    world.input(0, ann, b"{bad\n");
+    assert_eq!(world.proto(1, bob)[0].content, "ann left lobby");
+    // The server closes the banned connection; the chat forgot it already.
+    let late = line("still here?");
+    assert_eq!(world.input(0, ann, &late), late.len(), "all discarded");
+    assert!(world.proto(1, bob).is_empty());
 }
