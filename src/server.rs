@@ -169,7 +169,7 @@ impl Builder {
             .map(|_| Arc::new(ShardStats::default()))
             .collect();
 
-        let gate = Arc::new(Gate::new(config.max_conns, config.sources.clone()));
+        let gate = Arc::new(Gate::new(config.max_conns, config.sources));
         let mut built = Vec::new();
         for (id, ((poll, mailbox), listeners)) in
             polls.into_iter().zip(mailboxes).zip(bound).enumerate()
