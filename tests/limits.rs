@@ -1,0 +1,177 @@
+//! Protection over real sockets: per-source caps, connect and message
+//! rates, strikes and bans. Each limit is crossed by one source while
+//! another (a second loopback address) is served as if nothing happened.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Running, IO_TIMEOUT};
+use sockloop::limit::{IpLimits, Rate};
+use sockloop::services::JsonEcho;
+use sockloop::{Server, ServerConfig};
+
+const OFFENDER: &str = "127.0.0.1";
+const BYSTANDER: &str = "127.0.0.2";
+
+fn json_server(sources: IpLimits, message_rate: Option<Rate>) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        shards: 2,
+        sources,
+        message_rate,
+        ..ServerConfig::default()
+    };
+    let server = Server::builder()
+        .config(config)
+        .tcp(any, || JsonEcho::new(1024))
+        .build()
+        .unwrap();
+    Running::start(server)
+}
+
+/// A connection to `server` from the loopback address `from`.
+fn connect_from(from: &str, server: SocketAddr) -> BufReader<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0);
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    BufReader::new(stream)
+}
+
+/// One message there and back.
+fn echo(conn: &mut BufReader<TcpStream>, n: u32) {
+    let message = format!("{{\"n\":{n}}}\n");
+    conn.get_mut().write_all(message.as_bytes()).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    assert_eq!(line, message);
+}
+
+/// Everything the server says before it closes.
+fn refusal(mut conn: BufReader<TcpStream>) -> String {
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn the_per_ip_cap_refuses_the_next_connection_from_that_address_only() {
+    let limits = IpLimits {
+        max_conns_per_ip: 2,
+        ..IpLimits::unlimited()
+    };
+    let server = json_server(limits, None);
+    let addr = server.tcp[0];
+    let mut held: Vec<_> = (0..2).map(|_| connect_from(OFFENDER, addr)).collect();
+    for (n, conn) in held.iter_mut().enumerate() {
+        echo(conn, n as u32);
+    }
+    let third = connect_from(OFFENDER, addr);
+    let want = "{\"error\":\"too many connections from your address\"}\n";
+    assert_eq!(refusal(third), want);
+    let mut bystander = connect_from(BYSTANDER, addr);
+    echo(&mut bystander, 7);
+    for (n, conn) in held.iter_mut().enumerate() {
+        echo(conn, 10 + n as u32); // the held ones lost nothing
+    }
+    assert_eq!(server.handle.stats().refused_per_ip, 1);
+    // One closes: its address may connect again.
+    drop(held.pop());
+    let handle = server.handle.clone();
+    wait_until("a slot back", || handle.stats().conns_open == 2);
+    echo(&mut connect_from(OFFENDER, addr), 20);
+    drop((held, bystander));
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn the_connect_rate_refuses_a_burst_beyond_it() {
+    let limits = IpLimits {
+        connect_rate: Some(Rate::per_minute(3)),
+        ..IpLimits::unlimited()
+    };
+    let server = json_server(limits, None);
+    let addr = server.tcp[0];
+    let mut admitted: Vec<_> = (0..3).map(|_| connect_from(OFFENDER, addr)).collect();
+    for (n, conn) in admitted.iter_mut().enumerate() {
+        echo(conn, n as u32);
+    }
+    let fourth = connect_from(OFFENDER, addr);
+    let want = "{\"error\":\"too many connection attempts from your address\"}\n";
+    assert_eq!(refusal(fourth), want);
+    echo(&mut connect_from(BYSTANDER, addr), 9);
+    assert_eq!(server.handle.stats().refused_connect_rate, 1);
+    drop(admitted);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn strikes_ban_an_address_which_is_refused_until_the_ban_ends() {
+    let ban_for = Duration::from_millis(600);
+    let limits = IpLimits {
+        ban_after: 3,
+        ban_for,
+        ..IpLimits::unlimited()
+    };
+    let server = json_server(limits, None);
+    let addr = server.tcp[0];
+    let mut bystander = connect_from(BYSTANDER, addr);
+    let mut offender = connect_from(OFFENDER, addr);
+    offender.get_mut().write_all(b"nope\nnope\n").unwrap();
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        offender.read_line(&mut line).unwrap();
+        assert!(line.starts_with("{\"error\":\"invalid message\""), "{line}");
+    }
+    echo(&mut offender, 1); // two strikes: still served
+    offender.get_mut().write_all(b"nope\n").unwrap();
+    let banned_at = Instant::now();
+    // The third strike bans the address and closes this connection, after
+    // its error line.
+    let rest = refusal(offender);
+    assert!(rest.starts_with("{\"error\":\"invalid message\""), "{rest}");
+    assert_eq!(rest.lines().count(), 1, "{rest}");
+    let want = "{\"error\":\"your address is banned for a while\"}\n";
+    assert_eq!(refusal(connect_from(OFFENDER, addr)), want);
+    echo(&mut bystander, 2); // another address: untouched
+                             // Not a moment before the ban ends... then served again.
+    while banned_at.elapsed() < ban_for - Duration::from_millis(150) {
+        assert_eq!(refusal(connect_from(OFFENDER, addr)), want);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(ban_for);
+    echo(&mut connect_from(OFFENDER, addr), 3);
+    let stats = server.handle.stats();
+    assert!(stats.refused_banned >= 2, "{}", stats.refused_banned);
+    drop(bystander);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn over_the_message_rate_messages_are_dropped_with_an_error_each() {
+    let server = json_server(IpLimits::unlimited(), Some(Rate::per_minute(5)));
+    let addr = server.tcp[0];
+    let mut fast = connect_from(OFFENDER, addr);
+    let burst: String = (0..8).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    fast.get_mut().write_all(burst.as_bytes()).unwrap();
+    let mut lines = Vec::new();
+    for _ in 0..8 {
+        let mut line = String::new();
+        fast.read_line(&mut line).unwrap();
+        lines.push(line);
+    }
+    let echoed: Vec<String> = (0..5).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    assert_eq!(lines[..5], echoed[..]);
+    let dropped = "{\"error\":\"over the message rate\"}\n";
+    assert!(lines[5..].iter().all(|l| l == dropped), "{lines:?}");
+    // Its own bucket: another connection is not slowed.
+    echo(&mut connect_from(BYSTANDER, addr), 1);
+    drop(fast);
+    server.shutdown().unwrap();
+}
