@@ -414,17 +414,21 @@ impl Connection {
         self.rtt.srtt().unwrap_or(self.config.initial_rto) / 4
     }
 
-    /// The next event: state changes first, then messages in order.
+    /// The next event: `Connected` first, then messages in order, and
+    /// `Closed` last, after every message that arrived before the end.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let Some(event) = self.events.pop_front() {
-            return Some(event);
+        if let Some(Event::Connected) = self.events.front() {
+            return self.events.pop_front();
         }
-        let receiver = self.receiver.as_mut()?;
-        let was_full = receiver.full();
-        let message = receiver.pop()?;
-        // Taking a message from a full window reopens it: tell the peer.
-        self.ack_due |= was_full;
-        Some(Event::Message(message))
+        if let Some(receiver) = self.receiver.as_mut() {
+            let was_full = receiver.full();
+            if let Some(message) = receiver.pop() {
+                // Taking a message from a full window reopens it: tell the peer.
+                self.ack_due |= was_full;
+                return Some(Event::Message(message));
+            }
+        }
+        self.events.pop_front()
     }
 
     /// Counters so far.

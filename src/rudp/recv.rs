@@ -183,10 +183,17 @@ impl ReceiveWindow {
 
     /// Gives up on the missing packets in front of the first one held.
     pub(crate) fn skip_gap(&mut self, now: Instant) {
+        let mut skipped = false;
         while let Some(None) = self.slots.front() {
             self.slots.pop_front();
             self.next = self.next.next();
             self.stats.skipped += 1;
+            skipped = true;
+        }
+        // A message half assembled before the gap may have lost fragments
+        // in it: finishing it with what follows would splice two messages.
+        if skipped && self.partial.take().is_some() {
+            self.stats.broken_messages += 1;
         }
         self.gap_since = None;
         self.deliver();
@@ -306,6 +313,24 @@ mod tests {
         assert_eq!((w.stats.skipped, w.stats.broken_messages), (1, 1));
         assert_eq!(w.skip_deadline(after), None);
         assert_eq!(w.ack().0, s.plus(4));
+    }
+
+    #[test]
+    fn a_skipped_gap_never_splices_two_messages() {
+        // Found by the rudp_connection fuzz target: A (3 fragments) loses
+        // its last, B (3 fragments) its first two; B's last fragment has
+        // the index A expects next.
+        let t = Instant::now();
+        let mut w = window(Mode::Unreliable);
+        let s = Seq(u32::MAX - 1);
+        w.on_data(t, s, 0, 3, b"A0");
+        w.on_data(t, s.plus(1), 1, 3, b"A1");
+        w.on_data(t, s.plus(5), 2, 3, b"B2");
+        w.skip_gap(t + Duration::from_millis(50));
+        assert!(take(&mut w).is_empty(), "no message was whole");
+        assert_eq!((w.stats.skipped, w.stats.broken_messages), (3, 2));
+        w.on_data(t, s.plus(6), 0, 1, b"C");
+        assert_eq!(take(&mut w), [b"C"]);
     }
 
     proptest! {

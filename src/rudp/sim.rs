@@ -599,3 +599,35 @@ fn the_peer_cap_refuses_with_a_close() {
     }
     assert_eq!((server.peers(), server.stats().refused_full), (1, 1));
 }
+
+#[test]
+fn closed_is_the_last_event_after_every_message_that_arrived() {
+    // Found by the rudp_connection fuzz target: the endpoint reported
+    // `Closed` before messages still waiting to be taken.
+    let now = Instant::now();
+    let config = Config::default();
+    let mut server = Endpoint::new(config, now, &[9; 32], 16);
+    let mut client = Connection::connect(config, now, Seq(0));
+    let addr: SocketAddr = CLIENT.parse().unwrap();
+    client.send(b"one").unwrap();
+    client.send(b"two").unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..4 {
+        while client.poll_transmit(now, &mut buf) {
+            server.handle_datagram(now, addr, &buf);
+        }
+        while let Some(to) = server.poll_transmit(now, &mut buf) {
+            assert_eq!(to, addr);
+            client.handle_datagram(now, &buf).unwrap();
+        }
+    }
+    server.close_all();
+    while server.poll_transmit(now, &mut buf).is_some() {}
+    let events: Vec<Event> = std::iter::from_fn(|| server.poll_event().map(|(_, e)| e)).collect();
+    let want = [
+        Event::Message(b"one".to_vec()),
+        Event::Message(b"two".to_vec()),
+        Event::Closed(CloseCause::Local),
+    ];
+    assert_eq!(events, want);
+}
