@@ -77,6 +77,10 @@ pub struct ServerConfig {
     ///
     /// [`ConnContext::take_message_token`]: crate::service::ConnContext::take_message_token
     pub message_rate: Option<Rate>,
+    /// Datagrams per second from one source address on a UDP socket
+    /// (`None`, the default: no limit); beyond, they are dropped and
+    /// counted. The table of sources is bounded by `sources.max_sources`.
+    pub udp_rate: Option<Rate>,
     /// Open connections across all shards beyond which new ones are
     /// refused (`None`: no cap; the CLI sets the open-files cap minus a
     /// reserve).
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
             max_conns: None,
             sources: IpLimits::default(),
             message_rate: None,
+            udp_rate: None,
             udp_batch: 32,
             udp_max_datagram: 65_507,
             udp_recv_batches: 8,

@@ -177,6 +177,10 @@ struct ServeArgs {
     /// unconsumed input a connection may hold.
     #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
     max_frame: usize,
+    /// Datagrams per second from one address on each UDP socket (e.g. 10000/s:20000); over
+    /// it they are dropped and counted. 0: no limit.
+    #[arg(long, default_value = "10000/s:20000", value_name = "RATE")]
+    udp_rate: RateLimit,
     /// rudp peers per shard; hellos beyond it are refused with a close.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     rudp_max_peers: usize,
@@ -320,6 +324,7 @@ fn serve(mut args: ServeArgs) -> Result<(), Error> {
         ..IpLimits::default()
     };
     config.message_rate = args.msg_rate.0;
+    config.udp_rate = args.udp_rate.0;
     config.max_read_buffer = args.max_frame;
     config.output_hard_limit = args.chat_out_hard;
     config.output_soft_limit = args.chat_out_soft;

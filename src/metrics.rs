@@ -98,6 +98,10 @@ stats! {
     udp_dropped_truncated,
     /// UDP replies dropped: the send queue was full.
     udp_dropped_queue_full,
+    /// Datagrams dropped: their source was over the per-source rate.
+    udp_dropped_rate,
+    /// Replies dropped: larger than what an unproven sender sent.
+    udp_dropped_amplification,
     /// UDP replies dropped: the send failed (e.g. ICMP unreachable, too large).
     udp_send_errors,
     /// Service messages to other shards dropped: the target's inbox was full.

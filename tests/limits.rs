@@ -175,3 +175,80 @@ fn over_the_message_rate_messages_are_dropped_with_an_error_each() {
     drop(fast);
     server.shutdown().unwrap();
 }
+
+/// Answers every datagram with one twice its size.
+struct Amplifier;
+
+impl sockloop::service::UdpService for Amplifier {
+    fn on_datagram(
+        &mut self,
+        out: &mut sockloop::service::DatagramContext<'_>,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        out.send_to(from, data); // as large: allowed
+        out.send_to(from, &[data, data].concat()); // past what it sent: dropped
+    }
+}
+
+fn udp_from(from: &str) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind((from, 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    socket
+}
+
+#[test]
+fn replies_to_an_unproven_sender_are_never_larger_than_what_it_sent() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::builder()
+        .config(ServerConfig {
+            shards: 1,
+            ..ServerConfig::default()
+        })
+        .udp(any, || Amplifier)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let client = udp_from(OFFENDER);
+    client.send_to(b"tiny", server.udp[0]).unwrap();
+    let mut buf = [0; 64];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"tiny");
+    assert!(
+        client.recv_from(&mut buf).is_err(),
+        "the doubled reply must not come"
+    );
+    assert_eq!(server.handle.stats().udp_dropped_amplification, 1);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_source_over_the_udp_rate_is_dropped_and_another_is_not() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        shards: 1,
+        udp_rate: Some(Rate::per_minute(5)),
+        ..ServerConfig::default()
+    };
+    let server = Server::builder()
+        .config(config)
+        .udp(any, || sockloop::services::Echo)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let (flood, bystander) = (udp_from(OFFENDER), udp_from(BYSTANDER));
+    for n in 0..8u8 {
+        flood.send_to(&[n], server.udp[0]).unwrap();
+    }
+    bystander.send_to(b"hi", server.udp[0]).unwrap();
+    let mut buf = [0; 16];
+    let got: Vec<u8> =
+        std::iter::from_fn(|| flood.recv_from(&mut buf).ok().map(|_| buf[0])).collect();
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+    let (n, _) = bystander.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hi");
+    assert_eq!(server.handle.stats().udp_dropped_rate, 3);
+    server.shutdown().unwrap();
+}

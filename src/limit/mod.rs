@@ -13,6 +13,8 @@
 //!   bounded by [`IpLimits::max_sources`] with least-recently-used
 //!   eviction that never forgets a connected or banned source (module
 //!   [`ip`]).
+//! - [`SourceRates`], per-source datagram buckets in a bounded table
+//!   (module [`sources`]).
 //! - [`Suppressor`], one log line per source per interval with a count of
 //!   what was held back (module [`suppress`]).
 //!
@@ -46,8 +48,10 @@
 
 pub mod bucket;
 pub mod ip;
+pub mod sources;
 pub mod suppress;
 
 pub use bucket::{parse_rate, Rate, TokenBucket, MAX_PER_MINUTE_BURST};
 pub use ip::{Admission, IpLimits, IpTable, IpTableStats, Refusal, Source, StrikeOutcome};
+pub use sources::SourceRates;
 pub use suppress::Suppressor;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mio::net::UdpSocket;
 
 use crate::config::ServerConfig;
+use crate::limit::{Source, SourceRates};
 use crate::metrics::ShardStats;
 use crate::net::udp_batch::{RecvBatch, SendQueue};
 use crate::service::{TimerId, UdpService};
@@ -21,6 +22,8 @@ pub(crate) struct UdpEndpoint {
     pub(crate) socket: UdpSocket,
     service: Box<dyn UdpService>,
     queue: SendQueue,
+    /// Datagram rates per source, if limited.
+    rates: Option<SourceRates>,
 }
 
 impl UdpEndpoint {
@@ -33,6 +36,9 @@ impl UdpEndpoint {
             socket,
             service,
             queue: SendQueue::new(config.udp_queue_datagrams, config.udp_queue_bytes),
+            rates: config
+                .udp_rate
+                .map(|rate| SourceRates::new(rate, config.sources.max_sources)),
         }
     }
 
@@ -59,15 +65,26 @@ impl UdpEndpoint {
                 }
             };
             res.stats.udp_in.add(received as u64);
+            let now = res.timers.now();
             for datagram in batch.iter() {
                 if datagram.truncated {
                     res.stats.udp_dropped_truncated.incr();
                     continue;
                 }
+                if let Some(rates) = self.rates.as_mut() {
+                    if !rates.take(datagram.from.ip(), now) {
+                        res.stats.udp_dropped_rate.incr();
+                        let source = Source::from(datagram.from.ip());
+                        let what = format_args!("datagrams over the per-source rate, dropped");
+                        super::warn_suspicious(res, source, what);
+                        continue;
+                    }
+                }
                 let mut out = DatagramContext {
                     queue: &mut self.queue,
                     res,
                     index,
+                    reply_budget: Some((datagram.from, datagram.data.len())),
                 };
                 self.service
                     .on_datagram(&mut out, datagram.from, datagram.data);
@@ -76,6 +93,7 @@ impl UdpEndpoint {
                 queue: &mut self.queue,
                 res,
                 index,
+                reply_budget: None,
             };
             self.service.on_batch_end(&mut out);
             self.flush(&res.stats);
@@ -92,6 +110,7 @@ impl UdpEndpoint {
             queue: &mut self.queue,
             res,
             index,
+            reply_budget: None,
         };
         self.service.on_timer(&mut out, key);
         self.flush(&res.stats);
@@ -104,6 +123,7 @@ impl UdpEndpoint {
             queue: &mut self.queue,
             res,
             index,
+            reply_budget: None,
         };
         self.service.on_shutdown(&mut out);
         self.flush(&res.stats);
@@ -121,6 +141,7 @@ impl UdpEndpoint {
             queue: &mut self.queue,
             res,
             index,
+            reply_budget: None,
         };
         self.service.on_message(&mut out, from, msg);
         self.flush(&res.stats);
@@ -143,6 +164,9 @@ pub struct DatagramContext<'a> {
     res: &'a mut Resources,
     /// Which of the shard's UDP sockets (and services) this is.
     index: usize,
+    /// While handling a datagram: its sender, and the bytes still allowed
+    /// back to it (anti-amplification).
+    reply_budget: Option<(SocketAddr, usize)>,
 }
 
 impl DatagramContext<'_> {
@@ -150,10 +174,31 @@ impl DatagramContext<'_> {
     /// after the current receive batch; if the reply queue is full the
     /// datagram is dropped and counted (UDP promises no delivery, and an
     /// unbounded queue would let a flood exhaust memory).
+    ///
+    /// Anti-amplification: while handling a datagram, what is sent back to
+    /// its sender totals at most that datagram's size, since its source
+    /// address may be forged; beyond, replies are dropped and counted
+    /// (`udp_dropped_amplification`). A service that has proven the address
+    /// (a handshake) lifts this with [`sender_verified`](Self::sender_verified).
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
+        if let Some((sender, budget)) = self.reply_budget.as_mut() {
+            if *sender == to {
+                if data.len() > *budget {
+                    self.res.stats.udp_dropped_amplification.incr();
+                    return;
+                }
+                *budget -= data.len();
+            }
+        }
         if self.queue.push(to, data).is_err() {
             self.res.stats.udp_dropped_queue_full.incr();
         }
+    }
+
+    /// The sender of the datagram being handled has proven its address:
+    /// replies to it may be larger than what it sent.
+    pub fn sender_verified(&mut self) {
+        self.reply_budget = None;
     }
 
     /// Calls [`UdpService::on_timer`] with `key` after `after` (within one
