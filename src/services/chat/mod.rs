@@ -35,6 +35,10 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::sync::Arc;
 
 use prost::Message;
