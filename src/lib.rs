@@ -16,9 +16,10 @@
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
 //!             services/  service.rs             echo, json, chat, rudp echo; the service API
-//!             timer/  codec/  rudp/             timer wheel, frame decoders, reliable UDP
-//!                                               (pure: bytes and time in, bytes and deadlines out)
-//!             net/                              socket2 setup, buffers, batched UDP,
+//!             timer/  codec/  rudp/  limit/     timer wheel, frame decoders, reliable UDP,
+//!                                               rates, caps and bans (pure: bytes and time in,
+//!                                               bytes, decisions and deadlines out)
+//!             net/                              socket2 setup, buffers, batched UDP, TLS,
 //!                                               sys.rs: the only `unsafe`
 //! ```
 //!
