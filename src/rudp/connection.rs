@@ -244,6 +244,8 @@ impl Connection {
                 let acked = self.sender.on_ack(now, (next, sack, window), reorder);
                 if let Some(rtt) = acked.rtt {
                     self.rtt.sample(rtt);
+                } else if acked.newly > 0 {
+                    self.rtt.reset_backoff();
                 }
                 if acked.newly > 0 || !self.sender.outstanding() {
                     self.probes = 0;
@@ -328,7 +330,18 @@ impl Connection {
                     self.probe_at.get_or_insert(now + pto);
                 }
             }
-            None => return false,
+            None => {
+                if self.state == State::Established
+                    && self.sender.window_closed()
+                    && self.rto_at.is_none()
+                {
+                    // The persist timer: probe until the window opens, in
+                    // case the ack that opens it is lost.
+                    self.pinging = true;
+                    self.rto_at = Some(now + self.rtt.rto());
+                }
+                return false;
+            }
         }
         self.stats.packets_sent += 1;
         true

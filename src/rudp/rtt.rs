@@ -12,6 +12,8 @@ pub struct RttEstimator {
     rttvar: Duration,
     /// Current RTO, backoff included.
     rto: Duration,
+    /// The RTO before any sample, clamped.
+    initial: Duration,
     min: Duration,
     max: Duration,
 }
@@ -26,6 +28,7 @@ impl RttEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
             rto: initial.clamp(min, max),
+            initial: initial.clamp(min, max),
             min,
             max,
         }
@@ -59,13 +62,22 @@ impl RttEstimator {
     }
 
     fn computed(&self) -> Duration {
-        let srtt = self.srtt.unwrap_or(self.rto);
-        (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max)
+        match self.srtt {
+            Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max),
+            None => self.initial,
+        }
     }
 
     /// A retransmission timer expired: double the RTO, up to the maximum.
     pub fn back_off(&mut self) {
         self.rto = (self.rto * 2).min(self.max);
+    }
+
+    /// New data was acknowledged: the backoff ends, as in Linux, even
+    /// without a sample (every packet acknowledged may have been resent,
+    /// and Karn's rule would otherwise keep the RTO backed off for good).
+    pub fn reset_backoff(&mut self) {
+        self.rto = self.computed();
     }
 
     /// The current retransmission timeout.
@@ -108,6 +120,22 @@ mod tests {
         assert_eq!(rtt.rto(), ms(3000));
         rtt.sample(ms(10));
         assert_eq!(rtt.rto(), ms(200), "clamped to the minimum");
+    }
+
+    #[test]
+    fn new_data_acknowledged_ends_the_backoff() {
+        let mut rtt = RttEstimator::new(ms(1000), ms(100), ms(60_000));
+        rtt.sample(ms(100)); // RTO 300
+        rtt.back_off();
+        rtt.back_off();
+        assert_eq!(rtt.rto(), ms(1200));
+        rtt.reset_backoff();
+        assert_eq!(rtt.rto(), ms(300));
+        // Before any sample: back to the initial RTO.
+        let mut fresh = RttEstimator::new(ms(500), ms(100), ms(60_000));
+        fresh.back_off();
+        fresh.reset_backoff();
+        assert_eq!(fresh.rto(), ms(500));
     }
 
     #[test]

@@ -351,6 +351,12 @@ impl SendWindow {
     pub(crate) fn outstanding(&self) -> bool {
         self.slots.iter().take(self.unsent).any(|s| !s.acked)
     }
+
+    /// Packets wait, none is in flight, and the peer's window is closed:
+    /// only a probe can learn that it opened again.
+    pub(crate) fn window_closed(&self) -> bool {
+        self.unsent < self.slots.len() && self.unsent >= self.peer_window && !self.outstanding()
+    }
 }
 
 #[cfg(test)]

@@ -631,3 +631,37 @@ fn closed_is_the_last_event_after_every_message_that_arrived() {
     ];
     assert_eq!(events, want);
 }
+
+#[test]
+fn a_closed_window_is_probed_until_it_opens() {
+    // A lost window update must not leave both sides waiting on each other
+    // until the keepalive (found by the rudp bench): the sender probes.
+    let config = Config::default();
+    let mut sim = Sim::new(config, Link::clean(ms(10)), 81);
+    sim.transfer(&messages(3, &mut Rng(81)), Duration::from_secs(10));
+    let acked = sim.client.stats().packets_received;
+    // The server says: everything so far arrived, and no room for more.
+    let mut zero = Vec::new();
+    let next = Seq(81).plus(3); // the ISN is the seed; three one-packet messages
+    Packet::Ack {
+        next,
+        sack: 0,
+        window: 0,
+    }
+    .encode(&mut zero);
+    sim.client.handle_datagram(sim.now, &zero).unwrap();
+    sim.client.send(b"waiting").unwrap();
+    let mut out = Vec::new();
+    assert!(
+        !sim.client.poll_transmit(sim.now, &mut out),
+        "the window is closed"
+    );
+    // The probe is due within one RTO, long before the 1 s keepalive.
+    let probe_at = sim.client.poll_timeout().unwrap();
+    assert!(probe_at <= sim.now + sim.client.rtt().rto());
+    assert!(probe_at < sim.now + config.keepalive);
+    sim.client.handle_timeout(probe_at);
+    assert!(sim.client.poll_transmit(probe_at, &mut out));
+    assert_eq!(Packet::parse(&out, 1200), Ok(Packet::Ping));
+    assert_eq!(sim.client.stats().packets_received, acked + 1);
+}

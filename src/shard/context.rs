@@ -147,7 +147,7 @@ impl<'a> ConnContext<'a> {
         let conn = &mut self.conns[self.key];
         let bucket = conn
             .message_tokens
-            .get_or_insert_with(|| TokenBucket::new(&rate, now));
+            .get_or_insert_with(|| Box::new(TokenBucket::new(&rate, now)));
         bucket.take(&rate, now)
     }
 

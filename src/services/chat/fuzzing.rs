@@ -50,7 +50,12 @@ pub fn chat_session(data: &[u8]) {
     };
     let mut rooms = Rooms::new(config, Arc::new(Directory::default()));
     let mut out = Recorder::default();
-    let encodings = [Encoding::Json, Encoding::Protobuf, Encoding::Json, Encoding::Protobuf];
+    let encodings = [
+        Encoding::Json,
+        Encoding::Protobuf,
+        Encoding::Json,
+        Encoding::Protobuf,
+    ];
     let mut pending: Vec<Vec<u8>> = vec![Vec::new(); 4];
     for (i, &encoding) in encodings.iter().enumerate() {
         rooms.open(&mut out, ConnId(i as u64), encoding);
@@ -73,7 +78,11 @@ pub fn chat_session(data: &[u8]) {
         let used = rooms.input(&mut out, id, buffer, now);
         assert!(used <= buffer.len(), "used {used} of {}", buffer.len());
         buffer.drain(..used);
-        assert!(buffer.len() < config.max_frame + 10, "{} bytes held", buffer.len());
+        assert!(
+            buffer.len() < config.max_frame + 10,
+            "{} bytes held",
+            buffer.len()
+        );
     }
     for (id, bytes) in out.sent {
         check_output(encodings[id.0 as usize], &bytes);
@@ -86,7 +95,9 @@ fn check_output(encoding: Encoding, bytes: &[u8]) {
     let mut rest = bytes;
     match encoding {
         Encoding::Json => {
-            rest = rest.strip_prefix(super::room::PROMPT.as_bytes()).unwrap_or(rest);
+            rest = rest
+                .strip_prefix(super::room::PROMPT.as_bytes())
+                .unwrap_or(rest);
             let codec = NdjsonCodec::<ChatLine>::new(1 << 20);
             while !rest.is_empty() {
                 let prompt = super::room::PROMPT.as_bytes();
@@ -101,7 +112,10 @@ fn check_output(encoding: Encoding, bytes: &[u8]) {
         Encoding::Protobuf => {
             let codec = LengthDelimited::new(1 << 20);
             while !rest.is_empty() {
-                let (_, used) = codec.decode::<ChatMessage>(rest).unwrap().expect("a whole frame");
+                let (_, used) = codec
+                    .decode::<ChatMessage>(rest)
+                    .unwrap()
+                    .expect("a whole frame");
                 rest = &rest[used..];
             }
         }
