@@ -24,6 +24,16 @@ fn finish(mut child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Sends SIGTERM (a graceful shutdown) and waits for the exit.
+fn terminate(child: Child) -> Output {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    finish(child)
+}
+
 /// Starts `sockloop serve ARGS` with its output captured.
 fn spawn_serve(args: &[&str]) -> Child {
     Command::new(BIN)
@@ -124,12 +134,7 @@ fn serve_prints_its_listeners_echoes_and_exits_0_on_sigterm() {
     assert_eq!((&buf[..n], from), (&b"datagram"[..], udp));
 
     drop(stream);
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let output = finish(child);
+    let output = terminate(child);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -183,11 +188,7 @@ fn out_of_descriptors_the_reserve_refuses_the_excess_then_service_recovers() {
     assert_eq!(echo(&mut late).unwrap(), b'x', "never recovered");
 
     drop((clients, late));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = finish(child);
+    let output = terminate(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert!(
@@ -281,12 +282,7 @@ fn chat_clients_of_both_encodings_talk_through_serve() {
     drop(ann_in); // end of input: ann leaves
     assert_eq!(finish(ann).status.code(), Some(0));
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(finish(server).status.code(), Some(0));
+    assert_eq!(terminate(server).status.code(), Some(0));
 }
 
 #[test]
@@ -325,12 +321,7 @@ fn the_rudp_client_reports_every_echo_from_serve() {
         "{report}"
     );
     assert!(report.contains("\nrtt us: min "), "{report}");
-    let kill = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(finish(server).status.code(), Some(0));
+    assert_eq!(terminate(server).status.code(), Some(0));
 }
 
 #[test]
@@ -366,11 +357,6 @@ fn tls_listeners_from_pem_files_and_their_usage_errors() {
     stream.read_line(&mut reply).unwrap();
     assert_eq!(reply, "{\"a\":2,\"b\":1}\n");
     drop(stream);
-    let kill = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    assert_eq!(finish(server).status.code(), Some(0));
+    assert_eq!(terminate(server).status.code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }

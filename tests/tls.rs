@@ -13,6 +13,13 @@ use sockloop::services::chat::{Chat, ChatConfig, Encoding};
 use sockloop::services::Echo;
 use sockloop::{Server, ServerConfig};
 
+/// TLS echo on 127.0.0.1:0.
+fn tls_echo(config: ServerConfig, tls: TlsConfig) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::builder().config(config).tls(any, tls, || Echo);
+    Running::start(server.build().unwrap())
+}
+
 fn one_shard() -> ServerConfig {
     ServerConfig {
         shards: 1,
@@ -23,14 +30,7 @@ fn one_shard() -> ServerConfig {
 #[test]
 fn echo_over_tls_small_and_large() {
     let (tls, client, _) = certificates();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Running::start(
-        Server::builder()
-            .config(one_shard())
-            .tls(any, tls, || Echo)
-            .build()
-            .unwrap(),
-    );
+    let server = tls_echo(one_shard(), tls);
     let mut stream = tls_connect(server.tcp[0], &client);
     stream.write_all(b"hello").unwrap();
     let mut reply = [0; 5];
@@ -111,14 +111,7 @@ fn chat_over_tls() {
 #[test]
 fn a_plaintext_client_gets_an_alert_and_is_closed() {
     let (tls, _, _) = certificates();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Running::start(
-        Server::builder()
-            .config(one_shard())
-            .tls(any, tls, || Echo)
-            .build()
-            .unwrap(),
-    );
+    let server = tls_echo(one_shard(), tls);
     let mut plain = connect(server.tcp[0]);
     plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut got = Vec::new();
