@@ -130,18 +130,11 @@ fn a_plaintext_client_gets_an_alert_and_is_closed() {
 #[test]
 fn a_stalled_handshake_is_closed_by_the_frame_timeout() {
     let (tls, _, _) = certificates();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = ServerConfig {
         frame_timeout: Some(Duration::from_millis(300)),
         ..one_shard()
     };
-    let server = Running::start(
-        Server::builder()
-            .config(config)
-            .tls(any, tls, || Echo)
-            .build()
-            .unwrap(),
-    );
+    let server = tls_echo(config, tls);
     let mut silent = connect(server.tcp[0]);
     let mut got = Vec::new();
     silent.read_to_end(&mut got).unwrap();
