@@ -11,6 +11,7 @@ use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use sockloop::client::bench::{hgrm, run_tcp, LoadConfig};
 use sockloop::client::chat::{display, ChatClient};
 use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
@@ -44,6 +45,53 @@ enum Command {
     /// Send messages reliably to a rudp echo server, wait for every echo, and
     /// report delivery, retransmissions and round-trip times.
     Rudp(RudpArgs),
+    /// Load an echo server and measure it: every echoed byte is checked.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// TCP echo load: closed loop (--depth in flight) or open loop (--rate).
+    Tcp(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The echo server.
+    #[arg(value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Bytes per message (at least 16).
+    #[arg(long, value_parser = parse_size, default_value = "64", value_name = "BYTES")]
+    size: usize,
+    /// Messages in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1, value_name = "D")]
+    depth: usize,
+    /// Measured time.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    duration: Duration,
+    /// Load before measuring.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    warmup: Duration,
+    /// Generator threads.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Open loop: messages per second over all connections; latency counts from each
+    /// message's intended send time (coordinated omission corrected).
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// Print a JSON summary instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Write one RTT per line in microseconds under an `RTT_us` header.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<std::path::PathBuf>,
+    /// Write the HDR histogram's percentile distribution (.hgrm).
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -232,6 +280,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args).map_err(Failure::from),
         Command::Chat(args) => chat(args).map_err(Failure::from),
         Command::Rudp(args) => rudp_client(args),
+        Command::Bench(BenchCommand::Tcp(args)) => bench_tcp(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -443,6 +492,44 @@ fn chat(args: ChatArgs) -> std::io::Result<()> {
     });
     while let Some(message) = client.recv()? {
         println!("{}", display(&message));
+    }
+    Ok(())
+}
+
+/// `sockloop bench tcp`: the load, the report, the files. Exit 1 if any
+/// byte came back wrong or any message or connection was lost.
+fn bench_tcp(args: BenchArgs) -> Result<(), Failure> {
+    if args.size < 16 || args.conns == 0 || args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        let error = "--size must be at least 16, --conns and --rate above 0";
+        return Err(Error::Config(error.into()).into());
+    }
+    let config = LoadConfig {
+        conns: args.conns,
+        size: args.size,
+        depth: args.depth,
+        duration: args.duration,
+        warmup: args.warmup,
+        threads: args.threads,
+        rate: args.rate,
+    };
+    let report = run_tcp(args.addr, config)?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        println!("{}", report.text());
+    }
+    if let Some(path) = &args.csv {
+        std::fs::write(path, report.csv())?;
+    }
+    if let Some(path) = &args.hgrm {
+        std::fs::write(path, hgrm(&report.rtt_us))?;
+    }
+    if !report.clean() {
+        let error = format!(
+            "{} corrupted, {} lost, {} connection errors",
+            report.corrupted, report.lost, report.conn_errors
+        );
+        return Err(std::io::Error::other(error).into());
     }
     Ok(())
 }

@@ -1,0 +1,165 @@
+//! The load generator against servers of known behaviour: an honest echo,
+//! one that corrupts a byte, one that stalls once.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::Running;
+use sockloop::client::bench::{run_tcp, LoadConfig};
+use sockloop::service::{ConnContext, TcpService};
+use sockloop::{Server, ServerConfig};
+
+fn serve<S: TcpService + 'static>(make: impl Fn() -> S + Send + Sync + 'static) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        shards: 1,
+        sources: sockloop::limit::IpLimits::unlimited(),
+        ..ServerConfig::default()
+    };
+    Running::start(
+        Server::builder()
+            .config(config)
+            .tcp(any, make)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn short(conns: usize) -> LoadConfig {
+    LoadConfig {
+        conns,
+        size: 100,
+        depth: 4,
+        duration: Duration::from_millis(300),
+        warmup: Duration::from_millis(50),
+        threads: 2,
+        rate: None,
+    }
+}
+
+#[test]
+fn against_an_honest_echo_every_count_adds_up() {
+    let server = Running::echo(ServerConfig::default());
+    let report = run_tcp(server.tcp[0], short(8)).unwrap();
+    assert!(report.received > 100, "{}", report.text());
+    assert_eq!(
+        report.sent, report.received,
+        "every message of the window came back"
+    );
+    assert!(report.clean(), "{}", report.text());
+    assert_eq!(report.rtt_us.len(), report.received);
+    assert_eq!(report.samples.len() as u64, report.received);
+    assert!(report.csv().starts_with("RTT_us\n"));
+    server.shutdown().unwrap();
+}
+
+/// Echoes, but flips one byte of the 1000th byte it echoes.
+#[derive(Default)]
+struct Corrupter {
+    echoed: usize,
+}
+
+impl TcpService for Corrupter {
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        let mut out = data.to_vec();
+        let at = 1000usize.wrapping_sub(self.echoed);
+        if let Some(byte) = out.get_mut(at) {
+            *byte ^= 0x40;
+        }
+        self.echoed += data.len();
+        conn.send(&out);
+        data.len()
+    }
+}
+
+#[test]
+fn a_corrupted_echo_is_detected_and_reported() {
+    let server = serve(Corrupter::default);
+    let report = run_tcp(server.tcp[0], short(1)).unwrap();
+    assert_eq!(
+        (report.corrupted, report.conn_errors),
+        (1, 1),
+        "{}",
+        report.text()
+    );
+    assert!(!report.clean());
+    server.shutdown().unwrap();
+}
+
+/// Echoes, except that once, after 150 messages, it holds everything for
+/// 200 ms.
+#[derive(Default)]
+struct Stall {
+    seen: usize,
+    held: Vec<u8>,
+    stalled: bool,
+    holding: bool,
+}
+
+impl TcpService for Stall {
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        self.seen += data.len();
+        if !self.stalled && self.seen >= 150 * 100 {
+            self.stalled = true;
+            self.holding = true;
+            conn.arm_timer(Duration::from_millis(200), 0);
+        }
+        if self.holding {
+            self.held.extend_from_slice(data);
+        } else {
+            conn.send(data);
+        }
+        data.len()
+    }
+
+    fn on_timer(&mut self, conn: &mut ConnContext<'_>, _key: u64) {
+        self.holding = false;
+        conn.send(&std::mem::take(&mut self.held));
+    }
+}
+
+#[test]
+fn the_open_loop_counts_a_stall_against_every_message_it_delayed() {
+    let config = LoadConfig {
+        conns: 1,
+        depth: 1,
+        rate: Some(1000.0),
+        duration: Duration::from_millis(800),
+        warmup: Duration::ZERO,
+        threads: 1,
+        ..short(1)
+    };
+    // Open loop: ~200 messages fall due during the 200 ms stall, each
+    // waiting up to its end, so well over 1% of them see 100 ms or more.
+    let server = serve(Stall::default);
+    let open = run_tcp(server.tcp[0], config).unwrap();
+    assert!(open.clean(), "{}", open.text());
+    let p99 = open.rtt_us.value_at_quantile(0.99);
+    assert!(
+        p99 >= 100_000,
+        "open loop p99 {p99} us: the stall was hidden"
+    );
+    server.shutdown().unwrap();
+
+    // Closed loop, same stall: one message waits, the sender waits with
+    // it, and the percentiles hide it (coordinated omission).
+    let server = serve(Stall::default);
+    let closed = run_tcp(
+        server.tcp[0],
+        LoadConfig {
+            rate: None,
+            ..config
+        },
+    )
+    .unwrap();
+    assert!(closed.clean(), "{}", closed.text());
+    assert!(closed.rtt_us.max() >= 150_000, "the one stalled message");
+    assert!(
+        closed.rtt_us.value_at_quantile(0.99) < 100_000,
+        "{}",
+        closed.text()
+    );
+    server.shutdown().unwrap();
+}
