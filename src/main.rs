@@ -11,7 +11,7 @@ use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use sockloop::client::bench::{hgrm, run_tcp, LoadConfig};
+use sockloop::client::bench::{hgrm, hold, run_tcp, HoldConfig, LoadConfig};
 use sockloop::client::chat::{display, ChatClient};
 use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
@@ -54,6 +54,24 @@ enum Command {
 enum BenchCommand {
     /// TCP echo load: closed loop (--depth in flight) or open loop (--rate).
     Tcp(BenchArgs),
+    /// Hold many idle connections, pinging each at the start and the end.
+    Hold(HoldArgs),
+}
+
+#[derive(Args)]
+struct HoldArgs {
+    /// The echo server.
+    #[arg(value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Connections to hold.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// How long to hold them.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    duration: Duration,
+    /// Connections per source address (127.0.0.1, .2, ... towards a loopback server).
+    #[arg(long, default_value_t = 16_384, value_name = "N")]
+    per_source: usize,
 }
 
 #[derive(Args)]
@@ -281,6 +299,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat(args).map_err(Failure::from),
         Command::Rudp(args) => rudp_client(args),
         Command::Bench(BenchCommand::Tcp(args)) => bench_tcp(args),
+        Command::Bench(BenchCommand::Hold(args)) => bench_hold(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -530,6 +549,22 @@ fn bench_tcp(args: BenchArgs) -> Result<(), Failure> {
             report.corrupted, report.lost, report.conn_errors
         );
         return Err(std::io::Error::other(error).into());
+    }
+    Ok(())
+}
+
+/// `sockloop bench hold`: exit 1 unless every connection held.
+fn bench_hold(args: HoldArgs) -> Result<(), Failure> {
+    let config = HoldConfig {
+        conns: args.conns,
+        duration: args.duration,
+        per_source: args.per_source,
+    };
+    let report = hold(args.addr, config)?;
+    println!("{}", report.text());
+    if report.alive_at_end < args.conns {
+        let lost = args.conns - report.alive_at_end;
+        return Err(std::io::Error::other(format!("{lost} connection(s) not held")).into());
     }
     Ok(())
 }

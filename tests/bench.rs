@@ -163,3 +163,28 @@ fn the_open_loop_counts_a_stall_against_every_message_it_delayed() {
     );
     server.shutdown().unwrap();
 }
+
+#[test]
+fn hold_keeps_two_thousand_connections_alive_from_start_to_end() {
+    let server = Running::echo(ServerConfig::default());
+    let config = sockloop::client::bench::HoldConfig {
+        conns: 2000,
+        duration: Duration::from_millis(300),
+        per_source: 1000,
+    };
+    let report = sockloop::client::bench::hold(server.tcp[0], config).unwrap();
+    assert_eq!(
+        (
+            report.connected,
+            report.failed,
+            report.alive_at_start,
+            report.alive_at_end
+        ),
+        (2000, 0, 2000, 2000),
+        "{}",
+        report.text()
+    );
+    assert_eq!(report.sources, 2);
+    assert_eq!(server.handle.stats().conns_accepted, 2000);
+    server.shutdown().unwrap();
+}

@@ -7,12 +7,15 @@
 //! Every echoed byte is checked against what was sent; corrupted, lost and
 //! failed counts are reported, never hidden.
 
+mod hold;
 mod tcp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+pub use hold::{hold, HoldConfig, HoldReport};
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
