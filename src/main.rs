@@ -11,7 +11,7 @@ use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use sockloop::client::bench::{hgrm, hold, run_tcp, HoldConfig, LoadConfig};
+use sockloop::client::bench::{hgrm, hold, run_tcp, run_udp, HoldConfig, LoadConfig, Report};
 use sockloop::client::chat::{display, ChatClient};
 use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
@@ -54,6 +54,9 @@ enum Command {
 enum BenchCommand {
     /// TCP echo load: closed loop (--depth in flight) or open loop (--rate).
     Tcp(BenchArgs),
+    /// UDP echo load: a socket per connection, a datagram per message; an echo
+    /// later than 1 s is lost.
+    Udp(BenchArgs),
     /// Hold many idle connections, pinging each at the start and the end.
     Hold(HoldArgs),
 }
@@ -298,7 +301,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args).map_err(Failure::from),
         Command::Chat(args) => chat(args).map_err(Failure::from),
         Command::Rudp(args) => rudp_client(args),
-        Command::Bench(BenchCommand::Tcp(args)) => bench_tcp(args),
+        Command::Bench(BenchCommand::Tcp(args)) => bench(args, run_tcp),
+        Command::Bench(BenchCommand::Udp(args)) => bench(args, run_udp),
         Command::Bench(BenchCommand::Hold(args)) => bench_hold(args),
     };
     match result {
@@ -515,9 +519,12 @@ fn chat(args: ChatArgs) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `sockloop bench tcp`: the load, the report, the files. Exit 1 if any
-/// byte came back wrong or any message or connection was lost.
-fn bench_tcp(args: BenchArgs) -> Result<(), Failure> {
+/// `sockloop bench tcp|udp`: the load, the report, the files. Exit 1 if
+/// any byte came back wrong or any message or connection was lost.
+fn bench(
+    args: BenchArgs,
+    run: fn(SocketAddr, LoadConfig) -> std::io::Result<Report>,
+) -> Result<(), Failure> {
     if args.size < 16 || args.conns == 0 || args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         let error = "--size must be at least 16, --conns and --rate above 0";
         return Err(Error::Config(error.into()).into());
@@ -531,7 +538,7 @@ fn bench_tcp(args: BenchArgs) -> Result<(), Failure> {
         threads: args.threads,
         rate: args.rate,
     };
-    let report = run_tcp(args.addr, config)?;
+    let report = run(args.addr, config)?;
     if args.json {
         println!("{}", report.json());
     } else {

@@ -188,3 +188,13 @@ fn hold_keeps_two_thousand_connections_alive_from_start_to_end() {
     assert_eq!(server.handle.stats().conns_accepted, 2000);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn udp_against_an_honest_echo_every_count_adds_up() {
+    let server = Running::echo(ServerConfig::default());
+    let report = sockloop::client::bench::run_udp(server.udp[0], short(4)).unwrap();
+    assert!(report.received > 100, "{}", report.text());
+    assert_eq!(report.sent, report.received, "{}", report.text());
+    assert!(report.clean(), "{}", report.text());
+    server.shutdown().unwrap();
+}

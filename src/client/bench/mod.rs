@@ -9,6 +9,7 @@
 
 mod hold;
 mod tcp;
+mod udp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -210,6 +211,20 @@ pub fn hgrm(histogram: &Histogram<u64>) -> String {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn run_tcp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> {
+    run(addr, config, tcp::run)
+}
+
+/// Runs an echo load against `addr` over UDP: each "connection" is a
+/// socket, each message a datagram; an echo not back within a second is
+/// lost (and, in the closed loop, replaced).
+pub fn run_udp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> {
+    run(addr, config, udp::run)
+}
+
+/// One thread's share of the connections.
+type Worker = fn(SocketAddr, LoadConfig, &[u32]) -> std::io::Result<Report>;
+
+fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<Report> {
     let threads = config.threads.clamp(1, config.conns.max(1));
     let workers: Vec<_> = (0..threads)
         .map(|t| {
@@ -218,7 +233,7 @@ pub fn run_tcp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> 
                 .step_by(threads)
                 .map(|i| i as u32)
                 .collect();
-            std::thread::spawn(move || tcp::run(addr, config, &ids))
+            std::thread::spawn(move || worker(addr, config, &ids))
         })
         .collect();
     let mut report = Report {

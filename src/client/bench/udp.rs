@@ -1,0 +1,170 @@
+//! One generator thread over UDP: a connected socket per "connection",
+//! each datagram one message. Echoes may come back in any order; one not
+//! back within [`LOSS_TIMEOUT`] is lost (and, in the closed loop,
+//! replaced, so the load goes on).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use super::{message, LoadConfig, Report, MAX_SAMPLES};
+
+/// An echo later than this is counted lost.
+pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Socket {
+    id: u32,
+    socket: UdpSocket,
+    next_send: u64,
+    /// Sequence numbers in flight and when they were sent (or due).
+    in_flight: HashMap<u64, Instant>,
+    due: Instant,
+}
+
+pub(super) fn run(addr: SocketAddr, config: LoadConfig, ids: &[u32]) -> io::Result<Report> {
+    let mut poll = Poll::new()?;
+    let mut report = Report {
+        sent: 0,
+        received: 0,
+        corrupted: 0,
+        lost: 0,
+        conn_errors: 0,
+        elapsed: config.duration,
+        size: config.size,
+        rtt_us: Histogram::new(3).map_err(io::Error::other)?,
+        samples: Vec::new(),
+    };
+    let size = config.size.max(16);
+    let start = Instant::now();
+    let (from, until) = (
+        start + config.warmup,
+        start + config.warmup + config.duration,
+    );
+    let interval = config
+        .rate
+        .map(|rate| Duration::from_secs_f64(config.conns as f64 / rate.max(f64::MIN_POSITIVE)));
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => "0.0.0.0:0",
+        SocketAddr::V6(_) => "[::]:0",
+    }
+    .parse()
+    .map_err(io::Error::other)?;
+    let mut sockets = Vec::with_capacity(ids.len());
+    for (k, &id) in ids.iter().enumerate() {
+        let mut socket = UdpSocket::bind(local)?;
+        socket.connect(addr)?;
+        poll.registry()
+            .register(&mut socket, Token(k), Interest::READABLE)?;
+        let stagger = interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / ids.len() as f64));
+        sockets.push(Socket {
+            id,
+            socket,
+            next_send: 0,
+            in_flight: HashMap::new(),
+            due: start + stagger,
+        });
+    }
+    let mut out = Vec::with_capacity(size);
+    let mut send = |s: &mut Socket, at: Instant, report: &mut Report| {
+        out.clear();
+        message(s.id, s.next_send, size, &mut out);
+        // A full socket buffer loses the datagram like the network would.
+        if s.socket.send(&out).is_ok() {
+            s.in_flight.insert(s.next_send, at);
+        } else {
+            report.lost += u64::from(at >= from && at < until);
+        }
+        s.next_send += 1;
+        report.sent += u64::from(at >= from && at < until);
+    };
+    if interval.is_none() {
+        for s in &mut sockets {
+            for _ in 0..config.depth.max(1) {
+                send(s, start, &mut report);
+            }
+        }
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0; size.max(65_536)];
+    let mut expected = Vec::with_capacity(size);
+    loop {
+        let now = Instant::now();
+        let sending = now < until;
+        // Echoes overdue are lost; in the closed loop each is replaced.
+        for s in &mut sockets {
+            let before = s.in_flight.len();
+            s.in_flight
+                .retain(|_, sent| now.saturating_duration_since(*sent) < LOSS_TIMEOUT);
+            let gone = before - s.in_flight.len();
+            report.lost += gone as u64;
+            if interval.is_none() && sending {
+                for _ in 0..gone {
+                    send(s, now, &mut report);
+                }
+            }
+        }
+        let in_flight: usize = sockets.iter().map(|s| s.in_flight.len()).sum();
+        if !sending && in_flight == 0 {
+            break;
+        }
+        if let (Some(interval), true) = (interval, sending) {
+            for s in &mut sockets {
+                while s.due <= now {
+                    let due = s.due;
+                    s.due += interval;
+                    send(s, due, &mut report);
+                }
+            }
+        }
+        let next_due = interval
+            .filter(|_| sending)
+            .and_then(|_| sockets.iter().map(|s| s.due).min());
+        let timeout = next_due.map_or(Duration::from_millis(20), |at| {
+            at.saturating_duration_since(now)
+        });
+        match poll.poll(&mut events, Some(timeout.min(Duration::from_millis(20)))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
+        for event in events.iter() {
+            let s = &mut sockets[event.token().0];
+            loop {
+                let n = match s.socket.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => continue, // e.g. an ICMP error for an earlier send
+                };
+                let now = Instant::now();
+                let seq = buf
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+                let sent = seq.and_then(|seq| s.in_flight.remove(&seq).map(|at| (seq, at)));
+                let Some((seq, sent)) = sent else {
+                    report.corrupted += 1; // not something in flight
+                    continue;
+                };
+                expected.clear();
+                message(s.id, seq, size, &mut expected);
+                if buf[..n] != expected[..] {
+                    report.corrupted += 1;
+                } else if sent >= from && sent < until {
+                    report.received += 1;
+                    let us = now.saturating_duration_since(sent).as_micros() as u64;
+                    let _ = report.rtt_us.record(us);
+                    if report.samples.len() < MAX_SAMPLES {
+                        report.samples.push(us.min(u64::from(u32::MAX)) as u32);
+                    }
+                }
+                if interval.is_none() && now < until {
+                    send(s, now, &mut report);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
