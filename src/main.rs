@@ -537,6 +537,7 @@ fn bench(
         warmup: args.warmup,
         threads: args.threads,
         rate: args.rate,
+        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = run(args.addr, config)?;
     if args.json {

@@ -36,6 +36,7 @@ fn short(conns: usize) -> LoadConfig {
         warmup: Duration::from_millis(50),
         threads: 2,
         rate: None,
+        progress: false,
     }
 }
 

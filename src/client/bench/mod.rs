@@ -12,6 +12,8 @@ mod tcp;
 mod udp;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -37,6 +39,8 @@ pub struct LoadConfig {
     /// Open loop: messages per second over all connections (`None`:
     /// closed loop).
     pub rate: Option<f64>,
+    /// Draw a live progress line on stderr.
+    pub progress: bool,
 }
 
 impl Default for LoadConfig {
@@ -49,6 +53,7 @@ impl Default for LoadConfig {
             warmup: Duration::from_secs(1),
             threads: 1,
             rate: None,
+            progress: false,
         }
     }
 }
@@ -221,11 +226,12 @@ pub fn run_udp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> 
     run(addr, config, udp::run)
 }
 
-/// One thread's share of the connections.
-type Worker = fn(SocketAddr, LoadConfig, &[u32]) -> std::io::Result<Report>;
+/// One thread's share of the connections, counting echoes in the last.
+type Worker = fn(SocketAddr, LoadConfig, &[u32], &AtomicU64) -> std::io::Result<Report>;
 
 fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<Report> {
     let threads = config.threads.clamp(1, config.conns.max(1));
+    let echoes = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..threads)
         .map(|t| {
             // Connections t, t + threads, t + 2 * threads, ...
@@ -233,9 +239,13 @@ fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<
                 .step_by(threads)
                 .map(|i| i as u32)
                 .collect();
-            std::thread::spawn(move || worker(addr, config, &ids))
+            let echoes = Arc::clone(&echoes);
+            std::thread::spawn(move || worker(addr, config, &ids, &echoes))
         })
         .collect();
+    if config.progress {
+        show_progress(&config, &echoes, &workers);
+    }
     let mut report = Report {
         sent: 0,
         received: 0,
@@ -265,6 +275,35 @@ fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<
         report.samples.extend(part.samples.into_iter().take(room));
     }
     Ok(report)
+}
+
+/// Redraws one line until the workers are done: elapsed, echoes, rate.
+fn show_progress<T>(
+    config: &LoadConfig,
+    echoes: &AtomicU64,
+    workers: &[std::thread::JoinHandle<T>],
+) {
+    let total = (config.warmup + config.duration).as_millis() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template("{bar:30} {elapsed:>4} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    let start = std::time::Instant::now();
+    let (mut last, mut last_at) = (0, start);
+    while !workers.iter().all(|w| w.is_finished()) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = std::time::Instant::now();
+        let count = echoes.load(Ordering::Relaxed);
+        let rate = (count - last) as f64 / now.duration_since(last_at).as_secs_f64();
+        (last, last_at) = (count, now);
+        bar.set_position((now.duration_since(start).as_millis() as u64).min(total));
+        let phase = match now.duration_since(start) < config.warmup {
+            true => "warm-up",
+            false => "measuring",
+        };
+        bar.set_message(format!("{phase}: {count} echoes, {rate:.0}/s"));
+    }
+    bar.finish_and_clear();
 }
 
 /// Message `seq` of connection `conn`, `size` bytes: recognisable, and

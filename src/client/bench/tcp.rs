@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -45,7 +46,12 @@ impl Window {
     }
 }
 
-pub(super) fn run(addr: SocketAddr, config: LoadConfig, ids: &[u32]) -> io::Result<Report> {
+pub(super) fn run(
+    addr: SocketAddr,
+    config: LoadConfig,
+    ids: &[u32],
+    echoes: &AtomicU64,
+) -> io::Result<Report> {
     let mut poll = Poll::new()?;
     let mut report = Report {
         sent: 0,
@@ -152,7 +158,7 @@ pub(super) fn run(addr: SocketAddr, config: LoadConfig, ids: &[u32]) -> io::Resu
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 let closed_loop = interval.is_none();
-                conn.receive(size, closed_loop, &window, &mut report);
+                conn.receive((size, closed_loop), &window, &mut report, echoes);
             }
         }
     }
@@ -198,7 +204,13 @@ impl Conn {
 
     /// Reads echoes, checks each whole message, and (closed loop) sends
     /// the next one for each.
-    fn receive(&mut self, size: usize, closed_loop: bool, window: &Window, report: &mut Report) {
+    fn receive(
+        &mut self,
+        (size, closed_loop): (usize, bool),
+        window: &Window,
+        report: &mut Report,
+        echoes: &AtomicU64,
+    ) {
         let mut chunk = [0; 64 * 1024];
         loop {
             match self.stream.read(&mut chunk) {
@@ -228,6 +240,7 @@ impl Conn {
             self.next_recv += 1;
             if window.holds(sent) {
                 report.received += 1;
+                echoes.fetch_add(1, Ordering::Relaxed);
                 let us = now.saturating_duration_since(sent).as_micros() as u64;
                 let _ = report.rtt_us.record(us);
                 if report.samples.len() < MAX_SAMPLES {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -26,7 +27,12 @@ struct Socket {
     due: Instant,
 }
 
-pub(super) fn run(addr: SocketAddr, config: LoadConfig, ids: &[u32]) -> io::Result<Report> {
+pub(super) fn run(
+    addr: SocketAddr,
+    config: LoadConfig,
+    ids: &[u32],
+    echoes: &AtomicU64,
+) -> io::Result<Report> {
     let mut poll = Poll::new()?;
     let mut report = Report {
         sent: 0,
@@ -154,6 +160,7 @@ pub(super) fn run(addr: SocketAddr, config: LoadConfig, ids: &[u32]) -> io::Resu
                     report.corrupted += 1;
                 } else if sent >= from && sent < until {
                     report.received += 1;
+                    echoes.fetch_add(1, Ordering::Relaxed);
                     let us = now.saturating_duration_since(sent).as_micros() as u64;
                     let _ = report.rtt_us.record(us);
                     if report.samples.len() < MAX_SAMPLES {
