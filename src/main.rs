@@ -11,7 +11,9 @@ use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use sockloop::client::bench::{hgrm, hold, run_tcp, run_udp, HoldConfig, LoadConfig, Report};
+use sockloop::client::bench::{
+    hgrm, hold, run_tcp, run_udp, svg_plot, HoldConfig, LoadConfig, Report,
+};
 use sockloop::client::chat::{display, ChatClient};
 use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
@@ -113,6 +115,9 @@ struct BenchArgs {
     /// Write the HDR histogram's percentile distribution (.hgrm).
     #[arg(long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
+    /// Draw the latency percentile curve into an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -550,6 +555,10 @@ fn bench(
     }
     if let Some(path) = &args.hgrm {
         std::fs::write(path, hgrm(&report.rtt_us))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{} echo latency, {} connections", args.addr, args.conns);
+        std::fs::write(path, svg_plot(&report.rtt_us, &title))?;
     }
     if !report.clean() {
         let error = format!(

@@ -2,4 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod pool;
 pub mod rudp;
+
+pub use pool::{Pool, PoolConfig, PoolError, PoolStats, Pooled};

@@ -190,6 +190,65 @@ pub fn hgrm(histogram: &Histogram<u64>) -> String {
     out
 }
 
+/// The latency percentile curve as an SVG picture (`--plot`): latency
+/// against percentile, the percentile axis stretched as 1/(1-p) on a log
+/// scale (0, 90, 99, 99.9, 99.99%) as HdrHistogram's plotter draws it.
+pub fn svg_plot(histogram: &Histogram<u64>, title: &str) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 400.0;
+    const M: f64 = 50.0; // margin
+    const DECADES: f64 = 5.0; // up to 99.999%
+    let max_ms = (histogram.max() as f64 / 1000.0).max(0.001);
+    let x = |q: f64| M + (1.0 / (1.0 - q.min(0.99999))).log10() / DECADES * (W - 2.0 * M);
+    let y = |ms: f64| H - M - ms / max_ms * (H - 2.0 * M);
+    let mut points = String::new();
+    for v in histogram.iter_quantiles(5) {
+        let ms = v.value_iterated_to() as f64 / 1000.0;
+        points.push_str(&format!("{:.1},{:.1} ", x(v.quantile_iterated_to()), y(ms)));
+    }
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{M}\" y=\"20\">{}</text>\n\
+         <line x1=\"{M}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{M}\" y1=\"{M}\" x2=\"{M}\" y2=\"{}\" stroke=\"black\"/>\n",
+        escape_xml(title),
+        H - M,
+        W - M,
+        H - M,
+        H - M
+    );
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+        .iter()
+        .enumerate()
+    {
+        let px = M + i as f64 / DECADES * (W - 2.0 * M);
+        svg.push_str(&format!(
+            "<text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+            H - M + 16.0
+        ));
+    }
+    for i in 0..=4 {
+        let ms = max_ms * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{ms:.2} ms</text>\n",
+            M - 4.0,
+            y(ms) + 4.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\" points=\"{}\"/>\n</svg>\n",
+        points.trim_end()
+    ));
+    svg
+}
+
+fn escape_xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// Runs an echo load against `addr` over TCP.
 ///
 /// ```
