@@ -7,8 +7,9 @@
 //! socket.
 //!
 //! ```text
-//!             CLI (main.rs)                     sockloop serve | chat | rudp
-//!             client/                           blocking clients (chat, rudp), on std sockets
+//!             CLI (main.rs)                     sockloop serve | chat | rudp | bench
+//!             client/                           clients on their own sockets: chat, rudp,
+//!                                               the load generator, a connection pool
 //!                   |
 //!             Server (server.rs)                builds shards, runs, stops
 //!                   |

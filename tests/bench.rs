@@ -199,3 +199,28 @@ fn udp_against_an_honest_echo_every_count_adds_up() {
     assert!(report.clean(), "{}", report.text());
     server.shutdown().unwrap();
 }
+
+#[test]
+fn the_reports_files_have_their_formats() {
+    let server = Running::echo(ServerConfig::default());
+    let report = run_tcp(server.tcp[0], short(2)).unwrap();
+    let csv = report.csv();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("RTT_us"));
+    assert_eq!(lines.clone().count() as u64, report.received);
+    assert!(lines.all(|l| l.parse::<u32>().is_ok()));
+    let hgrm = sockloop::client::bench::hgrm(&report.rtt_us);
+    assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+    assert!(
+        hgrm.contains(&format!("Total count    = {:>12}]", report.received)),
+        "{hgrm}"
+    );
+    let svg = sockloop::client::bench::svg_plot(&report.rtt_us, "echo <test>");
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.contains("echo &lt;test&gt;") && svg.contains("<polyline"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    let json = report.json();
+    assert_eq!(json["received"], report.received);
+    assert_eq!(json["corrupted"], 0);
+    server.shutdown().unwrap();
+}
