@@ -360,3 +360,40 @@ fn tls_listeners_from_pem_files_and_their_usage_errors() {
     assert_eq!(terminate(server).status.code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_reports_on_serve_and_exits_0_when_everything_came_back() {
+    let mut server = spawn_serve(&["--tcp", "127.0.0.1:0", "--shards", "1"]);
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let addr = next_line(&mut stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let run = |extra: &[&str]| {
+        let child = Command::new(BIN)
+            .args(["bench", "tcp", &addr, "--conns", "4", "--duration", "300ms"])
+            .args(["--warmup", "50ms"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish(child)
+    };
+    let text = run(&[]);
+    let report = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("\ncorrupted 0, lost 0, connection errors 0\nrtt us: min "),
+        "{report}"
+    );
+    let json = run(&["--json", "--rate", "2000"]);
+    let summary: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        (summary["corrupted"].as_u64(), summary["lost"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(summary["received"].as_u64().unwrap() > 400, "{summary}");
+    assert_eq!(terminate(server).status.code(), Some(0));
+}
