@@ -86,6 +86,21 @@ pub struct Report {
 pub const MAX_SAMPLES: usize = 10_000_000;
 
 impl Report {
+    /// Nothing measured yet, for messages of `size` bytes.
+    pub(crate) fn empty(config: &LoadConfig) -> std::io::Result<Report> {
+        Ok(Report {
+            sent: 0,
+            received: 0,
+            corrupted: 0,
+            lost: 0,
+            conn_errors: 0,
+            elapsed: config.duration,
+            size: config.size,
+            rtt_us: Histogram::new(3).map_err(std::io::Error::other)?,
+            samples: Vec::new(),
+        })
+    }
+
     /// Echoes per second in the measured window.
     pub fn rate(&self) -> f64 {
         self.received as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
@@ -305,17 +320,8 @@ fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<
     if config.progress {
         show_progress(&config, &echoes, &workers);
     }
-    let mut report = Report {
-        sent: 0,
-        received: 0,
-        corrupted: 0,
-        lost: 0,
-        conn_errors: 0,
-        elapsed: Duration::ZERO,
-        size: config.size,
-        rtt_us: Histogram::new(3).map_err(std::io::Error::other)?,
-        samples: Vec::new(),
-    };
+    let mut report = Report::empty(&config)?;
+    report.elapsed = Duration::ZERO;
     for worker in workers {
         let part = worker
             .join()
@@ -363,6 +369,14 @@ fn show_progress<T>(
         bar.set_message(format!("{phase}: {count} echoes, {rate:.0}/s"));
     }
     bar.finish_and_clear();
+}
+
+/// Open loop: how often each connection sends (`None`: closed loop).
+pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
+    let per_second = config.rate? / config.conns.max(1) as f64;
+    Some(Duration::from_secs_f64(
+        1.0 / per_second.max(f64::MIN_POSITIVE),
+    ))
 }
 
 /// Message `seq` of connection `conn`, `size` bytes: recognisable, and

@@ -6,11 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{message, LoadConfig, Report, MAX_SAMPLES};
+use super::{message, send_interval, LoadConfig, Report, MAX_SAMPLES};
 
 /// How long after the window echoes still in flight are waited for.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -53,23 +52,11 @@ pub(super) fn run(
     echoes: &AtomicU64,
 ) -> io::Result<Report> {
     let mut poll = Poll::new()?;
-    let mut report = Report {
-        sent: 0,
-        received: 0,
-        corrupted: 0,
-        lost: 0,
-        conn_errors: 0,
-        elapsed: config.duration,
-        size: config.size,
-        rtt_us: Histogram::new(3).map_err(io::Error::other)?,
-        samples: Vec::new(),
-    };
+    let mut report = Report::empty(&config)?;
     let size = config.size.max(16);
     let start = Instant::now();
     // Open loop: each connection sends every `interval`, staggered.
-    let interval = config
-        .rate
-        .map(|rate| Duration::from_secs_f64(config.conns as f64 / rate.max(f64::MIN_POSITIVE)));
+    let interval = send_interval(&config);
     let mut conns = Vec::with_capacity(ids.len());
     for (k, &id) in ids.iter().enumerate() {
         let stream = match std::net::TcpStream::connect(addr) {

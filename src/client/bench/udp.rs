@@ -9,11 +9,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{message, LoadConfig, Report, MAX_SAMPLES};
+use super::{message, send_interval, LoadConfig, Report, MAX_SAMPLES};
 
 /// An echo later than this is counted lost.
 pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,26 +33,14 @@ pub(super) fn run(
     echoes: &AtomicU64,
 ) -> io::Result<Report> {
     let mut poll = Poll::new()?;
-    let mut report = Report {
-        sent: 0,
-        received: 0,
-        corrupted: 0,
-        lost: 0,
-        conn_errors: 0,
-        elapsed: config.duration,
-        size: config.size,
-        rtt_us: Histogram::new(3).map_err(io::Error::other)?,
-        samples: Vec::new(),
-    };
+    let mut report = Report::empty(&config)?;
     let size = config.size.max(16);
     let start = Instant::now();
     let (from, until) = (
         start + config.warmup,
         start + config.warmup + config.duration,
     );
-    let interval = config
-        .rate
-        .map(|rate| Duration::from_secs_f64(config.conns as f64 / rate.max(f64::MIN_POSITIVE)));
+    let interval = send_interval(&config);
     let local: SocketAddr = match addr {
         SocketAddr::V4(_) => "0.0.0.0:0",
         SocketAddr::V6(_) => "[::]:0",
