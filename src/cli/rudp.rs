@@ -1,0 +1,109 @@
+//! `sockloop rudp`: reliable round trips to a rudp echo, measured.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use sockloop::client::rudp::Client as RudpClient;
+use sockloop::config::{parse_duration, parse_size};
+use sockloop::{rudp, Error};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub(crate) struct RudpArgs {
+    /// The server's rudp socket.
+    #[arg(value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Bytes per message (at least 8; over 1200 they are fragmented).
+    #[arg(long, value_parser = parse_size, default_value = "100", value_name = "BYTES")]
+    size: usize,
+    /// Ordered but not reliable: gaps are skipped, nothing is resent.
+    #[arg(long)]
+    unreliable: bool,
+    /// Give up waiting for echoes after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    timeout: Duration,
+}
+
+/// `sockloop rudp`: numbered messages out, echoes back, checked in order.
+pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
+    let size = args.size.max(8);
+    let mode = match args.unreliable {
+        true => rudp::Mode::Unreliable,
+        false => rudp::Mode::Reliable,
+    };
+    let config = rudp::Config {
+        mode,
+        ..rudp::Config::default()
+    };
+    if size > config.max_message {
+        let max = config.max_message;
+        return Err(Error::Config(format!("--size is over the {max}-byte maximum")).into());
+    }
+    let mut client = RudpClient::connect(args.addr, config, Duration::from_secs(5))?;
+    let message = |n: u64| {
+        let mut bytes = vec![(n % 251) as u8; size];
+        bytes[..8].copy_from_slice(&n.to_be_bytes());
+        bytes
+    };
+    let start = Instant::now();
+    let deadline = start + args.timeout;
+    let mut sent_at = Vec::with_capacity(args.count as usize);
+    let mut rtts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits are valid");
+    let (mut next, mut delivered, mut expected) = (0, 0u64, 0u64);
+    while delivered < args.count && Instant::now() < deadline {
+        while next < args.count && client.try_send(&message(next))? {
+            sent_at.push(Instant::now());
+            next += 1;
+        }
+        let Some((at, echo)) = client.recv_at(Duration::from_millis(10))? else {
+            continue;
+        };
+        // Reliable: exactly the next one. Unreliable: a later one may skip a gap.
+        let n = echo.get(..8).map_or(u64::MAX, |b| {
+            u64::from_be_bytes(b.try_into().unwrap_or_default())
+        });
+        let in_order = n == expected || (args.unreliable && n > expected);
+        if !in_order || n >= next || echo != message(n) {
+            let error = format!("echo {n} out of order or damaged (expected {expected})");
+            return Err(std::io::Error::other(error).into());
+        }
+        let rtt = at.saturating_duration_since(sent_at[n as usize]);
+        let _ = rtts.record(rtt.as_micros() as u64);
+        expected = n + 1;
+        delivered += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stats = client.stats();
+    println!(
+        "delivered {delivered}/{} messages of {size} B in {elapsed:.3} s ({:.0} msg/s, {:.2} MB/s)",
+        args.count,
+        delivered as f64 / elapsed,
+        (delivered * size as u64) as f64 / elapsed / 1e6
+    );
+    println!(
+        "retransmissions {}, timeouts {}, duplicates {}, skipped {}",
+        stats.retransmissions, stats.timeouts, stats.receive.duplicates, stats.receive.skipped
+    );
+    let p = |q: f64| rtts.value_at_quantile(q);
+    println!(
+        "rtt us: min {} p50 {} p90 {} p99 {} max {}",
+        rtts.min(),
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        rtts.max()
+    );
+    let _ = client.close();
+    if delivered < args.count && !args.unreliable {
+        let missing = args.count - delivered;
+        let error = format!("{missing} echoes missing after {:?}", args.timeout);
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, error).into());
+    }
+    Ok(())
+}

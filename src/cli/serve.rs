@@ -1,0 +1,348 @@
+//! `sockloop serve`: its flags, the listeners they make, and signals.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use sockloop::config::{parse_duration, parse_size};
+use sockloop::limit::{parse_rate, IpLimits, Rate};
+use sockloop::net::sys::raise_nofile_limit;
+use sockloop::net::tls::TlsConfig;
+use sockloop::rudp;
+use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+use sockloop::services::{JsonEcho, RudpEcho};
+use sockloop::{services, Error, Handle, Listener, Server, ServerConfig};
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// A TCP listener, ADDR[=SERVICE] (services: echo, json, chat, chat-proto); repeatable.
+    #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
+    tcp: Vec<Listen>,
+    /// A TLS listener, ADDR[=SERVICE] (any TCP service); repeatable. Needs --cert and --key.
+    #[arg(long = "tls", value_name = "ADDR[=SERVICE]")]
+    tls: Vec<Listen>,
+    /// PEM certificate chain for --tls listeners (leaf first).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls listeners.
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// A UDP socket, ADDR[=SERVICE] (services: echo, rudp); repeatable.
+    #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
+    udp: Vec<Listen>,
+    /// Event loops, one thread each (default: the number of available cores).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Don't bind one listener per shard with SO_REUSEPORT: shard 0 accepts and
+    /// hands connections to the least loaded shard (UDP is served by shard 0).
+    #[arg(long)]
+    no_reuseport: bool,
+    /// Pin shard i to core i.
+    #[arg(long)]
+    pin: bool,
+    /// Listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    backlog: u32,
+    /// Leave Nagle's algorithm on for accepted connections.
+    #[arg(long)]
+    no_nodelay: bool,
+    /// SO_RCVBUF for every socket, e.g. 256KiB (default: the kernel's).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    recv_buffer: Option<usize>,
+    /// SO_SNDBUF for every socket, e.g. 256KiB (default: the kernel's).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    send_buffer: Option<usize>,
+    /// TCP keepalive idle time for accepted connections, e.g. 60s (default: off).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    keepalive: Option<Duration>,
+    /// Close connections idle (no bytes either way) this long; 0 disables.
+    #[arg(long, value_parser = parse_duration, default_value = "300s", value_name = "DURATION")]
+    idle_timeout: Duration,
+    /// Close connections whose frame stays incomplete this long after its first byte
+    /// (slowloris); 0 disables.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    frame_timeout: Duration,
+    /// Close connections whose output makes no progress this long; 0 disables.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    write_timeout: Duration,
+    /// How long a graceful shutdown waits for connections to flush.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    drain_timeout: Duration,
+    /// Pending output that disconnects a connection at once: a chat member that does not
+    /// keep up with its room. Applies to every TCP connection.
+    #[arg(long, value_parser = parse_size, default_value = "1MiB", value_name = "SIZE")]
+    chat_out_hard: usize,
+    /// Pending output that disconnects a connection held above it for --chat-out-soft-secs.
+    #[arg(long, value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    chat_out_soft: usize,
+    /// How long output may stay above --chat-out-soft (seconds, or e.g. 500ms); 0 disables.
+    #[arg(long, value_parser = parse_secs, default_value = "10", value_name = "SECS")]
+    chat_out_soft_secs: Duration,
+    /// Invalid messages after which a chat member is disconnected.
+    #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
+    chat_max_errors: u32,
+    /// Longest chat message content.
+    #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
+    chat_max_content: usize,
+    /// Connections across all shards beyond which new ones are refused (default: the
+    /// open-files cap minus a reserve for listeners and the like).
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_conns_per_ip: u32,
+    /// Connection attempts per address, e.g. 50/s or 50/s:100 (a burst of 100); 0: no limit.
+    #[arg(long, default_value = "50/s:100", value_name = "RATE")]
+    conn_rate: RateLimit,
+    /// Messages per connection, e.g. 100/s:200; over it a message is dropped with an error and
+    /// a strike. 0 (the default): no limit.
+    #[arg(long, default_value = "0", value_name = "RATE")]
+    msg_rate: RateLimit,
+    /// Strikes (protocol errors, limit violations) within --strike-window that ban an
+    /// address; 0: no bans.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    ban_after: u32,
+    /// The window strikes are counted in.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    strike_window: Duration,
+    /// How long a ban lasts.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    ban_for: Duration,
+    /// Largest frame (a line, a protobuf record) a TCP service accepts; also the most
+    /// unconsumed input a connection may hold.
+    #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
+    max_frame: usize,
+    /// Datagrams per second from one address on each UDP socket (e.g. 10000/s:20000); over
+    /// it they are dropped and counted. 0: no limit.
+    #[arg(long, default_value = "10000/s:20000", value_name = "RATE")]
+    udp_rate: RateLimit,
+    /// rudp peers per shard; hellos beyond it are refused with a close.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    rudp_max_peers: usize,
+}
+
+/// A rate flag: `50/s`, `50/s:100`, `600/m`, or `0` for no limit.
+#[derive(Clone, Copy)]
+struct RateLimit(Option<Rate>);
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RateLimit, String> {
+        parse_rate(text).map(RateLimit)
+    }
+}
+
+/// `ADDR[=SERVICE]`, as given on the command line.
+#[derive(Clone)]
+struct Listen {
+    addr: SocketAddr,
+    service: String,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        let (addr, service) = text.split_once('=').unwrap_or((text, "echo"));
+        let addr = addr.parse().map_err(|_| {
+            format!("bad address {addr:?}: expected IP:PORT, e.g. 127.0.0.1:7000 or [::1]:7000")
+        })?;
+        Ok(Listen {
+            addr,
+            service: service.to_string(),
+        })
+    }
+}
+
+pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
+    if args.tcp.is_empty() && args.udp.is_empty() && args.tls.is_empty() {
+        let default = |text: &str| text.parse::<Listen>().expect("a valid listener");
+        args.tcp.push(default("127.0.0.1:7000"));
+        args.tcp.push(default("127.0.0.1:7001=chat"));
+        args.tcp.push(default("127.0.0.1:7002=chat-proto"));
+        args.tcp.push(default("127.0.0.1:7003=json"));
+        args.udp.push(default("127.0.0.1:7000"));
+        args.udp.push(default("127.0.0.1:7004=rudp"));
+    }
+    let mut config = ServerConfig::default();
+    let open_files = match raise_nofile_limit() {
+        Ok(limit) => {
+            log::info!("open files limit: {limit}");
+            Some(limit)
+        }
+        Err(e) => {
+            log::warn!("could not raise the open files limit: {e}");
+            None
+        }
+    };
+    // Descriptors the server needs besides connections: listeners and UDP
+    // sockets on every shard, pollers, wakers, stdio, the reserves (at most
+    // a quarter of a small cap).
+    let shards = args.shards.unwrap_or(config.shards);
+    let sockets = 2 * shards * (args.tcp.len() + args.tls.len() + args.udp.len() + 4);
+    config.max_conns = args.max_conns.or_else(|| {
+        open_files.map(|limit| {
+            let limit = limit as usize;
+            limit - (16 + sockets).min(limit / 4)
+        })
+    });
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    config.pin_shards = args.pin;
+    config.socket.reuse_port = !args.no_reuseport;
+    config.socket.backlog = args.backlog;
+    config.socket.nodelay = !args.no_nodelay;
+    config.socket.recv_buffer = args.recv_buffer;
+    config.socket.send_buffer = args.send_buffer;
+    config.socket.keepalive = args.keepalive;
+    config.idle_timeout = enabled(args.idle_timeout);
+    config.frame_timeout = enabled(args.frame_timeout);
+    config.write_timeout = enabled(args.write_timeout);
+    config.drain_timeout = args.drain_timeout;
+    config.sources = IpLimits {
+        max_conns_per_ip: args.max_conns_per_ip,
+        connect_rate: args.conn_rate.0,
+        ban_after: args.ban_after,
+        strike_window: args.strike_window,
+        ban_for: args.ban_for,
+        ..IpLimits::default()
+    };
+    config.message_rate = args.msg_rate.0;
+    config.udp_rate = args.udp_rate.0;
+    config.max_read_buffer = args.max_frame;
+    config.output_hard_limit = args.chat_out_hard;
+    config.output_soft_limit = args.chat_out_soft;
+    config.output_soft_for = enabled(args.chat_out_soft_secs);
+    let chat = ChatConfig {
+        max_errors: args.chat_max_errors,
+        max_content: args.chat_max_content,
+        max_frame: ChatConfig::default().max_frame.min(args.max_frame),
+    };
+
+    let max_line = config.max_read_buffer;
+    let mut builder = Server::builder().config(config);
+    // The order listeners are added in, which `tcp_addrs` follows.
+    let tls = match (&args.tls[..], &args.cert, &args.key) {
+        ([], None, None) => None,
+        ([_, ..], Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        ([_, ..], _, _) => return Err(Error::Config("--tls needs --cert and --key".into())),
+        ([], _, _) => {
+            return Err(Error::Config(
+                "--cert and --key are for --tls listeners".into(),
+            ))
+        }
+    };
+    let plain = args
+        .tcp
+        .iter()
+        .map(|listen| ("tcp", listen, Listener::plain(listen.addr)));
+    let secure = args.tls.iter().filter_map(|listen| {
+        let config = tls.clone()?;
+        Some(("tls", listen, Listener::tls(listen.addr, config)))
+    });
+    // The order listeners are added in, which `tcp_addrs` follows.
+    let mut tcp_order = Vec::new();
+    let mut chat_group = (Vec::new(), Vec::new(), Vec::new());
+    for (proto, listen, listener) in plain.chain(secure) {
+        let encoding = match listen.service.as_str() {
+            "echo" => {
+                builder = builder.listeners(vec![listener], || services::Echo);
+                tcp_order.push((proto, listen));
+                continue;
+            }
+            "json" => {
+                builder = builder.listeners(vec![listener], move || JsonEcho::new(max_line));
+                tcp_order.push((proto, listen));
+                continue;
+            }
+            "chat" => Encoding::Json,
+            "chat-proto" => Encoding::Protobuf,
+            other => return Err(unknown_service(proto, other)),
+        };
+        // Every chat listener joins one group: one set of rooms.
+        chat_group.0.push(listener);
+        chat_group.1.push(encoding);
+        chat_group.2.push((proto, listen));
+    }
+    if !chat_group.0.is_empty() {
+        builder = builder.listeners(chat_group.0, Chat::maker(chat, &chat_group.1));
+        tcp_order.extend(chat_group.2);
+    }
+    let secret = services::rudp_echo::random_secret()?;
+    let max_peers = args.rudp_max_peers;
+    for listen in &args.udp {
+        builder = match listen.service.as_str() {
+            "echo" => builder.udp(listen.addr, || services::Echo),
+            "rudp" => builder.udp(listen.addr, move || {
+                RudpEcho::new(rudp::Config::default(), max_peers, &secret)
+            }),
+            other => return Err(unknown_service("udp", other)),
+        };
+    }
+    let server = builder.build()?;
+
+    let mut stdout = std::io::stdout().lock();
+    for ((proto, listen), addr) in tcp_order.iter().zip(server.tcp_addrs()) {
+        let _ = writeln!(stdout, "listening {proto} {addr} {}", listen.service);
+    }
+    for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
+        let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+
+    stop_on_signals(server.handle(), args.drain_timeout)?;
+    server.run()?;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// A timeout flag: `0` disables it.
+fn enabled(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then_some(timeout)
+}
+
+/// Whole seconds (`10`), or any duration (`500ms`).
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(text),
+    }
+}
+
+fn unknown_service(proto: &str, name: &str) -> Error {
+    let known = if proto == "udp" {
+        "echo, rudp"
+    } else {
+        "echo, json, chat, chat-proto"
+    };
+    Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once.
+fn stop_on_signals(handle: Handle, drain: Duration) -> Result<(), Error> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("sockloop-signals".into())
+        .spawn(move || {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
+                log::info!(
+                    "shutting down: draining for up to {drain:?} (signal again to stop now)"
+                );
+                handle.shutdown();
+            }
+            if signals.next().is_some() {
+                log::info!("stopping now");
+                handle.stop();
+            }
+        })?;
+    Ok(())
+}
