@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::rudp::{Config, Connection, ConnectionStats, Event, RttEstimator, SendError, Seq};
 
+/// Messages received but not yet taken with `recv` (while `send` waits
+/// for window room) beyond which the client stops taking more.
+const READY_MAX: usize = 1024;
+
 /// A connection to a rudp server.
 ///
 /// ```
@@ -144,8 +148,13 @@ impl Client {
     fn next_event(&mut self, deadline: Instant) -> io::Result<Option<Event>> {
         loop {
             self.flush()?;
-            if let Some(event) = self.conn.poll_event() {
-                return Ok(Some(event));
+            // With `READY_MAX` messages untaken, leave the rest in the
+            // connection: its receive window closes and the server waits,
+            // rather than this client buffering without bound.
+            if self.ready.len() < READY_MAX {
+                if let Some(event) = self.conn.poll_event() {
+                    return Ok(Some(event));
+                }
             }
             let now = Instant::now();
             if now >= deadline {
