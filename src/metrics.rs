@@ -28,6 +28,13 @@ macro_rules! stats {
             }
         }
 
+        impl Stats {
+            /// Every counter: its name, its documentation, its value.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc, " ",)*), self.$name),)*]
+            }
+        }
+
         impl std::ops::Add for Stats {
             type Output = Stats;
             fn add(self, other: Stats) -> Stats {
@@ -140,4 +147,61 @@ impl Counter {
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+}
+
+/// Counters that are levels, not running totals.
+const GAUGES: [&str; 3] = ["conns_open", "buffer_bytes", "buffer_bytes_peak"];
+
+/// The Prometheus text exposition format (version 0.0.4) of every shard's
+/// counters, labelled `shard`, plus `extra` server-wide values (name,
+/// help, value; counters end in `_total`).
+///
+/// ```
+/// use sockloop::metrics::{prometheus, Stats};
+///
+/// let shard = Stats { conns_accepted: 3, ..Stats::default() };
+/// let text = prometheus(&[shard], &[]);
+/// assert!(text.contains("# TYPE sockloop_conns_accepted_total counter\n"));
+/// assert!(text.contains("sockloop_conns_accepted_total{shard=\"0\"} 3\n"));
+/// ```
+pub fn prometheus(shards: &[Stats], extra: &[(&str, &str, u64)]) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let per_shard: Vec<_> = shards.iter().map(Stats::fields).collect();
+    let Some(first) = per_shard.first() else {
+        return out;
+    };
+    for (i, (name, help, _)) in first.iter().enumerate() {
+        let gauge = GAUGES.contains(name);
+        let metric = match gauge {
+            true => format!("sockloop_{name}"),
+            false => format!("sockloop_{name}_total"),
+        };
+        let kind = if gauge { "gauge" } else { "counter" };
+        out.push_str(&format!(
+            "# HELP {metric} {}\n# TYPE {metric} {kind}\n",
+            help_text(help)
+        ));
+        for (shard, fields) in per_shard.iter().enumerate() {
+            out.push_str(&format!("{metric}{{shard=\"{shard}\"}} {}\n", fields[i].2));
+        }
+    }
+    for (name, help, value) in extra {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let metric = format!("sockloop_{name}");
+        out.push_str(&format!(
+            "# HELP {metric} {}\n# TYPE {metric} {kind}\n{metric} {value}\n",
+            help_text(help)
+        ));
+    }
+    out
+}
+
+/// HELP text: one line, backslashes escaped, as the format requires.
+fn help_text(doc: &str) -> String {
+    let words: Vec<&str> = doc.split_whitespace().collect();
+    words.join(" ").replace('\\', "\\\\")
 }

@@ -13,6 +13,7 @@ use crate::metrics::{ShardStats, Stats};
 use crate::net::socket::{tcp_listener, udp_socket, SocketOptions};
 use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
+use crate::services::metrics::MetricsEndpoint;
 use crate::shard::gate::Gate;
 use crate::shard::mailbox::{mailbox, Control, MailboxSender, Postbox};
 use crate::shard::token::Slot;
@@ -60,6 +61,8 @@ pub struct Builder {
     tcp_tls: Vec<Option<TlsConfig>>,
     tcp_services: Vec<TcpFactory>,
     udp: Vec<(SocketAddr, UdpFactory)>,
+    /// Where `GET /metrics` is served, if anywhere.
+    metrics: Vec<SocketAddr>,
 }
 
 impl Builder {
@@ -119,6 +122,14 @@ impl Builder {
         self
     }
 
+    /// Serves `GET /metrics` (the Prometheus text format, every shard's
+    /// counters labelled `shard`) on `addr`, from the event loop itself.
+    /// The endpoint is added after every other listener.
+    pub fn metrics(mut self, addr: SocketAddr) -> Builder {
+        self.metrics.push(addr);
+        self
+    }
+
     /// Adds a UDP socket on `addr` served by the service `make` creates.
     pub fn udp<S, F>(mut self, addr: SocketAddr, make: F) -> Builder
     where
@@ -139,8 +150,18 @@ impl Builder {
     /// platform refuses it, shard 0 alone listens and hands each accepted
     /// connection to the shard with the fewest; UDP is then served by
     /// shard 0 only.
-    pub fn build(self) -> Result<Server, Error> {
+    pub fn build(mut self) -> Result<Server, Error> {
         self.config.validate()?;
+        let stats: Arc<[Arc<ShardStats>]> = (0..self.config.shards)
+            .map(|_| Arc::new(ShardStats::default()))
+            .collect();
+        let gate = Arc::new(Gate::new(self.config.max_conns, self.config.sources));
+        for addr in std::mem::take(&mut self.metrics) {
+            let (stats, gate) = (Arc::clone(&stats), Arc::clone(&gate));
+            self = self.tcp(addr, move || {
+                MetricsEndpoint::new(Arc::clone(&stats), Arc::clone(&gate))
+            });
+        }
         if self.tcp.len() > usize::from(u16::MAX) {
             return Err(Error::Config("at most 65535 TCP listeners".into()));
         }
@@ -165,11 +186,7 @@ impl Builder {
             senders.push(sender);
         }
         let peers: Arc<[MailboxSender]> = senders.into();
-        let stats: Arc<[Arc<ShardStats>]> = (0..shards)
-            .map(|_| Arc::new(ShardStats::default()))
-            .collect();
 
-        let gate = Arc::new(Gate::new(config.max_conns, config.sources));
         let mut built = Vec::new();
         for (id, ((poll, mailbox), listeners)) in
             polls.into_iter().zip(mailboxes).zip(bound).enumerate()
@@ -255,6 +272,7 @@ impl Server {
             config: ServerConfig::default(),
             tcp: Vec::new(),
             tcp_tls: Vec::new(),
+            metrics: Vec::new(),
             tcp_services: Vec::new(),
             udp: Vec::new(),
         }

@@ -124,6 +124,13 @@ pub(crate) struct ServeArgs {
     /// rudp peers per shard; hellos beyond it are refused with a close.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     rudp_max_peers: usize,
+    /// Serve the counters at GET /metrics (Prometheus text format) on ADDR (with no
+    /// listener flags: 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Log the headline numbers every DURATION (e.g. 10s); 0: never.
+    #[arg(long, value_parser = parse_duration, default_value = "0", value_name = "DURATION")]
+    stats_interval: Duration,
 }
 
 /// A rate flag: `50/s`, `50/s:100`, `600/m`, or `0` for no limit.
@@ -169,6 +176,8 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         args.tcp.push(default("127.0.0.1:7003=json"));
         args.udp.push(default("127.0.0.1:7000"));
         args.udp.push(default("127.0.0.1:7004=rudp"));
+        args.metrics
+            .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 9090)));
     }
     let mut config = ServerConfig::default();
     let open_files = match raise_nofile_limit() {
@@ -286,6 +295,9 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
             other => return Err(unknown_service("udp", other)),
         };
     }
+    if let Some(addr) = args.metrics {
+        builder = builder.metrics(addr);
+    }
     let server = builder.build()?;
 
     let mut stdout = std::io::stdout().lock();
@@ -295,10 +307,17 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
         let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
     }
+    // The metrics endpoint is the last TCP listener.
+    if let Some(addr) = server.tcp_addrs().get(tcp_order.len()) {
+        let _ = writeln!(stdout, "listening tcp {addr} metrics");
+    }
     let _ = stdout.flush();
     drop(stdout);
 
     stop_on_signals(server.handle(), args.drain_timeout)?;
+    if !args.stats_interval.is_zero() {
+        log_stats_every(server.handle(), args.stats_interval)?;
+    }
     server.run()?;
     log::info!("stopped");
     Ok(())
@@ -324,6 +343,41 @@ fn unknown_service(proto: &str, name: &str) -> Error {
         "echo, json, chat, chat-proto"
     };
     Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
+}
+
+/// One info line per `interval`: open connections and what changed since
+/// the last line.
+fn log_stats_every(handle: Handle, interval: Duration) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name("sockloop-stats".into())
+        .spawn(move || {
+            let mut last = handle.stats();
+            loop {
+                std::thread::sleep(interval);
+                let now = handle.stats();
+                let refused = |s: &sockloop::Stats| {
+                    s.refused_server_full
+                        + s.refused_per_ip
+                        + s.refused_connect_rate
+                        + s.refused_banned
+                        + s.refused_no_descriptors
+                };
+                log::info!(
+                    "open {} | +{} accepted, +{} refused | tcp +{} B in, +{} B out | udp +{} in, +{} out, +{} dropped",
+                    now.conns_open,
+                    now.conns_accepted - last.conns_accepted,
+                    refused(&now) - refused(&last),
+                    now.tcp_bytes_in - last.tcp_bytes_in,
+                    now.tcp_bytes_out - last.tcp_bytes_out,
+                    now.udp_in - last.udp_in,
+                    now.udp_out - last.udp_out,
+                    (now.udp_dropped_queue_full + now.udp_dropped_rate + now.udp_dropped_truncated)
+                        - (last.udp_dropped_queue_full + last.udp_dropped_rate + last.udp_dropped_truncated),
+                );
+                last = now;
+            }
+        })?;
+    Ok(())
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once.

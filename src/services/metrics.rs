@@ -1,0 +1,96 @@
+//! `GET /metrics`: the server's counters in the Prometheus text format,
+//! answered by the event loop itself like any other connection (so its
+//! deadlines and output limits bound a slow or garbage-sending client).
+
+use std::sync::Arc;
+
+use crate::metrics::{prometheus, ShardStats};
+use crate::service::{ConnContext, TcpService};
+use crate::shard::gate::Gate;
+
+/// The longest request head accepted; longer ones get `431` and a close.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// The metrics endpoint (see [`Builder::metrics`](crate::Builder::metrics)).
+pub struct MetricsEndpoint {
+    shards: Arc<[Arc<ShardStats>]>,
+    gate: Arc<Gate>,
+}
+
+impl MetricsEndpoint {
+    pub(crate) fn new(shards: Arc<[Arc<ShardStats>]>, gate: Arc<Gate>) -> MetricsEndpoint {
+        MetricsEndpoint { shards, gate }
+    }
+
+    fn body(&self) -> String {
+        let shards: Vec<_> = self.shards.iter().map(|s| s.snapshot()).collect();
+        let sources = self.gate.sources.stats();
+        let extra = [
+            (
+                "strikes_total",
+                "Strikes counted against source addresses.",
+                sources.strikes,
+            ),
+            ("bans_total", "Source addresses banned.", sources.bans),
+            (
+                "bans_active",
+                "Source addresses banned now.",
+                sources.bans_active as u64,
+            ),
+            (
+                "sources_tracked",
+                "Source addresses in the per-source table.",
+                sources.sources as u64,
+            ),
+            (
+                "source_evictions_total",
+                "Sources forgotten to bound the table.",
+                sources.evictions,
+            ),
+        ];
+        prometheus(&shards, &extra)
+    }
+}
+
+impl TcpService for MetricsEndpoint {
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if data.len() > MAX_REQUEST {
+                respond(
+                    conn,
+                    "431 Request Header Fields Too Large",
+                    "request too large\n",
+                );
+                return data.len();
+            }
+            return 0; // the head is not complete yet (the frame timeout bounds the wait)
+        };
+        let line = data[..end]
+            .split(|&b| b == b'\r')
+            .next()
+            .unwrap_or_default();
+        let mut words = line.split(|&b| b == b' ');
+        match (words.next(), words.next()) {
+            (Some(b"GET"), Some(b"/metrics")) => {
+                respond(conn, "200 OK", &self.body());
+            }
+            (Some(b"GET"), Some(_)) => respond(conn, "404 Not Found", "try /metrics\n"),
+            (Some(_), Some(_)) => respond(conn, "405 Method Not Allowed", "GET only\n"),
+            _ => respond(conn, "400 Bad Request", "not an HTTP request\n"),
+        }
+        data.len()
+    }
+}
+
+/// One response, then the connection closes (no keep-alive: a scrape is
+/// one request).
+fn respond(conn: &mut ConnContext<'_>, status: &str, body: &str) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.send(head.as_bytes());
+    conn.send(body.as_bytes());
+    conn.close();
+}
