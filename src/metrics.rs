@@ -64,6 +64,14 @@ stats! {
     /// Connections taken with the reserve descriptor and closed: out of
     /// descriptors.
     refused_no_descriptors,
+    /// Messages (frames) services decoded from their peers.
+    frames_in,
+    /// Messages (frames) services sent.
+    frames_out,
+    /// rudp connections open now (gauge).
+    rudp_peers,
+    /// rudp data packets resent by the server, over its whole life.
+    rudp_retransmissions,
     /// TLS connections that broke the protocol (a plaintext client, a bad
     /// handshake); each got an alert and was closed.
     tls_errors,
@@ -150,7 +158,12 @@ impl Counter {
 }
 
 /// Counters that are levels, not running totals.
-const GAUGES: [&str; 3] = ["conns_open", "buffer_bytes", "buffer_bytes_peak"];
+const GAUGES: [&str; 4] = [
+    "conns_open",
+    "buffer_bytes",
+    "buffer_bytes_peak",
+    "rudp_peers",
+];
 
 /// The Prometheus text exposition format (version 0.0.4) of every shard's
 /// counters, labelled `shard`, plus `extra` server-wide values (name,

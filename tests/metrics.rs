@@ -75,6 +75,8 @@ fn a_scrape_counts_exactly_what_the_workload_did() {
         udp.send(&[1; 50]).unwrap();
         udp.recv(&mut [0; 64]).unwrap();
     }
+    // A reply can arrive before its shard counts it sent.
+    wait_until("the replies counted", || handle.stats().udp_out == 10);
 
     let request = b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
     let response = http(metrics, request);
@@ -189,5 +191,55 @@ fn bad_requests_get_http_errors_and_the_endpoint_keeps_serving() {
     idle.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(status(b"GET /metrics HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK");
     drop(idle);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn services_report_frames_and_rudp_peers() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let secret = sockloop::services::rudp_echo::random_secret().unwrap();
+    let server = Server::builder()
+        .config(ServerConfig {
+            shards: 1,
+            sources: IpLimits::unlimited(),
+            ..ServerConfig::default()
+        })
+        .tcp(any, || sockloop::services::JsonEcho::new(1024))
+        .udp(any, move || {
+            sockloop::services::RudpEcho::new(sockloop::rudp::Config::default(), 8, &secret)
+        })
+        .metrics(any)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let mut json = connect(server.tcp[0]);
+    json.write_all(b"{\"a\":1}\n{\"b\":2}\nnope\n{\"c\":3}\n")
+        .unwrap();
+    let mut replies = vec![0; 4];
+    let mut got = 0;
+    while got < 4 {
+        let mut byte = [0];
+        json.read_exact(&mut byte).unwrap();
+        got += usize::from(byte[0] == b'\n');
+        replies.push(byte[0]);
+    }
+    let timeout = std::time::Duration::from_secs(10);
+    let rudp_config = sockloop::rudp::Config::default();
+    let mut client =
+        sockloop::client::rudp::Client::connect(server.udp[0], rudp_config, timeout).unwrap();
+    client.send(b"hi").unwrap();
+    assert_eq!(client.recv(timeout).unwrap(), Some(b"hi".to_vec()));
+    let response = http(server.tcp[1], b"GET /metrics HTTP/1.1\r\n\r\n");
+    let got = samples(response.split_once("\r\n\r\n").unwrap().1);
+    let at = |name: &str| got[&(name.to_owned(), Some(0))];
+    assert_eq!(
+        (
+            at("sockloop_frames_in_total"),
+            at("sockloop_frames_out_total")
+        ),
+        (3, 3)
+    );
+    assert_eq!(at("sockloop_rudp_peers"), 1);
+    drop((json, client));
     server.shutdown().unwrap();
 }

@@ -79,6 +79,7 @@ impl TcpService for JsonEcho {
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let mut consumed = 0;
+        let (mut decoded, mut echoed) = (0, 0);
         let mut out = Vec::new();
         loop {
             // Error lines can outweigh the input that caused them (a buffer
@@ -92,8 +93,10 @@ impl TcpService for JsonEcho {
             match self.codec.decode(&data[consumed..]) {
                 Ok(Some((message, used))) => {
                     consumed += used;
+                    decoded += 1;
                     if conn.take_message_token() {
                         encode_line(&message, &mut out);
+                        echoed += 1;
                         continue;
                     }
                     let error = ErrorLine {
@@ -134,6 +137,7 @@ impl TcpService for JsonEcho {
             }
         }
         conn.send(&out);
+        conn.count_frames(decoded, echoed);
         consumed
     }
 }

@@ -109,6 +109,8 @@ impl RudpEcho {
         while let Some(to) = endpoint.poll_transmit(now, &mut self.buf) {
             out.send_to(to, &self.buf);
         }
+        let stats = endpoint.stats();
+        out.report_rudp(endpoint.peers() as u64, stats.retransmissions);
         let due = endpoint.poll_timeout();
         if due != self.timer.map(|(_, at)| at) {
             if let Some((timer, _)) = self.timer.take() {

@@ -136,6 +136,13 @@ impl<'a> ConnContext<'a> {
         close(self.conns, self.res, id)
     }
 
+    /// Counts messages a service decoded (`frames_in`) and sent
+    /// (`frames_out`), for the metrics.
+    pub fn count_frames(&mut self, decoded: u64, sent: u64) {
+        self.res.stats.frames_in.add(decoded);
+        self.res.stats.frames_out.add(sent);
+    }
+
     /// Takes one token from this connection's message-rate bucket
     /// (`ServerConfig::message_rate`); false means over the rate: drop the
     /// message, and [`strike`](Self::strike). Always true with no rate set.
@@ -251,6 +258,11 @@ impl ShardContext<'_> {
     /// The wall-clock time of this loop turn; see [`ConnContext::wall_clock`].
     pub fn wall_clock(&self) -> SystemTime {
         self.res.timers.wall_clock()
+    }
+
+    /// Counts messages sent (`frames_out`), for the metrics.
+    pub fn count_frames_out(&mut self, sent: u64) {
+        self.res.stats.frames_out.add(sent);
     }
 
     /// Sends `bytes` to a connection on this shard; false if it is closed.

@@ -195,6 +195,13 @@ impl DatagramContext<'_> {
         }
     }
 
+    /// Reports the rudp gauges of this socket's service (peers open, and
+    /// retransmissions so far), for the metrics.
+    pub(crate) fn report_rudp(&mut self, peers: u64, retransmissions: u64) {
+        self.res.stats.rudp_peers.set(peers);
+        self.res.stats.rudp_retransmissions.set(retransmissions);
+    }
+
     /// The sender of the datagram being handled has proven its address:
     /// replies to it may be larger than what it sent.
     pub fn sender_verified(&mut self) {

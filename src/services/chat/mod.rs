@@ -145,7 +145,10 @@ impl TcpService for Chat {
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let (id, now) = (conn.id(), conn.wall_clock());
-        self.rooms.input(conn, id, data, now)
+        let used = self.rooms.input(conn, id, data, now);
+        let decoded = self.rooms.take_decoded();
+        conn.count_frames(decoded, 0);
+        used
     }
 
     fn on_message(&mut self, shard: &mut ShardContext<'_>, _from: usize, message: &[u8]) {
@@ -174,7 +177,9 @@ fn post_others(
 
 impl Outbox for ConnContext<'_> {
     fn send(&mut self, to: ConnId, bytes: &[u8]) {
-        self.send_to(to, bytes);
+        if self.send_to(to, bytes) {
+            self.count_frames(0, 1);
+        }
     }
 
     fn close(&mut self, id: ConnId) {
@@ -202,7 +207,9 @@ impl Outbox for ConnContext<'_> {
 
 impl Outbox for ShardContext<'_> {
     fn send(&mut self, to: ConnId, bytes: &[u8]) {
-        self.send_to(to, bytes);
+        if self.send_to(to, bytes) {
+            self.count_frames_out(1);
+        }
     }
 
     fn close(&mut self, id: ConnId) {

@@ -56,6 +56,9 @@ pub(crate) struct Rooms {
     /// Named members on this shard, per room; a room with none is removed.
     rooms: HashMap<Arc<str>, Vec<ConnId>>,
     lobby: Arc<str>,
+    /// Frames decoded since [`take_decoded`](Self::take_decoded), for the
+    /// metrics.
+    decoded: u64,
 }
 
 impl Rooms {
@@ -66,6 +69,7 @@ impl Rooms {
             members: HashMap::new(),
             rooms: HashMap::new(),
             lobby: LOBBY.into(),
+            decoded: 0,
         }
     }
 
@@ -101,6 +105,7 @@ impl Rooms {
             ) {
                 Inbound::Text(text, used) => {
                     consumed += used;
+                    self.decoded += 1;
                     if naming {
                         self.name(out, id, &text, now);
                     } else {
@@ -121,6 +126,11 @@ impl Rooms {
             }
         }
         data.len()
+    }
+
+    /// Frames decoded since the last call.
+    pub(crate) fn take_decoded(&mut self) -> u64 {
+        std::mem::take(&mut self.decoded)
     }
 
     /// A message from another shard's member: deliver it to this shard's
