@@ -397,3 +397,34 @@ fn bench_reports_on_serve_and_exits_0_when_everything_came_back() {
     assert!(summary["received"].as_u64().unwrap() > 400, "{summary}");
     assert_eq!(terminate(server).status.code(), Some(0));
 }
+
+#[test]
+fn serverless_chat_peers_in_a_group_talk_over_loopback() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let group = format!("239.1.2.6:{port}");
+    let (mut bob, mut bob_out) = spawn_chat(&["--group", &group, "--name", "bob", "--stats"]);
+    let (mut ann, _ann_out) = spawn_chat(&["--group", &group, "--name", "ann"]);
+    std::thread::sleep(Duration::from_millis(300)); // both joined
+    let mut ann_in = ann.stdin.take().unwrap();
+    ann_in.write_all(b"hello over multicast\n").unwrap();
+    let shown = parse_shown(&next_line(&mut bob_out));
+    assert_eq!(shown, ("ann".into(), "hello over multicast".into()));
+    drop(ann_in);
+    assert_eq!(
+        finish(ann).status.code(),
+        Some(0),
+        "end of input ends a peer"
+    );
+    drop(bob.stdin.take());
+    let output = finish(bob);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("sent 0, received 1, gaps 0, duplicates 0, garbage 0"),
+        "{stderr}"
+    );
+}

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod lanchat;
 pub mod pool;
 pub mod rudp;
 

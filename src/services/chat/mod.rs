@@ -47,6 +47,8 @@ use crate::proto::chat::ChatMessage;
 use crate::service::{CloseReason, ConnContext, ConnId, Refusal, ShardContext, Shards, TcpService};
 use directory::Directory;
 use room::{Outbox, Rooms};
+/// `HH:MM:SS` (UTC) of a wall-clock time, as chat messages carry it.
+pub(crate) use wire::clock_time as clock;
 pub use wire::Encoding;
 
 /// The chat's limits. `Default` is what `sockloop serve` uses.
