@@ -94,8 +94,20 @@ pub(crate) struct SendWindow {
     tx: u64,
     /// When the most recently sent of the acknowledged packets was sent.
     newest_acked_sent: Option<Instant>,
+    /// The congestion window, in packets (AIMD: slow start to `ssthresh`,
+    /// then one more per window acknowledged; halved on loss).
+    cwnd: f64,
+    ssthresh: f64,
+    /// Losses of packets sent up to this transmission belong to the
+    /// reduction already made: one halving per window of data.
+    recovery_until_tx: u64,
     pub(crate) retransmissions: u64,
 }
+
+/// The first flight, as TCP's initial window (RFC 6928).
+const INITIAL_CWND: f64 = 10.0;
+/// The window never shrinks below this, so acks keep coming.
+const MIN_CWND: f64 = 2.0;
 
 impl SendWindow {
     pub(crate) fn new(mode: Mode, isn: Seq, capacity: usize, max_payload: usize) -> SendWindow {
@@ -110,6 +122,9 @@ impl SendWindow {
             peer_window: capacity,
             tx: 0,
             newest_acked_sent: None,
+            cwnd: INITIAL_CWND.min(capacity as f64),
+            ssthresh: capacity as f64,
+            recovery_until_tx: 0,
             retransmissions: 0,
         }
     }
@@ -170,7 +185,10 @@ impl SendWindow {
                     self.retransmissions += 1;
                     break i;
                 }
-                None if self.unsent < self.slots.len() && self.unsent < self.peer_window => {
+                None if self.unsent < self.slots.len()
+                    && self.unsent < self.peer_window
+                    && self.in_flight() < self.cwnd as usize =>
+                {
                     self.unsent += 1;
                     break self.unsent - 1;
                 }
@@ -254,6 +272,16 @@ impl SendWindow {
             self.detect_losses(now, &later, reorder_window);
         }
         acked.rtt = newest.map(|(_, at)| now.saturating_duration_since(at));
+        // Additive increase: slow start below ssthresh, then about one
+        // packet per window acknowledged.
+        for _ in 0..acked.newly {
+            self.cwnd += if self.cwnd < self.ssthresh {
+                1.0
+            } else {
+                1.0 / self.cwnd
+            };
+        }
+        self.cwnd = self.cwnd.min(self.capacity as f64);
         acked
     }
 
@@ -285,6 +313,7 @@ impl SendWindow {
 
     /// Suspects missing for a reordering window are lost.
     pub(crate) fn declare_losses(&mut self, now: Instant, reorder_window: Duration) {
+        let mut newest_lost_tx = None;
         for (i, slot) in self.slots.iter_mut().enumerate().take(self.unsent) {
             let due = slot
                 .suspect_since
@@ -292,8 +321,30 @@ impl SendWindow {
             if due && !slot.acked && !slot.lost {
                 slot.lost = true;
                 self.lost.push_back(self.base.plus(i as u32));
+                newest_lost_tx = newest_lost_tx.max(Some(slot.tx));
             }
         }
+        // Multiplicative decrease, once per window of data lost.
+        if newest_lost_tx.is_some_and(|tx| tx > self.recovery_until_tx) {
+            self.ssthresh = (self.cwnd / 2.0).max(MIN_CWND);
+            self.cwnd = self.ssthresh;
+            self.recovery_until_tx = self.tx;
+        }
+    }
+
+    /// Packets sent and neither acknowledged nor given up as lost.
+    fn in_flight(&self) -> usize {
+        self.slots
+            .iter()
+            .take(self.unsent)
+            .filter(|s| !s.acked && !s.lost)
+            .count()
+    }
+
+    /// The congestion window, in packets.
+    #[cfg(test)]
+    fn congestion_window(&self) -> f64 {
+        self.cwnd
     }
 
     /// When the oldest suspect becomes lost, if any is waiting.
@@ -311,6 +362,10 @@ impl SendWindow {
     /// packet goes again (its ack then shows, by time, which others are
     /// lost). Unreliable: everything sent is given up.
     pub(crate) fn on_timeout(&mut self) {
+        // A timeout means the path lost a whole flight: start again small.
+        self.ssthresh = (self.cwnd / 2.0).max(MIN_CWND);
+        self.cwnd = MIN_CWND;
+        self.recovery_until_tx = self.tx;
         match self.mode {
             Mode::Reliable => {
                 let oldest = self
@@ -516,6 +571,32 @@ mod tests {
         window.on_ack(t + ms(140), (Seq(1), 0, 8), reorder);
         assert_eq!(drain(&mut window, t + ms(140)), [1, 2, 3]);
         assert_eq!(window.retransmissions, 4);
+    }
+
+    #[test]
+    fn the_congestion_window_grows_halves_once_per_window_and_collapses_on_timeout() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut window = SendWindow::new(Mode::Reliable, Seq(0), 64, 100);
+        for _ in 0..64 {
+            window.push(b"x").unwrap();
+        }
+        assert_eq!(drain(&mut window, t).len(), 10, "the initial window");
+        // Slow start: every packet acknowledged opens one more.
+        window.on_ack(t + ms(10), (Seq(10), 0, 64), ms(1));
+        assert_eq!(window.congestion_window(), 20.0);
+        assert_eq!(drain(&mut window, t + ms(10)).len(), 20);
+        // 10..=12 lost, 13..=15 arrived (the window grows to 23): the three
+        // are suspect, then lost: one halving for all of them.
+        window.on_ack(t + ms(20), (Seq(10), 0b11100, 64), ms(1));
+        assert_eq!(window.congestion_window(), 23.0);
+        window.declare_losses(t + ms(21), ms(1));
+        assert_eq!(window.congestion_window(), 11.5);
+        // Resent at once; nothing new while 14 are in flight over 11.5.
+        assert_eq!(drain(&mut window, t + ms(21)), [10, 11, 12]);
+        // A timeout: back to the minimum.
+        window.on_timeout();
+        assert_eq!(window.congestion_window(), MIN_CWND);
     }
 
     #[test]
