@@ -14,7 +14,7 @@ mod udp;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -85,6 +85,10 @@ pub struct Report {
 /// Samples kept for `--csv` (40 MB); beyond, only the histogram counts.
 pub const MAX_SAMPLES: usize = 10_000_000;
 
+/// Messages one connection may have in flight in the open loop; a server
+/// that falls further behind has the rest counted lost.
+const MAX_IN_FLIGHT: usize = 1 << 16;
+
 impl Report {
     /// Nothing measured yet, for messages of `size` bytes.
     pub(crate) fn empty(config: &LoadConfig) -> std::io::Result<Report> {
@@ -99,6 +103,18 @@ impl Report {
             rtt_us: Histogram::new(3).map_err(std::io::Error::other)?,
             samples: Vec::new(),
         })
+    }
+
+    /// Counts an intact echo of a message sent in the measured window,
+    /// back `rtt` after it was sent (open loop: was due).
+    fn record_echo(&mut self, rtt: Duration, echoes: &AtomicU64) {
+        self.received += 1;
+        echoes.fetch_add(1, Ordering::Relaxed);
+        let us = rtt.as_micros() as u64;
+        let _ = self.rtt_us.record(us);
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(us.min(u64::from(u32::MAX)) as u32);
+        }
     }
 
     /// Echoes per second in the measured window.
@@ -369,6 +385,33 @@ fn show_progress<T>(
         bar.set_message(format!("{phase}: {count} echoes, {rate:.0}/s"));
     }
     bar.finish_and_clear();
+}
+
+/// The measured time: only messages sent (or due) in it count, the
+/// warm-up before and the drain after do not.
+struct Window {
+    from: Instant,
+    until: Instant,
+}
+
+impl Window {
+    fn after_warmup(start: Instant, config: &LoadConfig) -> Window {
+        let from = start + config.warmup;
+        Window {
+            from,
+            until: from + config.duration,
+        }
+    }
+
+    fn holds(&self, at: Instant) -> bool {
+        at >= self.from && at < self.until
+    }
+}
+
+/// When connection `k` of `count` first sends in the open loop: spread
+/// over one interval, so the load is smooth rather than in bursts.
+fn first_due(start: Instant, interval: Option<Duration>, k: usize, count: usize) -> Instant {
+    start + interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / count as f64))
 }
 
 /// Open loop: how often each connection sends (`None`: closed loop).

@@ -3,19 +3,16 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{message, send_interval, LoadConfig, Report, MAX_SAMPLES};
+use super::{first_due, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT};
 
 /// How long after the window echoes still in flight are waited for.
 const DRAIN: Duration = Duration::from_secs(2);
-/// Messages one connection may have in flight in the open loop; a server
-/// that falls further behind has the rest counted lost.
-const MAX_IN_FLIGHT: usize = 1 << 16;
 
 struct Conn {
     id: u32,
@@ -32,17 +29,6 @@ struct Conn {
     /// The next message due (open loop).
     due: Instant,
     alive: bool,
-}
-
-struct Window {
-    from: Instant,
-    until: Instant,
-}
-
-impl Window {
-    fn holds(&self, at: Instant) -> bool {
-        at >= self.from && at < self.until
-    }
 }
 
 pub(super) fn run(
@@ -74,7 +60,6 @@ pub(super) fn run(
             Token(k),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let stagger = interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / ids.len() as f64));
         conns.push(Conn {
             id,
             stream,
@@ -84,14 +69,11 @@ pub(super) fn run(
             next_recv: 0,
             sent_at: VecDeque::new(),
             input: Vec::new(),
-            due: start + stagger,
+            due: first_due(start, interval, k, ids.len()),
             alive: true,
         });
     }
-    let window = Window {
-        from: start + config.warmup,
-        until: start + config.warmup + config.duration,
-    };
+    let window = Window::after_warmup(start, &config);
     if interval.is_none() {
         for conn in &mut conns {
             for _ in 0..config.depth.max(1) {
@@ -226,13 +208,7 @@ impl Conn {
             }
             self.next_recv += 1;
             if window.holds(sent) {
-                report.received += 1;
-                echoes.fetch_add(1, Ordering::Relaxed);
-                let us = now.saturating_duration_since(sent).as_micros() as u64;
-                let _ = report.rtt_us.record(us);
-                if report.samples.len() < MAX_SAMPLES {
-                    report.samples.push(us.min(u64::from(u32::MAX)) as u32);
-                }
+                report.record_echo(now.saturating_duration_since(sent), echoes);
             }
             if closed_loop && now < window.until {
                 self.queue(size, now, window, report);

@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{message, send_interval, LoadConfig, Report, MAX_SAMPLES};
+use super::{first_due, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT};
 
 /// An echo later than this is counted lost.
 pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -36,10 +36,7 @@ pub(super) fn run(
     let mut report = Report::empty(&config)?;
     let size = config.size.max(16);
     let start = Instant::now();
-    let (from, until) = (
-        start + config.warmup,
-        start + config.warmup + config.duration,
-    );
+    let window = Window::after_warmup(start, &config);
     let interval = send_interval(&config);
     let local: SocketAddr = match addr {
         SocketAddr::V4(_) => "0.0.0.0:0",
@@ -53,27 +50,28 @@ pub(super) fn run(
         socket.connect(addr)?;
         poll.registry()
             .register(&mut socket, Token(k), Interest::READABLE)?;
-        let stagger = interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / ids.len() as f64));
         sockets.push(Socket {
             id,
             socket,
             next_send: 0,
             in_flight: HashMap::new(),
-            due: start + stagger,
+            due: first_due(start, interval, k, ids.len()),
         });
     }
     let mut out = Vec::with_capacity(size);
     let mut send = |s: &mut Socket, at: Instant, report: &mut Report| {
+        let counted = u64::from(window.holds(at));
         out.clear();
         message(s.id, s.next_send, size, &mut out);
-        // A full socket buffer loses the datagram like the network would.
-        if s.socket.send(&out).is_ok() {
+        // A server that fell too far behind, or a full socket buffer,
+        // loses the datagram like the network would.
+        if s.in_flight.len() < MAX_IN_FLIGHT && s.socket.send(&out).is_ok() {
             s.in_flight.insert(s.next_send, at);
         } else {
-            report.lost += u64::from(at >= from && at < until);
+            report.lost += counted;
         }
         s.next_send += 1;
-        report.sent += u64::from(at >= from && at < until);
+        report.sent += counted;
     };
     if interval.is_none() {
         for s in &mut sockets {
@@ -87,7 +85,7 @@ pub(super) fn run(
     let mut expected = Vec::with_capacity(size);
     loop {
         let now = Instant::now();
-        let sending = now < until;
+        let sending = now < window.until;
         // Echoes overdue are lost; in the closed loop each is replaced.
         for s in &mut sockets {
             let before = s.in_flight.len();
@@ -145,16 +143,10 @@ pub(super) fn run(
                 message(s.id, seq, size, &mut expected);
                 if buf[..n] != expected[..] {
                     report.corrupted += 1;
-                } else if sent >= from && sent < until {
-                    report.received += 1;
-                    echoes.fetch_add(1, Ordering::Relaxed);
-                    let us = now.saturating_duration_since(sent).as_micros() as u64;
-                    let _ = report.rtt_us.record(us);
-                    if report.samples.len() < MAX_SAMPLES {
-                        report.samples.push(us.min(u64::from(u32::MAX)) as u32);
-                    }
+                } else if window.holds(sent) {
+                    report.record_echo(now.saturating_duration_since(sent), echoes);
                 }
-                if interval.is_none() && now < until {
+                if interval.is_none() && now < window.until {
                     send(s, now, &mut report);
                 }
             }
