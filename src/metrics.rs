@@ -152,9 +152,25 @@ impl Counter {
         self.0.store(value, Relaxed);
     }
 
+    /// Moves a share of this counter from `was` to `now`: each of several
+    /// writers tracks its own share, the counter holds their sum.
+    pub(crate) fn shift(&self, was: u64, now: u64) {
+        // Wrapping: a shrinking share is a subtraction.
+        self.add(now.wrapping_sub(was));
+    }
+
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+}
+
+/// One rudp socket's share of its shard's rudp metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RudpTotals {
+    /// Connections open now.
+    pub(crate) peers: u64,
+    /// Data packets resent so far.
+    pub(crate) retransmissions: u64,
 }
 
 /// Counters that are levels, not running totals.

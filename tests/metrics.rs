@@ -243,3 +243,40 @@ fn services_report_frames_and_rudp_peers() {
     drop((json, client));
     server.shutdown().unwrap();
 }
+
+#[test]
+fn rudp_sockets_on_one_shard_sum_their_peers() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let secret = sockloop::services::rudp_echo::random_secret().unwrap();
+    let rudp =
+        move || sockloop::services::RudpEcho::new(sockloop::rudp::Config::default(), 8, &secret);
+    let server = Server::builder()
+        .config(ServerConfig {
+            shards: 1,
+            sources: IpLimits::unlimited(),
+            ..ServerConfig::default()
+        })
+        .udp(any, rudp)
+        .udp(any, rudp)
+        .metrics(any)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let timeout = std::time::Duration::from_secs(10);
+    let clients: Vec<_> = [server.udp[0], server.udp[1], server.udp[1]]
+        .into_iter()
+        .map(|addr| {
+            let config = sockloop::rudp::Config::default();
+            let mut client =
+                sockloop::client::rudp::Client::connect(addr, config, timeout).unwrap();
+            client.send(b"hi").unwrap();
+            assert_eq!(client.recv(timeout).unwrap(), Some(b"hi".to_vec()));
+            client
+        })
+        .collect();
+    let response = http(server.tcp[0], b"GET /metrics HTTP/1.1\r\n\r\n");
+    let got = samples(response.split_once("\r\n\r\n").unwrap().1);
+    assert_eq!(got[&("sockloop_rudp_peers".to_owned(), Some(0))], 3);
+    drop(clients);
+    server.shutdown().unwrap();
+}

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::metrics::RudpTotals;
 use crate::rudp::{Config, Endpoint, Event, SendError};
 use crate::service::{DatagramContext, TimerId, UdpService};
 
@@ -87,6 +88,8 @@ pub struct RudpEcho {
     /// The shard timer standing for the endpoint's next deadline.
     timer: Option<(TimerId, Instant)>,
     buf: Vec<u8>,
+    /// What this socket last added to the shard's rudp metrics.
+    reported: RudpTotals,
 }
 
 impl RudpEcho {
@@ -98,6 +101,7 @@ impl RudpEcho {
             core: EchoCore::new(endpoint),
             timer: None,
             buf: Vec::new(),
+            reported: RudpTotals::default(),
         }
     }
 
@@ -109,8 +113,12 @@ impl RudpEcho {
         while let Some(to) = endpoint.poll_transmit(now, &mut self.buf) {
             out.send_to(to, &self.buf);
         }
-        let stats = endpoint.stats();
-        out.report_rudp(endpoint.peers() as u64, stats.retransmissions);
+        let totals = RudpTotals {
+            peers: endpoint.peers() as u64,
+            retransmissions: endpoint.stats().retransmissions,
+        };
+        out.report_rudp(self.reported, totals);
+        self.reported = totals;
         let due = endpoint.poll_timeout();
         if due != self.timer.map(|(_, at)| at) {
             if let Some((timer, _)) = self.timer.take() {

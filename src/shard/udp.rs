@@ -10,7 +10,7 @@ use mio::net::UdpSocket;
 
 use crate::config::ServerConfig;
 use crate::limit::{Source, SourceRates};
-use crate::metrics::ShardStats;
+use crate::metrics::{RudpTotals, ShardStats};
 use crate::net::udp_batch::{RecvBatch, SendQueue};
 use crate::service::{TimerId, UdpService};
 use crate::shard::deadline::TimerTarget;
@@ -195,11 +195,14 @@ impl DatagramContext<'_> {
         }
     }
 
-    /// Reports the rudp gauges of this socket's service (peers open, and
-    /// retransmissions so far), for the metrics.
-    pub(crate) fn report_rudp(&mut self, peers: u64, retransmissions: u64) {
-        self.res.stats.rudp_peers.set(peers);
-        self.res.stats.rudp_retransmissions.set(retransmissions);
+    /// Moves this socket's share of the shard's rudp metrics from what its
+    /// service reported last to `now`, so several rudp sockets sum.
+    pub(crate) fn report_rudp(&mut self, last: RudpTotals, now: RudpTotals) {
+        let stats = &self.res.stats;
+        stats.rudp_peers.shift(last.peers, now.peers);
+        stats
+            .rudp_retransmissions
+            .shift(last.retransmissions, now.retransmissions);
     }
 
     /// The sender of the datagram being handled has proven its address:
