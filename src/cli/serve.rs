@@ -9,6 +9,7 @@ use clap::Args;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::cli::addr::HostPort;
 use sockloop::config::{parse_duration, parse_size};
 use sockloop::limit::{parse_rate, IpLimits, Rate};
 use sockloop::net::sys::raise_nofile_limit;
@@ -127,7 +128,7 @@ pub(crate) struct ServeArgs {
     /// Serve the counters at GET /metrics (Prometheus text format) on ADDR (with no
     /// listener flags: 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
+    metrics: Option<HostPort>,
     /// Log the headline numbers every DURATION (e.g. 10s); 0: never.
     #[arg(long, value_parser = parse_duration, default_value = "0", value_name = "DURATION")]
     stats_interval: Duration,
@@ -157,11 +158,8 @@ impl FromStr for Listen {
 
     fn from_str(text: &str) -> Result<Listen, String> {
         let (addr, service) = text.split_once('=').unwrap_or((text, "echo"));
-        let addr = addr.parse().map_err(|_| {
-            format!("bad address {addr:?}: expected IP:PORT, e.g. 127.0.0.1:7000 or [::1]:7000")
-        })?;
         Ok(Listen {
-            addr,
+            addr: addr.parse::<HostPort>()?.first(),
             service: service.to_string(),
         })
     }
@@ -177,7 +175,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         args.udp.push(default("127.0.0.1:7000"));
         args.udp.push(default("127.0.0.1:7004=rudp"));
         args.metrics
-            .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 9090)));
+            .get_or_insert_with(|| "127.0.0.1:9090".parse().expect("a valid address"));
     }
     let mut config = ServerConfig::default();
     let open_files = match raise_nofile_limit() {
@@ -295,8 +293,8 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
             other => return Err(unknown_service("udp", other)),
         };
     }
-    if let Some(addr) = args.metrics {
-        builder = builder.metrics(addr);
+    if let Some(addr) = &args.metrics {
+        builder = builder.metrics(addr.first());
     }
     let server = builder.build()?;
 
