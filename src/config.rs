@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::limit::{IpLimits, Rate};
+use crate::limit::{IpLimits, Rate, Trusted};
 use crate::net::socket::SocketOptions;
 use crate::Error;
 
@@ -25,8 +25,10 @@ pub struct ServerConfig {
     /// Bytes read from one connection per readiness event (64 KiB) before the
     /// others get their turn.
     pub read_budget: usize,
-    /// Most unconsumed input a service may leave in a read buffer (64 KiB);
-    /// beyond it the connection is closed.
+    /// Most unconsumed input a service may leave in a read buffer (64 KiB;
+    /// at least [`MIN_FRAME`]): the largest frame a service can wait for.
+    /// Reaching it closes the connection. Independent of `buffer_size`: a
+    /// read may bring more, but what the service leaves is held to this.
     pub max_read_buffer: usize,
     /// Write-buffer bytes past which a connection stops being read (64 KiB).
     pub write_high_water: usize,
@@ -71,6 +73,12 @@ pub struct ServerConfig {
     /// per IP (256), a connect rate (50/s, burst 100), and bans after
     /// strikes (10 within 60 s ban for 60 s). See [`IpLimits`].
     pub sources: IpLimits,
+    /// Networks whose connections and datagrams skip every per-source
+    /// limit: the cap, the connect rate, the UDP rate, strikes and bans
+    /// (default loopback, `127.0.0.0/8` and `::1/128`: a developer or a
+    /// load generator on the server's own machine). The global cap,
+    /// frame limits, deadlines and output limits still apply.
+    pub trusted: Trusted,
     /// Messages a connection may send (`None`: no limit): services that
     /// frame messages ask [`ConnContext::take_message_token`] per message,
     /// and drop and strike what is over.
@@ -125,6 +133,7 @@ impl Default for ServerConfig {
             accept_pause: Duration::from_millis(100),
             max_conns: None,
             sources: IpLimits::default(),
+            trusted: Trusted::default(),
             message_rate: None,
             udp_rate: None,
             udp_batch: 32,
@@ -147,10 +156,11 @@ impl ServerConfig {
         if self.buffer_size == 0 || self.read_budget == 0 {
             return fail("buffer size and read budget must be positive");
         }
-        if self.max_read_buffer < self.buffer_size {
+        if self.max_read_buffer < MIN_FRAME {
             return Err(Error::Config(format!(
-                "the maximum frame / read buffer ({} bytes) must be at least one {}-byte buffer",
-                self.max_read_buffer, self.buffer_size
+                "--max-frame (max_read_buffer) is {}; it must be at least {}",
+                size(self.max_read_buffer),
+                size(MIN_FRAME)
             )));
         }
         if self.write_low_water >= self.write_high_water {
@@ -165,12 +175,25 @@ impl ServerConfig {
         if self.udp_queue_datagrams == 0 || self.udp_queue_bytes < self.udp_max_datagram {
             return fail("the UDP send queue must hold at least one largest datagram");
         }
-        // Backpressured echo legitimately holds up to the high-water mark
-        // plus one read; only pushed output may go past that.
-        if self.output_hard_limit <= self.write_high_water + self.max_read_buffer
-            || self.output_soft_limit > self.output_hard_limit
-        {
-            return fail("output limits must be soft <= hard, hard above high water + one read");
+        let hard_floor = self.min_output_hard_limit();
+        if self.output_hard_limit < hard_floor {
+            return Err(Error::Config(format!(
+                "--out-hard (output_hard_limit) is {} but must be above {}: the write \
+                 high-water mark ({}) plus --max-frame ({}), what an echo may legitimately hold; \
+                 raise --out-hard or lower --max-frame",
+                size(self.output_hard_limit),
+                size(hard_floor - 1),
+                size(self.write_high_water),
+                size(self.max_read_buffer),
+            )));
+        }
+        if self.output_soft_limit > self.output_hard_limit {
+            return Err(Error::Config(format!(
+                "--out-soft (output_soft_limit, {}) must not be above --out-hard \
+                 (output_hard_limit, {}); or turn the soft limit off with --out-soft-for 0",
+                size(self.output_soft_limit),
+                size(self.output_hard_limit),
+            )));
         }
         // Deadlines are kept in wrapping 32-bit milliseconds.
         let longest = Duration::from_millis(u64::from(u32::MAX / 2));
@@ -193,12 +216,48 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The smallest hard output limit that works: a backpressured echo
+    /// legitimately holds up to the write high-water mark plus one
+    /// read buffer's worth; only pushed output may go past that.
+    pub fn min_output_hard_limit(&self) -> usize {
+        self.write_high_water + self.max_read_buffer.max(self.buffer_size) + 1
+    }
+
     /// The most buffer memory one connection can hold: a full read buffer,
     /// and a write buffer that passed the high-water mark by at most one
     /// read's worth of echo (allocation at most doubles what is held).
     pub fn max_conn_buffer_bytes(&self) -> usize {
-        self.max_read_buffer + 2 * (self.write_high_water + self.max_read_buffer)
+        let read = self.max_read_buffer.max(self.buffer_size);
+        read + 2 * (self.write_high_water + read)
     }
+}
+
+/// The smallest `max_read_buffer` (`--max-frame`): 256 bytes.
+pub const MIN_FRAME: usize = 256;
+
+/// A size as `parse_size` reads it: `64KiB`, `1MiB`, or bytes.
+///
+/// ```
+/// use sockloop::config::size;
+///
+/// assert_eq!(size(65536).to_string(), "64KiB");
+/// assert_eq!(size(1000).to_string(), "1000B");
+/// assert_eq!(size(3 << 20).to_string(), "3MiB");
+/// ```
+pub fn size(bytes: usize) -> impl std::fmt::Display {
+    struct Size(usize);
+    impl std::fmt::Display for Size {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let n = self.0;
+            for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+                if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+                    return write!(f, "{}{unit}", n >> shift);
+                }
+            }
+            write!(f, "{n}B")
+        }
+    }
+    Size(bytes)
 }
 
 /// Parses a duration written `500ms`, `30s`, `5m` or `0`.

@@ -40,6 +40,15 @@ impl fmt::Display for Error {
                 proto,
                 addr,
                 source,
+            } if source.kind() == io::ErrorKind::AddrInUse => write!(
+                f,
+                "cannot bind {proto} {addr}: address in use (another socket holds it, \
+                 perhaps another server)"
+            ),
+            Error::Bind {
+                proto,
+                addr,
+                source,
             } => write!(f, "cannot bind {proto} {addr}: {source}"),
             Error::Io(e) => write!(f, "event loop failed: {e}"),
             Error::ShardPanicked(id) => write!(f, "shard {id} panicked"),

@@ -53,6 +53,14 @@ stats! {
     closed_peer,
     /// Connections closed by a reset or socket error.
     closed_error,
+    /// Connections admitted from a trusted source (`ServerConfig::trusted`),
+    /// past the per-source cap, connect rate and bans.
+    conns_trusted,
+    /// Protocol errors by trusted sources: logged, never counted towards a ban.
+    strikes_trusted,
+    /// Datagrams from trusted sources, exempt from the per-source UDP rate
+    /// (counted only while a rate is set).
+    udp_trusted,
     /// Connections refused: `max_conns` reached.
     refused_server_full,
     /// Connections refused: the per-IP cap reached.

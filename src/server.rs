@@ -10,7 +10,7 @@ use mio::{Poll, Waker};
 
 use crate::config::ServerConfig;
 use crate::metrics::{ShardStats, Stats};
-use crate::net::socket::{tcp_listener, udp_socket, SocketOptions};
+use crate::net::socket::{claim, overlap, tcp_listener, udp_socket, Proto, SocketOptions};
 use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
 use crate::services::metrics::MetricsEndpoint;
@@ -155,7 +155,11 @@ impl Builder {
         let stats: Arc<[Arc<ShardStats>]> = (0..self.config.shards)
             .map(|_| Arc::new(ShardStats::default()))
             .collect();
-        let gate = Arc::new(Gate::new(self.config.max_conns, self.config.sources));
+        let gate = Arc::new(Gate::new(
+            self.config.max_conns,
+            self.config.sources,
+            self.config.trusted.clone(),
+        ));
         for addr in std::mem::take(&mut self.metrics) {
             let (stats, gate) = (Arc::clone(&stats), Arc::clone(&gate));
             self = self.tcp(addr, move || {
@@ -168,6 +172,10 @@ impl Builder {
         if self.tcp.is_empty() && self.udp.is_empty() {
             return Err(Error::Config("no listeners".into()));
         }
+        let tcp_addrs: Vec<SocketAddr> = self.tcp.iter().map(|l| l.0).collect();
+        let udp_addrs: Vec<SocketAddr> = self.udp.iter().map(|l| l.0).collect();
+        one_owner_per_port("tcp", &tcp_addrs)?;
+        one_owner_per_port("udp", &udp_addrs)?;
         let config = Arc::new(self.config);
         let shards = config.shards;
         let (bound, handoff) = bind_shards(&self.tcp, &self.udp, &config)?;
@@ -393,9 +401,29 @@ fn bind_shards(
     let shards = config.shards;
     let mut opts = config.socket.clone();
     opts.reuse_port = shards > 1 && opts.reuse_port;
+    // A SO_REUSEPORT group would silently share a port another server
+    // holds: claim each address alone first (and resolve port 0 there).
+    let claimed = if opts.reuse_port {
+        let claim = |proto, name, addr| {
+            claim(proto, addr).map_err(|source| Error::Bind {
+                proto: name,
+                addr,
+                source,
+            })
+        };
+        let tcp = tcp.iter().map(|l| claim(Proto::Tcp, "tcp", l.0));
+        let udp = udp.iter().map(|l| claim(Proto::Udp, "udp", l.0));
+        Some((
+            tcp.collect::<Result<Vec<_>, _>>()?,
+            udp.collect::<Result<Vec<_>, _>>()?,
+        ))
+    } else {
+        None
+    };
+    let claimed = claimed.as_ref().map(|(t, u)| (&t[..], &u[..]));
     // Shard 0 binds first, so that port 0 is resolved once and the other
     // shards bind the very same addresses.
-    let first = Bound::bind(tcp, udp, None, &opts)?;
+    let first = Bound::bind(tcp, udp, claimed, &opts)?;
     let resolved = (first.tcp_addrs()?, first.udp_addrs()?);
     let mut bound = vec![first];
     if opts.reuse_port {
@@ -469,6 +497,24 @@ impl Bound {
             .map(UdpSocket::local_addr)
             .collect::<Result<_, _>>()?)
     }
+}
+
+/// No two listeners of one transport may share a port (see
+/// [`overlap`]): with `SO_REUSEPORT` the kernel would split their
+/// connections at random.
+fn one_owner_per_port(proto: &str, addrs: &[SocketAddr]) -> Result<(), Error> {
+    for (j, &b) in addrs.iter().enumerate() {
+        if let Some(i) = addrs[..j].iter().position(|&a| overlap(a, b)) {
+            let a = addrs[i];
+            return Err(Error::Config(format!(
+                "{proto} {b} overlaps {proto} {a} (listeners {} and {} of that transport, in the \
+                 order added; the metrics endpoint comes last): one owner per port",
+                i + 1,
+                j + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Pins the calling shard thread to core `id` (modulo the cores there are).

@@ -76,7 +76,7 @@ fn a_port_in_use_exits_2_naming_it() {
     let output = serve(&["--tcp", &addr]);
     assert_usage_error(
         &output,
-        &format!("cannot bind tcp {addr}: Address already in use"),
+        &format!("cannot bind tcp {addr}: address in use (another socket holds it"),
     );
 }
 
@@ -287,8 +287,25 @@ fn chat_clients_of_both_encodings_talk_through_serve() {
 
 #[test]
 fn chat_output_limits_are_checked_at_startup() {
-    let output = serve(&["--tcp", "127.0.0.1:0=chat", "--chat-out-hard", "64KiB"]);
-    assert_usage_error(&output, "output limits must be soft <= hard");
+    let output = serve(&["--tcp", "127.0.0.1:0=chat", "--out-hard", "64KiB"]);
+    assert_usage_error(
+        &output,
+        "--out-hard (output_hard_limit) is 64KiB but must be above 128KiB: the write \
+         high-water mark (64KiB) plus --max-frame (64KiB)",
+    );
+    // The old name still works, and so does a soft limit above the hard one, named.
+    let output = serve(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--chat-out-hard",
+        "512KiB",
+        "--out-soft",
+        "1MiB",
+    ]);
+    assert_usage_error(
+        &output,
+        "--out-soft (output_soft_limit, 1MiB) must not be above --out-hard (output_hard_limit, 512KiB)",
+    );
 }
 
 #[test]

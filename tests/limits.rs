@@ -1,6 +1,8 @@
 //! Protection over real sockets: per-source caps, connect and message
 //! rates, strikes and bans. Each limit is crossed by one source while
 //! another (a second loopback address) is served as if nothing happened.
+//! Loopback is trusted by default, so these servers trust nothing, except
+//! where a test is about trust.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Running, IO_TIMEOUT};
-use sockloop::limit::{IpLimits, Rate};
+use sockloop::limit::{IpLimits, Rate, Trusted};
 use sockloop::services::JsonEcho;
 use sockloop::{Server, ServerConfig};
 
@@ -17,12 +19,20 @@ const OFFENDER: &str = "127.0.0.1";
 const BYSTANDER: &str = "127.0.0.2";
 
 fn json_server(sources: IpLimits, message_rate: Option<Rate>) -> Running {
+    json_server_with(ServerConfig {
+        sources,
+        trusted: Trusted::none(),
+        message_rate,
+        ..ServerConfig::default()
+    })
+}
+
+/// The JSON service on 2 shards, with `config` otherwise.
+fn json_server_with(config: ServerConfig) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = ServerConfig {
         shards: 2,
-        sources,
-        message_rate,
-        ..ServerConfig::default()
+        ..config
     };
     let server = Server::builder()
         .config(config)
@@ -230,6 +240,7 @@ fn a_source_over_the_udp_rate_is_dropped_and_another_is_not() {
     let config = ServerConfig {
         shards: 1,
         udp_rate: Some(Rate::per_minute(5)),
+        trusted: "127.0.0.3".parse().unwrap(),
         ..ServerConfig::default()
     };
     let server = Server::builder()
@@ -249,6 +260,90 @@ fn a_source_over_the_udp_rate_is_dropped_and_another_is_not() {
     assert_eq!(got, [0, 1, 2, 3, 4]);
     let (n, _) = bystander.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"hi");
-    assert_eq!(server.handle.stats().udp_dropped_rate, 3);
+    // A trusted source is not rate-limited at all.
+    let trusted = udp_from("127.0.0.3");
+    for n in 0..8u8 {
+        trusted.send_to(&[n], server.udp[0]).unwrap();
+    }
+    let got: Vec<u8> =
+        std::iter::from_fn(|| trusted.recv_from(&mut buf).ok().map(|_| buf[0])).collect();
+    assert_eq!(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+    let stats = server.handle.stats();
+    assert_eq!((stats.udp_dropped_rate, stats.udp_trusted), (3, 8));
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn loopback_is_trusted_by_default_strikes_and_caps_do_not_apply() {
+    let limits = IpLimits {
+        max_conns_per_ip: 2,
+        ban_after: 3,
+        ..IpLimits::default()
+    };
+    let server = json_server_with(ServerConfig {
+        sources: limits,
+        ..ServerConfig::default() // trusting loopback
+    });
+    let addr = server.tcp[0];
+    // Ten times the ban threshold of invalid lines, and more connections
+    // than the per-source cap: every one is answered, none refused.
+    let mut conns: Vec<_> = (0..5).map(|_| connect_from(OFFENDER, addr)).collect();
+    conns[0]
+        .get_mut()
+        .write_all(b"nope\n".repeat(30).as_slice())
+        .unwrap();
+    for _ in 0..30 {
+        let mut line = String::new();
+        conns[0].read_line(&mut line).unwrap();
+        assert!(line.starts_with("{\"error\":\"invalid message\""), "{line}");
+    }
+    for (n, conn) in conns.iter_mut().enumerate() {
+        echo(conn, n as u32);
+    }
+    echo(&mut connect_from(BYSTANDER, addr), 9);
+    let stats = server.handle.stats();
+    assert_eq!(
+        (
+            stats.strikes_trusted,
+            stats.conns_trusted,
+            stats.refused_banned
+        ),
+        (30, 6, 0)
+    );
+    assert_eq!(stats.refused_per_ip + stats.refused_connect_rate, 0);
+    drop(conns);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_trusted_network_exempts_only_its_own_addresses() {
+    let limits = IpLimits {
+        max_conns_per_ip: 1,
+        ..IpLimits::unlimited()
+    };
+    let server = json_server_with(ServerConfig {
+        sources: limits,
+        trusted: "127.0.0.2/32".parse().unwrap(),
+        max_conns: Some(5),
+        ..ServerConfig::default()
+    });
+    let addr = server.tcp[0];
+    let mut trusted: Vec<_> = (0..3).map(|_| connect_from(BYSTANDER, addr)).collect();
+    for (n, conn) in trusted.iter_mut().enumerate() {
+        echo(conn, n as u32);
+    }
+    let mut first = connect_from(OFFENDER, addr);
+    echo(&mut first, 5);
+    let want = "{\"error\":\"too many connections from your address\"}\n";
+    assert_eq!(refusal(connect_from(OFFENDER, addr)), want);
+    // The global cap is everyone's: the sixth connection finds it reached.
+    trusted.push(connect_from(BYSTANDER, addr));
+    echo(trusted.last_mut().unwrap(), 6);
+    let full = "{\"error\":\"the server is full\"}\n";
+    assert_eq!(refusal(connect_from(BYSTANDER, addr)), full);
+    let stats = server.handle.stats();
+    assert_eq!((stats.conns_trusted, stats.refused_per_ip), (4, 1));
+    assert_eq!((stats.conns_open, stats.refused_server_full), (5, 1));
+    drop((trusted, first));
     server.shutdown().unwrap();
 }

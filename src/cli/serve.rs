@@ -10,8 +10,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::addr::HostPort;
-use sockloop::config::{parse_duration, parse_size};
-use sockloop::limit::{parse_rate, IpLimits, Rate};
+use sockloop::config::{parse_duration, parse_size, size, MIN_FRAME};
+use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
+use sockloop::net::socket::overlap;
 use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
 use sockloop::rudp;
@@ -74,26 +75,35 @@ pub(crate) struct ServeArgs {
     /// How long a graceful shutdown waits for connections to flush.
     #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     drain_timeout: Duration,
-    /// Pending output that disconnects a connection at once: a chat member that does not
-    /// keep up with its room. Applies to every TCP connection.
-    #[arg(long, value_parser = parse_size, default_value = "1MiB", value_name = "SIZE")]
-    chat_out_hard: usize,
-    /// Pending output that disconnects a connection held above it for --chat-out-soft-secs.
-    #[arg(long, value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
-    chat_out_soft: usize,
-    /// How long output may stay above --chat-out-soft (seconds, or e.g. 500ms); 0 disables.
-    #[arg(long, value_parser = parse_secs, default_value = "10", value_name = "SECS")]
-    chat_out_soft_secs: Duration,
-    /// Invalid messages after which a chat member is disconnected.
+    /// Pending output that disconnects a TCP connection at once: a peer (a chat member)
+    /// that does not keep up with what is pushed to it. Default 1MiB, raised to fit
+    /// --max-frame; 0: no cap.
+    #[arg(long, alias = "chat-out-hard", value_parser = parse_size, value_name = "SIZE")]
+    out_hard: Option<usize>,
+    /// Pending output that disconnects a TCP connection held above it for --out-soft-for;
+    /// 0: no soft limit.
+    #[arg(long, alias = "chat-out-soft", value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    out_soft: usize,
+    /// How long output may stay above --out-soft; 0: no soft limit.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    out_soft_for: Duration,
+    /// The old name of --out-soft-for, in whole seconds.
+    #[arg(long, hide = true, value_parser = parse_secs, conflicts_with = "out_soft_for")]
+    chat_out_soft_secs: Option<Duration>,
+    /// Invalid messages after which a chat member is disconnected; 0: never.
     #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
     chat_max_errors: u32,
-    /// Longest chat message content.
+    /// Longest chat message content; 0: as long as a frame allows.
     #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
     chat_max_content: usize,
     /// Connections across all shards beyond which new ones are refused (default: the
-    /// open-files cap minus a reserve for listeners and the like).
+    /// open-files cap minus a reserve for listeners and the like); 0: no cap.
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
+    /// Networks exempt from the per-source limits (cap, connect rate, UDP rate, strikes,
+    /// bans), CIDR[,CIDR...]; `none` limits loopback like anyone else.
+    #[arg(long, default_value = "127.0.0.0/8,::1/128", value_name = "CIDR,...")]
+    trusted: Trusted,
     /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
     #[arg(long, default_value_t = 256, value_name = "N")]
     max_conns_per_ip: u32,
@@ -114,22 +124,22 @@ pub(crate) struct ServeArgs {
     /// How long a ban lasts.
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     ban_for: Duration,
-    /// Largest frame (a line, a protobuf record) a TCP service accepts; also the most
-    /// unconsumed input a connection may hold.
+    /// Largest frame (a line, a protobuf record) a TCP service accepts, at least 256B; also
+    /// the most unconsumed input a connection may hold.
     #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
     max_frame: usize,
     /// Datagrams per second from one address on each UDP socket (e.g. 10000/s:20000); over
     /// it they are dropped and counted. 0: no limit.
     #[arg(long, default_value = "10000/s:20000", value_name = "RATE")]
     udp_rate: RateLimit,
-    /// rudp peers per shard; hellos beyond it are refused with a close.
+    /// rudp peers per shard; hellos beyond it are refused with a close. 0: no cap.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     rudp_max_peers: usize,
     /// Serve the counters at GET /metrics (Prometheus text format) on ADDR (with no
     /// listener flags: 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<HostPort>,
-    /// Log the headline numbers every DURATION (e.g. 10s); 0: never.
+    /// Log the headline numbers every DURATION (e.g. 10s, at least 100ms); 0: never.
     #[arg(long, value_parser = parse_duration, default_value = "0", value_name = "DURATION")]
     stats_interval: Duration,
 }
@@ -177,6 +187,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         args.metrics
             .get_or_insert_with(|| "127.0.0.1:9090".parse().expect("a valid address"));
     }
+    check_flags(&args)?;
     let mut config = ServerConfig::default();
     let open_files = match raise_nofile_limit() {
         Ok(limit) => {
@@ -193,7 +204,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     // a quarter of a small cap).
     let shards = args.shards.unwrap_or(config.shards);
     let sockets = 2 * shards * (args.tcp.len() + args.tls.len() + args.udp.len() + 4);
-    config.max_conns = args.max_conns.or_else(|| {
+    config.max_conns = args.max_conns.map(cap).unwrap_or_else(|| {
         open_files.map(|limit| {
             let limit = limit as usize;
             limit - (16 + sockets).min(limit / 4)
@@ -213,6 +224,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.frame_timeout = enabled(args.frame_timeout);
     config.write_timeout = enabled(args.write_timeout);
     config.drain_timeout = args.drain_timeout;
+    config.trusted = args.trusted.clone();
     config.sources = IpLimits {
         max_conns_per_ip: args.max_conns_per_ip,
         connect_rate: args.conn_rate.0,
@@ -224,12 +236,19 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.message_rate = args.msg_rate.0;
     config.udp_rate = args.udp_rate.0;
     config.max_read_buffer = args.max_frame;
-    config.output_hard_limit = args.chat_out_hard;
-    config.output_soft_limit = args.chat_out_soft;
-    config.output_soft_for = enabled(args.chat_out_soft_secs);
+    config.output_hard_limit = match args.out_hard {
+        Some(0) => usize::MAX,
+        Some(hard) => hard,
+        None => config.output_hard_limit.max(config.min_output_hard_limit()),
+    };
+    config.output_soft_limit = args.out_soft;
+    let soft_for = args.chat_out_soft_secs.unwrap_or(args.out_soft_for);
+    config.output_soft_for = enabled(soft_for).filter(|_| args.out_soft != 0);
     let chat = ChatConfig {
-        max_errors: args.chat_max_errors,
-        max_content: args.chat_max_content,
+        max_errors: Some(args.chat_max_errors)
+            .filter(|&n| n != 0)
+            .unwrap_or(u32::MAX),
+        max_content: cap(args.chat_max_content).unwrap_or(usize::MAX),
         max_frame: ChatConfig::default().max_frame.min(args.max_frame),
     };
 
@@ -283,7 +302,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         tcp_order.extend(chat_group.2);
     }
     let secret = services::rudp_echo::random_secret()?;
-    let max_peers = args.rudp_max_peers;
+    let max_peers = cap(args.rudp_max_peers).unwrap_or(usize::MAX);
     for listen in &args.udp {
         builder = match listen.service.as_str() {
             "echo" => builder.udp(listen.addr, || services::Echo),
@@ -318,6 +337,45 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     }
     server.run()?;
     log::info!("stopped");
+    Ok(())
+}
+
+/// A cap flag: `0` means no cap.
+fn cap(n: usize) -> Option<usize> {
+    (n != 0).then_some(n)
+}
+
+/// What clap cannot check: values that need another flag, or that would
+/// quietly do something else than asked.
+fn check_flags(args: &ServeArgs) -> Result<(), Error> {
+    let interval = args.stats_interval;
+    if !interval.is_zero() && interval < Duration::from_millis(100) {
+        return Err(Error::Config(format!(
+            "--stats-interval {interval:?} would flood the log: use at least 100ms, or 0 for never"
+        )));
+    }
+    if args.max_frame < MIN_FRAME {
+        return Err(Error::Config(format!(
+            "--max-frame {} is below the smallest frame, {}: a frame limit cannot be turned off",
+            size(args.max_frame),
+            size(MIN_FRAME)
+        )));
+    }
+    // One owner per port, named by the flags that asked for it.
+    let tcp = (args.tcp.iter().map(|l| ("--tcp", l.addr)))
+        .chain(args.tls.iter().map(|l| ("--tls", l.addr)))
+        .chain(args.metrics.iter().map(|m| ("--metrics", m.first())));
+    let tcp: Vec<_> = tcp.collect();
+    let udp: Vec<_> = args.udp.iter().map(|l| ("--udp", l.addr)).collect();
+    for list in [tcp, udp] {
+        for (j, &(flag_b, b)) in list.iter().enumerate() {
+            if let Some(&(flag_a, a)) = list[..j].iter().find(|(_, a)| overlap(*a, b)) {
+                return Err(Error::Config(format!(
+                    "{flag_b} {b} and {flag_a} {a} would share a port: one owner per port"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -15,6 +15,8 @@
 //!   [`ip`]).
 //! - [`SourceRates`], per-source datagram buckets in a bounded table
 //!   (module [`sources`]).
+//! - [`Trusted`], the networks (loopback by default) that skip every
+//!   per-source limit (module [`trusted`]).
 //! - [`Suppressor`], one log line per source per interval with a count of
 //!   what was held back (module [`suppress`]).
 //!
@@ -50,8 +52,10 @@ pub mod bucket;
 pub mod ip;
 pub mod sources;
 pub mod suppress;
+pub mod trusted;
 
 pub use bucket::{parse_rate, Rate, TokenBucket, MAX_PER_MINUTE_BURST};
 pub use ip::{Admission, IpLimits, IpTable, IpTableStats, Refusal, Source, StrikeOutcome};
 pub use sources::SourceRates;
 pub use suppress::Suppressor;
+pub use trusted::{Cidr, Trusted};

@@ -46,6 +46,11 @@ impl SourceRates {
         }
     }
 
+    /// The rate each source gets.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
     /// Takes a token for one datagram from `ip`; false: over its rate.
     pub fn take(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
         let source = Source::from(ip);

@@ -57,6 +57,8 @@ impl Default for SocketOptions {
 /// ```
 pub fn tcp_listener(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a restarted server rebind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
     prepare(&socket, addr, opts)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
@@ -79,6 +81,74 @@ pub fn udp_socket(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net
     Ok(mio::net::UdpSocket::from_std(socket.into()))
 }
 
+/// Checks that no socket, of this process or another, holds `addr` (or an
+/// address overlapping it) for `proto`, by binding it without
+/// `SO_REUSEPORT` and letting go; returns the address with the port the
+/// kernel picked where port 0 was asked.
+///
+/// A `SO_REUSEPORT` group admits any socket of the same user that sets
+/// the option too, so binding the group directly would silently share a
+/// port another server owns. The probe closes that door; the window left
+/// is the moment between the probe and the group's first bind.
+///
+/// ```
+/// use sockloop::net::socket::{claim, tcp_listener, Proto, SocketOptions};
+///
+/// let free = claim(Proto::Tcp, "127.0.0.1:0".parse().unwrap())?;
+/// let held = tcp_listener(free, &SocketOptions::default())?;
+/// assert!(claim(Proto::Tcp, free).is_err()); // in use, even with SO_REUSEPORT on `held`
+/// # drop(held);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn claim(proto: Proto, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let (kind, protocol) = match proto {
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if proto == Proto::Tcp {
+        // As the listener will: TIME_WAIT leftovers are no owner.
+        socket.set_reuse_address(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound to a non-IP address"))
+}
+
+/// A transport, for [`claim`] and [`overlap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP (plain or TLS listeners, the metrics endpoint).
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Whether two listen addresses of one transport would share a port: the
+/// same port (not 0, which means a fresh one each), and the same address
+/// or one a wildcard of the other's family.
+///
+/// ```
+/// use sockloop::net::socket::overlap;
+///
+/// let at = |s: &str| s.parse().unwrap();
+/// assert!(overlap(at("127.0.0.1:7000"), at("0.0.0.0:7000")));
+/// assert!(!overlap(at("127.0.0.1:7000"), at("127.0.0.2:7000")));
+/// assert!(!overlap(at("127.0.0.1:0"), at("127.0.0.1:0")));
+/// assert!(!overlap(at("[::]:7000"), at("0.0.0.0:7000"))); // IPv6-only sockets
+/// ```
+pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Applies the per-connection options to a freshly accepted stream.
 pub fn tune_accepted(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
     let socket = SockRef::from(stream);
@@ -93,8 +163,6 @@ pub fn tune_accepted(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::
 
 fn prepare(socket: &Socket, addr: SocketAddr, opts: &SocketOptions) -> io::Result<()> {
     socket.set_nonblocking(true)?;
-    // Lets a restarted server rebind while old connections sit in TIME_WAIT.
-    socket.set_reuse_address(true)?;
     #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
     if opts.reuse_port {
         socket.set_reuse_port(true)?;

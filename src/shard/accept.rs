@@ -16,11 +16,12 @@ use super::deadline::TimerTarget;
 use super::mailbox::Mail;
 use super::token::Slot;
 use super::{reserve_descriptor, Shard};
-use crate::limit::{Admission, Source};
+use crate::limit::Source;
 use crate::metrics::ShardStats;
 use crate::net::socket::tune_accepted;
 use crate::net::tls::TlsSession;
 use crate::service::Refusal;
+use crate::shard::gate::{Explained, Pass};
 
 /// How the listening shard of the handoff mode picks a shard for each
 /// connection: the fewest open, counting those handed over but not yet
@@ -155,7 +156,12 @@ impl Shard {
         if reason == Refusal::NoDescriptors {
             self.warn_out_of_descriptors();
         }
-        let what = format_args!("connection refused: {}", reason.reason());
+        let gate = Arc::clone(&self.res.gate);
+        let why = Explained {
+            reason,
+            gate: &gate,
+        };
+        let what = format_args!("connection refused: {why}");
         super::warn_suspicious(&mut self.res, Source::from(peer.ip()), what);
         let endpoint = &self.tcp[listener];
         // A TLS peer cannot read a plaintext word before its handshake.
@@ -211,7 +217,7 @@ impl Shard {
         listener: usize,
         mut stream: TcpStream,
         peer: SocketAddr,
-        admission: Admission,
+        admission: Pass,
     ) {
         if let Err(e) = tune_accepted(&stream, &self.config.socket) {
             log::debug!("tuning connection from {peer}: {e}");
@@ -248,6 +254,9 @@ impl Shard {
                 return self.res.gate.release(admission);
             }
         };
+        if admission.is_trusted() {
+            self.res.stats.conns_trusted.incr();
+        }
         let mut conn = Connection::new(stream, peer, gen, (service, place), now_ms);
         conn.admission = Some(admission);
         if let Some(tls) = tls {

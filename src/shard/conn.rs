@@ -13,11 +13,12 @@ use super::deadline::Deadlines;
 use super::token::Slot;
 use super::Resources;
 use crate::config::ServerConfig;
-use crate::limit::{Admission, Rate, TokenBucket};
+use crate::limit::{Rate, TokenBucket};
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
 use crate::net::tls::{TlsSession, CIPHERTEXT_READ};
 use crate::service::{CloseReason, TcpService};
+use crate::shard::gate::Pass;
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,7 +129,7 @@ pub(crate) struct Connection {
     /// The place of the listener that accepted it among that service's.
     pub(crate) listener: u16,
     /// Its count against the server's and its source's caps.
-    pub(crate) admission: Option<Admission>,
+    pub(crate) admission: Option<Pass>,
     /// Its message-rate bucket, once a service asked for a token (boxed:
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
@@ -493,12 +494,14 @@ pub(crate) fn read_ready(
             }
         }
         let mut buf = conn.read_buf.take().unwrap_or_else(|| res.pool.take());
+        // What the service left unconsumed is held to the frame limit,
+        // whatever the pooled buffer's size.
+        if buf.len() >= config.max_read_buffer {
+            conn.read_buf = Some(buf);
+            conn.io.flags.set(Flags::READ_BUFFER_FULL);
+            return ReadOutcome::Stopped;
+        }
         if buf.spare_mut().is_empty() {
-            if buf.capacity() >= config.max_read_buffer {
-                conn.read_buf = Some(buf);
-                conn.io.flags.set(Flags::READ_BUFFER_FULL);
-                return ReadOutcome::Stopped;
-            }
             let before = buf.capacity();
             buf.grow_to((before * 2).min(config.max_read_buffer));
             res.pool.note_growth(before, buf.capacity());

@@ -165,7 +165,12 @@ impl<'a> ConnContext<'a> {
     pub fn strike(&mut self, why: &str) -> bool {
         let ip = self.peer_addr().ip();
         let source = Source::from(ip);
-        match self.res.gate.strike(ip, self.res.timers.now()) {
+        let Some(outcome) = self.res.gate.strike(ip, self.res.timers.now()) else {
+            self.res.stats.strikes_trusted.incr();
+            log::debug!("{source} (trusted, never banned): {why}");
+            return false;
+        };
+        match outcome {
             StrikeOutcome::Banned { until_in } => {
                 let what = format_args!("banned for {until_in:?} after a strike: {why}");
                 super::warn_suspicious(self.res, source, what);

@@ -1,13 +1,13 @@
 //! Admission: what a connection must pass right after `accept`, before it
 //! gets a slot or any memory. One gate, shared by every shard: the
 //! server-wide connection count and the per-source table (caps, connect
-//! rates, strikes, bans).
+//! rates, strikes, bans), which trusted sources skip.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::limit::{self, Admission, IpLimits, IpTable, StrikeOutcome};
+use crate::limit::{self, Admission, IpLimits, IpTable, StrikeOutcome, Trusted};
 use crate::service::Refusal;
 
 #[derive(Debug)]
@@ -15,46 +15,116 @@ pub(crate) struct Gate {
     open: AtomicUsize,
     max_conns: usize,
     pub(crate) sources: IpTable,
+    trusted: Trusted,
+}
+
+/// A connection's place in the counts, given back to [`Gate::release`]
+/// when it closes.
+#[derive(Debug)]
+#[must_use = "give the pass back to Gate::release when the connection closes"]
+pub(crate) struct Pass {
+    /// Its count against its source; `None` for a trusted source, which
+    /// the per-source table never sees.
+    source: Option<Admission>,
+}
+
+impl Pass {
+    pub(crate) fn is_trusted(&self) -> bool {
+        self.source.is_none()
+    }
 }
 
 impl Gate {
-    pub(crate) fn new(max_conns: Option<usize>, limits: IpLimits) -> Gate {
+    pub(crate) fn new(max_conns: Option<usize>, limits: IpLimits, trusted: Trusted) -> Gate {
         Gate {
             open: AtomicUsize::new(0),
             max_conns: max_conns.unwrap_or(usize::MAX),
             sources: IpTable::new(limits),
+            trusted,
         }
     }
 
     /// Lets a connection from `ip` in, counting it, or says why not. The
-    /// admission goes with the connection and back to [`release`](Self::release).
-    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<Admission, Refusal> {
+    /// pass goes with the connection and back to [`release`](Self::release).
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<Pass, Refusal> {
         // Optimistic: count it, and take it back if that went past the cap.
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_conns {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::ServerFull);
         }
-        self.sources.admit(ip, now).map_err(|refusal| {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            match refusal {
-                limit::Refusal::Banned { .. } => Refusal::Banned,
-                limit::Refusal::ConnectRate => Refusal::ConnectRate,
-                limit::Refusal::TooManyFromIp { .. } => Refusal::TooManyFromIp,
-                // Every tracked source is connected or banned: no room to
-                // judge a new one, so it waits like any other overflow.
-                limit::Refusal::TableFull => Refusal::ServerFull,
+        if self.trusted.contains(ip) {
+            return Ok(Pass { source: None });
+        }
+        match self.sources.admit(ip, now) {
+            Ok(admission) => Ok(Pass {
+                source: Some(admission),
+            }),
+            Err(refusal) => {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                Err(match refusal {
+                    limit::Refusal::Banned { .. } => Refusal::Banned,
+                    limit::Refusal::ConnectRate => Refusal::ConnectRate,
+                    limit::Refusal::TooManyFromIp { .. } => Refusal::TooManyFromIp,
+                    // Every tracked source is connected or banned: no room
+                    // to judge a new one, so it waits like any other overflow.
+                    limit::Refusal::TableFull => Refusal::ServerFull,
+                })
             }
-        })
+        }
     }
 
-    /// A connection admitted with `admission` closed (or never opened).
-    pub(crate) fn release(&self, admission: Admission) {
+    /// A connection admitted with `pass` closed (or never opened).
+    pub(crate) fn release(&self, pass: Pass) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.sources.release(admission);
+        if let Some(admission) = pass.source {
+            self.sources.release(admission);
+        }
     }
 
-    /// A protocol error or limit violation by `ip`.
-    pub(crate) fn strike(&self, ip: IpAddr, now: Instant) -> StrikeOutcome {
-        self.sources.strike(ip, now)
+    /// A protocol error or limit violation by `ip`; `None` for a trusted
+    /// source, whose strikes never count towards a ban.
+    pub(crate) fn strike(&self, ip: IpAddr, now: Instant) -> Option<StrikeOutcome> {
+        (!self.trusted.contains(ip)).then(|| self.sources.strike(ip, now))
+    }
+
+    /// Whether `ip` skips the per-source limits.
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.contains(ip)
+    }
+}
+
+/// Why a connection was refused, in the operator's terms: the limit, its
+/// value, and the setting that changes it (the `serve` flag).
+pub(crate) struct Explained<'a> {
+    pub(crate) reason: Refusal,
+    pub(crate) gate: &'a Gate,
+}
+
+impl std::fmt::Display for Explained<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limits = self.gate.sources.limits();
+        let exempt = "or --trusted to exempt a network";
+        match self.reason {
+            Refusal::ServerFull => write!(
+                f,
+                "the server is full ({} connections, or no room in the per-source table; --max-conns)",
+                self.gate.max_conns
+            ),
+            Refusal::TooManyFromIp => write!(
+                f,
+                "{} connections from this address already (--max-conns-per-ip, {exempt})",
+                limits.max_conns_per_ip
+            ),
+            Refusal::ConnectRate => match limits.connect_rate {
+                Some(rate) => write!(f, "connecting faster than {rate} (--conn-rate, {exempt})"),
+                None => f.write_str("connecting too fast"),
+            },
+            Refusal::Banned => write!(
+                f,
+                "banned: {} strikes within {:?} ban for {:?} (--ban-after, --strike-window, --ban-for, {exempt})",
+                limits.ban_after, limits.strike_window, limits.ban_for
+            ),
+            Refusal::NoDescriptors => f.write_str("out of file descriptors"),
+        }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) enum Mail {
         stream: std::net::TcpStream,
         peer: SocketAddr,
         /// Its place in the admission counts, released when it closes.
-        admission: crate::limit::Admission,
+        admission: crate::shard::gate::Pass,
     },
     /// A message from a service on shard `from` to the same service here.
     Message {

@@ -72,10 +72,15 @@ impl UdpEndpoint {
                     continue;
                 }
                 if let Some(rates) = self.rates.as_mut() {
-                    if !rates.take(datagram.from.ip(), now) {
+                    if res.gate.trusts(datagram.from.ip()) {
+                        res.stats.udp_trusted.incr();
+                    } else if !rates.take(datagram.from.ip(), now) {
                         res.stats.udp_dropped_rate.incr();
                         let source = Source::from(datagram.from.ip());
-                        let what = format_args!("datagrams over the per-source rate, dropped");
+                        let what = format_args!(
+                            "datagrams over {} from this address, dropped (--udp-rate, or --trusted to exempt a network)",
+                            rates.rate()
+                        );
                         super::warn_suspicious(res, source, what);
                         continue;
                     }
