@@ -3,65 +3,14 @@
 
 mod common;
 
+use common::process::{
+    assert_usage_error, finish, next_line, serve, spawn_serve, terminate, BIN, TIMEOUT,
+};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sockloop");
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Waits for `child` to exit, killing it after `TIMEOUT`.
-fn finish(mut child: Child) -> Output {
-    let deadline = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("sockloop did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Sends SIGTERM (a graceful shutdown) and waits for the exit.
-fn terminate(child: Child) -> Output {
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    finish(child)
-}
-
-/// Starts `sockloop serve ARGS` with its output captured.
-fn spawn_serve(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn serve(args: &[&str]) -> Output {
-    finish(spawn_serve(args))
-}
-
-fn assert_usage_error(output: &Output, expected: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains(expected),
-        "stderr lacks {expected:?}: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "a panic instead of an error: {stderr}"
-    );
-}
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn a_bad_address_exits_2_naming_it() {
@@ -195,13 +144,6 @@ fn out_of_descriptors_the_reserve_refuses_the_excess_then_service_recovers() {
         stderr.contains("out of file descriptors: refused 1 connection(s)"),
         "no refusal was logged: {stderr}"
     );
-}
-
-/// Reads one line of a child's output.
-fn next_line(out: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    line.trim_end_matches('\n').to_owned()
 }
 
 /// `[HH:MM:SS from]: content` with any time: `(from, content)`.

@@ -172,8 +172,16 @@ impl<'a> ConnContext<'a> {
         };
         match outcome {
             StrikeOutcome::Banned { until_in } => {
-                let what = format_args!("banned for {until_in:?} after a strike: {why}");
-                super::warn_suspicious(self.res, source, what);
+                // Never held back: at most one per source per ban, and the
+                // line an operator looks for.
+                let limits = self.res.gate.sources.limits();
+                log::warn!(
+                    "{source}: banned for {until_in:?} after {} strikes within {:?}, the last: \
+                     {why} (--ban-after, --strike-window, --ban-for, or --trusted to exempt \
+                     a network)",
+                    limits.ban_after,
+                    limits.strike_window
+                );
                 self.close();
                 true
             }
