@@ -164,3 +164,40 @@ fn shared_state_serves_one_map_to_every_shard() {
 fn unknown() -> &'static str {
     "ERR unknown command (SET key value, GET key, DEL key, STATS, QUIT)"
 }
+
+#[test]
+fn line_length_frames_with_the_line_codec() {
+    let mut child = Child::spawn(Command::new(example("line_length")).arg("127.0.0.1:0"));
+    let line = child.stdout_line();
+    let addr = line
+        .strip_prefix("line-length on tcp ")
+        .and_then(|rest| rest.strip_suffix("; Ctrl-C to stop"))
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    let addr: SocketAddr = addr.parse().unwrap();
+
+    let mut client = Client::connect(addr);
+    assert_eq!(client.reply(), "send me lines; \"quit\" to leave");
+    // Several lines in one write, one split across two, CRLF.
+    let stream = client.reader.get_mut();
+    stream.write_all(b"hello\r\n\nab").unwrap();
+    stream.flush().unwrap();
+    assert_eq!((client.reply(), client.reply()), ("5".into(), "0".into()));
+    assert_eq!(client.ask("c"), "3");
+    assert_eq!(client.ask("quit"), "bye");
+    let mut rest = String::new();
+    assert_eq!(client.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+
+    // A line over 1024 bytes: an error, then the close.
+    let mut client = Client::connect(addr);
+    assert_eq!(client.reply(), "send me lines; \"quit\" to leave");
+    client.send(&"x".repeat(1024));
+    assert_eq!(client.reply(), "error: no newline within 1024 bytes");
+    assert_eq!(client.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+    // Both were closed by the service, which says so on stdout (in either
+    // order: the connections may be on different shards).
+    drop(client);
+    for _ in 0..2 {
+        let line = child.stdout_line();
+        assert!(line.contains(") closed (Service); this shard"), "{line}");
+    }
+}
