@@ -100,6 +100,8 @@ fn amplification_drops_are_counted_and_logged_once_per_source() {
     let n = client.recv(&mut reply).unwrap();
     assert_eq!(&reply[..n], b"verifiedverified");
 
+    // The shard counts a send after it returns: the reply may come first.
+    wait_until("the reply counted", || server.handle.stats().udp_out == 1);
     let stats = server.handle.stats();
     assert_eq!((stats.udp_dropped_amplification, stats.udp_out), (5, 1));
     let expected = format!(
