@@ -41,9 +41,11 @@ impl Client {
         }
     }
 
+    /// One write per line: two small writes would wait on Nagle's
+    /// algorithm and the server's delayed ACK.
     fn send(&mut self, line: &str) {
+        let line = format!("{line}\n");
         self.reader.get_mut().write_all(line.as_bytes()).unwrap();
-        self.reader.get_mut().write_all(b"\n").unwrap();
     }
 
     fn reply(&mut self) -> String {
@@ -186,6 +188,7 @@ fn line_length_frames_with_the_line_codec() {
     assert_eq!(client.ask("quit"), "bye");
     let mut rest = String::new();
     assert_eq!(client.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+    drop(client); // our FIN ends the server's linger
 
     // A line over 1024 bytes: an error, then the close.
     let mut client = Client::connect(addr);
