@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::Duration;
 
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Poll, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::config::ServerConfig;
 use crate::metrics::{ShardStats, Stats};
@@ -234,7 +237,11 @@ impl Builder {
         Ok(Server {
             shards: built,
             pin: config.pin_shards,
-            handle: Handle { peers, stats },
+            handle: Handle {
+                peers,
+                stats,
+                drain: config.drain_timeout,
+            },
             tcp_addrs,
             udp_addrs,
         })
@@ -359,6 +366,8 @@ impl Server {
 pub struct Handle {
     peers: Arc<[MailboxSender]>,
     stats: Arc<[Arc<ShardStats>]>,
+    /// The configured drain timeout, for the shutdown log line.
+    drain: Duration,
 }
 
 impl Handle {
@@ -375,6 +384,55 @@ impl Handle {
         self.peers
             .iter()
             .for_each(|shard| shard.request(Control::Stop));
+    }
+
+    /// Stops the server on SIGINT or SIGTERM, the way `sockloop serve`
+    /// does: the first signal starts a graceful [`shutdown`](Self::shutdown)
+    /// and logs `shutting down: draining for up to 5s (signal again to stop
+    /// now)` at info; a second one logs `stopping now` and
+    /// [`stop`](Self::stop)s at once (a peer that holds its connection open
+    /// no longer holds up the exit).
+    ///
+    /// A thread named `sockloop-signals` waits for the signals. Their
+    /// handlers stay installed for the rest of the process, and after the
+    /// server stopped a signal does nothing, so this suits a program whose
+    /// work is the server (a test or a larger program should call
+    /// [`shutdown`](Self::shutdown) itself). Each call adds such a thread,
+    /// so one signal can stop several servers. Fails if the handlers
+    /// cannot be registered or the thread cannot start.
+    ///
+    /// ```no_run
+    /// use sockloop::{services::Echo, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .tcp("127.0.0.1:7000".parse().unwrap(), || Echo)
+    ///     .build()?;
+    /// server.handle().stop_on_signals()?; // Ctrl-C drains, a second Ctrl-C stops now
+    /// server.run()?; // returns once every connection is closed
+    /// # Ok::<(), sockloop::Error>(())
+    /// ```
+    pub fn stop_on_signals(&self) -> Result<(), Error> {
+        // Registered here, before the thread starts, so a signal that
+        // arrives before it runs is not lost.
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let handle = self.clone();
+        thread::Builder::new()
+            .name("sockloop-signals".into())
+            .spawn(move || {
+                let mut signals = signals.forever();
+                if signals.next().is_some() {
+                    let drain = handle.drain;
+                    log::info!(
+                        "shutting down: draining for up to {drain:?} (signal again to stop now)"
+                    );
+                    handle.shutdown();
+                }
+                if signals.next().is_some() {
+                    log::info!("stopping now");
+                    handle.stop();
+                }
+            })?;
+        Ok(())
     }
 
     /// Each shard's counters, in shard order.

@@ -6,8 +6,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 use crate::cli::addr::HostPort;
 use sockloop::config::{parse_duration, parse_size, size, MIN_FRAME};
@@ -331,7 +329,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     let _ = stdout.flush();
     drop(stdout);
 
-    stop_on_signals(server.handle(), args.drain_timeout)?;
+    server.handle().stop_on_signals()?;
     if !args.stats_interval.is_zero() {
         log_stats_every(server.handle(), args.stats_interval)?;
     }
@@ -431,27 +429,6 @@ fn log_stats_every(handle: Handle, interval: Duration) -> Result<(), Error> {
                         - (last.udp_dropped_queue_full + last.udp_dropped_rate + last.udp_dropped_truncated),
                 );
                 last = now;
-            }
-        })?;
-    Ok(())
-}
-
-/// First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once.
-fn stop_on_signals(handle: Handle, drain: Duration) -> Result<(), Error> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("sockloop-signals".into())
-        .spawn(move || {
-            let mut signals = signals.forever();
-            if signals.next().is_some() {
-                log::info!(
-                    "shutting down: draining for up to {drain:?} (signal again to stop now)"
-                );
-                handle.shutdown();
-            }
-            if signals.next().is_some() {
-                log::info!("stopping now");
-                handle.stop();
             }
         })?;
     Ok(())

@@ -79,6 +79,26 @@ impl TlsConfig {
     }
 }
 
+/// Why a connection's TLS failed: rustls's reason, and whether it was
+/// still in its handshake (a client that does not speak TLS, or trusts
+/// another certificate, fails there). Displayed as the log line's words.
+#[derive(Debug)]
+pub(crate) struct TlsFailure {
+    pub(crate) reason: rustls::Error,
+    pub(crate) handshake: bool,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stage = if self.handshake {
+            "handshake"
+        } else {
+            "session"
+        };
+        write!(f, "TLS {stage} failed: {}", self.reason)
+    }
+}
+
 /// One connection's TLS state.
 #[derive(Debug)]
 pub(crate) struct TlsSession {
@@ -102,16 +122,18 @@ impl TlsSession {
 
     /// Takes ciphertext just read from the socket. On a protocol error
     /// rustls queues an alert (send it with `write_tls`, then close).
-    pub(crate) fn receive(&mut self, mut ciphertext: &[u8]) -> Result<(), rustls::Error> {
+    pub(crate) fn receive(&mut self, mut ciphertext: &[u8]) -> Result<(), TlsFailure> {
+        let handshake = self.conn.is_handshaking();
+        let failed = |reason| TlsFailure { reason, handshake };
         while !ciphertext.is_empty() {
             // read_tls takes at most what rustls can buffer; processing
             // frees room for the rest.
             match self.conn.read_tls(&mut ciphertext) {
                 Ok(0) => return Ok(()), // after close_notify: the rest is ignored
                 Ok(_) => {}
-                Err(e) => return Err(rustls::Error::General(e.to_string())),
+                Err(e) => return Err(failed(rustls::Error::General(e.to_string()))),
             }
-            self.conn.process_new_packets()?;
+            self.conn.process_new_packets().map_err(failed)?;
         }
         Ok(())
     }

@@ -13,10 +13,10 @@ use super::deadline::Deadlines;
 use super::token::Slot;
 use super::Resources;
 use crate::config::ServerConfig;
-use crate::limit::{Rate, TokenBucket};
+use crate::limit::{Rate, Source, TokenBucket};
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
-use crate::net::tls::{TlsSession, CIPHERTEXT_READ};
+use crate::net::tls::{TlsFailure, TlsSession, CIPHERTEXT_READ};
 use crate::service::{CloseReason, TcpService};
 use crate::shard::gate::Pass;
 
@@ -392,14 +392,11 @@ impl ConnIo {
         if wire == 0 {
             return Ok(ReadResult::Eof);
         }
-        if let Err(e) = tls.receive(&out[..wire]) {
+        if let Err(failure) = tls.receive(&out[..wire]) {
             // rustls queued an alert saying why: send it, then give up.
             stats.tls_errors.incr();
             let _ = tls.write_tls(&mut self.stream, stats);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("TLS: {e}"),
-            ));
+            return Ok(ReadResult::TlsFailed(failure));
         }
         tls.write_tls(&mut self.stream, stats)?; // handshake replies
         let plain = tls.read_plaintext(out);
@@ -427,6 +424,8 @@ impl ConnIo {
 /// What one read produced.
 enum ReadResult {
     Eof,
+    /// The peer's TLS failed (its alert is sent): close the connection.
+    TlsFailed(TlsFailure),
     Bytes {
         /// Bytes for the service.
         plain: usize,
@@ -511,6 +510,24 @@ pub(crate) fn read_ready(
         let outcome = match conn.io.read_into(spare, asked, &res.stats) {
             Ok(ReadResult::Eof) => {
                 conn.io.flags.set(Flags::PEER_EOF);
+                None
+            }
+            Ok(ReadResult::TlsFailed(failure)) => {
+                // Counted in `tls_errors`; logged at info, since a client
+                // that cannot connect is often a misconfiguration (wrong
+                // port, wrong certificate) the operator must see, yet at
+                // most once per source per interval, as peers repeat it
+                // at will.
+                conn.io.flags.set(Flags::FAILED);
+                let peer = conn.io.peer;
+                let now = res.timers.now();
+                super::log_per_source(
+                    &mut res.tls_failures,
+                    now,
+                    log::Level::Info,
+                    Source::from(peer.ip()),
+                    format_args!("{failure} (peer {peer}); connection closed"),
+                );
                 None
             }
             Ok(ReadResult::Bytes {

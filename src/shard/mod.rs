@@ -94,6 +94,12 @@ pub(crate) struct Resources {
     pub(crate) gate: Arc<Gate>,
     /// One warning per suspicious source per interval.
     pub(crate) suspicious: Suppressor<Source>,
+    /// One info line per source per interval for UDP replies dropped by
+    /// anti-amplification: kept apart from `suspicious`, so a source's
+    /// warnings never hide the line that explains a silent service.
+    pub(crate) amplification: Suppressor<Source>,
+    /// One info line per source per interval for failed TLS sessions.
+    pub(crate) tls_failures: Suppressor<Source>,
 }
 
 /// One event loop and everything it owns.
@@ -128,18 +134,34 @@ pub(crate) struct Shard {
     descriptor_warning: (Option<Instant>, u64),
 }
 
-/// How often one suspicious source may be logged, and how many sources a
-/// shard keeps track of for that (beyond them, lines are dropped and counted).
+/// How often one source may be logged for one kind of event (suspicious
+/// input, amplification drops, TLS failures), and how many sources a shard
+/// keeps track of for each (beyond them, lines are dropped and counted).
 const SUSPICIOUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 const SUSPICIOUS_SOURCES: usize = 4096;
 
 /// Logs `what` about `source` unless it was logged within the interval;
 /// the next line says how many were held back.
 pub(crate) fn warn_suspicious(res: &mut Resources, source: Source, what: std::fmt::Arguments<'_>) {
-    if let Some(held) = res.suspicious.note(source, res.timers.now()) {
+    let now = res.timers.now();
+    log_per_source(&mut res.suspicious, now, log::Level::Warn, source, what);
+}
+
+/// Logs `what` about `source` at `level` unless `suppressor` saw it logged
+/// within its interval; the next line says how many were held back. Every
+/// event a peer can repeat at will goes through one of these, so no peer
+/// can flood the log.
+pub(crate) fn log_per_source(
+    suppressor: &mut Suppressor<Source>,
+    now: Instant,
+    level: log::Level,
+    source: Source,
+    what: std::fmt::Arguments<'_>,
+) {
+    if let Some(held) = suppressor.note(source, now) {
         match held {
-            0 => log::warn!("{source}: {what}"),
-            n => log::warn!("{source}: {what} ({n} more since the last line)"),
+            0 => log::log!(level, "{source}: {what}"),
+            n => log::log!(level, "{source}: {what} ({n} more since the last line)"),
         }
     }
 }
@@ -190,6 +212,8 @@ impl Shard {
             limits: ConnLimits::of(&config),
             gate,
             suspicious: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
+            amplification: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
+            tls_failures: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));

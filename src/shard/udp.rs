@@ -89,7 +89,11 @@ impl UdpEndpoint {
                     queue: &mut self.queue,
                     res,
                     index,
-                    reply_budget: Some((datagram.from, datagram.data.len())),
+                    reply_budget: Some(ReplyBudget {
+                        sender: datagram.from,
+                        received: datagram.data.len(),
+                        left: datagram.data.len(),
+                    }),
                 };
                 self.service
                     .on_datagram(&mut out, datagram.from, datagram.data);
@@ -169,9 +173,18 @@ pub struct DatagramContext<'a> {
     res: &'a mut Resources,
     /// Which of the shard's UDP sockets (and services) this is.
     index: usize,
-    /// While handling a datagram: its sender, and the bytes still allowed
-    /// back to it (anti-amplification).
-    reply_budget: Option<(SocketAddr, usize)>,
+    /// While handling a datagram from an unverified sender: what may still
+    /// go back to it (anti-amplification).
+    reply_budget: Option<ReplyBudget>,
+}
+
+/// The bytes a datagram's sender may still be sent while it is handled.
+struct ReplyBudget {
+    sender: SocketAddr,
+    /// The size of its datagram: the most it may be sent in all.
+    received: usize,
+    /// What is left of `received` after the replies queued so far.
+    left: usize,
 }
 
 impl DatagramContext<'_> {
@@ -185,14 +198,29 @@ impl DatagramContext<'_> {
     /// address may be forged; beyond, replies are dropped and counted
     /// (`udp_dropped_amplification`). A service that has proven the address
     /// (a handshake) lifts this with [`sender_verified`](Self::sender_verified).
+    /// A drop is logged at info, at most once per source per 10 s with the
+    /// count held back in between, since a service whose replies vanish
+    /// this way is otherwise hard to diagnose.
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Some((sender, budget)) = self.reply_budget.as_mut() {
-            if *sender == to {
-                if data.len() > *budget {
+        if let Some(budget) = self.reply_budget.as_mut() {
+            if budget.sender == to {
+                if data.len() > budget.left {
                     self.res.stats.udp_dropped_amplification.incr();
+                    let what = format_args!(
+                        "udp reply of {} bytes to {to} dropped (anti-amplification): \
+                         replies to an unverified sender may total at most the {} bytes \
+                         it sent; a service that has proven the address lifts this with \
+                         DatagramContext::sender_verified",
+                        data.len(),
+                        budget.received,
+                    );
+                    let now = self.res.timers.now();
+                    let source = Source::from(to.ip());
+                    let suppressor = &mut self.res.amplification;
+                    super::log_per_source(suppressor, now, log::Level::Info, source, what);
                     return;
                 }
-                *budget -= data.len();
+                budget.left -= data.len();
             }
         }
         if self.queue.push(to, data).is_err() {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod child;
 pub mod process;
 pub mod relay;
 pub mod tls;
