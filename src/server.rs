@@ -12,11 +12,10 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::ServerConfig;
-use crate::metrics::{ShardStats, Stats};
+use crate::metrics::{MetricsEndpoint, ServiceCounters, ShardStats, Stats};
 use crate::net::socket::{claim, overlap, tcp_listener, udp_socket, Proto, SocketOptions};
 use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
-use crate::services::metrics::MetricsEndpoint;
 use crate::shard::gate::Gate;
 use crate::shard::mailbox::{mailbox, Control, MailboxSender, Postbox};
 use crate::shard::token::Slot;
@@ -155,19 +154,46 @@ impl Builder {
     /// shard 0 only.
     pub fn build(mut self) -> Result<Server, Error> {
         self.config.validate()?;
-        let stats: Arc<[Arc<ShardStats>]> = (0..self.config.shards)
-            .map(|_| Arc::new(ShardStats::default()))
+        let shards = self.config.shards;
+        // Each shard's own service values, made first: their declared
+        // counters size the shards' stats.
+        let mut tcp_services: Vec<Vec<Box<dyn TcpService>>> = (0..shards)
+            .map(|_| self.tcp_services.iter().map(|make| make()).collect())
+            .collect();
+        let udp_services: Vec<Vec<Box<dyn UdpService>>> = (0..shards)
+            .map(|_| self.udp.iter().map(|(_, make)| make()).collect())
+            .collect();
+        let counters = Arc::new(ServiceCounters::register(
+            &tcp_services[0]
+                .iter()
+                .map(|s| s.counters())
+                .collect::<Vec<_>>(),
+            &udp_services[0]
+                .iter()
+                .map(|s| s.counters())
+                .collect::<Vec<_>>(),
+        ));
+        let stats: Arc<[Arc<ShardStats>]> = (0..shards)
+            .map(|_| Arc::new(ShardStats::new(counters.specs.len())))
             .collect();
         let gate = Arc::new(Gate::new(
             self.config.max_conns,
             self.config.sources,
             self.config.trusted.clone(),
         ));
+        // The metrics endpoint comes last: it reads what the others count.
         for addr in std::mem::take(&mut self.metrics) {
-            let (stats, gate) = (Arc::clone(&stats), Arc::clone(&gate));
+            let (stats, counters) = (Arc::clone(&stats), Arc::clone(&counters));
+            let sources = Arc::clone(&gate.sources);
             self = self.tcp(addr, move || {
-                MetricsEndpoint::new(Arc::clone(&stats), Arc::clone(&gate))
+                MetricsEndpoint::new(
+                    Arc::clone(&stats),
+                    Arc::clone(&counters),
+                    Arc::clone(&sources),
+                )
             });
+            let make = self.tcp_services.last().expect("just added");
+            tcp_services.iter_mut().for_each(|mine| mine.push(make()));
         }
         if self.tcp.len() > usize::from(u16::MAX) {
             return Err(Error::Config("at most 65535 TCP listeners".into()));
@@ -180,7 +206,6 @@ impl Builder {
         one_owner_per_port("tcp", &tcp_addrs)?;
         one_owner_per_port("udp", &udp_addrs)?;
         let config = Arc::new(self.config);
-        let shards = config.shards;
         let (bound, handoff) = bind_shards(&self.tcp, &self.udp, &config)?;
         let tcp_addrs = bound[0].tcp_addrs()?;
         let udp_addrs = bound[0].udp_addrs()?;
@@ -199,10 +224,11 @@ impl Builder {
         let peers: Arc<[MailboxSender]> = senders.into();
 
         let mut built = Vec::new();
-        for (id, ((poll, mailbox), listeners)) in
-            polls.into_iter().zip(mailboxes).zip(bound).enumerate()
+        let per_shard = polls.into_iter().zip(mailboxes).zip(bound);
+        let services = tcp_services.into_iter().zip(udp_services);
+        for (id, (((poll, mailbox), listeners), (services, udp_services))) in
+            per_shard.zip(services).enumerate()
         {
-            let services = self.tcp_services.iter().map(|make| make()).collect();
             let mut tcp_listeners = listeners.tcp.into_iter();
             let tcp = self
                 .tcp
@@ -218,8 +244,8 @@ impl Builder {
             let udp = listeners
                 .udp
                 .into_iter()
-                .zip(&self.udp)
-                .map(|(socket, (_, make))| UdpEndpoint::new(socket, make(), &config))
+                .zip(udp_services)
+                .map(|(socket, service)| UdpEndpoint::new(socket, service, &config))
                 .collect();
             let postbox = Postbox::new(id, Arc::clone(&peers), Arc::clone(&stats[id]));
             let handoff = (handoff && id == 0).then(|| Arc::clone(&stats));
@@ -227,7 +253,7 @@ impl Builder {
                 poll,
                 Arc::clone(&config),
                 mailbox,
-                (postbox, Arc::clone(&gate)),
+                (postbox, Arc::clone(&gate), Arc::clone(&counters)),
                 (services, tcp),
                 udp,
                 handoff,

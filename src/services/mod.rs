@@ -3,7 +3,6 @@
 pub mod chat;
 pub mod echo;
 pub mod json;
-pub mod metrics;
 pub mod rudp_echo;
 
 pub use chat::Chat;

@@ -11,9 +11,25 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::metrics::RudpTotals;
 use crate::rudp::{Config, Endpoint, Event, SendError};
-use crate::service::{DatagramContext, TimerId, UdpService};
+use crate::service::{CounterKind, CounterSpec, DatagramContext, TimerId, UdpService};
+
+/// What the echo counts, per shard; several rudp sockets on one shard
+/// add up, since they share the names.
+const COUNTERS: &[CounterSpec] = &[
+    CounterSpec {
+        name: "rudp_peers",
+        help: "rudp connections open now.",
+        kind: CounterKind::Gauge,
+    },
+    CounterSpec {
+        name: "rudp_retransmissions",
+        help: "rudp data packets resent by the server, over its whole life.",
+        kind: CounterKind::Total,
+    },
+];
+const PEERS: usize = 0;
+const RETRANSMISSIONS: usize = 1;
 
 /// The echo policy over an [`Endpoint`].
 #[derive(Debug)]
@@ -88,8 +104,9 @@ pub struct RudpEcho {
     /// The shard timer standing for the endpoint's next deadline.
     timer: Option<(TimerId, Instant)>,
     buf: Vec<u8>,
-    /// What this socket last added to the shard's rudp metrics.
-    reported: RudpTotals,
+    /// What this socket last added to the shard's counters: peers and
+    /// retransmissions.
+    reported: (u64, u64),
 }
 
 impl RudpEcho {
@@ -101,7 +118,7 @@ impl RudpEcho {
             core: EchoCore::new(endpoint),
             timer: None,
             buf: Vec::new(),
-            reported: RudpTotals::default(),
+            reported: (0, 0),
         }
     }
 
@@ -113,12 +130,14 @@ impl RudpEcho {
         while let Some(to) = endpoint.poll_transmit(now, &mut self.buf) {
             out.send_to(to, &self.buf);
         }
-        let totals = RudpTotals {
-            peers: endpoint.peers() as u64,
-            retransmissions: endpoint.stats().retransmissions,
-        };
-        out.report_rudp(self.reported, totals);
-        self.reported = totals;
+        let (peers, resent) = (endpoint.peers() as u64, endpoint.stats().retransmissions);
+        let (was_peers, was_resent) = self.reported;
+        match peers.checked_sub(was_peers) {
+            Some(more) => out.add(PEERS, more),
+            None => out.sub(PEERS, was_peers - peers),
+        }
+        out.add(RETRANSMISSIONS, resent - was_resent);
+        self.reported = (peers, resent);
         let due = endpoint.poll_timeout();
         if due != self.timer.map(|(_, at)| at) {
             if let Some((timer, _)) = self.timer.take() {
@@ -130,6 +149,10 @@ impl RudpEcho {
 }
 
 impl UdpService for RudpEcho {
+    fn counters(&self) -> &'static [CounterSpec] {
+        COUNTERS
+    }
+
     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]) {
         let now = out.now();
         self.core.endpoint_mut().handle_datagram(now, from, data);

@@ -2,15 +2,22 @@
 //! connections of its shard, to timers and to other shards. No socket is
 //! ever handed out.
 //!
+//! One capability underlies them all, the [`Loop`]: time, service timers,
+//! posting, strikes and counters. [`ShardContext`] adds the shard's
+//! connections, [`ConnContext`] the connection being served, and
+//! [`DatagramContext`] a UDP socket's replies; each derefs to the one
+//! below, so every ability is reached the same way from every context.
+//!
 //! A service may send to, or close, any connection on its shard (a chat room
 //! fans a message out to its members). Connections other than the one being
 //! served are noted as touched and settled by the shard after the callback
 //! (write interest, deadlines, closing), so a callback never removes a
 //! connection from under the shard.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::Token;
 use slab::Slab;
@@ -20,150 +27,72 @@ use super::deadline::TimerTarget;
 use super::mailbox::{ServiceRef, Shards};
 use super::Resources;
 use crate::limit::{Source, StrikeOutcome, TokenBucket};
+use crate::net::udp_batch::SendQueue;
 use crate::service::{ConnId, TimerId};
 
-/// The slab key of the open connection `id` names, if any.
-fn live(conns: &Slab<Connection>, id: ConnId) -> Option<usize> {
-    conn::live(conns, Token(id.0 as usize))
+/// What every service callback can do, whatever it was called for: read
+/// the turn's time, arm and cancel the service's own timers, post to the
+/// same service on other shards, strike an address, and move counters.
+pub struct Loop<'a> {
+    pub(crate) res: &'a mut Resources,
+    pub(crate) service: ServiceRef,
 }
 
-/// Sends to connection `id` on behalf of a service; false if it is gone.
-fn send_to(conns: &mut Slab<Connection>, res: &mut Resources, id: ConnId, bytes: &[u8]) -> bool {
-    let Some(key) = live(conns, id) else {
-        return false;
-    };
-    let now_ms = res.timers.now_ms();
-    let io = &mut conns[key].io;
-    io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
-    touch(io, res, id);
-    true
-}
-
-/// Asks connection `id` to close once flushed; false if it is gone.
-fn close(conns: &mut Slab<Connection>, res: &mut Resources, id: ConnId) -> bool {
-    let Some(key) = live(conns, id) else {
-        return false;
-    };
-    let io = &mut conns[key].io;
-    io.flags.set(Flags::CLOSE_REQUESTED);
-    touch(io, res, id);
-    true
-}
-
-fn touch(io: &mut super::conn::ConnIo, res: &mut Resources, id: ConnId) {
-    if !io.flags.any(Flags::TOUCHED) {
-        io.flags.set(Flags::TOUCHED);
-        res.touched.push(Token(id.0 as usize));
-    }
-}
-
-/// What a [`TcpService`](crate::service::TcpService) can do while called
-/// for one connection.
-pub struct ConnContext<'a> {
-    id: ConnId,
-    key: usize,
-    /// Which of the shard's TCP services this is, for posting.
-    service: usize,
-    conns: &'a mut Slab<Connection>,
-    res: &'a mut Resources,
-}
-
-impl<'a> ConnContext<'a> {
-    pub(crate) fn new(key: usize, conns: &'a mut Slab<Connection>, res: &'a mut Resources) -> Self {
-        let conn = &conns[key];
-        ConnContext {
-            id: ConnId(conn.io.token(key).0 as u64),
-            key,
-            service: conn.service as usize,
-            conns,
-            res,
-        }
+impl Loop<'_> {
+    /// The time of this loop turn. Services take time from here rather
+    /// than reading a clock, which keeps them testable on a virtual one.
+    pub fn now(&self) -> Instant {
+        self.res.timers.now()
     }
 
-    /// This connection's id.
-    pub fn id(&self) -> ConnId {
-        self.id
+    /// The wall-clock time of this loop turn, for timestamps people read.
+    pub fn wall_clock(&self) -> SystemTime {
+        self.res.timers.wall_clock()
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.conns[self.key].io.peer
+    /// The index of this shard.
+    pub fn shard(&self) -> usize {
+        self.res.postbox.shard
     }
 
-    /// Which of its service's listeners accepted this connection: its
-    /// position in [`Builder::tcp_group`](crate::Builder::tcp_group)'s
-    /// addresses (0 for a listener added with `tcp`).
-    pub fn listener(&self) -> usize {
-        usize::from(self.conns[self.key].listener)
+    /// How many shards the server runs.
+    pub fn shards(&self) -> usize {
+        self.res.postbox.peers.len()
     }
 
-    /// Sends `bytes` to the peer, in order after everything sent before.
-    /// Nothing is lost: what the socket does not take now is buffered.
-    pub fn send(&mut self, bytes: &[u8]) {
-        let now_ms = self.res.timers.now_ms();
-        let res = &mut *self.res;
-        let io = &mut self.conns[self.key].io;
-        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+    /// Posts `message` to this service on other shards (its `on_message`).
+    /// A shard whose inbox is full misses it, counted as
+    /// `mailbox_dropped`; returns how many shards it reached.
+    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
+        self.res.postbox.post(self.service, to, message)
     }
 
-    /// Sends `bytes` to another connection on this shard, of any listener.
-    /// Returns false if that connection is closed (or on another shard).
-    pub fn send_to(&mut self, id: ConnId, bytes: &[u8]) -> bool {
-        if id == self.id {
-            self.send(bytes);
-            return true;
-        }
-        send_to(self.conns, self.res, id, bytes)
-    }
-
-    /// Closes the connection: everything sent so far is flushed, then our
-    /// FIN goes out. No more input is delivered; what still arrives is
-    /// read and discarded until the peer's FIN, or for at most
-    /// `ServerConfig::close_linger`, so the peer reads the last reply
-    /// rather than losing it to the reset that closing a socket with unread
-    /// input sends.
-    pub fn close(&mut self) {
-        self.conns[self.key].io.flags.set(Flags::CLOSE_REQUESTED);
-    }
-
-    /// Closes another connection on this shard as [`close`](Self::close)
-    /// does; false if it is already gone.
-    pub fn close_conn(&mut self, id: ConnId) -> bool {
-        if id == self.id {
-            self.close();
-            return true;
-        }
-        close(self.conns, self.res, id)
-    }
-
-    /// Counts messages a service decoded (`frames_in`) and sent
-    /// (`frames_out`), for the metrics.
-    pub fn count_frames(&mut self, decoded: u64, sent: u64) {
-        self.res.stats.frames_in.add(decoded);
-        self.res.stats.frames_out.add(sent);
-    }
-
-    /// Takes one token from this connection's message-rate bucket
-    /// (`ServerConfig::message_rate`); false means over the rate: drop the
-    /// message, and [`strike`](Self::strike). Always true with no rate set.
-    pub fn take_message_token(&mut self) -> bool {
-        let Some(rate) = self.res.limits.message_rate else {
-            return true;
+    /// Calls the service back with `key` after `after` (within one timer
+    /// tick): [`TcpService::on_shard_timer`] or [`UdpService::on_timer`].
+    /// A timer of the service, not of a connection: see
+    /// [`ConnContext::arm_timer`] for one that dies with its connection.
+    ///
+    /// [`TcpService::on_shard_timer`]: crate::service::TcpService::on_shard_timer
+    /// [`UdpService::on_timer`]: crate::service::UdpService::on_timer
+    pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
+        let target = match self.service {
+            ServiceRef::Tcp(service) => TimerTarget::TcpService { service, key },
+            ServiceRef::Udp(socket) => TimerTarget::UdpService { socket, key },
         };
-        let now = self.res.timers.now();
-        let conn = &mut self.conns[self.key];
-        let bucket = conn
-            .message_tokens
-            .get_or_insert_with(|| Box::new(TokenBucket::new(&rate, now)));
-        bucket.take(&rate, now)
+        TimerId(self.res.timers.arm_after(after, target))
     }
 
-    /// Counts a protocol error or limit violation against the peer's
-    /// address. Enough of them within the strike window ban the address
-    /// (`ServerConfig::sources`); then this connection is closed too, and
-    /// true is returned.
-    pub fn strike(&mut self, why: &str) -> bool {
-        let ip = self.peer_addr().ip();
+    /// Cancels any timer this service armed; false if it already fired or
+    /// was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.res.timers.wheel.cancel(timer.0).is_some()
+    }
+
+    /// Counts a protocol error or limit violation against `ip`'s source.
+    /// Enough within the strike window ban it (`ServerConfig::sources`);
+    /// returns true if the source is banned now. A trusted source
+    /// (`ServerConfig::trusted`) is never banned.
+    pub fn strike_source(&mut self, ip: IpAddr, why: &str) -> bool {
         let source = Source::from(ip);
         let Some(outcome) = self.res.gate.strike(ip, self.res.timers.now()) else {
             self.res.stats.strikes_trusted.incr();
@@ -182,13 +111,9 @@ impl<'a> ConnContext<'a> {
                     limits.ban_after,
                     limits.strike_window
                 );
-                self.close();
                 true
             }
-            StrikeOutcome::AlreadyBanned { .. } => {
-                self.close();
-                true
-            }
+            StrikeOutcome::AlreadyBanned { .. } => true,
             StrikeOutcome::Counted { strikes } => {
                 let what = format_args!("strike {strikes}: {why}");
                 super::warn_suspicious(self.res, source, what);
@@ -198,99 +123,367 @@ impl<'a> ConnContext<'a> {
         }
     }
 
-    /// Bytes sent but not yet taken by the socket.
-    pub fn write_buffered(&self) -> usize {
-        self.conns[self.key].io.write_buffered()
+    /// Counts messages a service decoded (`frames_in`) and sent
+    /// (`frames_out`), for the metrics.
+    pub fn count_frames(&mut self, decoded: u64, sent: u64) {
+        self.res.stats.frames_in.add(decoded);
+        self.res.stats.frames_out.add(sent);
     }
 
-    /// Bytes waiting to be written to another connection on this shard
-    /// (`None` if it is closed): how a fan-out spots a slow consumer.
+    /// Adds `n` to this service's counter number `counter` (its place in
+    /// the service's `counters()` list). An index past that list is a bug
+    /// in the service: ignored, and logged once per call at debug.
+    pub fn add(&mut self, counter: usize, n: u64) {
+        if let Some(counter) = self.counter(counter) {
+            counter.add(n);
+        }
+    }
+
+    /// Subtracts `n` from this service's gauge number `counter`.
+    pub fn sub(&mut self, counter: usize, n: u64) {
+        if let Some(counter) = self.counter(counter) {
+            counter.sub(n);
+        }
+    }
+
+    fn counter(&self, counter: usize) -> Option<&crate::metrics::Counter> {
+        let (tcp, service) = match self.service {
+            ServiceRef::Tcp(i) => (true, i),
+            ServiceRef::Udp(i) => (false, i),
+        };
+        let slot = self.res.counter_slots.slot(tcp, service, counter);
+        if slot.is_none() {
+            log::debug!("{:?}: no counter number {counter}", self.service);
+        }
+        slot.and_then(|slot| self.res.stats.service.get(slot))
+    }
+}
+
+/// The slab key of the open connection `id` names, if any.
+fn live(conns: &Slab<Connection>, id: ConnId) -> Option<usize> {
+    conn::live(conns, Token(id.0 as usize))
+}
+
+/// What a [`TcpService`](crate::service::TcpService) can do outside any
+/// one connection (a message from another shard, a close, a service
+/// timer): reach every connection of its shard by id. Derefs to [`Loop`].
+pub struct ShardContext<'a> {
+    conns: &'a mut Slab<Connection>,
+    lp: Loop<'a>,
+}
+
+impl<'a> Deref for ShardContext<'a> {
+    type Target = Loop<'a>;
+    fn deref(&self) -> &Loop<'a> {
+        &self.lp
+    }
+}
+
+impl DerefMut for ShardContext<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.lp
+    }
+}
+
+impl<'a> ShardContext<'a> {
+    pub(crate) fn new(
+        conns: &'a mut Slab<Connection>,
+        res: &'a mut Resources,
+        service: ServiceRef,
+    ) -> Self {
+        ShardContext {
+            conns,
+            lp: Loop { res, service },
+        }
+    }
+
+    /// Sends `bytes` to a connection on this shard, of any listener, in
+    /// order after what it was sent before; false if it is closed (or on
+    /// another shard). Nothing is lost: what the socket does not take now
+    /// is buffered, within the output limits.
+    pub fn send_to(&mut self, id: ConnId, bytes: &[u8]) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        let res = &mut *self.lp.res;
+        let now_ms = res.timers.now_ms();
+        let io = &mut self.conns[key].io;
+        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+        self.touch(key);
+        true
+    }
+
+    /// Closes a connection on this shard once what it was sent is flushed
+    /// (see [`ConnContext::close`]); false if it is already gone.
+    pub fn close_conn(&mut self, id: ConnId) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        self.conns[key].io.flags.set(Flags::CLOSE_REQUESTED);
+        self.touch(key);
+        true
+    }
+
+    /// Bytes waiting to be written to a connection (`None` if it is
+    /// closed): how a fan-out spots a slow consumer.
     pub fn write_buffered_of(&self, id: ConnId) -> Option<usize> {
         live(self.conns, id).map(|key| self.conns[key].io.write_buffered())
     }
 
+    /// The peer address of a connection (`None` if it is closed).
+    pub fn peer_addr_of(&self, id: ConnId) -> Option<SocketAddr> {
+        live(self.conns, id).map(|key| self.conns[key].io.peer)
+    }
+
+    /// Takes one token from a connection's message-rate bucket
+    /// (`ServerConfig::message_rate`); false means over the rate: drop
+    /// the message and strike. Always true with no rate set, or for a
+    /// closed connection.
+    pub fn take_message_token_of(&mut self, id: ConnId) -> bool {
+        let Some(rate) = self.lp.res.limits.message_rate else {
+            return true;
+        };
+        let Some(key) = live(self.conns, id) else {
+            return true;
+        };
+        let now = self.lp.res.timers.now();
+        let bucket = self.conns[key]
+            .message_tokens
+            .get_or_insert_with(|| Box::new(TokenBucket::new(&rate, now)));
+        bucket.take(&rate, now)
+    }
+
+    /// Strikes a connection's address (see [`Loop::strike_source`]); if
+    /// that bans it, the connection is closed too, and true is returned.
+    pub fn strike_conn(&mut self, id: ConnId, why: &str) -> bool {
+        let Some(peer) = self.peer_addr_of(id) else {
+            return false;
+        };
+        let banned = self.lp.strike_source(peer.ip(), why);
+        if banned {
+            self.close_conn(id);
+        }
+        banned
+    }
+
+    /// Marks connection `key` for settling after the callback.
+    fn touch(&mut self, key: usize) {
+        let io = &mut self.conns[key].io;
+        if !io.flags.any(Flags::TOUCHED) {
+            io.flags.set(Flags::TOUCHED);
+            self.lp.res.touched.push(io.token(key));
+        }
+    }
+}
+
+/// What a [`TcpService`](crate::service::TcpService) can do while called
+/// for one connection: a [`ShardContext`] (by `Deref`) plus that
+/// connection's own abilities.
+pub struct ConnContext<'a> {
+    id: ConnId,
+    key: usize,
+    shard: ShardContext<'a>,
+}
+
+impl<'a> Deref for ConnContext<'a> {
+    type Target = ShardContext<'a>;
+    fn deref(&self) -> &ShardContext<'a> {
+        &self.shard
+    }
+}
+
+impl DerefMut for ConnContext<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.shard
+    }
+}
+
+impl<'a> ConnContext<'a> {
+    pub(crate) fn new(key: usize, conns: &'a mut Slab<Connection>, res: &'a mut Resources) -> Self {
+        let conn = &conns[key];
+        let id = ConnId(conn.io.token(key).0 as u64);
+        let service = ServiceRef::Tcp(usize::from(conn.service));
+        ConnContext {
+            id,
+            key,
+            shard: ShardContext::new(conns, res, service),
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shard.conns[self.key].io.peer
+    }
+
+    /// Which of its service's listeners accepted this connection: its
+    /// position in [`Builder::tcp_group`](crate::Builder::tcp_group)'s
+    /// addresses (0 for a listener added with `tcp`).
+    pub fn listener(&self) -> usize {
+        usize::from(self.shard.conns[self.key].listener)
+    }
+
+    /// Sends `bytes` to the peer, in order after everything sent before.
+    /// Nothing is lost: what the socket does not take now is buffered.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let res = &mut *self.shard.lp.res;
+        let now_ms = res.timers.now_ms();
+        let io = &mut self.shard.conns[self.key].io;
+        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+    }
+
+    /// Closes the connection: everything sent so far is flushed, then our
+    /// FIN goes out. No more input is delivered; what still arrives is
+    /// read and discarded until the peer's FIN, or for at most
+    /// `ServerConfig::close_linger`, so the peer reads the last reply
+    /// rather than losing it to the reset that closing a socket with unread
+    /// input sends.
+    pub fn close(&mut self) {
+        self.shard.conns[self.key]
+            .io
+            .flags
+            .set(Flags::CLOSE_REQUESTED);
+    }
+
+    /// Takes one token from this connection's message-rate bucket; see
+    /// [`ShardContext::take_message_token_of`].
+    pub fn take_message_token(&mut self) -> bool {
+        let id = self.id;
+        self.shard.take_message_token_of(id)
+    }
+
+    /// Counts a protocol error or limit violation against the peer's
+    /// address (see [`Loop::strike_source`]); if that bans the address,
+    /// this connection is closed too, and true is returned.
+    pub fn strike(&mut self, why: &str) -> bool {
+        let ip = self.peer_addr().ip();
+        let banned = self.shard.lp.strike_source(ip, why);
+        if banned {
+            self.close();
+        }
+        banned
+    }
+
+    /// Bytes sent but not yet taken by the socket.
+    pub fn write_buffered(&self) -> usize {
+        self.shard.conns[self.key].io.write_buffered()
+    }
+
     /// Calls [`TcpService::on_timer`](crate::service::TcpService::on_timer)
     /// with `key` for this connection after `after` (within one timer
-    /// tick). Dropped if the connection closes first.
+    /// tick). Dropped if the connection closes first. (A timer of the
+    /// whole service is [`Loop::arm_timer`].)
     pub fn arm_timer(&mut self, after: Duration, key: u64) -> TimerId {
         let conn = Token(self.id.0 as usize);
         let target = TimerTarget::ConnService { conn, key };
-        TimerId(self.res.timers.arm_after(after, target))
-    }
-
-    /// Cancels a timer; false if it already fired or was cancelled.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.res.timers.wheel.cancel(timer.0).is_some()
-    }
-
-    /// The index of the shard this connection is served by.
-    pub fn shard(&self) -> usize {
-        self.res.postbox.shard
-    }
-
-    /// How many shards the server runs.
-    pub fn shards(&self) -> usize {
-        self.res.postbox.peers.len()
-    }
-
-    /// The wall-clock time of this loop turn, for timestamps people read.
-    /// Services take time from here rather than reading a clock.
-    pub fn wall_clock(&self) -> SystemTime {
-        self.res.timers.wall_clock()
-    }
-
-    /// Posts `message` to this service on other shards (see
-    /// [`TcpService::on_message`](crate::service::TcpService::on_message)).
-    /// A shard whose inbox is full misses it, counted as `mailbox_dropped`;
-    /// returns how many shards it reached.
-    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
-        let service = ServiceRef::Tcp(self.service);
-        self.res.postbox.post(service, to, message)
+        TimerId(self.shard.lp.res.timers.arm_after(after, target))
     }
 }
 
-/// What a service can do outside any one connection: when a message from
-/// another shard arrives.
-pub struct ShardContext<'a> {
-    pub(crate) conns: &'a mut Slab<Connection>,
-    pub(crate) res: &'a mut Resources,
-    pub(crate) service: ServiceRef,
+/// What a [`UdpService`](crate::service::UdpService) can do while handling
+/// a datagram, a timer or a message: send datagrams from its socket, and
+/// everything a [`Loop`] can (by `Deref`).
+pub struct DatagramContext<'a> {
+    queue: &'a mut SendQueue,
+    lp: Loop<'a>,
+    /// While handling a datagram from an unverified sender: what may still
+    /// go back to it (anti-amplification).
+    reply_budget: Option<ReplyBudget>,
 }
 
-impl ShardContext<'_> {
-    /// The index of this shard.
-    pub fn shard(&self) -> usize {
-        self.res.postbox.shard
+/// The bytes a datagram's sender may still be sent while it is handled.
+struct ReplyBudget {
+    sender: SocketAddr,
+    /// The size of its datagram: the most it may be sent in all.
+    received: usize,
+    /// What is left of `received` after the replies queued so far.
+    left: usize,
+}
+
+impl<'a> Deref for DatagramContext<'a> {
+    type Target = Loop<'a>;
+    fn deref(&self) -> &Loop<'a> {
+        &self.lp
+    }
+}
+
+impl DerefMut for DatagramContext<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.lp
+    }
+}
+
+impl<'a> DatagramContext<'a> {
+    /// A context for UDP socket `socket`; `datagram` is the sender and size
+    /// of the datagram being handled, if any.
+    pub(crate) fn new(
+        queue: &'a mut SendQueue,
+        res: &'a mut Resources,
+        socket: usize,
+        datagram: Option<(SocketAddr, usize)>,
+    ) -> Self {
+        DatagramContext {
+            queue,
+            lp: Loop {
+                res,
+                service: ServiceRef::Udp(socket),
+            },
+            reply_budget: datagram.map(|(sender, received)| ReplyBudget {
+                sender,
+                received,
+                left: received,
+            }),
+        }
     }
 
-    /// How many shards the server runs.
-    pub fn shards(&self) -> usize {
-        self.res.postbox.peers.len()
+    /// Sends `data` to `to` from this socket. Replies are batched and sent
+    /// after the current receive batch; if the reply queue is full the
+    /// datagram is dropped and counted (UDP promises no delivery, and an
+    /// unbounded queue would let a flood exhaust memory).
+    ///
+    /// Anti-amplification: while handling a datagram, what is sent back to
+    /// its sender totals at most that datagram's size, since its source
+    /// address may be forged; beyond, replies are dropped and counted
+    /// (`udp_dropped_amplification`). A service that has proven the address
+    /// (a handshake) lifts this with [`sender_verified`](Self::sender_verified).
+    /// A drop is logged at info, at most once per source per 10 s with the
+    /// count held back in between, since a service whose replies vanish
+    /// this way is otherwise hard to diagnose.
+    pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
+        if let Some(budget) = self.reply_budget.as_mut() {
+            if budget.sender == to {
+                if data.len() > budget.left {
+                    let res = &mut *self.lp.res;
+                    res.stats.udp_dropped_amplification.incr();
+                    let what = format_args!(
+                        "udp reply of {} bytes to {to} dropped (anti-amplification): \
+                         replies to an unverified sender may total at most the {} bytes \
+                         it sent; a service that has proven the address lifts this with \
+                         DatagramContext::sender_verified",
+                        data.len(),
+                        budget.received,
+                    );
+                    let now = res.timers.now();
+                    let source = Source::from(to.ip());
+                    let suppressor = &mut res.amplification;
+                    super::log_per_source(suppressor, now, log::Level::Info, source, what);
+                    return;
+                }
+                budget.left -= data.len();
+            }
+        }
+        if self.queue.push(to, data).is_err() {
+            self.lp.res.stats.udp_dropped_queue_full.incr();
+        }
     }
 
-    /// The wall-clock time of this loop turn; see [`ConnContext::wall_clock`].
-    pub fn wall_clock(&self) -> SystemTime {
-        self.res.timers.wall_clock()
-    }
-
-    /// Counts messages sent (`frames_out`), for the metrics.
-    pub fn count_frames_out(&mut self, sent: u64) {
-        self.res.stats.frames_out.add(sent);
-    }
-
-    /// Sends `bytes` to a connection on this shard; false if it is closed.
-    pub fn send_to(&mut self, id: ConnId, bytes: &[u8]) -> bool {
-        send_to(self.conns, self.res, id, bytes)
-    }
-
-    /// Closes a connection on this shard once flushed; false if it is gone.
-    pub fn close_conn(&mut self, id: ConnId) -> bool {
-        close(self.conns, self.res, id)
-    }
-
-    /// Posts `message` to this service on other shards; see
-    /// [`ConnContext::post`].
-    pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
-        self.res.postbox.post(self.service, to, message)
+    /// The sender of the datagram being handled has proven its address:
+    /// replies to it may be larger than what it sent.
+    pub fn sender_verified(&mut self) {
+        self.reply_budget = None;
     }
 }

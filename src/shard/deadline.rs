@@ -24,6 +24,8 @@ pub(crate) enum TimerTarget {
     Deadline(Token),
     /// A timer a service armed for a connection.
     ConnService { conn: Token, key: u64 },
+    /// A timer a TCP service armed for itself, not for a connection.
+    TcpService { service: usize, key: u64 },
     /// A timer a UDP service armed.
     UdpService { socket: usize, key: u64 },
     /// The end of an accept pause on a listener.

@@ -1,8 +1,9 @@
 //! What the shard does when timers come due.
 
 use super::conn::live;
-use super::context::ConnContext;
+use super::context::{ConnContext, ShardContext};
 use super::deadline::{Due, TimerTarget};
+use super::mailbox::ServiceRef;
 use super::Shard;
 use crate::service::CloseReason;
 
@@ -45,6 +46,11 @@ impl Shard {
                     let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
                     service.on_timer(&mut cx, timer_key);
                     self.settle(key);
+                }
+                TimerTarget::TcpService { service, key } => {
+                    let mut cx =
+                        ShardContext::new(&mut self.conns, &mut self.res, ServiceRef::Tcp(service));
+                    self.services[service].on_shard_timer(&mut cx, key);
                 }
                 TimerTarget::UdpService { socket, key } => {
                     if let Some(endpoint) = self.udp.get_mut(socket) {

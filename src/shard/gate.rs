@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::limit::{self, Admission, IpLimits, IpTable, StrikeOutcome, Trusted};
@@ -14,7 +15,8 @@ use crate::service::Refusal;
 pub(crate) struct Gate {
     open: AtomicUsize,
     max_conns: usize,
-    pub(crate) sources: IpTable,
+    /// Shared with the metrics endpoint.
+    pub(crate) sources: Arc<IpTable>,
     trusted: Trusted,
 }
 
@@ -39,7 +41,7 @@ impl Gate {
         Gate {
             open: AtomicUsize::new(0),
             max_conns: max_conns.unwrap_or(usize::MAX),
-            sources: IpTable::new(limits),
+            sources: Arc::new(IpTable::new(limits)),
             trusted,
         }
     }

@@ -57,11 +57,7 @@ impl Shard {
     fn deliver(&mut self, service: ServiceRef, from: usize, payload: &[u8]) {
         match service {
             ServiceRef::Tcp(i) => {
-                let mut cx = ShardContext {
-                    conns: &mut self.conns,
-                    res: &mut self.res,
-                    service,
-                };
+                let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);
                 self.services[i].on_message(&mut cx, from, payload);
             }
             ServiceRef::Udp(i) => {
@@ -123,11 +119,8 @@ impl Shard {
             }
             _ => log::trace!("closed {} ({reason:?})", conn.io.peer),
         }
-        let mut cx = ShardContext {
-            conns: &mut self.conns,
-            res: &mut self.res,
-            service: ServiceRef::Tcp(usize::from(conn.service)),
-        };
+        let service = ServiceRef::Tcp(usize::from(conn.service));
+        let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);
         let service = &mut self.services[usize::from(conn.service)];
         service.on_close(&mut cx, ConnId(token.0 as u64), reason);
         // Dropping the stream closes the descriptor, which also removes it

@@ -29,7 +29,7 @@ use slab::Slab;
 
 use crate::config::ServerConfig;
 use crate::limit::{Source, Suppressor};
-use crate::metrics::ShardStats;
+use crate::metrics::{ServiceCounters, ShardStats};
 use crate::net::buffer::BufferPool;
 use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
@@ -92,6 +92,8 @@ pub(crate) struct Resources {
     pub(crate) limits: ConnLimits,
     /// Admission, shared by every shard.
     pub(crate) gate: Arc<Gate>,
+    /// Where each service's declared counters live in `stats.service`.
+    pub(crate) counter_slots: Arc<ServiceCounters>,
     /// One warning per suspicious source per interval.
     pub(crate) suspicious: Suppressor<Source>,
     /// One info line per source per interval for UDP replies dropped by
@@ -181,7 +183,7 @@ impl Shard {
         poll: Poll,
         config: Arc<ServerConfig>,
         mailbox: Mailbox,
-        (postbox, gate): (Postbox, Arc<Gate>),
+        (postbox, gate, counter_slots): (Postbox, Arc<Gate>, Arc<ServiceCounters>),
         (services, mut tcp): (Vec<Box<dyn TcpService>>, Vec<TcpEndpoint>),
         mut udp: Vec<UdpEndpoint>,
         handoff: Option<Arc<[Arc<ShardStats>]>>,
@@ -211,6 +213,7 @@ impl Shard {
             touched: Vec::new(),
             limits: ConnLimits::of(&config),
             gate,
+            counter_slots,
             suspicious: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
             amplification: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
             tls_failures: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),

@@ -44,7 +44,9 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::proto::chat::ChatMessage;
-use crate::service::{CloseReason, ConnContext, ConnId, Refusal, ShardContext, Shards, TcpService};
+use crate::service::{
+    CloseReason, ConnContext, ConnId, Loop, Refusal, ShardContext, Shards, TcpService,
+};
 use directory::Directory;
 use room::{Outbox, Rooms};
 /// `HH:MM:SS` (UTC) of a wall-clock time, as chat messages carry it.
@@ -132,7 +134,7 @@ impl TcpService for Chat {
         let encoding = self.encodings.get(conn.listener()).copied();
         let id = conn.id();
         self.rooms
-            .open(conn, id, encoding.unwrap_or(Encoding::Json));
+            .open(&mut **conn, id, encoding.unwrap_or(Encoding::Json));
     }
 
     /// A `System` error in the member's encoding.
@@ -147,7 +149,7 @@ impl TcpService for Chat {
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let (id, now) = (conn.id(), conn.wall_clock());
-        let used = self.rooms.input(conn, id, data, now);
+        let used = self.rooms.input(&mut **conn, id, data, now);
         let decoded = self.rooms.take_decoded();
         conn.count_frames(decoded, 0);
         used
@@ -167,17 +169,9 @@ impl TcpService for Chat {
     }
 }
 
-/// Posts `message` to the other shards (if any); true if all took it.
-fn post_others(
-    shards: usize,
-    post: impl FnOnce(&Arc<[u8]>) -> usize,
-    message: &ChatMessage,
-) -> bool {
-    let others = shards - 1;
-    others == 0 || post(&message.encode_to_vec().into()) == others
-}
-
-impl Outbox for ConnContext<'_> {
+/// The chat's one way out, whatever it was called for: a connection's
+/// input derefs to the same shard-wide context.
+impl Outbox for ShardContext<'_> {
     fn send(&mut self, to: ConnId, bytes: &[u8]) {
         if self.send_to(to, bytes) {
             self.count_frames(0, 1);
@@ -189,50 +183,15 @@ impl Outbox for ConnContext<'_> {
     }
 
     fn post(&mut self, message: &ChatMessage) -> bool {
-        let shards = self.shards();
-        post_others(
-            shards,
-            |p| ConnContext::post(self, Shards::Others, p),
-            message,
-        )
+        let others = self.shards() - 1;
+        others == 0 || Loop::post(self, Shards::Others, &message.encode_to_vec().into()) == others
     }
 
-    // Only ever asked about the member whose input is being handled.
     fn take_token(&mut self, id: ConnId) -> bool {
-        id != self.id() || self.take_message_token()
+        self.take_message_token_of(id)
     }
 
     fn strike(&mut self, id: ConnId, why: &str) -> bool {
-        id == self.id() && ConnContext::strike(self, why)
-    }
-}
-
-impl Outbox for ShardContext<'_> {
-    fn send(&mut self, to: ConnId, bytes: &[u8]) {
-        if self.send_to(to, bytes) {
-            self.count_frames_out(1);
-        }
-    }
-
-    fn close(&mut self, id: ConnId) {
-        self.close_conn(id);
-    }
-
-    fn post(&mut self, message: &ChatMessage) -> bool {
-        let shards = self.shards();
-        post_others(
-            shards,
-            |p| ShardContext::post(self, Shards::Others, p),
-            message,
-        )
-    }
-
-    // No member's input is handled here (remote messages, closes).
-    fn take_token(&mut self, _id: ConnId) -> bool {
-        true
-    }
-
-    fn strike(&mut self, _id: ConnId, _why: &str) -> bool {
-        false
+        self.strike_conn(id, why)
     }
 }

@@ -4,27 +4,43 @@
 
 use std::sync::Arc;
 
-use crate::metrics::{prometheus, ShardStats};
+use super::{prometheus, ServiceCounters, ShardStats};
+use crate::limit::IpTable;
 use crate::service::{ConnContext, TcpService};
-use crate::shard::gate::Gate;
 
 /// The longest request head accepted; longer ones get `431` and a close.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// The metrics endpoint (see [`Builder::metrics`](crate::Builder::metrics)).
-pub struct MetricsEndpoint {
+/// The metrics endpoint (see [`Builder::metrics`](crate::Builder::metrics)):
+/// wired by the server to every shard's counters, the services' declared
+/// counters and the per-source table.
+pub(crate) struct MetricsEndpoint {
     shards: Arc<[Arc<ShardStats>]>,
-    gate: Arc<Gate>,
+    services: Arc<ServiceCounters>,
+    sources: Arc<IpTable>,
 }
 
 impl MetricsEndpoint {
-    pub(crate) fn new(shards: Arc<[Arc<ShardStats>]>, gate: Arc<Gate>) -> MetricsEndpoint {
-        MetricsEndpoint { shards, gate }
+    pub(crate) fn new(
+        shards: Arc<[Arc<ShardStats>]>,
+        services: Arc<ServiceCounters>,
+        sources: Arc<IpTable>,
+    ) -> MetricsEndpoint {
+        MetricsEndpoint {
+            shards,
+            services,
+            sources,
+        }
     }
 
     fn body(&self) -> String {
         let shards: Vec<_> = self.shards.iter().map(|s| s.snapshot()).collect();
-        let sources = self.gate.sources.stats();
+        let service_values: Vec<Vec<u64>> =
+            self.shards.iter().map(|s| s.service_snapshot()).collect();
+        let services: Vec<_> = (self.services.specs.iter().enumerate())
+            .map(|(slot, spec)| (*spec, service_values.iter().map(|v| v[slot]).collect()))
+            .collect();
+        let sources = self.sources.stats();
         let extra = [
             (
                 "strikes_total",
@@ -48,7 +64,7 @@ impl MetricsEndpoint {
                 sources.evictions,
             ),
         ];
-        prometheus(&shards, &extra)
+        prometheus(&shards, &services, &extra)
     }
 }
 

@@ -1,18 +1,27 @@
-//! Per-shard counters and gauges.
+//! Per-shard counters and gauges, the counters services declare, and the
+//! `/metrics` endpoint that serves them.
 //!
 //! Each shard owns one [`ShardStats`] and is its only writer, so the atomics
 //! are never contended: `Relaxed` adds on a cache line no other core writes.
 //! Readers (tests, the metrics endpoint) take a [`Stats`] snapshot and sum
 //! shards themselves.
 
+mod endpoint;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::service::{CounterKind, CounterSpec};
+
+pub(crate) use endpoint::MetricsEndpoint;
 
 macro_rules! stats {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// The live counters of one shard; see [`Stats`] for their meaning.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub struct ShardStats {
             $(pub(crate) $name: Counter,)*
+            /// The services' own counters, by slot (see [`ServiceCounters`]).
+            pub(crate) service: Box<[Counter]>,
         }
 
         /// A snapshot of one shard's counters (or a sum of several).
@@ -22,9 +31,23 @@ macro_rules! stats {
         }
 
         impl ShardStats {
+            /// Counters for a shard whose services declared `service_counters`
+            /// slots.
+            pub(crate) fn new(service_counters: usize) -> ShardStats {
+                ShardStats {
+                    $($name: Counter::default(),)*
+                    service: (0..service_counters).map(|_| Counter::default()).collect(),
+                }
+            }
+
             /// The current values.
             pub fn snapshot(&self) -> Stats {
                 Stats { $($name: self.$name.get(),)* }
+            }
+
+            /// The current values of the services' counters, by slot.
+            pub fn service_snapshot(&self) -> Vec<u64> {
+                self.service.iter().map(Counter::get).collect()
             }
         }
 
@@ -76,10 +99,6 @@ stats! {
     frames_in,
     /// Messages (frames) services sent.
     frames_out,
-    /// rudp connections open now (gauge).
-    rudp_peers,
-    /// rudp data packets resent by the server, over its whole life.
-    rudp_retransmissions,
     /// TLS connections that broke the protocol (a plaintext client, a bad
     /// handshake); each got an alert and was closed.
     tls_errors,
@@ -153,18 +172,15 @@ impl Counter {
     }
 
     pub(crate) fn decr(&self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.sub(1);
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Relaxed);
     }
 
     pub(crate) fn set(&self, value: u64) {
         self.0.store(value, Relaxed);
-    }
-
-    /// Moves a share of this counter from `was` to `now`: each of several
-    /// writers tracks its own share, the counter holds their sum.
-    pub(crate) fn shift(&self, was: u64, now: u64) {
-        // Wrapping: a shrinking share is a subtraction.
-        self.add(now.wrapping_sub(was));
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -172,54 +188,109 @@ impl Counter {
     }
 }
 
-/// One rudp socket's share of its shard's rudp metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RudpTotals {
-    /// Connections open now.
-    pub(crate) peers: u64,
-    /// Data packets resent so far.
-    pub(crate) retransmissions: u64,
+/// The counters every service declared, one slot per distinct name (so
+/// services that name the same counter share it), and which slot each
+/// service's counters go to. One per server, shared by its shards.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceCounters {
+    /// One spec per slot.
+    pub(crate) specs: Vec<CounterSpec>,
+    /// Per TCP service, then per UDP socket: the slot of each counter it
+    /// declared, by position.
+    tcp: Vec<Box<[usize]>>,
+    udp: Vec<Box<[usize]>>,
+}
+
+impl ServiceCounters {
+    /// Slots for what `tcp` and `udp` services declared, in order. A name
+    /// declared twice with different kinds is a bug in the services.
+    pub(crate) fn register(tcp: &[&[CounterSpec]], udp: &[&[CounterSpec]]) -> ServiceCounters {
+        let mut registry = ServiceCounters::default();
+        let slots_of = |declared: &[CounterSpec], specs: &mut Vec<CounterSpec>| {
+            declared
+                .iter()
+                .map(
+                    |spec| match specs.iter().position(|s| s.name == spec.name) {
+                        Some(slot) => {
+                            debug_assert_eq!(specs[slot].kind, spec.kind, "{}", spec.name);
+                            slot
+                        }
+                        None => {
+                            specs.push(*spec);
+                            specs.len() - 1
+                        }
+                    },
+                )
+                .collect::<Box<[usize]>>()
+        };
+        for declared in tcp {
+            let slots = slots_of(declared, &mut registry.specs);
+            registry.tcp.push(slots);
+        }
+        for declared in udp {
+            let slots = slots_of(declared, &mut registry.specs);
+            registry.udp.push(slots);
+        }
+        registry
+    }
+
+    /// The slot of counter `counter` of TCP (or UDP) service `service`.
+    pub(crate) fn slot(&self, tcp: bool, service: usize, counter: usize) -> Option<usize> {
+        let services = if tcp { &self.tcp } else { &self.udp };
+        services.get(service)?.get(counter).copied()
+    }
 }
 
 /// Counters that are levels, not running totals.
-const GAUGES: [&str; 4] = [
-    "conns_open",
-    "buffer_bytes",
-    "buffer_bytes_peak",
-    "rudp_peers",
-];
+const GAUGES: [&str; 3] = ["conns_open", "buffer_bytes", "buffer_bytes_peak"];
 
 /// The Prometheus text exposition format (version 0.0.4) of every shard's
-/// counters, labelled `shard`, plus `extra` server-wide values (name,
-/// help, value; counters end in `_total`).
+/// counters, labelled `shard`: the core's (`shards`), then the services'
+/// (`services`: each declared counter with its value on every shard), then
+/// `extra` server-wide values (name, help, value; counters end in
+/// `_total`).
 ///
 /// ```
 /// use sockloop::metrics::{prometheus, Stats};
+/// use sockloop::service::{CounterKind, CounterSpec};
 ///
 /// let shard = Stats { conns_accepted: 3, ..Stats::default() };
-/// let text = prometheus(&[shard], &[]);
+/// let peers = CounterSpec { name: "peers", help: "Peers.", kind: CounterKind::Gauge };
+/// let text = prometheus(&[shard], &[(peers, vec![2])], &[]);
 /// assert!(text.contains("# TYPE sockloop_conns_accepted_total counter\n"));
 /// assert!(text.contains("sockloop_conns_accepted_total{shard=\"0\"} 3\n"));
+/// assert!(text.contains("# TYPE sockloop_peers gauge\nsockloop_peers{shard=\"0\"} 2\n"));
 /// ```
-pub fn prometheus(shards: &[Stats], extra: &[(&str, &str, u64)]) -> String {
+pub fn prometheus(
+    shards: &[Stats],
+    services: &[(CounterSpec, Vec<u64>)],
+    extra: &[(&str, &str, u64)],
+) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let per_shard: Vec<_> = shards.iter().map(Stats::fields).collect();
     let Some(first) = per_shard.first() else {
         return out;
     };
-    for (i, (name, help, _)) in first.iter().enumerate() {
-        let gauge = GAUGES.contains(name);
-        let metric = match gauge {
-            true => format!("sockloop_{name}"),
-            false => format!("sockloop_{name}_total"),
+    let core = first.iter().enumerate().map(|(i, &(name, help, _))| {
+        let kind = match GAUGES.contains(&name) {
+            true => CounterKind::Gauge,
+            false => CounterKind::Total,
         };
-        let kind = if gauge { "gauge" } else { "counter" };
+        let values: Vec<u64> = per_shard.iter().map(|fields| fields[i].2).collect();
+        (CounterSpec { name, help, kind }, values)
+    });
+    for (spec, values) in core.chain(services.iter().cloned()) {
+        let metric = spec.metric();
+        let kind = match spec.kind {
+            CounterKind::Gauge => "gauge",
+            CounterKind::Total => "counter",
+        };
         out.push_str(&format!(
             "# HELP {metric} {}\n# TYPE {metric} {kind}\n",
-            help_text(help)
+            help_text(spec.help)
         ));
-        for (shard, fields) in per_shard.iter().enumerate() {
-            out.push_str(&format!("{metric}{{shard=\"{shard}\"}} {}\n", fields[i].2));
+        for (shard, value) in values.iter().enumerate() {
+            out.push_str(&format!("{metric}{{shard=\"{shard}\"}} {value}\n"));
         }
     }
     for (name, help, value) in extra {
@@ -241,4 +312,33 @@ pub fn prometheus(shards: &[Stats], extra: &[(&str, &str, u64)]) -> String {
 fn help_text(doc: &str) -> String {
     let words: Vec<&str> = doc.split_whitespace().collect();
     words.join(" ").replace('\\', "\\\\")
+}
+
+#[cfg(test)]
+mod service_counter_tests {
+    use super::*;
+
+    const PEERS: CounterSpec = CounterSpec {
+        name: "peers",
+        help: "Peers.",
+        kind: CounterKind::Gauge,
+    };
+    const RESENT: CounterSpec = CounterSpec {
+        name: "resent",
+        help: "Resent.",
+        kind: CounterKind::Total,
+    };
+
+    #[test]
+    fn services_naming_one_counter_share_its_slot() {
+        let registry = ServiceCounters::register(&[&[], &[RESENT]], &[&[PEERS, RESENT], &[PEERS]]);
+        assert_eq!(registry.specs, [RESENT, PEERS]);
+        assert_eq!(registry.slot(true, 0, 0), None);
+        assert_eq!(registry.slot(true, 1, 0), Some(0));
+        assert_eq!(registry.slot(false, 0, 0), Some(1));
+        assert_eq!(registry.slot(false, 0, 1), Some(0));
+        assert_eq!(registry.slot(false, 1, 0), Some(1));
+        assert_eq!(registry.slot(false, 1, 1), None);
+        assert_eq!(registry.slot(false, 2, 0), None);
+    }
 }

@@ -4,84 +4,31 @@
 //! context; the context queues output and requests, and the shard does the
 //! I/O. One service value exists per listener per shard, so a service needs
 //! no locks: everything it is called with happens on one thread.
+//!
+//! Every context reaches one capability, the [`Loop`] (by `Deref`): the
+//! turn's time (`now`, `wall_clock`), service timers, posting to other
+//! shards, strikes against an address, and the service's counters. On top
+//! of it, [`ShardContext`] reaches every connection of the shard by
+//! [`ConnId`] (a room's fan-out), [`ConnContext`] is a `ShardContext`
+//! while one connection is served, and [`DatagramContext`] sends
+//! datagrams from one UDP socket.
+//!
+//! ```text
+//! ConnContext ──deref──> ShardContext ──deref──> Loop <──deref── DatagramContext
+//! (one connection)       (the shard's conns)     (time, timers, post, strike, counters)
+//! ```
+
+mod counters;
+mod ids;
+mod reasons;
 
 use std::net::SocketAddr;
 
-pub use crate::shard::context::{ConnContext, ShardContext};
+pub use crate::shard::context::{ConnContext, DatagramContext, Loop, ShardContext};
 pub use crate::shard::mailbox::Shards;
-pub use crate::shard::udp::DatagramContext;
-
-/// Identifies one connection for its whole life on a shard.
-///
-/// Ids are never reused while the connection is open, and a closed
-/// connection's id is not handed out again until 2^32 more connections have
-/// been accepted on that shard, so a service may key its per-connection
-/// state by `ConnId`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) u64);
-
-/// Why a connection was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseReason {
-    /// The peer closed its side and everything owed to it was flushed.
-    PeerClosed,
-    /// A reset or another socket error.
-    Error,
-    /// The service called [`ConnContext::close`].
-    Service,
-    /// The service left more unconsumed input than the read buffer may hold.
-    ReadBufferFull,
-    /// The server shut down.
-    Shutdown,
-    /// No bytes moved for the idle timeout.
-    IdleTimeout,
-    /// A frame stayed incomplete for the frame timeout.
-    FrameTimeout,
-    /// Output made no progress for the write timeout.
-    WriteTimeout,
-    /// Pending output passed the hard limit.
-    OutputHardLimit,
-    /// Pending output stayed above the soft limit for too long.
-    OutputSoftLimit,
-}
-
-/// Why a connection was refused before it got a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// The server holds `max_conns` connections already.
-    ServerFull,
-    /// Its address holds `max_conns_per_ip` connections already.
-    TooManyFromIp,
-    /// Its address connects faster than `conn_rate` allows.
-    ConnectRate,
-    /// Its address is banned for now.
-    Banned,
-    /// The process is out of file descriptors (the connection was taken
-    /// with the reserve descriptor only to be told so).
-    NoDescriptors,
-}
-
-impl Refusal {
-    /// A short reason, for a service's refusal message.
-    ///
-    /// ```
-    /// assert_eq!(sockloop::service::Refusal::ServerFull.reason(), "the server is full");
-    /// ```
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::ServerFull => "the server is full",
-            Refusal::TooManyFromIp => "too many connections from your address",
-            Refusal::ConnectRate => "too many connection attempts from your address",
-            Refusal::Banned => "your address is banned for a while",
-            Refusal::NoDescriptors => "the server is out of resources",
-        }
-    }
-}
-
-/// A service timer, for cancelling it. Cancelling one that already fired
-/// is a harmless no-op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TimerId(pub(crate) crate::timer::TimerHandle);
+pub use counters::{CounterKind, CounterSpec};
+pub use ids::{ConnId, TimerId};
+pub use reasons::{CloseReason, Refusal};
 
 /// A stream protocol: called by the shard for each connection event.
 ///
@@ -123,9 +70,20 @@ pub trait TcpService: Send {
     /// A timer armed with [`ConnContext::arm_timer`] fired.
     fn on_timer(&mut self, _conn: &mut ConnContext<'_>, _key: u64) {}
 
+    /// A timer armed with [`Loop::arm_timer`] from any of this service's
+    /// contexts fired: a timer of the service, not of one connection (a
+    /// room's notice batch).
+    fn on_shard_timer(&mut self, _shard: &mut ShardContext<'_>, _key: u64) {}
+
+    /// The counters this service keeps (see [`CounterSpec`]); asked once,
+    /// when the server is built.
+    fn counters(&self) -> &'static [CounterSpec] {
+        &[]
+    }
+
     /// This service on shard `from` posted `message` with
-    /// [`ConnContext::post`]. Messages from one shard arrive in the order
-    /// they were posted.
+    /// [`Loop::post`]. Messages from one shard arrive in the order they
+    /// were posted.
     fn on_message(&mut self, _shard: &mut ShardContext<'_>, _from: usize, _message: &[u8]) {}
 
     /// The connection is gone; no more calls for `id` follow (its pending
@@ -158,12 +116,18 @@ pub trait UdpService: Send {
     /// it here.
     fn on_batch_end(&mut self, _out: &mut DatagramContext<'_>) {}
 
-    /// A timer armed with [`DatagramContext::arm_timer`] fired: e.g. expire
-    /// per-peer state.
+    /// A timer armed with [`Loop::arm_timer`] fired: e.g. expire per-peer
+    /// state.
     fn on_timer(&mut self, _out: &mut DatagramContext<'_>, _key: u64) {}
 
+    /// The counters this service keeps (see [`CounterSpec`]); asked once,
+    /// when the server is built.
+    fn counters(&self) -> &'static [CounterSpec] {
+        &[]
+    }
+
     /// This service on shard `from` posted `message` with
-    /// [`DatagramContext::post`], in order per sending shard.
+    /// [`Loop::post`], in order per sending shard.
     fn on_message(&mut self, _out: &mut DatagramContext<'_>, _from: usize, _message: &[u8]) {}
 
     /// The server is shutting down and this socket closes after this call:
