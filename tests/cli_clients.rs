@@ -2,7 +2,7 @@
 //! their errors say what is wrong and what to do, with the right exit code.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -153,4 +153,17 @@ fn chat_shows_the_refusal_and_says_when_the_server_hangs_up() {
     assert_eq!(server.terminate().status.code(), Some(0));
     let output = ann.finish();
     assert_fails(&output, 1, "error: server closed the connection\n");
+}
+
+#[test]
+fn rudp_timeout_bounds_the_handshake_too() {
+    // A UDP port that takes every datagram and answers none.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let output = run(&["rudp", &addr, "--timeout", "1s", "--count", "1"]);
+    let error = format!(
+        "error: no answer to the rudp handshake from {addr} within 1s: \
+         is it a rudp port (serve --udp ADDR=rudp)?\n"
+    );
+    assert_fails(&output, 1, &error);
 }
