@@ -69,6 +69,16 @@ struct Failure {
     code: u8,
 }
 
+impl Failure {
+    /// A usage error (exit 2) a command found itself: a flag out of range.
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let code = if e.is_usage() { 2 } else { 1 };

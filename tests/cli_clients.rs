@@ -167,3 +167,22 @@ fn rudp_timeout_bounds_the_handshake_too() {
     );
     assert_fails(&output, 1, &error);
 }
+
+#[test]
+fn bench_refuses_counts_of_zero_and_datagrams_too_large() {
+    // Refused while reading the flags: nothing is sent anywhere.
+    let addr = "127.0.0.1:9";
+    for (flag, shown) in [("--depth", "--depth <D>"), ("--threads", "--threads <N>")] {
+        let output = run(&["bench", "tcp", addr, flag, "0"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        let first = stderr.lines().next().unwrap();
+        let error = format!("error: invalid value '0' for '{shown}': must be at least 1");
+        assert_eq!(first, error);
+    }
+    let output = run(&["bench", "udp", addr, "--size", "70000"]);
+    let error = "error: --size 70000 is over the largest UDP datagram (65,507 bytes)\n";
+    assert_fails(&output, 2, error);
+    let output = run(&["bench", "udp", addr, "--size", "8"]);
+    assert_fails(&output, 2, "error: --size must be at least 16 bytes\n");
+}

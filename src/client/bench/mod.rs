@@ -11,7 +11,7 @@ mod hold;
 mod tcp;
 mod udp;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,7 +280,8 @@ fn escape_xml(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Runs an echo load against `addr` over TCP.
+/// Runs an echo load against `addr` over TCP; each connection tries
+/// every address `addr` resolves to, in turn.
 ///
 /// ```
 /// use std::time::Duration;
@@ -305,21 +306,31 @@ fn escape_xml(text: &str) -> String {
 /// running.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn run_tcp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> {
-    run(addr, config, tcp::run)
+pub fn run_tcp(addr: impl ToSocketAddrs, config: LoadConfig) -> std::io::Result<Report> {
+    run(&resolve(addr)?, config, tcp::run)
 }
 
-/// Runs an echo load against `addr` over UDP: each "connection" is a
-/// socket, each message a datagram; an echo not back within a second is
-/// lost (and, in the closed loop, replaced).
-pub fn run_udp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> {
-    run(addr, config, udp::run)
+/// Runs an echo load against `addr` over UDP (the first address it
+/// resolves to): each "connection" is a socket, each message a datagram;
+/// an echo not back within a second is lost (and, in the closed loop,
+/// replaced).
+pub fn run_udp(addr: impl ToSocketAddrs, config: LoadConfig) -> std::io::Result<Report> {
+    run(&resolve(addr)?[..1], config, udp::run)
+}
+
+/// Every address `addr` names (never empty).
+pub(crate) fn resolve(addr: impl ToSocketAddrs) -> std::io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    match addrs.is_empty() {
+        true => Err(std::io::Error::other("the address resolved to nothing")),
+        false => Ok(addrs),
+    }
 }
 
 /// One thread's share of the connections, counting echoes in the last.
-type Worker = fn(SocketAddr, LoadConfig, &[u32], &AtomicU64) -> std::io::Result<Report>;
+type Worker = fn(&[SocketAddr], LoadConfig, &[u32], &AtomicU64) -> std::io::Result<Report>;
 
-fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<Report> {
+fn run(addrs: &[SocketAddr], config: LoadConfig, worker: Worker) -> std::io::Result<Report> {
     let threads = config.threads.clamp(1, config.conns.max(1));
     let echoes = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..threads)
@@ -330,7 +341,8 @@ fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<
                 .map(|i| i as u32)
                 .collect();
             let echoes = Arc::clone(&echoes);
-            std::thread::spawn(move || worker(addr, config, &ids, &echoes))
+            let addrs = addrs.to_vec();
+            std::thread::spawn(move || worker(&addrs, config, &ids, &echoes))
         })
         .collect();
     if config.progress {

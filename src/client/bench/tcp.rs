@@ -32,7 +32,7 @@ struct Conn {
 }
 
 pub(super) fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     config: LoadConfig,
     ids: &[u32],
     echoes: &AtomicU64,
@@ -45,7 +45,7 @@ pub(super) fn run(
     let interval = send_interval(&config);
     let mut conns = Vec::with_capacity(ids.len());
     for (k, &id) in ids.iter().enumerate() {
-        let stream = match std::net::TcpStream::connect(addr) {
+        let stream = match std::net::TcpStream::connect(addrs) {
             Ok(stream) => stream,
             Err(_) => {
                 report.conn_errors += 1;

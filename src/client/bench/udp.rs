@@ -27,7 +27,7 @@ struct Socket {
 }
 
 pub(super) fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     config: LoadConfig,
     ids: &[u32],
     echoes: &AtomicU64,
@@ -38,6 +38,7 @@ pub(super) fn run(
     let start = Instant::now();
     let window = Window::after_warmup(start, &config);
     let interval = send_interval(&config);
+    let addr = addrs[0];
     let local: SocketAddr = match addr {
         SocketAddr::V4(_) => "0.0.0.0:0",
         SocketAddr::V6(_) => "[::]:0",
