@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     logger.init();
     let result = match cli.command {
         Command::Serve(args) => serve(*args).map_err(Failure::from),
-        Command::Chat(args) => chat(args).map_err(Failure::from),
+        Command::Chat(args) => chat(args),
         Command::Rudp(args) => rudp_client(args),
         Command::Bench(command) => cli::bench::run(command),
     };

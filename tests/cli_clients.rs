@@ -186,3 +186,20 @@ fn bench_refuses_counts_of_zero_and_datagrams_too_large() {
     let output = run(&["bench", "udp", addr, "--size", "8"]);
     assert_fails(&output, 2, "error: --size must be at least 16 bytes\n");
 }
+
+#[test]
+fn chat_group_errors_name_the_group_the_interface_and_what_to_try() {
+    // Both are refused before any socket exists: nothing is sent.
+    let output = run(&["chat", "--group", "10.0.0.1:9002", "--name", "ann"]);
+    let error = "error: group 10.0.0.1:9002: 10.0.0.1 is not an IPv4 multicast address \
+                 (224.0.0.0 to 239.255.255.255); try 239.1.2.3:9002\n";
+    assert_fails(&output, 2, error);
+    let group = ["chat", "--group", "239.1.2.7:9002", "--name", "ann"];
+    let output = run(&[&group[..], &["--interface", "224.0.0.1"]].concat());
+    let error = "error: group 239.1.2.7:9002: interface 224.0.0.1 is not an address of a \
+                 host's interface; try 127.0.0.1 (this machine) or this host's LAN address\n";
+    assert_fails(&output, 2, error);
+    let output = run(&["chat", "--broadcast", "nowhere", "--name", "ann"]);
+    let error = "error: bad --broadcast \"nowhere\": expected [ADDR:]PORT\n";
+    assert_fails(&output, 2, error);
+}

@@ -16,6 +16,7 @@ use sockloop::client::lanchat::{Lan, LanConfig, LanPeer};
 use sockloop::services::chat::Encoding;
 
 use super::addr::HostPort;
+use crate::Failure;
 
 #[derive(Args)]
 pub(crate) struct ChatArgs {
@@ -46,9 +47,12 @@ pub(crate) struct ChatArgs {
 /// The member's own `/quit` or the end of its input ends it with exit 0;
 /// the server hanging up unasked is an error (exit 1), after whatever the
 /// server said last (a refusal, a ban) is shown.
-pub(crate) fn chat(args: ChatArgs) -> std::io::Result<()> {
+pub(crate) fn chat(args: ChatArgs) -> Result<(), Failure> {
     let lan = match (&args.broadcast, args.group) {
-        (Some(target), _) => Some(Lan::Broadcast(broadcast_target(target)?)),
+        (Some(target), _) => {
+            let target = broadcast_target(target).map_err(|e| Failure::usage(e.to_string()))?;
+            Some(Lan::Broadcast(target))
+        }
         (None, Some(group)) => Some(Lan::Group(group)),
         (None, None) => None,
     };
@@ -58,10 +62,15 @@ pub(crate) fn chat(args: ChatArgs) -> std::io::Result<()> {
             interface: args.interface,
             ..LanConfig::new(lan)
         };
-        return lan_chat(config, &name, args.stats);
+        // A group or interface that cannot be one is a usage error.
+        let peer = LanPeer::new(config, &name).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => Failure::usage(e.to_string()),
+            _ => Failure::from(e),
+        })?;
+        return Ok(lan_chat(peer, args.stats)?);
     }
     let Some(addr) = args.addr else {
-        return Err(std::io::Error::other("give ADDR, --broadcast or --group"));
+        return Err(Failure::usage("give ADDR, --broadcast or --group"));
     };
     let encoding = match args.proto {
         true => Encoding::Protobuf,
@@ -110,7 +119,8 @@ pub(crate) fn chat(args: ChatArgs) -> std::io::Result<()> {
     Err(match hung_up {
         None => std::io::Error::other("server closed the connection"),
         Some(e) => std::io::Error::other(format!("server closed the connection: {e}")),
-    })
+    }
+    .into())
 }
 
 /// The greeting's verdict in the command line's terms: which flag to
@@ -153,10 +163,9 @@ fn broadcast_target(text: &str) -> std::io::Result<SocketAddr> {
 }
 
 /// The serverless chat: one mio loop over stdin and the UDP socket.
-fn lan_chat(config: LanConfig, name: &str, show_stats: bool) -> std::io::Result<()> {
+fn lan_chat(mut peer: LanPeer, show_stats: bool) -> std::io::Result<()> {
     const STDIN: Token = Token(0);
     const SOCKET: Token = Token(1);
-    let mut peer = LanPeer::new(config, name)?;
     let mut poll = Poll::new()?;
     poll.registry()
         .register(peer.socket_mut(), SOCKET, Interest::READABLE)?;
