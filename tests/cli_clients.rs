@@ -203,3 +203,42 @@ fn chat_group_errors_name_the_group_the_interface_and_what_to_try() {
     let error = "error: bad --broadcast \"nowhere\": expected [ADDR:]PORT\n";
     assert_fails(&output, 2, error);
 }
+
+#[test]
+fn bench_says_how_many_connections_the_server_turned_away() {
+    let limits = ["--max-conns-per-ip", "2", "--conn-rate", "0"];
+    // One server each, so one run's connections never count in the other's.
+    let (echo_server, echo) = serve(&[&["--tcp", "127.0.0.1:0"], &limits[..]].concat(), 1);
+    let (json_server, json) = serve(&[&["--tcp", "127.0.0.1:0=json"], &limits[..]].concat(), 1);
+    let (echo, json) = (&echo[0], &json[0]);
+    let load = [
+        "--conns",
+        "4",
+        "--threads",
+        "1",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0",
+    ];
+
+    // Echo turns the other two away without a word. By host name.
+    let output = run(&[&["bench", "tcp", &by_name(echo)], &load[..]].concat());
+    let report = String::from_utf8_lossy(&output.stdout);
+    let counts = "\ncorrupted 0, lost 0, closed at once 2, reset 0, connection errors 0\nrtt us: ";
+    assert!(report.contains(counts), "{report}");
+    let error = "error: 0 corrupted, 0 lost, 2 closed at once by the server, 0 reset, \
+                 0 connection errors\n";
+    assert_fails(&output, 1, error);
+
+    // json tells them why. (The two it admits answer no echo: not
+    // counted here.)
+    let output = run(&[&["bench", "tcp", json], &load[..], &["--json"]].concat());
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["closed_at_once"], 2, "{summary}");
+    let refusal = r#"{"error":"too many connections from your address"}"#;
+    assert_eq!(summary["refusal"], refusal);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(echo_server.terminate().status.code(), Some(0));
+    assert_eq!(json_server.terminate().status.code(), Some(0));
+}

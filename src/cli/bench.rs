@@ -154,11 +154,7 @@ fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
         std::fs::write(path, svg_plot(&report.rtt_us, &title))?;
     }
     if !report.clean() {
-        let error = format!(
-            "{} corrupted, {} lost, {} connection errors",
-            report.corrupted, report.lost, report.conn_errors
-        );
-        return Err(std::io::Error::other(error).into());
+        return Err(std::io::Error::other(report.problems()).into());
     }
     Ok(())
 }

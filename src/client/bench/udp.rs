@@ -14,6 +14,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{first_due, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT};
 
+/// Why a sockloop server loses datagrams, told when some were lost.
+pub(super) const LOSS_HINT: &str = "a sockloop server drops datagrams beyond its --udp-rate \
+    (datagrams per address per socket; serve --udp-rate 0 lifts it) and any over its \
+    datagram limit (65,507 B)";
+
 /// An echo later than this is counted lost.
 pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -152,6 +157,9 @@ pub(super) fn run(
                 }
             }
         }
+    }
+    if report.lost > 0 {
+        report.hint = Some(LOSS_HINT.into());
     }
     Ok(report)
 }
