@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     logger.init();
     let result = match cli.command {
         Command::Serve(args) => serve(*args).map_err(Failure::from),
-        Command::Chat(args) => chat(args).map_err(Failure::from),
+        Command::Chat(args) => chat(args),
         Command::Rudp(args) => rudp_client(args),
         Command::Bench(command) => cli::bench::run(command),
     };
@@ -67,6 +67,16 @@ fn main() -> ExitCode {
 struct Failure {
     message: String,
     code: u8,
+}
+
+impl Failure {
+    /// A usage error (exit 2) a command found itself: a flag out of range.
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
 }
 
 impl From<Error> for Failure {

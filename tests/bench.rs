@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::Running;
 use sockloop::client::bench::{run_tcp, LoadConfig};
-use sockloop::service::{ConnContext, TcpService};
-use sockloop::{Server, ServerConfig};
+use sockloop::limit::{IpLimits, Rate, Trusted};
+use sockloop::service::{ConnContext, Refusal, TcpService};
+use sockloop::{services::Echo, Server, ServerConfig};
 
 fn serve<S: TcpService + 'static>(make: impl Fn() -> S + Send + Sync + 'static) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -222,5 +223,119 @@ fn the_reports_files_have_their_formats() {
     let json = report.json();
     assert_eq!(json["received"], report.received);
     assert_eq!(json["corrupted"], 0);
+    server.shutdown().unwrap();
+}
+
+/// Echoes; a connection it turns away gets the json service's refusal.
+struct RefusingEcho;
+
+impl TcpService for RefusingEcho {
+    fn refusal(&self, _listener: usize, reason: Refusal) -> Option<Vec<u8>> {
+        Some(format!("{{\"error\":\"{}\"}}\n", reason.reason()).into_bytes())
+    }
+
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        conn.send(data);
+        data.len()
+    }
+}
+
+/// A server that takes two connections from an address and turns the
+/// rest away.
+fn two_per_address<S: TcpService + 'static>(
+    make: impl Fn() -> S + Send + Sync + 'static,
+) -> Running {
+    let config = ServerConfig {
+        shards: 1,
+        sources: IpLimits {
+            max_conns_per_ip: 2,
+            connect_rate: None,
+            ban_after: 0,
+            ..IpLimits::default()
+        },
+        trusted: Trusted::none(), // the load comes from loopback
+        ..ServerConfig::default()
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Running::start(
+        Server::builder()
+            .config(config)
+            .tcp(any, make)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn connections_turned_away_are_counted_apart_with_the_refusal() {
+    let config = LoadConfig {
+        threads: 1,
+        warmup: Duration::ZERO,
+        ..short(5)
+    };
+    let server = two_per_address(|| RefusingEcho);
+    let report = run_tcp(server.tcp[0], config).unwrap();
+    let counts = |r: &sockloop::client::bench::Report| {
+        (
+            r.closed_at_once,
+            r.resets,
+            r.conn_errors,
+            r.corrupted,
+            r.lost,
+        )
+    };
+    assert_eq!(counts(&report), (3, 0, 0, 0, 0), "{}", report.text());
+    let refusal = r#"{"error":"too many connections from your address"}"#;
+    assert_eq!(report.refusal.as_deref(), Some(refusal));
+    assert!(report.received > 0 && !report.clean());
+    let text = report.text();
+    let expected = format!(
+        "\ncorrupted 0, lost 0, closed at once 3, reset 0, connection errors 0\n\
+         the server refused with: {refusal}\nrtt us: "
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert_eq!(report.json()["closed_at_once"], 3);
+    assert_eq!(report.json()["refusal"], refusal);
+    assert_eq!(server.handle.stats().refused_per_ip, 3);
+    server.shutdown().unwrap();
+
+    // Echo says nothing to a connection it refuses: counted all the same.
+    let server = two_per_address(|| Echo);
+    let report = run_tcp(server.tcp[0], config).unwrap();
+    assert_eq!(counts(&report), (3, 0, 0, 0, 0), "{}", report.text());
+    assert_eq!(report.refusal, None);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn udp_loss_comes_with_a_hint_about_the_servers_limits() {
+    // Ten datagrams, then one a minute: the eleventh is dropped.
+    let config = ServerConfig {
+        shards: 1,
+        udp_rate: Some(Rate::per_minute(1).with_burst(10)),
+        trusted: Trusted::none(),
+        ..ServerConfig::default()
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Running::start(
+        Server::builder()
+            .config(config)
+            .udp(any, || Echo)
+            .build()
+            .unwrap(),
+    );
+    let load = LoadConfig {
+        depth: 1,
+        threads: 1,
+        warmup: Duration::ZERO,
+        ..short(1)
+    };
+    let report = sockloop::client::bench::run_udp(server.udp[0], load).unwrap();
+    assert_eq!((report.received, report.lost), (10, 1), "{}", report.text());
+    let hint = "a sockloop server drops datagrams beyond its --udp-rate (datagrams per \
+                address per socket; serve --udp-rate 0 lifts it) and any over its datagram \
+                limit (65,507 B)";
+    assert_eq!(report.hint.as_deref(), Some(hint));
+    assert!(report.text().contains(&format!("\nhint: {hint}\nrtt us: ")));
     server.shutdown().unwrap();
 }

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{connect, wait_until, Running, IO_TIMEOUT};
-use sockloop::client::chat::ChatClient;
+use sockloop::client::chat::{ChatClient, GreetingError};
 use sockloop::codec::LengthDelimited;
 use sockloop::proto::chat::ChatMessage;
 use sockloop::services::chat::{Chat, ChatConfig, Encoding};
@@ -362,4 +362,20 @@ fn system_line(line: &str) -> String {
     let message: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(message["from"], "System", "{line}");
     message["content"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn connect_says_which_encoding_the_port_speaks() {
+    let server = chat_server(ServerConfig::default(), ChatConfig::default());
+    for (addr, asked, spoken) in [
+        (server.tcp[0], Encoding::Protobuf, Encoding::Json),
+        (server.tcp[1], Encoding::Json, Encoding::Protobuf),
+    ] {
+        let error = ChatClient::connect(addr, asked, "ann").unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        let greeting = error.get_ref().unwrap().downcast_ref::<GreetingError>();
+        assert_eq!(greeting, Some(&GreetingError::WrongEncoding(spoken)));
+    }
+    // The JSON port still seats a member who speaks its language.
+    join(&server, Encoding::Json, "ann");
 }

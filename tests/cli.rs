@@ -344,7 +344,9 @@ fn bench_reports_on_serve_and_exits_0_when_everything_came_back() {
     let report = String::from_utf8_lossy(&text.stdout);
     assert_eq!(text.status.code(), Some(0), "{report}");
     assert!(
-        report.contains("\ncorrupted 0, lost 0, connection errors 0\nrtt us: min "),
+        report.contains(
+            "\ncorrupted 0, lost 0, closed at once 0, reset 0, connection errors 0\nrtt us: min "
+        ),
         "{report}"
     );
     let json = run(&["--json", "--rate", "2000"]);

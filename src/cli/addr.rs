@@ -20,7 +20,6 @@ impl HostPort {
     }
 
     /// Every address, for a TCP connect that tries each in turn.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the clients take it next"))]
     pub(crate) fn all(&self) -> &[SocketAddr] {
         &self.addrs
     }

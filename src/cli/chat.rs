@@ -3,21 +3,26 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use sockloop::client::chat::{display, ChatClient};
+use sockloop::client::chat::{display, ChatClient, GreetingError, GREETING_TIMEOUT};
 use sockloop::client::lanchat::{Lan, LanConfig, LanPeer};
 use sockloop::services::chat::Encoding;
 
+use super::addr::HostPort;
+use crate::Failure;
+
 #[derive(Args)]
 pub(crate) struct ChatArgs {
-    /// The server's chat listener (chat-proto's with --proto).
+    /// The server's chat listener (chat-proto's with --proto), HOST:PORT.
     #[arg(value_name = "ADDR", required_unless_present_any = ["broadcast", "group"])]
-    addr: Option<SocketAddr>,
+    addr: Option<HostPort>,
     /// Serverless: broadcast to [ADDR:]PORT (default address 127.255.255.255).
     #[arg(long, value_name = "[ADDR:]PORT", conflicts_with_all = ["addr", "group"])]
     broadcast: Option<String>,
@@ -39,11 +44,15 @@ pub(crate) struct ChatArgs {
 }
 
 /// `sockloop chat`: this thread prints what arrives; another sends stdin.
-/// The server closing the connection (after `/quit`, or end of input)
-/// ends it.
-pub(crate) fn chat(args: ChatArgs) -> std::io::Result<()> {
+/// The member's own `/quit` or the end of its input ends it with exit 0;
+/// the server hanging up unasked is an error (exit 1), after whatever the
+/// server said last (a refusal, a ban) is shown.
+pub(crate) fn chat(args: ChatArgs) -> Result<(), Failure> {
     let lan = match (&args.broadcast, args.group) {
-        (Some(target), _) => Some(Lan::Broadcast(broadcast_target(target)?)),
+        (Some(target), _) => {
+            let target = broadcast_target(target).map_err(|e| Failure::usage(e.to_string()))?;
+            Some(Lan::Broadcast(target))
+        }
         (None, Some(group)) => Some(Lan::Group(group)),
         (None, None) => None,
     };
@@ -53,10 +62,15 @@ pub(crate) fn chat(args: ChatArgs) -> std::io::Result<()> {
             interface: args.interface,
             ..LanConfig::new(lan)
         };
-        return lan_chat(config, &name, args.stats);
+        // A group or interface that cannot be one is a usage error.
+        let peer = LanPeer::new(config, &name).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => Failure::usage(e.to_string()),
+            _ => Failure::from(e),
+        })?;
+        return Ok(lan_chat(peer, args.stats)?);
     }
     let Some(addr) = args.addr else {
-        return Err(std::io::Error::other("give ADDR, --broadcast or --group"));
+        return Err(Failure::usage("give ADDR, --broadcast or --group"));
     };
     let encoding = match args.proto {
         true => Encoding::Protobuf,
@@ -72,20 +86,71 @@ pub(crate) fn chat(args: ChatArgs) -> std::io::Result<()> {
             name
         }
     };
-    let (mut client, welcome) = ChatClient::connect(addr, encoding, &name)?;
+    let (mut client, welcome) =
+        ChatClient::connect(addr.all(), encoding, &name).map_err(|e| explain(e, &addr))?;
     println!("{}", display(&welcome));
     let mut sender = client.try_clone()?;
+    // Set before the member's last word goes out, so the close it causes
+    // is expected.
+    let leaving = Arc::new(AtomicBool::new(false));
+    let member_leaves = Arc::clone(&leaving);
     // Not joined: it may be blocked on stdin when the server hangs up.
     std::thread::spawn(move || -> std::io::Result<()> {
         for line in std::io::stdin().lines() {
-            sender.send(&line?)?;
+            let line = line?;
+            if line.trim() == "/quit" {
+                member_leaves.store(true, Ordering::SeqCst);
+            }
+            sender.send(&line)?;
         }
+        member_leaves.store(true, Ordering::SeqCst);
         sender.shutdown() // end of input: leave the room
     });
-    while let Some(message) = client.recv()? {
-        println!("{}", display(&message));
+    let hung_up = loop {
+        match client.recv() {
+            Ok(Some(message)) => println!("{}", display(&message)),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    if leaving.load(Ordering::SeqCst) {
+        return Ok(());
     }
-    Ok(())
+    Err(match hung_up {
+        None => std::io::Error::other("server closed the connection"),
+        Some(e) => std::io::Error::other(format!("server closed the connection: {e}")),
+    }
+    .into())
+}
+
+/// The greeting's verdict in the command line's terms: which flag to
+/// change, which address was meant. A refusal is shown as the message it
+/// is, then the close.
+fn explain(error: std::io::Error, addr: &HostPort) -> std::io::Error {
+    let Some(greeting) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<GreetingError>())
+    else {
+        return error;
+    };
+    let text = match greeting {
+        GreetingError::WrongEncoding(Encoding::Json) => {
+            "this port speaks JSON; drop --proto".into()
+        }
+        GreetingError::WrongEncoding(Encoding::Protobuf) => {
+            "this port speaks protobuf; add --proto".into()
+        }
+        GreetingError::NoPrompt(_) => format!(
+            "no chat prompt arrived within {} s: {addr} may not be a chat port",
+            GREETING_TIMEOUT.as_secs()
+        ),
+        GreetingError::Refused(message) => {
+            println!("{}", display(message));
+            "server closed the connection".into()
+        }
+        other => other.to_string(),
+    };
+    std::io::Error::new(error.kind(), text)
 }
 
 /// `PORT` or `ADDR:PORT`; the address defaults to loopback's broadcast.
@@ -98,10 +163,9 @@ fn broadcast_target(text: &str) -> std::io::Result<SocketAddr> {
 }
 
 /// The serverless chat: one mio loop over stdin and the UDP socket.
-fn lan_chat(config: LanConfig, name: &str, show_stats: bool) -> std::io::Result<()> {
+fn lan_chat(mut peer: LanPeer, show_stats: bool) -> std::io::Result<()> {
     const STDIN: Token = Token(0);
     const SOCKET: Token = Token(1);
-    let mut peer = LanPeer::new(config, name)?;
     let mut poll = Poll::new()?;
     poll.registry()
         .register(peer.socket_mut(), SOCKET, Interest::READABLE)?;

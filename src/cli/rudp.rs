@@ -1,6 +1,5 @@
 //! `sockloop rudp`: reliable round trips to a rudp echo, measured.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -9,13 +8,18 @@ use sockloop::client::rudp::Client as RudpClient;
 use sockloop::config::{parse_duration, parse_size};
 use sockloop::{rudp, Error};
 
+use super::addr::HostPort;
 use crate::Failure;
+
+/// The longest the handshake is waited for, whatever `--timeout` says: a
+/// rudp server answers a hello within a round trip.
+const HANDSHAKE_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub(crate) struct RudpArgs {
-    /// The server's rudp socket.
+    /// The server's rudp socket, HOST:PORT (a name: its first address).
     #[arg(value_name = "ADDR")]
-    addr: SocketAddr,
+    addr: HostPort,
     /// Messages to send.
     #[arg(long, default_value_t = 1000)]
     count: u64,
@@ -25,7 +29,7 @@ pub(crate) struct RudpArgs {
     /// Ordered but not reliable: gaps are skipped, nothing is resent.
     #[arg(long)]
     unreliable: bool,
-    /// Give up waiting for echoes after this long.
+    /// Give up after this long, the handshake included (which waits at most 5 s).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     timeout: Duration,
 }
@@ -45,14 +49,26 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
         let max = config.max_message;
         return Err(Error::Config(format!("--size is over the {max}-byte maximum")).into());
     }
-    let mut client = RudpClient::connect(args.addr, config, Duration::from_secs(5))?;
+    let deadline = Instant::now() + args.timeout;
+    let handshake = args.timeout.min(HANDSHAKE_MAX);
+    let mut client = RudpClient::connect(args.addr.first(), config, handshake).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => std::io::Error::new(
+                e.kind(),
+                format!(
+                    "no answer to the rudp handshake from {} within {handshake:?}: is it a rudp port (serve --udp ADDR=rudp)?",
+                    args.addr
+                ),
+            ),
+            _ => e,
+        }
+    })?;
     let message = |n: u64| {
         let mut bytes = vec![(n % 251) as u8; size];
         bytes[..8].copy_from_slice(&n.to_be_bytes());
         bytes
     };
-    let start = Instant::now();
-    let deadline = start + args.timeout;
+    let start = Instant::now(); // rates count from the handshake's end
     let mut sent_at = Vec::with_capacity(args.count as usize);
     let mut rtts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits are valid");
     let (mut next, mut delivered, mut expected) = (0, 0u64, 0u64);

@@ -1,15 +1,23 @@
 //! A blocking chat client, for `sockloop chat`, tests and scripts.
 
+mod greeting;
+
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 use crate::codec::{ChatLine, LengthDelimited, NdjsonCodec};
 use crate::proto::chat::ChatMessage;
 use crate::services::chat::Encoding;
 
-/// What the server greets JSON members with, before the username.
-const PROMPT: &[u8] = b"Enter your username: ";
+use greeting::{classify, excerpt, Greeting, GREETING_MAX};
+pub use greeting::{GreetingError, GREETING_TIMEOUT};
+
+/// Stands in for a peer address the socket no longer knows.
+const UNKNOWN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 /// The largest line or frame accepted from the server: a misbehaving one
 /// cannot make the client buffer without bound.
 const MAX_FRAME: usize = 1 << 20;
@@ -49,38 +57,92 @@ pub struct ChatClient {
 }
 
 impl ChatClient {
-    /// Connects, answers the prompt with `name` (empty: the server picks
-    /// one) and returns the client with the server's welcome message.
+    /// Connects (trying each address `addr` resolves to in turn), reads
+    /// the server's greeting, answers the prompt with `name` (empty: the
+    /// server picks one) and returns the client with the server's welcome
+    /// message.
+    ///
+    /// The greeting tells what the port is. Anything but this encoding's
+    /// prompt within [`GREETING_TIMEOUT`] fails with a [`GreetingError`]
+    /// inside the `io::Error`: the other encoding's prompt, a refusal
+    /// (the server is full, the address banned), foreign bytes, silence.
     pub fn connect(
-        addr: SocketAddr,
+        addr: impl ToSocketAddrs,
         encoding: Encoding,
         name: &str,
     ) -> io::Result<(ChatClient, ChatMessage)> {
-        let stream = TcpStream::connect(addr)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let stream = TcpStream::connect(&addrs[..])?;
         stream.set_nodelay(true)?;
         let mut client = ChatClient {
             stream,
             encoding,
             input: Vec::new(),
         };
-        match encoding {
-            Encoding::Json => {
-                let mut prompt = [0; PROMPT.len()];
-                client.stream.read_exact(&mut prompt)?;
-                if prompt != PROMPT {
-                    return Err(invalid("the server did not prompt for a username"));
-                }
-                client.stream.write_all(format!("{name}\n").as_bytes())?;
-            }
-            Encoding::Protobuf => {
-                client.recv()?; // the prompt, as a System message
-                client.send(name)?;
-            }
+        let deadline = Instant::now() + GREETING_TIMEOUT;
+        let spoken = client.greeting(deadline)?;
+        if spoken != encoding {
+            return Err(GreetingError::WrongEncoding(spoken).into());
         }
+        match encoding {
+            Encoding::Json => client.stream.write_all(format!("{name}\n").as_bytes())?,
+            Encoding::Protobuf => client.send(name)?,
+        }
+        // The welcome, bounded like the greeting.
+        client.set_read_timeout(Some(GREETING_TIMEOUT))?;
         let welcome = client
             .recv()?
             .ok_or_else(|| invalid("closed before the welcome"))?;
+        client.set_read_timeout(None)?;
         Ok((client, welcome))
+    }
+
+    /// Reads until the greeting says which encoding the port speaks, or
+    /// fails with the [`GreetingError`] that explains why it does not.
+    /// What follows the prompt stays in `input`.
+    fn greeting(&mut self, deadline: Instant) -> io::Result<Encoding> {
+        let mut chunk = [0; GREETING_MAX];
+        loop {
+            if !self.input.is_empty() {
+                match classify(&self.input) {
+                    Greeting::Prompt(encoding, used) => {
+                        self.input.drain(..used);
+                        return Ok(encoding);
+                    }
+                    Greeting::System(message) => return Err(GreetingError::Refused(message).into()),
+                    Greeting::Incomplete if self.input.len() < GREETING_MAX => {}
+                    _ => return Err(self.unrecognised().into()),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.unrecognised().into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.input.is_empty() => return Err(GreetingError::Closed.into()),
+                Ok(0) => return Err(self.unrecognised().into()),
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(self.unrecognised().into())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Why the greeting so far is none, once no more will come.
+    fn unrecognised(&self) -> GreetingError {
+        match self.input.is_empty() {
+            true => GreetingError::NoPrompt(self.stream.peer_addr().unwrap_or(UNKNOWN)),
+            false => GreetingError::NotChat(excerpt(&self.input)),
+        }
     }
 
     /// Sends one message (or `/command`) to the room.
@@ -170,7 +232,8 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
-/// A message as a terminal shows it: `[HH:MM:SS from]: content`. Control
+/// A message as a terminal shows it: `[HH:MM:SS from]: content`, or
+/// `[from]: content` without a time (a refusal). Control
 /// characters from the network are escaped, so no peer can move the
 /// cursor, clear the screen or retitle the window.
 ///
@@ -187,12 +250,12 @@ fn invalid(what: &str) -> io::Error {
 /// assert_eq!(display(&msg), r"[12:00:00 ann]: hi\u{1b}[2J");
 /// ```
 pub fn display(message: &ChatMessage) -> String {
-    format!(
-        "[{} {}]: {}",
-        escape(&message.time),
-        escape(&message.from),
-        escape(&message.content)
-    )
+    // A refusal carries no time: the server ran no turn for it.
+    let head = match message.time.is_empty() {
+        true => escape(&message.from),
+        false => format!("{} {}", escape(&message.time), escape(&message.from)),
+    };
+    format!("[{head}]: {}", escape(&message.content))
 }
 
 fn escape(text: &str) -> String {

@@ -101,6 +101,30 @@ struct Sender {
     bucket: TokenBucket,
 }
 
+/// The group's IPv4 address, once `group` is a multicast address and
+/// `interface` could be an interface's; otherwise an `InvalidInput` error
+/// that names them and what to try.
+fn check_group(group: SocketAddr, interface: Ipv4Addr) -> io::Result<Ipv4Addr> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let ip = match group.ip() {
+        IpAddr::V4(ip) if ip.is_multicast() => ip,
+        ip => {
+            return Err(bad(format!(
+                "group {group}: {ip} is not an IPv4 multicast address (224.0.0.0 to \
+                 239.255.255.255); try 239.1.2.3:{}",
+                group.port()
+            )))
+        }
+    };
+    if interface.is_multicast() || interface.is_broadcast() {
+        return Err(bad(format!(
+            "group {group}: interface {interface} is not an address of a host's \
+             interface; try 127.0.0.1 (this machine) or this host's LAN address"
+        )));
+    }
+    Ok(ip)
+}
+
 /// One chat peer on a LAN.
 pub struct LanPeer {
     socket: UdpSocket,
@@ -125,18 +149,31 @@ impl LanPeer {
         let dest = match config.lan {
             Lan::Broadcast(addr) | Lan::Group(addr) => addr,
         };
+        // Checked before any socket exists, so a wrong address is never
+        // sent to.
+        let group = match config.lan {
+            Lan::Group(group) => Some(check_group(group, config.interface)?),
+            Lan::Broadcast(_) => None,
+        };
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
-        match config.lan {
-            Lan::Broadcast(_) => socket.set_broadcast(true)?,
-            Lan::Group(group) => {
-                let IpAddr::V4(group) = group.ip() else {
-                    return Err(io::Error::other("only IPv4 groups are supported"));
-                };
-                socket.join_multicast_v4(&group, &config.interface)?;
-                socket.set_multicast_if_v4(&config.interface)?;
+        match group {
+            None => socket.set_broadcast(true)?,
+            Some(ip) => {
+                let interface = config.interface;
+                socket
+                    .join_multicast_v4(&ip, &interface)
+                    .and_then(|()| socket.set_multicast_if_v4(&interface))
+                    .map_err(|e| {
+                        let what = format!(
+                            "cannot join group {dest} on interface {interface}: {e}; \
+                             the interface must be an IPv4 address of this host \
+                             (127.0.0.1 keeps the chat on this machine)"
+                        );
+                        io::Error::new(e.kind(), what)
+                    })?;
                 socket.set_multicast_loop_v4(true)?;
                 socket.set_multicast_ttl_v4(config.ttl)?;
             }

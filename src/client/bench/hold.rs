@@ -2,7 +2,7 @@
 //! the start and at the end.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// What to hold.
@@ -63,7 +63,8 @@ impl HoldReport {
 }
 
 /// Opens `config.conns` connections to the echo server at `addr` (on
-/// loopback, spread over source addresses), pings each, holds them for
+/// loopback, spread over source addresses; each connection tries every
+/// address `addr` resolves to), pings each, holds them for
 /// `config.duration`, and pings each again.
 ///
 /// ```
@@ -84,16 +85,16 @@ impl HoldReport {
 /// running.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn hold(addr: SocketAddr, config: HoldConfig) -> io::Result<HoldReport> {
+pub fn hold(addr: impl ToSocketAddrs, config: HoldConfig) -> io::Result<HoldReport> {
+    let addrs = super::resolve(addr)?;
     let per_source = config.per_source.max(1);
     let mut streams = Vec::with_capacity(config.conns);
     let mut failed = 0;
     let start = Instant::now();
     for i in 0..config.conns {
-        let source = source_address(addr, i / per_source)?;
-        match connect_from(source, addr) {
-            Ok(stream) => streams.push(stream),
-            Err(_) => failed += 1,
+        match connect_any(&addrs, i / per_source)? {
+            Some(stream) => streams.push(stream),
+            None => failed += 1,
         }
     }
     let connect_rate = streams.len() as f64 / start.elapsed().as_secs_f64().max(f64::EPSILON);
@@ -108,6 +109,17 @@ pub fn hold(addr: SocketAddr, config: HoldConfig) -> io::Result<HoldReport> {
         alive_at_end,
         sources: config.conns.div_ceil(per_source),
     })
+}
+
+/// A connection from the `n`th source address to the first of `addrs`
+/// that takes it; `None` if none does.
+fn connect_any(addrs: &[SocketAddr], n: usize) -> io::Result<Option<TcpStream>> {
+    for &addr in addrs {
+        if let Ok(stream) = connect_from(source_address(addr, n)?, addr) {
+            return Ok(Some(stream));
+        }
+    }
+    Ok(None)
 }
 
 /// The `n`th source address: 127.0.0.(1 + n) towards a loopback server,

@@ -11,7 +11,7 @@ mod hold;
 mod tcp;
 mod udp;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,8 +69,20 @@ pub struct Report {
     pub corrupted: u64,
     /// Messages sent (at any time) whose echo never came.
     pub lost: u64,
-    /// Connections that could not be opened, or failed during the run.
+    /// Connections the server closed or reset before echoing anything:
+    /// turned away (a connection limit, a ban), see `refusal`. Their
+    /// messages are not counted lost.
+    pub closed_at_once: u64,
+    /// Connections the server reset after echoing.
+    pub resets: u64,
+    /// Other connection failures: could not be opened, closed mid-run.
     pub conn_errors: u64,
+    /// The first line a server sent a connection it turned away (escaped,
+    /// at most 200 bytes), e.g. `{"error":"the server is full"}`.
+    pub refusal: Option<String>,
+    /// Why messages may have been lost, when some were (UDP: the server's
+    /// per-address rate and datagram size limits).
+    pub hint: Option<String>,
     /// The measured window's actual length.
     pub elapsed: Duration,
     /// Bytes per message.
@@ -97,7 +109,11 @@ impl Report {
             received: 0,
             corrupted: 0,
             lost: 0,
+            closed_at_once: 0,
+            resets: 0,
             conn_errors: 0,
+            refusal: None,
+            hint: None,
             elapsed: config.duration,
             size: config.size,
             rtt_us: Histogram::new(3).map_err(std::io::Error::other)?,
@@ -129,16 +145,41 @@ impl Report {
 
     /// True when every byte came back intact and every connection held.
     pub fn clean(&self) -> bool {
-        self.corrupted == 0 && self.lost == 0 && self.conn_errors == 0
+        self.corrupted == 0
+            && self.lost == 0
+            && self.closed_at_once == 0
+            && self.resets == 0
+            && self.conn_errors == 0
     }
 
-    /// The human-readable report.
+    /// Every failure count in one line, and the server's refusal if any.
+    pub fn problems(&self) -> String {
+        let mut out = format!(
+            "{} corrupted, {} lost, {} closed at once by the server, {} reset, {} connection errors",
+            self.corrupted, self.lost, self.closed_at_once, self.resets, self.conn_errors
+        );
+        if let Some(refusal) = &self.refusal {
+            out.push_str(&format!("; the server said: {refusal}"));
+        }
+        out
+    }
+
+    /// The human-readable report: the counts, the server's refusal and a
+    /// hint about losses when there were any, the latencies.
     pub fn text(&self) -> String {
         let h = &self.rtt_us;
         let q = |q: f64| h.value_at_quantile(q);
+        let mut why = String::new();
+        if let Some(refusal) = &self.refusal {
+            why.push_str(&format!("the server refused with: {refusal}\n"));
+        }
+        if let Some(hint) = &self.hint {
+            why.push_str(&format!("hint: {hint}\n"));
+        }
         format!(
             "{} echoes of {} B in {:.3} s: {:.0} msg/s, {:.2} MB/s each way\n\
-             corrupted {}, lost {}, connection errors {}\n\
+             corrupted {}, lost {}, closed at once {}, reset {}, connection errors {}\n\
+             {why}\
              rtt us: min {} avg {:.1} stddev {:.1} p50 {} p95 {} p99 {} p99.9 {} max {}",
             self.received,
             self.size,
@@ -147,6 +188,8 @@ impl Report {
             self.megabytes(),
             self.corrupted,
             self.lost,
+            self.closed_at_once,
+            self.resets,
             self.conn_errors,
             h.min(),
             h.mean(),
@@ -167,7 +210,11 @@ impl Report {
             "received": self.received,
             "corrupted": self.corrupted,
             "lost": self.lost,
+            "closed_at_once": self.closed_at_once,
+            "resets": self.resets,
             "conn_errors": self.conn_errors,
+            "refusal": self.refusal,
+            "hint": self.hint,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "size": self.size,
             "msgs_per_s": self.rate(),
@@ -280,7 +327,8 @@ fn escape_xml(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Runs an echo load against `addr` over TCP.
+/// Runs an echo load against `addr` over TCP; each connection tries
+/// every address `addr` resolves to, in turn.
 ///
 /// ```
 /// use std::time::Duration;
@@ -305,21 +353,31 @@ fn escape_xml(text: &str) -> String {
 /// running.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn run_tcp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> {
-    run(addr, config, tcp::run)
+pub fn run_tcp(addr: impl ToSocketAddrs, config: LoadConfig) -> std::io::Result<Report> {
+    run(&resolve(addr)?, config, tcp::run)
 }
 
-/// Runs an echo load against `addr` over UDP: each "connection" is a
-/// socket, each message a datagram; an echo not back within a second is
-/// lost (and, in the closed loop, replaced).
-pub fn run_udp(addr: SocketAddr, config: LoadConfig) -> std::io::Result<Report> {
-    run(addr, config, udp::run)
+/// Runs an echo load against `addr` over UDP (the first address it
+/// resolves to): each "connection" is a socket, each message a datagram;
+/// an echo not back within a second is lost (and, in the closed loop,
+/// replaced).
+pub fn run_udp(addr: impl ToSocketAddrs, config: LoadConfig) -> std::io::Result<Report> {
+    run(&resolve(addr)?[..1], config, udp::run)
+}
+
+/// Every address `addr` names (never empty).
+pub(crate) fn resolve(addr: impl ToSocketAddrs) -> std::io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    match addrs.is_empty() {
+        true => Err(std::io::Error::other("the address resolved to nothing")),
+        false => Ok(addrs),
+    }
 }
 
 /// One thread's share of the connections, counting echoes in the last.
-type Worker = fn(SocketAddr, LoadConfig, &[u32], &AtomicU64) -> std::io::Result<Report>;
+type Worker = fn(&[SocketAddr], LoadConfig, &[u32], &AtomicU64) -> std::io::Result<Report>;
 
-fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<Report> {
+fn run(addrs: &[SocketAddr], config: LoadConfig, worker: Worker) -> std::io::Result<Report> {
     let threads = config.threads.clamp(1, config.conns.max(1));
     let echoes = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..threads)
@@ -330,7 +388,8 @@ fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<
                 .map(|i| i as u32)
                 .collect();
             let echoes = Arc::clone(&echoes);
-            std::thread::spawn(move || worker(addr, config, &ids, &echoes))
+            let addrs = addrs.to_vec();
+            std::thread::spawn(move || worker(&addrs, config, &ids, &echoes))
         })
         .collect();
     if config.progress {
@@ -346,7 +405,11 @@ fn run(addr: SocketAddr, config: LoadConfig, worker: Worker) -> std::io::Result<
         report.received += part.received;
         report.corrupted += part.corrupted;
         report.lost += part.lost;
+        report.closed_at_once += part.closed_at_once;
+        report.resets += part.resets;
         report.conn_errors += part.conn_errors;
+        report.refusal = report.refusal.or(part.refusal);
+        report.hint = report.hint.or(part.hint);
         report.elapsed = report.elapsed.max(part.elapsed);
         report
             .rtt_us

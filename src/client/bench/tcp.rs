@@ -29,10 +29,14 @@ struct Conn {
     /// The next message due (open loop).
     due: Instant,
     alive: bool,
+    /// A line came instead of the first echo, with this many messages in
+    /// flight: the server's refusal if it closes the connection, a
+    /// corrupted echo if it is still open at the end.
+    unexpected: Option<u64>,
 }
 
 pub(super) fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     config: LoadConfig,
     ids: &[u32],
     echoes: &AtomicU64,
@@ -45,7 +49,7 @@ pub(super) fn run(
     let interval = send_interval(&config);
     let mut conns = Vec::with_capacity(ids.len());
     for (k, &id) in ids.iter().enumerate() {
-        let stream = match std::net::TcpStream::connect(addr) {
+        let stream = match std::net::TcpStream::connect(addrs) {
             Ok(stream) => stream,
             Err(_) => {
                 report.conn_errors += 1;
@@ -71,6 +75,7 @@ pub(super) fn run(
             input: Vec::new(),
             due: first_due(start, interval, k, ids.len()),
             alive: true,
+            unexpected: None,
         });
     }
     let window = Window::after_warmup(start, &config);
@@ -95,7 +100,10 @@ pub(super) fn run(
             break;
         }
         if let (Some(interval), true) = (interval, sending) {
-            for conn in conns.iter_mut().filter(|c| c.alive) {
+            for conn in conns
+                .iter_mut()
+                .filter(|c| c.alive && c.unexpected.is_none())
+            {
                 while conn.due <= now {
                     let due = conn.due;
                     conn.due += interval;
@@ -131,7 +139,13 @@ pub(super) fn run(
             }
         }
     }
-    for conn in &conns {
+    for conn in &mut conns {
+        if let (Some(in_flight), true) = (conn.unexpected, conn.alive) {
+            report.corrupted += 1;
+            report.lost += in_flight;
+            conn.alive = false;
+            report.conn_errors += 1;
+        }
         report.lost += conn.sent_at.len() as u64;
     }
     report.elapsed = config.duration;
@@ -171,6 +185,31 @@ impl Conn {
         }
     }
 
+    /// The server closed or reset the connection (`reset`). Before any
+    /// echo that is the server turning it away, with whatever it said
+    /// kept as the refusal; after, a reset is counted apart and a close
+    /// is a plain failure.
+    fn closed_by_server(&mut self, reset: bool, report: &mut Report) {
+        if !self.alive {
+            return;
+        }
+        if self.next_recv > 0 {
+            self.fail(report);
+            if reset {
+                // Counted apart from the other failures.
+                report.conn_errors -= 1;
+                report.resets += 1;
+            }
+            return;
+        }
+        self.alive = false;
+        self.sent_at.clear(); // never taken, so not lost
+        report.closed_at_once += 1;
+        if report.refusal.is_none() && !self.input.is_empty() {
+            report.refusal = Some(refusal_line(&self.input));
+        }
+    }
+
     /// Reads echoes, checks each whole message, and (closed loop) sends
     /// the next one for each.
     fn receive(
@@ -183,12 +222,20 @@ impl Conn {
         let mut chunk = [0; 64 * 1024];
         loop {
             match self.stream.read(&mut chunk) {
-                Ok(0) => return self.fail(report),
+                Ok(0) => return self.closed_by_server(false, report),
                 Ok(n) => self.input.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return self.closed_by_server(true, report)
+                }
                 Err(_) => return self.fail(report),
             }
+        }
+        if self.unexpected.is_some() {
+            // Only the close is awaited now; the first line is kept.
+            self.input.truncate(4096);
+            return;
         }
         let now = Instant::now();
         let mut expected = Vec::with_capacity(size);
@@ -202,6 +249,13 @@ impl Conn {
             expected.clear();
             message(self.id, self.next_recv, size, &mut expected);
             if self.input[k * size..(k + 1) * size] != expected[..] {
+                if self.next_recv == 0 && self.input.contains(&b'\n') {
+                    // A line instead of the first echo: a refusal if the
+                    // server now closes, a wrong reply if it does not.
+                    self.unexpected = Some(self.sent_at.len() as u64 + 1);
+                    self.sent_at.clear();
+                    return;
+                }
                 report.corrupted += 1;
                 // Out of step: nothing after this can be trusted.
                 return self.fail(report);
@@ -216,5 +270,36 @@ impl Conn {
         }
         self.input.drain(..whole * size);
         self.flush(report);
+    }
+}
+
+/// The first line of what a refusing server sent, escaped, at most
+/// `REFUSAL_MAX` bytes of it.
+fn refusal_line(input: &[u8]) -> String {
+    const REFUSAL_MAX: usize = 200;
+    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut out = String::new();
+    for &byte in &line[..line.len().min(REFUSAL_MAX)] {
+        // Printable ASCII as it is (a JSON refusal stays readable), the
+        // rest escaped so no server can drive the terminal.
+        match byte {
+            b' '..=b'~' => out.push(char::from(byte)),
+            _ => out.push_str(&format!("\\x{byte:02x}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal_line;
+
+    #[test]
+    fn a_refusal_is_its_first_line_escaped() {
+        let json = b"{\"error\":\"the server is full\"}\r\nmore";
+        assert_eq!(refusal_line(json), r#"{"error":"the server is full"}"#);
+        assert_eq!(refusal_line(b"\x1b[2Jno\xff"), r"\x1b[2Jno\xff");
+        assert_eq!(refusal_line(&[b'a'; 300]).len(), 200);
     }
 }

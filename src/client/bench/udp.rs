@@ -14,6 +14,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{first_due, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT};
 
+/// Why a sockloop server loses datagrams, told when some were lost.
+pub(super) const LOSS_HINT: &str = "a sockloop server drops datagrams beyond its --udp-rate \
+    (datagrams per address per socket; serve --udp-rate 0 lifts it) and any over its \
+    datagram limit (65,507 B)";
+
 /// An echo later than this is counted lost.
 pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -27,7 +32,7 @@ struct Socket {
 }
 
 pub(super) fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     config: LoadConfig,
     ids: &[u32],
     echoes: &AtomicU64,
@@ -38,6 +43,7 @@ pub(super) fn run(
     let start = Instant::now();
     let window = Window::after_warmup(start, &config);
     let interval = send_interval(&config);
+    let addr = addrs[0];
     let local: SocketAddr = match addr {
         SocketAddr::V4(_) => "0.0.0.0:0",
         SocketAddr::V6(_) => "[::]:0",
@@ -151,6 +157,9 @@ pub(super) fn run(
                 }
             }
         }
+    }
+    if report.lost > 0 {
+        report.hint = Some(LOSS_HINT.into());
     }
     Ok(report)
 }
