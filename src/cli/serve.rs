@@ -8,13 +8,16 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::addr::HostPort;
-use sockloop::config::{parse_duration, parse_size, size, MIN_FRAME};
+use sockloop::config::{
+    duration, parse_duration, parse_size, rate, size, timeout, CLI_UDP_RATE, MIN_FRAME,
+};
 use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
-use sockloop::net::socket::overlap;
+use sockloop::net::socket::{overlap, SocketOptions};
 use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
 use sockloop::rudp;
 use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+use sockloop::services::rudp_echo;
 use sockloop::services::{JsonEcho, RudpEcho};
 use sockloop::{services, Error, Handle, Listener, Server, ServerConfig};
 
@@ -46,7 +49,7 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pin: bool,
     /// Listen backlog.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = SocketOptions::default().backlog)]
     backlog: u32,
     /// Leave Nagle's algorithm on for accepted connections.
     #[arg(long)]
@@ -61,29 +64,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     keepalive: Option<Duration>,
     /// Close connections idle (no bytes either way) this long; 0 disables.
-    #[arg(long, value_parser = parse_duration, default_value = "300s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().idle_timeout).to_string(), value_name = "DURATION")]
     idle_timeout: Duration,
     /// Close connections whose frame stays incomplete this long after its first byte
     /// (slowloris); 0 disables.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().frame_timeout).to_string(), value_name = "DURATION")]
     frame_timeout: Duration,
     /// Close connections whose output makes no progress this long; 0 disables.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().write_timeout).to_string(), value_name = "DURATION")]
     write_timeout: Duration,
     /// How long a graceful shutdown waits for connections to flush.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = duration(lib().drain_timeout).to_string(), value_name = "DURATION")]
     drain_timeout: Duration,
-    /// Pending output that disconnects a TCP connection at once: a peer (a chat member)
-    /// that does not keep up with what is pushed to it. Default 1MiB, raised to fit
-    /// --max-frame; 0: no cap.
-    #[arg(long, alias = "chat-out-hard", value_parser = parse_size, value_name = "SIZE")]
+    // Pending output that disconnects a TCP connection at once; its default (the
+    // library's, raised to fit --max-frame) is in the help.
+    #[arg(long, alias = "chat-out-hard", value_parser = parse_size, value_name = "SIZE", help = out_hard_help())]
     out_hard: Option<usize>,
     /// Pending output that disconnects a TCP connection held above it for --out-soft-for;
     /// 0: no soft limit.
-    #[arg(long, alias = "chat-out-soft", value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    #[arg(long, alias = "chat-out-soft", value_parser = parse_size, default_value = size(lib().output_soft_limit).to_string(), value_name = "SIZE")]
     out_soft: usize,
     /// How long output may stay above --out-soft; 0: no soft limit.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().output_soft_for).to_string(), value_name = "DURATION")]
     out_soft_for: Duration,
     /// The old name of --out-soft-for, in whole seconds.
     #[arg(long, hide = true, value_parser = parse_secs, conflicts_with = "out_soft_for")]
@@ -92,7 +94,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
     chat_max_errors: u32,
     /// Longest chat message content; 0: as long as a frame allows.
-    #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size, default_value = size(ChatConfig::default().max_content).to_string(), value_name = "SIZE")]
     chat_max_content: usize,
     /// Connections across all shards beyond which new ones are refused (default: the
     /// open-files cap minus a reserve for listeners and the like); 0: no cap.
@@ -100,38 +102,38 @@ pub(crate) struct ServeArgs {
     max_conns: Option<usize>,
     /// Networks exempt from the per-source limits (cap, connect rate, UDP rate, strikes,
     /// bans), CIDR[,CIDR...]; `none` limits loopback like anyone else.
-    #[arg(long, default_value = "127.0.0.0/8,::1/128", value_name = "CIDR,...")]
+    #[arg(long, default_value_t = lib().trusted, value_name = "CIDR,...")]
     trusted: Trusted,
     /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(long, default_value_t = lib().sources.max_conns_per_ip, value_name = "N")]
     max_conns_per_ip: u32,
     /// Connection attempts per address, e.g. 50/s or 50/s:100 (a burst of 100); 0: no limit.
-    #[arg(long, default_value = "50/s:100", value_name = "RATE")]
+    #[arg(long, default_value_t = RateLimit(lib().sources.connect_rate), value_name = "RATE")]
     conn_rate: RateLimit,
     /// Messages per connection, e.g. 100/s:200; over it a message is dropped with an error and
-    /// a strike. 0 (the default): no limit.
-    #[arg(long, default_value = "0", value_name = "RATE")]
+    /// a strike. 0: no limit.
+    #[arg(long, default_value_t = RateLimit(lib().message_rate), value_name = "RATE")]
     msg_rate: RateLimit,
     /// Strikes (protocol errors, limit violations) within --strike-window that ban an
     /// address; 0: no bans.
-    #[arg(long, default_value_t = 10, value_name = "N")]
+    #[arg(long, default_value_t = lib().sources.ban_after, value_name = "N")]
     ban_after: u32,
     /// The window strikes are counted in.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = duration(lib().sources.strike_window).to_string(), value_name = "DURATION")]
     strike_window: Duration,
     /// How long a ban lasts.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = duration(lib().sources.ban_for).to_string(), value_name = "DURATION")]
     ban_for: Duration,
     /// Largest frame (a line, a protobuf record) a TCP service accepts, at least 256B; also
     /// the most unconsumed input a connection may hold.
-    #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size, default_value = size(lib().max_read_buffer).to_string(), value_name = "SIZE")]
     max_frame: usize,
-    /// Datagrams per second from one address on each UDP socket (e.g. 10000/s:20000); over
+    /// Datagrams per second from one address on each UDP socket (e.g. 500/s:1000); over
     /// it they are dropped and counted. 0: no limit.
-    #[arg(long, default_value = "10000/s:20000", value_name = "RATE")]
+    #[arg(long, default_value_t = RateLimit(Some(CLI_UDP_RATE)), value_name = "RATE")]
     udp_rate: RateLimit,
     /// rudp peers per shard; hellos beyond it are refused with a close. 0: no cap.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
+    #[arg(long, default_value_t = rudp_echo::DEFAULT_MAX_PEERS, value_name = "N")]
     rudp_max_peers: usize,
     /// Serve the counters at GET /metrics (Prometheus text format) on ADDR (with no
     /// listener flags: 127.0.0.1:9090).
@@ -142,9 +144,29 @@ pub(crate) struct ServeArgs {
     stats_interval: Duration,
 }
 
+/// The library's defaults, which the flags' defaults are read from.
+fn lib() -> ServerConfig {
+    ServerConfig::default()
+}
+
+fn out_hard_help() -> String {
+    format!(
+        "Pending output that disconnects a TCP connection at once: a peer (a chat member) \
+         that does not keep up with what is pushed to it. Default {}, raised to fit \
+         --max-frame; 0: no cap",
+        size(lib().output_hard_limit)
+    )
+}
+
 /// A rate flag: `50/s`, `50/s:100`, `600/m`, or `0` for no limit.
 #[derive(Clone, Copy)]
 struct RateLimit(Option<Rate>);
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", rate(self.0))
+    }
+}
 
 impl FromStr for RateLimit {
     type Err = String;
