@@ -30,9 +30,74 @@ fn a_port_in_use_exits_2_naming_it() {
 }
 
 #[test]
-fn an_unknown_service_exits_2_naming_it() {
+fn an_unknown_service_exits_2_naming_it_and_the_registrys_services() {
+    use sockloop::services::registry::{self, Transport};
+
+    for (flag, transport) in [
+        ("--tcp", Transport::Tcp),
+        ("--tls", Transport::Tls),
+        ("--udp", Transport::Udp),
+    ] {
+        let names: Vec<_> = registry::on(transport).map(|s| s.name).collect();
+        let output = serve(&[flag, "127.0.0.1:0=gopher"]);
+        let expected = format!(
+            "error: invalid configuration: unknown {transport} service \"gopher\" (known: {})\n",
+            names.join(", ")
+        );
+        assert_usage_error(&output, &expected);
+        assert_eq!(String::from_utf8_lossy(&output.stderr), expected);
+        assert!(output.stdout.is_empty());
+    }
+    // The same list, written out: a new service must be seen here too.
+    let output = serve(&["--tcp", "127.0.0.1:0=gopher"]);
+    assert_usage_error(&output, "(known: echo, json, chat, chat-proto)\n");
     let output = serve(&["--udp", "127.0.0.1:0=gopher"]);
-    assert_usage_error(&output, "unknown udp service \"gopher\"");
+    assert_usage_error(&output, "(known: echo, rudp)\n");
+    // A service on a transport it does not run on names where it runs.
+    let output = serve(&["--tcp", "127.0.0.1:0=rudp"]);
+    assert_usage_error(
+        &output,
+        "\"rudp\" is not a tcp service: it runs on udp (tcp services: echo, json, chat, chat-proto)",
+    );
+}
+
+#[test]
+fn serve_help_lists_every_service_of_each_listener_flag() {
+    use sockloop::services::registry::{self, Transport};
+
+    let output = finish(
+        Command::new(BIN)
+            .args(["serve", "--help"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, transport) in [
+        ("--tcp", Transport::Tcp),
+        ("--tls", Transport::Tls),
+        ("--udp", Transport::Udp),
+    ] {
+        // The flag's block: from its header to the next blank line.
+        let start = help
+            .find(&format!("      {flag} <ADDR[=SERVICE]>"))
+            .unwrap();
+        let block = help[start..].split("\n\n").next().unwrap();
+        let listed: Vec<(&str, &str)> = block
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let (name, description) = line.trim().split_once(' ').unwrap();
+                (name, description.trim_start())
+            })
+            .collect();
+        let registered: Vec<_> = registry::on(transport)
+            .map(|s| (s.name, s.description))
+            .collect();
+        assert_eq!(listed, registered, "{flag}: {block}");
+        assert!(!listed.is_empty());
+    }
 }
 
 /// `sockloop serve --help` (or `-h`): each flag's `[default: ...]`.

@@ -15,19 +15,17 @@ use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
 use sockloop::net::socket::{overlap, SocketOptions};
 use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
-use sockloop::rudp;
-use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+use sockloop::services::chat::ChatConfig;
+use sockloop::services::registry::{self, ServiceConfig, Transport};
 use sockloop::services::rudp_echo;
-use sockloop::services::{JsonEcho, RudpEcho};
-use sockloop::{services, Error, Handle, Listener, Server, ServerConfig};
+use sockloop::{Error, Handle, Listener, Server, ServerConfig};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// A TCP listener, ADDR[=SERVICE] (services: echo, json, chat, chat-proto); repeatable.
-    #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
+    // The listener flags' help lists the registry's services.
+    #[arg(long = "tcp", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Tcp, false), long_help = listen_help(Transport::Tcp, true))]
     tcp: Vec<Listen>,
-    /// A TLS listener, ADDR[=SERVICE] (any TCP service); repeatable. Needs --cert and --key.
-    #[arg(long = "tls", value_name = "ADDR[=SERVICE]")]
+    #[arg(long = "tls", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Tls, false), long_help = listen_help(Transport::Tls, true))]
     tls: Vec<Listen>,
     /// PEM certificate chain for --tls listeners (leaf first).
     #[arg(long, value_name = "FILE")]
@@ -35,8 +33,7 @@ pub(crate) struct ServeArgs {
     /// PEM private key for --tls listeners.
     #[arg(long, value_name = "FILE")]
     key: Option<std::path::PathBuf>,
-    /// A UDP socket, ADDR[=SERVICE] (services: echo, rudp); repeatable.
-    #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
+    #[arg(long = "udp", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Udp, false), long_help = listen_help(Transport::Udp, true))]
     udp: Vec<Listen>,
     /// Event loops, one thread each (default: the number of available cores).
     #[arg(long, value_name = "N")]
@@ -142,6 +139,33 @@ pub(crate) struct ServeArgs {
     /// Log the headline numbers every DURATION (e.g. 10s, at least 100ms); 0: never.
     #[arg(long, value_parser = parse_duration, default_value = "0", value_name = "DURATION")]
     stats_interval: Duration,
+}
+
+/// The help of `--tcp`, `--tls` or `--udp`: the registry's services, with
+/// their descriptions in the long help.
+fn listen_help(transport: Transport, long: bool) -> String {
+    let what = match transport {
+        Transport::Tcp => "A TCP listener",
+        Transport::Tls => "A TLS listener",
+        Transport::Udp => "A UDP socket",
+    };
+    let tls = if transport == Transport::Tls {
+        "; needs --cert and --key"
+    } else {
+        ""
+    };
+    if long {
+        format!(
+            "{what}, ADDR[=SERVICE]; repeatable{tls}. SERVICE (default echo) is one of:\n{}",
+            registry::describe(transport)
+        )
+    } else {
+        let names: Vec<_> = registry::on(transport).map(|s| s.name).collect();
+        format!(
+            "{what}, ADDR[=SERVICE] (services: {}); repeatable{tls}",
+            names.join(", ")
+        )
+    }
 }
 
 /// The library's defaults, which the flags' defaults are read from.
@@ -273,8 +297,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     };
 
     let max_line = config.max_read_buffer;
-    let mut builder = Server::builder().config(config);
-    // The order listeners are added in, which `tcp_addrs` follows.
+    let builder = Server::builder().config(config);
     let tls = match (&args.tls[..], &args.cert, &args.key) {
         ([], None, None) => None,
         ([_, ..], Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
@@ -285,67 +308,50 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
             ))
         }
     };
-    let plain = args
-        .tcp
-        .iter()
-        .map(|listen| ("tcp", listen, Listener::plain(listen.addr)));
+    // Every listener's service, by name, from the registry.
+    let plain =
+        (args.tcp.iter()).map(|listen| (Transport::Tcp, listen, Listener::plain(listen.addr)));
     let secure = args.tls.iter().filter_map(|listen| {
         let config = tls.clone()?;
-        Some(("tls", listen, Listener::tls(listen.addr, config)))
+        Some((Transport::Tls, listen, Listener::tls(listen.addr, config)))
     });
-    // The order listeners are added in, which `tcp_addrs` follows.
-    let mut tcp_order = Vec::new();
-    let mut chat_group = (Vec::new(), Vec::new(), Vec::new());
-    for (proto, listen, listener) in plain.chain(secure) {
-        let encoding = match listen.service.as_str() {
-            "echo" => {
-                builder = builder.listeners(vec![listener], || services::Echo);
-                tcp_order.push((proto, listen));
-                continue;
-            }
-            "json" => {
-                builder = builder.listeners(vec![listener], move || JsonEcho::new(max_line));
-                tcp_order.push((proto, listen));
-                continue;
-            }
-            "chat" => Encoding::Json,
-            "chat-proto" => Encoding::Protobuf,
-            other => return Err(unknown_service(proto, other)),
-        };
-        // Every chat listener joins one group: one set of rooms.
-        chat_group.0.push(listener);
-        chat_group.1.push(encoding);
-        chat_group.2.push((proto, listen));
+    let mut tcp = Vec::new();
+    let mut tcp_names = Vec::new();
+    for (transport, listen, listener) in plain.chain(secure) {
+        tcp.push((listener, registry::lookup(transport, &listen.service)?));
+        tcp_names.push((transport, listen));
     }
-    if !chat_group.0.is_empty() {
-        builder = builder.listeners(chat_group.0, Chat::maker(chat, &chat_group.1));
-        tcp_order.extend(chat_group.2);
-    }
-    let secret = services::rudp_echo::random_secret()?;
-    let max_peers = cap(args.rudp_max_peers).unwrap_or(usize::MAX);
-    for listen in &args.udp {
-        builder = match listen.service.as_str() {
-            "echo" => builder.udp(listen.addr, || services::Echo),
-            "rudp" => builder.udp(listen.addr, move || {
-                RudpEcho::new(rudp::Config::default(), max_peers, &secret)
-            }),
-            other => return Err(unknown_service("udp", other)),
-        };
-    }
+    let udp = (args.udp.iter())
+        .map(|listen| {
+            Ok((
+                listen.addr,
+                registry::lookup(Transport::Udp, &listen.service)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let needs = ServiceConfig {
+        chat,
+        max_line,
+        rudp_max_peers: cap(args.rudp_max_peers).unwrap_or(usize::MAX),
+        ..ServiceConfig::new(registry::random_secret()?)
+    };
+    // Single services first, then the chat group: the order `tcp_addrs` follows.
+    let (mut builder, order) = registry::install(builder, &tcp, &udp, &needs);
     if let Some(addr) = &args.metrics {
         builder = builder.metrics(addr.first());
     }
     let server = builder.build()?;
 
     let mut stdout = std::io::stdout().lock();
-    for ((proto, listen), addr) in tcp_order.iter().zip(server.tcp_addrs()) {
+    for (&i, addr) in order.iter().zip(server.tcp_addrs()) {
+        let (proto, listen) = tcp_names[i];
         let _ = writeln!(stdout, "listening {proto} {addr} {}", listen.service);
     }
     for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
         let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
     }
     // The metrics endpoint is the last TCP listener.
-    if let Some(addr) = server.tcp_addrs().get(tcp_order.len()) {
+    if let Some(addr) = server.tcp_addrs().get(order.len()) {
         let _ = writeln!(stdout, "listening tcp {addr} metrics");
     }
     let _ = stdout.flush();
@@ -381,6 +387,13 @@ fn check_flags(args: &ServeArgs) -> Result<(), Error> {
             size(MIN_FRAME)
         )));
     }
+    // Every service by name, before any file is read or socket bound.
+    let listeners = (args.tcp.iter().map(|l| (Transport::Tcp, l)))
+        .chain(args.tls.iter().map(|l| (Transport::Tls, l)))
+        .chain(args.udp.iter().map(|l| (Transport::Udp, l)));
+    for (transport, listen) in listeners {
+        registry::lookup(transport, &listen.service)?;
+    }
     // One owner per port, named by the flags that asked for it.
     let tcp = (args.tcp.iter().map(|l| ("--tcp", l.addr)))
         .chain(args.tls.iter().map(|l| ("--tls", l.addr)))
@@ -410,15 +423,6 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         Ok(secs) => Ok(Duration::from_secs(secs)),
         Err(_) => parse_duration(text),
     }
-}
-
-fn unknown_service(proto: &str, name: &str) -> Error {
-    let known = if proto == "udp" {
-        "echo, rudp"
-    } else {
-        "echo, json, chat, chat-proto"
-    };
-    Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
 }
 
 /// One info line per `interval`: open connections and what changed since
