@@ -7,7 +7,9 @@ use crate::net::socket::SocketOptions;
 use crate::Error;
 
 /// Everything a server's shards are tuned by. `Default` is what
-/// `sockloop serve` runs with when given no flags.
+/// `sockloop serve` runs with when given no flags, except for
+/// [`udp_rate`](Self::udp_rate) (the CLI's is [`CLI_UDP_RATE`]) and
+/// [`max_conns`](Self::max_conns) (the CLI's follows the open-files cap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Event loops, one thread each (default: the available cores).
@@ -86,8 +88,9 @@ pub struct ServerConfig {
     /// [`ConnContext::take_message_token`]: crate::service::ConnContext::take_message_token
     pub message_rate: Option<Rate>,
     /// Datagrams per second from one source address on a UDP socket
-    /// (`None`, the default: no limit); beyond, they are dropped and
-    /// counted. The table of sources is bounded by `sources.max_sources`.
+    /// (`None`, the default: no limit; `sockloop serve` uses
+    /// [`CLI_UDP_RATE`]); beyond, they are dropped and counted. The table
+    /// of sources is bounded by `sources.max_sources`.
     pub udp_rate: Option<Rate>,
     /// Open connections across all shards beyond which new ones are
     /// refused (`None`: no cap; the CLI sets the open-files cap minus a
@@ -235,6 +238,20 @@ impl ServerConfig {
 /// The smallest `max_read_buffer` (`--max-frame`): 256 bytes.
 pub const MIN_FRAME: usize = 256;
 
+/// The per-source UDP rate `sockloop serve` applies (`--udp-rate`):
+/// 10,000 datagrams a second with bursts of 20,000.
+///
+/// [`ServerConfig::default`] has none (`udp_rate: None`): an embedder's
+/// UDP service, or a test, should not lose datagrams to a limit it never
+/// asked for. A server started from the command line faces the network,
+/// where one source flooding a socket must not take it from the others;
+/// the rate is far above what one honest client sends.
+///
+/// ```
+/// assert_eq!(sockloop::config::CLI_UDP_RATE.to_string(), "10000/s:20000");
+/// ```
+pub const CLI_UDP_RATE: Rate = Rate::per_second(10_000).with_burst(20_000);
+
 /// A size as `parse_size` reads it: `64KiB`, `1MiB`, or bytes.
 ///
 /// ```
@@ -258,6 +275,78 @@ pub fn size(bytes: usize) -> impl std::fmt::Display {
         }
     }
     Size(bytes)
+}
+
+/// A duration as [`parse_duration`] reads it: whole seconds as `300s`,
+/// else milliseconds, microseconds or nanoseconds; zero as `0`. (Not
+/// `5m`: a flag's default reads as the field documents it.)
+///
+/// ```
+/// use std::time::Duration;
+/// use sockloop::config::{duration, parse_duration};
+///
+/// assert_eq!(duration(Duration::from_secs(300)).to_string(), "300s");
+/// assert_eq!(duration(Duration::from_millis(1500)).to_string(), "1500ms");
+/// assert_eq!(duration(Duration::ZERO).to_string(), "0");
+/// let odd = Duration::new(2, 7);
+/// assert_eq!(parse_duration(&duration(odd).to_string()), Ok(odd));
+/// ```
+pub fn duration(d: Duration) -> impl std::fmt::Display {
+    struct Written(Duration);
+    impl std::fmt::Display for Written {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let nanos = self.0.as_nanos();
+            if nanos == 0 {
+                return f.write_str("0");
+            }
+            for (scale, unit) in [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")] {
+                if nanos.is_multiple_of(scale) {
+                    return write!(f, "{}{unit}", nanos / scale);
+                }
+            }
+            write!(f, "{nanos}ns")
+        }
+    }
+    Written(d)
+}
+
+/// A timeout as its flag reads it: [`duration`], and `0` for `None`
+/// (disabled).
+///
+/// ```
+/// use std::time::Duration;
+/// use sockloop::config::timeout;
+///
+/// assert_eq!(timeout(Some(Duration::from_secs(10))).to_string(), "10s");
+/// assert_eq!(timeout(None).to_string(), "0");
+/// ```
+pub fn timeout(t: Option<Duration>) -> impl std::fmt::Display {
+    duration(t.unwrap_or(Duration::ZERO))
+}
+
+/// A rate limit as its flag reads it ([`parse_rate`]): the [`Rate`]'s
+/// `50/s:100`, and `0` for `None` (no limit).
+///
+/// [`parse_rate`]: crate::limit::parse_rate
+///
+/// ```
+/// use sockloop::config::rate;
+/// use sockloop::limit::Rate;
+///
+/// assert_eq!(rate(Some(Rate::per_second(50).with_burst(100))).to_string(), "50/s:100");
+/// assert_eq!(rate(None).to_string(), "0");
+/// ```
+pub fn rate(r: Option<Rate>) -> impl std::fmt::Display {
+    struct Written(Option<Rate>);
+    impl std::fmt::Display for Written {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.0 {
+                Some(rate) => rate.fmt(f),
+                None => f.write_str("0"),
+            }
+        }
+    }
+    Written(r)
 }
 
 /// Parses a duration written `500ms`, `30s`, `5m` or `0`.

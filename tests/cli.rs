@@ -30,9 +30,197 @@ fn a_port_in_use_exits_2_naming_it() {
 }
 
 #[test]
-fn an_unknown_service_exits_2_naming_it() {
+fn an_unknown_service_exits_2_naming_it_and_the_registrys_services() {
+    use sockloop::services::registry::{self, Transport};
+
+    for (flag, transport) in [
+        ("--tcp", Transport::Tcp),
+        ("--tls", Transport::Tls),
+        ("--udp", Transport::Udp),
+    ] {
+        let names: Vec<_> = registry::on(transport).map(|s| s.name).collect();
+        let output = serve(&[flag, "127.0.0.1:0=gopher"]);
+        let expected = format!(
+            "error: invalid configuration: unknown {transport} service \"gopher\" (known: {})\n",
+            names.join(", ")
+        );
+        assert_usage_error(&output, &expected);
+        assert_eq!(String::from_utf8_lossy(&output.stderr), expected);
+        assert!(output.stdout.is_empty());
+    }
+    // The same list, written out: a new service must be seen here too.
+    let output = serve(&["--tcp", "127.0.0.1:0=gopher"]);
+    assert_usage_error(&output, "(known: echo, json, chat, chat-proto)\n");
     let output = serve(&["--udp", "127.0.0.1:0=gopher"]);
-    assert_usage_error(&output, "unknown udp service \"gopher\"");
+    assert_usage_error(&output, "(known: echo, rudp)\n");
+    // A service on a transport it does not run on names where it runs.
+    let output = serve(&["--tcp", "127.0.0.1:0=rudp"]);
+    assert_usage_error(
+        &output,
+        "\"rudp\" is not a tcp service: it runs on udp (tcp services: echo, json, chat, chat-proto)",
+    );
+}
+
+#[test]
+fn serve_help_lists_every_service_of_each_listener_flag() {
+    use sockloop::services::registry::{self, Transport};
+
+    let output = finish(
+        Command::new(BIN)
+            .args(["serve", "--help"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, transport) in [
+        ("--tcp", Transport::Tcp),
+        ("--tls", Transport::Tls),
+        ("--udp", Transport::Udp),
+    ] {
+        // The flag's block: from its header to the next blank line.
+        let start = help
+            .find(&format!("      {flag} <ADDR[=SERVICE]>"))
+            .unwrap();
+        let block = help[start..].split("\n\n").next().unwrap();
+        let listed: Vec<(&str, &str)> = block
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let (name, description) = line.trim().split_once(' ').unwrap();
+                (name, description.trim_start())
+            })
+            .collect();
+        let registered: Vec<_> = registry::on(transport)
+            .map(|s| (s.name, s.description))
+            .collect();
+        assert_eq!(listed, registered, "{flag}: {block}");
+        assert!(!listed.is_empty());
+    }
+}
+
+/// `sockloop serve --help` (or `-h`): each flag's `[default: ...]`.
+fn help_defaults(flag: &str) -> Vec<(String, String)> {
+    let output = finish(
+        Command::new(BIN)
+            .args(["serve", flag])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    // A flag's header starts at most 6 columns in (`-h, --help`,
+    // `      --tcp`); its description follows on the same line (-h) or on
+    // lines indented further (--help).
+    let mut current = None;
+    let mut defaults = Vec::new();
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if indent <= 6 && line.trim_start().starts_with('-') {
+            let long = line.split_whitespace().find(|w| w.starts_with("--"));
+            current = long.map(|w| w.trim_end_matches(',').to_string());
+        }
+        if let (Some(flag), Some((_, rest))) = (&current, line.split_once("[default: ")) {
+            let value = rest.split_once(']').unwrap().0;
+            defaults.push((flag.clone(), value.to_string()));
+        }
+    }
+    defaults
+}
+
+#[test]
+fn serve_help_shows_the_librarys_defaults() {
+    use sockloop::config::{duration, rate, size, timeout, CLI_UDP_RATE};
+    use sockloop::limit::IpLimits;
+    use sockloop::net::socket::SocketOptions;
+    use sockloop::services::chat::ChatConfig;
+    use sockloop::services::rudp_echo::DEFAULT_MAX_PEERS;
+    use sockloop::ServerConfig;
+
+    let lib = ServerConfig::default();
+    let ip = IpLimits::default();
+    let chat = ChatConfig::default();
+    // Each flag: what the library says, and what the README's table says.
+    let expected = [
+        (
+            "--backlog",
+            SocketOptions::default().backlog.to_string(),
+            "1024",
+        ),
+        (
+            "--idle-timeout",
+            timeout(lib.idle_timeout).to_string(),
+            "300s",
+        ),
+        (
+            "--frame-timeout",
+            timeout(lib.frame_timeout).to_string(),
+            "10s",
+        ),
+        (
+            "--write-timeout",
+            timeout(lib.write_timeout).to_string(),
+            "30s",
+        ),
+        (
+            "--drain-timeout",
+            duration(lib.drain_timeout).to_string(),
+            "5s",
+        ),
+        (
+            "--out-soft",
+            size(lib.output_soft_limit).to_string(),
+            "256KiB",
+        ),
+        (
+            "--out-soft-for",
+            timeout(lib.output_soft_for).to_string(),
+            "10s",
+        ),
+        ("--chat-max-errors", chat.max_errors.to_string(), "5"),
+        (
+            "--chat-max-content",
+            size(chat.max_content).to_string(),
+            "2KiB",
+        ),
+        ("--trusted", lib.trusted.to_string(), "127.0.0.0/8,::1/128"),
+        ("--max-conns-per-ip", ip.max_conns_per_ip.to_string(), "256"),
+        ("--conn-rate", rate(ip.connect_rate).to_string(), "50/s:100"),
+        ("--msg-rate", rate(lib.message_rate).to_string(), "0"),
+        ("--ban-after", ip.ban_after.to_string(), "10"),
+        (
+            "--strike-window",
+            duration(ip.strike_window).to_string(),
+            "60s",
+        ),
+        ("--ban-for", duration(ip.ban_for).to_string(), "60s"),
+        (
+            "--max-frame",
+            size(lib.max_read_buffer).to_string(),
+            "64KiB",
+        ),
+        (
+            "--udp-rate",
+            rate(Some(CLI_UDP_RATE)).to_string(),
+            "10000/s:20000",
+        ),
+        ("--rudp-max-peers", DEFAULT_MAX_PEERS.to_string(), "4096"),
+        ("--stats-interval", "0".to_string(), "0"),
+    ];
+    for (flag, library, readme) in &expected {
+        assert_eq!(library, readme, "{flag}: the library and the README differ");
+    }
+    let expected: Vec<(String, String)> = (expected.iter())
+        .map(|(flag, library, _)| (flag.to_string(), library.clone()))
+        .collect();
+    // Both layouts: -h (one line per flag) and --help (long help).
+    for flag in ["--help", "-h"] {
+        assert_eq!(help_defaults(flag), expected, "serve {flag}");
+    }
 }
 
 #[test]

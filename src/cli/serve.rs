@@ -8,23 +8,24 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::addr::HostPort;
-use sockloop::config::{parse_duration, parse_size, size, MIN_FRAME};
+use sockloop::config::{
+    duration, parse_duration, parse_size, rate, size, timeout, CLI_UDP_RATE, MIN_FRAME,
+};
 use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
-use sockloop::net::socket::overlap;
+use sockloop::net::socket::{overlap, SocketOptions};
 use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
-use sockloop::rudp;
-use sockloop::services::chat::{Chat, ChatConfig, Encoding};
-use sockloop::services::{JsonEcho, RudpEcho};
-use sockloop::{services, Error, Handle, Listener, Server, ServerConfig};
+use sockloop::services::chat::ChatConfig;
+use sockloop::services::registry::{self, ServiceConfig, Transport};
+use sockloop::services::rudp_echo;
+use sockloop::{Error, Handle, Listener, Server, ServerConfig};
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// A TCP listener, ADDR[=SERVICE] (services: echo, json, chat, chat-proto); repeatable.
-    #[arg(long = "tcp", value_name = "ADDR[=SERVICE]")]
+    // The listener flags' help lists the registry's services.
+    #[arg(long = "tcp", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Tcp, false), long_help = listen_help(Transport::Tcp, true))]
     tcp: Vec<Listen>,
-    /// A TLS listener, ADDR[=SERVICE] (any TCP service); repeatable. Needs --cert and --key.
-    #[arg(long = "tls", value_name = "ADDR[=SERVICE]")]
+    #[arg(long = "tls", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Tls, false), long_help = listen_help(Transport::Tls, true))]
     tls: Vec<Listen>,
     /// PEM certificate chain for --tls listeners (leaf first).
     #[arg(long, value_name = "FILE")]
@@ -32,8 +33,7 @@ pub(crate) struct ServeArgs {
     /// PEM private key for --tls listeners.
     #[arg(long, value_name = "FILE")]
     key: Option<std::path::PathBuf>,
-    /// A UDP socket, ADDR[=SERVICE] (services: echo, rudp); repeatable.
-    #[arg(long = "udp", value_name = "ADDR[=SERVICE]")]
+    #[arg(long = "udp", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Udp, false), long_help = listen_help(Transport::Udp, true))]
     udp: Vec<Listen>,
     /// Event loops, one thread each (default: the number of available cores).
     #[arg(long, value_name = "N")]
@@ -46,7 +46,7 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pin: bool,
     /// Listen backlog.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = SocketOptions::default().backlog)]
     backlog: u32,
     /// Leave Nagle's algorithm on for accepted connections.
     #[arg(long)]
@@ -61,29 +61,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     keepalive: Option<Duration>,
     /// Close connections idle (no bytes either way) this long; 0 disables.
-    #[arg(long, value_parser = parse_duration, default_value = "300s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().idle_timeout).to_string(), value_name = "DURATION")]
     idle_timeout: Duration,
     /// Close connections whose frame stays incomplete this long after its first byte
     /// (slowloris); 0 disables.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().frame_timeout).to_string(), value_name = "DURATION")]
     frame_timeout: Duration,
     /// Close connections whose output makes no progress this long; 0 disables.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().write_timeout).to_string(), value_name = "DURATION")]
     write_timeout: Duration,
     /// How long a graceful shutdown waits for connections to flush.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = duration(lib().drain_timeout).to_string(), value_name = "DURATION")]
     drain_timeout: Duration,
-    /// Pending output that disconnects a TCP connection at once: a peer (a chat member)
-    /// that does not keep up with what is pushed to it. Default 1MiB, raised to fit
-    /// --max-frame; 0: no cap.
-    #[arg(long, alias = "chat-out-hard", value_parser = parse_size, value_name = "SIZE")]
+    // Pending output that disconnects a TCP connection at once; its default (the
+    // library's, raised to fit --max-frame) is in the help.
+    #[arg(long, alias = "chat-out-hard", value_parser = parse_size, value_name = "SIZE", help = out_hard_help())]
     out_hard: Option<usize>,
     /// Pending output that disconnects a TCP connection held above it for --out-soft-for;
     /// 0: no soft limit.
-    #[arg(long, alias = "chat-out-soft", value_parser = parse_size, default_value = "256KiB", value_name = "SIZE")]
+    #[arg(long, alias = "chat-out-soft", value_parser = parse_size, default_value = size(lib().output_soft_limit).to_string(), value_name = "SIZE")]
     out_soft: usize,
     /// How long output may stay above --out-soft; 0: no soft limit.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = timeout(lib().output_soft_for).to_string(), value_name = "DURATION")]
     out_soft_for: Duration,
     /// The old name of --out-soft-for, in whole seconds.
     #[arg(long, hide = true, value_parser = parse_secs, conflicts_with = "out_soft_for")]
@@ -92,7 +91,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
     chat_max_errors: u32,
     /// Longest chat message content; 0: as long as a frame allows.
-    #[arg(long, value_parser = parse_size, default_value = "2KiB", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size, default_value = size(ChatConfig::default().max_content).to_string(), value_name = "SIZE")]
     chat_max_content: usize,
     /// Connections across all shards beyond which new ones are refused (default: the
     /// open-files cap minus a reserve for listeners and the like); 0: no cap.
@@ -100,38 +99,38 @@ pub(crate) struct ServeArgs {
     max_conns: Option<usize>,
     /// Networks exempt from the per-source limits (cap, connect rate, UDP rate, strikes,
     /// bans), CIDR[,CIDR...]; `none` limits loopback like anyone else.
-    #[arg(long, default_value = "127.0.0.0/8,::1/128", value_name = "CIDR,...")]
+    #[arg(long, default_value_t = lib().trusted, value_name = "CIDR,...")]
     trusted: Trusted,
     /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(long, default_value_t = lib().sources.max_conns_per_ip, value_name = "N")]
     max_conns_per_ip: u32,
     /// Connection attempts per address, e.g. 50/s or 50/s:100 (a burst of 100); 0: no limit.
-    #[arg(long, default_value = "50/s:100", value_name = "RATE")]
+    #[arg(long, default_value_t = RateLimit(lib().sources.connect_rate), value_name = "RATE")]
     conn_rate: RateLimit,
     /// Messages per connection, e.g. 100/s:200; over it a message is dropped with an error and
-    /// a strike. 0 (the default): no limit.
-    #[arg(long, default_value = "0", value_name = "RATE")]
+    /// a strike. 0: no limit.
+    #[arg(long, default_value_t = RateLimit(lib().message_rate), value_name = "RATE")]
     msg_rate: RateLimit,
     /// Strikes (protocol errors, limit violations) within --strike-window that ban an
     /// address; 0: no bans.
-    #[arg(long, default_value_t = 10, value_name = "N")]
+    #[arg(long, default_value_t = lib().sources.ban_after, value_name = "N")]
     ban_after: u32,
     /// The window strikes are counted in.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = duration(lib().sources.strike_window).to_string(), value_name = "DURATION")]
     strike_window: Duration,
     /// How long a ban lasts.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, default_value = duration(lib().sources.ban_for).to_string(), value_name = "DURATION")]
     ban_for: Duration,
     /// Largest frame (a line, a protobuf record) a TCP service accepts, at least 256B; also
     /// the most unconsumed input a connection may hold.
-    #[arg(long, value_parser = parse_size, default_value = "64KiB", value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size, default_value = size(lib().max_read_buffer).to_string(), value_name = "SIZE")]
     max_frame: usize,
-    /// Datagrams per second from one address on each UDP socket (e.g. 10000/s:20000); over
+    /// Datagrams per second from one address on each UDP socket (e.g. 500/s:1000); over
     /// it they are dropped and counted. 0: no limit.
-    #[arg(long, default_value = "10000/s:20000", value_name = "RATE")]
+    #[arg(long, default_value_t = RateLimit(Some(CLI_UDP_RATE)), value_name = "RATE")]
     udp_rate: RateLimit,
     /// rudp peers per shard; hellos beyond it are refused with a close. 0: no cap.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
+    #[arg(long, default_value_t = rudp_echo::DEFAULT_MAX_PEERS, value_name = "N")]
     rudp_max_peers: usize,
     /// Serve the counters at GET /metrics (Prometheus text format) on ADDR (with no
     /// listener flags: 127.0.0.1:9090).
@@ -142,9 +141,56 @@ pub(crate) struct ServeArgs {
     stats_interval: Duration,
 }
 
+/// The help of `--tcp`, `--tls` or `--udp`: the registry's services, with
+/// their descriptions in the long help.
+fn listen_help(transport: Transport, long: bool) -> String {
+    let what = match transport {
+        Transport::Tcp => "A TCP listener",
+        Transport::Tls => "A TLS listener",
+        Transport::Udp => "A UDP socket",
+    };
+    let tls = if transport == Transport::Tls {
+        "; needs --cert and --key"
+    } else {
+        ""
+    };
+    if long {
+        format!(
+            "{what}, ADDR[=SERVICE]; repeatable{tls}. SERVICE (default echo) is one of:\n{}",
+            registry::describe(transport)
+        )
+    } else {
+        let names: Vec<_> = registry::on(transport).map(|s| s.name).collect();
+        format!(
+            "{what}, ADDR[=SERVICE] (services: {}); repeatable{tls}",
+            names.join(", ")
+        )
+    }
+}
+
+/// The library's defaults, which the flags' defaults are read from.
+fn lib() -> ServerConfig {
+    ServerConfig::default()
+}
+
+fn out_hard_help() -> String {
+    format!(
+        "Pending output that disconnects a TCP connection at once: a peer (a chat member) \
+         that does not keep up with what is pushed to it. Default {}, raised to fit \
+         --max-frame; 0: no cap",
+        size(lib().output_hard_limit)
+    )
+}
+
 /// A rate flag: `50/s`, `50/s:100`, `600/m`, or `0` for no limit.
 #[derive(Clone, Copy)]
 struct RateLimit(Option<Rate>);
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", rate(self.0))
+    }
+}
 
 impl FromStr for RateLimit {
     type Err = String;
@@ -251,8 +297,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     };
 
     let max_line = config.max_read_buffer;
-    let mut builder = Server::builder().config(config);
-    // The order listeners are added in, which `tcp_addrs` follows.
+    let builder = Server::builder().config(config);
     let tls = match (&args.tls[..], &args.cert, &args.key) {
         ([], None, None) => None,
         ([_, ..], Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
@@ -263,67 +308,50 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
             ))
         }
     };
-    let plain = args
-        .tcp
-        .iter()
-        .map(|listen| ("tcp", listen, Listener::plain(listen.addr)));
+    // Every listener's service, by name, from the registry.
+    let plain =
+        (args.tcp.iter()).map(|listen| (Transport::Tcp, listen, Listener::plain(listen.addr)));
     let secure = args.tls.iter().filter_map(|listen| {
         let config = tls.clone()?;
-        Some(("tls", listen, Listener::tls(listen.addr, config)))
+        Some((Transport::Tls, listen, Listener::tls(listen.addr, config)))
     });
-    // The order listeners are added in, which `tcp_addrs` follows.
-    let mut tcp_order = Vec::new();
-    let mut chat_group = (Vec::new(), Vec::new(), Vec::new());
-    for (proto, listen, listener) in plain.chain(secure) {
-        let encoding = match listen.service.as_str() {
-            "echo" => {
-                builder = builder.listeners(vec![listener], || services::Echo);
-                tcp_order.push((proto, listen));
-                continue;
-            }
-            "json" => {
-                builder = builder.listeners(vec![listener], move || JsonEcho::new(max_line));
-                tcp_order.push((proto, listen));
-                continue;
-            }
-            "chat" => Encoding::Json,
-            "chat-proto" => Encoding::Protobuf,
-            other => return Err(unknown_service(proto, other)),
-        };
-        // Every chat listener joins one group: one set of rooms.
-        chat_group.0.push(listener);
-        chat_group.1.push(encoding);
-        chat_group.2.push((proto, listen));
+    let mut tcp = Vec::new();
+    let mut tcp_names = Vec::new();
+    for (transport, listen, listener) in plain.chain(secure) {
+        tcp.push((listener, registry::lookup(transport, &listen.service)?));
+        tcp_names.push((transport, listen));
     }
-    if !chat_group.0.is_empty() {
-        builder = builder.listeners(chat_group.0, Chat::maker(chat, &chat_group.1));
-        tcp_order.extend(chat_group.2);
-    }
-    let secret = services::rudp_echo::random_secret()?;
-    let max_peers = cap(args.rudp_max_peers).unwrap_or(usize::MAX);
-    for listen in &args.udp {
-        builder = match listen.service.as_str() {
-            "echo" => builder.udp(listen.addr, || services::Echo),
-            "rudp" => builder.udp(listen.addr, move || {
-                RudpEcho::new(rudp::Config::default(), max_peers, &secret)
-            }),
-            other => return Err(unknown_service("udp", other)),
-        };
-    }
+    let udp = (args.udp.iter())
+        .map(|listen| {
+            Ok((
+                listen.addr,
+                registry::lookup(Transport::Udp, &listen.service)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let needs = ServiceConfig {
+        chat,
+        max_line,
+        rudp_max_peers: cap(args.rudp_max_peers).unwrap_or(usize::MAX),
+        ..ServiceConfig::new(registry::random_secret()?)
+    };
+    // Single services first, then the chat group: the order `tcp_addrs` follows.
+    let (mut builder, order) = registry::install(builder, &tcp, &udp, &needs);
     if let Some(addr) = &args.metrics {
         builder = builder.metrics(addr.first());
     }
     let server = builder.build()?;
 
     let mut stdout = std::io::stdout().lock();
-    for ((proto, listen), addr) in tcp_order.iter().zip(server.tcp_addrs()) {
+    for (&i, addr) in order.iter().zip(server.tcp_addrs()) {
+        let (proto, listen) = tcp_names[i];
         let _ = writeln!(stdout, "listening {proto} {addr} {}", listen.service);
     }
     for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
         let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
     }
     // The metrics endpoint is the last TCP listener.
-    if let Some(addr) = server.tcp_addrs().get(tcp_order.len()) {
+    if let Some(addr) = server.tcp_addrs().get(order.len()) {
         let _ = writeln!(stdout, "listening tcp {addr} metrics");
     }
     let _ = stdout.flush();
@@ -359,6 +387,13 @@ fn check_flags(args: &ServeArgs) -> Result<(), Error> {
             size(MIN_FRAME)
         )));
     }
+    // Every service by name, before any file is read or socket bound.
+    let listeners = (args.tcp.iter().map(|l| (Transport::Tcp, l)))
+        .chain(args.tls.iter().map(|l| (Transport::Tls, l)))
+        .chain(args.udp.iter().map(|l| (Transport::Udp, l)));
+    for (transport, listen) in listeners {
+        registry::lookup(transport, &listen.service)?;
+    }
     // One owner per port, named by the flags that asked for it.
     let tcp = (args.tcp.iter().map(|l| ("--tcp", l.addr)))
         .chain(args.tls.iter().map(|l| ("--tls", l.addr)))
@@ -388,15 +423,6 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         Ok(secs) => Ok(Duration::from_secs(secs)),
         Err(_) => parse_duration(text),
     }
-}
-
-fn unknown_service(proto: &str, name: &str) -> Error {
-    let known = if proto == "udp" {
-        "echo, rudp"
-    } else {
-        "echo, json, chat, chat-proto"
-    };
-    Error::Config(format!("unknown {proto} service {name:?} (known: {known})"))
 }
 
 /// One info line per `interval`: open connections and what changed since

@@ -1,8 +1,10 @@
-//! The built-in services, and the names the CLI knows them by.
+//! The built-in services, and the names the CLI knows them by
+//! ([`registry`]).
 
 pub mod chat;
 pub mod echo;
 pub mod json;
+pub mod registry;
 pub mod rudp_echo;
 
 pub use chat::Chat;

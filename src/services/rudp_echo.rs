@@ -89,6 +89,12 @@ impl EchoCore {
     }
 }
 
+/// The peers one `rudp` socket serves per shard unless told otherwise
+/// (4,096; `sockloop serve --rudp-max-peers`): a hello beyond them is
+/// refused with a `Close`. Each peer's windows are bounded, so this bounds
+/// the echo's memory.
+pub const DEFAULT_MAX_PEERS: usize = 4096;
+
 /// 32 bytes from the operating system's random number generator: a
 /// cookie secret no one can guess.
 pub fn random_secret() -> std::io::Result<[u8; 32]> {
