@@ -1,6 +1,8 @@
 //! Sockets and bytes: everything below the loop that touches the OS.
 
 pub mod buffer;
+mod recv_batch;
+mod send_queue;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -3,374 +3,35 @@
 //! could not take yet and flushes them in batches on writable events.
 //!
 //! Both allocate once, in `new`, and never again, so memory per socket is
-//! fixed no matter how much traffic passes through.
+//! fixed no matter how much traffic passes through. Each lives in its own
+//! file (`recv_batch.rs`, `send_queue.rs`); this module is their public
+//! path, and holds the tests that use the two together.
 
-use super::sys;
-use log::debug;
-use mio::net::UdpSocket;
-use std::collections::VecDeque;
-use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-use std::os::fd::AsFd;
+pub use super::recv_batch::{Datagram, RecvBatch};
+pub use super::send_queue::{FlushOutcome, QueueFull, SendQueue};
 
-/// One received datagram, borrowed from a [`RecvBatch`].
-///
-/// ```
-/// use sockloop::net::udp_batch::{Datagram, RecvBatch};
-/// # use mio::net::UdpSocket;
-/// # let rx = UdpSocket::bind("127.0.0.1:0".parse()?)?;
-/// # let tx = UdpSocket::bind("127.0.0.1:0".parse()?)?;
-/// # tx.send_to(b"ping", rx.local_addr()?)?;
-/// # let mut batch = RecvBatch::new(4, 512);
-/// # while batch.recv(&rx).is_err() { std::thread::sleep(std::time::Duration::from_millis(1)); }
-/// for Datagram { from, data, truncated } in batch.iter() {
-///     if truncated {
-///         continue; // caller's policy: drop and count
-///     }
-///     assert_eq!((from, data), (tx.local_addr()?, &b"ping"[..]));
-/// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Datagram<'a> {
-    /// Source address.
-    pub from: SocketAddr,
-    /// Payload; if `truncated`, only its first `slot_size` bytes.
-    pub data: &'a [u8],
-    /// The datagram did not fit its slot and its tail was discarded.
-    pub truncated: bool,
-}
-
-/// Preallocated slots for receiving many datagrams per syscall.
-///
-/// On Linux one [`recv`](Self::recv) is a single `recvmmsg` (one per 64 slots
-/// for larger batches); elsewhere it loops `recvmsg` until `WouldBlock` or full.
-///
-/// ```
-/// use mio::net::UdpSocket;
-/// use mio::{Events, Interest, Poll, Token};
-/// use sockloop::net::udp_batch::RecvBatch;
-///
-/// let mut rx = UdpSocket::bind("127.0.0.1:0".parse()?)?;
-/// let tx = UdpSocket::bind("127.0.0.1:0".parse()?)?;
-/// let mut poll = Poll::new()?;
-/// poll.registry().register(&mut rx, Token(0), Interest::READABLE)?;
-/// tx.send_to(b"hello", rx.local_addr()?)?;
-///
-/// let mut batch = RecvBatch::new(32, 2048);
-/// let mut events = Events::with_capacity(8);
-/// loop {
-///     match batch.recv(&rx) {
-///         Ok(_) => break,
-///         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-///             poll.poll(&mut events, None)?
-///         }
-///         Err(e) => return Err(e.into()),
-///     }
-/// }
-/// let d = batch.get(0);
-/// assert_eq!((d.from, d.data, d.truncated), (tx.local_addr()?, &b"hello"[..], false));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-pub struct RecvBatch {
-    buf: Vec<u8>,
-    slot_size: usize,
-    meta: Vec<sys::RecvMeta>,
-    len: usize,
-}
-
-impl RecvBatch {
-    /// Allocates `slots * slot_size` bytes of payload space plus per-slot
-    /// metadata. Datagrams longer than `slot_size` are reported truncated.
-    ///
-    /// # Panics
-    /// If `slots` or `slot_size` is 0, or their product overflows `usize`.
-    pub fn new(slots: usize, slot_size: usize) -> Self {
-        assert!(slots > 0 && slot_size > 0, "RecvBatch needs room");
-        let bytes = slots.checked_mul(slot_size).expect("RecvBatch too large");
-        RecvBatch {
-            buf: vec![0; bytes],
-            slot_size,
-            meta: vec![sys::RecvMeta::default(); slots],
-            len: 0,
-        }
-    }
-
-    /// Replaces the batch contents with up to `slots` waiting datagrams and
-    /// returns how many arrived. `Err(WouldBlock)` when none were waiting;
-    /// on any error the batch is left empty. Other errors are not fatal for
-    /// UDP: e.g. a connected socket reports an ICMP port-unreachable once as
-    /// `ConnectionRefused`, and the next call receives normally.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        self.len = 0;
-        let n = sys::recv_batch(
-            socket.as_fd(),
-            &mut self.buf,
-            self.slot_size,
-            &mut self.meta,
-        )?;
-        self.len = n;
-        Ok(n)
-    }
-
-    /// Datagrams held from the last [`recv`](Self::recv).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when the last [`recv`](Self::recv) got nothing (or failed).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Size of each slot: the largest datagram received untruncated.
-    pub fn slot_size(&self) -> usize {
-        self.slot_size
-    }
-
-    /// Datagram `i` of the last [`recv`](Self::recv).
-    ///
-    /// # Panics
-    /// If `i >= self.len()`.
-    pub fn get(&self, i: usize) -> Datagram<'_> {
-        assert!(i < self.len, "datagram {i} out of {}", self.len);
-        let m = &self.meta[i];
-        let start = i * self.slot_size;
-        Datagram {
-            from: m.from,
-            data: &self.buf[start..start + m.len],
-            truncated: m.truncated,
-        }
-    }
-
-    /// The datagrams of the last [`recv`](Self::recv), in arrival order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Datagram<'_>> + '_ {
-        (0..self.len).map(|i| self.get(i))
-    }
-}
-
-/// Returned by [`SendQueue::push`] when the queue is at its datagram or byte
-/// bound (or the datagram alone exceeds the byte bound). The datagram was not
-/// queued; the caller drops and counts it.
-///
-/// ```
-/// use sockloop::net::udp_batch::{QueueFull, SendQueue};
-///
-/// let mut q = SendQueue::new(1, 16);
-/// let to = "127.0.0.1:9".parse()?;
-/// q.push(to, b"first")?;
-/// assert_eq!(q.push(to, b"second"), Err(QueueFull));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueFull;
-
-impl fmt::Display for QueueFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("UDP send queue full")
-    }
-}
-
-impl std::error::Error for QueueFull {}
-
-/// What one [`SendQueue::flush`] did.
-///
-/// `would_block` is true exactly when datagrams remain queued: keep WRITABLE
-/// interest and flush again on the next writable event. When false the queue
-/// is empty and WRITABLE interest can be dropped.
-///
-/// ```
-/// use mio::net::UdpSocket;
-/// use sockloop::net::udp_batch::{FlushOutcome, SendQueue};
-///
-/// let socket = UdpSocket::bind("127.0.0.1:0".parse()?)?;
-/// let mut q = SendQueue::new(8, 1024);
-/// assert_eq!(q.flush(&socket), FlushOutcome::default());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct FlushOutcome {
-    /// Datagrams the kernel accepted.
-    pub sent: usize,
-    /// Datagrams dropped because sending them failed (EMSGSIZE, EACCES,
-    /// address family mismatch, ...); each is logged at debug level.
-    pub dropped_errors: usize,
-    /// The socket stopped accepting datagrams before the queue emptied.
-    pub would_block: bool,
-}
-
-/// Bounded FIFO of outgoing datagrams stored back to back in one byte arena.
-///
-/// Intended use: while the queue is empty, `send_to` directly; on
-/// `WouldBlock`, [`push`](Self::push) and register WRITABLE; on writable
-/// events, [`flush`](Self::flush).
-///
-/// ```
-/// use mio::net::UdpSocket;
-/// use sockloop::net::udp_batch::{FlushOutcome, SendQueue};
-///
-/// let tx = UdpSocket::bind("127.0.0.1:0".parse()?)?;
-/// let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
-/// rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-///
-/// let mut q = SendQueue::new(1024, 64 * 1024);
-/// q.push(rx.local_addr()?, b"one")?;
-/// q.push(rx.local_addr()?, b"two")?;
-/// let out = q.flush(&tx);
-/// assert_eq!(out, FlushOutcome { sent: 2, dropped_errors: 0, would_block: false });
-///
-/// let mut buf = [0; 16];
-/// let (n, from) = rx.recv_from(&mut buf)?;
-/// assert_eq!((&buf[..n], from), (&b"one"[..], tx.local_addr()?));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-pub struct SendQueue {
-    /// Live bytes are `arena[head..]`. Capacity is reserved once at
-    /// `max_bytes` and `arena.len()` never exceeds it, so it never reallocates.
-    arena: Vec<u8>,
-    head: usize,
-    /// Entries are contiguous in the arena, in order: the front one starts at
-    /// `head`, each next one where the previous ends.
-    entries: VecDeque<Entry>,
-    max_datagrams: usize,
-    max_bytes: usize,
-}
-
-#[derive(Debug)]
-struct Entry {
-    to: SocketAddr,
-    len: usize,
-}
-
-impl SendQueue {
-    /// Allocates room for up to `max_datagrams` datagrams totalling at most
-    /// `max_bytes` payload bytes.
-    pub fn new(max_datagrams: usize, max_bytes: usize) -> Self {
-        SendQueue {
-            arena: Vec::with_capacity(max_bytes),
-            head: 0,
-            entries: VecDeque::with_capacity(max_datagrams),
-            max_datagrams,
-            max_bytes,
-        }
-    }
-
-    /// Appends a datagram, or returns [`QueueFull`] (leaving the queue as is)
-    /// if it would exceed either bound.
-    pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> Result<(), QueueFull> {
-        if self.entries.len() >= self.max_datagrams || data.len() > self.max_bytes - self.bytes() {
-            return Err(QueueFull);
-        }
-        if self.arena.len() + data.len() > self.max_bytes {
-            // The space freed at the front is needed: slide the live bytes
-            // down. Costs at most `max_bytes` of memmove, and only happens
-            // once the tail has reached the end of the reservation.
-            self.arena.copy_within(self.head.., 0);
-            self.arena.truncate(self.arena.len() - self.head);
-            self.head = 0;
-        }
-        self.arena.extend_from_slice(data);
-        self.entries.push_back(Entry {
-            to,
-            len: data.len(),
-        });
-        Ok(())
-    }
-
-    /// Sends from the front in batches until the queue is empty or the socket
-    /// would block. Datagrams that fail with any other error are dropped and
-    /// counted so one bad destination can never wedge the queue; every loop
-    /// iteration either removes a datagram or returns, so this cannot spin.
-    pub fn flush(&mut self, socket: &UdpSocket) -> FlushOutcome {
-        let mut out = FlushOutcome::default();
-        while !self.entries.is_empty() {
-            let mut start = self.head;
-            let batch = self.entries.iter().map(|e| {
-                let data = &self.arena[start..start + e.len];
-                start += e.len;
-                (e.to, data)
-            });
-            match sys::send_batch(socket.as_fd(), batch) {
-                Ok(0) => {
-                    // Not expected from a non-empty batch; stop rather than spin.
-                    debug_assert!(false, "send_batch sent nothing without an error");
-                    out.would_block = true;
-                    break;
-                }
-                Ok(n) => {
-                    for _ in 0..n {
-                        self.pop_front();
-                    }
-                    out.sent += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    out.would_block = true;
-                    break;
-                }
-                Err(e) => {
-                    let (to, len) = self.pop_front();
-                    out.dropped_errors += 1;
-                    debug!("dropping queued {len}-byte datagram to {to}: {e}");
-                }
-            }
-        }
-        out
-    }
-
-    /// Datagrams queued.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Payload bytes queued.
-    pub fn bytes(&self) -> usize {
-        self.arena.len() - self.head
-    }
-
-    /// Bytes reserved for payloads: fixed at construction (at least
-    /// `max_bytes`), exposed so tests and metrics can check it never grows.
-    pub fn arena_capacity(&self) -> usize {
-        self.arena.capacity()
-    }
-
-    fn pop_front(&mut self) -> (SocketAddr, usize) {
-        let e = self.entries.pop_front().expect("pop_front on empty queue");
-        self.head += e.len;
-        if self.entries.is_empty() {
-            // Free rewind: nothing live to move.
-            self.arena.clear();
-            self.head = 0;
-        }
-        (e.to, e.len)
-    }
-}
-
+/// Loopback sockets and payloads for the tests of both halves.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod testing {
+    use super::RecvBatch;
+    use mio::net::UdpSocket;
+    use std::io;
+    use std::net::SocketAddr;
     use std::time::Duration;
 
     const MAX_WAIT_MS: u32 = 5000;
 
-    fn bind(addr: &str) -> UdpSocket {
+    pub(crate) fn bind(addr: &str) -> UdpSocket {
         UdpSocket::bind(addr.parse().unwrap()).unwrap()
     }
 
-    fn addr(s: &UdpSocket) -> SocketAddr {
+    pub(crate) fn addr(s: &UdpSocket) -> SocketAddr {
         s.local_addr().unwrap()
     }
 
     /// Receives until `want` datagrams arrived (or ~5 s passed, which fails
     /// the caller's count check). Returns them and the largest single batch.
-    fn recv_n(
+    pub(crate) fn recv_n(
         batch: &mut RecvBatch,
         rx: &UdpSocket,
         want: usize,
@@ -395,9 +56,16 @@ mod tests {
         (got, largest)
     }
 
-    fn payload(i: usize, len: usize) -> Vec<u8> {
+    pub(crate) fn payload(i: usize, len: usize) -> Vec<u8> {
         (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use mio::net::UdpSocket;
 
     #[test]
     fn public_types_are_send() {
@@ -407,76 +75,6 @@ mod tests {
         send::<Datagram<'static>>();
         send::<FlushOutcome>();
         send::<QueueFull>();
-    }
-
-    #[test]
-    fn recv_batch_100_datagrams_from_3_senders() {
-        let rx = bind("127.0.0.1:0");
-        let senders = [
-            bind("127.0.0.1:0"),
-            bind("127.0.0.1:0"),
-            bind("127.0.0.1:0"),
-        ];
-        let mut batch = RecvBatch::new(32, 2048);
-        let (mut expected, mut got) = (Vec::new(), Vec::new());
-        let mut largest = 0;
-        // Drain every 20 so the default receive buffer can never overflow.
-        for chunk in (0..100).collect::<Vec<usize>>().chunks(20) {
-            for &i in chunk {
-                let tx = &senders[i % 3];
-                let data = payload(i, 1 + i * 13);
-                assert_eq!(tx.send_to(&data, addr(&rx)).unwrap(), data.len());
-                expected.push((addr(tx), data, false));
-            }
-            let (part, big) = recv_n(&mut batch, &rx, chunk.len());
-            got.extend(part);
-            largest = largest.max(big);
-        }
-        assert!(matches!(batch.recv(&rx), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
-        assert!(batch.is_empty());
-        // Loopback may interleave senders, so compare as multisets.
-        expected.sort();
-        got.sort();
-        assert_eq!(got, expected);
-        assert!(
-            largest > 1,
-            "recvmmsg never returned more than one datagram"
-        );
-    }
-
-    #[test]
-    fn recv_batch_larger_than_one_syscall() {
-        let rx = bind("127.0.0.1:0");
-        let tx = bind("127.0.0.1:0");
-        let mut batch = RecvBatch::new(sys::MAX_BATCH * 2 + 10, 64);
-        let n = sys::MAX_BATCH + 36;
-        for i in 0..n {
-            tx.send_to(&payload(i, 8), addr(&rx)).unwrap();
-        }
-        let (got, largest) = recv_n(&mut batch, &rx, n);
-        assert_eq!(got.len(), n);
-        assert!(largest > sys::MAX_BATCH, "largest batch was {largest}");
-    }
-
-    #[test]
-    fn recv_batch_reports_truncation() {
-        let rx = bind("127.0.0.1:0");
-        let tx = bind("127.0.0.1:0");
-        let mut batch = RecvBatch::new(8, 256);
-        for len in [300, 10, 256] {
-            tx.send_to(&payload(len, len), addr(&rx)).unwrap();
-        }
-        let (got, _) = recv_n(&mut batch, &rx, 3);
-        let from = addr(&tx);
-        let big = payload(300, 300);
-        assert_eq!(
-            got,
-            vec![
-                (from, big[..256].to_vec(), true),
-                (from, payload(10, 10), false),
-                (from, payload(256, 256), false),
-            ]
-        );
     }
 
     #[test]
@@ -510,141 +108,6 @@ mod tests {
         expected.sort();
         got.sort();
         assert_eq!(got, expected);
-    }
-
-    #[test]
-    fn recv_batch_would_block_when_empty() {
-        let rx = bind("127.0.0.1:0");
-        let mut batch = RecvBatch::new(4, 64);
-        let err = batch.recv(&rx).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
-        assert_eq!(batch.len(), 0);
-    }
-
-    fn std_rx() -> std::net::UdpSocket {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        rx
-    }
-
-    fn recv_one(rx: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
-        let mut buf = vec![0; 65536];
-        let (n, from) = rx.recv_from(&mut buf).unwrap();
-        (buf[..n].to_vec(), from)
-    }
-
-    #[test]
-    fn send_queue_flushes_all_in_order() {
-        let tx = bind("127.0.0.1:0");
-        let rx = std_rx();
-        let to = rx.local_addr().unwrap();
-        let mut q = SendQueue::new(128, 16 * 1024);
-        // More than one sendmmsg worth, varying sizes including empty.
-        let n = sys::MAX_BATCH + 36;
-        for i in 0..n {
-            q.push(to, &payload(i, i % 97)).unwrap();
-        }
-        assert_eq!(q.len(), n);
-        let out = q.flush(&tx);
-        assert_eq!(
-            out,
-            FlushOutcome {
-                sent: n,
-                dropped_errors: 0,
-                would_block: false
-            }
-        );
-        assert_eq!((q.len(), q.bytes(), q.is_empty()), (0, 0, true));
-        for i in 0..n {
-            assert_eq!(recv_one(&rx), (payload(i, i % 97), addr(&tx)));
-        }
-    }
-
-    #[test]
-    fn send_queue_full_by_count_and_by_bytes() {
-        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let mut q = SendQueue::new(3, 10);
-        q.push(to, &[1; 4]).unwrap();
-        q.push(to, &[2; 4]).unwrap();
-        assert_eq!(q.push(to, &[3; 3]), Err(QueueFull)); // 11 bytes > 10
-        assert_eq!((q.len(), q.bytes()), (2, 8));
-        q.push(to, &[4; 2]).unwrap(); // exactly 10 bytes
-        assert_eq!(q.push(to, &[]), Err(QueueFull)); // 4 datagrams > 3
-        assert_eq!((q.len(), q.bytes()), (3, 10));
-        assert_eq!(SendQueue::new(8, 10).push(to, &[0; 11]), Err(QueueFull));
-    }
-
-    #[test]
-    fn send_queue_drops_failing_datagrams_and_continues() {
-        let tx = bind("127.0.0.1:0");
-        let rx = std_rx();
-        let to = rx.local_addr().unwrap();
-        let mut q = SendQueue::new(8, 128 * 1024);
-        q.push(to, b"first").unwrap();
-        q.push(to, &[0; 65508]).unwrap(); // one over the IPv4 UDP max: EMSGSIZE
-        q.push("[::1]:9".parse().unwrap(), b"v6 on v4").unwrap(); // EAFNOSUPPORT
-        q.push(to, b"last").unwrap();
-        let out = q.flush(&tx);
-        assert_eq!(
-            out,
-            FlushOutcome {
-                sent: 2,
-                dropped_errors: 2,
-                would_block: false
-            }
-        );
-        assert!(q.is_empty());
-        assert_eq!(recv_one(&rx), (b"first".to_vec(), addr(&tx)));
-        assert_eq!(recv_one(&rx), (b"last".to_vec(), addr(&tx)));
-    }
-
-    /// Partial flushes (as after WouldBlock) with a model queue alongside:
-    /// contents stay exact and in order while the arena compacts in place.
-    #[test]
-    fn send_queue_arena_compacts_without_growing() {
-        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let mut q = SendQueue::new(16, 1000);
-        let (arena_cap, entries_cap) = (q.arena_capacity(), q.entries.capacity());
-        assert!(arena_cap >= 1000);
-        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
-        let mut seed = 12345u32;
-        let mut rand = move |m: u32| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (seed >> 16) % m
-        };
-        let (mut pushed, mut refused, mut compactions) = (0, 0, 0);
-        for i in 0..20_000 {
-            if rand(3) == 0 && !model.is_empty() {
-                for _ in 0..=rand(model.len() as u32) {
-                    let want = model.pop_front().unwrap();
-                    let start = q.head;
-                    assert_eq!(&q.arena[start..start + want.len()], &want[..]);
-                    q.pop_front();
-                }
-            } else {
-                let data = payload(i, rand(200) as usize);
-                let must_compact = q.head > 0 && q.arena.len() + data.len() > 1000;
-                match q.push(to, &data) {
-                    Ok(()) => {
-                        compactions += usize::from(must_compact);
-                        model.push_back(data);
-                        pushed += 1;
-                    }
-                    Err(QueueFull) => refused += 1,
-                }
-            }
-            assert_eq!(q.len(), model.len());
-            assert_eq!(q.bytes(), model.iter().map(Vec::len).sum::<usize>());
-            assert!(q.arena.len() <= 1000);
-        }
-        assert!(
-            pushed > 1000 && refused > 100 && compactions > 100,
-            "pushed {pushed} refused {refused} compactions {compactions}"
-        );
-        assert_eq!(
-            (q.arena_capacity(), q.entries.capacity()),
-            (arena_cap, entries_cap)
-        );
     }
 
     #[test]

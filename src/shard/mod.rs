@@ -8,12 +8,13 @@
 //! have had theirs.
 
 mod accept;
+mod close;
 pub(crate) mod conn;
 pub(crate) mod context;
 pub(crate) mod deadline;
+mod delivery;
 mod fire;
 pub(crate) mod gate;
-mod lifecycle;
 pub(crate) mod mailbox;
 pub(crate) mod token;
 pub(crate) mod udp;

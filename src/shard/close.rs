@@ -1,73 +1,15 @@
-//! A shard's mail, its shutdown, and the end of each connection.
+//! How connections end: one at a time ([`Shard::close`]: counted, logged,
+//! buffers returned, admission released, the service told), all at once,
+//! or drained at shutdown (input discarded, output flushed, then FIN).
 
 use super::conn::Flags;
 use super::context::ShardContext;
 use super::deadline::TimerTarget;
-use super::mailbox::{Control, Mail, ServiceRef};
-use super::token::Slot;
+use super::mailbox::ServiceRef;
 use super::Shard;
 use crate::service::{CloseReason, ConnId};
 
-/// Mail read per wake before the shard's own sockets get a turn.
-const MAIL_BUDGET: usize = 1024;
-
 impl Shard {
-    /// Acts on the control word, then on the mail waiting, up to a budget:
-    /// other shards may post as fast as this one reads, and its own sockets
-    /// must not starve. Mail left over is read again before the next poll.
-    pub(super) fn read_mailbox(&mut self) {
-        match self.mailbox.control() {
-            Control::Run => {}
-            Control::Shutdown => self.begin_shutdown(),
-            Control::Stop => {
-                self.begin_shutdown();
-                self.close_all(CloseReason::Shutdown);
-            }
-        }
-        for _ in 0..MAIL_BUDGET {
-            let Some(mail) = self.mailbox.next() else {
-                return;
-            };
-            match mail {
-                Mail::Adopt {
-                    listener,
-                    stream,
-                    peer,
-                    admission,
-                } => {
-                    self.res.stats.adopted.incr();
-                    if self.draining {
-                        // Dropping it closes it, as a closed listener would.
-                        self.res.gate.release(admission);
-                        continue;
-                    }
-                    let stream = mio::net::TcpStream::from_std(stream);
-                    self.open(listener, stream, peer, admission);
-                }
-                Mail::Message {
-                    service,
-                    from,
-                    payload,
-                } => self.deliver(service, from, &payload),
-            }
-        }
-        self.revisit.push(Slot::Waker.token());
-    }
-
-    fn deliver(&mut self, service: ServiceRef, from: usize, payload: &[u8]) {
-        match service {
-            ServiceRef::Tcp(i) => {
-                let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);
-                self.services[i].on_message(&mut cx, from, payload);
-            }
-            ServiceRef::Udp(i) => {
-                if let Some(endpoint) = self.udp.get_mut(i) {
-                    endpoint.on_message(i, from, payload, &mut self.res);
-                }
-            }
-        }
-    }
-
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
         if let Some(tls) = conn
@@ -139,7 +81,7 @@ impl Shard {
     /// EOF (or the drain deadline) closes it. Reading on while draining,
     /// rather than closing with unread input, avoids a reset that could
     /// destroy echoes the peer has not read yet.
-    fn begin_shutdown(&mut self) {
+    pub(super) fn begin_shutdown(&mut self) {
         if self.draining {
             return;
         }

@@ -1,0 +1,351 @@
+//! [`SendQueue`]: datagrams the socket could not take yet, held in one
+//! byte arena and flushed in batches on writable events.
+//!
+//! It allocates once, in `new`, and never again, so memory per socket is
+//! fixed no matter how much traffic passes through.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+
+use log::debug;
+use mio::net::UdpSocket;
+
+use super::sys;
+
+/// Returned by [`SendQueue::push`] when the queue is at its datagram or byte
+/// bound (or the datagram alone exceeds the byte bound). The datagram was not
+/// queued; the caller drops and counts it.
+///
+/// ```
+/// use sockloop::net::udp_batch::{QueueFull, SendQueue};
+///
+/// let mut q = SendQueue::new(1, 16);
+/// let to = "127.0.0.1:9".parse()?;
+/// q.push(to, b"first")?;
+/// assert_eq!(q.push(to, b"second"), Err(QueueFull));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+impl fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UDP send queue full")
+    }
+}
+
+impl std::error::Error for QueueFull {}
+
+/// What one [`SendQueue::flush`] did.
+///
+/// `would_block` is true exactly when datagrams remain queued: keep WRITABLE
+/// interest and flush again on the next writable event. When false the queue
+/// is empty and WRITABLE interest can be dropped.
+///
+/// ```
+/// use mio::net::UdpSocket;
+/// use sockloop::net::udp_batch::{FlushOutcome, SendQueue};
+///
+/// let socket = UdpSocket::bind("127.0.0.1:0".parse()?)?;
+/// let mut q = SendQueue::new(8, 1024);
+/// assert_eq!(q.flush(&socket), FlushOutcome::default());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushOutcome {
+    /// Datagrams the kernel accepted.
+    pub sent: usize,
+    /// Datagrams dropped because sending them failed (EMSGSIZE, EACCES,
+    /// address family mismatch, ...); each is logged at debug level.
+    pub dropped_errors: usize,
+    /// The socket stopped accepting datagrams before the queue emptied.
+    pub would_block: bool,
+}
+
+/// Bounded FIFO of outgoing datagrams stored back to back in one byte arena.
+///
+/// Intended use: while the queue is empty, `send_to` directly; on
+/// `WouldBlock`, [`push`](Self::push) and register WRITABLE; on writable
+/// events, [`flush`](Self::flush).
+///
+/// ```
+/// use mio::net::UdpSocket;
+/// use sockloop::net::udp_batch::{FlushOutcome, SendQueue};
+///
+/// let tx = UdpSocket::bind("127.0.0.1:0".parse()?)?;
+/// let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+///
+/// let mut q = SendQueue::new(1024, 64 * 1024);
+/// q.push(rx.local_addr()?, b"one")?;
+/// q.push(rx.local_addr()?, b"two")?;
+/// let out = q.flush(&tx);
+/// assert_eq!(out, FlushOutcome { sent: 2, dropped_errors: 0, would_block: false });
+///
+/// let mut buf = [0; 16];
+/// let (n, from) = rx.recv_from(&mut buf)?;
+/// assert_eq!((&buf[..n], from), (&b"one"[..], tx.local_addr()?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct SendQueue {
+    /// Live bytes are `arena[head..]`. Capacity is reserved once at
+    /// `max_bytes` and `arena.len()` never exceeds it, so it never reallocates.
+    arena: Vec<u8>,
+    head: usize,
+    /// Entries are contiguous in the arena, in order: the front one starts at
+    /// `head`, each next one where the previous ends.
+    entries: VecDeque<Entry>,
+    max_datagrams: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    to: SocketAddr,
+    len: usize,
+}
+
+impl SendQueue {
+    /// Allocates room for up to `max_datagrams` datagrams totalling at most
+    /// `max_bytes` payload bytes.
+    pub fn new(max_datagrams: usize, max_bytes: usize) -> Self {
+        SendQueue {
+            arena: Vec::with_capacity(max_bytes),
+            head: 0,
+            entries: VecDeque::with_capacity(max_datagrams),
+            max_datagrams,
+            max_bytes,
+        }
+    }
+
+    /// Appends a datagram, or returns [`QueueFull`] (leaving the queue as is)
+    /// if it would exceed either bound.
+    pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> Result<(), QueueFull> {
+        if self.entries.len() >= self.max_datagrams || data.len() > self.max_bytes - self.bytes() {
+            return Err(QueueFull);
+        }
+        if self.arena.len() + data.len() > self.max_bytes {
+            // The space freed at the front is needed: slide the live bytes
+            // down. Costs at most `max_bytes` of memmove, and only happens
+            // once the tail has reached the end of the reservation.
+            self.arena.copy_within(self.head.., 0);
+            self.arena.truncate(self.arena.len() - self.head);
+            self.head = 0;
+        }
+        self.arena.extend_from_slice(data);
+        self.entries.push_back(Entry {
+            to,
+            len: data.len(),
+        });
+        Ok(())
+    }
+
+    /// Sends from the front in batches until the queue is empty or the socket
+    /// would block. Datagrams that fail with any other error are dropped and
+    /// counted so one bad destination can never wedge the queue; every loop
+    /// iteration either removes a datagram or returns, so this cannot spin.
+    pub fn flush(&mut self, socket: &UdpSocket) -> FlushOutcome {
+        let mut out = FlushOutcome::default();
+        while !self.entries.is_empty() {
+            let mut start = self.head;
+            let batch = self.entries.iter().map(|e| {
+                let data = &self.arena[start..start + e.len];
+                start += e.len;
+                (e.to, data)
+            });
+            match sys::send_batch(socket.as_fd(), batch) {
+                Ok(0) => {
+                    // Not expected from a non-empty batch; stop rather than spin.
+                    debug_assert!(false, "send_batch sent nothing without an error");
+                    out.would_block = true;
+                    break;
+                }
+                Ok(n) => {
+                    for _ in 0..n {
+                        self.pop_front();
+                    }
+                    out.sent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    out.would_block = true;
+                    break;
+                }
+                Err(e) => {
+                    let (to, len) = self.pop_front();
+                    out.dropped_errors += 1;
+                    debug!("dropping queued {len}-byte datagram to {to}: {e}");
+                }
+            }
+        }
+        out
+    }
+
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Payload bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.arena.len() - self.head
+    }
+
+    /// Bytes reserved for payloads: fixed at construction (at least
+    /// `max_bytes`), exposed so tests and metrics can check it never grows.
+    pub fn arena_capacity(&self) -> usize {
+        self.arena.capacity()
+    }
+
+    fn pop_front(&mut self) -> (SocketAddr, usize) {
+        let e = self.entries.pop_front().expect("pop_front on empty queue");
+        self.head += e.len;
+        if self.entries.is_empty() {
+            // Free rewind: nothing live to move.
+            self.arena.clear();
+            self.head = 0;
+        }
+        (e.to, e.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::udp_batch::testing::*;
+    use std::time::Duration;
+
+    fn std_rx() -> std::net::UdpSocket {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        rx
+    }
+
+    fn recv_one(rx: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0; 65536];
+        let (n, from) = rx.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    #[test]
+    fn send_queue_flushes_all_in_order() {
+        let tx = bind("127.0.0.1:0");
+        let rx = std_rx();
+        let to = rx.local_addr().unwrap();
+        let mut q = SendQueue::new(128, 16 * 1024);
+        // More than one sendmmsg worth, varying sizes including empty.
+        let n = sys::MAX_BATCH + 36;
+        for i in 0..n {
+            q.push(to, &payload(i, i % 97)).unwrap();
+        }
+        assert_eq!(q.len(), n);
+        let out = q.flush(&tx);
+        assert_eq!(
+            out,
+            FlushOutcome {
+                sent: n,
+                dropped_errors: 0,
+                would_block: false
+            }
+        );
+        assert_eq!((q.len(), q.bytes(), q.is_empty()), (0, 0, true));
+        for i in 0..n {
+            assert_eq!(recv_one(&rx), (payload(i, i % 97), addr(&tx)));
+        }
+    }
+
+    #[test]
+    fn send_queue_full_by_count_and_by_bytes() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut q = SendQueue::new(3, 10);
+        q.push(to, &[1; 4]).unwrap();
+        q.push(to, &[2; 4]).unwrap();
+        assert_eq!(q.push(to, &[3; 3]), Err(QueueFull)); // 11 bytes > 10
+        assert_eq!((q.len(), q.bytes()), (2, 8));
+        q.push(to, &[4; 2]).unwrap(); // exactly 10 bytes
+        assert_eq!(q.push(to, &[]), Err(QueueFull)); // 4 datagrams > 3
+        assert_eq!((q.len(), q.bytes()), (3, 10));
+        assert_eq!(SendQueue::new(8, 10).push(to, &[0; 11]), Err(QueueFull));
+    }
+
+    #[test]
+    fn send_queue_drops_failing_datagrams_and_continues() {
+        let tx = bind("127.0.0.1:0");
+        let rx = std_rx();
+        let to = rx.local_addr().unwrap();
+        let mut q = SendQueue::new(8, 128 * 1024);
+        q.push(to, b"first").unwrap();
+        q.push(to, &[0; 65508]).unwrap(); // one over the IPv4 UDP max: EMSGSIZE
+        q.push("[::1]:9".parse().unwrap(), b"v6 on v4").unwrap(); // EAFNOSUPPORT
+        q.push(to, b"last").unwrap();
+        let out = q.flush(&tx);
+        assert_eq!(
+            out,
+            FlushOutcome {
+                sent: 2,
+                dropped_errors: 2,
+                would_block: false
+            }
+        );
+        assert!(q.is_empty());
+        assert_eq!(recv_one(&rx), (b"first".to_vec(), addr(&tx)));
+        assert_eq!(recv_one(&rx), (b"last".to_vec(), addr(&tx)));
+    }
+
+    /// Partial flushes (as after WouldBlock) with a model queue alongside:
+    /// contents stay exact and in order while the arena compacts in place.
+    #[test]
+    fn send_queue_arena_compacts_without_growing() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut q = SendQueue::new(16, 1000);
+        let (arena_cap, entries_cap) = (q.arena_capacity(), q.entries.capacity());
+        assert!(arena_cap >= 1000);
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut seed = 12345u32;
+        let mut rand = move |m: u32| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (seed >> 16) % m
+        };
+        let (mut pushed, mut refused, mut compactions) = (0, 0, 0);
+        for i in 0..20_000 {
+            if rand(3) == 0 && !model.is_empty() {
+                for _ in 0..=rand(model.len() as u32) {
+                    let want = model.pop_front().unwrap();
+                    let start = q.head;
+                    assert_eq!(&q.arena[start..start + want.len()], &want[..]);
+                    q.pop_front();
+                }
+            } else {
+                let data = payload(i, rand(200) as usize);
+                let must_compact = q.head > 0 && q.arena.len() + data.len() > 1000;
+                match q.push(to, &data) {
+                    Ok(()) => {
+                        compactions += usize::from(must_compact);
+                        model.push_back(data);
+                        pushed += 1;
+                    }
+                    Err(QueueFull) => refused += 1,
+                }
+            }
+            assert_eq!(q.len(), model.len());
+            assert_eq!(q.bytes(), model.iter().map(Vec::len).sum::<usize>());
+            assert!(q.arena.len() <= 1000);
+        }
+        assert!(
+            pushed > 1000 && refused > 100 && compactions > 100,
+            "pushed {pushed} refused {refused} compactions {compactions}"
+        );
+        assert_eq!(
+            (q.arena_capacity(), q.entries.capacity()),
+            (arena_cap, entries_cap)
+        );
+    }
+}
