@@ -182,6 +182,7 @@ impl Builder {
             self.config.trusted.clone(),
         ));
         // The metrics endpoint comes last: it reads what the others count.
+        let metrics_services = self.tcp_services.len();
         for addr in std::mem::take(&mut self.metrics) {
             let (stats, counters) = (Arc::clone(&stats), Arc::clone(&counters));
             let sources = Arc::clone(&gate.sources);
@@ -238,7 +239,8 @@ impl Builder {
                     // Its place among the listeners of the same service.
                     let place = self.tcp[..i].iter().filter(|l| l.1 == service).count();
                     let tls = self.tcp_tls[i].clone();
-                    TcpEndpoint::new(tcp_listeners.next(), service, place, tls)
+                    let reserved = service >= metrics_services;
+                    TcpEndpoint::new(tcp_listeners.next(), service, place, tls, reserved)
                 })
                 .collect();
             let udp = listeners

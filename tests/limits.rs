@@ -347,3 +347,35 @@ fn a_trusted_network_exempts_only_its_own_addresses() {
     drop((trusted, first));
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_flood_of_banned_addresses_locks_out_neither_a_newcomer_nor_a_neighbour() {
+    // A small table (64 sources, 16 bans) and a ban at the first strike:
+    // 300 addresses each send one bad line and are banned. Bans are
+    // bounded apart from the sources, so the table keeps room.
+    let limits = IpLimits {
+        ban_after: 1,
+        max_sources: 64,
+        max_bans: 16,
+        ban_block_after: 0,
+        ..IpLimits::unlimited()
+    };
+    let server = json_server(limits, None);
+    let addr = server.tcp[0];
+    let mut neighbour = connect_from(BYSTANDER, addr);
+    echo(&mut neighbour, 0);
+    for n in 0..300u32 {
+        let from = format!("127.1.{}.{}", n / 200, n % 200 + 1);
+        let mut attacker = connect_from(&from, addr);
+        attacker.get_mut().write_all(b"nope\n").unwrap();
+        let rest = refusal(attacker);
+        assert!(rest.starts_with("{\"error\":\"invalid message\""), "{rest}");
+    }
+    echo(&mut neighbour, 1);
+    // A newcomer is served, not told the server is full.
+    echo(&mut connect_from("127.2.0.1", addr), 2);
+    let stats = server.handle.stats();
+    assert_eq!((stats.refused_server_full, stats.refused_busy), (0, 0));
+    drop(neighbour);
+    server.shutdown().unwrap();
+}

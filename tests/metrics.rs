@@ -280,3 +280,29 @@ fn rudp_sockets_on_one_shard_sum_their_peers() {
     drop(clients);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_full_server_still_answers_its_scrapes_from_their_own_reserve() {
+    let server = server(Some(2));
+    let (echo, metrics) = (server.tcp[0], server.tcp[1]);
+    let held: Vec<TcpStream> = (0..2).map(|_| connect(echo)).collect();
+    let handle = server.handle.clone();
+    wait_until("both open", || handle.stats().conns_open == 2);
+    let mut refused = Vec::new();
+    connect(echo).read_to_end(&mut refused).unwrap();
+    assert_eq!(refused, b"", "the echo is full");
+    // Scrapes are admitted apart from --max-conns: the operator sees the
+    // server exactly when it is full.
+    for _ in 0..3 {
+        let response = http(metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        let got = samples(response.split_once("\r\n\r\n").unwrap().1);
+        let open: u64 = (0..2)
+            .map(|s| got[&("sockloop_conns_open".to_owned(), Some(s))])
+            .sum();
+        assert_eq!(open, 3, "two echoes and this scrape");
+    }
+    assert_eq!(server.handle.stats().refused_server_full, 1);
+    drop(held);
+    server.shutdown().unwrap();
+}

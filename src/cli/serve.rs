@@ -12,6 +12,7 @@ use sockloop::config::{
     duration, parse_duration, parse_size, rate, size, timeout, CLI_UDP_RATE, MIN_FRAME,
 };
 use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
+use sockloop::metrics::METRICS_RESERVE;
 use sockloop::net::socket::{overlap, SocketOptions};
 use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
@@ -244,10 +245,11 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         }
     };
     // Descriptors the server needs besides connections: listeners and UDP
-    // sockets on every shard, pollers, wakers, stdio, the reserves (at most
-    // a quarter of a small cap).
+    // sockets on every shard, pollers, wakers, stdio, the reserves, the
+    // metrics endpoint's own connections (at most a quarter of a small cap).
     let shards = args.shards.unwrap_or(config.shards);
-    let sockets = 2 * shards * (args.tcp.len() + args.tls.len() + args.udp.len() + 4);
+    let sockets = 2 * shards * (args.tcp.len() + args.tls.len() + args.udp.len() + 4)
+        + args.metrics.as_ref().map_or(0, |_| METRICS_RESERVE);
     config.max_conns = args.max_conns.map(cap).unwrap_or_else(|| {
         open_files.map(|limit| {
             let limit = limit as usize;

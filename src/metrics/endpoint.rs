@@ -47,11 +47,30 @@ impl MetricsEndpoint {
                 "Strikes counted against source addresses.",
                 sources.strikes,
             ),
-            ("bans_total", "Source addresses banned.", sources.bans),
+            (
+                "bans_total",
+                "Bans imposed, of addresses and of address blocks.",
+                sources.bans,
+            ),
             (
                 "bans_active",
-                "Source addresses banned now.",
+                "Bans in force now, of addresses and of blocks.",
                 sources.bans_active as u64,
+            ),
+            (
+                "block_bans_active",
+                "Bans of whole address blocks (IPv4 /24, IPv6 /48) in force now.",
+                sources.block_bans_active as u64,
+            ),
+            (
+                "ban_evictions_total",
+                "Bans dropped early to bound the ban list.",
+                sources.ban_evictions,
+            ),
+            (
+                "admitted_untracked_total",
+                "Connections admitted untracked while the per-source table was full.",
+                sources.admitted_untracked,
             ),
             (
                 "sources_tracked",

@@ -14,6 +14,11 @@ use crate::service::{CounterKind, CounterSpec};
 
 pub(crate) use endpoint::MetricsEndpoint;
 
+/// Connections the metrics endpoint may hold at once from its own reserve,
+/// outside `max_conns` and the per-source limits (16): an operator can
+/// scrape a server that is full or under attack.
+pub const METRICS_RESERVE: usize = 16;
+
 macro_rules! stats {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// The live counters of one shard; see [`Stats`] for their meaning.
@@ -92,6 +97,9 @@ stats! {
     refused_connect_rate,
     /// Connections refused: the source is banned.
     refused_banned,
+    /// Connections refused: too many new addresses at once (the
+    /// per-source table full of connected ones, the untracked rate spent).
+    refused_busy,
     /// Connections taken with the reserve descriptor and closed: out of
     /// descriptors.
     refused_no_descriptors,

@@ -34,8 +34,11 @@ pub enum Refusal {
     TooManyFromIp,
     /// Its address connects faster than `conn_rate` allows.
     ConnectRate,
-    /// Its address is banned for now.
+    /// Its address (or its address block) is banned for now.
     Banned,
+    /// Too many new addresses at once: the per-source table is full of
+    /// connected ones and the rate for untracked newcomers is spent.
+    Busy,
     /// The process is out of file descriptors (the connection was taken
     /// with the reserve descriptor only to be told so).
     NoDescriptors,
@@ -53,6 +56,7 @@ impl Refusal {
             Refusal::TooManyFromIp => "too many connections from your address",
             Refusal::ConnectRate => "too many connection attempts from your address",
             Refusal::Banned => "your address is banned for a while",
+            Refusal::Busy => "the server is busy with new addresses; try again shortly",
             Refusal::NoDescriptors => "the server is out of resources",
         }
     }

@@ -151,6 +151,7 @@ impl Shard {
             Refusal::TooManyFromIp => stats.refused_per_ip.incr(),
             Refusal::ConnectRate => stats.refused_connect_rate.incr(),
             Refusal::Banned => stats.refused_banned.incr(),
+            Refusal::Busy => stats.refused_busy.incr(),
             Refusal::NoDescriptors => stats.refused_no_descriptors.incr(),
         }
         if reason == Refusal::NoDescriptors {
@@ -180,7 +181,11 @@ impl Shard {
     /// with the fewest open connections. If that shard's inbox is full the
     /// connection stays here: it is never dropped for lack of a place.
     fn place(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
-        let admission = match self.res.gate.admit(peer.ip(), self.res.timers.now()) {
+        let admitted = match self.tcp[listener].reserved {
+            true => self.res.gate.admit_reserved(),
+            false => self.res.gate.admit(peer.ip(), self.res.timers.now()),
+        };
+        let admission = match admitted {
             Ok(admission) => admission,
             Err(reason) => return self.refuse(listener, stream, peer, reason),
         };

@@ -11,10 +11,14 @@ use std::time::Instant;
 use crate::limit::{self, Admission, IpLimits, IpTable, StrikeOutcome, Trusted};
 use crate::service::Refusal;
 
+use crate::metrics::METRICS_RESERVE;
+
 #[derive(Debug)]
 pub(crate) struct Gate {
     open: AtomicUsize,
     max_conns: usize,
+    /// Connections held from the metrics reserve.
+    reserved: AtomicUsize,
     /// Shared with the metrics endpoint.
     pub(crate) sources: Arc<IpTable>,
     trusted: Trusted,
@@ -24,15 +28,20 @@ pub(crate) struct Gate {
 /// when it closes.
 #[derive(Debug)]
 #[must_use = "give the pass back to Gate::release when the connection closes"]
-pub(crate) struct Pass {
-    /// Its count against its source; `None` for a trusted source, which
-    /// the per-source table never sees.
-    source: Option<Admission>,
+pub(crate) struct Pass(Counted);
+
+#[derive(Debug)]
+enum Counted {
+    /// Against `max_conns`, and against its source unless trusted (`None`:
+    /// the per-source table never saw it).
+    Open(Option<Admission>),
+    /// Against the metrics reserve only.
+    Reserved,
 }
 
 impl Pass {
     pub(crate) fn is_trusted(&self) -> bool {
-        self.source.is_none()
+        matches!(self.0, Counted::Open(None))
     }
 }
 
@@ -41,6 +50,7 @@ impl Gate {
         Gate {
             open: AtomicUsize::new(0),
             max_conns: max_conns.unwrap_or(usize::MAX),
+            reserved: AtomicUsize::new(0),
             sources: Arc::new(IpTable::new(limits)),
             trusted,
         }
@@ -55,31 +65,44 @@ impl Gate {
             return Err(Refusal::ServerFull);
         }
         if self.trusted.contains(ip) {
-            return Ok(Pass { source: None });
+            return Ok(Pass(Counted::Open(None)));
         }
         match self.sources.admit(ip, now) {
-            Ok(admission) => Ok(Pass {
-                source: Some(admission),
-            }),
+            Ok(admission) => Ok(Pass(Counted::Open(Some(admission)))),
             Err(refusal) => {
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 Err(match refusal {
                     limit::Refusal::Banned { .. } => Refusal::Banned,
                     limit::Refusal::ConnectRate => Refusal::ConnectRate,
                     limit::Refusal::TooManyFromIp { .. } => Refusal::TooManyFromIp,
-                    // Every tracked source is connected or banned: no room
-                    // to judge a new one, so it waits like any other overflow.
-                    limit::Refusal::TableFull => Refusal::ServerFull,
+                    limit::Refusal::TableFull => Refusal::Busy,
                 })
             }
         }
     }
 
+    /// Lets a connection to the metrics endpoint in from its reserve
+    /// ([`METRICS_RESERVE`]), whatever the other limits say.
+    pub(crate) fn admit_reserved(&self) -> Result<Pass, Refusal> {
+        if self.reserved.fetch_add(1, Ordering::AcqRel) >= METRICS_RESERVE {
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::ServerFull);
+        }
+        Ok(Pass(Counted::Reserved))
+    }
+
     /// A connection admitted with `pass` closed (or never opened).
     pub(crate) fn release(&self, pass: Pass) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(admission) = pass.source {
-            self.sources.release(admission);
+        match pass.0 {
+            Counted::Open(admission) => {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                if let Some(admission) = admission {
+                    self.sources.release(admission);
+                }
+            }
+            Counted::Reserved => {
+                self.reserved.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -109,7 +132,7 @@ impl std::fmt::Display for Explained<'_> {
         match self.reason {
             Refusal::ServerFull => write!(
                 f,
-                "the server is full ({} connections, or no room in the per-source table; --max-conns)",
+                "the server is full ({} connections; --max-conns)",
                 self.gate.max_conns
             ),
             Refusal::TooManyFromIp => write!(
@@ -125,6 +148,13 @@ impl std::fmt::Display for Explained<'_> {
                 f,
                 "banned: {} strikes within {:?} ban for {:?} (--ban-after, --strike-window, --ban-for, {exempt})",
                 limits.ban_after, limits.strike_window, limits.ban_for
+            ),
+            Refusal::Busy => write!(
+                f,
+                "the per-source table ({} addresses) is full of connected ones and new \
+                 addresses beyond {} are refused (IpLimits::max_sources, untracked_rate)",
+                limits.max_sources,
+                limits.untracked_rate.map_or("none".into(), |r| r.to_string())
             ),
             Refusal::NoDescriptors => f.write_str("out of file descriptors"),
         }

@@ -57,6 +57,9 @@ pub(crate) struct TcpEndpoint {
     paused: bool,
     /// Connections speak TLS with this configuration.
     tls: Option<TlsConfig>,
+    /// Admitted from the metrics reserve (`metrics::METRICS_RESERVE`), not
+    /// against `max_conns` and the per-source limits.
+    reserved: bool,
 }
 
 impl TcpEndpoint {
@@ -67,6 +70,7 @@ impl TcpEndpoint {
         service: usize,
         place: usize,
         tls: Option<TlsConfig>,
+        reserved: bool,
     ) -> Self {
         // The builder allows at most u16::MAX TCP listeners.
         TcpEndpoint {
@@ -75,6 +79,7 @@ impl TcpEndpoint {
             place: place as u16,
             paused: false,
             tls,
+            reserved,
         }
     }
 }

@@ -1,12 +1,12 @@
 //! One source's state in the table: open connections, its connect-rate
-//! bucket, and its standing (clean, striking, banned).
+//! bucket, and its strikes. (Its bans live apart, in `bans.rs`.)
 //!
 //! Pure per-source rules; the stripe around it keeps the LRU order and the
 //! counters, and [`IpTable`](super::IpTable) takes the lock.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{Admission, IpLimits, Refusal, Source, StrikeOutcome};
+use super::{Admission, IpLimits, Refusal, Source};
 use crate::limit::bucket::TokenBucket;
 
 /// One source's state.
@@ -21,20 +21,20 @@ pub(super) struct Entry {
     pub(super) open: u32,
 }
 
-/// Strikes and bans: a source is in one state at a time, which keeps the
-/// entry small (a ban resets strikes, so the two never coexist).
+/// Strikes: none, or some within a window (a ban resets them).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Standing {
     Clean,
-    Striking {
-        strikes: u32,
-        window_ends: Instant,
-    },
-    /// Set by a strike; cleared by the stripe's ban timer once `until` has
-    /// passed, or by a strike arriving after `until` but before the timer.
-    Banned {
-        until: Instant,
-    },
+    Striking { strikes: u32, window_ends: Instant },
+}
+
+/// What a strike did to a source's standing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Struck {
+    /// Counted: this many strikes in the window.
+    Counted(u32),
+    /// The `ban_after`-th: the caller bans the source; strikes are reset.
+    Ban,
 }
 
 impl Entry {
@@ -57,9 +57,6 @@ impl Entry {
         limits: &IpLimits,
         now: Instant,
     ) -> Result<Admission, Refusal> {
-        if let Some(until_in) = self.ban_left(now) {
-            return Err(Refusal::Banned { until_in });
-        }
         if let (Some(rate), Some(bucket)) = (&limits.connect_rate, &mut self.connects) {
             if !bucket.take(rate, now) {
                 return Err(Refusal::ConnectRate);
@@ -70,55 +67,39 @@ impl Entry {
             return Err(Refusal::TooManyFromIp { limit });
         }
         self.open += 1;
-        Ok(Admission { source })
+        Ok(Admission {
+            source,
+            tracked: true,
+        })
     }
 
-    /// [`IpTable::strike`] for this source, minus the bookkeeping.
-    pub(super) fn strike(&mut self, limits: &IpLimits, now: Instant) -> StrikeOutcome {
-        if let Some(until_in) = self.ban_left(now) {
-            return StrikeOutcome::AlreadyBanned { until_in };
-        }
+    /// [`IpTable::strike`] for this source (not banned now), minus the
+    /// bookkeeping.
+    pub(super) fn strike(&mut self, limits: &IpLimits, now: Instant) -> Struck {
         let (strikes, window_ends) = match self.standing {
             Standing::Striking {
                 strikes,
                 window_ends,
             } if now < window_ends => (strikes + 1, window_ends),
-            // No window open, or it ended, or a ban ended (if its timer is
-            // still pending, it will find the source no longer banned).
+            // No window open, or it ended.
             _ => (1, now + limits.strike_window),
         };
         let bans = limits.ban_after != 0 && !limits.ban_for.is_zero();
         if bans && strikes >= limits.ban_after {
-            self.standing = Standing::Banned {
-                until: now + limits.ban_for,
-            };
-            StrikeOutcome::Banned {
-                until_in: limits.ban_for,
-            }
+            self.standing = Standing::Clean;
+            Struck::Ban
         } else {
             self.standing = Standing::Striking {
                 strikes,
                 window_ends,
             };
-            StrikeOutcome::Counted { strikes }
+            Struck::Counted(strikes)
         }
     }
 
-    /// The time left on the ban at `now`; `None` if not banned then.
-    pub(super) fn ban_left(&self, now: Instant) -> Option<Duration> {
-        match self.standing {
-            Standing::Banned { until } if now < until => Some(until - now),
-            _ => None,
-        }
-    }
-
-    pub(super) fn in_ban(&self) -> bool {
-        matches!(self.standing, Standing::Banned { .. })
-    }
-
-    /// Pinned sources are never evicted.
+    /// Pinned sources (with an open connection) are never evicted.
     pub(super) fn pinned(&self) -> bool {
-        self.open > 0 || self.in_ban()
+        self.open > 0
     }
 }
 

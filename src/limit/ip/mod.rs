@@ -12,9 +12,10 @@
 //! a few hash-map and B-tree operations, never across I/O.
 
 //!
-//! Inside: [`Source`] (what is counted, `source.rs`), one source's state
-//! (`entry.rs`), one locked stripe with its LRU order and ban timers
-//! (`stripe.rs`); this file holds the table and its public types.
+//! Inside: [`Source`] and [`Prefix`] (what is counted and banned,
+//! `source.rs`), one source's state (`entry.rs`), one stripe's bans
+//! (`bans.rs`), one locked stripe with its LRU order (`stripe.rs`); this
+//! file holds the table and its public types.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -23,17 +24,18 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::bucket::Rate;
-use entry::Entry;
+use super::bucket::{Rate, TokenBucket};
+use entry::{Entry, Struck};
 use stripe::Stripe;
 
+mod bans;
 mod entry;
 mod source;
 mod stripe;
 #[cfg(test)]
 mod tests;
 
-pub use source::Source;
+pub use source::{Prefix, Source};
 
 /// At most this many stripes (locks); fewer for small tables, see
 /// [`MIN_STRIPE`].
@@ -69,12 +71,23 @@ pub struct IpLimits {
     /// The most sources the table remembers (65,536), its memory bound;
     /// at least 1. See [`IpTable`] for what happens when it is reached.
     pub max_sources: usize,
+    /// The most bans held at once (16,384), apart from `max_sources`;
+    /// beyond, the ban ending soonest is dropped.
+    pub max_bans: usize,
+    /// Banned sources of one block (an IPv4 /24, an IPv6 /48) at once that
+    /// ban the whole block, for as long (16); 0 never bans a block.
+    pub ban_block_after: u32,
+    /// New sources admitted without being tracked while the table is full
+    /// of connected ones (`1000/s:1000` over the whole table); `None`
+    /// refuses them instead.
+    pub untracked_rate: Option<Rate>,
 }
 
 impl Default for IpLimits {
     /// 256 connections per source, 50 connection attempts a second with
-    /// bursts of 100, a ban of 60 s after 10 strikes within 60 s, 65,536
-    /// sources.
+    /// bursts of 100, a ban of 60 s after 10 strikes within 60 s (a block's
+    /// after 16 of its sources are banned), 65,536 sources, 16,384 bans,
+    /// 1,000 untracked admissions a second once the table is full.
     fn default() -> IpLimits {
         IpLimits {
             max_conns_per_ip: 256,
@@ -83,6 +96,9 @@ impl Default for IpLimits {
             strike_window: Duration::from_secs(60),
             ban_for: Duration::from_secs(60),
             max_sources: 65_536,
+            max_bans: 16_384,
+            ban_block_after: 16,
+            untracked_rate: Some(Rate::per_second(1000)),
         }
     }
 }
@@ -114,6 +130,9 @@ impl IpLimits {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Admission {
     source: Source,
+    /// False for a source admitted while the table was full: nothing to
+    /// uncount.
+    tracked: bool,
 }
 
 impl Admission {
@@ -139,8 +158,9 @@ pub enum Refusal {
         /// [`IpLimits::max_conns_per_ip`].
         limit: u32,
     },
-    /// The source is new and its stripe of the table is full of sources
-    /// that may not be forgotten (connected or banned ones).
+    /// The source is new, its stripe of the table is full of connected
+    /// sources, and the rate for untracked admissions
+    /// ([`IpLimits::untracked_rate`]) is spent.
     TableFull,
 }
 
@@ -152,7 +172,9 @@ impl fmt::Display for Refusal {
             Refusal::TooManyFromIp { limit } => {
                 write!(f, "too many connections from this address (limit {limit})")
             }
-            Refusal::TableFull => f.write_str("too many sources tracked"),
+            Refusal::TableFull => f.write_str(
+                "too many connected addresses to track a new one, and the rate for untracked ones is spent",
+            ),
         }
     }
 }
@@ -186,9 +208,11 @@ pub enum StrikeOutcome {
 pub struct IpTableStats {
     /// Sources remembered now (at most [`IpLimits::max_sources`]).
     pub sources: usize,
-    /// Sources banned now. A ban that just ended counts until the next
-    /// call touching its stripe (and at most 1 ms more).
+    /// Bans in force now, of sources and of blocks. A ban that just ended
+    /// counts until the next call touching its stripe.
     pub bans_active: usize,
+    /// Of `bans_active`, bans of whole blocks.
+    pub block_bans_active: usize,
     /// Connections admitted.
     pub admitted: u64,
     /// Connections refused: [`Refusal::Banned`].
@@ -207,12 +231,17 @@ pub struct IpTableStats {
     pub bans: u64,
     /// Sources forgotten to make room for new ones.
     pub evictions: u64,
+    /// Bans dropped early to make room for new ones.
+    pub ban_evictions: u64,
+    /// Connections admitted untracked, the table being full.
+    pub admitted_untracked: u64,
 }
 
 impl IpTableStats {
     fn add(&mut self, other: &IpTableStats) {
         self.sources += other.sources;
         self.bans_active += other.bans_active;
+        self.block_bans_active += other.block_bans_active;
         self.admitted += other.admitted;
         self.refused_banned += other.refused_banned;
         self.refused_connect_rate += other.refused_connect_rate;
@@ -222,6 +251,8 @@ impl IpTableStats {
         self.strikes_untracked += other.strikes_untracked;
         self.bans += other.bans;
         self.evictions += other.evictions;
+        self.ban_evictions += other.ban_evictions;
+        self.admitted_untracked += other.admitted_untracked;
     }
 }
 
@@ -238,18 +269,24 @@ impl IpTableStats {
 /// # Bounds and eviction
 ///
 /// The table holds at most [`IpLimits::max_sources`] sources, split
-/// evenly over up to 16 stripes (so one stripe may fill, and start
-/// evicting, a little before the whole table does). When a new source
-/// arrives at a full stripe, the stripe forgets its **least recently
-/// used** source among those that may be forgotten: a source with an open
-/// connection or a ban is *pinned* and is never evicted, so a flood of new
-/// sources can neither reset a banned source nor lose the count of a
-/// connected one. A forgotten source loses only its connect-rate bucket
-/// and strikes. If every source in the stripe is pinned, the new source is
-/// refused ([`Refusal::TableFull`], counted in
-/// [`IpTableStats::refused_table_full`]). Eviction is O(log n): unpinned
-/// sources are kept in a `BTreeMap` ordered by last use, pinned ones are
-/// not in it at all.
+/// evenly over up to 16 stripes by a keyed hash of their block (an IPv4
+/// /24, an IPv6 /48), so one stripe may fill, and start evicting, a little
+/// before the whole table does. When a new source arrives at a full
+/// stripe, the stripe forgets its **least recently used** source among
+/// those that may be forgotten: a source with an open connection is
+/// *pinned* and is never evicted, so a flood of new sources cannot lose
+/// the count of a connected one. A forgotten source loses only its
+/// connect-rate bucket and strikes. If every source in the stripe is
+/// connected, the new source is admitted *untracked* (no cap, no bucket,
+/// no strikes) within the table-wide [`IpLimits::untracked_rate`], and
+/// refused beyond it ([`Refusal::TableFull`]). Eviction is O(log n):
+/// unpinned sources are kept in a `BTreeMap` ordered by last use.
+///
+/// Bans are kept apart, at most [`IpLimits::max_bans`] (split over the
+/// stripes), so bans never crowd out new sources: a full ban list drops
+/// the ban ending soonest. Once [`IpLimits::ban_block_after`] sources of
+/// one block are banned at once, the block itself is banned (one record
+/// for all of an attacker's addresses there).
 ///
 /// Memory: an entry is 80 bytes with its key, in a hash map that keeps
 /// spare room, plus about 35 bytes in the eviction order while unpinned:
@@ -257,11 +294,8 @@ impl IpTableStats {
 /// bytes each). The maps keep their size after a flood has passed.
 ///
 /// A ban ends exactly at its end instant: a call at `until − 1 ns` sees the
-/// source banned, a call at `until` does not. Ended bans are also cleared
-/// through a [`Wheel`](crate::timer::Wheel) per stripe (1 ms ticks),
-/// advanced by the `now` of each call on that stripe, so a banned source
-/// that never comes back is unpinned and becomes evictable instead of
-/// holding its slot forever.
+/// source banned, a call at `until` does not. Ended bans are dropped, in
+/// order of end, by the next call on their stripe.
 ///
 /// # Examples
 ///
@@ -291,9 +325,12 @@ impl IpTableStats {
 /// ```
 pub struct IpTable {
     limits: IpLimits,
-    /// Keyed, so an attacker cannot aim all its sources at one stripe.
+    /// Keyed, so an attacker cannot aim all its blocks at one stripe.
     stripe_hasher: RandomState,
     stripes: Box<[Mutex<Stripe>]>,
+    /// Admissions of sources a full stripe cannot track, shared by all
+    /// stripes (taken only while one is full); `None` without a rate.
+    untracked: Option<Mutex<TokenBucket>>,
 }
 
 impl IpTable {
@@ -308,12 +345,17 @@ impl IpTable {
         };
         let stripes = (limits.max_sources / MIN_STRIPE).clamp(1, MAX_STRIPES);
         let capacity = limits.max_sources / stripes;
+        let ban_capacity = (limits.max_bans / stripes).max(1);
+        let start = Instant::now();
         IpTable {
             limits,
             stripe_hasher: RandomState::new(),
             stripes: (0..stripes)
-                .map(|_| Mutex::new(Stripe::new(capacity)))
+                .map(|_| Mutex::new(Stripe::new(capacity, ban_capacity)))
                 .collect(),
+            untracked: limits
+                .untracked_rate
+                .map(|rate| Mutex::new(TokenBucket::new(&rate, start))),
         }
     }
 
@@ -323,24 +365,30 @@ impl IpTable {
     }
 
     /// Decides whether a connection from `ip` may open at `now`: refused if
-    /// the source is banned, then if its connect-rate bucket is empty, then
-    /// if it already has `max_conns_per_ip` connections. Otherwise the
-    /// connection is counted and the [`Admission`] must be given back to
-    /// [`release`](IpTable::release) when it closes.
+    /// the source (or its block) is banned, then if its connect-rate bucket
+    /// is empty, then if it already has `max_conns_per_ip` connections.
+    /// Otherwise the connection is counted and the [`Admission`] must be
+    /// given back to [`release`](IpTable::release) when it closes. A new
+    /// source that a stripe full of connected sources cannot take is
+    /// admitted untracked, within [`IpLimits::untracked_rate`].
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Admission, Refusal> {
         let source = Source::from(ip);
         let limits = &self.limits;
         let mut stripe = self.stripe(source);
-        stripe.expire_bans(now);
-        let decision = stripe
-            .use_or_insert(
-                source,
-                || Entry::new(limits, now),
-                |entry| entry.admit(source, limits, now),
-            )
-            .unwrap_or(Err(Refusal::TableFull));
+        stripe.bans.expire(now);
+        let decision = match stripe.bans.ban_left(source, now) {
+            Some(until_in) => Err(Refusal::Banned { until_in }),
+            None => stripe
+                .use_or_insert(
+                    source,
+                    || Entry::new(limits, now),
+                    |entry| entry.admit(source, limits, now),
+                )
+                .unwrap_or_else(|| self.admit_untracked(source, now)),
+        };
         let counters = &mut stripe.counters;
         match decision {
+            Ok(Admission { tracked: false, .. }) => counters.admitted_untracked += 1,
             Ok(_) => counters.admitted += 1,
             Err(Refusal::Banned { .. }) => counters.refused_banned += 1,
             Err(Refusal::ConnectRate) => counters.refused_connect_rate += 1,
@@ -350,10 +398,30 @@ impl IpTable {
         decision
     }
 
+    /// A new source with no room in its stripe: let in untracked while
+    /// the shared rate allows (a flood of new sources is paced, not
+    /// locked out).
+    fn admit_untracked(&self, source: Source, now: Instant) -> Result<Admission, Refusal> {
+        let (Some(rate), Some(bucket)) = (&self.limits.untracked_rate, &self.untracked) else {
+            return Err(Refusal::TableFull);
+        };
+        let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        match bucket.take(rate, now) {
+            true => Ok(Admission {
+                source,
+                tracked: false,
+            }),
+            false => Err(Refusal::TableFull),
+        }
+    }
+
     /// Uncounts the connection `admission` was given for. Its source is
     /// never evicted while the connection is counted, so it is always
     /// found; were it not, the call would do nothing.
     pub fn release(&self, admission: Admission) {
+        if !admission.tracked {
+            return;
+        }
         let source = admission.source;
         self.stripe(source)
             .use_known(source, |entry| entry.open = entry.open.saturating_sub(1));
@@ -362,41 +430,60 @@ impl IpTable {
     /// Records a protocol error by `ip` at `now`. Strikes count within a
     /// window opened by the first one ([`IpLimits::strike_window`]); the
     /// `ban_after`-th strike within it bans the source for `ban_for` and
-    /// resets its strikes. A banned source's strikes are not counted.
+    /// resets its strikes; with [`IpLimits::ban_block_after`] of a block's
+    /// sources banned at once, the whole block is banned too. A banned
+    /// source's strikes are not counted.
     pub fn strike(&self, ip: IpAddr, now: Instant) -> StrikeOutcome {
         let source = Source::from(ip);
         let limits = &self.limits;
         let mut stripe = self.stripe(source);
-        stripe.expire_bans(now);
-        let outcome = stripe.use_or_insert(
+        stripe.bans.expire(now);
+        if let Some(until_in) = stripe.bans.ban_left(source, now) {
+            return StrikeOutcome::AlreadyBanned { until_in };
+        }
+        let struck = stripe.use_or_insert(
             source,
             || Entry::new(limits, now),
             |entry| entry.strike(limits, now),
         );
-        let counters = &mut stripe.counters;
-        match outcome {
-            Some(StrikeOutcome::Counted { .. }) => counters.strikes += 1,
-            Some(StrikeOutcome::Banned { .. }) => {
-                counters.strikes += 1;
-                counters.bans += 1;
-                stripe.arm_ban_timer(source, now + limits.ban_for);
+        match struck {
+            Some(Struck::Counted(strikes)) => {
+                stripe.counters.strikes += 1;
+                StrikeOutcome::Counted { strikes }
             }
-            Some(StrikeOutcome::AlreadyBanned { .. } | StrikeOutcome::Untracked) => {}
-            None => counters.strikes_untracked += 1,
+            Some(Struck::Ban) => {
+                let until = now + limits.ban_for;
+                let effects = stripe.bans.ban(source, until, limits.ban_block_after);
+                let counters = &mut stripe.counters;
+                counters.strikes += 1;
+                counters.bans += 1 + u64::from(effects.prefix_banned);
+                counters.ban_evictions += u64::from(effects.evicted);
+                if effects.prefix_banned {
+                    log::warn!(
+                        "{}: banned for {:?}: {} of its addresses were banned",
+                        source.prefix(),
+                        limits.ban_for,
+                        limits.ban_block_after
+                    );
+                }
+                StrikeOutcome::Banned {
+                    until_in: limits.ban_for,
+                }
+            }
+            None => {
+                stripe.counters.strikes_untracked += 1;
+                StrikeOutcome::Untracked
+            }
         }
-        outcome.unwrap_or(StrikeOutcome::Untracked)
     }
 
-    /// Whether `ip`'s source is banned at `now`. A lookup: it neither adds
-    /// the source nor counts as a use of it.
+    /// Whether `ip`'s source (or its block) is banned at `now`. A lookup:
+    /// it neither adds the source nor counts as a use of it.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
         let source = Source::from(ip);
         let mut stripe = self.stripe(source);
-        stripe.expire_bans(now);
-        stripe
-            .entries
-            .get(&source)
-            .is_some_and(|entry| entry.ban_left(now).is_some())
+        stripe.bans.expire(now);
+        stripe.bans.ban_left(source, now).is_some()
     }
 
     /// Connections counted for `ip`'s source (0 if it is not in the table).
@@ -417,6 +504,8 @@ impl IpTable {
             let stripe = stripe.lock().unwrap_or_else(PoisonError::into_inner);
             total.add(&IpTableStats {
                 sources: stripe.entries.len(),
+                bans_active: stripe.bans.len(),
+                block_bans_active: stripe.bans.prefixes(),
                 ..stripe.counters
             });
         }
@@ -424,7 +513,8 @@ impl IpTable {
     }
 
     fn stripe(&self, source: Source) -> MutexGuard<'_, Stripe> {
-        let index = self.stripe_hasher.hash_one(source) as usize % self.stripes.len();
+        let block = source.prefix();
+        let index = self.stripe_hasher.hash_one(block) as usize % self.stripes.len();
         // A panic while holding the lock can at worst leave one source's
         // bookkeeping stale (see `Stripe::make_room`); refusing every later
         // connection would be worse.

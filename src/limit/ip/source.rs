@@ -74,3 +74,57 @@ impl fmt::Debug for Source {
         write!(f, "Source({self})")
     }
 }
+
+/// The block a [`Source`] belongs to, for bans that cover many sources at
+/// once: an IPv4 /24, or an IPv6 /48 (a site's usual allocation, 65,536
+/// /64s).
+///
+/// ```
+/// use std::net::IpAddr;
+/// use sockloop::limit::Source;
+///
+/// let a: IpAddr = "192.0.2.7".parse().unwrap();
+/// assert_eq!(Source::from(a).prefix().to_string(), "192.0.2.0/24");
+/// let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+/// assert_eq!(Source::from(b).prefix().to_string(), "2001:db8:1::/48");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix(PrefixKey);
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum PrefixKey {
+    V4([u8; 3]),
+    V6([u8; 6]),
+}
+
+impl Source {
+    /// The block this source is in.
+    pub fn prefix(&self) -> Prefix {
+        match self.0 {
+            SourceKey::V4([a, b, c, _]) => Prefix(PrefixKey::V4([a, b, c])),
+            SourceKey::V6Prefix([a, b, c, d, e, f, ..]) => {
+                Prefix(PrefixKey::V6([a, b, c, d, e, f]))
+            }
+        }
+    }
+}
+
+/// `192.0.2.0/24`, or `2001:db8:1::/48`.
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            PrefixKey::V4([a, b, c]) => write!(f, "{}/24", Ipv4Addr::new(a, b, c, 0)),
+            PrefixKey::V6(head) => {
+                let mut octets = [0; 16];
+                octets[..6].copy_from_slice(&head);
+                write!(f, "{}/48", Ipv6Addr::from(octets))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prefix({self})")
+    }
+}

@@ -1,20 +1,15 @@
 //! One locked stripe of the table: its entries, the least-recently-used
-//! order of the unpinned ones, the ban timers, and its counters.
+//! order of the unpinned ones, its bans, and its counters.
 //!
 //! A stripe is what one `Mutex` guards; the table picks one by a keyed hash
-//! of the source and never holds two at once.
+//! of the source's block ([`Prefix`](super::source::Prefix)), so that a
+//! block's bans can be counted under one lock, and never holds two at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
-use super::entry::{Entry, Standing};
+use super::bans::Bans;
+use super::entry::Entry;
 use super::{IpTableStats, Source};
-use crate::timer::{TimerHandle, Wheel};
-
-/// Ban expiry is exact to the nanosecond whatever the tick (the ban's end
-/// is compared directly); the wheel only unpins and uncounts an ended ban,
-/// at most one tick later.
-const BAN_TICK: Duration = Duration::from_millis(1);
 
 /// One stripe's sources; see [`IpTable`](super::IpTable) for the eviction
 /// policy it implements.
@@ -26,23 +21,21 @@ pub(super) struct Stripe {
     /// Counts uses; stamps `Entry::last_use`.
     uses: u64,
     capacity: usize,
-    /// Made at the first call with a `now`, which becomes its origin.
-    ban_timers: Option<Wheel<Source>>,
-    /// Reused by `expire_bans`.
-    fired: Vec<(TimerHandle, Source)>,
-    /// Everything but `sources`, which is `entries.len()`.
+    /// Bounded apart from the entries: bans never pin one.
+    pub(super) bans: Bans,
+    /// Everything but `sources` and the ban gauges, which are read off the
+    /// maps.
     pub(super) counters: IpTableStats,
 }
 
 impl Stripe {
-    pub(super) fn new(capacity: usize) -> Stripe {
+    pub(super) fn new(capacity: usize, ban_capacity: usize) -> Stripe {
         Stripe {
             entries: HashMap::new(),
             unpinned_by_use: BTreeMap::new(),
             uses: 0,
             capacity,
-            ban_timers: None,
-            fired: Vec::new(),
+            bans: Bans::new(ban_capacity),
             counters: IpTableStats::default(),
         }
     }
@@ -72,16 +65,15 @@ impl Stripe {
     }
 
     /// Runs `change` on `source`'s entry as one use of it, keeping the LRU
-    /// order and the ban count true to what `change` did; `None` if the
-    /// source is not in the table.
+    /// order true to what `change` did; `None` if the source is not in the
+    /// table.
     pub(super) fn use_known<R>(
         &mut self,
         source: Source,
         change: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
         let entry = self.entries.get_mut(&source)?;
-        let (was_pinned, was_in_ban) = (entry.pinned(), entry.in_ban());
-        if !was_pinned {
+        if !entry.pinned() {
             self.unpinned_by_use.remove(&entry.last_use);
         }
         let result = change(entry);
@@ -89,11 +81,6 @@ impl Stripe {
         entry.last_use = self.uses;
         if !entry.pinned() {
             self.unpinned_by_use.insert(entry.last_use, source);
-        }
-        match (was_in_ban, entry.in_ban()) {
-            (false, true) => self.counters.bans_active += 1,
-            (true, false) => self.counters.bans_active -= 1,
-            _ => {}
         }
         Some(result)
     }
@@ -117,46 +104,5 @@ impl Stripe {
             }
         }
         true
-    }
-
-    pub(super) fn arm_ban_timer(&mut self, source: Source, until: Instant) {
-        if let Some(timers) = &mut self.ban_timers {
-            timers.arm(until, source);
-        }
-    }
-
-    /// Clears the bans that ended by `now`: they stop counting as active,
-    /// and a source with no open connection becomes evictable again, at
-    /// its old place in the LRU order (an ended ban is not a use).
-    pub(super) fn expire_bans(&mut self, now: Instant) {
-        let timers = self
-            .ban_timers
-            .get_or_insert_with(|| Wheel::new(now, BAN_TICK));
-        if timers.is_empty() {
-            return;
-        }
-        timers.expire(now, &mut self.fired);
-        for (_, source) in self.fired.drain(..) {
-            let Some(entry) = self.entries.get_mut(&source) else {
-                continue;
-            };
-            match entry.standing {
-                Standing::Banned { until } if until <= now => {
-                    entry.standing = Standing::Clean;
-                    self.counters.bans_active -= 1;
-                    if entry.open == 0 {
-                        self.unpinned_by_use.insert(entry.last_use, source);
-                    }
-                }
-                // A later ban than this timer's (an ended ban replaced
-                // before its timer fired), or one whose timer fired early
-                // because another thread's `now` ran ahead: wait for it.
-                Standing::Banned { until } => {
-                    timers.arm(until, source);
-                }
-                // Already cleared by a strike after the ban ended.
-                Standing::Clean | Standing::Striking { .. } => {}
-            }
-        }
     }
 }

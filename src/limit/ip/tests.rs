@@ -323,7 +323,7 @@ fn evicts_the_least_recently_used_unpinned_source() {
 }
 
 #[test]
-fn a_full_table_of_pinned_sources_refuses_new_ones() {
+fn bans_take_no_room_from_new_sources() {
     let table = IpTable::new(IpLimits {
         max_sources: 2,
         ban_after: 1,
@@ -332,31 +332,143 @@ fn a_full_table_of_pinned_sources_refuses_new_ones() {
     let t0 = Instant::now();
     let connected = table.admit(ip("192.0.2.1"), t0).unwrap();
     assert!(matches!(
-        table.strike(ip("192.0.2.2"), t0),
+        table.strike(ip("198.51.100.2"), t0),
         StrikeOutcome::Banned { .. }
     ));
-    assert_eq!(table.admit(ip("192.0.2.3"), t0), Err(Refusal::TableFull));
-    assert_eq!(table.strike(ip("192.0.2.3"), t0), StrikeOutcome::Untracked);
-    let stats = table.stats();
-    assert_eq!((stats.refused_table_full, stats.strikes_untracked), (1, 1));
-    // Known sources still work.
-    let second = table.admit(ip("192.0.2.1"), t0).unwrap();
-    // Closing the connections unpins the first source: room again.
-    table.release(connected);
-    table.release(second);
-    let third = table.admit(ip("192.0.2.3"), t0).unwrap();
-    assert_eq!(table.open_connections(ip("192.0.2.1")), 0);
+    // The banned source's entry is not pinned: a new source takes its
+    // place, and the ban holds all the same.
+    let third = table.admit(ip("203.0.113.3"), t0).unwrap();
     assert_eq!(table.stats().evictions, 1);
-    // An ended ban unpins too, through the timer, without a visit.
+    assert!(table.is_banned(ip("198.51.100.2"), t0));
+    assert!(matches!(
+        table.admit(ip("198.51.100.2"), t0),
+        Err(Refusal::Banned { .. })
+    ));
     let ban_end = t0 + table.limits().ban_for;
-    assert_eq!(
-        table.admit(ip("192.0.2.4"), ban_end - NS),
-        Err(Refusal::TableFull)
-    );
-    table.release(table.admit(ip("192.0.2.4"), ban_end).unwrap());
-    assert!(!table.is_banned(ip("192.0.2.2"), ban_end));
+    assert!(!table.is_banned(ip("198.51.100.2"), ban_end));
     assert_eq!(table.stats().bans_active, 0);
+    table.release(connected);
     table.release(third);
+}
+
+#[test]
+fn a_table_full_of_connected_sources_admits_new_ones_untracked_within_a_rate() {
+    let table = IpTable::new(IpLimits {
+        max_sources: 2,
+        untracked_rate: Some(Rate::per_minute(2)),
+        ban_after: 1,
+        ..no_rate()
+    });
+    let t0 = Instant::now();
+    let held: Vec<_> = ["192.0.2.1", "192.0.2.2"]
+        .iter()
+        .map(|a| table.admit(ip(a), t0).unwrap())
+        .collect();
+    let new = ip("192.0.2.3");
+    let first = table.admit(new, t0).unwrap();
+    let second = table.admit(ip("192.0.2.4"), t0).unwrap();
+    assert_eq!(table.admit(ip("192.0.2.5"), t0), Err(Refusal::TableFull));
+    // Untracked: no count to keep, no strike to record.
+    assert_eq!(table.open_connections(new), 0);
+    assert_eq!(table.strike(new, t0), StrikeOutcome::Untracked);
+    table.release(first);
+    table.release(second);
+    let stats = table.stats();
+    assert_eq!(
+        (
+            stats.admitted,
+            stats.admitted_untracked,
+            stats.refused_table_full
+        ),
+        (2, 2, 1)
+    );
+    assert_eq!((stats.sources, stats.strikes_untracked), (2, 1));
+    // The rate refills for the whole table: one more 30 s later.
+    assert!(table.admit(ip("192.0.2.5"), t0 + 30 * SEC).is_ok());
+    // Without a rate, a full table refuses at once.
+    let strict = IpTable::new(IpLimits {
+        max_sources: 1,
+        untracked_rate: None,
+        ..no_rate()
+    });
+    let only = strict.admit(ip("192.0.2.1"), t0).unwrap();
+    assert_eq!(strict.admit(ip("192.0.2.2"), t0), Err(Refusal::TableFull));
+    strict.release(only);
+    held.into_iter().for_each(|a| table.release(a));
+}
+
+#[test]
+fn eighty_thousand_banned_sources_never_lock_out_a_new_one() {
+    // The attack: many addresses, each striking until banned. Bans are
+    // bounded apart (the soonest ending dropped first), so the table keeps
+    // room and a newcomer is served.
+    let table = IpTable::new(IpLimits {
+        max_sources: 4096,
+        max_bans: 1024,
+        ban_after: 1,
+        ban_block_after: 0,
+        ..no_rate()
+    });
+    let t0 = Instant::now();
+    for n in 0..80_000_u32 {
+        let now = t0 + Duration::from_micros(u64::from(n));
+        let source = if n % 2 == 0 { v4(n) } else { v6(n) };
+        assert!(matches!(
+            table.strike(source, now),
+            StrikeOutcome::Banned { .. }
+        ));
+    }
+    let end = t0 + SEC / 10;
+    let stats = table.stats();
+    assert!(stats.bans_active <= 1024, "{}", stats.bans_active);
+    assert_eq!(stats.bans, 80_000);
+    assert_eq!(stats.ban_evictions, 80_000 - stats.bans_active as u64);
+    let newcomer = table.admit(ip("203.0.113.77"), end).unwrap();
+    // The latest bans are the ones kept.
+    assert!(table.is_banned(v6(79_999), end));
+    assert!(!table.is_banned(v4(0), end));
+    table.release(newcomer);
+}
+
+#[test]
+fn enough_banned_sources_of_one_block_ban_the_block() {
+    let table = IpTable::new(IpLimits {
+        ban_after: 1,
+        ban_block_after: 3,
+        ..no_rate()
+    });
+    let t0 = Instant::now();
+    for n in 1..=2 {
+        let _ = table.strike(ip(&format!("192.0.2.{n}")), t0);
+    }
+    assert!(table.admit(ip("192.0.2.9"), t0).is_ok_and(|a| {
+        table.release(a);
+        true
+    }));
+    let _ = table.strike(ip("192.0.2.3"), t0);
+    // Now the whole /24 is banned, for ban_for; not its neighbour.
+    let ban_for = table.limits().ban_for;
+    assert_eq!(
+        table.admit(ip("192.0.2.200"), t0),
+        Err(Refusal::Banned { until_in: ban_for })
+    );
+    assert_eq!(
+        table.strike(ip("192.0.2.201"), t0),
+        StrikeOutcome::AlreadyBanned { until_in: ban_for }
+    );
+    table.release(table.admit(ip("192.0.3.1"), t0).unwrap());
+    // IPv6: a /48's /64s.
+    for n in 1..=3 {
+        let _ = table.strike(ip(&format!("2001:db8:7:{n}::1")), t0);
+    }
+    assert!(table.is_banned(ip("2001:db8:7:ffff::1"), t0));
+    assert!(!table.is_banned(ip("2001:db8:8::1"), t0));
+    let stats = table.stats();
+    assert_eq!(
+        (stats.bans, stats.block_bans_active, stats.bans_active),
+        (8, 2, 8)
+    );
+    assert!(!table.is_banned(ip("192.0.2.200"), t0 + ban_for));
 }
 
 #[test]
@@ -450,5 +562,8 @@ fn refusals_read_well() {
         "too many connections from this address (limit 256)"
     );
     assert_eq!(Refusal::ConnectRate.to_string(), "connecting too fast");
-    assert_eq!(Refusal::TableFull.to_string(), "too many sources tracked");
+    assert_eq!(
+        Refusal::TableFull.to_string(),
+        "too many connected addresses to track a new one, and the rate for untracked ones is spent"
+    );
 }
