@@ -17,6 +17,9 @@
 //!                   |                           UDP sockets, buffers, mailbox
 //!                   |  service callbacks (bytes in, bytes out) -- no sockets below
 //!             services/  service.rs             echo, json, chat, rudp echo; the service API
+//!                   |
+//!             protocol/                         wire formats shared by services and clients:
+//!                   |                           the chat's messages, encodings, prompt, clock
 //!             timer/  codec/  rudp/  limit/     timer wheel, frame decoders, reliable UDP,
 //!                                               rates, caps and bans (pure: bytes and time in,
 //!                                               bytes, decisions and deadlines out)
@@ -47,6 +50,7 @@ pub mod limit;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod protocol;
 pub mod rudp;
 mod server;
 pub mod service;

@@ -1,8 +1,9 @@
-//! Protobuf messages, generated from `proto/*.proto` by `build.rs`.
+//! Kept for compatibility: the protobuf messages, generated from
+//! `proto/*.proto` by `build.rs`, live with their protocols in
+//! [`protocol`](crate::protocol) now.
 
-#![allow(missing_docs)]
-
-/// The chat room's messages (`proto/chat.proto`).
+/// The chat room's messages (`proto/chat.proto`), kept for compatibility:
+/// see [`protocol::chat`](crate::protocol::chat).
 pub mod chat {
-    include!(concat!(env!("OUT_DIR"), "/sockloop.chat.rs"));
+    pub use crate::protocol::chat::ChatMessage;
 }

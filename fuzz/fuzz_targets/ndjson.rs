@@ -8,7 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sockloop::codec::{ChatLine, NdjsonCodec, NdjsonError};
+use sockloop::codec::{NdjsonCodec, NdjsonError};
+use sockloop::protocol::chat::ChatLine;
 
 /// One decode: `Some(used)` when the caller may skip `used` bytes and go on.
 fn check<T, F>(codec: NdjsonCodec<T>, data: &[u8], on_message: &mut F) -> Option<usize>

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sockloop::codec::{FrameError, LengthDelimited, MAX_VARINT_LEN};
-use sockloop::proto::chat::ChatMessage;
+use sockloop::protocol::chat::ChatMessage;
 
 /// One decode: `Some(used)` when the caller may skip `used` bytes and go on.
 fn check(codec: LengthDelimited, data: &[u8]) -> Option<usize> {

@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use sockloop::client::chat::{display, ChatClient, GreetingError, GREETING_TIMEOUT};
 use sockloop::client::lanchat::{Lan, LanConfig, LanPeer};
-use sockloop::services::chat::Encoding;
+use sockloop::protocol::chat::Encoding;
 
 use super::addr::HostPort;
 use crate::Failure;

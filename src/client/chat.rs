@@ -6,9 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::codec::{ChatLine, LengthDelimited, NdjsonCodec};
-use crate::proto::chat::ChatMessage;
-use crate::services::chat::Encoding;
+use crate::protocol::chat::{decode_message, encode, ChatMessage, Encoding};
 
 use greeting::{classify, excerpt, Greeting, GREETING_MAX};
 pub use greeting::{GreetingError, GREETING_TIMEOUT};
@@ -26,7 +24,8 @@ const MAX_FRAME: usize = 1 << 20;
 ///
 /// ```
 /// use sockloop::client::chat::ChatClient;
-/// use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+/// use sockloop::protocol::chat::Encoding;
+/// use sockloop::services::chat::{Chat, ChatConfig};
 /// use sockloop::Server;
 ///
 /// let any = "127.0.0.1:0".parse().unwrap();
@@ -147,23 +146,12 @@ impl ChatClient {
 
     /// Sends one message (or `/command`) to the room.
     pub fn send(&mut self, content: &str) -> io::Result<()> {
+        let message = ChatMessage {
+            content: content.into(),
+            ..ChatMessage::default()
+        };
         let mut out = Vec::new();
-        match self.encoding {
-            Encoding::Json => {
-                let line = ChatLine {
-                    content: content.into(),
-                    ..ChatLine::default()
-                };
-                NdjsonCodec::encode(&line, &mut out).map_err(io::Error::other)?;
-            }
-            Encoding::Protobuf => {
-                let message = ChatMessage {
-                    content: content.into(),
-                    ..ChatMessage::default()
-                };
-                LengthDelimited::encode(&message, &mut out).map_err(io::Error::other)?;
-            }
-        }
+        encode(self.encoding, &message, &mut out);
         self.stream.write_all(&out)
     }
 
@@ -188,23 +176,7 @@ impl ChatClient {
     }
 
     fn decode(&self) -> io::Result<Option<(ChatMessage, usize)>> {
-        match self.encoding {
-            Encoding::Json => match NdjsonCodec::<ChatLine>::new(MAX_FRAME).decode(&self.input) {
-                Ok(decoded) => Ok(decoded.map(|(line, used)| {
-                    let message = ChatMessage {
-                        from: line.from,
-                        content: line.content,
-                        time: line.time,
-                        room: String::new(),
-                    };
-                    (message, used)
-                })),
-                Err(e) => Err(invalid(&e.to_string())),
-            },
-            Encoding::Protobuf => LengthDelimited::new(MAX_FRAME)
-                .decode(&self.input)
-                .map_err(|e| invalid(&e.to_string())),
-        }
+        decode_message(self.encoding, MAX_FRAME, &self.input).map_err(|e| invalid(&e.to_string()))
     }
 
     /// Sets how long `recv` waits (`None`: forever).
@@ -239,7 +211,7 @@ fn invalid(what: &str) -> io::Error {
 ///
 /// ```
 /// use sockloop::client::chat::display;
-/// use sockloop::proto::chat::ChatMessage;
+/// use sockloop::protocol::chat::ChatMessage;
 ///
 /// let msg = ChatMessage {
 ///     from: "ann".into(),

@@ -18,7 +18,7 @@ use mio::net::UdpSocket;
 use serde::{Deserialize, Serialize};
 
 use crate::limit::{Rate, TokenBucket};
-use crate::proto::chat::ChatMessage;
+use crate::protocol::chat::{clock, ChatMessage};
 
 /// The largest datagram accepted; larger ones are dropped and counted.
 pub const MAX_DATAGRAM: usize = 2048;
@@ -203,7 +203,7 @@ impl LanPeer {
         let wire = Wire {
             from: self.name.clone(),
             content: content.chars().take(MAX_CONTENT).collect(),
-            time: crate::services::chat::clock(now),
+            time: clock(now),
             id: self.id,
             seq: self.seq,
         };

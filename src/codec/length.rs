@@ -25,7 +25,7 @@ pub const MAX_VARINT_LEN: usize = 10;
 ///
 /// ```
 /// use sockloop::codec::LengthDelimited;
-/// use sockloop::proto::chat::ChatMessage;
+/// use sockloop::protocol::chat::ChatMessage;
 ///
 /// let codec = LengthDelimited::new(4096);
 /// let msg = ChatMessage { content: "hi".into(), ..Default::default() };
@@ -117,7 +117,7 @@ impl LengthDelimited {
     ///
     /// ```
     /// use sockloop::codec::{FrameError, LengthDelimited};
-    /// use sockloop::proto::chat::ChatMessage;
+    /// use sockloop::protocol::chat::ChatMessage;
     ///
     /// let codec = LengthDelimited::new(64);
     /// // A 2-byte body holding field 1 as a varint: the wrong wire type.
@@ -156,7 +156,7 @@ impl LengthDelimited {
     ///
     /// ```
     /// use sockloop::codec::LengthDelimited;
-    /// use sockloop::proto::chat::ChatMessage;
+    /// use sockloop::protocol::chat::ChatMessage;
     ///
     /// let mut out = Vec::new();
     /// let msg = ChatMessage { content: "hi".into(), ..Default::default() };
@@ -235,7 +235,7 @@ impl std::error::Error for FrameError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::chat::ChatMessage;
+    use crate::protocol::chat::ChatMessage;
 
     fn chat(content: &str) -> ChatMessage {
         ChatMessage {

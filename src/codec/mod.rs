@@ -18,7 +18,8 @@
 //! `Ok(Some)` always reports `used > 0`, so a decode loop always advances.
 //!
 //! ```
-//! use sockloop::codec::{ChatLine, NdjsonCodec};
+//! use sockloop::codec::NdjsonCodec;
+//! use sockloop::protocol::chat::ChatLine;
 //!
 //! /// What a service's `on_data` does with its input: returns bytes consumed.
 //! fn on_data(codec: &NdjsonCodec<ChatLine>, data: &[u8], got: &mut Vec<ChatLine>) -> usize {
@@ -47,12 +48,13 @@
 //!
 //! [`TcpService::on_data`]: crate::service::TcpService::on_data
 
-mod chat;
 mod length;
 mod line;
 mod ndjson;
 
-pub use chat::ChatLine;
+/// Kept for compatibility: the chat's JSON line lives in
+/// [`protocol::chat`](crate::protocol::chat) now.
+pub use crate::protocol::chat::ChatLine;
 pub use length::{FrameError, LengthDelimited, MAX_VARINT_LEN};
 pub use line::{LineCodec, LineError};
 pub use ndjson::{NdjsonCodec, NdjsonError};

@@ -16,7 +16,8 @@ use super::line::{LineCodec, LineError};
 /// many bytes to skip, so one bad line does not wedge the stream.
 ///
 /// ```
-/// use sockloop::codec::{ChatLine, NdjsonCodec};
+/// use sockloop::codec::NdjsonCodec;
+/// use sockloop::protocol::chat::ChatLine;
 ///
 /// let codec = NdjsonCodec::<ChatLine>::new(4096);
 /// let mut out = Vec::new();
@@ -36,7 +37,8 @@ impl<T> NdjsonCodec<T> {
     /// (see [`LineCodec::max_line`]).
     ///
     /// ```
-    /// use sockloop::codec::{ChatLine, NdjsonCodec};
+    /// use sockloop::codec::NdjsonCodec;
+    /// use sockloop::protocol::chat::ChatLine;
     ///
     /// let codec: NdjsonCodec<ChatLine> = NdjsonCodec::new(4096);
     /// assert_eq!(codec.max_line(), 4096);
@@ -71,7 +73,8 @@ impl<T: DeserializeOwned + Serialize> NdjsonCodec<T> {
     /// [`NdjsonError::TooLong`] as soon as a line passes `max_line` bytes.
     ///
     /// ```
-    /// use sockloop::codec::{ChatLine, NdjsonCodec, NdjsonError};
+    /// use sockloop::codec::{NdjsonCodec, NdjsonError};
+    /// use sockloop::protocol::chat::ChatLine;
     ///
     /// let codec = NdjsonCodec::<ChatLine>::new(4096);
     /// let data = b"\r\n{oops\n{\"content\":\"hi\"}\n";
@@ -113,7 +116,8 @@ impl<T: DeserializeOwned + Serialize> NdjsonCodec<T> {
     /// map with non-string keys); `out` is then left as it was.
     ///
     /// ```
-    /// use sockloop::codec::{ChatLine, NdjsonCodec};
+    /// use sockloop::codec::NdjsonCodec;
+    /// use sockloop::protocol::chat::ChatLine;
     ///
     /// let mut out = Vec::new();
     /// let msg = ChatLine { from: "a".into(), content: "hi".into(), time: "12:00:00".into() };
@@ -212,7 +216,7 @@ impl std::error::Error for NdjsonError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ChatLine;
+    use crate::protocol::chat::ChatLine;
 
     fn chat(content: &str) -> ChatLine {
         ChatLine {

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 
-use super::{ChatLine, LengthDelimited, LineCodec, NdjsonCodec};
-use crate::proto::chat::ChatMessage;
+use super::{LengthDelimited, LineCodec, NdjsonCodec};
+use crate::protocol::chat::{ChatLine, ChatMessage};
 
 /// Feeds `wire` in chunks of the given sizes the way the core does: keep
 /// the unconsumed bytes, append the next chunk, decode all whole frames.

@@ -4,7 +4,7 @@
 //! time (`handle_datagram(now, from, bytes)`, `handle_timeout(now)`,
 //! `send(message)`); outputs are polled (`poll_transmit` for datagrams to
 //! send, `poll_timeout` for when to call back, `poll_event` for messages
-//! and state changes). The event loop (`services::rudp_echo`) and the
+//! and state changes). The event loop (the `rudp` service) and the
 //! blocking client (`client::rudp`) drive it with real sockets; the tests
 //! drive it through a simulated lossy link with a virtual clock.
 //!
@@ -18,7 +18,8 @@
 //! - `send`, `recv`: the send window (acks, loss detection) and the receive
 //!   window (reordering, duplicates, reassembly);
 //! - [`connection`]: one peer, either side;
-//! - [`endpoint`]: the server side, many peers, the cookie handshake.
+//! - [`endpoint`]: the server side, many peers, the cookie handshake;
+//! - [`echo`]: the reliable echo's policy over an endpoint.
 //!
 //! The handshake: the client sends `Hello`; the server answers `Cookie`
 //! (smaller than the hello) and keeps nothing; the client repeats its hello
@@ -28,6 +29,7 @@
 
 pub mod connection;
 mod cookie;
+pub mod echo;
 pub mod endpoint;
 pub mod packet;
 mod recv;

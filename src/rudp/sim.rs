@@ -7,8 +7,8 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::echo::EchoCore;
 use super::*;
-use crate::services::rudp_echo::EchoCore;
 
 const CLIENT: &str = "10.0.0.2:5000";
 

@@ -1,18 +1,18 @@
 //! The `rudp` service: every message a peer delivers is sent back to it,
 //! reliably and in order (a reliable echo).
 //!
-//! [`EchoCore`] is the policy, sans-IO; [`RudpEcho`] drives it from the
-//! event loop. An echo that does not fit the peer's send window waits (one
-//! per peer) and the peer is held: its messages stay in its receive
-//! window, which fills and slows the peer down. Nothing queues without
-//! bound.
+//! [`EchoCore`] is the policy, sans-IO, beside the protocol in
+//! [`rudp::echo`](crate::rudp::echo) (how a full send window holds the
+//! peer); [`RudpEcho`] drives it from the event loop.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::rudp::{Config, Endpoint, Event, SendError};
+use crate::rudp::{Config, Endpoint};
 use crate::service::{CounterKind, CounterSpec, DatagramContext, TimerId, UdpService};
+
+/// Kept for compatibility: the policy lives beside rudp now.
+pub use crate::rudp::echo::EchoCore;
 
 /// What the echo counts, per shard; several rudp sockets on one shard
 /// add up, since they share the names.
@@ -30,64 +30,6 @@ const COUNTERS: &[CounterSpec] = &[
 ];
 const PEERS: usize = 0;
 const RETRANSMISSIONS: usize = 1;
-
-/// The echo policy over an [`Endpoint`].
-#[derive(Debug)]
-pub struct EchoCore {
-    endpoint: Endpoint,
-    /// Echoes waiting for room in their peer's send window.
-    waiting: HashMap<SocketAddr, Vec<u8>>,
-}
-
-impl EchoCore {
-    /// An echo over `endpoint`.
-    pub fn new(endpoint: Endpoint) -> EchoCore {
-        EchoCore {
-            endpoint,
-            waiting: HashMap::new(),
-        }
-    }
-
-    /// The endpoint, for its counters.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// The endpoint, for its inputs and outputs.
-    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
-        &mut self.endpoint
-    }
-
-    /// Turns delivered messages into echoes; `seen` observes each message.
-    /// Call after feeding the endpoint input, before polling its output.
-    pub fn pump(&mut self, mut seen: impl FnMut(SocketAddr, &Event)) {
-        let waiting: Vec<SocketAddr> = self.waiting.keys().copied().collect();
-        for peer in waiting {
-            match self.waiting.get(&peer).map(|m| self.endpoint.send(peer, m)) {
-                Some(Err(SendError::WindowFull)) => continue,
-                _ => {
-                    self.waiting.remove(&peer);
-                    self.endpoint.hold(peer, false);
-                }
-            }
-        }
-        while let Some((peer, event)) = self.endpoint.poll_event() {
-            seen(peer, &event);
-            match event {
-                Event::Message(message) => {
-                    if let Err(SendError::WindowFull) = self.endpoint.send(peer, &message) {
-                        self.waiting.insert(peer, message);
-                        self.endpoint.hold(peer, true);
-                    }
-                }
-                Event::Closed(_) => {
-                    self.waiting.remove(&peer);
-                }
-                Event::Connected => {}
-            }
-        }
-    }
-}
 
 /// The peers one `rudp` socket serves per shard unless told otherwise
 /// (4,096; `sockloop serve --rudp-max-peers`): a hello beyond them is

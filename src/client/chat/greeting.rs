@@ -6,14 +6,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::codec::{ChatLine, LengthDelimited, NdjsonCodec};
-use crate::proto::chat::ChatMessage;
-use crate::services::chat::Encoding;
+use crate::protocol::chat::{decode_message, ChatMessage, Encoding, SYSTEM};
 
 use super::escape;
 
 /// What JSON members are greeted with, before the username.
-pub(super) const PROMPT: &[u8] = b"Enter your username: ";
+pub(super) const PROMPT: &[u8] = crate::protocol::chat::PROMPT.as_bytes();
 /// How long [`ChatClient::connect`](super::ChatClient::connect) waits for
 /// the server's first words (and then for its welcome).
 pub const GREETING_TIMEOUT: Duration = Duration::from_secs(3);
@@ -22,8 +20,6 @@ pub const GREETING_TIMEOUT: Duration = Duration::from_secs(3);
 pub(super) const GREETING_MAX: usize = 4096;
 /// Bytes of a foreign greeting quoted in the error.
 const EXCERPT: usize = 32;
-/// Who the server's own messages come from.
-const SYSTEM: &str = "System";
 
 /// Why [`ChatClient::connect`](super::ChatClient::connect) found no chat
 /// member's seat at the other end. It is carried inside the `io::Error`
@@ -114,18 +110,13 @@ pub(super) fn classify(bytes: &[u8]) -> Greeting {
     // A JSON chat's refusal is a message line; a protobuf frame starts
     // with its length, and no short one is 123 (`{`) bytes long.
     if bytes[0] == b'{' {
-        return match NdjsonCodec::<ChatLine>::new(GREETING_MAX).decode(bytes) {
-            Ok(Some((line, _))) if line.from == SYSTEM => Greeting::System(ChatMessage {
-                from: line.from,
-                content: line.content,
-                time: line.time,
-                room: String::new(),
-            }),
+        return match decode_message(Encoding::Json, GREETING_MAX, bytes) {
+            Ok(Some((message, _))) if message.from == SYSTEM => Greeting::System(message),
             Ok(None) => Greeting::Incomplete,
             _ => Greeting::Foreign,
         };
     }
-    match LengthDelimited::new(GREETING_MAX).decode::<ChatMessage>(bytes) {
+    match decode_message(Encoding::Protobuf, GREETING_MAX, bytes) {
         Ok(Some((message, used))) if message.from == SYSTEM => {
             match message.content.as_bytes() == PROMPT {
                 true => Greeting::Prompt(Encoding::Protobuf, used),
@@ -149,6 +140,7 @@ pub(super) fn excerpt(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::LengthDelimited;
 
     fn system(content: &str) -> ChatMessage {
         ChatMessage {

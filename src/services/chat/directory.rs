@@ -10,8 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The name the server's own messages come from; no member can take it.
-pub(crate) const SYSTEM: &str = "System";
+use crate::protocol::chat::SYSTEM;
 
 /// The shared table; clone the `Arc` into every shard's chat.
 #[derive(Debug, Default)]

@@ -7,10 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::directory::Directory;
 use super::room::{Outbox, Rooms};
-use super::wire::Encoding;
 use super::ChatConfig;
-use crate::codec::{ChatLine, LengthDelimited, NdjsonCodec};
-use crate::proto::chat::ChatMessage;
+use crate::codec::{LengthDelimited, NdjsonCodec};
+use crate::protocol::chat::{ChatLine, ChatMessage, Encoding, PROMPT};
 use crate::service::ConnId;
 
 #[derive(Default)]
@@ -95,12 +94,10 @@ fn check_output(encoding: Encoding, bytes: &[u8]) {
     let mut rest = bytes;
     match encoding {
         Encoding::Json => {
-            rest = rest
-                .strip_prefix(super::room::PROMPT.as_bytes())
-                .unwrap_or(rest);
+            rest = rest.strip_prefix(PROMPT.as_bytes()).unwrap_or(rest);
             let codec = NdjsonCodec::<ChatLine>::new(1 << 20);
             while !rest.is_empty() {
-                let prompt = super::room::PROMPT.as_bytes();
+                let prompt = PROMPT.as_bytes();
                 if let Some(after) = rest.strip_prefix(prompt) {
                     rest = after; // a bad username draws the prompt again
                     continue;

@@ -29,8 +29,8 @@
 
 mod command;
 mod directory;
+mod outgoing;
 mod room;
-mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -43,15 +43,16 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use crate::proto::chat::ChatMessage;
+use crate::protocol::chat::ChatMessage;
 use crate::service::{
     CloseReason, ConnContext, ConnId, Loop, Refusal, ShardContext, Shards, TcpService,
 };
 use directory::Directory;
 use room::{Outbox, Rooms};
-/// `HH:MM:SS` (UTC) of a wall-clock time, as chat messages carry it.
-pub(crate) use wire::clock_time as clock;
-pub use wire::Encoding;
+
+/// Kept for compatibility: the chat's wire format lives in
+/// [`protocol::chat`](crate::protocol::chat) now.
+pub use crate::protocol::chat::Encoding;
 
 /// The chat's limits. `Default` is what `sockloop serve` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,8 @@ impl Default for ChatConfig {
 /// which shares the username directory between them.
 ///
 /// ```
-/// use sockloop::services::chat::{Chat, ChatConfig, Encoding};
+/// use sockloop::protocol::chat::Encoding;
+/// use sockloop::services::chat::{Chat, ChatConfig};
 /// use sockloop::Server;
 /// use std::io::{BufRead, BufReader, Read, Write};
 ///

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::command::{valid_name, valid_room, Command, HELP};
-use super::directory::{Directory, SYSTEM};
-use super::wire::{clock_time, decode, Encoding, Inbound, Outgoing};
+use super::directory::Directory;
+use super::outgoing::Outgoing;
 use super::ChatConfig;
-use crate::proto::chat::ChatMessage;
+use crate::protocol::chat::{
+    clock, decode_message, decode_name, ChatMessage, Encoding, PROMPT, SYSTEM,
+};
 use crate::service::ConnId;
 
 /// Where everyone starts, and where `/leave` goes back to.
 pub(crate) const LOBBY: &str = "lobby";
-/// What JSON members are greeted with (no newline: the tutorial's prompt).
-pub(crate) const PROMPT: &str = "Enter your username: ";
 /// Most names a `/list` or `/rooms` reply spells out.
 const LIST_MAX: usize = 100;
 
@@ -97,13 +97,14 @@ impl Rooms {
         let mut consumed = 0;
         while let Some(member) = self.members.get(&id) {
             let naming = member.name.is_none();
-            match decode(
-                member.encoding,
-                naming,
-                self.config.max_frame,
-                &data[consumed..],
-            ) {
-                Inbound::Text(text, used) => {
+            let (encoding, max, rest) = (member.encoding, self.config.max_frame, &data[consumed..]);
+            let decoded = match naming {
+                true => decode_name(encoding, max, rest),
+                false => decode_message(encoding, max, rest)
+                    .map(|got| got.map(|(message, used)| (message.content, used))),
+            };
+            match decoded {
+                Ok(Some((text, used))) => {
                     consumed += used;
                     self.decoded += 1;
                     if naming {
@@ -112,17 +113,22 @@ impl Rooms {
                         self.command(out, id, &text, now);
                     }
                 }
-                Inbound::Incomplete => return consumed,
-                Inbound::Bad { reason, used } => {
-                    consumed += used;
-                    self.strike(out, id, &format!("invalid message: {reason}"), now);
-                }
-                Inbound::Fatal(reason) => {
-                    self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
-                    out.strike(id, &reason);
-                    self.leave(out, id, now);
-                    out.close(id);
-                }
+                Ok(None) => return consumed,
+                Err(e) => match e.used() {
+                    // A frame that is not a message: a strike, then go on.
+                    Some(used) => {
+                        consumed += used;
+                        self.strike(out, id, &e.to_string(), now);
+                    }
+                    // The stream cannot be followed past it: reply, close.
+                    None => {
+                        let reason = e.to_string();
+                        self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
+                        out.strike(id, &reason);
+                        self.leave(out, id, now);
+                        out.close(id);
+                    }
+                },
             }
         }
         data.len()
@@ -205,7 +211,7 @@ impl Rooms {
                 let message = ChatMessage {
                     from: from.to_owned(),
                     content: text.to_owned(),
-                    time: clock_time(now),
+                    time: clock(now),
                     room: room.to_string(),
                 };
                 if !self.relay(out, message, Some(id)) {
@@ -328,7 +334,7 @@ impl Rooms {
     /// A `System` message to one member.
     fn reply(&mut self, out: &mut impl Outbox, id: ConnId, text: &str, now: SystemTime) {
         if let Some(member) = self.members.get(&id) {
-            let message = system(text.into(), clock_time(now), &member.room);
+            let message = system(text.into(), clock(now), &member.room);
             out.send(id, Outgoing::new(message).bytes(member.encoding));
         }
     }
@@ -342,7 +348,7 @@ impl Rooms {
         text: String,
         now: SystemTime,
     ) {
-        self.relay(out, system(text, clock_time(now), room), Some(except));
+        self.relay(out, system(text, clock(now), room), Some(except));
     }
 
     /// Sends `message` to its room here and on the other shards; false if

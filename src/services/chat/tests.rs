@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::directory::Directory;
-use super::room::{Outbox, Rooms, PROMPT};
-use super::{ChatConfig, Encoding};
-use crate::codec::{ChatLine, LengthDelimited, NdjsonCodec};
-use crate::proto::chat::ChatMessage;
+use super::room::{Outbox, Rooms};
+use super::ChatConfig;
+use crate::codec::{LengthDelimited, NdjsonCodec};
+use crate::protocol::chat::{ChatLine, ChatMessage, Encoding, PROMPT};
 use crate::service::ConnId;
 
 /// 12:34:56 UTC on some day.

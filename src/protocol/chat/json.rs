@@ -1,6 +1,9 @@
-//! The chat room's JSON wire message.
+//! The chat's JSON lines: [`ChatLine`], what a line parses into, and the
+//! line a [`ChatMessage`] is written as.
 
 use serde::{Deserialize, Serialize};
+
+use super::ChatMessage;
 
 /// One chat message as JSON members send and receive it, one per line:
 /// `{"from":"a","content":"hi","time":"12:00:00"}`.
@@ -9,7 +12,8 @@ use serde::{Deserialize, Serialize};
 /// fields of their own (ignored); `content` is required.
 ///
 /// ```
-/// use sockloop::codec::{ChatLine, NdjsonCodec};
+/// use sockloop::codec::NdjsonCodec;
+/// use sockloop::protocol::chat::ChatLine;
 ///
 /// let codec = NdjsonCodec::<ChatLine>::new(4096);
 /// let (msg, _) = codec.decode(b"{\"content\":\"hi\",\"x\":1}\n").unwrap().unwrap();
@@ -20,7 +24,7 @@ pub struct ChatLine {
     /// Sender's username; the server overwrites whatever a client sent.
     ///
     /// ```
-    /// let line = sockloop::codec::ChatLine { from: "System".into(), ..Default::default() };
+    /// let line = sockloop::protocol::chat::ChatLine { from: "System".into(), ..Default::default() };
     /// assert_eq!(line.from, "System");
     /// ```
     #[serde(default)]
@@ -28,18 +32,53 @@ pub struct ChatLine {
     /// Message text.
     ///
     /// ```
-    /// let line = sockloop::codec::ChatLine { content: "hi".into(), ..Default::default() };
+    /// let line = sockloop::protocol::chat::ChatLine { content: "hi".into(), ..Default::default() };
     /// assert_eq!(line.content, "hi");
     /// ```
     pub content: String,
     /// Server wall-clock time as `HH:MM:SS`.
     ///
     /// ```
-    /// let line = sockloop::codec::ChatLine { time: "12:00:00".into(), ..Default::default() };
+    /// let line = sockloop::protocol::chat::ChatLine { time: "12:00:00".into(), ..Default::default() };
     /// assert_eq!(line.time, "12:00:00");
     /// ```
     #[serde(default)]
     pub time: String,
+}
+
+impl From<ChatLine> for ChatMessage {
+    /// The message a JSON line carries; JSON members see no `room`.
+    fn from(line: ChatLine) -> ChatMessage {
+        ChatMessage {
+            from: line.from,
+            content: line.content,
+            time: line.time,
+            room: String::new(),
+        }
+    }
+}
+
+/// The JSON members' view of a message: the tutorial's three fields, in
+/// [`ChatLine`]'s order, borrowed.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    from: &'a str,
+    content: &'a str,
+    time: &'a str,
+}
+
+/// Appends `message` as one JSON line (`room` is left out). Strings always
+/// serialise, and JSON escapes keep it one line.
+pub(super) fn encode(message: &ChatMessage, out: &mut Vec<u8>) {
+    let line = JsonLine {
+        from: &message.from,
+        content: &message.content,
+        time: &message.time,
+    };
+    out.reserve(48 + message.content.len());
+    // Writing strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &line);
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -84,6 +123,26 @@ mod tests {
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_message_is_written_as_its_chat_line() {
+        let message = ChatMessage {
+            from: "a".into(),
+            content: "hi".into(),
+            time: "12:00:00".into(),
+            room: "lobby".into(),
+        };
+        let mut out = b"x".to_vec();
+        encode(&message, &mut out);
+        assert_eq!(&out[1..], WIRE);
+        let codec = NdjsonCodec::<ChatLine>::new(1024);
+        let (line, _) = codec.decode(WIRE).unwrap().unwrap();
+        let back = ChatMessage {
+            room: String::new(),
+            ..message
+        };
+        assert_eq!(ChatMessage::from(line), back);
     }
 
     #[test]
