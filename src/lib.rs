@@ -56,6 +56,8 @@ mod server;
 pub mod service;
 pub mod services;
 mod shard;
+#[doc(hidden)]
+pub mod test_rng;
 pub mod timer;
 
 pub use config::ServerConfig;

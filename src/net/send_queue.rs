@@ -221,6 +221,7 @@ impl SendQueue {
 mod tests {
     use super::*;
     use crate::net::udp_batch::testing::*;
+    use crate::test_rng::Rng;
     use std::time::Duration;
 
     fn std_rx() -> std::net::UdpSocket {
@@ -309,11 +310,8 @@ mod tests {
         let (arena_cap, entries_cap) = (q.arena_capacity(), q.entries.capacity());
         assert!(arena_cap >= 1000);
         let mut model: VecDeque<Vec<u8>> = VecDeque::new();
-        let mut seed = 12345u32;
-        let mut rand = move |m: u32| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (seed >> 16) % m
-        };
+        let mut rng = Rng::new(12345);
+        let mut rand = move |m: u32| rng.below(u64::from(m)) as u32;
         let (mut pushed, mut refused, mut compactions) = (0, 0, 0);
         for i in 0..20_000 {
             if rand(3) == 0 && !model.is_empty() {

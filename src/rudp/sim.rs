@@ -9,36 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::echo::EchoCore;
 use super::*;
+use crate::test_rng::Rng;
 
 const CLIENT: &str = "10.0.0.2:5000";
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// xorshift64*: deterministic, and plenty for choosing fates.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
 }
 
 /// What the link does to each datagram, independently per direction.
@@ -104,7 +80,7 @@ impl Sim {
         let now = Instant::now();
         Sim {
             now,
-            rng: Rng(seed | 1),
+            rng: Rng::new(seed | 1),
             link,
             cut: false,
             client: Connection::connect(config, now, isn),
@@ -332,7 +308,7 @@ fn lossy(loss: f64) -> Link {
 fn every_message_arrives_once_in_order_at_0_10_and_30_percent_loss() {
     for (loss, seed) in [(0.0, 1), (0.1, 2), (0.3, 3), (0.1, 4), (0.3, 5)] {
         let mut sim = Sim::new(Config::default(), lossy(loss), seed);
-        let sent = messages(2000, &mut Rng(seed));
+        let sent = messages(2000, &mut Rng::new(seed));
         sim.transfer(&sent, Duration::from_secs(600));
         assert_eq!(sim.server_got, sent, "loss {loss}, seed {seed}");
         let conn = sim.server.endpoint().connection(Sim::addr()).unwrap();
@@ -356,7 +332,7 @@ fn every_message_arrives_once_in_order_at_0_10_and_30_percent_loss() {
 fn echoes_come_back_in_order_through_a_lossy_link() {
     let mut sim = Sim::new(Config::default(), lossy(0.1), 11);
     sim.echo = true;
-    let sent = messages(500, &mut Rng(11));
+    let sent = messages(500, &mut Rng::new(11));
     sim.transfer(&sent, Duration::from_secs(600));
     assert_eq!(sim.client_got, sent);
     assert_eq!(sim.client_events, [Event::Connected]);
@@ -369,7 +345,7 @@ fn sequence_numbers_wrap() {
         ..lossy(0.0)
     };
     let mut sim = Sim::with_isn(Config::default(), link, 21, Seq(u32::MAX - 300));
-    let sent = messages(1000, &mut Rng(21));
+    let sent = messages(1000, &mut Rng::new(21));
     sim.transfer(&sent, Duration::from_secs(600));
     assert_eq!(sim.server_got, sent);
 }
@@ -404,7 +380,7 @@ fn a_vanished_peer_is_declared_dead_within_the_bound() {
     let config = Config::default();
     for busy in [false, true] {
         let mut sim = Sim::new(config, Link::clean(ms(10)), 41);
-        sim.transfer(&messages(20, &mut Rng(41)), Duration::from_secs(10));
+        sim.transfer(&messages(20, &mut Rng::new(41)), Duration::from_secs(10));
         sim.cut = true;
         let cut_at = sim.now;
         if busy {
@@ -556,7 +532,7 @@ fn forged_expired_and_borrowed_cookies_are_refused() {
 #[test]
 fn malformed_datagrams_are_counted_and_change_nothing() {
     let mut sim = Sim::new(Config::default(), Link::clean(ms(1)), 61);
-    sim.transfer(&messages(10, &mut Rng(61)), Duration::from_secs(10));
+    sim.transfer(&messages(10, &mut Rng::new(61)), Duration::from_secs(10));
     let junk: [&[u8]; 5] = [
         b"",
         b"\x01",
@@ -571,7 +547,7 @@ fn malformed_datagrams_are_counted_and_change_nothing() {
         assert!(sim.client.handle_datagram(sim.now, datagram).is_err());
     }
     assert_eq!(sim.server.endpoint().stats().malformed, 5);
-    let more = messages(10, &mut Rng(62));
+    let more = messages(10, &mut Rng::new(62));
     sim.transfer(&more, Duration::from_secs(10));
     assert_eq!(sim.server_got.len(), 20);
 }
@@ -638,7 +614,7 @@ fn a_closed_window_is_probed_until_it_opens() {
     // until the keepalive (found by the rudp bench): the sender probes.
     let config = Config::default();
     let mut sim = Sim::new(config, Link::clean(ms(10)), 81);
-    sim.transfer(&messages(3, &mut Rng(81)), Duration::from_secs(10));
+    sim.transfer(&messages(3, &mut Rng::new(81)), Duration::from_secs(10));
     let acked = sim.client.stats().packets_received;
     // The server says: everything so far arrived, and no room for more.
     let mut zero = Vec::new();

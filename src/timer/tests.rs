@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::levels::{list_for, OVERDUE, SLOTS, TOP};
 use super::lists::NIL;
 use super::*;
+use crate::test_rng::Rng;
 
 const MS: Duration = Duration::from_millis(1);
 const L2: u64 = 64 * 64;
@@ -140,7 +141,7 @@ fn rounds_deadlines_up_to_the_next_tick() {
 #[test]
 fn tick_conversion_matches_exact_division() {
     let origin = Instant::now();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let ticks_ns = [1, 2, 3, 7, 1000, 1_000_000, 3_333_333, 250_000_000];
     for tick in ticks_ns
         .into_iter()
@@ -148,9 +149,7 @@ fn tick_conversion_matches_exact_division() {
     {
         let w: Wheel<()> = Wheel::new(origin, Duration::from_nanos(tick));
         for i in 0..20_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             // Edges around whole ticks and seconds, then anything.
             let ns = match i % 4 {
                 0 => (x % 1000) * tick + (i / 4) % 3,

@@ -94,31 +94,9 @@ pub fn udp_client(addr: SocketAddr) -> UdpSocket {
     socket
 }
 
-/// SplitMix64: a tiny seeded generator, enough for test data.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `low..=high`.
-    pub fn range(&mut self, low: usize, high: usize) -> usize {
-        low + (self.next_u64() % (high - low + 1) as u64) as usize
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
-    }
-}
+/// The crate's one seeded generator (xorshift64*), for test data.
+#[allow(unused_imports)] // not every test binary makes data
+pub use sockloop::test_rng::Rng;
 
 /// Polls `condition` every 10 ms until it holds or `IO_TIMEOUT` passes.
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use sockloop::test_rng::Rng;
 
 /// What happens to each datagram, in each direction.
 #[derive(Debug, Clone, Copy)]
@@ -85,19 +86,6 @@ impl Drop for Relay {
     }
 }
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn chance(&mut self, p: f64) -> bool {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        p > 0.0 && ((x >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-}
-
 /// One direction's fates and the datagram it holds back (with the index
 /// of the client it belongs to).
 struct Direction {
@@ -161,11 +149,11 @@ fn run(mut front: UdpSocket, server: SocketAddr, fates: Fates, stop: &AtomicBool
     let mut upstreams: Vec<(SocketAddr, UdpSocket)> = Vec::new();
     let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
     let mut to_server = Direction {
-        rng: Rng(fates.seed | 1),
+        rng: Rng::new(fates.seed | 1),
         held: None,
     };
     let mut to_client = Direction {
-        rng: Rng(fates.seed.rotate_left(17) | 1),
+        rng: Rng::new(fates.seed.rotate_left(17) | 1),
         held: None,
     };
     let mut stats = RelayStats::default();
