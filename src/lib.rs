@@ -15,8 +15,9 @@
 //!                   |
 //!             Shard (shard/)                    owns Poll, the slab, listeners,
 //!                   |                           UDP sockets, buffers, mailbox
-//!                   |  service callbacks (bytes in, bytes out) -- no sockets below
-//!             services/  service.rs             echo, json, chat, rudp echo; the service API
+//!             metrics/                          counters per shard, GET /metrics
+//!                   |  service/: the API (callbacks, contexts, Loop) -- no sockets below
+//!             services/                         echo, json, chat, rudp echo, the registry
 //!                   |
 //!             protocol/                         wire formats shared by services and clients:
 //!                   |                           the chat's messages, encodings, prompt, clock
