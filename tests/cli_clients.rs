@@ -1,66 +1,20 @@
 //! The client commands (`chat`, `rudp`, `bench`) run as a user runs them:
 //! their errors say what is wrong and what to do, with the right exit code.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sockloop");
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A child process, killed if the test ends before it exits.
-struct Spawned(Option<Child>);
-
-impl Spawned {
-    fn new(args: &[&str], stdin: Stdio) -> Spawned {
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Spawned(Some(child))
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().unwrap()
-    }
-
-    /// Waits for the exit, killing the child after `TIMEOUT`.
-    fn finish(mut self) -> Output {
-        let deadline = Instant::now() + TIMEOUT;
-        while self.child().try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "sockloop did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.0.take().unwrap().wait_with_output().unwrap()
-    }
-
-    /// SIGTERM (a graceful shutdown), then the exit.
-    fn terminate(mut self) -> Output {
-        let pid = self.child().id().to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(kill.success());
-        self.finish()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::process::{next_line, Spawned};
 
 /// `sockloop serve ARGS`, and the addresses of its listeners in the order
 /// it printed them.
 fn serve(args: &[&str], listeners: usize) -> (Spawned, Vec<String>) {
-    let mut server = Spawned::new(&[&["serve", "--shards", "1"], args].concat(), Stdio::null());
-    let mut stdout = BufReader::new(server.child().stdout.take().unwrap());
+    let mut server =
+        Spawned::sockloop(&[&["serve", "--shards", "1"], args].concat(), Stdio::null());
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
     let addrs = (0..listeners)
         .map(|_| {
             let line = next_line(&mut stdout);
@@ -70,15 +24,9 @@ fn serve(args: &[&str], listeners: usize) -> (Spawned, Vec<String>) {
     (server, addrs)
 }
 
-fn next_line(out: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    line.trim_end_matches('\n').to_owned()
-}
-
 /// Runs a client command to its end, with no input.
 fn run(args: &[&str]) -> Output {
-    Spawned::new(args, Stdio::null()).finish()
+    Spawned::sockloop(args, Stdio::null()).finish()
 }
 
 /// Exit `code` and exactly `stderr`.
@@ -144,8 +92,8 @@ fn chat_shows_the_refusal_and_says_when_the_server_hangs_up() {
         "none",
     ];
     let (server, addrs) = serve(&[&["--tcp", "127.0.0.1:0=chat"], &limits[..]].concat(), 1);
-    let mut ann = Spawned::new(&["chat", &addrs[0], "--name", "ann"], Stdio::piped());
-    let mut ann_out = BufReader::new(ann.child().stdout.take().unwrap());
+    let mut ann = Spawned::sockloop(&["chat", &addrs[0], "--name", "ann"], Stdio::piped());
+    let mut ann_out = BufReader::new(ann.stdout.take().unwrap());
     assert!(next_line(&mut ann_out).contains(" System]: Welcome, ann!"));
 
     // One connection per address: the second member is turned away.

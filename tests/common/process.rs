@@ -2,45 +2,92 @@
 //! stop it, and check how it ended.
 
 use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sockloop");
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Waits for `child` to exit, killing it after `TIMEOUT`.
-pub fn finish(mut child: Child) -> Output {
-    let deadline = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("sockloop did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+/// A child process, killed if the test ends (or panics) before it exits;
+/// otherwise it derefs to the `Child`.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    /// `sockloop ARGS` with `stdin`, its stdout and stderr captured.
+    pub fn sockloop(args: &[&str], stdin: Stdio) -> Spawned {
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Spawned(Some(child))
     }
-    child.wait_with_output().unwrap()
+
+    /// Waits for the exit, killing the child and failing after `TIMEOUT`.
+    pub fn finish(mut self) -> Output {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "sockloop did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+
+    /// SIGTERM (a graceful shutdown), then the exit.
+    pub fn terminate(self) -> Output {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        self.finish()
+    }
+}
+
+impl From<Child> for Spawned {
+    fn from(child: Child) -> Spawned {
+        Spawned(Some(child))
+    }
+}
+
+impl Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("still running")
+    }
+}
+
+impl DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("still running")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child` to exit, killing it after `TIMEOUT`.
+pub fn finish(child: impl Into<Spawned>) -> Output {
+    child.into().finish()
 }
 
 /// Sends SIGTERM (a graceful shutdown) and waits for the exit.
-pub fn terminate(child: Child) -> Output {
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    finish(child)
+pub fn terminate(child: impl Into<Spawned>) -> Output {
+    child.into().terminate()
 }
 
 /// Starts `sockloop serve ARGS` with its output captured.
-pub fn spawn_serve(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+pub fn spawn_serve(args: &[&str]) -> Spawned {
+    Spawned::sockloop(&[&["serve"], args].concat(), Stdio::null())
 }
 
 /// Runs `sockloop serve ARGS` to its exit (for flags it refuses).
@@ -71,7 +118,7 @@ pub fn next_line(out: &mut impl BufRead) -> String {
 
 /// A running `sockloop serve` and the addresses it printed; killed on drop.
 pub struct Served {
-    pub child: Option<Child>,
+    pub child: Spawned,
     /// `(proto, addr, service)` per `listening` line, in order.
     pub listening: Vec<(String, String, String)>,
 }
@@ -90,10 +137,7 @@ impl Served {
                 (fields[1].into(), fields[2].into(), fields[3].into())
             })
             .collect();
-        Served {
-            child: Some(child),
-            listening,
-        }
+        Served { child, listening }
     }
 
     /// The address of the `n`th listening line.
@@ -102,16 +146,7 @@ impl Served {
     }
 
     /// SIGTERM, and how it ended.
-    pub fn stop(mut self) -> Output {
-        terminate(self.child.take().unwrap())
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn stop(self) -> Output {
+        self.child.terminate()
     }
 }
