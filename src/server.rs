@@ -13,7 +13,9 @@ use signal_hook::iterator::Signals;
 
 use crate::config::ServerConfig;
 use crate::metrics::{MetricsEndpoint, ServiceCounters, ShardStats, Stats};
-use crate::net::socket::{claim, overlap, tcp_listener, udp_socket, Proto, SocketOptions};
+use crate::net::socket::{
+    claim, overlap, recv_buffer, tcp_listener, udp_socket, Proto, SocketOptions,
+};
 use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
 use crate::shard::gate::Gate;
@@ -511,6 +513,18 @@ fn bind_shards(
     // shards bind the very same addresses.
     let first = Bound::bind(tcp, udp, claimed, &opts)?;
     let resolved = (first.tcp_addrs()?, first.udp_addrs()?);
+    if let Some(asked) = opts.recv_buffer.or(opts.udp_recv_buffer) {
+        for (socket, addr) in first.udp.iter().zip(&resolved.1) {
+            // What a burst can queue before the kernel drops: worth a line.
+            let granted = recv_buffer(socket)?;
+            log::info!(
+                "udp {addr}: receive buffer {} asked, the kernel reports {} (it doubles what it \
+                 grants, capped at net.core.rmem_max)",
+                crate::config::size(asked),
+                crate::config::size(granted)
+            );
+        }
+    }
     let mut bound = vec![first];
     if opts.reuse_port {
         for _ in 1..shards {

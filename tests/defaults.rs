@@ -268,7 +268,8 @@ fn a_refused_or_rate_limited_source_is_logged_with_the_limit_and_its_flag() {
         ],
         2,
     );
-    let (tcp, udp) = (served.addr(0), served.addr(1));
+    let (tcp, udp) = (served.addr(0).to_owned(), served.addr(1).to_owned());
+    let (tcp, udp) = (tcp.as_str(), udp.as_str());
     let mut held = connect(tcp);
     held.get_mut().write_all(b"x\n").unwrap();
     let mut line = String::new();
@@ -297,6 +298,8 @@ fn a_refused_or_rate_limited_source_is_logged_with_the_limit_and_its_flag() {
          (--max-conns-per-ip, or --trusted to exempt a network)",
         "127.0.0.2: datagrams over 2/m from this address, dropped (--udp-rate, or --trusted \
          to exempt a network)",
+        // UDP sockets ask for 4 MiB of receive buffer and say what they got.
+        &format!("udp {udp}: receive buffer 4MiB asked, the kernel reports "),
     ] {
         assert!(stderr.contains(expected), "no {expected:?} in {stderr}");
     }

@@ -25,8 +25,14 @@ pub struct SocketOptions {
     /// `TCP_NODELAY` on accepted streams: echo-style request/response
     /// traffic must not wait for Nagle's algorithm.
     pub nodelay: bool,
-    /// `SO_RCVBUF`, or the kernel's autotuned default.
+    /// `SO_RCVBUF` for every socket, or the kernel's default (for TCP,
+    /// autotuned; for UDP, `udp_recv_buffer`).
     pub recv_buffer: Option<usize>,
+    /// `SO_RCVBUF` for UDP sockets when `recv_buffer` is not set (4 MiB):
+    /// the kernel's default (about 208 KiB) overflows under a burst, and a
+    /// flood from one source then costs its neighbours datagrams before the
+    /// per-source rate can act. The kernel caps it at `net.core.rmem_max`.
+    pub udp_recv_buffer: Option<usize>,
     /// `SO_SNDBUF`, or the kernel's autotuned default.
     pub send_buffer: Option<usize>,
     /// TCP keepalive idle time on accepted streams, or off.
@@ -40,6 +46,7 @@ impl Default for SocketOptions {
             reuse_port: true,
             nodelay: true,
             recv_buffer: None,
+            udp_recv_buffer: Some(4 << 20),
             send_buffer: None,
             keepalive: None,
         }
@@ -77,6 +84,9 @@ pub fn tcp_listener(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::n
 pub fn udp_socket(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     prepare(&socket, addr, opts)?;
+    if let (None, Some(size)) = (opts.recv_buffer, opts.udp_recv_buffer) {
+        socket.set_recv_buffer_size(size)?;
+    }
     socket.bind(&addr.into())?;
     Ok(mio::net::UdpSocket::from_std(socket.into()))
 }
@@ -147,6 +157,23 @@ pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
         && a.port() == b.port()
         && a.is_ipv4() == b.is_ipv4()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The receive buffer the kernel granted a socket (`SO_RCVBUF` as read
+/// back: Linux doubles what was asked, for its bookkeeping, after capping
+/// it at `net.core.rmem_max`).
+///
+/// ```
+/// use sockloop::net::socket::{recv_buffer, udp_socket, SocketOptions};
+///
+/// // 64 KiB is under every Linux's default cap (`rmem_max`, 208 KiB).
+/// let opts = SocketOptions { udp_recv_buffer: Some(64 * 1024), ..SocketOptions::default() };
+/// let socket = udp_socket("127.0.0.1:0".parse().unwrap(), &opts)?;
+/// assert_eq!(recv_buffer(&socket)?, 2 * 64 * 1024);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn recv_buffer(socket: &mio::net::UdpSocket) -> io::Result<usize> {
+    SockRef::from(socket).recv_buffer_size()
 }
 
 /// Applies the per-connection options to a freshly accepted stream.
