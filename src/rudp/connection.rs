@@ -406,7 +406,12 @@ impl Connection {
                 self.state == State::Connecting || self.sender.outstanding() || self.pinging;
             self.rto_at = waiting.then(|| now + self.rtt.rto());
         } else if self.rto_at.is_none() && now >= self.last_heard + self.config.keepalive {
-            // Quiet, or blocked by a closed window: ask for an ack.
+            // Quiet, or blocked by a closed window: ask for an ack. A quiet
+            // peer's empty windows give their memory back meanwhile.
+            self.sender.release();
+            if let Some(receiver) = self.receiver.as_mut() {
+                receiver.release();
+            }
             self.pinging = true;
             self.ping_due = true;
             self.rto_at = Some(now + self.rtt.rto());
@@ -487,4 +492,54 @@ pub(crate) fn server_isn(cookie: &Cookie) -> Seq {
         cookie.mac[2],
         cookie.mac[3],
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots allocated in the send and the receive window.
+    fn allocated(conn: &Connection) -> (usize, usize) {
+        let receiver = conn.receiver.as_ref().map_or(0, |r| r.allocated());
+        (conn.sender.allocated(), receiver)
+    }
+
+    #[test]
+    fn windows_are_allocated_on_first_use_and_given_back_when_quiet() {
+        let t = Instant::now();
+        let config = Config::default();
+        let mut server = Connection::accept(config, t, Seq(100), Seq(200));
+        assert_eq!(allocated(&server), (0, 0), "nothing at the handshake");
+        let mut wire = Vec::new();
+        Packet::Data {
+            seq: Seq(100),
+            fragment: 0,
+            fragments: 1,
+            payload: b"hi",
+        }
+        .encode(&mut wire);
+        server.handle_datagram(t, &wire).unwrap();
+        assert_eq!(server.poll_event(), Some(Event::Message(b"hi".to_vec())));
+        server.send(b"hi").unwrap();
+        let mut out = Vec::new();
+        while server.poll_transmit(t, &mut out) {}
+        let (send, receive) = allocated(&server);
+        assert!(send > 0 && receive > 0, "({send}, {receive})");
+        // The echo is acknowledged, then the peer goes quiet: at the
+        // keepalive both windows are empty and given back.
+        wire.clear();
+        Packet::Ack {
+            next: Seq(201),
+            sack: 0,
+            window: 128,
+        }
+        .encode(&mut wire);
+        server.handle_datagram(t, &wire).unwrap();
+        let ping_at = server.poll_timeout().unwrap();
+        assert_eq!(ping_at, t + config.keepalive);
+        server.handle_timeout(ping_at);
+        assert_eq!(allocated(&server), (0, 0));
+        assert!(server.poll_transmit(ping_at, &mut out));
+        assert_eq!(Packet::parse(&out, 1200), Ok(Packet::Ping));
+    }
 }

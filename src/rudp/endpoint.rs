@@ -59,7 +59,9 @@ struct Peer {
 pub struct Endpoint {
     config: Config,
     jar: CookieJar,
-    peers: HashMap<SocketAddr, Peer>,
+    /// Boxed: the table's empty buckets (up to half of them after it
+    /// grows) then cost a pointer each rather than a whole `Peer`.
+    peers: HashMap<SocketAddr, Box<Peer>>,
     max_peers: usize,
     wheel: Wheel<SocketAddr>,
     /// Peers that may have datagrams to send or a deadline to move.
@@ -132,13 +134,13 @@ impl Endpoint {
                     ..self.config
                 };
                 let conn = Connection::accept(config, now, isn, server_isn(&cookie));
-                let peer = Peer {
+                let peer = Box::new(Peer {
                     conn,
                     timer: None,
                     dirty: false,
                     readable: false,
                     held: false,
-                };
+                });
                 self.peers.insert(from, peer);
                 self.stats.accepted += 1;
                 self.touch(from);
