@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::packet::{Cookie, Packet};
-use super::recv::{ReceiveStats, ReceiveWindow};
+use super::recv::{Arrival, ReceiveStats, ReceiveWindow};
 use super::rtt::RttEstimator;
 use super::send::{SendError, SendWindow};
 use super::seq::Seq;
@@ -32,6 +32,9 @@ pub enum CloseCause {
     TimedOut,
     /// This side called [`Connection::close`].
     Local,
+    /// The server closed it to make room for a newcomer: the peer was the
+    /// idlest in a full table (or of its source's peers).
+    Evicted,
 }
 
 impl std::fmt::Display for CloseCause {
@@ -40,6 +43,7 @@ impl std::fmt::Display for CloseCause {
             CloseCause::PeerClosed => "the peer closed the connection",
             CloseCause::TimedOut => "the peer stopped answering",
             CloseCause::Local => "closed here",
+            CloseCause::Evicted => "evicted to make room for another peer",
         })
     }
 }
@@ -122,6 +126,9 @@ pub struct Connection {
     /// Timeouts since the peer last acknowledged anything.
     probes: u32,
     last_heard: Instant,
+    /// When the peer last made progress: new data from it, or an ack of
+    /// new data to it (the start, until then).
+    last_progress: Instant,
     events: VecDeque<Event>,
     stats: ConnectionStats,
 }
@@ -163,6 +170,7 @@ impl Connection {
             probe_at: None,
             probes: 0,
             last_heard: now,
+            last_progress: now,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
         }
@@ -230,7 +238,9 @@ impl Connection {
                     .as_mut()
                     .filter(|_| self.state == State::Established)
                 {
-                    receiver.on_data(now, seq, fragment, fragments, payload);
+                    if receiver.on_data(now, seq, fragment, fragments, payload) == Arrival::New {
+                        self.last_progress = now;
+                    }
                     self.ack_due = true; // duplicates too: our last ack may be lost
                 }
             }
@@ -246,6 +256,9 @@ impl Connection {
                     self.rtt.sample(rtt);
                 } else if acked.newly > 0 {
                     self.rtt.reset_backoff();
+                }
+                if acked.newly > 0 {
+                    self.last_progress = now;
                 }
                 if acked.newly > 0 || !self.sender.outstanding() {
                     self.probes = 0;
@@ -283,10 +296,21 @@ impl Connection {
 
     /// Says goodbye: one `Close` datagram goes out and the connection ends.
     pub fn close(&mut self) {
+        self.close_as(CloseCause::Local);
+    }
+
+    /// Ends the connection with `cause`, a `Close` to go out.
+    pub(crate) fn close_as(&mut self, cause: CloseCause) {
         if !self.is_closed() {
             self.close_due = true;
-            self.end(CloseCause::Local);
+            self.end(cause);
         }
+    }
+
+    /// Takes the `Close` still to be sent, if any: whoever takes it sends
+    /// it.
+    pub(crate) fn take_close(&mut self) -> bool {
+        std::mem::take(&mut self.close_due)
     }
 
     /// Writes the next datagram to send into `out` (cleared first);
@@ -470,6 +494,13 @@ impl Connection {
             State::Closed(cause) => Some(cause),
             _ => None,
         }
+    }
+
+    /// When the peer last made progress: a new data packet from it, or an
+    /// ack of new data to it (pings and their acks do not count); the
+    /// start of the connection until then.
+    pub fn last_progress(&self) -> Instant {
+        self.last_progress
     }
 
     /// Whether the connection is over.
