@@ -206,7 +206,13 @@ fn run_case(loss: f64, peers: usize, plan: Plan, seed: u64) -> Outcome {
     let server = Server::builder()
         .config(config)
         .udp("127.0.0.1:0".parse().unwrap(), move || {
-            RudpEcho::new(Config::default(), 128, &secret)
+            // Every peer comes from 127.0.0.1: one source, past the
+            // default per-source cap of 4.
+            let config = Config {
+                max_peers_per_source: 128,
+                ..Config::default()
+            };
+            RudpEcho::new(config, 128, &secret)
         })
         .build()
         .expect("rudp server builds");

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::packet::{Cookie, Packet};
-use super::recv::{ReceiveStats, ReceiveWindow};
+use super::recv::{Arrival, ReceiveStats, ReceiveWindow};
 use super::rtt::RttEstimator;
 use super::send::{SendError, SendWindow};
 use super::seq::Seq;
@@ -32,6 +32,9 @@ pub enum CloseCause {
     TimedOut,
     /// This side called [`Connection::close`].
     Local,
+    /// The server closed it to make room for a newcomer: the peer was the
+    /// idlest in a full table (or of its source's peers).
+    Evicted,
 }
 
 impl std::fmt::Display for CloseCause {
@@ -40,6 +43,7 @@ impl std::fmt::Display for CloseCause {
             CloseCause::PeerClosed => "the peer closed the connection",
             CloseCause::TimedOut => "the peer stopped answering",
             CloseCause::Local => "closed here",
+            CloseCause::Evicted => "evicted to make room for another peer",
         })
     }
 }
@@ -122,6 +126,9 @@ pub struct Connection {
     /// Timeouts since the peer last acknowledged anything.
     probes: u32,
     last_heard: Instant,
+    /// When the peer last made progress: new data from it, or an ack of
+    /// new data to it (the start, until then).
+    last_progress: Instant,
     events: VecDeque<Event>,
     stats: ConnectionStats,
 }
@@ -163,6 +170,7 @@ impl Connection {
             probe_at: None,
             probes: 0,
             last_heard: now,
+            last_progress: now,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
         }
@@ -230,7 +238,9 @@ impl Connection {
                     .as_mut()
                     .filter(|_| self.state == State::Established)
                 {
-                    receiver.on_data(now, seq, fragment, fragments, payload);
+                    if receiver.on_data(now, seq, fragment, fragments, payload) == Arrival::New {
+                        self.last_progress = now;
+                    }
                     self.ack_due = true; // duplicates too: our last ack may be lost
                 }
             }
@@ -246,6 +256,9 @@ impl Connection {
                     self.rtt.sample(rtt);
                 } else if acked.newly > 0 {
                     self.rtt.reset_backoff();
+                }
+                if acked.newly > 0 {
+                    self.last_progress = now;
                 }
                 if acked.newly > 0 || !self.sender.outstanding() {
                     self.probes = 0;
@@ -283,10 +296,21 @@ impl Connection {
 
     /// Says goodbye: one `Close` datagram goes out and the connection ends.
     pub fn close(&mut self) {
+        self.close_as(CloseCause::Local);
+    }
+
+    /// Ends the connection with `cause`, a `Close` to go out.
+    pub(crate) fn close_as(&mut self, cause: CloseCause) {
         if !self.is_closed() {
             self.close_due = true;
-            self.end(CloseCause::Local);
+            self.end(cause);
         }
+    }
+
+    /// Takes the `Close` still to be sent, if any: whoever takes it sends
+    /// it.
+    pub(crate) fn take_close(&mut self) -> bool {
+        std::mem::take(&mut self.close_due)
     }
 
     /// Writes the next datagram to send into `out` (cleared first);
@@ -406,7 +430,12 @@ impl Connection {
                 self.state == State::Connecting || self.sender.outstanding() || self.pinging;
             self.rto_at = waiting.then(|| now + self.rtt.rto());
         } else if self.rto_at.is_none() && now >= self.last_heard + self.config.keepalive {
-            // Quiet, or blocked by a closed window: ask for an ack.
+            // Quiet, or blocked by a closed window: ask for an ack. A quiet
+            // peer's empty windows give their memory back meanwhile.
+            self.sender.release();
+            if let Some(receiver) = self.receiver.as_mut() {
+                receiver.release();
+            }
             self.pinging = true;
             self.ping_due = true;
             self.rto_at = Some(now + self.rtt.rto());
@@ -467,6 +496,13 @@ impl Connection {
         }
     }
 
+    /// When the peer last made progress: a new data packet from it, or an
+    /// ack of new data to it (pings and their acks do not count); the
+    /// start of the connection until then.
+    pub fn last_progress(&self) -> Instant {
+        self.last_progress
+    }
+
     /// Whether the connection is over.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed(_))
@@ -487,4 +523,54 @@ pub(crate) fn server_isn(cookie: &Cookie) -> Seq {
         cookie.mac[2],
         cookie.mac[3],
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots allocated in the send and the receive window.
+    fn allocated(conn: &Connection) -> (usize, usize) {
+        let receiver = conn.receiver.as_ref().map_or(0, |r| r.allocated());
+        (conn.sender.allocated(), receiver)
+    }
+
+    #[test]
+    fn windows_are_allocated_on_first_use_and_given_back_when_quiet() {
+        let t = Instant::now();
+        let config = Config::default();
+        let mut server = Connection::accept(config, t, Seq(100), Seq(200));
+        assert_eq!(allocated(&server), (0, 0), "nothing at the handshake");
+        let mut wire = Vec::new();
+        Packet::Data {
+            seq: Seq(100),
+            fragment: 0,
+            fragments: 1,
+            payload: b"hi",
+        }
+        .encode(&mut wire);
+        server.handle_datagram(t, &wire).unwrap();
+        assert_eq!(server.poll_event(), Some(Event::Message(b"hi".to_vec())));
+        server.send(b"hi").unwrap();
+        let mut out = Vec::new();
+        while server.poll_transmit(t, &mut out) {}
+        let (send, receive) = allocated(&server);
+        assert!(send > 0 && receive > 0, "({send}, {receive})");
+        // The echo is acknowledged, then the peer goes quiet: at the
+        // keepalive both windows are empty and given back.
+        wire.clear();
+        Packet::Ack {
+            next: Seq(201),
+            sack: 0,
+            window: 128,
+        }
+        .encode(&mut wire);
+        server.handle_datagram(t, &wire).unwrap();
+        let ping_at = server.poll_timeout().unwrap();
+        assert_eq!(ping_at, t + config.keepalive);
+        server.handle_timeout(ping_at);
+        assert_eq!(allocated(&server), (0, 0));
+        assert!(server.poll_transmit(ping_at, &mut out));
+        assert_eq!(Packet::parse(&out, 1200), Ok(Packet::Ping));
+    }
 }

@@ -4,6 +4,28 @@
 //! the number of peers is capped. Each peer's next deadline sits in a
 //! timer wheel, so `handle_timeout` touches only the peers that are due
 //! and a dead peer's state is dropped when its last retry times out.
+//!
+//! Who gets a place, when a proven newcomer arrives:
+//!
+//! - one source (an IPv4 address, an IPv6 /64) holds at most
+//!   [`Config::max_peers_per_source`] peers (4): at that cap, the
+//!   newcomer takes the place of the source's idlest peer;
+//! - a full table (`max_peers`) makes room the same way, taking the
+//!   idlest peer of all;
+//! - the idlest peer is the one whose last progress (new data from it, or
+//!   an ack of new data to it; pings do not count) is oldest, ties going
+//!   to the lowest address, so the choice is the same on every run. Only
+//!   a peer idle for at least [`Config::evict_idle_after`] (2 s) may be
+//!   evicted: if there is none, the newcomer is refused with a `Close`,
+//!   so an active peer never loses its place to a newcomer, and a fresh
+//!   one has time for its first message.
+//!
+//! An evicted peer is sent a `Close` (as at shutdown) and ends with
+//! [`CloseCause::Evicted`], through the same path as any other end: its
+//! undelivered messages and then `Closed` as events, its timer cancelled.
+//! Finding the idlest peer scans the table, only when it (or the source)
+//! is full, once per proven hello: a new address costs the sender a round
+//! trip for its cookie first.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,6 +36,7 @@ use super::cookie::{CookieError, CookieJar};
 use super::packet::Packet;
 use super::send::SendError;
 use super::Config;
+use crate::limit::Source;
 use crate::timer::{TimerHandle, Wheel};
 
 /// How long a cookie key lives; a cookie is good for one to two of these.
@@ -32,8 +55,15 @@ pub struct EndpointStats {
     pub cookies_expired: u64,
     /// Packets other than hello from addresses with no connection.
     pub unknown_peer: u64,
-    /// Hellos refused because `max_peers` are connected.
+    /// Hellos refused because `max_peers` are connected, none of them
+    /// idle long enough to evict.
     pub refused_full: u64,
+    /// Hellos refused because their source holds
+    /// `Config::max_peers_per_source` peers, none of them idle long
+    /// enough to evict.
+    pub refused_source: u64,
+    /// Peers closed to make room for a newcomer (`CloseCause::Evicted`).
+    pub evicted: u64,
     /// Connections opened.
     pub accepted: u64,
     /// Connections whose peer stopped answering.
@@ -59,7 +89,11 @@ struct Peer {
 pub struct Endpoint {
     config: Config,
     jar: CookieJar,
-    peers: HashMap<SocketAddr, Peer>,
+    /// Boxed: the table's empty buckets (up to half of them after it
+    /// grows) then cost a pointer each rather than a whole `Peer`.
+    peers: HashMap<SocketAddr, Box<Peer>>,
+    /// Peers per source (no entry: none).
+    sources: HashMap<Source, usize>,
     max_peers: usize,
     wheel: Wheel<SocketAddr>,
     /// Peers that may have datagrams to send or a deadline to move.
@@ -81,6 +115,7 @@ impl Endpoint {
             config,
             jar: CookieJar::new(secret, now, COOKIE_PERIOD),
             peers: HashMap::new(),
+            sources: HashMap::new(),
             max_peers,
             wheel: Wheel::new(now, Duration::from_millis(1)),
             dirty: VecDeque::new(),
@@ -122,29 +157,84 @@ impl Endpoint {
                     Err(CookieError::Expired) => return self.stats.cookies_expired += 1,
                     Ok(()) => {}
                 }
+                // The address is proven, so a reply is safe: a refusal
+                // says no with a `Close`.
+                let source = Source::from(from.ip());
+                if self.peers_from_source(source) >= self.config.max_peers_per_source {
+                    match self.idlest(now, Some(source)) {
+                        Some(victim) => self.evict(victim),
+                        None => {
+                            self.stats.refused_source += 1;
+                            return self.stateless.push_back((from, Packet::Close));
+                        }
+                    }
+                }
                 if self.peers.len() >= self.max_peers {
-                    // The address is proven, so a reply is safe: say no.
-                    self.stats.refused_full += 1;
-                    return self.stateless.push_back((from, Packet::Close));
+                    match self.idlest(now, None) {
+                        Some(victim) => self.evict(victim),
+                        None => {
+                            self.stats.refused_full += 1;
+                            return self.stateless.push_back((from, Packet::Close));
+                        }
+                    }
                 }
                 let config = Config {
                     mode,
                     ..self.config
                 };
                 let conn = Connection::accept(config, now, isn, server_isn(&cookie));
-                let peer = Peer {
+                let peer = Box::new(Peer {
                     conn,
                     timer: None,
                     dirty: false,
                     readable: false,
                     held: false,
-                };
+                });
                 self.peers.insert(from, peer);
+                *self.sources.entry(source).or_default() += 1;
                 self.stats.accepted += 1;
                 self.touch(from);
             }
             _ => self.stats.unknown_peer += 1,
         }
+    }
+
+    /// The peer to evict for a newcomer (among `source`'s peers, or all),
+    /// if any may be: one already closed and about to go, else the one
+    /// whose last progress is oldest, if that was at least
+    /// `evict_idle_after` ago; ties go to the lowest address.
+    fn idlest(&self, now: Instant, source: Option<Source>) -> Option<SocketAddr> {
+        let idle = |p: &Peer| {
+            now.saturating_duration_since(p.conn.last_progress()) >= self.config.evict_idle_after
+        };
+        self.peers
+            .iter()
+            .filter(|(addr, _)| source.is_none_or(|s| Source::from(addr.ip()) == s))
+            .filter(|(_, p)| p.conn.is_closed() || idle(p))
+            .min_by_key(|(addr, p)| (!p.conn.is_closed(), p.conn.last_progress(), **addr))
+            .map(|(addr, _)| *addr)
+    }
+
+    /// Makes room: `victim` is sent a `Close` and its state dropped as at
+    /// any other end (its messages and `Closed` become events, its timer
+    /// is cancelled).
+    fn evict(&mut self, victim: SocketAddr) {
+        let Some(p) = self.peers.get_mut(&victim) else {
+            return;
+        };
+        if !p.conn.is_closed() {
+            p.conn.close_as(CloseCause::Evicted);
+            self.stats.evicted += 1;
+        }
+        if p.conn.take_close() {
+            self.stateless.push_back((victim, Packet::Close));
+        }
+        self.settle(victim);
+    }
+
+    /// Peers connected from `source` (an IPv4 address or an IPv6 /64).
+    pub fn peers_from_source(&self, source: Source) -> usize {
+        self.sources.get(&source).copied().unwrap_or(0)
     }
 
     /// Queues a message for `peer`.
@@ -251,6 +341,13 @@ impl Endpoint {
                 self.wheel.cancel(timer);
             }
             self.peers.remove(&peer);
+            let source = Source::from(peer.ip());
+            if let Some(count) = self.sources.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.sources.remove(&source);
+                }
+            }
             return;
         }
         let due = p.conn.poll_timeout();

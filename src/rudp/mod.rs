@@ -88,6 +88,16 @@ pub struct Config {
     pub keepalive: Duration,
     /// How long an unreliable receiver waits for a missing packet (50 ms).
     pub skip_after: Duration,
+    /// Server: the peers one source (an IPv4 address, or an IPv6 /64, as
+    /// [`crate::limit::Source`] counts) may hold at once (4). A newcomer
+    /// beyond it takes the place of that source's idlest peer, or is
+    /// refused if none is idle (see [`endpoint`]).
+    pub max_peers_per_source: usize,
+    /// Server: how long a peer must have made no progress (no new data
+    /// from it, none of its data acknowledged) before a newcomer may take
+    /// its place in a full table (2 s). Pings and their acks are not
+    /// progress: answering them keeps a peer alive, not its place.
+    pub evict_idle_after: Duration,
 }
 
 impl Default for Config {
@@ -103,6 +113,8 @@ impl Default for Config {
             max_retries: 8,
             keepalive: Duration::from_secs(1),
             skip_after: Duration::from_millis(50),
+            max_peers_per_source: 4,
+            evict_idle_after: Duration::from_secs(2),
         }
     }
 }
@@ -137,6 +149,9 @@ impl Config {
         }
         if self.min_rto.is_zero() || self.min_rto > self.max_rto {
             return Err("RTO clamps must satisfy 0 < min <= max".into());
+        }
+        if self.max_peers_per_source == 0 {
+            return Err("max_peers_per_source must be at least 1".into());
         }
         Ok(())
     }

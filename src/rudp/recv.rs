@@ -71,7 +71,8 @@ impl ReceiveWindow {
         ReceiveWindow {
             mode,
             next: isn,
-            slots: VecDeque::with_capacity(capacity),
+            // Allocated on first use, not at the handshake.
+            slots: VecDeque::new(),
             capacity,
             max_message,
             partial: None,
@@ -198,6 +199,23 @@ impl ReceiveWindow {
         self.gap_since = None;
         self.deliver();
         self.note_gap(now);
+    }
+
+    /// Gives the memory of an empty window back (a quiet peer's): nothing
+    /// held, nothing in reassembly, nothing waiting to be taken.
+    pub(crate) fn release(&mut self) {
+        if self.slots.is_empty() {
+            self.slots = VecDeque::new();
+        }
+        if self.ready.is_empty() {
+            self.ready = VecDeque::new();
+        }
+    }
+
+    /// Slots allocated, used or not.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.slots.capacity()
     }
 
     /// The next complete message, in order.

@@ -114,7 +114,9 @@ impl SendWindow {
         SendWindow {
             mode,
             base: isn,
-            slots: VecDeque::with_capacity(capacity),
+            // Allocated on first use, not at the handshake: an idle peer
+            // holds none of its window.
+            slots: VecDeque::new(),
             capacity,
             max_payload,
             unsent: 0,
@@ -400,6 +402,23 @@ impl SendWindow {
         self.slots[i].lost = true;
         self.lost.push_front(self.base.plus(i as u32));
         true
+    }
+
+    /// Gives the memory of an empty window back (a quiet peer's): it is
+    /// allocated again on the next `push`.
+    pub(crate) fn release(&mut self) {
+        if self.slots.is_empty() {
+            self.slots = VecDeque::new();
+        }
+        if self.lost.is_empty() {
+            self.lost = VecDeque::new();
+        }
+    }
+
+    /// Slots allocated, used or not.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.slots.capacity()
     }
 
     /// Sent packets not yet acknowledged.

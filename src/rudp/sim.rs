@@ -641,3 +641,294 @@ fn a_closed_window_is_probed_until_it_opens() {
     assert_eq!(Packet::parse(&out, 1200), Ok(Packet::Ping));
     assert_eq!(sim.client.stats().packets_received, acked + 1);
 }
+
+/// Many clients, each at its own address, and an echo server, joined by an
+/// instant lossless link: a datagram arrives as it is sent, so only the
+/// deadlines move the virtual clock.
+struct Crowd {
+    now: Instant,
+    server: EchoCore,
+    /// Each client's address, connection, and every event it saw.
+    clients: Vec<(SocketAddr, Connection, Vec<Event>)>,
+    /// The server's events other than messages.
+    server_events: Vec<(SocketAddr, Event)>,
+}
+
+impl Crowd {
+    fn new(config: Config, max_peers: usize) -> Crowd {
+        let now = Instant::now();
+        Crowd {
+            now,
+            server: EchoCore::new(Endpoint::new(config, now, &[5; 32], max_peers)),
+            clients: Vec::new(),
+            server_events: Vec::new(),
+        }
+    }
+
+    /// A client at `addr` says hello; everything that follows at this
+    /// instant happens. Returns its index.
+    fn join(&mut self, addr: &str) -> usize {
+        let config = Config::default();
+        let isn = Seq(self.clients.len() as u32 * 1000);
+        let client = Connection::connect(config, self.now, isn);
+        self.clients
+            .push((addr.parse().unwrap(), client, Vec::new()));
+        self.flush();
+        self.clients.len() - 1
+    }
+
+    fn send(&mut self, client: usize, message: &[u8]) {
+        self.clients[client].1.send(message).unwrap();
+        self.flush();
+    }
+
+    fn events(&self, client: usize) -> &[Event] {
+        &self.clients[client].2
+    }
+
+    fn addr(&self, client: usize) -> SocketAddr {
+        self.clients[client].0
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        self.server.endpoint()
+    }
+
+    /// Carries datagrams both ways, and echoes, until all is quiet.
+    fn flush(&mut self) {
+        let mut buf = Vec::new();
+        loop {
+            let mut moved = false;
+            for (addr, client, _) in &mut self.clients {
+                while client.poll_transmit(self.now, &mut buf) {
+                    let endpoint = self.server.endpoint_mut();
+                    endpoint.handle_datagram(self.now, *addr, &buf);
+                    moved = true;
+                }
+            }
+            let events = &mut self.server_events;
+            self.server.pump(|peer, event| {
+                if !matches!(event, Event::Message(_)) {
+                    events.push((peer, event.clone()));
+                }
+            });
+            while let Some(to) = self.server.endpoint_mut().poll_transmit(self.now, &mut buf) {
+                moved = true;
+                if let Some((_, client, _)) = self.clients.iter_mut().find(|(a, ..)| *a == to) {
+                    client.handle_datagram(self.now, &buf).unwrap();
+                }
+            }
+            for (_, client, events) in &mut self.clients {
+                while let Some(event) = client.poll_event() {
+                    events.push(event);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Moves the clock `by` forward, through every deadline on the way.
+    fn run_for(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            self.flush();
+            let next = self
+                .clients
+                .iter()
+                .filter_map(|(_, client, _)| client.poll_timeout())
+                .chain(self.endpoint().poll_timeout())
+                .min();
+            let Some(at) = next.filter(|&at| at <= end) else {
+                self.now = end;
+                return self.flush();
+            };
+            self.now = self.now.max(at);
+            for (_, client, _) in &mut self.clients {
+                if client.poll_timeout().is_some_and(|at| at <= self.now) {
+                    client.handle_timeout(self.now);
+                }
+            }
+            if self
+                .endpoint()
+                .poll_timeout()
+                .is_some_and(|at| at <= self.now)
+            {
+                self.server.endpoint_mut().handle_timeout(self.now);
+            }
+        }
+    }
+}
+
+fn source(ip: &str) -> crate::limit::Source {
+    crate::limit::Source::from(ip.parse::<std::net::IpAddr>().unwrap())
+}
+
+#[test]
+fn one_source_holds_at_most_the_cap_and_its_idlest_peer_makes_room() {
+    let config = Config::default();
+    assert_eq!(config.max_peers_per_source, 4);
+    let mut crowd = Crowd::new(config, 64);
+    for port in 1..=6 {
+        crowd.join(&format!("10.0.0.9:{port}"));
+    }
+    // One IPv6 /64 is one source, whatever its low 64 bits.
+    for host in 1..=5 {
+        crowd.join(&format!("[2001:db8:1:2::{host}]:5000"));
+    }
+    let refused = [Event::Closed(CloseCause::PeerClosed)];
+    for i in 0..11 {
+        let want: &[Event] = if [4, 5, 10].contains(&i) {
+            &refused
+        } else {
+            &[Event::Connected]
+        };
+        assert_eq!(crowd.events(i), want, "client {i}");
+    }
+    let endpoint = crowd.endpoint();
+    assert_eq!(endpoint.peers_from_source(source("10.0.0.9")), 4);
+    assert_eq!(endpoint.peers_from_source(source("2001:db8:1:2::ffff")), 4);
+    assert_eq!((endpoint.peers(), endpoint.stats().refused_source), (8, 3));
+    // Ports 1 and 2 talk every half second; 3 and 4 stay idle (but answer
+    // pings). A newcomer from the same address takes the place of the
+    // idlest: 3 and 4 tie, and 3 is the lower address.
+    for _ in 0..6 {
+        crowd.send(0, b"ping");
+        crowd.send(1, b"pong");
+        crowd.run_for(ms(500));
+    }
+    let newcomer = crowd.join("10.0.0.9:7");
+    assert_eq!(crowd.events(newcomer), [Event::Connected]);
+    assert_eq!(
+        crowd.events(2),
+        [Event::Connected, Event::Closed(CloseCause::PeerClosed)]
+    );
+    assert_eq!(crowd.events(3), [Event::Connected]);
+    for talker in [0, 1] {
+        assert_eq!(crowd.events(talker).len(), 1 + 6, "Connected and 6 echoes");
+    }
+    let evicted = (crowd.addr(2), Event::Closed(CloseCause::Evicted));
+    assert_eq!(crowd.server_events, [evicted]);
+    let endpoint = crowd.endpoint();
+    assert_eq!(endpoint.peers_from_source(source("10.0.0.9")), 4);
+    assert_eq!((endpoint.peers(), endpoint.stats().evicted), (8, 1));
+}
+
+#[test]
+fn a_full_table_of_idle_squatters_does_not_lock_out_a_real_client() {
+    let mut crowd = Crowd::new(Config::default(), 16);
+    for ip in 1..=4 {
+        for port in 5000..5004 {
+            crowd.join(&format!("10.0.0.{ip}:{port}"));
+        }
+    }
+    // The squatters say nothing, but answer pings: alive, and idle.
+    crowd.run_for(Duration::from_secs(5));
+    assert_eq!(crowd.endpoint().peers(), 16);
+    assert!((0..16).all(|i| crowd.events(i) == [Event::Connected]));
+    // A real client gets in at once (no virtual time passes) and is
+    // served; the idlest squatter (all tie: the lowest address) is gone.
+    let start = crowd.now;
+    let real = crowd.join("192.0.2.10:7000");
+    assert_eq!(crowd.events(real), [Event::Connected]);
+    for message in [&b"one"[..], b"two", b"three"] {
+        crowd.send(real, message);
+    }
+    assert_eq!(crowd.now, start);
+    let echoes: Vec<Event> = [&b"one"[..], b"two", b"three"]
+        .iter()
+        .map(|m| Event::Message(m.to_vec()))
+        .collect();
+    assert_eq!(crowd.events(real)[1..], echoes[..]);
+    assert_eq!(crowd.addr(0).to_string(), "10.0.0.1:5000");
+    assert_eq!(
+        crowd.events(0),
+        [Event::Connected, Event::Closed(CloseCause::PeerClosed)]
+    );
+    assert!((1..16).all(|i| crowd.events(i) == [Event::Connected]));
+    assert_eq!(
+        crowd.server_events,
+        [(crowd.addr(0), Event::Closed(CloseCause::Evicted))]
+    );
+    let stats = crowd.endpoint().stats();
+    assert_eq!((stats.evicted, stats.refused_full), (1, 0));
+    assert_eq!(crowd.endpoint().peers(), 16);
+}
+
+#[test]
+fn an_active_peer_is_never_evicted_while_an_idle_one_exists() {
+    let config = Config::default();
+    let mut crowd = Crowd::new(config, 4);
+    for ip in 1..=4 {
+        crowd.join(&format!("10.0.0.{ip}:5000"));
+    }
+    // 1, 2 and 4 talk every half second; 3 only answers pings.
+    for _ in 0..6 {
+        for talker in [0, 1, 3] {
+            crowd.send(talker, b"still here");
+        }
+        crowd.run_for(ms(500));
+    }
+    let first = crowd.join("192.0.2.1:6000");
+    assert_eq!(crowd.events(first), [Event::Connected]);
+    assert_eq!(
+        crowd.server_events,
+        [(crowd.addr(2), Event::Closed(CloseCause::Evicted))],
+        "the idle one, not the lowest address"
+    );
+    // At the same instant everyone left has made progress within
+    // `evict_idle_after` (the newcomer just arrived): the next is refused.
+    let second = crowd.join("192.0.2.2:6000");
+    assert_eq!(
+        crowd.events(second),
+        [Event::Closed(CloseCause::PeerClosed)]
+    );
+    for kept in [0, 1, 3, first] {
+        assert!(!crowd
+            .events(kept)
+            .contains(&Event::Closed(CloseCause::PeerClosed)));
+    }
+    let stats = crowd.endpoint().stats();
+    assert_eq!(
+        (stats.evicted, stats.refused_full, crowd.endpoint().peers()),
+        (1, 1, 4)
+    );
+    // Once the talkers fall silent for long enough, they may go too.
+    crowd.run_for(config.evict_idle_after);
+    let third = crowd.join("192.0.2.3:6000");
+    assert_eq!(crowd.events(third), [Event::Connected]);
+    assert_eq!(crowd.endpoint().stats().evicted, 2);
+}
+
+#[test]
+fn nothing_stays_armed_after_an_eviction() {
+    let mut crowd = Crowd::new(Config::default(), 1);
+    let squatter = crowd.join("10.0.0.1:5000");
+    crowd.send(squatter, b"hello");
+    // Quiet, but answering: the server's keepalive is armed for it.
+    crowd.run_for(Duration::from_secs(3));
+    assert!(crowd.endpoint().poll_timeout().is_some());
+    let newcomer = crowd.join("10.0.0.2:5000");
+    assert_eq!(crowd.events(newcomer), [Event::Connected]);
+    assert_eq!(
+        crowd.events(squatter).last(),
+        Some(&Event::Closed(CloseCause::PeerClosed))
+    );
+    assert_eq!(crowd.clients[squatter].1.poll_timeout(), None);
+    assert!(crowd.endpoint().connection(crowd.addr(squatter)).is_none());
+    // The newcomer leaves too: no peer, and no deadline, is left.
+    crowd.clients[newcomer].1.close();
+    crowd.flush();
+    assert_eq!(crowd.endpoint().peers(), 0);
+    assert_eq!(crowd.endpoint().poll_timeout(), None, "nothing armed");
+    assert_eq!(
+        crowd.server_events,
+        [
+            (crowd.addr(squatter), Event::Closed(CloseCause::Evicted)),
+            (crowd.addr(newcomer), Event::Closed(CloseCause::PeerClosed)),
+        ]
+    );
+    assert_eq!(crowd.endpoint().stats().evicted, 1);
+}

@@ -27,14 +27,21 @@ const COUNTERS: &[CounterSpec] = &[
         help: "rudp data packets resent by the server, over its whole life.",
         kind: CounterKind::Total,
     },
+    CounterSpec {
+        name: "rudp_evictions",
+        help: "rudp peers closed to make room for a newcomer (idlest first).",
+        kind: CounterKind::Total,
+    },
 ];
 const PEERS: usize = 0;
 const RETRANSMISSIONS: usize = 1;
+const EVICTIONS: usize = 2;
 
 /// The peers one `rudp` socket serves per shard unless told otherwise
-/// (4,096; `sockloop serve --rudp-max-peers`): a hello beyond them is
-/// refused with a `Close`. Each peer's windows are bounded, so this bounds
-/// the echo's memory.
+/// (4,096; `sockloop serve --rudp-max-peers`): beyond them a proven
+/// newcomer takes the place of the peer idle longest, or is refused with a
+/// `Close` if none has been idle long enough (see `rudp::Config`). Each
+/// peer's windows are bounded, so this bounds the echo's memory.
 pub const DEFAULT_MAX_PEERS: usize = 4096;
 
 /// 32 bytes from the operating system's random number generator: a
@@ -52,9 +59,9 @@ pub struct RudpEcho {
     /// The shard timer standing for the endpoint's next deadline.
     timer: Option<(TimerId, Instant)>,
     buf: Vec<u8>,
-    /// What this socket last added to the shard's counters: peers and
-    /// retransmissions.
-    reported: (u64, u64),
+    /// What this socket last added to the shard's counters: peers,
+    /// retransmissions and evictions.
+    reported: (u64, u64, u64),
 }
 
 impl RudpEcho {
@@ -66,7 +73,7 @@ impl RudpEcho {
             core: EchoCore::new(endpoint),
             timer: None,
             buf: Vec::new(),
-            reported: (0, 0),
+            reported: (0, 0, 0),
         }
     }
 
@@ -78,14 +85,20 @@ impl RudpEcho {
         while let Some(to) = endpoint.poll_transmit(now, &mut self.buf) {
             out.send_to(to, &self.buf);
         }
-        let (peers, resent) = (endpoint.peers() as u64, endpoint.stats().retransmissions);
-        let (was_peers, was_resent) = self.reported;
+        let stats = endpoint.stats();
+        let (peers, resent, evicted) = (
+            endpoint.peers() as u64,
+            stats.retransmissions,
+            stats.evicted,
+        );
+        let (was_peers, was_resent, was_evicted) = self.reported;
         match peers.checked_sub(was_peers) {
             Some(more) => out.add(PEERS, more),
             None => out.sub(PEERS, was_peers - peers),
         }
         out.add(RETRANSMISSIONS, resent - was_resent);
-        self.reported = (peers, resent);
+        out.add(EVICTIONS, evicted - was_evicted);
+        self.reported = (peers, resent, evicted);
         let due = endpoint.poll_timeout();
         if due != self.timer.map(|(_, at)| at) {
             if let Some((timer, _)) = self.timer.take() {
