@@ -17,7 +17,8 @@ pub(crate) enum Command<'a> {
     Quit,
     /// `/help`: the commands.
     Help,
-    /// A `/word` that is none of the above, or one with a bad argument.
+    /// A `/word` that is none of the above, or one with a bad argument
+    /// (the whole content; the chat does not send it back).
     Unknown(&'a str),
 }
 

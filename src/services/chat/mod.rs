@@ -13,7 +13,8 @@
 //!
 //! How a member is dropped:
 //! - a frame that is not a message (bad JSON, bad protobuf body, bad UTF-8
-//!   name, over-long content) gets an error and a strike; at
+//!   name, over-long content) or an unknown command (answered with a fixed
+//!   error, never echoed) gets an error and a strike; at
 //!   [`ChatConfig::max_errors`] strikes the member is disconnected;
 //! - a line or frame over [`ChatConfig::max_frame`] gets an error and a
 //!   disconnect at once (the stream cannot be followed past it);

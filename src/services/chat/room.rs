@@ -20,6 +20,9 @@ use crate::service::ConnId;
 pub(crate) const LOBBY: &str = "lobby";
 /// Most names a `/list` or `/rooms` reply spells out.
 const LIST_MAX: usize = 100;
+/// What an unknown command gets (after `error: `), whatever it was: a
+/// fixed reply, so a long one is not sent back, and a strike.
+const UNKNOWN_COMMAND: &str = "unknown command; /help lists the commands";
 
 /// What the chat does to the world.
 pub(crate) trait Outbox {
@@ -258,9 +261,9 @@ impl Rooms {
                 out.close(id);
             }
             Command::Help => self.reply(out, id, HELP, now),
-            Command::Unknown(text) => {
-                let error = format!("error: unknown command {text:?}; {HELP}");
-                self.reply(out, id, &error, now);
+            // Never echoed: the command may be 16 KiB of anything.
+            Command::Unknown(_) => {
+                self.strike(out, id, UNKNOWN_COMMAND, now);
             }
         }
     }
