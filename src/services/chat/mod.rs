@@ -4,7 +4,9 @@
 //! A member is prompted `Enter your username: ` and answers with a name
 //! (JSON: a bare line; protobuf: a `ChatMessage` whose `content` is the
 //! name; blank: a generated `guest-N`). Taken names get a `-2`, `-3`, ...
-//! suffix, and the welcome says so. Then every message's `content` goes to
+//! suffix, and the welcome says so; names that render alike (case,
+//! Cyrillic and Greek look-alikes) are one name, and names holding
+//! invisible characters are refused (see `names.rs`). Then every message's `content` goes to
 //! the other members of the member's room, with `from`, `time` (UTC
 //! `HH:MM:SS`) and `room` set by the server; the sender does not get it
 //! back. Content starting with `/` is a command: `/join ROOM`, `/leave`,
@@ -30,6 +32,7 @@
 
 mod command;
 mod directory;
+mod names;
 mod outgoing;
 mod room;
 

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use super::command::{valid_name, valid_room, Command, HELP};
 use super::directory::Directory;
+use super::names::{self, BadName};
 use super::outgoing::Outgoing;
 use super::ChatConfig;
 use crate::protocol::chat::{
@@ -169,9 +170,9 @@ impl Rooms {
         let name = match wanted {
             "" => self.directory.claim(None),
             wanted if valid_name(wanted) => self.directory.claim(Some(wanted)),
-            _ => {
-                let error = "usernames are 1 to 32 bytes without control characters";
-                if !self.strike(out, id, error, now) {
+            wanted => {
+                let bad = names::check(wanted).err().unwrap_or(BadName::Length);
+                if !self.strike(out, id, &bad.message(), now) {
                     self.prompt(out, id);
                 }
                 return;

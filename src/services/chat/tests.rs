@@ -614,3 +614,58 @@ fn a_ban_by_strikes_ends_the_membership() {
     assert_eq!(world.input(0, ann, &late), late.len(), "all discarded");
     assert!(world.proto(1, bob).is_empty());
 }
+
+#[test]
+fn names_that_render_like_system_or_a_member_are_not_granted() {
+    let (mut world, ann, bob) = ann_and_bob();
+    // Invisible characters: an error naming the character, a strike, the
+    // prompt again; the room hears nothing.
+    let invisible = [
+        ("Sys\u{200B}tem", "U+200B"),         // zero-width space
+        ("System\u{200D}", "U+200D"),         // zero-width joiner
+        ("\u{2068}System\u{2069}", "U+2068"), // first strong isolate
+    ];
+    for (n, (name, code)) in invisible.into_iter().enumerate() {
+        let id = world.open(0, 10 + n as u64, Encoding::Json);
+        world.take(0, id);
+        world.input(0, id, format!("{name}\n").as_bytes());
+        let error = format!(
+            "{{\"from\":\"System\",\"content\":\"error: usernames may not hold invisible, \
+             format or non-ASCII space characters ({code})\",\"time\":\"12:34:56\"}}\n"
+        );
+        let got = String::from_utf8(world.take(0, id)).unwrap();
+        assert_eq!(got, format!("{error}{PROMPT}"), "{name:?}");
+        assert_eq!(world.shards[0].1.strikes[&id], 1);
+    }
+    // Look-alike letters: the reserved name, so suffixed, shown as typed.
+    let look_alikes = [
+        ("Syst\u{435}m", "Syst\u{435}m-2"), // Cyrillic е
+        ("\u{405}ystem", "\u{405}ystem-3"), // Cyrillic Ѕ
+        ("SYSTEM", "SYSTEM-4"),
+        ("S\u{443}stem", "S\u{443}stem-5"), // Cyrillic у
+    ];
+    for (n, (name, granted)) in look_alikes.into_iter().enumerate() {
+        let id = world.open(1, 10 + n as u64, Encoding::Json);
+        world.take(1, id);
+        world.input(1, id, format!("{name}\n").as_bytes());
+        let got = world.json(1, id);
+        let want = format!("Welcome, {granted}! {name} is taken, so you are {granted}. ");
+        assert!(got[0].content.starts_with(&want), "{got:?}");
+    }
+    // Case: Ann is ann.
+    let ann2 = world.open(1, 20, Encoding::Protobuf);
+    world.take(1, ann2);
+    world.input(1, ann2, &frame("Ann"));
+    let want = "Welcome, Ann-2! Ann is taken, so you are Ann-2. ";
+    assert!(world.proto(1, ann2)[0].content.starts_with(want));
+    let joined: Vec<String> = world.proto(1, bob).into_iter().map(|m| m.content).collect();
+    let want = [
+        "Syst\u{435}m-2 joined lobby",
+        "\u{405}ystem-3 joined lobby",
+        "SYSTEM-4 joined lobby",
+        "S\u{443}stem-5 joined lobby",
+        "Ann-2 joined lobby",
+    ];
+    assert_eq!(joined, want);
+    assert_eq!(world.json(0, ann).len(), 5);
+}
