@@ -81,11 +81,12 @@ impl Directory {
         name.into()
     }
 
-    /// Gives a name back, taking it out of `room`'s roster.
-    pub(crate) fn release(&self, name: &str, room: &str) {
+    /// Gives a name back, taking it out of `room`'s roster; returns how
+    /// many members `room` still has.
+    pub(crate) fn release(&self, name: &str, room: &str) -> usize {
         let mut table = self.table();
         table.names.remove(&fold(name));
-        table.exit(room, name);
+        table.exit(room, name)
     }
 
     /// Moves `name` from room `from` (if any) into room `to`; returns how
@@ -95,9 +96,15 @@ impl Directory {
         if let Some(from) = from {
             table.exit(from, name);
         }
-        let roster = table.rooms.entry(Arc::clone(to)).or_default();
-        roster.insert(Arc::clone(name));
-        roster.len()
+        table.enter(name, to)
+    }
+
+    /// Moves `name` from room `from` into room `to`; returns how many
+    /// members `from` has left and `to` then has.
+    pub(crate) fn move_to(&self, name: &Arc<str>, from: &str, to: &Arc<str>) -> (usize, usize) {
+        let mut table = self.table();
+        let left = table.exit(from, name);
+        (left, table.enter(name, to))
     }
 
     /// Up to `max` members of `room`, sorted, and how many there are.
@@ -123,13 +130,24 @@ impl Table {
         !reserved(name) && !self.names.contains(folded)
     }
 
-    fn exit(&mut self, room: &str, name: &str) {
-        if let Some(roster) = self.rooms.get_mut(room) {
-            roster.remove(name);
-            if roster.is_empty() {
-                self.rooms.remove(room);
-            }
+    /// Takes `name` out of `room`; returns how many are left in it.
+    fn exit(&mut self, room: &str, name: &str) -> usize {
+        let Some(roster) = self.rooms.get_mut(room) else {
+            return 0;
+        };
+        roster.remove(name);
+        let left = roster.len();
+        if left == 0 {
+            self.rooms.remove(room);
         }
+        left
+    }
+
+    /// Puts `name` in `room`; returns how many are in it then.
+    fn enter(&mut self, name: &Arc<str>, room: &Arc<str>) -> usize {
+        let roster = self.rooms.entry(Arc::clone(room)).or_default();
+        roster.insert(Arc::clone(name));
+        roster.len()
     }
 }
 

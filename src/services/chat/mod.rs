@@ -44,6 +44,7 @@ mod tests;
 pub mod fuzzing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 
@@ -69,6 +70,17 @@ pub struct ChatConfig {
     pub max_content: usize,
     /// Invalid messages after which a member is disconnected (5).
     pub max_errors: u32,
+    /// Rooms of at least this many members, on all shards together (64),
+    /// hear of joins and leaves in batches: one notice per
+    /// `notice_interval` per room from each shard ("12 joined lobby: ann,
+    /// bob, carol, dan, eve and 7 more; 3 left lobby: ..."), so a storm of
+    /// N joins costs O(N) notices rather than O(N²). Smaller rooms hear of
+    /// each join and leave at once ("ann joined lobby"). `usize::MAX`
+    /// never batches; 0 or 1 always does.
+    pub notice_batch_from: usize,
+    /// How long a large room's joins and leaves wait to be announced
+    /// together (1 s).
+    pub notice_interval: Duration,
 }
 
 impl Default for ChatConfig {
@@ -77,6 +89,8 @@ impl Default for ChatConfig {
             max_frame: 16 * 1024,
             max_content: 2 * 1024,
             max_errors: 5,
+            notice_batch_from: 64,
+            notice_interval: Duration::from_secs(1),
         }
     }
 }
@@ -173,7 +187,16 @@ impl TcpService for Chat {
         let now = shard.wall_clock();
         self.rooms.closed(shard, id, now);
     }
+
+    /// The notice timer: large rooms' joins and leaves are due.
+    fn on_shard_timer(&mut self, shard: &mut ShardContext<'_>, _key: u64) {
+        let now = shard.wall_clock();
+        self.rooms.timer(shard, now);
+    }
 }
+
+/// The key of the chat's one service timer (the notice batches).
+const NOTICE_TIMER: u64 = 0;
 
 /// The chat's one way out, whatever it was called for: a connection's
 /// input derefs to the same shard-wide context.
@@ -199,5 +222,9 @@ impl Outbox for ShardContext<'_> {
 
     fn strike(&mut self, id: ConnId, why: &str) -> bool {
         self.strike_conn(id, why)
+    }
+
+    fn arm_timer(&mut self, after: Duration) {
+        Loop::arm_timer(self, after, NOTICE_TIMER);
     }
 }
