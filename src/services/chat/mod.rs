@@ -25,6 +25,12 @@
 //!   `output_soft_limit` after `output_soft_for`), so it never slows the
 //!   room down.
 //!
+//! Joins and leaves are announced by `System`: at once in a small room,
+//! in batches in a room of [`ChatConfig::notice_batch_from`] members or
+//! more (one notice per room per shard per [`ChatConfig::notice_interval`],
+//! flushed by the service timer), so a storm of joins costs each member a
+//! notice per interval rather than one per join.
+//!
 //! Members on other shards are reached through the shards' mailboxes, in
 //! order per sending shard, so each sender's messages arrive in order
 //! everywhere. A shard whose inbox is full misses the message: the sender
