@@ -379,3 +379,93 @@ fn connect_says_which_encoding_the_port_speaks() {
     // The JSON port still seats a member who speaks its language.
     join(&server, Encoding::Json, "ann");
 }
+
+/// The attack run's lobby storm, smaller: 400 members join the lobby of a
+/// one-shard chat from one address while two neighbours in another room
+/// of the same shard keep talking. The neighbours get every message, in
+/// order; a lobby member hears of all 400 joins, most of them batched.
+#[test]
+fn a_storm_of_joins_leaves_the_neighbours_served() {
+    const STORM: usize = 400;
+    let config = ServerConfig {
+        shards: 1,
+        sources: sockloop::limit::IpLimits::unlimited(),
+        ..ServerConfig::default()
+    };
+    let server = chat_server(config, ChatConfig::default());
+    let mut ann = join(&server, Encoding::Json, "ann");
+    let mut bob = join(&server, Encoding::Protobuf, "bob");
+    assert_eq!(recv(&mut ann).content, "bob joined lobby");
+    ann.send("/join den").unwrap();
+    assert_eq!(recv(&mut ann).content, "You are in den, alone so far.");
+    assert_eq!(recv(&mut bob).content, "ann left lobby");
+    bob.send("/join den").unwrap();
+    assert_eq!(recv(&mut bob).content, "You are in den with 1 other.");
+    assert_eq!(recv(&mut ann).content, "bob joined den");
+    let mut watcher = join(&server, Encoding::Json, "watcher");
+
+    let (json, protobuf) = (server.tcp[0], server.tcp[1]);
+    let storm = thread::spawn(move || {
+        (0..STORM)
+            .map(|n| {
+                let encoding = encoding_of(n);
+                let addr = match encoding {
+                    Encoding::Json => json,
+                    Encoding::Protobuf => protobuf,
+                };
+                let (client, _welcome) = ChatClient::connect(addr, encoding, &format!("storm{n}"))
+                    .expect("a storm member joins");
+                client
+            })
+            .collect::<Vec<_>>()
+    });
+    // The neighbours talk through the storm, and a little after it.
+    let mut said = 0;
+    let mut after = 0;
+    while after < 20 {
+        if storm.is_finished() {
+            after += 1;
+        }
+        ann.send(&format!("ann {said}")).unwrap();
+        bob.send(&format!("bob {said}")).unwrap();
+        let (to_bob, to_ann) = (recv(&mut bob), recv(&mut ann));
+        assert_eq!(
+            (to_bob.from.as_str(), to_bob.content),
+            ("ann", format!("ann {said}"))
+        );
+        assert_eq!(
+            (to_ann.from.as_str(), to_ann.content),
+            ("bob", format!("bob {said}"))
+        );
+        said += 1;
+    }
+    let members = storm.join().unwrap();
+    assert_eq!(members.len(), STORM);
+
+    // The watcher hears of every join: one by one while the lobby is
+    // small, then in batches.
+    let (mut joined, mut notices, mut batches) = (0, 0, 0);
+    while joined < STORM {
+        let notice = recv(&mut watcher);
+        assert_eq!(notice.from, "System");
+        notices += 1;
+        match notice.content.split_once(" joined lobby") {
+            Some((count, rest)) if rest.starts_with(": ") => {
+                batches += 1;
+                joined += count.parse::<usize>().unwrap();
+            }
+            Some((name, "")) => {
+                assert!(name.starts_with("storm"), "{notice:?}");
+                joined += 1;
+            }
+            _ => panic!("the watcher got {notice:?}"),
+        }
+    }
+    assert_eq!(joined, STORM);
+    // The lobby was under 64 (the watcher and 62 of the storm) for 62 joins.
+    assert_eq!(notices - batches, 62);
+    let stats = server.handle.stats();
+    assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (0, 0));
+    drop((members, ann, bob, watcher));
+    server.shutdown().unwrap();
+}

@@ -296,6 +296,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
             .unwrap_or(u32::MAX),
         max_content: cap(args.chat_max_content).unwrap_or(usize::MAX),
         max_frame: ChatConfig::default().max_frame.min(args.max_frame),
+        ..ChatConfig::default()
     };
 
     let max_line = config.max_read_buffer;

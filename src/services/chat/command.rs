@@ -17,7 +17,8 @@ pub(crate) enum Command<'a> {
     Quit,
     /// `/help`: the commands.
     Help,
-    /// A `/word` that is none of the above, or one with a bad argument.
+    /// A `/word` that is none of the above, or one with a bad argument
+    /// (the whole content; the chat does not send it back).
     Unknown(&'a str),
 }
 
@@ -55,9 +56,10 @@ pub(crate) fn valid_room(room: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// Usernames: trimmed, 1 to 32 bytes, no control characters.
+/// Usernames: trimmed, 1 to 32 bytes, no control characters, nothing
+/// invisible (see [`names::check`](super::names::check)).
 pub(crate) fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len()) && !name.chars().any(char::is_control)
+    super::names::check(name).is_ok()
 }
 
 #[cfg(test)]

@@ -10,7 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::protocol::chat::SYSTEM;
+use super::names::{fold, reserved};
+
+/// `-2` to `-16` are tried in order for a taken name; past them the suffix
+/// comes from one counter that only grows, so granting a name costs a few
+/// tries however many members asked for the same one.
+const SUFFIXES_TRIED: u64 = 16;
 
 /// The shared table; clone the `Arc` into every shard's chat.
 #[derive(Debug, Default)]
@@ -20,9 +25,14 @@ pub(crate) struct Directory {
 
 #[derive(Debug, Default)]
 struct Table {
-    names: HashSet<Arc<str>>,
+    /// The granted names, folded (see [`fold`]): two names that render
+    /// alike are one name.
+    names: HashSet<String>,
+    /// Rosters hold names as shown.
     rooms: BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
     guests: u64,
+    /// The last suffix handed out past [`SUFFIXES_TRIED`].
+    suffixes: u64,
 }
 
 impl Directory {
@@ -34,37 +44,49 @@ impl Directory {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Grants `wanted` if free, else the first free `wanted-2`, `wanted-3`,
-    /// ...; `None` asks for a generated `guest-N`.
+    /// Grants `wanted` if free (neither taken nor reserved, once folded),
+    /// else the first free of `wanted-2` to `wanted-16`, else `wanted-N`
+    /// for the next free N of a shared counter; `None` asks for a
+    /// generated `guest-N`. The name is granted as typed.
     pub(crate) fn claim(&self, wanted: Option<&str>) -> Arc<str> {
         let mut table = self.table();
-        let name: Arc<str> = match wanted {
+        let (name, folded) = match wanted {
             Some(wanted) => {
                 let mut name = wanted.to_owned();
                 let mut n = 1;
-                while !table.free(&name) {
-                    n += 1;
+                loop {
+                    let folded = fold(&name);
+                    if table.free(&name, &folded) {
+                        break (name, folded);
+                    }
+                    if n < SUFFIXES_TRIED {
+                        n += 1;
+                    } else {
+                        table.suffixes = table.suffixes.max(SUFFIXES_TRIED) + 1;
+                        n = table.suffixes;
+                    }
                     name = format!("{wanted}-{n}");
                 }
-                name.into()
             }
             None => loop {
                 table.guests += 1;
                 let name = format!("guest-{}", table.guests);
-                if table.free(&name) {
-                    break name.into();
+                let folded = fold(&name);
+                if table.free(&name, &folded) {
+                    break (name, folded);
                 }
             },
         };
-        table.names.insert(Arc::clone(&name));
-        name
+        table.names.insert(folded);
+        name.into()
     }
 
-    /// Gives a name back, taking it out of `room`'s roster.
-    pub(crate) fn release(&self, name: &str, room: &str) {
+    /// Gives a name back, taking it out of `room`'s roster; returns how
+    /// many members `room` still has.
+    pub(crate) fn release(&self, name: &str, room: &str) -> usize {
         let mut table = self.table();
-        table.names.remove(name);
-        table.exit(room, name);
+        table.names.remove(&fold(name));
+        table.exit(room, name)
     }
 
     /// Moves `name` from room `from` (if any) into room `to`; returns how
@@ -74,9 +96,15 @@ impl Directory {
         if let Some(from) = from {
             table.exit(from, name);
         }
-        let roster = table.rooms.entry(Arc::clone(to)).or_default();
-        roster.insert(Arc::clone(name));
-        roster.len()
+        table.enter(name, to)
+    }
+
+    /// Moves `name` from room `from` into room `to`; returns how many
+    /// members `from` has left and `to` then has.
+    pub(crate) fn move_to(&self, name: &Arc<str>, from: &str, to: &Arc<str>) -> (usize, usize) {
+        let mut table = self.table();
+        let left = table.exit(from, name);
+        (left, table.enter(name, to))
     }
 
     /// Up to `max` members of `room`, sorted, and how many there are.
@@ -98,17 +126,28 @@ impl Directory {
 }
 
 impl Table {
-    fn free(&self, name: &str) -> bool {
-        !name.eq_ignore_ascii_case(SYSTEM) && !self.names.contains(name)
+    fn free(&self, name: &str, folded: &str) -> bool {
+        !reserved(name) && !self.names.contains(folded)
     }
 
-    fn exit(&mut self, room: &str, name: &str) {
-        if let Some(roster) = self.rooms.get_mut(room) {
-            roster.remove(name);
-            if roster.is_empty() {
-                self.rooms.remove(room);
-            }
+    /// Takes `name` out of `room`; returns how many are left in it.
+    fn exit(&mut self, room: &str, name: &str) -> usize {
+        let Some(roster) = self.rooms.get_mut(room) else {
+            return 0;
+        };
+        roster.remove(name);
+        let left = roster.len();
+        if left == 0 {
+            self.rooms.remove(room);
         }
+        left
+    }
+
+    /// Puts `name` in `room`; returns how many are in it then.
+    fn enter(&mut self, name: &Arc<str>, room: &Arc<str>) -> usize {
+        let roster = self.rooms.entry(Arc::clone(room)).or_default();
+        roster.insert(Arc::clone(name));
+        roster.len()
     }
 }
 
@@ -126,6 +165,44 @@ mod tests {
         assert_eq!(&*dir.claim(Some("ann-2")), "ann-2-2");
         dir.release("ann", "lobby");
         assert_eq!(&*dir.claim(Some("ann")), "ann");
+    }
+
+    #[test]
+    fn names_that_render_alike_are_one_name() {
+        let dir = Directory::default();
+        assert_eq!(&*dir.claim(Some("ann")), "ann");
+        assert_eq!(&*dir.claim(Some("Ann")), "Ann-2");
+        assert_eq!(&*dir.claim(Some("\u{430}nn")), "\u{430}nn-3"); // Cyrillic а
+                                                                   // The reserved name, and then each other's suffixed names.
+        let systems = ["SYSTEM", "S\u{443}stem", "\u{405}ystem", "Syst\u{435}m"];
+        for (n, system) in systems.into_iter().enumerate() {
+            let want = format!("{system}-{}", n + 2);
+            assert_eq!(*dir.claim(Some(system)), want, "{system}");
+        }
+        // Shown as typed, freed by any spelling of the granted name.
+        dir.release("Ann-2", "lobby");
+        assert_eq!(&*dir.claim(Some("ANN-2")), "ANN-2");
+    }
+
+    #[test]
+    fn a_much_asked_name_costs_a_few_tries() {
+        let dir = Directory::default();
+        let granted: Vec<Arc<str>> = (0..40).map(|_| dir.claim(Some("x"))).collect();
+        let want: Vec<String> = std::iter::once("x".to_owned())
+            .chain((2..=16).map(|n| format!("x-{n}")))
+            .chain((17..41).map(|n| format!("x-{n}")))
+            .collect();
+        assert_eq!(
+            granted.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            want
+        );
+        // Past the tried suffixes the counter only grows: a freed x-2 is
+        // found again, a freed x-20 is not.
+        dir.release("x-2", "lobby");
+        dir.release("x-20", "lobby");
+        assert_eq!(&*dir.claim(Some("x")), "x-2");
+        assert_eq!(&*dir.claim(Some("x")), "x-41");
+        assert_eq!(&*dir.claim(Some("y")), "y");
     }
 
     #[test]

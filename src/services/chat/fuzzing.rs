@@ -16,6 +16,8 @@ use crate::service::ConnId;
 struct Recorder {
     sent: HashMap<ConnId, Vec<u8>>,
     closed: Vec<ConnId>,
+    /// A notice timer was asked for and has not fired.
+    timer: bool,
 }
 
 impl Outbox for Recorder {
@@ -34,6 +36,9 @@ impl Outbox for Recorder {
     fn strike(&mut self, id: ConnId, _why: &str) -> bool {
         id.0 % 5 == 4 // and some get banned at their first strike
     }
+    fn arm_timer(&mut self, _after: Duration) {
+        self.timer = true;
+    }
 }
 
 /// Drives four members (two JSON, two protobuf) with `data`: each step is
@@ -46,6 +51,10 @@ pub fn chat_session(data: &[u8]) {
         max_frame: 256,
         max_content: 64,
         max_errors: 3,
+        // Rooms of two or more batch their notices; a length byte with
+        // the top bit set fires the notice timer, if armed.
+        notice_batch_from: 2,
+        notice_interval: Duration::from_secs(1),
     };
     let mut rooms = Rooms::new(config, Arc::new(Directory::default()));
     let mut out = Recorder::default();
@@ -68,6 +77,9 @@ pub fn chat_session(data: &[u8]) {
         let (chunk, after) = tail.split_at(take);
         rest = after;
         now += Duration::from_millis(u64::from(*len));
+        if len & 0x80 != 0 && std::mem::take(&mut out.timer) {
+            rooms.timer(&mut out, now);
+        }
         if member & 0x80 != 0 {
             rooms.closed(&mut out, id, now);
             continue;

@@ -4,7 +4,9 @@
 //! A member is prompted `Enter your username: ` and answers with a name
 //! (JSON: a bare line; protobuf: a `ChatMessage` whose `content` is the
 //! name; blank: a generated `guest-N`). Taken names get a `-2`, `-3`, ...
-//! suffix, and the welcome says so. Then every message's `content` goes to
+//! suffix, and the welcome says so; names that render alike (case,
+//! Cyrillic and Greek look-alikes) are one name, and names holding
+//! invisible characters are refused (see `names.rs`). Then every message's `content` goes to
 //! the other members of the member's room, with `from`, `time` (UTC
 //! `HH:MM:SS`) and `room` set by the server; the sender does not get it
 //! back. Content starting with `/` is a command: `/join ROOM`, `/leave`,
@@ -13,7 +15,8 @@
 //!
 //! How a member is dropped:
 //! - a frame that is not a message (bad JSON, bad protobuf body, bad UTF-8
-//!   name, over-long content) gets an error and a strike; at
+//!   name, over-long content) or an unknown command (answered with a fixed
+//!   error, never echoed) gets an error and a strike; at
 //!   [`ChatConfig::max_errors`] strikes the member is disconnected;
 //! - a line or frame over [`ChatConfig::max_frame`] gets an error and a
 //!   disconnect at once (the stream cannot be followed past it);
@@ -22,6 +25,12 @@
 //!   `output_soft_limit` after `output_soft_for`), so it never slows the
 //!   room down.
 //!
+//! Joins and leaves are announced by `System`: at once in a small room,
+//! in batches in a room of [`ChatConfig::notice_batch_from`] members or
+//! more (one notice per room per shard per [`ChatConfig::notice_interval`],
+//! flushed by the service timer), so a storm of joins costs each member a
+//! notice per interval rather than one per join.
+//!
 //! Members on other shards are reached through the shards' mailboxes, in
 //! order per sending shard, so each sender's messages arrive in order
 //! everywhere. A shard whose inbox is full misses the message: the sender
@@ -29,6 +38,7 @@
 
 mod command;
 mod directory;
+mod names;
 mod outgoing;
 mod room;
 
@@ -40,6 +50,7 @@ mod tests;
 pub mod fuzzing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 
@@ -65,6 +76,17 @@ pub struct ChatConfig {
     pub max_content: usize,
     /// Invalid messages after which a member is disconnected (5).
     pub max_errors: u32,
+    /// Rooms of at least this many members, on all shards together (64),
+    /// hear of joins and leaves in batches: one notice per
+    /// `notice_interval` per room from each shard ("12 joined lobby: ann,
+    /// bob, carol, dan, eve and 7 more; 3 left lobby: ..."), so a storm of
+    /// N joins costs O(N) notices rather than O(N²). Smaller rooms hear of
+    /// each join and leave at once ("ann joined lobby"). `usize::MAX`
+    /// never batches; 0 or 1 always does.
+    pub notice_batch_from: usize,
+    /// How long a large room's joins and leaves wait to be announced
+    /// together (1 s).
+    pub notice_interval: Duration,
 }
 
 impl Default for ChatConfig {
@@ -73,6 +95,8 @@ impl Default for ChatConfig {
             max_frame: 16 * 1024,
             max_content: 2 * 1024,
             max_errors: 5,
+            notice_batch_from: 64,
+            notice_interval: Duration::from_secs(1),
         }
     }
 }
@@ -169,7 +193,16 @@ impl TcpService for Chat {
         let now = shard.wall_clock();
         self.rooms.closed(shard, id, now);
     }
+
+    /// The notice timer: large rooms' joins and leaves are due.
+    fn on_shard_timer(&mut self, shard: &mut ShardContext<'_>, _key: u64) {
+        let now = shard.wall_clock();
+        self.rooms.timer(shard, now);
+    }
 }
+
+/// The key of the chat's one service timer (the notice batches).
+const NOTICE_TIMER: u64 = 0;
 
 /// The chat's one way out, whatever it was called for: a connection's
 /// input derefs to the same shard-wide context.
@@ -195,5 +228,9 @@ impl Outbox for ShardContext<'_> {
 
     fn strike(&mut self, id: ConnId, why: &str) -> bool {
         self.strike_conn(id, why)
+    }
+
+    fn arm_timer(&mut self, after: Duration) {
+        Loop::arm_timer(self, after, NOTICE_TIMER);
     }
 }

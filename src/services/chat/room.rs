@@ -3,12 +3,13 @@
 //! an [`Outbox`]. The service adapter drives it from the event loop; tests
 //! drive it with a recorder and a fixed clock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::command::{valid_name, valid_room, Command, HELP};
 use super::directory::Directory;
+use super::names::{self, BadName};
 use super::outgoing::Outgoing;
 use super::ChatConfig;
 use crate::protocol::chat::{
@@ -20,6 +21,17 @@ use crate::service::ConnId;
 pub(crate) const LOBBY: &str = "lobby";
 /// Most names a `/list` or `/rooms` reply spells out.
 const LIST_MAX: usize = 100;
+/// Most names a batched notice spells out for its joins, and for its
+/// leaves ("12 joined lobby: ann, bob, carol, dan, eve and 7 more").
+const NOTICE_NAMES: usize = 5;
+/// Most rooms with a notice batch waiting on one shard; a join or leave
+/// that would start one more is announced at once, as in a small room.
+/// (A batch needs a room of `notice_batch_from` members, so this binds
+/// only with a low threshold.)
+const MAX_BATCHES: usize = 1024;
+/// What an unknown command gets (after `error: `), whatever it was: a
+/// fixed reply, so a long one is not sent back, and a strike.
+const UNKNOWN_COMMAND: &str = "unknown command; /help lists the commands";
 
 /// What the chat does to the world.
 pub(crate) trait Outbox {
@@ -36,6 +48,72 @@ pub(crate) trait Outbox {
     /// Counts a protocol error against member `id`'s address; true if that
     /// got the address banned (the server then closes the connection).
     fn strike(&mut self, id: ConnId, why: &str) -> bool;
+    /// Asks for one call of [`Rooms::timer`] after `after`: the waiting
+    /// notice batches are due.
+    fn arm_timer(&mut self, after: Duration);
+}
+
+/// Joins and leaves in a large room waiting to be announced together.
+#[derive(Debug, Default)]
+struct Batch {
+    joined: Names,
+    left: Names,
+    /// The member of the batch's first event: told nothing if it is the
+    /// only one (as in a small room, nobody hears of their own move).
+    first: Option<ConnId>,
+}
+
+/// How many joined (or left), and the first few names.
+#[derive(Debug, Default)]
+struct Names {
+    count: usize,
+    shown: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn add(&mut self, name: &Arc<str>) {
+        self.count += 1;
+        if self.shown.len() < NOTICE_NAMES {
+            self.shown.push(Arc::clone(name));
+        }
+    }
+
+    /// "12 joined lobby: ann, bob, carol, dan, eve and 7 more".
+    fn text(&self, verb: &str, room: &str) -> String {
+        let shown: Vec<&str> = self.shown.iter().map(|name| &**name).collect();
+        let (count, listed) = (self.count, shown.join(", "));
+        format!(
+            "{count} {verb} {room}: {listed}{}",
+            more(count, shown.len())
+        )
+    }
+}
+
+impl Batch {
+    /// The one notice for the batch: today's text for a single event.
+    fn text(&self, room: &str) -> String {
+        match (&self.joined, &self.left) {
+            (one, none) if one.count == 1 && none.count == 0 => {
+                format!("{} joined {room}", one.shown[0])
+            }
+            (none, one) if one.count == 1 && none.count == 0 => {
+                format!("{} left {room}", one.shown[0])
+            }
+            (joined, left) => {
+                let parts = [(joined, "joined"), (left, "left")];
+                let parts = parts.iter().filter(|(names, _)| names.count > 0);
+                let parts: Vec<String> = parts.map(|(n, verb)| n.text(verb, room)).collect();
+                parts.join("; ")
+            }
+        }
+    }
+}
+
+/// A join or a leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    Joined,
+    Left,
 }
 
 #[derive(Debug)]
@@ -59,6 +137,10 @@ pub(crate) struct Rooms {
     /// Frames decoded since [`take_decoded`](Self::take_decoded), for the
     /// metrics.
     decoded: u64,
+    /// Large rooms' joins and leaves not yet announced, by room.
+    batches: BTreeMap<Arc<str>, Batch>,
+    /// Whether [`Outbox::arm_timer`] was asked and has not fired yet.
+    timer_armed: bool,
 }
 
 impl Rooms {
@@ -70,6 +152,8 @@ impl Rooms {
             rooms: HashMap::new(),
             lobby: LOBBY.into(),
             decoded: 0,
+            batches: BTreeMap::new(),
+            timer_armed: false,
         }
     }
 
@@ -145,6 +229,20 @@ impl Rooms {
         self.deliver(out, Outgoing::new(message), None);
     }
 
+    /// The timer asked with [`Outbox::arm_timer`] fired: announce each
+    /// waiting batch, one notice per room, here and on the other shards.
+    pub(crate) fn timer(&mut self, out: &mut impl Outbox, now: SystemTime) {
+        self.timer_armed = false;
+        for (room, batch) in std::mem::take(&mut self.batches) {
+            let except = match batch.joined.count + batch.left.count {
+                1 => batch.first,
+                _ => None,
+            };
+            let text = batch.text(&room);
+            self.relay(out, system(text, clock(now), &room), except);
+        }
+    }
+
     /// Connection `id` is gone (for members the chat closed itself, this
     /// already happened).
     pub(crate) fn closed(&mut self, out: &mut impl Outbox, id: ConnId, now: SystemTime) {
@@ -166,9 +264,9 @@ impl Rooms {
         let name = match wanted {
             "" => self.directory.claim(None),
             wanted if valid_name(wanted) => self.directory.claim(Some(wanted)),
-            _ => {
-                let error = "usernames are 1 to 32 bytes without control characters";
-                if !self.strike(out, id, error, now) {
+            wanted => {
+                let bad = names::check(wanted).err().unwrap_or(BadName::Length);
+                if !self.strike(out, id, &bad.message(), now) {
                     self.prompt(out, id);
                 }
                 return;
@@ -188,7 +286,7 @@ impl Rooms {
         };
         let welcome = format!("Welcome, {name}! {taken}{}. {HELP}", here(&lobby, count));
         self.reply(out, id, &welcome, now);
-        self.notice(out, id, &lobby, format!("{name} joined {lobby}"), now);
+        self.announce(out, id, &lobby, &name, Move::Joined, count, now);
     }
 
     fn command(&mut self, out: &mut impl Outbox, id: ConnId, content: &str, now: SystemTime) {
@@ -258,9 +356,9 @@ impl Rooms {
                 out.close(id);
             }
             Command::Help => self.reply(out, id, HELP, now),
-            Command::Unknown(text) => {
-                let error = format!("error: unknown command {text:?}; {HELP}");
-                self.reply(out, id, &error, now);
+            // Never echoed: the command may be 16 KiB of anything.
+            Command::Unknown(_) => {
+                self.strike(out, id, UNKNOWN_COMMAND, now);
             }
         }
     }
@@ -273,12 +371,12 @@ impl Rooms {
         let Some(name) = member.name.clone() else {
             return;
         };
-        let count = self.directory.enter(&name, Some(&from), &to);
+        let (left, count) = self.directory.move_to(&name, &from, &to);
         self.exit_local(id, &from);
-        self.notice(out, id, &from, format!("{name} left {from}"), now);
+        self.announce(out, id, &from, &name, Move::Left, left + 1, now);
         self.rooms.entry(Arc::clone(&to)).or_default().push(id);
         self.reply(out, id, &format!("{}.", here(&to, count)), now);
-        self.notice(out, id, &to, format!("{name} joined {to}"), now);
+        self.announce(out, id, &to, &name, Move::Joined, count, now);
     }
 
     /// Counts a protocol error against `id` and tells it so; at the limit
@@ -315,10 +413,9 @@ impl Rooms {
             return;
         };
         if let Some(name) = member.name {
-            self.directory.release(&name, &member.room);
+            let left = self.directory.release(&name, &member.room);
             self.exit_local(id, &member.room);
-            let text = format!("{name} left {}", member.room);
-            self.notice(out, id, &member.room, text, now);
+            self.announce(out, id, &member.room, &name, Move::Left, left + 1, now);
         }
     }
 
@@ -339,16 +436,45 @@ impl Rooms {
         }
     }
 
-    /// A `System` message to everyone in `room` but `except`, on every shard.
-    fn notice(
+    /// Tells `room` that `who` (member `id`) joined or left it; `size` is
+    /// how many members the room has counting `who`, on every shard. In a
+    /// room of fewer than `notice_batch_from` members that is one notice
+    /// now, to everyone else in the room; in a larger one (or one with a
+    /// batch waiting) the move joins the room's batch, announced when the
+    /// notice timer fires, so a room hears at most one such notice from
+    /// this shard per `notice_interval`.
+    #[allow(clippy::too_many_arguments)]
+    fn announce(
         &mut self,
         out: &mut impl Outbox,
-        except: ConnId,
-        room: &str,
-        text: String,
+        id: ConnId,
+        room: &Arc<str>,
+        who: &Arc<str>,
+        what: Move,
+        size: usize,
         now: SystemTime,
     ) {
-        self.relay(out, system(text, clock(now), room), Some(except));
+        let waiting = self.batches.contains_key(room);
+        let large = size >= self.config.notice_batch_from && self.batches.len() < MAX_BATCHES;
+        if !waiting && !large {
+            let verb = match what {
+                Move::Joined => "joined",
+                Move::Left => "left",
+            };
+            let text = format!("{who} {verb} {room}");
+            self.relay(out, system(text, clock(now), room), Some(id));
+            return;
+        }
+        let batch = self.batches.entry(Arc::clone(room)).or_default();
+        batch.first.get_or_insert(id);
+        match what {
+            Move::Joined => batch.joined.add(who),
+            Move::Left => batch.left.add(who),
+        }
+        if !self.timer_armed {
+            self.timer_armed = true;
+            out.arm_timer(self.config.notice_interval);
+        }
     }
 
     /// Sends `message` to its room here and on the other shards; false if
