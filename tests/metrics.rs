@@ -333,6 +333,9 @@ fn a_full_server_still_answers_its_scrapes_from_their_own_reserve() {
     // Scrapes are admitted apart from --max-conns: the operator sees the
     // server exactly when it is full.
     for _ in 0..3 {
+        // The last scrape's connection is closed by the server after its
+        // reply, which the client may read first: wait until it is gone.
+        wait_until("the last scrape closed", || handle.stats().conns_open == 2);
         let response = http(metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         let got = samples(response.split_once("\r\n\r\n").unwrap().1);
