@@ -194,6 +194,45 @@ fn bad_requests_get_http_errors_and_the_endpoint_keeps_serving() {
     server.shutdown().unwrap();
 }
 
+/// RFC 9112 §2.2: a recipient may take a bare LF for a line end, so heads
+/// ended by `\n\n` (or any mix of LF and CRLF) are answered as CRLF ones
+/// are, at once; a CR not followed by LF gets 400 at once. Neither waits
+/// for the frame timeout (10 s): the exact status proves it, since a
+/// timed-out connection closes without a word.
+#[test]
+fn bare_lf_heads_are_answered_and_bare_cr_gets_400_at_once() {
+    let server = server(None);
+    let metrics = server.tcp[1];
+    let status = |request: &[u8]| {
+        let response = http(metrics, request);
+        response.lines().next().unwrap_or_default().to_owned()
+    };
+    let ok = "HTTP/1.1 200 OK";
+    assert_eq!(status(b"GET /metrics HTTP/1.1\n\n"), ok);
+    assert_eq!(
+        status(b"GET /metrics HTTP/1.1\nHost: a\nAccept: */*\n\n"),
+        ok
+    );
+    assert_eq!(status(b"GET /metrics HTTP/1.1\r\nHost: a\n\r\n"), ok);
+    assert_eq!(status(b"GET /metrics HTTP/1.1\nHost: a\r\n\n"), ok);
+    assert_eq!(status(b"GET / HTTP/1.1\n\n"), "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        status(b"POST /metrics HTTP/1.1\n\n"),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(status(b"nonsense\n\n"), "HTTP/1.1 400 Bad Request");
+    assert_eq!(status(b"\n\n"), "HTTP/1.1 400 Bad Request");
+    // A bare CR: refused as soon as the byte after it arrives, whatever
+    // follows (here the client never ends the head at all).
+    let bare_cr = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                   Content-Length: 28\r\nConnection: close\r\n\r\nbare CR in the request head\n";
+    assert_eq!(http(metrics, b"GET /metrics HTTP/1.1\rHost: a"), bare_cr);
+    assert_eq!(http(metrics, b"GET /metrics HTTP/1.1\r\r\n\r\n"), bare_cr);
+    // And a CRLF scrape still works after all of them.
+    assert_eq!(status(b"GET /metrics HTTP/1.1\r\n\r\n"), ok);
+    server.shutdown().unwrap();
+}
+
 #[test]
 fn services_report_frames_and_rudp_peers() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -294,7 +333,8 @@ fn a_full_server_still_answers_its_scrapes_from_their_own_reserve() {
     // Scrapes are admitted apart from --max-conns: the operator sees the
     // server exactly when it is full.
     for _ in 0..3 {
-        // The last scrape's connection closes once the server reads our FIN.
+        // The last scrape's connection is closed by the server after its
+        // reply, which the client may read first: wait until it is gone.
         wait_until("the last scrape closed", || handle.stats().conns_open == 2);
         let response = http(metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");

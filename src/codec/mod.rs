@@ -48,6 +48,9 @@
 //!
 //! [`TcpService::on_data`]: crate::service::TcpService::on_data
 
+mod decoder;
+mod json_error;
+mod json_lines;
 mod length;
 mod line;
 mod ndjson;
@@ -55,6 +58,9 @@ mod ndjson;
 /// Kept for compatibility: the chat's JSON line lives in
 /// [`protocol::chat`](crate::protocol::chat) now.
 pub use crate::protocol::chat::ChatLine;
+pub use decoder::{drive, BadFrame, Decoder, Flow};
+pub use json_error::{describe_json_error, MAX_DEPTH as MAX_JSON_DEPTH};
+pub use json_lines::JsonLines;
 pub use length::{FrameError, LengthDelimited, MAX_VARINT_LEN};
 pub use line::{LineCodec, LineError};
 pub use ndjson::{NdjsonCodec, NdjsonError};

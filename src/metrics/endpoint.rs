@@ -89,8 +89,13 @@ impl MetricsEndpoint {
 
 impl TcpService for MetricsEndpoint {
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
-        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-            if data.len() > MAX_REQUEST {
+        let line = match request_line(data) {
+            Head::Complete(line) => line,
+            Head::BareCr => {
+                respond(conn, "400 Bad Request", "bare CR in the request head\n");
+                return data.len();
+            }
+            Head::Partial if data.len() > MAX_REQUEST => {
                 respond(
                     conn,
                     "431 Request Header Fields Too Large",
@@ -98,12 +103,9 @@ impl TcpService for MetricsEndpoint {
                 );
                 return data.len();
             }
-            return 0; // the head is not complete yet (the frame timeout bounds the wait)
+            // The head is not complete yet (the frame timeout bounds the wait).
+            Head::Partial => return 0,
         };
-        let line = data[..end]
-            .split(|&b| b == b'\r')
-            .next()
-            .unwrap_or_default();
         let mut words = line.split(|&b| b == b' ');
         match (words.next(), words.next()) {
             (Some(b"GET"), Some(b"/metrics")) => {
@@ -117,6 +119,44 @@ impl TcpService for MetricsEndpoint {
     }
 }
 
+/// How far a request head has arrived.
+#[derive(Debug, PartialEq, Eq)]
+enum Head<'a> {
+    /// The head ended (an empty line); its first line, without terminator.
+    Complete(&'a [u8]),
+    /// A CR not followed by LF: RFC 9112 §2.2 lets a recipient reject
+    /// the message, and this endpoint does, at once.
+    BareCr,
+    /// No empty line yet.
+    Partial,
+}
+
+/// Finds the end of the request head at the front of `data`: the first
+/// empty line. Lines end in CRLF or, as RFC 9112 §2.2 allows a recipient
+/// to accept, in a bare LF (the CR before an LF is dropped), so `\n\n`,
+/// `\r\n\n` and `\n\r\n` end a head as `\r\n\r\n` does. A CR followed
+/// by anything but LF is refused as soon as the byte after it arrives.
+fn request_line(data: &[u8]) -> Head<'_> {
+    let mut first: Option<&[u8]> = None;
+    let mut line_start = 0;
+    for (i, &byte) in data.iter().enumerate() {
+        match byte {
+            b'\n' => {
+                let line = &data[line_start..i];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let request = *first.get_or_insert(line);
+                if line.is_empty() {
+                    return Head::Complete(request);
+                }
+                line_start = i + 1;
+            }
+            b'\r' if data.get(i + 1).is_some_and(|&next| next != b'\n') => return Head::BareCr,
+            _ => {}
+        }
+    }
+    Head::Partial
+}
+
 /// One response, then the connection closes (no keep-alive: a scrape is
 /// one request).
 fn respond(conn: &mut ConnContext<'_>, status: &str, body: &str) {
@@ -128,4 +168,49 @@ fn respond(conn: &mut ConnContext<'_>, status: &str, body: &str) {
     conn.send(head.as_bytes());
     conn.send(body.as_bytes());
     conn.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{request_line, Head};
+
+    #[test]
+    fn heads_end_at_the_first_empty_line_with_either_line_ending() {
+        for head in [
+            &b"GET /metrics HTTP/1.1\r\n\r\n"[..],
+            b"GET /metrics HTTP/1.1\n\n",
+            b"GET /metrics HTTP/1.1\r\n\n",
+            b"GET /metrics HTTP/1.1\nHost: a\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: a\n\r\nextra",
+        ] {
+            assert_eq!(
+                request_line(head),
+                Head::Complete(b"GET /metrics HTTP/1.1"),
+                "{head:?}"
+            );
+        }
+        // An empty first line is the end of an empty head.
+        assert_eq!(request_line(b"\n"), Head::Complete(b""));
+        assert_eq!(request_line(b"\r\n"), Head::Complete(b""));
+    }
+
+    #[test]
+    fn partial_heads_wait_and_bare_cr_is_refused_once_its_next_byte_is_in() {
+        for partial in [
+            &b""[..],
+            b"GET",
+            b"GET /\r",
+            b"GET /\r\n",
+            b"GET /\nHost: a\r",
+        ] {
+            assert_eq!(request_line(partial), Head::Partial, "{partial:?}");
+        }
+        for bad in [
+            &b"GET /\rX"[..],
+            b"GET /\r\r\n\r\n",
+            b"GET /\r\nHost: a\rb\r\n\r\n",
+        ] {
+            assert_eq!(request_line(bad), Head::BareCr, "{bad:?}");
+        }
+    }
 }

@@ -2,11 +2,13 @@
 //! re-encoded (compact, keys sorted); a line that is not a JSON object
 //! gets a JSON error line instead of silence.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::codec::{NdjsonCodec, NdjsonError};
-use crate::service::{ConnContext, Refusal, TcpService};
+use crate::codec::{drive, Flow, JsonLines, NdjsonError};
+use crate::service::{CloseReason, ConnContext, ConnId, Refusal, ShardContext, TcpService};
 
 /// Output gathered before it is handed to the connection.
 const OUT_SLICE: usize = 16 * 1024;
@@ -48,9 +50,13 @@ struct ErrorLine {
 /// running.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JsonEcho {
-    codec: NdjsonCodec<Message>,
+    max_line: usize,
+    /// The decoders of the connections whose last call left a partly
+    /// scanned line (so a long line is scanned once, not once per read);
+    /// the others need none. At most one per connection of the shard.
+    scanning: HashMap<ConnId, JsonLines<Message>>,
 }
 
 impl JsonEcho {
@@ -59,7 +65,8 @@ impl JsonEcho {
     /// no way to find the next message.
     pub fn new(max_line: usize) -> JsonEcho {
         JsonEcho {
-            codec: NdjsonCodec::new(max_line),
+            max_line,
+            scanning: HashMap::new(),
         }
     }
 }
@@ -78,10 +85,12 @@ impl TcpService for JsonEcho {
     }
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
-        let mut consumed = 0;
+        let id = conn.id();
+        let mut decoder =
+            (self.scanning.remove(&id)).unwrap_or_else(|| JsonLines::new(self.max_line));
         let (mut decoded, mut echoed) = (0, 0);
         let mut out = Vec::new();
-        loop {
+        let consumed = drive(&mut decoder, data, |frame| {
             // Error lines can outweigh the input that caused them (a buffer
             // of one-byte bad lines): hand output over in slices so this
             // scratch stays small; the connection's output limit bounds
@@ -90,55 +99,50 @@ impl TcpService for JsonEcho {
                 conn.send(&out);
                 out.clear();
             }
-            match self.codec.decode(&data[consumed..]) {
-                Ok(Some((message, used))) => {
-                    consumed += used;
+            let (error, detail, max, strike) = match frame {
+                Ok(message) => {
                     decoded += 1;
                     if conn.take_message_token() {
                         encode_line(&message, &mut out);
                         echoed += 1;
-                        continue;
+                        return Flow::Continue;
                     }
-                    let error = ErrorLine {
-                        error: "over the message rate",
-                        detail: None,
-                        max: None,
-                    };
-                    encode_line(&error, &mut out);
-                    if conn.strike("over the message rate") {
-                        break; // banned: the connection is closing
-                    }
+                    ("over the message rate", None, None, "over the message rate")
                 }
-                Ok(None) => break,
-                Err(NdjsonError::Invalid { used, reason }) => {
-                    consumed += used;
-                    let error = ErrorLine {
-                        error: "invalid message",
-                        detail: Some(reason),
-                        max: None,
-                    };
-                    encode_line(&error, &mut out);
-                    if conn.strike("invalid JSON message") {
-                        break;
-                    }
-                }
+                Err(NdjsonError::Invalid { reason, .. }) => (
+                    "invalid message",
+                    Some(reason),
+                    None,
+                    "invalid JSON message",
+                ),
                 Err(NdjsonError::TooLong { max }) => {
-                    let error = ErrorLine {
-                        error: "line too long",
-                        detail: None,
-                        max: Some(max),
-                    };
-                    encode_line(&error, &mut out);
-                    conn.send(&out);
-                    conn.strike("line too long");
-                    conn.close();
-                    return data.len();
+                    ("line too long", None, Some(max), "line too long")
                 }
+            };
+            encode_line(&ErrorLine { error, detail, max }, &mut out);
+            if max.is_some() {
+                // No newline in sight: the next message cannot be found.
+                conn.send(&out);
+                out.clear();
+                conn.strike(strike);
+                conn.close();
+                return Flow::Close;
             }
-        }
+            match conn.strike(strike) {
+                true => Flow::Close, // banned: the connection is closing
+                false => Flow::Continue,
+            }
+        });
         conn.send(&out);
         conn.count_frames(decoded, echoed);
+        if decoder.is_scanning() {
+            self.scanning.insert(id, decoder);
+        }
         consumed
+    }
+
+    fn on_close(&mut self, _shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
+        self.scanning.remove(&id);
     }
 }
 
