@@ -21,7 +21,9 @@ impl Shard {
             // A TLS peer reads our end as clean only after close_notify;
             // best effort, the socket closes next either way.
             tls.close_notify();
-            let _ = tls.write_tls(&mut conn.io.stream, &self.res.stats);
+            let mut sent = 0;
+            let _ = tls.write_tls(&mut conn.io.stream, &mut sent);
+            self.res.stats.tcp_bytes_out.add(sent as u64);
         }
         let token = conn.io.token(key);
         if let Some(timer) = conn.io.deadlines.timer {

@@ -283,7 +283,7 @@ impl ConnIo {
         if let Some(Err(e)) = self
             .tls
             .as_mut()
-            .map(|tls| tls.write_tls(&mut self.stream, stats))
+            .map(|tls| write_records(tls, &mut self.stream, stats))
         {
             self.fail(&e);
         }
@@ -323,7 +323,7 @@ impl ConnIo {
         }
         if let Some(tls) = self.tls.as_mut() {
             tls.close_notify();
-            if let Err(e) = tls.write_tls(&mut self.stream, stats) {
+            if let Err(e) = write_records(tls, &mut self.stream, stats) {
                 return self.fail(&e);
             }
             if tls.wants_write() {
@@ -348,12 +348,12 @@ impl ConnIo {
         let Some(tls) = self.tls.as_mut() else {
             return write_until_full(&mut self.stream, bytes, stats);
         };
-        tls.write_tls(&mut self.stream, stats)?;
+        write_records(tls, &mut self.stream, stats)?;
         if tls.wants_write() {
             return Ok(0); // the socket is full: keep the plaintext
         }
         let taken = tls.write_plaintext(bytes);
-        tls.write_tls(&mut self.stream, stats)?;
+        write_records(tls, &mut self.stream, stats)?;
         Ok(taken)
     }
 
@@ -395,10 +395,10 @@ impl ConnIo {
         if let Err(failure) = tls.receive(&out[..wire]) {
             // rustls queued an alert saying why: send it, then give up.
             stats.tls_errors.incr();
-            let _ = tls.write_tls(&mut self.stream, stats);
+            let _ = write_records(tls, &mut self.stream, stats);
             return Ok(ReadResult::TlsFailed(failure));
         }
-        tls.write_tls(&mut self.stream, stats)?; // handshake replies
+        write_records(tls, &mut self.stream, stats)?; // handshake replies
         let plain = tls.read_plaintext(out);
         if plain == 0 && tls.peer_closed() {
             return Ok(ReadResult::Eof); // close_notify: no readiness edge will follow
@@ -419,6 +419,20 @@ impl ConnIo {
         log::debug!("connection from {}: {e}", self.peer);
         self.flags.set(Flags::FAILED);
     }
+}
+
+/// Writes `tls`'s pending records to `stream` and counts them.
+fn write_records(
+    tls: &mut TlsSession,
+    stream: &mut TcpStream,
+    stats: &ShardStats,
+) -> io::Result<()> {
+    let mut sent = 0;
+    let result = tls.write_tls(stream, &mut sent);
+    if sent > 0 {
+        stats.tcp_bytes_out.add(sent as u64);
+    }
+    result
 }
 
 /// What one read produced.
