@@ -10,10 +10,10 @@ use slab::Slab;
 
 use super::context::ConnContext;
 use super::deadline::Deadlines;
+use super::limits::ConnLimits;
 use super::token::Slot;
 use super::Resources;
-use crate::config::ServerConfig;
-use crate::limit::{Rate, Source, TokenBucket};
+use crate::limit::{Source, TokenBucket};
 use crate::metrics::ShardStats;
 use crate::net::buffer::{Buffer, BufferPool};
 use crate::net::tls::{TlsFailure, TlsSession, CIPHERTEXT_READ};
@@ -72,40 +72,13 @@ impl Flags {
     }
 }
 
-/// A connection's limits, converted once from the configuration into the
-/// units the per-event path compares against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConnLimits {
-    /// Pending output bytes that close the connection at once.
-    pub(crate) output_hard: usize,
-    /// Pending output bytes above which the soft-limit clock runs.
-    pub(crate) output_soft: usize,
-    /// Each deadline in milliseconds plus one (`None`: disabled): the
-    /// instants they count from are truncated to milliseconds, so waiting
-    /// one more keeps them from ever firing early.
-    pub(crate) idle_ms: Option<u32>,
-    pub(crate) frame_ms: Option<u32>,
-    pub(crate) write_ms: Option<u32>,
-    pub(crate) over_soft_ms: Option<u32>,
-    pub(crate) linger_ms: Option<u32>,
-    pub(crate) message_rate: Option<Rate>,
-}
-
-impl ConnLimits {
-    pub(crate) fn of(config: &ServerConfig) -> ConnLimits {
-        // Validation caps timeouts at u32::MAX / 2 milliseconds.
-        let ms = |t: Option<std::time::Duration>| t.map(|t| t.as_millis() as u32 + 1);
-        ConnLimits {
-            output_hard: config.output_hard_limit,
-            output_soft: config.output_soft_limit,
-            idle_ms: ms(config.idle_timeout),
-            frame_ms: ms(config.frame_timeout),
-            write_ms: ms(config.write_timeout),
-            over_soft_ms: ms(config.output_soft_for),
-            linger_ms: Some(config.close_linger.map_or(0, |t| t.as_millis() as u32 + 1)),
-            message_rate: config.message_rate,
-        }
-    }
+/// What a connection's procedures borrow from their shard: the buffer
+/// pool, the counters, the limits and the turn's time, passed as one value.
+pub(crate) struct Env<'a> {
+    pub(crate) pool: &'a mut BufferPool,
+    pub(crate) stats: &'a ShardStats,
+    pub(crate) limits: &'a ConnLimits,
+    pub(crate) now_ms: u32,
 }
 
 /// How a call to [`read_ready`] ended.
@@ -227,14 +200,8 @@ impl ConnIo {
 
     /// Queues `bytes` for the peer: straight to the socket while nothing is
     /// buffered, the remainder into the write buffer.
-    pub(crate) fn send(
-        &mut self,
-        bytes: &[u8],
-        pool: &mut BufferPool,
-        stats: &ShardStats,
-        now_ms: u32,
-        limits: &ConnLimits,
-    ) {
+    pub(crate) fn send(&mut self, bytes: &[u8], env: &mut Env) {
+        let (stats, now_ms, limits) = (env.stats, env.now_ms, env.limits);
         let gone = Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0);
         if self.flags.any(gone) {
             return; // nothing more can reach the peer
@@ -258,28 +225,22 @@ impl ConnIo {
             // Free the memory now; the shard closes the connection next.
             self.flags.set(Flags::OUTPUT_OVERFLOW);
             if let Some(buf) = self.write_buf.take() {
-                pool.give(buf);
+                env.pool.give(buf);
             }
             return;
         }
-        let buf = self.write_buf.get_or_insert_with(|| pool.take());
+        let buf = self.write_buf.get_or_insert_with(|| env.pool.take());
         let before = buf.capacity();
         buf.extend_from_slice(rest);
-        pool.note_growth(before, buf.capacity());
+        env.pool.note_growth(before, buf.capacity());
         self.deadlines.output(now_ms, pending > limits.output_soft);
     }
 
     /// Writes out the write buffer as far as the socket takes it, and
     /// returns the buffer to the pool once empty. Returns true when reading
     /// should resume (the buffer fell below the low-water mark).
-    pub(crate) fn flush(
-        &mut self,
-        pool: &mut BufferPool,
-        stats: &ShardStats,
-        low_water: usize,
-        now_ms: u32,
-        limits: &ConnLimits,
-    ) -> bool {
+    pub(crate) fn flush(&mut self, env: &mut Env) -> bool {
+        let (stats, now_ms, limits) = (env.stats, env.now_ms, env.limits);
         if let Some(Err(e)) = self
             .tls
             .as_mut()
@@ -305,9 +266,9 @@ impl ConnIo {
         let release =
             self.flags.any(Flags::FAILED) || self.write_buf.as_ref().is_some_and(Buffer::is_empty);
         if let Some(buf) = self.write_buf.take_if(|_| release) {
-            pool.give(buf);
+            env.pool.give(buf);
         }
-        let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < low_water;
+        let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < limits.low_water;
         if resume {
             self.flags.clear(Flags::READ_PAUSED);
         }
@@ -486,9 +447,9 @@ pub(crate) fn read_ready(
     key: usize,
     service: &mut dyn TcpService,
     res: &mut Resources,
-    config: &ServerConfig,
 ) -> ReadOutcome {
-    let mut budget = config.read_budget;
+    let limits = res.limits;
+    let mut budget = limits.read_budget;
     loop {
         let conn = &mut conns[key];
         if conn.io.flags.any(Flags::NO_READ) {
@@ -500,7 +461,7 @@ pub(crate) fn read_ready(
             if conn.io.flags.any(Flags::READ_PAUSED) {
                 return ReadOutcome::Stopped;
             }
-            if conn.io.write_buffered() >= config.write_high_water {
+            if conn.io.write_buffered() >= limits.high_water {
                 conn.io.flags.set(Flags::READ_PAUSED);
                 res.stats.backpressure_pauses.incr();
                 return ReadOutcome::Stopped;
@@ -509,14 +470,14 @@ pub(crate) fn read_ready(
         let mut buf = conn.read_buf.take().unwrap_or_else(|| res.pool.take());
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
-        if buf.len() >= config.max_read_buffer {
+        if buf.len() >= limits.max_read_buffer {
             conn.read_buf = Some(buf);
             conn.io.flags.set(Flags::READ_BUFFER_FULL);
             return ReadOutcome::Stopped;
         }
         if buf.spare_mut().is_empty() {
             let before = buf.capacity();
-            buf.grow_to((before * 2).min(config.max_read_buffer));
+            buf.grow_to((before * 2).min(limits.max_read_buffer));
             res.pool.note_growth(before, buf.capacity());
         }
         let spare = buf.spare_mut();

@@ -205,10 +205,7 @@ impl<'a> ShardContext<'a> {
         let Some(key) = live(self.conns, id) else {
             return false;
         };
-        let res = &mut *self.lp.res;
-        let now_ms = res.timers.now_ms();
-        let io = &mut self.conns[key].io;
-        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+        self.conns[key].io.send(bytes, &mut self.lp.res.env());
         self.touch(key);
         true
     }
@@ -330,10 +327,8 @@ impl<'a> ConnContext<'a> {
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
     pub fn send(&mut self, bytes: &[u8]) {
-        let res = &mut *self.shard.lp.res;
-        let now_ms = res.timers.now_ms();
-        let io = &mut self.shard.conns[self.key].io;
-        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+        let conn = &mut self.shard.conns[self.key];
+        conn.io.send(bytes, &mut self.shard.lp.res.env());
     }
 
     /// Closes the connection: everything sent so far is flushed, then our

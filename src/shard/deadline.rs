@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::Token;
 
-use super::conn::ConnLimits;
+use super::limits::ConnLimits;
 use crate::service::CloseReason;
 use crate::timer::{TimerHandle, Wheel};
 

@@ -15,6 +15,7 @@ pub(crate) mod deadline;
 mod delivery;
 mod fire;
 pub(crate) mod gate;
+pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod token;
 pub(crate) mod udp;
@@ -36,9 +37,10 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, read_ready, ConnLimits, Connection, Flags, ReadOutcome};
+use conn::{live, read_ready, Connection, Env, Flags, ReadOutcome};
 use deadline::{Due, TimerTarget, Timers};
 use gate::Gate;
+use limits::ConnLimits;
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
@@ -103,6 +105,18 @@ pub(crate) struct Resources {
     pub(crate) amplification: Suppressor<Source>,
     /// One info line per source per interval for failed TLS sessions.
     pub(crate) tls_failures: Suppressor<Source>,
+}
+
+impl Resources {
+    /// What a connection's procedures borrow, at this turn's time.
+    pub(crate) fn env(&mut self) -> Env<'_> {
+        Env {
+            pool: &mut self.pool,
+            stats: &self.stats,
+            limits: &self.limits,
+            now_ms: self.timers.now_ms(),
+        }
+    }
 }
 
 /// One event loop and everything it owns.
@@ -324,7 +338,7 @@ impl Shard {
     /// Reads a connection and hands the input to its service.
     fn read(&mut self, key: usize) {
         let service = &mut *self.services[self.conns[key].service as usize];
-        let outcome = read_ready(&mut self.conns, key, service, &mut self.res, &self.config);
+        let outcome = read_ready(&mut self.conns, key, service, &mut self.res);
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
             let conn = &mut self.conns[key];
@@ -357,13 +371,7 @@ impl Shard {
     /// backpressure (the readable edge may have passed while paused, so it
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let (low_water, now_ms) = (self.config.write_low_water, self.res.timers.now_ms());
-        let res = &mut self.res;
-        if conn
-            .io
-            .flush(&mut res.pool, &res.stats, low_water, now_ms, &res.limits)
-        {
+        if self.conns[key].io.flush(&mut self.res.env()) {
             self.read(key);
         }
     }
