@@ -1,12 +1,20 @@
 //! One TCP connection, in two parts: a [`Transport`] that moves bytes
-//! (`transport.rs`: plain or TLS) and a [`State`]
+//! (`transport.rs`: plain or TLS, and a fake in tests) and a [`State`]
 //! that does no syscalls (`state.rs`: flags, buffers, deadlines, the write
 //! side and the decision to close; `read.rs`: the read side). The shard
 //! owns dispatch: it walks its slab, calls these procedures on readiness
 //! and hands input to services.
+//!
+//! Split this way, the state machine's rules (backpressure, half-close,
+//! lingering close, drain, deadlines, output limits) are tested without
+//! sockets or sleeps, on a fake transport and a virtual clock (`tests.rs`).
 
+#[cfg(test)]
+mod fake;
 mod read;
 mod state;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! What moves a connection's bytes: a plain TCP socket, or one with a TLS
-//! session in front of it.
+//! session in front of it (and, in tests, an in-memory fake).
 //!
 //! A transport reads, writes, flushes TLS records and shuts down, and says
 //! how many bytes each call moved; it counts nothing, holds no buffer and
@@ -7,7 +7,8 @@
 //! connection state's business (`state.rs`, `read.rs`).
 //!
 //! An enum rather than a trait object: the hot path matches on a tag
-//! instead of calling through a vtable.
+//! instead of calling through a vtable, and the fake variant exists only in
+//! test builds.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -23,6 +24,8 @@ pub(crate) enum Transport {
     Plain(TcpStream),
     /// The session is boxed: a plain connection's slab entry stays small.
     Tls(TcpStream, Box<TlsSession>),
+    #[cfg(test)]
+    Fake(Box<super::fake::Fake>),
 }
 
 /// What one read produced.
@@ -55,6 +58,8 @@ impl Transport {
         match self {
             Transport::Plain(stream) => plain_read(stream, &mut out[..asked]),
             Transport::Tls(stream, tls) => tls_read(stream, tls, out, asked, sent),
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.read(&mut out[..asked]),
         }
     }
 
@@ -76,6 +81,12 @@ impl Transport {
                 let taken = tls.write_plaintext(bytes);
                 tls.write_tls(stream, sent)?;
                 Ok(taken)
+            }
+            #[cfg(test)]
+            Transport::Fake(fake) => {
+                let n = write_until_full(&mut **fake, bytes)?;
+                *sent += n;
+                Ok(n)
             }
         }
     }
@@ -103,6 +114,11 @@ impl Transport {
                 }
                 stream.shutdown(Shutdown::Write).map(|()| true)
             }
+            #[cfg(test)]
+            Transport::Fake(fake) => {
+                fake.fin_sent = true;
+                Ok(true)
+            }
         }
     }
 
@@ -128,17 +144,30 @@ impl Transport {
         match self {
             Transport::Plain(_) => false,
             Transport::Tls(_, tls) => tls.is_handshaking(),
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.handshaking,
+        }
+    }
+
+    /// The fake socket of a test.
+    #[cfg(test)]
+    pub(crate) fn fake(&mut self) -> &mut super::fake::Fake {
+        match self {
+            Transport::Fake(fake) => fake,
+            _ => panic!("not a fake transport"),
         }
     }
 
     fn stream(&mut self) -> Option<&mut TcpStream> {
         match self {
             Transport::Plain(stream) | Transport::Tls(stream, _) => Some(stream),
+            #[cfg(test)]
+            Transport::Fake(_) => None,
         }
     }
 }
 
-/// The poller watches the socket underneath.
+/// The poller watches the socket underneath (a fake has none).
 impl Source for Transport {
     fn register(
         &mut self,
