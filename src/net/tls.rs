@@ -7,11 +7,9 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::metrics::ShardStats;
 use crate::Error;
 
 /// Plaintext rustls may hold for sending before it pushes back: beyond
@@ -161,16 +159,17 @@ impl TlsSession {
         self.conn.writer().write(bytes).unwrap_or(0)
     }
 
-    /// Writes pending records to the socket until it is full or nothing
-    /// is pending.
+    /// Writes pending records to `socket` until it is full or nothing is
+    /// pending. Adds the bytes written to `sent`, also when it fails
+    /// midway: the caller counts them.
     pub(crate) fn write_tls(
         &mut self,
-        stream: &mut TcpStream,
-        stats: &ShardStats,
+        socket: &mut impl Write,
+        sent: &mut usize,
     ) -> io::Result<()> {
         while self.conn.wants_write() {
-            match self.conn.write_tls(stream) {
-                Ok(n) => stats.tcp_bytes_out.add(n as u64),
+            match self.conn.write_tls(socket) {
+                Ok(n) => *sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

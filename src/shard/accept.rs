@@ -10,7 +10,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::conn::Connection;
+use super::conn::{Connection, Transport};
 use super::context::ConnContext;
 use super::deadline::TimerTarget;
 use super::mailbox::Mail;
@@ -262,13 +262,16 @@ impl Shard {
         if admission.is_trusted() {
             self.res.stats.conns_trusted.incr();
         }
-        let mut conn = Connection::new(stream, peer, gen, (service, place), now_ms);
-        conn.admission = Some(admission);
-        if let Some(tls) = tls {
-            conn.io.tls = Some(Box::new(tls));
+        let transport = match tls {
+            Some(tls) => Transport::Tls(stream, Box::new(tls)),
+            None => Transport::Plain(stream),
+        };
+        let mut conn = Connection::new(transport, peer, gen, (service, place), now_ms);
+        conn.state.admission = Some(admission);
+        if conn.transport.handshaking() {
             // The handshake is a frame open from the first moment: the
             // frame timeout is its deadline.
-            conn.io.deadlines.frame(now_ms, false, true);
+            conn.state.deadlines.frame(now_ms, false, true);
         }
         entry.insert(conn);
         self.res.stats.conns_accepted.incr();

@@ -12,22 +12,20 @@ use crate::service::{CloseReason, ConnId};
 impl Shard {
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        if let Some(tls) = conn
-            .io
-            .tls
-            .as_mut()
-            .filter(|_| reason != CloseReason::Error)
-        {
+        if reason != CloseReason::Error {
             // A TLS peer reads our end as clean only after close_notify;
             // best effort, the socket closes next either way.
-            tls.close_notify();
-            let _ = tls.write_tls(&mut conn.io.stream, &self.res.stats);
+            let mut sent = 0;
+            conn.transport.notify_close(&mut sent);
+            if sent > 0 {
+                self.res.stats.tcp_bytes_out.add(sent as u64);
+            }
         }
-        let token = conn.io.token(key);
-        if let Some(timer) = conn.io.deadlines.timer {
+        let token = conn.state.token(key);
+        if let Some(timer) = conn.state.deadlines.timer {
             self.res.timers.wheel.cancel(timer);
         }
-        for buf in [conn.read_buf.take(), conn.io.write_buf.take()]
+        for buf in [conn.state.read_buf.take(), conn.state.write_buf.take()]
             .into_iter()
             .flatten()
         {
@@ -48,7 +46,7 @@ impl Shard {
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
-        if let Some(admission) = conn.admission.take() {
+        if let Some(admission) = conn.state.admission.take() {
             self.res.gate.release(admission);
         }
         match reason {
@@ -56,10 +54,10 @@ impl Shard {
             CloseReason::OutputHardLimit | CloseReason::OutputSoftLimit => {
                 log::info!(
                     "closed {}: output backlog over its limit ({reason:?})",
-                    conn.io.peer
+                    conn.state.peer
                 );
             }
-            _ => log::trace!("closed {} ({reason:?})", conn.io.peer),
+            _ => log::trace!("closed {} ({reason:?})", conn.state.peer),
         }
         let service = ServiceRef::Tcp(usize::from(conn.service));
         let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);
@@ -99,7 +97,7 @@ impl Shard {
         self.udp.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.conns[key].io.flags.set(Flags::DRAINING);
+            self.conns[key].state.flags.set(Flags::DRAINING);
             self.read(key);
             self.settle(key);
         }

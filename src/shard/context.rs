@@ -205,10 +205,9 @@ impl<'a> ShardContext<'a> {
         let Some(key) = live(self.conns, id) else {
             return false;
         };
-        let res = &mut *self.lp.res;
-        let now_ms = res.timers.now_ms();
-        let io = &mut self.conns[key].io;
-        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+        let conn = &mut self.conns[key];
+        conn.state
+            .send(&mut conn.transport, bytes, &mut self.lp.res.env());
         self.touch(key);
         true
     }
@@ -219,7 +218,7 @@ impl<'a> ShardContext<'a> {
         let Some(key) = live(self.conns, id) else {
             return false;
         };
-        self.conns[key].io.flags.set(Flags::CLOSE_REQUESTED);
+        self.conns[key].state.flags.set(Flags::CLOSE_REQUESTED);
         self.touch(key);
         true
     }
@@ -227,12 +226,12 @@ impl<'a> ShardContext<'a> {
     /// Bytes waiting to be written to a connection (`None` if it is
     /// closed): how a fan-out spots a slow consumer.
     pub fn write_buffered_of(&self, id: ConnId) -> Option<usize> {
-        live(self.conns, id).map(|key| self.conns[key].io.write_buffered())
+        live(self.conns, id).map(|key| self.conns[key].state.write_buffered())
     }
 
     /// The peer address of a connection (`None` if it is closed).
     pub fn peer_addr_of(&self, id: ConnId) -> Option<SocketAddr> {
-        live(self.conns, id).map(|key| self.conns[key].io.peer)
+        live(self.conns, id).map(|key| self.conns[key].state.peer)
     }
 
     /// Takes one token from a connection's message-rate bucket
@@ -248,6 +247,7 @@ impl<'a> ShardContext<'a> {
         };
         let now = self.lp.res.timers.now();
         let bucket = self.conns[key]
+            .state
             .message_tokens
             .get_or_insert_with(|| Box::new(TokenBucket::new(&rate, now)));
         bucket.take(&rate, now)
@@ -268,10 +268,10 @@ impl<'a> ShardContext<'a> {
 
     /// Marks connection `key` for settling after the callback.
     fn touch(&mut self, key: usize) {
-        let io = &mut self.conns[key].io;
-        if !io.flags.any(Flags::TOUCHED) {
-            io.flags.set(Flags::TOUCHED);
-            self.lp.res.touched.push(io.token(key));
+        let state = &mut self.conns[key].state;
+        if !state.flags.any(Flags::TOUCHED) {
+            state.flags.set(Flags::TOUCHED);
+            self.lp.res.touched.push(state.token(key));
         }
     }
 }
@@ -301,7 +301,7 @@ impl DerefMut for ConnContext<'_> {
 impl<'a> ConnContext<'a> {
     pub(crate) fn new(key: usize, conns: &'a mut Slab<Connection>, res: &'a mut Resources) -> Self {
         let conn = &conns[key];
-        let id = ConnId(conn.io.token(key).0 as u64);
+        let id = ConnId(conn.state.token(key).0 as u64);
         let service = ServiceRef::Tcp(usize::from(conn.service));
         ConnContext {
             id,
@@ -317,7 +317,7 @@ impl<'a> ConnContext<'a> {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shard.conns[self.key].io.peer
+        self.shard.conns[self.key].state.peer
     }
 
     /// Which of its service's listeners accepted this connection: its
@@ -330,10 +330,9 @@ impl<'a> ConnContext<'a> {
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
     pub fn send(&mut self, bytes: &[u8]) {
-        let res = &mut *self.shard.lp.res;
-        let now_ms = res.timers.now_ms();
-        let io = &mut self.shard.conns[self.key].io;
-        io.send(bytes, &mut res.pool, &res.stats, now_ms, &res.limits);
+        let conn = &mut self.shard.conns[self.key];
+        conn.state
+            .send(&mut conn.transport, bytes, &mut self.shard.lp.res.env());
     }
 
     /// Closes the connection: everything sent so far is flushed, then our
@@ -344,7 +343,7 @@ impl<'a> ConnContext<'a> {
     /// input sends.
     pub fn close(&mut self) {
         self.shard.conns[self.key]
-            .io
+            .state
             .flags
             .set(Flags::CLOSE_REQUESTED);
     }
@@ -370,7 +369,7 @@ impl<'a> ConnContext<'a> {
 
     /// Bytes sent but not yet taken by the socket.
     pub fn write_buffered(&self) -> usize {
-        self.shard.conns[self.key].io.write_buffered()
+        self.shard.conns[self.key].state.write_buffered()
     }
 
     /// Calls [`TcpService::on_timer`](crate::service::TcpService::on_timer)

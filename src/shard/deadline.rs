@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::Token;
 
-use super::conn::ConnLimits;
+use super::limits::ConnLimits;
 use crate::service::CloseReason;
 use crate::timer::{TimerHandle, Wheel};
 
@@ -42,6 +42,8 @@ pub(crate) struct Timers {
     /// clock, so a turn costs no second clock read.
     wall_origin: SystemTime,
     now: Instant,
+    /// The wheel's resolution.
+    tick: Duration,
     /// `now` in milliseconds since `origin`, wrapping every ~49 days;
     /// deadlines are differences, which wrapping arithmetic keeps right.
     now_ms: u32,
@@ -54,6 +56,7 @@ impl Timers {
             origin: now,
             wall_origin: SystemTime::now(),
             now,
+            tick,
             now_ms: 0,
         }
     }
@@ -84,6 +87,34 @@ impl Timers {
             .checked_add(after)
             .unwrap_or(self.now + Duration::from_secs(1 << 32));
         self.wheel.arm(at, target)
+    }
+
+    /// Makes sure connection `conn`'s timer is armed no later than its
+    /// earliest deadline (and at most a tick before it, so small moves
+    /// cost no wheel operation).
+    #[inline]
+    pub(crate) fn arm_deadline(&mut self, d: &mut Deadlines, limits: &ConnLimits, conn: Token) {
+        // Activity only moves deadlines later, and a timer that fires early
+        // re-arms itself; only a deadline that appeared needs a look now.
+        if !d.take_moved_earlier() && d.timer.is_some() {
+            return;
+        }
+        let left = match d.due(self.now_ms, limits) {
+            None => return,
+            Some(Due::In(left)) => left,
+            Some(Due::Expired(_)) if d.timer.is_some() => return, // its timer is due
+            Some(Due::Expired(_)) => Duration::ZERO,              // born expired (a zero linger)
+        };
+        let armed = d.timer.and_then(|timer| self.wheel.deadline(timer));
+        let wanted = self.now + left;
+        // Re-arm only when the armed timer would be late by more than a
+        // tick; one that is early re-arms itself when it fires.
+        if armed.is_none_or(|at| at >= wanted + self.tick) {
+            if let Some(old) = d.timer.take() {
+                self.wheel.cancel(old);
+            }
+            d.timer = Some(self.arm_after(left, TimerTarget::Deadline(conn)));
+        }
     }
 }
 
@@ -169,6 +200,16 @@ impl Deadlines {
             self.lingering = true;
             self.linger_since = now_ms;
             self.moved_earlier = true;
+        }
+    }
+
+    /// The connection's timer fired: the reason to close now, or `None` if
+    /// its deadlines moved later since it was armed (settling re-arms it).
+    pub(crate) fn fired(&mut self, now_ms: u32, limits: &ConnLimits) -> Option<CloseReason> {
+        self.timer = None;
+        match self.due(now_ms, limits) {
+            Some(Due::Expired(reason)) => Some(reason),
+            _ => None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::conn::live;
 use super::context::{ConnContext, ShardContext};
-use super::deadline::{Due, TimerTarget};
+use super::deadline::TimerTarget;
 use super::mailbox::ServiceRef;
 use super::Shard;
 use crate::service::CloseReason;
@@ -21,18 +21,13 @@ impl Shard {
                     let Some(key) = live(&self.conns, token) else {
                         continue;
                     };
-                    let conn = &mut self.conns[key];
-                    conn.io.deadlines.timer = None;
-                    match conn
-                        .io
-                        .deadlines
-                        .due(self.res.timers.now_ms(), &self.res.limits)
-                    {
-                        Some(Due::Expired(reason)) => {
-                            log::debug!("closing {}: {reason:?}", conn.io.peer);
+                    let (now_ms, conn) = (self.res.timers.now_ms(), &mut self.conns[key]);
+                    match conn.state.deadlines.fired(now_ms, &self.res.limits) {
+                        Some(reason) => {
+                            log::debug!("closing {}: {reason:?}", conn.state.peer);
                             self.close(key, reason);
                         }
-                        _ => self.settle(key), // moved later since it was armed
+                        None => self.settle(key), // moved later since it was armed
                     }
                 }
                 TimerTarget::ConnService {

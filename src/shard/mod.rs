@@ -15,6 +15,7 @@ pub(crate) mod deadline;
 mod delivery;
 mod fire;
 pub(crate) mod gate;
+pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod token;
 pub(crate) mod udp;
@@ -32,13 +33,16 @@ use crate::config::ServerConfig;
 use crate::limit::{Source, Suppressor};
 use crate::metrics::{ServiceCounters, ShardStats};
 use crate::net::buffer::BufferPool;
+use crate::net::tls::TlsFailure;
 use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, read_ready, ConnLimits, Connection, Flags, ReadOutcome};
-use deadline::{Due, TimerTarget, Timers};
+use conn::{live, Connection, Env, Flags, ReadOutcome, Settled, Step};
+use context::ConnContext;
+use deadline::{TimerTarget, Timers};
 use gate::Gate;
+use limits::ConnLimits;
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
 use udp::UdpEndpoint;
@@ -108,6 +112,18 @@ pub(crate) struct Resources {
     pub(crate) amplification: Suppressor<Source>,
     /// One info line per source per interval for failed TLS sessions.
     pub(crate) tls_failures: Suppressor<Source>,
+}
+
+impl Resources {
+    /// What a connection's procedures borrow, at this turn's time.
+    pub(crate) fn env(&mut self) -> Env<'_> {
+        Env {
+            pool: &mut self.pool,
+            stats: &self.stats,
+            limits: &self.limits,
+            now_ms: self.timers.now_ms(),
+        }
+    }
 }
 
 /// One event loop and everything it owns.
@@ -305,7 +321,7 @@ impl Shard {
                     self.flush(key);
                 }
                 if event.is_read_closed() {
-                    self.conns[key].io.flags.set(Flags::HUP_SEEN);
+                    self.conns[key].state.flags.set(Flags::HUP_SEEN);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.read(key);
@@ -326,18 +342,59 @@ impl Shard {
         }
     }
 
-    /// Reads a connection and hands the input to its service.
+    /// Reads a connection until it is drained, its budget is spent or it
+    /// stops reading, handing each read's input to its service (the steps
+    /// are `conn/read.rs`).
     fn read(&mut self, key: usize) {
-        let service = &mut *self.services[self.conns[key].service as usize];
-        let outcome = read_ready(&mut self.conns, key, service, &mut self.res, &self.config);
+        let mut budget = self.res.limits.read_budget;
+        let outcome = loop {
+            let conn = &mut self.conns[key];
+            let env = &mut self.res.env();
+            let input = match conn.state.read(&mut conn.transport, &mut budget, env) {
+                Step::Deliver(input) => input,
+                Step::Done(outcome) => break outcome,
+                Step::Again => continue,
+                Step::TlsFailed(failure) => {
+                    self.log_tls_failure(key, &failure);
+                    continue;
+                }
+            };
+            let service = &mut *self.services[usize::from(conn.service)];
+            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
+            let consumed = service.on_data(&mut cx, input.bytes());
+            let conn = &mut self.conns[key];
+            let env = &mut self.res.env();
+            if let Some(outcome) =
+                conn.state
+                    .delivered(&conn.transport, input, consumed, budget, env)
+            {
+                break outcome;
+            }
+        };
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
-            let conn = &mut self.conns[key];
-            if !conn.io.flags.any(Flags::QUEUED) {
-                conn.io.flags.set(Flags::QUEUED);
-                self.revisit.push(conn.io.token(key));
+            let state = &mut self.conns[key].state;
+            if !state.flags.any(Flags::QUEUED) {
+                state.flags.set(Flags::QUEUED);
+                self.revisit.push(state.token(key));
             }
         }
+    }
+
+    /// Counted in `tls_errors`; logged at info, since a client that cannot
+    /// connect is often a misconfiguration (wrong port, wrong certificate)
+    /// the operator must see, yet at most once per source per interval, as
+    /// peers repeat it at will.
+    fn log_tls_failure(&mut self, key: usize, failure: &TlsFailure) {
+        let peer = self.conns[key].state.peer;
+        let now = self.res.timers.now();
+        log_per_source(
+            &mut self.res.tls_failures,
+            now,
+            log::Level::Info,
+            Source::from(peer.ip()),
+            format_args!("{failure} (peer {peer}); connection closed"),
+        );
     }
 
     /// Settles the connections services touched from other connections'
@@ -347,7 +404,7 @@ impl Shard {
         while !touched.is_empty() {
             for token in touched.drain(..) {
                 if let Some(key) = live(&self.conns, token) {
-                    self.conns[key].io.flags.clear(Flags::TOUCHED);
+                    self.conns[key].state.flags.clear(Flags::TOUCHED);
                     self.settle(key);
                 }
             }
@@ -363,12 +420,7 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let (low_water, now_ms) = (self.config.write_low_water, self.res.timers.now_ms());
-        let res = &mut self.res;
-        if conn
-            .io
-            .flush(&mut res.pool, &res.stats, low_water, now_ms, &res.limits)
-        {
+        if conn.state.flush(&mut conn.transport, &mut self.res.env()) {
             self.read(key);
         }
     }
@@ -378,18 +430,13 @@ impl Shard {
     /// than its earliest deadline.
     fn settle(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.io.flags.any(Flags::DISCARDING) {
-            conn.io.shut_write_when_flushed(&self.res.stats);
-        }
-        if conn.io.flags.any(Flags::CLOSE_REQUESTED) && conn.io.flags.any(Flags::WRITE_SHUT) {
-            conn.io.deadlines.linger(self.res.timers.now_ms());
-        }
-        if let Some(reason) = conn.close_reason() {
-            return self.close(key, reason);
-        }
-        let token = conn.io.token(key);
-        let wants_write = conn.io.output_pending();
-        if wants_write != conn.io.flags.any(Flags::WRITE_INTEREST) {
+        let wants_write = match conn.state.settle(&mut conn.transport, &mut self.res.env()) {
+            Settled::Close(reason) => return self.close(key, reason),
+            Settled::Open { wants_write } => wants_write,
+        };
+        let token = conn.state.token(key);
+        let flags = &mut conn.state.flags;
+        if wants_write != flags.any(Flags::WRITE_INTEREST) {
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -397,45 +444,19 @@ impl Shard {
             };
             // Adding WRITABLE to a socket that is writable already reports
             // it at once, so no edge is missed.
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.io.stream, token, interest)
-            {
-                conn.io.fail(&e);
+            let registry = self.poll.registry();
+            if let Err(e) = registry.reregister(&mut conn.transport, token, interest) {
+                conn.state.fail(&e);
                 return self.close(key, CloseReason::Error);
             }
             if wants_write {
-                conn.io.flags.set(Flags::WRITE_INTEREST);
+                flags.set(Flags::WRITE_INTEREST);
             } else {
-                conn.io.flags.clear(Flags::WRITE_INTEREST);
+                flags.clear(Flags::WRITE_INTEREST);
             }
         }
-        // Activity only moves deadlines later, and a timer that fires early
-        // re-arms itself; only a deadline that appeared needs a look now.
-        let deadlines = &mut conn.io.deadlines;
-        if !deadlines.take_moved_earlier() && deadlines.timer.is_some() {
-            return;
-        }
-        let left = match deadlines.due(self.res.timers.now_ms(), &self.res.limits) {
-            None => return,
-            Some(Due::In(left)) => left,
-            Some(Due::Expired(_)) if deadlines.timer.is_some() => return, // its timer is due
-            Some(Due::Expired(_)) => Duration::ZERO, // born expired (a zero linger)
-        };
-        let armed = deadlines
-            .timer
-            .and_then(|timer| self.res.timers.wheel.deadline(timer));
-        let wanted = self.res.timers.now() + left;
-        // Re-arm only when the armed timer would be late by more than a
-        // tick; one that is early re-arms itself when it fires.
-        if armed.is_none_or(|at| at >= wanted + self.config.timer_tick) {
-            if let Some(old) = deadlines.timer.take() {
-                self.res.timers.wheel.cancel(old);
-            }
-            let target = TimerTarget::Deadline(token);
-            deadlines.timer = Some(self.res.timers.arm_after(left, target));
-        }
+        let (timers, limits) = (&mut self.res.timers, &self.res.limits);
+        timers.arm_deadline(&mut conn.state.deadlines, limits, token);
     }
 
     /// Gives each source that spent its budget last time one more turn.
@@ -448,7 +469,7 @@ impl Shard {
             } else if token == Slot::Waker.token() {
                 self.read_mailbox();
             } else if let Some(key) = live(&self.conns, token) {
-                self.conns[key].io.flags.clear(Flags::QUEUED);
+                self.conns[key].state.flags.clear(Flags::QUEUED);
                 self.read(key);
                 self.settle(key);
             }

@@ -1,0 +1,89 @@
+//! One TCP connection, in two parts: a [`Transport`] that moves bytes
+//! (`transport.rs`: plain or TLS, and a fake in tests) and a [`State`]
+//! that does no syscalls (`state.rs`: flags, buffers, deadlines, the write
+//! side and the decision to close; `read.rs`: the read side). The shard
+//! owns dispatch: it walks its slab, calls these procedures on readiness
+//! and hands input to services.
+//!
+//! Split this way, the state machine's rules (backpressure, half-close,
+//! lingering close, drain, deadlines, output limits) are tested without
+//! sockets or sleeps, on a fake transport and a virtual clock (`tests.rs`).
+
+#[cfg(test)]
+mod fake;
+mod read;
+mod state;
+#[cfg(test)]
+mod tests;
+mod transport;
+
+use std::net::SocketAddr;
+
+use mio::Token;
+use slab::Slab;
+
+use super::limits::ConnLimits;
+use super::token::Slot;
+use crate::metrics::ShardStats;
+use crate::net::buffer::BufferPool;
+pub(crate) use read::{ReadOutcome, Step};
+pub(crate) use state::{Flags, Settled, State};
+pub(crate) use transport::Transport;
+
+/// A connection as the shard's slab holds it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) state: State,
+    pub(crate) transport: Transport,
+    /// Index of its service among the shard's TCP services.
+    pub(crate) service: u16,
+    /// The place of the listener that accepted it among that service's.
+    pub(crate) listener: u16,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        transport: Transport,
+        peer: SocketAddr,
+        gen: u32,
+        (service, listener): (u16, u16),
+        now_ms: u32,
+    ) -> Self {
+        Connection {
+            state: State::new(peer, gen, now_ms),
+            transport,
+            service,
+            listener,
+        }
+    }
+}
+
+/// What a connection's procedures borrow from their shard: the buffer
+/// pool, the counters, the limits and the turn's time, passed as one value.
+pub(crate) struct Env<'a> {
+    pub(crate) pool: &'a mut BufferPool,
+    pub(crate) stats: &'a ShardStats,
+    pub(crate) limits: &'a ConnLimits,
+    pub(crate) now_ms: u32,
+}
+
+impl Env<'_> {
+    /// Counts bytes a transport put on the wire.
+    #[inline]
+    fn count_sent(&self, sent: usize) {
+        if sent > 0 {
+            self.stats.tcp_bytes_out.add(sent as u64);
+        }
+    }
+}
+
+/// The slab key of the open connection `token` names, or `None` if that
+/// connection is closed (its slot may already hold a newer one).
+pub(crate) fn live(conns: &Slab<Connection>, token: Token) -> Option<usize> {
+    match Slot::of(token) {
+        Slot::Conn { key, gen } => {
+            Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.state.gen == gen))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,282 @@
+//! A connection's state, with no syscalls: its flags, its lent read and
+//! write buffers, its deadlines, its admission and message-rate bucket,
+//! and the write side's procedures (send, flush, FIN) and the decision to
+//! close. Each procedure takes the connection's [`Transport`] to move bytes
+//! and one [`Env`] for what it borrows from the shard, so the same code
+//! runs over a socket in the shard and over a fake in the tests.
+//!
+//! The read side's procedures are `read.rs`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::Token;
+
+use super::transport::Transport;
+use super::Env;
+use crate::limit::TokenBucket;
+use crate::net::buffer::Buffer;
+use crate::service::CloseReason;
+use crate::shard::deadline::Deadlines;
+use crate::shard::gate::Pass;
+use crate::shard::token::Slot;
+
+/// Connection state bits; one word rather than bools keeps the slab entry small.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u16);
+
+impl Flags {
+    /// Not read: the write buffer is above the high-water mark.
+    pub(crate) const READ_PAUSED: Flags = Flags(1);
+    /// The peer closed its sending side.
+    pub(crate) const PEER_EOF: Flags = Flags(1 << 1);
+    /// The service asked to close: output is flushed, FIN sent, then input
+    /// discarded until the peer's EOF or the linger deadline.
+    pub(crate) const CLOSE_REQUESTED: Flags = Flags(1 << 2);
+    /// A socket error: close at once, nothing more can be sent.
+    pub(crate) const FAILED: Flags = Flags(1 << 3);
+    /// Unconsumed input outgrew the read buffer.
+    pub(crate) const READ_BUFFER_FULL: Flags = Flags(1 << 4);
+    /// Shutting down: input is discarded, output flushed, then FIN sent.
+    pub(crate) const DRAINING: Flags = Flags(1 << 5);
+    /// Our FIN is sent.
+    pub(crate) const WRITE_SHUT: Flags = Flags(1 << 6);
+    /// Already on the shard's revisit list.
+    pub(crate) const QUEUED: Flags = Flags(1 << 7);
+    /// The poller reported the peer's FIN. A short read no longer means
+    /// drained: the EOF behind the data must still be read, and no further
+    /// readiness edge will announce it.
+    pub(crate) const HUP_SEEN: Flags = Flags(1 << 8);
+    /// Registered for writability: only while output waits in the buffer.
+    pub(crate) const WRITE_INTEREST: Flags = Flags(1 << 9);
+    /// On the shard's list of connections a service touched from another
+    /// connection's callback, to be settled after it.
+    pub(crate) const TOUCHED: Flags = Flags(1 << 10);
+    /// Pending output passed the hard limit: close at once.
+    pub(crate) const OUTPUT_OVERFLOW: Flags = Flags(1 << 11);
+
+    /// States in which the socket is no longer read.
+    pub(super) const NO_READ: Flags =
+        Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0);
+    /// States in which input is read only to be discarded.
+    pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
+
+    pub(crate) fn any(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub(crate) fn set(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+
+    pub(crate) fn clear(&mut self, other: Flags) {
+        self.0 &= !other.0;
+    }
+}
+
+/// Everything a connection is besides its transport.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) peer: SocketAddr,
+    pub(crate) read_buf: Option<Buffer>,
+    pub(crate) write_buf: Option<Buffer>,
+    pub(crate) deadlines: Deadlines,
+    /// Its count against the server's and its source's caps.
+    pub(crate) admission: Option<Pass>,
+    /// Its message-rate bucket, once a service asked for a token (boxed:
+    /// with no rate set, every connection pays one pointer, not 24 bytes).
+    pub(crate) message_tokens: Option<Box<TokenBucket>>,
+    pub(crate) gen: u32,
+    pub(crate) flags: Flags,
+}
+
+/// What the shard does with a connection after it settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Close it, for this reason.
+    Close(CloseReason),
+    /// Keep it, registered for writability only while output waits.
+    Open { wants_write: bool },
+}
+
+impl State {
+    pub(crate) fn new(peer: SocketAddr, gen: u32, now_ms: u32) -> State {
+        State {
+            peer,
+            read_buf: None,
+            write_buf: None,
+            deadlines: Deadlines::new(now_ms),
+            admission: None,
+            message_tokens: None,
+            gen,
+            flags: Flags::default(),
+        }
+    }
+
+    /// The token of this connection, which sits at `key` in the slab.
+    pub(crate) fn token(&self, key: usize) -> Token {
+        Slot::Conn { key, gen: self.gen }.token()
+    }
+
+    /// Bytes waiting in the write buffer.
+    pub(crate) fn write_buffered(&self) -> usize {
+        self.write_buf.as_ref().map_or(0, Buffer::len)
+    }
+
+    /// Output not yet on the socket: the write buffer, or TLS records.
+    #[inline]
+    pub(crate) fn output_pending(&self, t: &Transport) -> bool {
+        self.write_buffered() > 0 || t.output_pending()
+    }
+
+    /// Queues `bytes` for the peer: straight to the socket while nothing is
+    /// buffered, the remainder into the write buffer, within the output
+    /// limits.
+    pub(crate) fn send(&mut self, t: &mut Transport, bytes: &[u8], env: &mut Env) {
+        let gone = Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0);
+        if self.flags.any(gone) {
+            return; // nothing more can reach the peer
+        }
+        let now_ms = env.now_ms;
+        let mut rest = bytes;
+        if self.write_buf.is_none() {
+            let mut sent = 0;
+            let written = t.write(rest, &mut sent);
+            env.count_sent(sent);
+            match written {
+                Ok(n) => rest = &rest[n..],
+                Err(e) => return self.fail(&e),
+            }
+            if rest.len() < bytes.len() {
+                self.deadlines.io(now_ms);
+            }
+            if rest.is_empty() {
+                return;
+            }
+            self.deadlines.write(now_ms, false, true);
+        }
+        let pending = self.write_buffered() + rest.len();
+        if pending > env.limits.output_hard {
+            // Free the memory now; the shard closes the connection next.
+            self.flags.set(Flags::OUTPUT_OVERFLOW);
+            if let Some(buf) = self.write_buf.take() {
+                env.pool.give(buf);
+            }
+            return;
+        }
+        let buf = self.write_buf.get_or_insert_with(|| env.pool.take());
+        let before = buf.capacity();
+        buf.extend_from_slice(rest);
+        env.pool.note_growth(before, buf.capacity());
+        self.deadlines
+            .output(now_ms, pending > env.limits.output_soft);
+    }
+
+    /// Writes out pending TLS records and the write buffer as far as the
+    /// socket takes them, and returns the buffer to the pool once empty.
+    /// Returns true when reading should resume (the buffer fell below the
+    /// low-water mark).
+    pub(crate) fn flush(&mut self, t: &mut Transport, env: &mut Env) -> bool {
+        let (now_ms, limits) = (env.now_ms, env.limits);
+        let mut sent = 0;
+        if let Err(e) = t.flush(&mut sent) {
+            self.fail(&e);
+        }
+        if let Some(mut buf) = self.write_buf.take() {
+            match t.write(buf.as_slice(), &mut sent) {
+                Ok(n) => {
+                    buf.consume(n);
+                    if n > 0 {
+                        self.deadlines.io(now_ms);
+                    }
+                    self.deadlines.write(now_ms, n > 0, !buf.is_empty());
+                    self.deadlines
+                        .output(now_ms, buf.len() > limits.output_soft);
+                }
+                Err(e) => self.fail(&e),
+            }
+            self.write_buf = Some(buf);
+        }
+        env.count_sent(sent);
+        let release =
+            self.flags.any(Flags::FAILED) || self.write_buf.as_ref().is_some_and(Buffer::is_empty);
+        if let Some(buf) = self.write_buf.take_if(|_| release) {
+            env.pool.give(buf);
+        }
+        let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < limits.low_water;
+        if resume {
+            self.flags.clear(Flags::READ_PAUSED);
+        }
+        resume
+    }
+
+    /// After anything happened: a closing connection (service close or
+    /// shutdown) sends its FIN once flushed, and a service close starts
+    /// lingering then; says whether to close now, and if not, whether
+    /// output waits.
+    #[inline]
+    pub(crate) fn settle(&mut self, t: &mut Transport, env: &mut Env) -> Settled {
+        if self.flags.any(Flags::DISCARDING) {
+            self.shut_write_when_flushed(t, env);
+        }
+        if self.flags.any(Flags::CLOSE_REQUESTED) && self.flags.any(Flags::WRITE_SHUT) {
+            self.deadlines.linger(env.now_ms);
+        }
+        match self.close_reason(t) {
+            Some(reason) => Settled::Close(reason),
+            None => Settled::Open {
+                wants_write: self.output_pending(t),
+            },
+        }
+    }
+
+    /// Sends our FIN once the write buffer is empty, so a draining peer sees
+    /// EOF after the last byte it is owed. Over TLS, close_notify goes
+    /// first, and the FIN once it is written.
+    fn shut_write_when_flushed(&mut self, t: &mut Transport, env: &mut Env) {
+        if self.write_buffered() > 0 || self.flags.any(Flags::WRITE_SHUT) {
+            return;
+        }
+        let mut sent = 0;
+        let shut = t.shut_write(&mut sent);
+        env.count_sent(sent);
+        match shut {
+            Ok(true) => self.flags.set(Flags::WRITE_SHUT),
+            Ok(false) => {} // close_notify goes with the next flush
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// The reason to close now, or `None` while the connection should live.
+    #[inline]
+    pub(crate) fn close_reason(&self, t: &Transport) -> Option<CloseReason> {
+        let flags = self.flags;
+        if flags.any(Flags::FAILED) {
+            return Some(CloseReason::Error);
+        }
+        if flags.any(Flags::READ_BUFFER_FULL) {
+            return Some(CloseReason::ReadBufferFull);
+        }
+        if flags.any(Flags::OUTPUT_OVERFLOW) {
+            return Some(CloseReason::OutputHardLimit);
+        }
+        if self.output_pending(t) {
+            return None;
+        }
+        if !flags.any(Flags::PEER_EOF) {
+            return None; // a closing connection lingers for the peer's EOF
+        }
+        Some(if flags.any(Flags::CLOSE_REQUESTED) {
+            CloseReason::Service
+        } else if flags.any(Flags::DRAINING) {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::PeerClosed
+        })
+    }
+
+    pub(crate) fn fail(&mut self, e: &io::Error) {
+        log::debug!("connection from {}: {e}", self.peer);
+        self.flags.set(Flags::FAILED);
+    }
+}

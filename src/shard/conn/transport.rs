@@ -1,0 +1,273 @@
+//! What moves a connection's bytes: a plain TCP socket, or one with a TLS
+//! session in front of it (and, in tests, an in-memory fake).
+//!
+//! A transport reads, writes, flushes TLS records and shuts down, and says
+//! how many bytes each call moved; it counts nothing, holds no buffer and
+//! knows no deadline. When to call it, and what the bytes mean, is the
+//! connection state's business (`state.rs`, `read.rs`).
+//!
+//! An enum rather than a trait object: the hot path matches on a tag
+//! instead of calling through a vtable, and the fake variant exists only in
+//! test builds.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::event::Source;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::net::tls::{TlsFailure, TlsSession, CIPHERTEXT_READ};
+
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Plain(TcpStream),
+    /// The session is boxed: a plain connection's slab entry stays small.
+    Tls(TcpStream, Box<TlsSession>),
+    #[cfg(test)]
+    Fake(Box<super::fake::Fake>),
+}
+
+/// What one read produced.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// The peer closed its sending side (FIN, or TLS close_notify).
+    Eof,
+    /// The peer's TLS failed and its alert is sent: close the connection.
+    /// (Boxed: the cold path should not widen every read's result.)
+    TlsFailed(Box<TlsFailure>),
+    Bytes {
+        /// Bytes for the service, at the front of the slice read into.
+        plain: usize,
+        /// Bytes taken off the socket (the same as `plain` without TLS).
+        wire: usize,
+        /// The socket gave less than asked: nothing more to read now.
+        drained: bool,
+    },
+}
+
+impl Transport {
+    /// One read into `out`, asking the socket for at most `asked` bytes.
+    /// What TLS writes meanwhile (handshake replies, an alert) is added to
+    /// `sent`, also when the call fails.
+    #[inline]
+    pub(crate) fn read(
+        &mut self,
+        out: &mut [u8],
+        asked: usize,
+        sent: &mut usize,
+    ) -> io::Result<Received> {
+        match self {
+            Transport::Plain(stream) => plain_read(stream, &mut out[..asked]),
+            Transport::Tls(stream, tls) => tls_read(stream, tls, out, asked, sent),
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.read(&mut out[..asked]),
+        }
+    }
+
+    /// Writes `bytes` as far as the socket takes them and returns how many
+    /// it took. Over TLS they go to rustls (up to its buffer limit) and its
+    /// records to the socket. Bytes put on the wire are added to `sent`.
+    pub(crate) fn write(&mut self, bytes: &[u8], sent: &mut usize) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => {
+                let n = write_until_full(stream, bytes)?;
+                *sent += n;
+                Ok(n)
+            }
+            Transport::Tls(stream, tls) => {
+                tls.write_tls(stream, sent)?;
+                if tls.wants_write() {
+                    return Ok(0); // the socket is full: keep the plaintext
+                }
+                let taken = tls.write_plaintext(bytes);
+                tls.write_tls(stream, sent)?;
+                Ok(taken)
+            }
+            #[cfg(test)]
+            Transport::Fake(fake) => {
+                let n = write_until_full(&mut **fake, bytes)?;
+                *sent += n;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Writes pending TLS records until the socket is full (nothing to do
+    /// without TLS).
+    pub(crate) fn flush(&mut self, sent: &mut usize) -> io::Result<()> {
+        match self {
+            Transport::Tls(stream, tls) => tls.write_tls(stream, sent),
+            _ => Ok(()),
+        }
+    }
+
+    /// Shuts down our sending side: true once the FIN is sent. Over TLS,
+    /// close_notify goes first, and false means it still waits for the
+    /// socket (call again after the next flush).
+    pub(crate) fn shut_write(&mut self, sent: &mut usize) -> io::Result<bool> {
+        match self {
+            Transport::Plain(stream) => stream.shutdown(Shutdown::Write).map(|()| true),
+            Transport::Tls(stream, tls) => {
+                tls.close_notify();
+                tls.write_tls(stream, sent)?;
+                if tls.wants_write() {
+                    return Ok(false);
+                }
+                stream.shutdown(Shutdown::Write).map(|()| true)
+            }
+            #[cfg(test)]
+            Transport::Fake(fake) => {
+                fake.fin_sent = true;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Best effort before the socket closes: a TLS peer reads our end as
+    /// clean only after close_notify.
+    pub(crate) fn notify_close(&mut self, sent: &mut usize) {
+        if let Transport::Tls(stream, tls) = self {
+            tls.close_notify();
+            let _ = tls.write_tls(stream, sent);
+        }
+    }
+
+    /// TLS records wait for the socket.
+    #[inline]
+    pub(crate) fn output_pending(&self) -> bool {
+        match self {
+            Transport::Tls(_, tls) => tls.wants_write(),
+            _ => false,
+        }
+    }
+
+    /// A TLS session still in its handshake.
+    #[inline]
+    pub(crate) fn handshaking(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(_, tls) => tls.is_handshaking(),
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.handshaking,
+        }
+    }
+
+    /// The fake socket of a test.
+    #[cfg(test)]
+    pub(crate) fn fake(&mut self) -> &mut super::fake::Fake {
+        match self {
+            Transport::Fake(fake) => fake,
+            _ => panic!("not a fake transport"),
+        }
+    }
+
+    fn stream(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Transport::Plain(stream) | Transport::Tls(stream, _) => Some(stream),
+            #[cfg(test)]
+            Transport::Fake(_) => None,
+        }
+    }
+}
+
+/// The poller watches the socket underneath (a fake has none).
+impl Source for Transport {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.stream()
+            .map_or(Ok(()), |s| s.register(registry, token, interest))
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.stream()
+            .map_or(Ok(()), |s| s.reregister(registry, token, interest))
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.stream().map_or(Ok(()), |s| s.deregister(registry))
+    }
+}
+
+fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
+    Ok(match stream.read(out)? {
+        0 => Received::Eof,
+        n => Received::Bytes {
+            plain: n,
+            wire: n,
+            drained: n < out.len(),
+        },
+    })
+}
+
+/// Decrypted bytes waiting in rustls come first; otherwise one read of
+/// ciphertext, handed to rustls, whose replies go out at once.
+fn tls_read(
+    stream: &mut TcpStream,
+    tls: &mut TlsSession,
+    out: &mut [u8],
+    asked: usize,
+    sent: &mut usize,
+) -> io::Result<Received> {
+    let plain = tls.read_plaintext(out);
+    if plain > 0 {
+        return Ok(Received::Bytes {
+            plain,
+            wire: 0,
+            drained: false,
+        });
+    }
+    if tls.peer_closed() {
+        return Ok(Received::Eof);
+    }
+    let cap = asked.min(CIPHERTEXT_READ);
+    let wire = stream.read(&mut out[..cap])?;
+    if wire == 0 {
+        return Ok(Received::Eof);
+    }
+    if let Err(failure) = tls.receive(&out[..wire]) {
+        // rustls queued an alert saying why: send it, then give up.
+        let _ = tls.write_tls(stream, sent);
+        return Ok(Received::TlsFailed(Box::new(failure)));
+    }
+    tls.write_tls(stream, sent)?; // handshake replies
+    let plain = tls.read_plaintext(out);
+    if plain == 0 && tls.peer_closed() {
+        return Ok(Received::Eof); // close_notify: no readiness edge will follow
+    }
+    Ok(Received::Bytes {
+        plain,
+        wire,
+        drained: wire < cap,
+    })
+}
+
+/// Writes until `bytes` are all written or the socket is full; returns how
+/// many were written. A short write means the socket buffer is full, so it
+/// stops there rather than paying a syscall to see `WouldBlock`.
+fn write_until_full(socket: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match socket.write(&bytes[written..]) {
+            Ok(n) => {
+                written += n;
+                if written < bytes.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
