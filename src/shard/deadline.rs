@@ -92,6 +92,7 @@ impl Timers {
     /// Makes sure connection `conn`'s timer is armed no later than its
     /// earliest deadline (and at most a tick before it, so small moves
     /// cost no wheel operation).
+    #[inline]
     pub(crate) fn arm_deadline(&mut self, d: &mut Deadlines, limits: &ConnLimits, conn: Token) {
         // Activity only moves deadlines later, and a timer that fires early
         // re-arms itself; only a deadline that appeared needs a look now.

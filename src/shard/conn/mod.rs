@@ -69,6 +69,7 @@ pub(crate) struct Env<'a> {
 
 impl Env<'_> {
     /// Counts bytes a transport put on the wire.
+    #[inline]
     fn count_sent(&self, sent: usize) {
         if sent > 0 {
             self.stats.tcp_bytes_out.add(sent as u64);

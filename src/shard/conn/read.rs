@@ -38,7 +38,7 @@ pub(crate) enum Step {
     Again,
     /// The peer's TLS failed and the connection with it: log the failure,
     /// then step again (which stops).
-    TlsFailed(TlsFailure),
+    TlsFailed(Box<TlsFailure>),
     /// Input for the service: call it with [`Input::bytes`], then hand the
     /// input back to [`State::delivered`].
     Deliver(Input),
@@ -60,6 +60,7 @@ impl Input {
 
 impl State {
     /// One read, within what is left of `budget`.
+    #[inline]
     pub(crate) fn read(&mut self, t: &mut Transport, budget: &mut usize, env: &mut Env) -> Step {
         if self.flags.any(Flags::NO_READ) {
             return Step::Done(ReadOutcome::Stopped);
@@ -139,6 +140,7 @@ impl State {
 
     /// The service took `consumed` bytes of `input` (more counts as all);
     /// `budget` is what is left of it. `None`: read again.
+    #[inline(always)]
     pub(crate) fn delivered(
         &mut self,
         t: &Transport,
@@ -156,6 +158,7 @@ impl State {
 
     /// Drops what was consumed, keeps the rest as an open frame, and says
     /// whether to read on.
+    #[inline(always)]
     fn consumed(
         &mut self,
         t: &Transport,
@@ -181,6 +184,7 @@ impl State {
 
     /// Puts the read buffer back, or returns it to the pool if empty: an
     /// idle connection holds no buffer memory.
+    #[inline]
     fn keep(&mut self, buf: Buffer, env: &mut Env) {
         if buf.is_empty() {
             env.pool.give(buf);

@@ -124,6 +124,7 @@ impl State {
     }
 
     /// Output not yet on the socket: the write buffer, or TLS records.
+    #[inline]
     pub(crate) fn output_pending(&self, t: &Transport) -> bool {
         self.write_buffered() > 0 || t.output_pending()
     }
@@ -213,6 +214,7 @@ impl State {
     /// shutdown) sends its FIN once flushed, and a service close starts
     /// lingering then; says whether to close now, and if not, whether
     /// output waits.
+    #[inline]
     pub(crate) fn settle(&mut self, t: &mut Transport, env: &mut Env) -> Settled {
         if self.flags.any(Flags::DISCARDING) {
             self.shut_write_when_flushed(t, env);
@@ -246,6 +248,7 @@ impl State {
     }
 
     /// The reason to close now, or `None` while the connection should live.
+    #[inline]
     pub(crate) fn close_reason(&self, t: &Transport) -> Option<CloseReason> {
         let flags = self.flags;
         if flags.any(Flags::FAILED) {

@@ -34,7 +34,8 @@ pub(crate) enum Received {
     /// The peer closed its sending side (FIN, or TLS close_notify).
     Eof,
     /// The peer's TLS failed and its alert is sent: close the connection.
-    TlsFailed(TlsFailure),
+    /// (Boxed: the cold path should not widen every read's result.)
+    TlsFailed(Box<TlsFailure>),
     Bytes {
         /// Bytes for the service, at the front of the slice read into.
         plain: usize,
@@ -49,6 +50,7 @@ impl Transport {
     /// One read into `out`, asking the socket for at most `asked` bytes.
     /// What TLS writes meanwhile (handshake replies, an alert) is added to
     /// `sent`, also when the call fails.
+    #[inline]
     pub(crate) fn read(
         &mut self,
         out: &mut [u8],
@@ -132,6 +134,7 @@ impl Transport {
     }
 
     /// TLS records wait for the socket.
+    #[inline]
     pub(crate) fn output_pending(&self) -> bool {
         match self {
             Transport::Tls(_, tls) => tls.wants_write(),
@@ -140,6 +143,7 @@ impl Transport {
     }
 
     /// A TLS session still in its handshake.
+    #[inline]
     pub(crate) fn handshaking(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
@@ -233,7 +237,7 @@ fn tls_read(
     if let Err(failure) = tls.receive(&out[..wire]) {
         // rustls queued an alert saying why: send it, then give up.
         let _ = tls.write_tls(stream, sent);
-        return Ok(Received::TlsFailed(failure));
+        return Ok(Received::TlsFailed(Box::new(failure)));
     }
     tls.write_tls(stream, sent)?; // handshake replies
     let plain = tls.read_plaintext(out);
