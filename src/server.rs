@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::ServerConfig;
-use crate::metrics::{MetricsEndpoint, ServiceCounters, ShardStats, Stats};
+use crate::metrics::{MetricsService, ServiceCounters, ShardStats, Stats};
 use crate::net::socket::{
     claim, overlap, recv_buffer, tcp_listener, udp_socket, Proto, SocketOptions,
 };
@@ -21,8 +21,8 @@ use crate::service::{TcpService, UdpService};
 use crate::shard::gate::Gate;
 use crate::shard::mailbox::{mailbox, Control, MailboxSender, Postbox};
 use crate::shard::token::Slot;
-use crate::shard::udp::UdpEndpoint;
-use crate::shard::{Shard, TcpEndpoint};
+use crate::shard::udp::ServedUdpSocket;
+use crate::shard::{ServedListener, Shard};
 use crate::Error;
 
 /// One TCP listener of a group: its address, and TLS if it speaks TLS.
@@ -189,7 +189,7 @@ impl Builder {
             let (stats, counters) = (Arc::clone(&stats), Arc::clone(&counters));
             let sources = Arc::clone(&gate.sources);
             self = self.tcp(addr, move || {
-                MetricsEndpoint::new(
+                MetricsService::new(
                     Arc::clone(&stats),
                     Arc::clone(&counters),
                     Arc::clone(&sources),
@@ -242,14 +242,14 @@ impl Builder {
                     let place = self.tcp[..i].iter().filter(|l| l.1 == service).count();
                     let tls = self.tcp_tls[i].clone();
                     let reserved = service >= metrics_services;
-                    TcpEndpoint::new(tcp_listeners.next(), service, place, tls, reserved)
+                    ServedListener::new(tcp_listeners.next(), service, place, tls, reserved)
                 })
                 .collect();
             let udp = listeners
                 .udp
                 .into_iter()
                 .zip(udp_services)
-                .map(|(socket, service)| UdpEndpoint::new(socket, service, &config))
+                .map(|(socket, service)| ServedUdpSocket::new(socket, service, &config))
                 .collect();
             let postbox = Postbox::new(id, Arc::clone(&peers), Arc::clone(&stats[id]));
             let handoff = (handoff && id == 0).then(|| Arc::clone(&stats));

@@ -50,12 +50,14 @@
 
 pub mod bucket;
 pub mod ip;
+mod refusal;
 pub mod sources;
 pub mod suppress;
 pub mod trusted;
 
 pub use bucket::{parse_rate, Rate, TokenBucket, MAX_PER_MINUTE_BURST};
-pub use ip::{Admission, IpLimits, IpTable, IpTableStats, Refusal, Source, StrikeOutcome};
+pub use ip::{Admission, IpLimits, IpTable, IpTableStats, Prefix, Source, StrikeOutcome};
+pub use refusal::Refusal;
 pub use sources::SourceRates;
 pub use suppress::Suppressor;
 pub use trusted::{Cidr, Trusted};

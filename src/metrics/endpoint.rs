@@ -14,19 +14,19 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// The metrics endpoint (see [`Builder::metrics`](crate::Builder::metrics)):
 /// wired by the server to every shard's counters, the services' declared
 /// counters and the per-source table.
-pub(crate) struct MetricsEndpoint {
+pub(crate) struct MetricsService {
     shards: Arc<[Arc<ShardStats>]>,
     services: Arc<ServiceCounters>,
     sources: Arc<IpTable>,
 }
 
-impl MetricsEndpoint {
+impl MetricsService {
     pub(crate) fn new(
         shards: Arc<[Arc<ShardStats>]>,
         services: Arc<ServiceCounters>,
         sources: Arc<IpTable>,
-    ) -> MetricsEndpoint {
-        MetricsEndpoint {
+    ) -> MetricsService {
+        MetricsService {
             shards,
             services,
             sources,
@@ -87,7 +87,7 @@ impl MetricsEndpoint {
     }
 }
 
-impl TcpService for MetricsEndpoint {
+impl TcpService for MetricsService {
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let line = match request_line(data) {
             Head::Complete(line) => line,

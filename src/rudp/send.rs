@@ -50,7 +50,7 @@ impl std::fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 #[derive(Debug)]
-struct Slot {
+struct Unacked {
     fragment: u8,
     fragments: u8,
     /// Kept until acknowledged in reliable mode; dropped once sent otherwise.
@@ -82,7 +82,7 @@ pub(crate) struct SendWindow {
     /// The oldest packet not yet acknowledged (cumulatively).
     base: Seq,
     /// `slots[i]` is packet `base + i`.
-    slots: VecDeque<Slot>,
+    slots: VecDeque<Unacked>,
     capacity: usize,
     max_payload: usize,
     /// First slot never sent.
@@ -155,7 +155,7 @@ impl SendWindow {
             false => message.chunks(self.max_payload).collect(),
         };
         for (i, chunk) in chunks.into_iter().enumerate() {
-            self.slots.push_back(Slot {
+            self.slots.push_back(Unacked {
                 fragment: i as u8,
                 fragments: count as u8,
                 payload: chunk.to_vec(),
@@ -237,7 +237,7 @@ impl SendWindow {
         let mut acked = Acked::default();
         let mut newest: Option<(u64, Instant)> = None;
         let mut newest_sent = self.newest_acked_sent;
-        let mut ack = |slot: &mut Slot| {
+        let mut ack = |slot: &mut Unacked| {
             if slot.acked || slot.tx == 0 {
                 return;
             }

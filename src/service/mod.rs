@@ -24,11 +24,12 @@ mod reasons;
 
 use std::net::SocketAddr;
 
+pub use crate::limit::Refusal;
 pub use crate::shard::context::{ConnContext, DatagramContext, Loop, ShardContext};
 pub use crate::shard::mailbox::Shards;
 pub use counters::{CounterKind, CounterSpec};
 pub use ids::{ConnId, TimerId};
-pub use reasons::{CloseReason, Refusal};
+pub use reasons::CloseReason;
 
 /// A stream protocol: called by the shard for each connection event.
 ///

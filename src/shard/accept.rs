@@ -10,7 +10,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::conn::{Connection, Transport};
+use super::conn::{TcpConn, Transport};
 use super::context::ConnContext;
 use super::deadline::TimerTarget;
 use super::mailbox::Mail;
@@ -148,9 +148,9 @@ impl Shard {
         let stats = &self.res.stats;
         match reason {
             Refusal::ServerFull => stats.refused_server_full.incr(),
-            Refusal::TooManyFromIp => stats.refused_per_ip.incr(),
+            Refusal::TooManyFromIp { .. } => stats.refused_per_ip.incr(),
             Refusal::ConnectRate => stats.refused_connect_rate.incr(),
-            Refusal::Banned => stats.refused_banned.incr(),
+            Refusal::Banned { .. } => stats.refused_banned.incr(),
             Refusal::Busy => stats.refused_busy.incr(),
             Refusal::NoDescriptors => stats.refused_no_descriptors.incr(),
         }
@@ -266,7 +266,7 @@ impl Shard {
             Some(tls) => Transport::Tls(stream, Box::new(tls)),
             None => Transport::Plain(stream),
         };
-        let mut conn = Connection::new(transport, peer, gen, (service, place), now_ms);
+        let mut conn = TcpConn::new(transport, peer, gen, (service, place), now_ms);
         conn.state.admission = Some(admission);
         if conn.transport.handshaking() {
             // The handshake is a frame open from the first moment: the

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::Token;
 use slab::Slab;
 
-use super::conn::{self, Connection, Flags};
+use super::conn::{self, Flags, TcpConn};
 use super::deadline::TimerTarget;
 use super::mailbox::{ServiceRef, Shards};
 use super::Resources;
@@ -160,7 +160,7 @@ impl Loop<'_> {
 }
 
 /// The slab key of the open connection `id` names, if any.
-fn live(conns: &Slab<Connection>, id: ConnId) -> Option<usize> {
+fn live(conns: &Slab<TcpConn>, id: ConnId) -> Option<usize> {
     conn::live(conns, Token(id.0 as usize))
 }
 
@@ -168,7 +168,7 @@ fn live(conns: &Slab<Connection>, id: ConnId) -> Option<usize> {
 /// one connection (a message from another shard, a close, a service
 /// timer): reach every connection of its shard by id. Derefs to [`Loop`].
 pub struct ShardContext<'a> {
-    conns: &'a mut Slab<Connection>,
+    conns: &'a mut Slab<TcpConn>,
     lp: Loop<'a>,
 }
 
@@ -187,7 +187,7 @@ impl DerefMut for ShardContext<'_> {
 
 impl<'a> ShardContext<'a> {
     pub(crate) fn new(
-        conns: &'a mut Slab<Connection>,
+        conns: &'a mut Slab<TcpConn>,
         res: &'a mut Resources,
         service: ServiceRef,
     ) -> Self {
@@ -299,7 +299,7 @@ impl DerefMut for ConnContext<'_> {
 }
 
 impl<'a> ConnContext<'a> {
-    pub(crate) fn new(key: usize, conns: &'a mut Slab<Connection>, res: &'a mut Resources) -> Self {
+    pub(crate) fn new(key: usize, conns: &'a mut Slab<TcpConn>, res: &'a mut Resources) -> Self {
         let conn = &conns[key];
         let id = ConnId(conn.state.token(key).0 as u64);
         let service = ServiceRef::Tcp(usize::from(conn.service));

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::limit::{self, Admission, IpLimits, IpTable, StrikeOutcome, Trusted};
-use crate::service::Refusal;
+use crate::limit::{Admission, IpLimits, IpTable, Refusal, StrikeOutcome, Trusted};
 
 use crate::metrics::METRICS_RESERVE;
 
@@ -71,12 +70,7 @@ impl Gate {
             Ok(admission) => Ok(Pass(Counted::Open(Some(admission)))),
             Err(refusal) => {
                 self.open.fetch_sub(1, Ordering::AcqRel);
-                Err(match refusal {
-                    limit::Refusal::Banned { .. } => Refusal::Banned,
-                    limit::Refusal::ConnectRate => Refusal::ConnectRate,
-                    limit::Refusal::TooManyFromIp { .. } => Refusal::TooManyFromIp,
-                    limit::Refusal::TableFull => Refusal::Busy,
-                })
+                Err(refusal)
             }
         }
     }
@@ -135,7 +129,7 @@ impl std::fmt::Display for Explained<'_> {
                 "the server is full ({} connections; --max-conns)",
                 self.gate.max_conns
             ),
-            Refusal::TooManyFromIp => write!(
+            Refusal::TooManyFromIp { .. } => write!(
                 f,
                 "{} connections from this address already (--max-conns-per-ip, {exempt})",
                 limits.max_conns_per_ip
@@ -144,7 +138,7 @@ impl std::fmt::Display for Explained<'_> {
                 Some(rate) => write!(f, "connecting faster than {rate} (--conn-rate, {exempt})"),
                 None => f.write_str("connecting too fast"),
             },
-            Refusal::Banned => write!(
+            Refusal::Banned { .. } => write!(
                 f,
                 "banned: {} strikes within {:?} ban for {:?} (--ban-after, --strike-window, --ban-for, {exempt})",
                 limits.ban_after, limits.strike_window, limits.ban_for

@@ -38,19 +38,19 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Connection, Env, Flags, ReadOutcome, Settled, Step};
+use conn::{live, Env, Flags, ReadOutcome, Settled, Step, TcpConn};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
 use limits::ConnLimits;
 use mailbox::{Mailbox, Postbox};
 use token::{Generations, Slot};
-use udp::UdpEndpoint;
+use udp::ServedUdpSocket;
 
 use crate::net::tls::TlsConfig;
 
 /// A TCP listener and the service its connections get.
-pub(crate) struct TcpEndpoint {
+pub(crate) struct ServedListener {
     /// `None` once closed by shutdown.
     listener: Option<TcpListener>,
     /// Index of its service among the shard's TCP services.
@@ -66,7 +66,7 @@ pub(crate) struct TcpEndpoint {
     reserved: bool,
 }
 
-impl TcpEndpoint {
+impl ServedListener {
     /// `listener` is `None` on the shards that only adopt connections
     /// (the handoff mode, where shard 0 alone listens).
     pub(crate) fn new(
@@ -77,7 +77,7 @@ impl TcpEndpoint {
         reserved: bool,
     ) -> Self {
         // The builder allows at most u16::MAX TCP listeners.
-        TcpEndpoint {
+        ServedListener {
             listener,
             service: service as u16,
             place: place as u16,
@@ -133,9 +133,9 @@ pub(crate) struct Shard {
     mailbox: Mailbox,
     /// One value per TCP service (a service may serve several listeners).
     services: Vec<Box<dyn TcpService>>,
-    tcp: Vec<TcpEndpoint>,
-    udp: Vec<UdpEndpoint>,
-    conns: Slab<Connection>,
+    tcp: Vec<ServedListener>,
+    udp: Vec<ServedUdpSocket>,
+    conns: Slab<TcpConn>,
     generations: Generations,
     res: Resources,
     /// Shared by the shard's UDP sockets; `None` when it has none.
@@ -206,8 +206,8 @@ impl Shard {
         config: Arc<ServerConfig>,
         mailbox: Mailbox,
         (postbox, gate, counter_slots): (Postbox, Arc<Gate>, Arc<ServiceCounters>),
-        (services, mut tcp): (Vec<Box<dyn TcpService>>, Vec<TcpEndpoint>),
-        mut udp: Vec<UdpEndpoint>,
+        (services, mut tcp): (Vec<Box<dyn TcpService>>, Vec<ServedListener>),
+        mut udp: Vec<ServedUdpSocket>,
         handoff: Option<Arc<[Arc<ShardStats>]>>,
     ) -> io::Result<Shard> {
         for (i, endpoint) in tcp.iter_mut().enumerate() {

@@ -13,7 +13,7 @@ use crate::service::{DatagramContext, UdpService};
 use crate::shard::Resources;
 
 /// One bound UDP socket with its service and reply queue.
-pub(crate) struct UdpEndpoint {
+pub(crate) struct ServedUdpSocket {
     pub(crate) socket: UdpSocket,
     service: Box<dyn UdpService>,
     queue: SendQueue,
@@ -21,13 +21,13 @@ pub(crate) struct UdpEndpoint {
     rates: Option<SourceRates>,
 }
 
-impl UdpEndpoint {
+impl ServedUdpSocket {
     pub(crate) fn new(
         socket: UdpSocket,
         service: Box<dyn UdpService>,
         config: &ServerConfig,
     ) -> Self {
-        UdpEndpoint {
+        ServedUdpSocket {
             socket,
             service,
             queue: SendQueue::new(config.udp_queue_datagrams, config.udp_queue_bytes),

@@ -35,6 +35,7 @@ mod stripe;
 #[cfg(test)]
 mod tests;
 
+pub use super::refusal::Refusal;
 pub use source::{Prefix, Source};
 
 /// At most this many stripes (locks); fewer for small tables, see
@@ -142,43 +143,6 @@ impl Admission {
     }
 }
 
-/// Why [`IpTable::admit`] turned a connection away. `Display` makes the
-/// log line's reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The source is banned for this much longer.
-    Banned {
-        /// Until the ban ends.
-        until_in: Duration,
-    },
-    /// The source's connection-attempt bucket is empty.
-    ConnectRate,
-    /// The source already has `limit` open connections.
-    TooManyFromIp {
-        /// [`IpLimits::max_conns_per_ip`].
-        limit: u32,
-    },
-    /// The source is new, its stripe of the table is full of connected
-    /// sources, and the rate for untracked admissions
-    /// ([`IpLimits::untracked_rate`]) is spent.
-    TableFull,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::Banned { until_in } => write!(f, "banned for another {until_in:?}"),
-            Refusal::ConnectRate => f.write_str("connecting too fast"),
-            Refusal::TooManyFromIp { limit } => {
-                write!(f, "too many connections from this address (limit {limit})")
-            }
-            Refusal::TableFull => f.write_str(
-                "too many connected addresses to track a new one, and the rate for untracked ones is spent",
-            ),
-        }
-    }
-}
-
 /// What a [`IpTable::strike`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StrikeOutcome {
@@ -199,7 +163,7 @@ pub enum StrikeOutcome {
         until_in: Duration,
     },
     /// The source is new and the table has no room for it (see
-    /// [`Refusal::TableFull`]); nothing was recorded.
+    /// [`Refusal::Busy`]); nothing was recorded.
     Untracked,
 }
 
@@ -221,7 +185,7 @@ pub struct IpTableStats {
     pub refused_connect_rate: u64,
     /// Connections refused: [`Refusal::TooManyFromIp`].
     pub refused_too_many: u64,
-    /// Connections refused: [`Refusal::TableFull`].
+    /// Connections refused: [`Refusal::Busy`].
     pub refused_table_full: u64,
     /// Strikes counted (not those against banned or untracked sources).
     pub strikes: u64,
@@ -279,7 +243,7 @@ impl IpTableStats {
 /// connect-rate bucket and strikes. If every source in the stripe is
 /// connected, the new source is admitted *untracked* (no cap, no bucket,
 /// no strikes) within the table-wide [`IpLimits::untracked_rate`], and
-/// refused beyond it ([`Refusal::TableFull`]). Eviction is O(log n):
+/// refused beyond it ([`Refusal::Busy`]). Eviction is O(log n):
 /// unpinned sources are kept in a `BTreeMap` ordered by last use.
 ///
 /// Bans are kept apart, at most [`IpLimits::max_bans`] (split over the
@@ -393,7 +357,9 @@ impl IpTable {
             Err(Refusal::Banned { .. }) => counters.refused_banned += 1,
             Err(Refusal::ConnectRate) => counters.refused_connect_rate += 1,
             Err(Refusal::TooManyFromIp { .. }) => counters.refused_too_many += 1,
-            Err(Refusal::TableFull) => counters.refused_table_full += 1,
+            Err(Refusal::Busy) => counters.refused_table_full += 1,
+            // Not the table's to give.
+            Err(Refusal::ServerFull | Refusal::NoDescriptors) => {}
         }
         decision
     }
@@ -403,7 +369,7 @@ impl IpTable {
     /// locked out).
     fn admit_untracked(&self, source: Source, now: Instant) -> Result<Admission, Refusal> {
         let (Some(rate), Some(bucket)) = (&self.limits.untracked_rate, &self.untracked) else {
-            return Err(Refusal::TableFull);
+            return Err(Refusal::Busy);
         };
         let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
         match bucket.take(rate, now) {
@@ -411,7 +377,7 @@ impl IpTable {
                 source,
                 tracked: false,
             }),
-            false => Err(Refusal::TableFull),
+            false => Err(Refusal::Busy),
         }
     }
 

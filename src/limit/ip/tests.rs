@@ -367,7 +367,7 @@ fn a_table_full_of_connected_sources_admits_new_ones_untracked_within_a_rate() {
     let new = ip("192.0.2.3");
     let first = table.admit(new, t0).unwrap();
     let second = table.admit(ip("192.0.2.4"), t0).unwrap();
-    assert_eq!(table.admit(ip("192.0.2.5"), t0), Err(Refusal::TableFull));
+    assert_eq!(table.admit(ip("192.0.2.5"), t0), Err(Refusal::Busy));
     // Untracked: no count to keep, no strike to record.
     assert_eq!(table.open_connections(new), 0);
     assert_eq!(table.strike(new, t0), StrikeOutcome::Untracked);
@@ -392,7 +392,7 @@ fn a_table_full_of_connected_sources_admits_new_ones_untracked_within_a_rate() {
         ..no_rate()
     });
     let only = strict.admit(ip("192.0.2.1"), t0).unwrap();
-    assert_eq!(strict.admit(ip("192.0.2.2"), t0), Err(Refusal::TableFull));
+    assert_eq!(strict.admit(ip("192.0.2.2"), t0), Err(Refusal::Busy));
     strict.release(only);
     held.into_iter().for_each(|a| table.release(a));
 }
@@ -563,7 +563,7 @@ fn refusals_read_well() {
     );
     assert_eq!(Refusal::ConnectRate.to_string(), "connecting too fast");
     assert_eq!(
-        Refusal::TableFull.to_string(),
+        Refusal::Busy.to_string(),
         "too many connected addresses to track a new one, and the rate for untracked ones is spent"
     );
 }

@@ -32,7 +32,7 @@ pub(crate) use transport::Transport;
 
 /// A connection as the shard's slab holds it.
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub(crate) struct TcpConn {
     pub(crate) state: State,
     pub(crate) transport: Transport,
     /// Index of its service among the shard's TCP services.
@@ -41,7 +41,7 @@ pub(crate) struct Connection {
     pub(crate) listener: u16,
 }
 
-impl Connection {
+impl TcpConn {
     pub(crate) fn new(
         transport: Transport,
         peer: SocketAddr,
@@ -49,7 +49,7 @@ impl Connection {
         (service, listener): (u16, u16),
         now_ms: u32,
     ) -> Self {
-        Connection {
+        TcpConn {
             state: State::new(peer, gen, now_ms),
             transport,
             service,
@@ -79,7 +79,7 @@ impl Env<'_> {
 
 /// The slab key of the open connection `token` names, or `None` if that
 /// connection is closed (its slot may already hold a newer one).
-pub(crate) fn live(conns: &Slab<Connection>, token: Token) -> Option<usize> {
+pub(crate) fn live(conns: &Slab<TcpConn>, token: Token) -> Option<usize> {
     match Slot::of(token) {
         Slot::Conn { key, gen } => {
             Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.state.gen == gen))
