@@ -3,6 +3,7 @@
 //! an [`Outbox`]. The service adapter drives it from the event loop; tests
 //! drive it with a recorder and a fixed clock.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,8 +13,9 @@ use super::directory::Directory;
 use super::names::{self, BadName};
 use super::outgoing::Outgoing;
 use super::ChatConfig;
+use crate::codec::{drive, Decoder, Flow};
 use crate::protocol::chat::{
-    clock, decode_message, decode_name, ChatMessage, Encoding, PROMPT, SYSTEM,
+    clock, decode_message, decode_name, ChatMessage, DecodeError, Encoding, PROMPT, SYSTEM,
 };
 use crate::service::ConnId;
 
@@ -116,6 +118,30 @@ enum Move {
     Left,
 }
 
+/// One member's frames: its name while it has none (a bare line, or a
+/// protobuf message whose content is the name), then messages. The room
+/// says which through `naming`, since a refused name is asked for again.
+struct MemberDecoder<'n> {
+    encoding: Encoding,
+    max_frame: usize,
+    naming: &'n Cell<bool>,
+}
+
+impl Decoder for MemberDecoder<'_> {
+    /// The name, or the message's content.
+    type Frame<'a> = String;
+    type Error = DecodeError;
+
+    fn decode<'a>(&mut self, data: &'a [u8]) -> Result<Option<(String, usize)>, DecodeError> {
+        let (encoding, max) = (self.encoding, self.max_frame);
+        match self.naming.get() {
+            true => decode_name(encoding, max, data),
+            false => decode_message(encoding, max, data)
+                .map(|got| got.map(|(message, used)| (message.content, used))),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     encoding: Encoding,
@@ -178,44 +204,46 @@ impl Rooms {
         data: &[u8],
         now: SystemTime,
     ) -> usize {
-        let mut consumed = 0;
-        while let Some(member) = self.members.get(&id) {
-            let naming = member.name.is_none();
-            let (encoding, max, rest) = (member.encoding, self.config.max_frame, &data[consumed..]);
-            let decoded = match naming {
-                true => decode_name(encoding, max, rest),
-                false => decode_message(encoding, max, rest)
-                    .map(|got| got.map(|(message, used)| (message.content, used))),
-            };
-            match decoded {
-                Ok(Some((text, used))) => {
-                    consumed += used;
+        let Some(member) = self.members.get(&id) else {
+            return data.len();
+        };
+        let naming = Cell::new(member.name.is_none());
+        let mut decoder = MemberDecoder {
+            encoding: member.encoding,
+            max_frame: self.config.max_frame,
+            naming: &naming,
+        };
+        drive(&mut decoder, data, |frame| {
+            match frame {
+                Ok(text) => {
                     self.decoded += 1;
-                    if naming {
-                        self.name(out, id, &text, now);
-                    } else {
-                        self.command(out, id, &text, now);
+                    match naming.get() {
+                        true => self.name(out, id, &text, now),
+                        false => self.command(out, id, &text, now),
                     }
                 }
-                Ok(None) => return consumed,
-                Err(e) => match e.used() {
-                    // A frame that is not a message: a strike, then go on.
-                    Some(used) => {
-                        consumed += used;
-                        self.strike(out, id, &e.to_string(), now);
-                    }
-                    // The stream cannot be followed past it: reply, close.
-                    None => {
-                        let reason = e.to_string();
-                        self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
-                        out.strike(id, &reason);
-                        self.leave(out, id, now);
-                        out.close(id);
-                    }
-                },
+                // A frame that is not a message: a strike, then go on.
+                Err(e) if e.used().is_some() => {
+                    self.strike(out, id, &e.to_string(), now);
+                }
+                // The stream cannot be followed past it: reply, close.
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
+                    out.strike(id, &reason);
+                    self.leave(out, id, now);
+                    out.close(id);
+                }
             }
-        }
-        data.len()
+            // The member may be gone (a ban, /quit), or now named.
+            match self.members.get(&id) {
+                Some(member) => {
+                    naming.set(member.name.is_none());
+                    Flow::Continue
+                }
+                None => Flow::Close,
+            }
+        })
     }
 
     /// Frames decoded since the last call.
