@@ -132,7 +132,7 @@ impl Decoder for MemberDecoder<'_> {
     type Frame<'a> = String;
     type Error = DecodeError;
 
-    fn decode<'a>(&mut self, data: &'a [u8]) -> Result<Option<(String, usize)>, DecodeError> {
+    fn decode(&mut self, data: &[u8]) -> Result<Option<(String, usize)>, DecodeError> {
         let (encoding, max) = (self.encoding, self.max_frame);
         match self.naming.get() {
             true => decode_name(encoding, max, data),
