@@ -168,9 +168,11 @@ impl State {
         env: &mut Env,
     ) -> Step {
         input.buf.consume(consumed);
-        // An unfinished TLS handshake is an open frame: the frame timeout
-        // is its deadline.
-        let open = !input.buf.is_empty() || t.handshaking();
+        // Every byte that opens a frame counts: an unfinished TLS handshake
+        // or a TLS record partly received is an open frame too, so the
+        // frame timeout is its deadline (a record trickled a byte at a
+        // time after the handshake gave the service nothing to hold).
+        let open = !input.buf.is_empty() || t.input_open();
         self.deadlines.frame(env.now_ms, consumed > 0, open);
         self.keep(input.buf, env);
         if input.drained && !self.flags.any(Flags::HUP_SEEN) {
