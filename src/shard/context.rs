@@ -62,7 +62,9 @@ impl Loop<'_> {
 
     /// Posts `message` to this service on other shards (its `on_message`).
     /// A shard whose inbox is full misses it, counted as
-    /// `mailbox_dropped`; returns how many shards it reached.
+    /// `mailbox_dropped`; returns how many shards it reached. (A service
+    /// that would rather keep and retry a refused message:
+    /// [`try_post`](Self::try_post).)
     pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
         self.res.postbox.post(self.service, to, message)
     }
