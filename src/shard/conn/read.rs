@@ -24,7 +24,8 @@ pub(crate) enum ReadOutcome {
     Drained,
     /// The byte budget ran out with input possibly left: revisit.
     BudgetSpent,
-    /// Not reading (backpressure, EOF, closing or failed).
+    /// Not reading (backpressure, paused by the service, EOF, closing or
+    /// failed).
     Stopped,
 }
 
@@ -68,13 +69,24 @@ impl State {
         // The service may have closed the connection in the last callback.
         let discarding = self.flags.any(Flags::DISCARDING);
         if !discarding {
-            if self.flags.any(Flags::READ_PAUSED) {
+            if self.flags.any(Flags::PAUSED) {
                 return Step::Done(ReadOutcome::Stopped);
             }
             if self.write_buffered() >= env.limits.high_water {
                 self.flags.set(Flags::READ_PAUSED);
                 env.stats.backpressure_pauses.incr();
                 return Step::Done(ReadOutcome::Stopped);
+            }
+            // Resumed by the service: what it left unconsumed when it
+            // paused may hold whole frames, and no read may bring more.
+            if self.flags.any(Flags::REOFFER) {
+                self.flags.clear(Flags::REOFFER);
+                if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
+                    return Step::Deliver(Input {
+                        buf,
+                        drained: false,
+                    });
+                }
             }
         }
         let mut buf = self.read_buf.take().unwrap_or_else(|| env.pool.take());
