@@ -619,11 +619,8 @@ fn one_owner_per_port(proto: &str, addrs: &[SocketAddr]) -> Result<(), Error> {
 
 /// Pins the calling shard thread to core `id` (modulo the cores there are).
 fn pin_to_core(id: usize) {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    match cores.get(id % cores.len().max(1)) {
-        Some(&core) if core_affinity::set_for_current(core) => {
-            log::debug!("shard {id} pinned to core {}", core.id)
-        }
-        _ => log::warn!("shard {id}: could not pin to a core"),
+    match crate::net::sys::pin_current_thread(id) {
+        Ok(core) => log::debug!("shard {id} pinned to core {core}"),
+        Err(e) => log::warn!("shard {id}: could not pin to a core: {e}"),
     }
 }
