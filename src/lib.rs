@@ -43,6 +43,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -50,8 +51,11 @@ mod error;
 pub mod limit;
 pub mod metrics;
 pub mod net;
+#[cfg(feature = "services")]
 pub mod proto;
+#[cfg(feature = "services")]
 pub mod protocol;
+#[cfg(feature = "rudp")]
 pub mod rudp;
 mod server;
 pub mod service;

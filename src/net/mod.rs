@@ -6,5 +6,9 @@ mod send_queue;
 pub mod socket;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+pub(crate) mod tls;
 pub mod udp_batch;
