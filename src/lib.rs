@@ -28,6 +28,11 @@
 //!                                               sys.rs: the only `unsafe`
 //! ```
 //!
+//! Every Cargo feature is on by default; with `default-features = false`
+//! this is the core alone (mio, slab, socket2, log, libc), and `signals`,
+//! `tls`, `rudp`, `services`, `client` and `cli` add the rest back (see
+//! the README's "Cargo features").
+//!
 //! ```no_run
 //! use sockloop::{services::Echo, Server};
 //!
