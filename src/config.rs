@@ -110,6 +110,12 @@ pub struct ServerConfig {
     pub udp_queue_bytes: usize,
     /// Readiness events taken per `poll` call (1,024).
     pub events_capacity: usize,
+    /// Mail each shard's inbox holds (4,096): messages services post to
+    /// other shards, and handed-off connections. Beyond it a post is
+    /// refused: `Loop::post` drops and counts it (`mailbox_dropped`),
+    /// `Loop::try_post` leaves it to its service (the chat keeps it and
+    /// pauses the sender).
+    pub mailbox_capacity: usize,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +151,7 @@ impl Default for ServerConfig {
             udp_queue_datagrams: 1024,
             udp_queue_bytes: 1024 * 1024,
             events_capacity: 1024,
+            mailbox_capacity: 4096,
         }
     }
 }
@@ -155,6 +162,9 @@ impl ServerConfig {
         let fail = |msg: &str| Err(Error::Config(msg.to_string()));
         if !(1..=1024).contains(&self.shards) {
             return fail("the shard count must be 1..=1024");
+        }
+        if self.mailbox_capacity == 0 {
+            return fail("the mailbox capacity must be positive");
         }
         if self.buffer_size == 0 || self.read_budget == 0 {
             return fail("buffer size and read budget must be positive");

@@ -231,7 +231,7 @@ impl Builder {
         for _ in 0..shards {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), Slot::Waker.token())?;
-            let (sender, mailbox) = mailbox(waker);
+            let (sender, mailbox) = mailbox(waker, config.mailbox_capacity);
             polls.push(poll);
             mailboxes.push(mailbox);
             senders.push(sender);

@@ -139,6 +139,72 @@ fn twenty_members_on_two_shards_get_every_other_members_messages_once_in_order()
 }
 
 #[test]
+fn a_burst_through_a_tiny_inbox_reaches_both_shards_complete_and_in_order() {
+    const BURST: usize = 5_000;
+    // Handoff mode spreads members over the shards evenly, by load; an
+    // inbox of 8 is refused again and again by a burst of thousands.
+    let mut config = ServerConfig {
+        shards: 2,
+        mailbox_capacity: 8,
+        idle_timeout: None,
+        ..ServerConfig::default()
+    };
+    config.socket.reuse_port = false;
+    let server = chat_server(config, ChatConfig::default());
+    let mut sender = join(&server, Encoding::Json, "sender");
+    let readers: Vec<ChatClient> = (0..3)
+        .map(|i| join(&server, encoding_of(i), &format!("r{i}")))
+        .collect();
+    let per_shard: Vec<u64> = (server.handle.shard_stats().iter())
+        .map(|s| s.conns_open)
+        .collect();
+    assert_eq!(per_shard, [2, 2], "readers on both shards");
+    let readers: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(me, mut reader)| {
+            thread::spawn(move || {
+                let mut next = 0;
+                while next < BURST {
+                    let message = recv(&mut reader);
+                    if message.from == "System" {
+                        assert!(message.content.ends_with(" joined lobby"), "{message:?}");
+                        continue;
+                    }
+                    assert_eq!(message.from, "sender");
+                    assert_eq!(message.content, next.to_string(), "r{me}: out of order");
+                    next += 1;
+                }
+                reader
+            })
+        })
+        .collect();
+    for n in 0..BURST {
+        sender.send(&n.to_string()).unwrap();
+    }
+    let readers: Vec<ChatClient> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    // The sender was slowed, never told its messages were lost: the next
+    // thing it hears is the answer to a command sent after the burst.
+    sender.send("/help").unwrap();
+    let message = loop {
+        let message = recv(&mut sender);
+        if !message.content.ends_with(" joined lobby") {
+            break message;
+        }
+    };
+    assert_eq!(message.from, "System");
+    assert!(!message.content.starts_with("error"), "{message:?}");
+    let stats = server.handle.stats();
+    assert_eq!(
+        (stats.mailbox_dropped, stats.closed_output_hard),
+        (0, 0),
+        "{stats:?}"
+    );
+    drop((sender, readers));
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn a_member_that_never_reads_is_dropped_by_the_hard_limit_and_the_room_loses_nothing() {
     const MESSAGES: usize = 2048;
     let mut config = ServerConfig {

@@ -152,6 +152,11 @@ fn serve_help_shows_the_librarys_defaults() {
             "1024",
         ),
         (
+            "--notsent-lowat",
+            size(SocketOptions::default().notsent_lowat.unwrap()).to_string(),
+            "128KiB",
+        ),
+        (
             "--idle-timeout",
             timeout(lib.idle_timeout).to_string(),
             "300s",

@@ -61,6 +61,15 @@ pub(crate) struct ServeArgs {
     /// TCP keepalive idle time for accepted connections, e.g. 60s (default: off).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     keepalive: Option<Duration>,
+    /// Unsent bytes an accepted connection's kernel send queue may hold
+    /// (TCP_NOTSENT_LOWAT); what it will not take waits where the output limits
+    /// see it; 0: the kernel's (no cap).
+    #[arg(long, value_parser = parse_size, default_value = size(SocketOptions::default().notsent_lowat.unwrap_or(0)).to_string(), value_name = "SIZE")]
+    notsent_lowat: usize,
+    /// How long sent data may stay unacknowledged before the kernel drops the
+    /// connection (TCP_USER_TIMEOUT) (default: the write timeout); 0: the kernel's.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    user_timeout: Option<Duration>,
     /// Close connections idle (no bytes either way) this long; 0 disables.
     #[arg(long, value_parser = parse_duration, default_value = timeout(lib().idle_timeout).to_string(), value_name = "DURATION")]
     idle_timeout: Duration,
@@ -269,6 +278,8 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.idle_timeout = enabled(args.idle_timeout);
     config.frame_timeout = enabled(args.frame_timeout);
     config.write_timeout = enabled(args.write_timeout);
+    config.socket.notsent_lowat = Some(args.notsent_lowat).filter(|&n| n > 0);
+    config.socket.user_timeout = args.user_timeout.map_or(config.write_timeout, enabled);
     config.drain_timeout = args.drain_timeout;
     config.trusted = args.trusted.clone();
     config.sources = IpLimits {

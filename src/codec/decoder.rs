@@ -47,6 +47,9 @@ pub enum Flow {
     Continue,
     /// The connection is closing: stop, and count everything as used.
     Close,
+    /// Stop after this frame: the rest stays unconsumed, to be offered
+    /// again once the service takes input again (it paused reading).
+    Pause,
 }
 
 /// The decode loop every framed service writes: decodes frame after frame
@@ -59,7 +62,8 @@ pub enum Flow {
 /// - An error that ends the stream (`used` is `None`): `act(Err(e))`
 ///   (which should reply and close the connection), then all of `data`
 ///   counts as consumed: nothing after it can be followed.
-/// - `act` returning [`Flow::Close`]: all of `data` counts as consumed.
+/// - `act` returning [`Flow::Close`]: all of `data` counts as consumed;
+///   [`Flow::Pause`]: what follows the frame stays unconsumed.
 /// - An incomplete frame: returns what was consumed before it; the rest
 ///   is offered again with the next read.
 ///
@@ -90,6 +94,7 @@ pub fn drive<'d, D: Decoder>(
         };
         match (flow, used) {
             (Flow::Close, _) | (_, None) => return data.len(),
+            (Flow::Pause, Some(used)) => return consumed + used,
             // Never spin on a decoder that breaks the contract.
             (Flow::Continue, Some(0)) => return consumed,
             (Flow::Continue, Some(used)) => consumed += used,
@@ -167,5 +172,27 @@ mod tests {
         assert_eq!(calls, 1);
         assert_eq!(drive(&mut codec, b"a\nb", |_| Flow::Continue), 2);
         assert_eq!(drive(&mut codec, b"", |_| Flow::Continue), 0);
+    }
+
+    #[test]
+    fn pause_leaves_what_follows_the_frame() {
+        let mut codec = LineCodec::new(64);
+        let mut seen = Vec::new();
+        let consumed = drive(
+            &mut codec,
+            b"one
+two
+three
+",
+            |line| {
+                seen.push(line.unwrap().to_vec());
+                match seen.len() {
+                    2 => Flow::Pause,
+                    _ => Flow::Continue,
+                }
+            },
+        );
+        assert_eq!(consumed, 8);
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
     }
 }

@@ -37,6 +37,21 @@ pub struct SocketOptions {
     pub send_buffer: Option<usize>,
     /// TCP keepalive idle time on accepted streams, or off.
     pub keepalive: Option<Duration>,
+    /// The most bytes an accepted stream's kernel send queue holds unsent
+    /// (`TCP_NOTSENT_LOWAT`, Linux; 128 KiB; `None`: the kernel's, no
+    /// cap). With the kernel left to autotune, a peer that stops reading
+    /// parks megabytes in the kernel's queue, which the output limits do
+    /// not see; capped, what the kernel will not take waits in the
+    /// connection's write buffer, where they do. Bytes sent but not yet
+    /// acknowledged are bounded by the peer's window, and their time by
+    /// `user_timeout`.
+    pub notsent_lowat: Option<usize>,
+    /// How long data an accepted stream sent may stay unacknowledged
+    /// before the kernel drops the connection (`TCP_USER_TIMEOUT`, Linux;
+    /// 30 s, the write timeout's default; `None`: the kernel's
+    /// retransmission limit, about 15 minutes). Also bounds a connection
+    /// already closed whose last bytes the peer never acknowledges.
+    pub user_timeout: Option<Duration>,
 }
 
 impl Default for SocketOptions {
@@ -49,6 +64,8 @@ impl Default for SocketOptions {
             udp_recv_buffer: Some(4 << 20),
             send_buffer: None,
             keepalive: None,
+            notsent_lowat: Some(128 * 1024),
+            user_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -67,6 +84,17 @@ pub fn tcp_listener(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::n
     // Lets a restarted server rebind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
     prepare(&socket, addr, opts)?;
+    // Set once on the listener: accepted streams inherit both, so an
+    // accept costs no extra syscall for them.
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    if let Some(timeout) = opts.user_timeout {
+        socket.set_tcp_user_timeout(Some(timeout))?;
+    }
+    if let Some(bytes) = opts.notsent_lowat {
+        use std::os::fd::AsFd;
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        crate::net::sys::set_notsent_lowat(socket.as_fd(), bytes)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
@@ -205,4 +233,36 @@ fn prepare(socket: &Socket, addr: SocketAddr, opts: &SocketOptions) -> io::Resul
         socket.set_send_buffer_size(size)?;
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn accepted_streams_inherit_the_send_queue_cap_and_user_timeout() {
+        let opts = SocketOptions {
+            notsent_lowat: Some(64 * 1024),
+            user_timeout: Some(Duration::from_millis(7500)),
+            ..SocketOptions::default()
+        };
+        let listener = tcp_listener("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let lowat = crate::net::sys::notsent_lowat(accepted.as_fd()).unwrap();
+        assert_eq!(lowat, 64 * 1024);
+        let timeout = SockRef::from(&accepted).tcp_user_timeout().unwrap();
+        assert_eq!(timeout, Some(Duration::from_millis(7500)));
+    }
 }

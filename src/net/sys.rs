@@ -139,6 +139,68 @@ fn rlim_to_u64(v: libc::rlim_t) -> u64 {
     }
 }
 
+/// Caps the bytes a TCP socket's kernel send queue holds *unsent*
+/// (`TCP_NOTSENT_LOWAT`, Linux): once that many wait, the socket reports
+/// itself full and writes return `WouldBlock`, so further output waits in
+/// the server's own buffer, where the output limits see it. A no-op
+/// elsewhere.
+pub fn set_notsent_lowat(fd: std::os::fd::BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+        // pointer, which points at `value`, alive for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, bytes);
+    Ok(())
+}
+
+/// A TCP socket's `TCP_NOTSENT_LOWAT` (Linux; `u32::MAX`, the kernel's
+/// "no cap", elsewhere). Only the tests read it back.
+#[cfg(test)]
+pub fn notsent_lowat(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes (the size of
+        // `value`, which we own) and updates `len`, also ours.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value as u32)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Ok(u32::MAX)
+    }
+}
+
 #[cfg(target_os = "linux")]
 pub use linux::{recv_batch, send_batch};
 #[cfg(all(unix, not(target_os = "linux")))]

@@ -105,6 +105,49 @@ pub(crate) struct TlsSession {
     peer_closed: bool,
     /// We sent ours.
     notified: bool,
+    /// Where the peer's ciphertext stands in its record framing.
+    records: Records,
+}
+
+/// Follows the peer's TLS record framing (a 5-byte header whose last two
+/// bytes are the body's length, then the body) over the ciphertext read,
+/// to tell whether rustls holds part of a record: bytes that opened a
+/// record no plaintext came of yet. Skips whole bodies by length, so it
+/// costs a few steps per record, not per byte.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Records {
+    /// Header bytes of the next record seen so far (0 to 4).
+    header: u8,
+    /// The high byte of its length, once seen.
+    len_high: u8,
+    /// Body bytes of the current record not yet seen.
+    body_left: u16,
+}
+
+impl Records {
+    /// Follows `ciphertext`, the next bytes from the peer.
+    pub(crate) fn feed(&mut self, mut ciphertext: &[u8]) {
+        while let Some((&byte, rest)) = ciphertext.split_first() {
+            if self.body_left > 0 {
+                let n = ciphertext.len().min(usize::from(self.body_left));
+                self.body_left -= n as u16; // n <= body_left
+                ciphertext = &ciphertext[n..];
+                continue;
+            }
+            match self.header {
+                3 => self.len_high = byte,
+                4 => self.body_left = u16::from_be_bytes([self.len_high, byte]),
+                _ => {}
+            }
+            self.header = (self.header + 1) % 5;
+            ciphertext = rest;
+        }
+    }
+
+    /// Part of a record has arrived, not all of it.
+    pub(crate) fn incomplete(&self) -> bool {
+        self.header > 0 || self.body_left > 0
+    }
 }
 
 impl TlsSession {
@@ -115,6 +158,7 @@ impl TlsSession {
             conn,
             peer_closed: false,
             notified: false,
+            records: Records::default(),
         })
     }
 
@@ -123,6 +167,7 @@ impl TlsSession {
     pub(crate) fn receive(&mut self, mut ciphertext: &[u8]) -> Result<(), TlsFailure> {
         let handshake = self.conn.is_handshaking();
         let failed = |reason| TlsFailure { reason, handshake };
+        self.records.feed(ciphertext);
         while !ciphertext.is_empty() {
             // read_tls takes at most what rustls can buffer; processing
             // frees room for the rest.
@@ -187,11 +232,63 @@ impl TlsSession {
         self.conn.is_handshaking()
     }
 
+    /// The peer sent part of a TLS record and not the rest: rustls holds
+    /// ciphertext no plaintext came of yet, an open frame.
+    pub(crate) fn record_incomplete(&self) -> bool {
+        self.records.incomplete()
+    }
+
     /// Queues close_notify, once.
     pub(crate) fn close_notify(&mut self) {
         if !self.notified {
             self.notified = true;
             self.conn.send_close_notify();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Records;
+
+    /// A record: a header for `len` body bytes, and the body.
+    fn record(len: u16) -> Vec<u8> {
+        let mut bytes = vec![23, 3, 3];
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend(std::iter::repeat_n(0xAA, usize::from(len)));
+        bytes
+    }
+
+    #[test]
+    fn a_record_is_incomplete_from_its_first_byte_to_its_last() {
+        let wire = record(300);
+        let mut records = Records::default();
+        for (i, byte) in wire.iter().enumerate() {
+            records.feed(std::slice::from_ref(byte));
+            assert_eq!(records.incomplete(), i + 1 < wire.len(), "after byte {i}");
+        }
+    }
+
+    #[test]
+    fn records_split_anywhere_and_empty_bodies() {
+        let mut wire = record(0);
+        wire.extend(record(16_384));
+        wire.extend(record(1));
+        for split in [1, 4, 6, 7, 100, 16_389, 16_393, 16_395] {
+            let mut records = Records::default();
+            records.feed(&wire[..split]);
+            assert!(records.incomplete(), "split at {split}");
+            records.feed(&wire[split..]);
+            assert!(!records.incomplete(), "split at {split}, then the rest");
+        }
+        let mut records = Records::default();
+        records.feed(&wire[..5]);
+        assert!(
+            !records.incomplete(),
+            "an empty record ends with its header"
+        );
+        records.feed(&wire[5..]);
+        records.feed(&record(2)[..6]);
+        assert!(records.incomplete());
     }
 }

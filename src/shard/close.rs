@@ -12,14 +12,12 @@ use crate::service::{CloseReason, ConnId};
 impl Shard {
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        if reason != CloseReason::Error {
-            // A TLS peer reads our end as clean only after close_notify;
-            // best effort, the socket closes next either way.
-            let mut sent = 0;
-            conn.transport.notify_close(&mut sent);
-            if sent > 0 {
-                self.res.stats.tcp_bytes_out.add(sent as u64);
-            }
+        // A reset for a peer that did not read (its unsent bytes freed at
+        // once), close_notify for a TLS peer otherwise.
+        let mut sent = 0;
+        conn.transport.before_close(reason, &mut sent);
+        if sent > 0 {
+            self.res.stats.tcp_bytes_out.add(sent as u64);
         }
         let token = conn.state.token(key);
         if let Some(timer) = conn.state.deadlines.timer {

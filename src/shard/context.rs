@@ -62,9 +62,20 @@ impl Loop<'_> {
 
     /// Posts `message` to this service on other shards (its `on_message`).
     /// A shard whose inbox is full misses it, counted as
-    /// `mailbox_dropped`; returns how many shards it reached.
+    /// `mailbox_dropped`; returns how many shards it reached. (A service
+    /// that would rather keep and retry a refused message:
+    /// [`try_post`](Self::try_post).)
     pub fn post(&mut self, to: Shards, message: &Arc<[u8]>) -> usize {
         self.res.postbox.post(self.service, to, message)
+    }
+
+    /// Posts `message` to this service on shard `to` unless its inbox is
+    /// full; true if it was taken. A refusal is not counted: the caller
+    /// keeps the message and tries again later (a service timer), in
+    /// order behind it whatever else it has for that shard, and counts
+    /// what it finally gives up itself. (`to` past the shard count: false.)
+    pub fn try_post(&mut self, to: usize, message: &Arc<[u8]>) -> bool {
+        self.res.postbox.try_post(self.service, to, message)
     }
 
     /// Calls the service back with `key` after `after` (within one timer
@@ -223,6 +234,40 @@ impl<'a> ShardContext<'a> {
         true
     }
 
+    /// Stops reading a connection on this shard for the service's own
+    /// reasons (a chat member whose messages wait for a full inbox): no
+    /// `on_data` for it until [`resume_reading_of`](Self::resume_reading_of).
+    /// Input waits in the kernel, so the peer is slowed by TCP's own flow
+    /// control. Separate from the write side's backpressure (a full write
+    /// buffer), so neither lifts the other; a closing connection is still
+    /// read to discard its input. False if it is closed.
+    pub fn pause_reading_of(&mut self, id: ConnId) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        self.conns[key].state.flags.set(Flags::SERVICE_PAUSED);
+        true
+    }
+
+    /// Reads a connection the service paused again: on the next loop turn
+    /// it is offered what it left unconsumed, then read, without waiting
+    /// for a readiness edge (what arrived while it was paused sent none).
+    /// False if it is closed or was not paused by the service.
+    pub fn resume_reading_of(&mut self, id: ConnId) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        let state = &mut self.conns[key].state;
+        if !state.flags.any(Flags::SERVICE_PAUSED) {
+            return false;
+        }
+        state.flags.clear(Flags::SERVICE_PAUSED);
+        state.flags.set(Flags::REOFFER);
+        let token = state.token(key);
+        self.lp.res.resumed.push(token);
+        true
+    }
+
     /// Bytes waiting to be written to a connection (`None` if it is
     /// closed): how a fan-out spots a slow consumer.
     pub fn write_buffered_of(&self, id: ConnId) -> Option<usize> {
@@ -346,6 +391,15 @@ impl<'a> ConnContext<'a> {
             .state
             .flags
             .set(Flags::CLOSE_REQUESTED);
+    }
+
+    /// Stops reading this connection until the service resumes it; see
+    /// [`ShardContext::pause_reading_of`]. Calls for input already read
+    /// go on: return what was consumed, and the rest is offered again on
+    /// resume.
+    pub fn pause_reading(&mut self) {
+        let id = self.id;
+        self.shard.pause_reading_of(id);
     }
 
     /// Takes one token from this connection's message-rate bucket; see

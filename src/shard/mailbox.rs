@@ -52,10 +52,6 @@ pub(crate) enum Control {
     Stop = 2,
 }
 
-/// Mail waiting beyond this is refused: broadcast traffic is dropped and
-/// counted, a handoff is served by the shard that accepted it.
-const CAPACITY: usize = 4096;
-
 /// The sending side of one shard's mailbox; cheap to clone across threads.
 #[derive(Debug, Clone)]
 pub(crate) struct MailboxSender {
@@ -109,9 +105,12 @@ impl Mailbox {
     }
 }
 
-/// Makes a mailbox whose waker wakes the shard's `poll`.
-pub(crate) fn mailbox(waker: Waker) -> (MailboxSender, Mailbox) {
-    let (tx, rx) = mpsc::sync_channel(CAPACITY);
+/// Makes a mailbox whose waker wakes the shard's `poll`, holding at most
+/// `capacity` mail (`ServerConfig::mailbox_capacity`): beyond, broadcast
+/// traffic is refused (dropped and counted, or kept by its service to
+/// retry), and a handoff is served by the shard that accepted it.
+pub(crate) fn mailbox(waker: Waker, capacity: usize) -> (MailboxSender, Mailbox) {
+    let (tx, rx) = mpsc::sync_channel(capacity);
     let control = Arc::new(AtomicU8::new(Control::Run as u8));
     let sender = MailboxSender {
         tx,
@@ -172,5 +171,19 @@ impl Postbox {
             }
         }
         delivered
+    }
+
+    /// Posts `payload` to `service` on shard `to`; false, and nothing
+    /// counted, if its inbox is full (or `to` is no shard).
+    pub(crate) fn try_post(&self, service: ServiceRef, to: usize, payload: &Arc<[u8]>) -> bool {
+        let Some(peer) = self.peers.get(to) else {
+            return false;
+        };
+        let mail = Mail::Message {
+            service,
+            from: self.shard,
+            payload: Arc::clone(payload),
+        };
+        peer.post(mail).is_ok()
     }
 }

@@ -99,6 +99,9 @@ pub(crate) struct Resources {
     /// Connections a service sent to or closed from another connection's
     /// callback: settled at the end of the loop turn.
     pub(crate) touched: Vec<Token>,
+    /// Connections their service resumed reading this turn: revisited, as
+    /// input may have arrived while they were paused with no edge to come.
+    pub(crate) resumed: Vec<Token>,
     pub(crate) limits: ConnLimits,
     /// Admission, shared by every shard.
     pub(crate) gate: Arc<Gate>,
@@ -233,6 +236,7 @@ impl Shard {
             timers: Timers::new(Instant::now(), config.timer_tick),
             postbox,
             touched: Vec::new(),
+            resumed: Vec::new(),
             limits: ConnLimits::of(&config),
             gate,
             counter_slots,
@@ -287,6 +291,7 @@ impl Shard {
             self.revisit_spent();
             self.fire_timers();
             self.settle_touched();
+            self.queue_resumed();
             let pool = &self.res.pool;
             self.res.stats.buffer_bytes.set(pool.bytes_lent() as u64);
             self.res
@@ -457,6 +462,20 @@ impl Shard {
         }
         let (timers, limits) = (&mut self.res.timers, &self.res.limits);
         timers.arm_deadline(&mut conn.state.deadlines, limits, token);
+    }
+
+    /// Puts the connections services resumed on the revisit list: the
+    /// next turn reads them (first what they left unconsumed).
+    fn queue_resumed(&mut self) {
+        for token in self.res.resumed.drain(..) {
+            if let Some(key) = live(&self.conns, token) {
+                let flags = &mut self.conns[key].state.flags;
+                if !flags.any(Flags::QUEUED) {
+                    flags.set(Flags::QUEUED);
+                    self.revisit.push(token);
+                }
+            }
+        }
     }
 
     /// Gives each source that spent its budget last time one more turn.

@@ -59,6 +59,12 @@ impl DecodeError {
     }
 }
 
+impl crate::codec::BadFrame for DecodeError {
+    fn used(&self) -> Option<usize> {
+        DecodeError::used(self)
+    }
+}
+
 /// The codecs' own words, so a member is told what it always was.
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

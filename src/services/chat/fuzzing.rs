@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::directory::Directory;
-use super::room::{Outbox, Rooms};
+use super::room::{Counted, Outbox, Rooms};
 use super::ChatConfig;
 use crate::codec::{LengthDelimited, NdjsonCodec};
 use crate::protocol::chat::{ChatLine, ChatMessage, Encoding, PROMPT};
@@ -27,9 +27,16 @@ impl Outbox for Recorder {
     fn close(&mut self, id: ConnId) {
         self.closed.push(id);
     }
-    fn post(&mut self, _message: &ChatMessage) -> bool {
+    fn shards(&self) -> (usize, usize) {
+        (0, 1) // one shard: nothing is posted
+    }
+    fn post_to(&mut self, _shard: usize, _message: &Arc<[u8]>) -> bool {
         true
     }
+    fn pause(&mut self, _id: ConnId) {}
+    fn resume(&mut self, _id: ConnId) {}
+    fn arm_retry(&mut self, _after: Duration) {}
+    fn count(&mut self, _what: Counted) {}
     fn take_token(&mut self, id: ConnId) -> bool {
         id.0 % 3 != 0 // some members are over the rate
     }

@@ -33,8 +33,15 @@
 //!
 //! Members on other shards are reached through the shards' mailboxes, in
 //! order per sending shard, so each sender's messages arrive in order
-//! everywhere. A shard whose inbox is full misses the message: the sender
-//! is told, and the core counts it as `mailbox_dropped`.
+//! everywhere. Delivery to them is lossless within bounds: a message a
+//! shard's inbox refuses waits in a queue for that shard (later ones
+//! behind it), its sender stops being read (TCP slows it down), and a
+//! 1 ms service timer posts the queue again until it drains, then
+//! resumes the senders. A queue holds at most 1,024 messages or 1 MiB
+//! (`room::BACKLOG_MESSAGES`, `BACKLOG_BYTES`); past that a message for
+//! that shard is dropped, its sender told, and
+//! `chat_relay_dropped_total` counts it. `chat_relay_paused_total`
+//! counts the pauses.
 
 mod command;
 mod directory;
@@ -56,10 +63,11 @@ use prost::Message;
 
 use crate::protocol::chat::ChatMessage;
 use crate::service::{
-    CloseReason, ConnContext, ConnId, Loop, Refusal, ShardContext, Shards, TcpService,
+    CloseReason, ConnContext, ConnId, CounterKind, CounterSpec, Loop, Refusal, ShardContext,
+    TcpService,
 };
 use directory::Directory;
-use room::{Outbox, Rooms};
+use room::{Counted, Outbox, Rooms};
 
 /// Kept for compatibility: the chat's wire format lives in
 /// [`protocol::chat`](crate::protocol::chat) now.
@@ -194,15 +202,41 @@ impl TcpService for Chat {
         self.rooms.closed(shard, id, now);
     }
 
-    /// The notice timer: large rooms' joins and leaves are due.
-    fn on_shard_timer(&mut self, shard: &mut ShardContext<'_>, _key: u64) {
-        let now = shard.wall_clock();
-        self.rooms.timer(shard, now);
+    /// The notice timer (large rooms' joins and leaves are due) or the
+    /// retry timer (messages wait for other shards' inboxes).
+    fn on_shard_timer(&mut self, shard: &mut ShardContext<'_>, key: u64) {
+        match key {
+            RETRY_TIMER => self.rooms.retry(shard),
+            _ => {
+                let now = shard.wall_clock();
+                self.rooms.timer(shard, now);
+            }
+        }
+    }
+
+    fn counters(&self) -> &'static [CounterSpec] {
+        &COUNTERS
     }
 }
 
-/// The key of the chat's one service timer (the notice batches).
+/// The key of the chat's notice timer (the notice batches).
 const NOTICE_TIMER: u64 = 0;
+/// The key of the chat's retry timer (messages for full inboxes).
+const RETRY_TIMER: u64 = 1;
+
+/// The chat's counters, by [`Counted`] in order.
+const COUNTERS: [CounterSpec; 2] = [
+    CounterSpec {
+        name: "chat_relay_dropped",
+        help: "Chat messages for another shard dropped: its queue of messages waiting for a full inbox was full.",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "chat_relay_paused",
+        help: "Chat members paused because a message of theirs waited for another shard's full inbox.",
+        kind: CounterKind::Total,
+    },
+];
 
 /// The chat's one way out, whatever it was called for: a connection's
 /// input derefs to the same shard-wide context.
@@ -217,9 +251,32 @@ impl Outbox for ShardContext<'_> {
         self.close_conn(id);
     }
 
-    fn post(&mut self, message: &ChatMessage) -> bool {
-        let others = self.shards() - 1;
-        others == 0 || Loop::post(self, Shards::Others, &message.encode_to_vec().into()) == others
+    fn shards(&self) -> (usize, usize) {
+        (Loop::shard(self), Loop::shards(self))
+    }
+
+    fn post_to(&mut self, shard: usize, message: &Arc<[u8]>) -> bool {
+        self.try_post(shard, message)
+    }
+
+    fn pause(&mut self, id: ConnId) {
+        self.pause_reading_of(id);
+    }
+
+    fn resume(&mut self, id: ConnId) {
+        self.resume_reading_of(id);
+    }
+
+    fn arm_retry(&mut self, after: Duration) {
+        Loop::arm_timer(self, after, RETRY_TIMER);
+    }
+
+    fn count(&mut self, what: Counted) {
+        let counter = match what {
+            Counted::Dropped => 0,
+            Counted::Paused => 1,
+        };
+        self.add(counter, 1);
     }
 
     fn take_token(&mut self, id: ConnId) -> bool {

@@ -3,17 +3,21 @@
 //! an [`Outbox`]. The service adapter drives it from the event loop; tests
 //! drive it with a recorder and a fixed clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use prost::Message;
 
 use super::command::{valid_name, valid_room, Command, HELP};
 use super::directory::Directory;
 use super::names::{self, BadName};
 use super::outgoing::Outgoing;
 use super::ChatConfig;
+use crate::codec::{drive, Decoder, Flow};
 use crate::protocol::chat::{
-    clock, decode_message, decode_name, ChatMessage, Encoding, PROMPT, SYSTEM,
+    clock, decode_message, decode_name, ChatMessage, DecodeError, Encoding, PROMPT, SYSTEM,
 };
 use crate::service::ConnId;
 
@@ -32,6 +36,17 @@ const MAX_BATCHES: usize = 1024;
 /// What an unknown command gets (after `error: `), whatever it was: a
 /// fixed reply, so a long one is not sent back, and a strike.
 const UNKNOWN_COMMAND: &str = "unknown command; /help lists the commands";
+/// Most messages waiting for one other shard whose inbox was full, and
+/// most bytes (1,024 messages, 1 MiB): beyond either, a message for that
+/// shard is dropped, counted, and its sender told. Each waiting sender is
+/// paused, so it adds at most one message (and the notice of a move) to
+/// the queue: the bound is reached only by that many senders at once.
+pub(crate) const BACKLOG_MESSAGES: usize = 1024;
+/// See [`BACKLOG_MESSAGES`].
+pub(crate) const BACKLOG_BYTES: usize = 1024 * 1024;
+/// How soon a waiting queue is posted again (the server's timer tick,
+/// 1 ms by default, is the finest step).
+pub(crate) const RETRY_AFTER: Duration = Duration::from_millis(1);
 
 /// What the chat does to the world.
 pub(crate) trait Outbox {
@@ -39,9 +54,24 @@ pub(crate) trait Outbox {
     fn send(&mut self, to: ConnId, bytes: &[u8]);
     /// Closes connection `id` once what it was sent is flushed.
     fn close(&mut self, id: ConnId);
-    /// Hands `message` to the chat on every other shard, for the members
-    /// of `message.room` there; false if some shard's inbox was full.
-    fn post(&mut self, message: &ChatMessage) -> bool;
+    /// This shard's index, and how many shards there are.
+    fn shards(&self) -> (usize, usize);
+    /// Hands `message` (an encoded [`ChatMessage`]) to the chat on shard
+    /// `shard`, for the members of its room there; false if that shard's
+    /// inbox is full (nothing is counted: the chat keeps it and retries).
+    fn post_to(&mut self, shard: usize, message: &Arc<[u8]>) -> bool;
+    /// Stops reading member `id` until [`resume`](Self::resume): its
+    /// messages wait for a full inbox.
+    fn pause(&mut self, id: ConnId);
+    /// Reads member `id` again, first what it sent and the chat did not
+    /// take when it was paused.
+    fn resume(&mut self, id: ConnId);
+    /// Asks for one call of [`Rooms::retry`] after `after`: messages wait
+    /// for other shards' inboxes.
+    fn arm_retry(&mut self, after: Duration);
+    /// Counts a message for another shard given up (its queue was full),
+    /// and a pause of a sender.
+    fn count(&mut self, what: Counted);
     /// Whether member `id` may send one more message now (the server's
     /// message rate).
     fn take_token(&mut self, id: ConnId) -> bool;
@@ -51,6 +81,25 @@ pub(crate) trait Outbox {
     /// Asks for one call of [`Rooms::timer`] after `after`: the waiting
     /// notice batches are due.
     fn arm_timer(&mut self, after: Duration);
+}
+
+/// What the chat counts besides frames (its service counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// A message for another shard dropped: that shard's queue was full.
+    Dropped,
+    /// A member paused because its message waits for a full inbox.
+    Paused,
+}
+
+/// Messages for one other shard that its inbox refused, oldest first:
+/// while any wait, later ones queue behind them, so every sender's order
+/// holds. The senders whose messages wait here are paused.
+#[derive(Debug, Default)]
+struct Backlog {
+    queue: VecDeque<Arc<[u8]>>,
+    bytes: usize,
+    senders: HashSet<ConnId>,
 }
 
 /// Joins and leaves in a large room waiting to be announced together.
@@ -116,6 +165,30 @@ enum Move {
     Left,
 }
 
+/// One member's frames: its name while it has none (a bare line, or a
+/// protobuf message whose content is the name), then messages. The room
+/// says which through `naming`, since a refused name is asked for again.
+struct MemberDecoder<'n> {
+    encoding: Encoding,
+    max_frame: usize,
+    naming: &'n Cell<bool>,
+}
+
+impl Decoder for MemberDecoder<'_> {
+    /// The name, or the message's content.
+    type Frame<'a> = String;
+    type Error = DecodeError;
+
+    fn decode(&mut self, data: &[u8]) -> Result<Option<(String, usize)>, DecodeError> {
+        let (encoding, max) = (self.encoding, self.max_frame);
+        match self.naming.get() {
+            true => decode_name(encoding, max, data),
+            false => decode_message(encoding, max, data)
+                .map(|got| got.map(|(message, used)| (message.content, used))),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     encoding: Encoding,
@@ -141,6 +214,13 @@ pub(crate) struct Rooms {
     batches: BTreeMap<Arc<str>, Batch>,
     /// Whether [`Outbox::arm_timer`] was asked and has not fired yet.
     timer_armed: bool,
+    /// Per other shard, messages its inbox refused (empty until a shard
+    /// first refuses one).
+    backlogs: Vec<Backlog>,
+    /// Paused members, and how many backlogs hold their messages.
+    paused: HashMap<ConnId, usize>,
+    /// Whether [`Outbox::arm_retry`] was asked and has not fired yet.
+    retry_armed: bool,
 }
 
 impl Rooms {
@@ -154,6 +234,9 @@ impl Rooms {
             decoded: 0,
             batches: BTreeMap::new(),
             timer_armed: false,
+            backlogs: Vec::new(),
+            paused: HashMap::new(),
+            retry_armed: false,
         }
     }
 
@@ -170,7 +253,9 @@ impl Rooms {
     }
 
     /// Handles what member `id` sent; returns the bytes used. After the
-    /// member is closed, everything counts as used.
+    /// member is closed, everything counts as used; once it is paused (a
+    /// message of its waits for a full inbox), the rest is left to be
+    /// offered again when it is resumed.
     pub(crate) fn input(
         &mut self,
         out: &mut impl Outbox,
@@ -178,44 +263,51 @@ impl Rooms {
         data: &[u8],
         now: SystemTime,
     ) -> usize {
-        let mut consumed = 0;
-        while let Some(member) = self.members.get(&id) {
-            let naming = member.name.is_none();
-            let (encoding, max, rest) = (member.encoding, self.config.max_frame, &data[consumed..]);
-            let decoded = match naming {
-                true => decode_name(encoding, max, rest),
-                false => decode_message(encoding, max, rest)
-                    .map(|got| got.map(|(message, used)| (message.content, used))),
-            };
-            match decoded {
-                Ok(Some((text, used))) => {
-                    consumed += used;
+        let Some(member) = self.members.get(&id) else {
+            return data.len();
+        };
+        if self.paused.contains_key(&id) {
+            return 0; // waiting for another shard's inbox: input stays put
+        }
+        let naming = Cell::new(member.name.is_none());
+        let mut decoder = MemberDecoder {
+            encoding: member.encoding,
+            max_frame: self.config.max_frame,
+            naming: &naming,
+        };
+        drive(&mut decoder, data, |frame| {
+            match frame {
+                Ok(text) => {
                     self.decoded += 1;
-                    if naming {
-                        self.name(out, id, &text, now);
-                    } else {
-                        self.command(out, id, &text, now);
+                    match naming.get() {
+                        true => self.name(out, id, &text, now),
+                        false => self.command(out, id, &text, now),
                     }
                 }
-                Ok(None) => return consumed,
-                Err(e) => match e.used() {
-                    // A frame that is not a message: a strike, then go on.
-                    Some(used) => {
-                        consumed += used;
-                        self.strike(out, id, &e.to_string(), now);
-                    }
-                    // The stream cannot be followed past it: reply, close.
-                    None => {
-                        let reason = e.to_string();
-                        self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
-                        out.strike(id, &reason);
-                        self.leave(out, id, now);
-                        out.close(id);
-                    }
-                },
+                // A frame that is not a message: a strike, then go on.
+                Err(e) if e.used().is_some() => {
+                    self.strike(out, id, &e.to_string(), now);
+                }
+                // The stream cannot be followed past it: reply, close.
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.reply(out, id, &format!("error: {reason}; disconnecting"), now);
+                    out.strike(id, &reason);
+                    self.leave(out, id, now);
+                    out.close(id);
+                }
             }
-        }
-        data.len()
+            // The member may be gone (a ban, /quit), paused (another
+            // shard's inbox is full), or now named.
+            match self.members.get(&id) {
+                None => Flow::Close,
+                Some(_) if self.paused.contains_key(&id) => Flow::Pause,
+                Some(member) => {
+                    naming.set(member.name.is_none());
+                    Flow::Continue
+                }
+            }
+        })
     }
 
     /// Frames decoded since the last call.
@@ -239,14 +331,59 @@ impl Rooms {
                 _ => None,
             };
             let text = batch.text(&room);
-            self.relay(out, system(text, clock(now), &room), except);
+            self.relay(out, system(text, clock(now), &room), except, None);
         }
+    }
+
+    /// The timer asked with [`Outbox::arm_retry`] fired: posts what waits
+    /// for each shard, in order, until its inbox refuses again; a queue
+    /// emptied resumes its senders (those with nothing waiting elsewhere).
+    pub(crate) fn retry(&mut self, out: &mut impl Outbox) {
+        self.retry_armed = false;
+        let mut waiting = false;
+        for (shard, backlog) in self.backlogs.iter_mut().enumerate() {
+            while let Some(message) = backlog.queue.front() {
+                if !out.post_to(shard, message) {
+                    break;
+                }
+                backlog.bytes -= message.len();
+                backlog.queue.pop_front();
+            }
+            if !backlog.queue.is_empty() {
+                waiting = true;
+                continue;
+            }
+            for id in backlog.senders.drain() {
+                if let Some(count) = self.paused.get_mut(&id) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.paused.remove(&id);
+                        out.resume(id);
+                    }
+                }
+            }
+        }
+        if waiting {
+            self.arm_retry(out);
+        }
+    }
+
+    /// Messages waiting for other shards' inboxes, in all.
+    #[cfg(test)]
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlogs.iter().map(|b| b.queue.len()).sum()
     }
 
     /// Connection `id` is gone (for members the chat closed itself, this
     /// already happened).
     pub(crate) fn closed(&mut self, out: &mut impl Outbox, id: ConnId, now: SystemTime) {
         self.leave(out, id, now);
+        // Its messages still go out; only the resume is forgotten.
+        if self.paused.remove(&id).is_some() {
+            for backlog in &mut self.backlogs {
+                backlog.senders.remove(&id);
+            }
+        }
     }
 
     fn prompt(&mut self, out: &mut impl Outbox, id: ConnId) {
@@ -312,7 +449,7 @@ impl Rooms {
                     time: clock(now),
                     room: room.to_string(),
                 };
-                if !self.relay(out, message, Some(id)) {
+                if !self.relay(out, message, Some(id), Some(id)) {
                     let error = "error: the server is busy: members on another shard missed that";
                     self.reply(out, id, error, now);
                 }
@@ -462,7 +599,7 @@ impl Rooms {
                 Move::Left => "left",
             };
             let text = format!("{who} {verb} {room}");
-            self.relay(out, system(text, clock(now), room), Some(id));
+            self.relay(out, system(text, clock(now), room), Some(id), Some(id));
             return;
         }
         let batch = self.batches.entry(Arc::clone(room)).or_default();
@@ -477,17 +614,77 @@ impl Rooms {
         }
     }
 
-    /// Sends `message` to its room here and on the other shards; false if
-    /// some shard could not take it.
+    /// Sends `message` to its room here (but to `except`) and on the other
+    /// shards; false if some shard's queue was full, so its members missed
+    /// it. Member `sender`, whose input it comes from, is paused while it
+    /// waits for a full inbox.
     fn relay(
         &mut self,
         out: &mut impl Outbox,
         message: ChatMessage,
         except: Option<ConnId>,
+        sender: Option<ConnId>,
     ) -> bool {
-        let all = out.post(&message);
+        let all = self.post(out, &message, sender);
         self.deliver(out, Outgoing::new(message), except);
         all
+    }
+
+    /// Posts `message` to every other shard: at once to a shard with
+    /// nothing waiting whose inbox takes it, otherwise into that shard's
+    /// backlog, `sender` paused, and the retry timer armed; dropped and
+    /// counted when the backlog is full. False if it was dropped anywhere.
+    fn post(
+        &mut self,
+        out: &mut impl Outbox,
+        message: &ChatMessage,
+        sender: Option<ConnId>,
+    ) -> bool {
+        let (me, shards) = out.shards();
+        if shards <= 1 {
+            return true;
+        }
+        if self.backlogs.len() < shards {
+            self.backlogs.resize_with(shards, Backlog::default);
+        }
+        // A member that left is not paused; its messages still go out.
+        let sender = sender.filter(|id| self.members.contains_key(id));
+        let bytes: Arc<[u8]> = message.encode_to_vec().into();
+        let (mut all, mut queued) = (true, false);
+        for (shard, backlog) in self.backlogs.iter_mut().enumerate().take(shards) {
+            if shard == me || (backlog.queue.is_empty() && out.post_to(shard, &bytes)) {
+                continue;
+            }
+            let full = backlog.queue.len() >= BACKLOG_MESSAGES
+                || backlog.bytes + bytes.len() > BACKLOG_BYTES;
+            if full {
+                out.count(Counted::Dropped);
+                all = false;
+                continue;
+            }
+            backlog.queue.push_back(Arc::clone(&bytes));
+            backlog.bytes += bytes.len();
+            queued = true;
+            if let Some(id) = sender.filter(|&id| backlog.senders.insert(id)) {
+                let count = self.paused.entry(id).or_default();
+                *count += 1;
+                if *count == 1 {
+                    out.pause(id);
+                    out.count(Counted::Paused);
+                }
+            }
+        }
+        if queued {
+            self.arm_retry(out);
+        }
+        all
+    }
+
+    fn arm_retry(&mut self, out: &mut impl Outbox) {
+        if !self.retry_armed {
+            self.retry_armed = true;
+            out.arm_retry(RETRY_AFTER);
+        }
     }
 
     fn deliver(&mut self, out: &mut impl Outbox, mut message: Outgoing, except: Option<ConnId>) {

@@ -5,8 +5,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prost::Message;
+
 use super::directory::Directory;
-use super::room::{Outbox, Rooms};
+use super::room::{Counted, Outbox, Rooms, BACKLOG_MESSAGES, RETRY_AFTER};
 use super::ChatConfig;
 use crate::codec::{LengthDelimited, NdjsonCodec};
 use crate::protocol::chat::{ChatLine, ChatMessage, Encoding, PROMPT};
@@ -19,10 +21,20 @@ fn now() -> SystemTime {
 
 #[derive(Default)]
 struct Recorder {
+    /// This recorder's shard, of two.
+    shard: usize,
     sent: HashMap<ConnId, Vec<u8>>,
     closed: HashSet<ConnId>,
     posted: VecDeque<ChatMessage>,
+    /// The other shard's inbox refuses every post.
     inbox_full: bool,
+    /// Members paused now, and every resume in order.
+    paused: HashSet<ConnId>,
+    resumed: Vec<ConnId>,
+    /// Retry timers asked for and not yet fired.
+    retries: Vec<Duration>,
+    dropped: u64,
+    pauses: u64,
     rate_limited: bool,
     strikes: HashMap<ConnId, u32>,
     /// Strikes at which the address is banned, if ever.
@@ -40,9 +52,38 @@ impl Outbox for Recorder {
         self.closed.insert(id);
     }
 
-    fn post(&mut self, message: &ChatMessage) -> bool {
-        self.posted.push_back(message.clone());
-        !self.inbox_full
+    fn shards(&self) -> (usize, usize) {
+        (self.shard, 2)
+    }
+
+    fn post_to(&mut self, shard: usize, message: &Arc<[u8]>) -> bool {
+        assert_eq!(shard, 1 - self.shard, "a post to its own shard");
+        if self.inbox_full {
+            return false;
+        }
+        self.posted
+            .push_back(ChatMessage::decode(&message[..]).unwrap());
+        true
+    }
+
+    fn pause(&mut self, id: ConnId) {
+        assert!(self.paused.insert(id), "{id:?} paused twice");
+    }
+
+    fn resume(&mut self, id: ConnId) {
+        assert!(self.paused.remove(&id), "{id:?} resumed, not paused");
+        self.resumed.push(id);
+    }
+
+    fn arm_retry(&mut self, after: Duration) {
+        self.retries.push(after);
+    }
+
+    fn count(&mut self, what: Counted) {
+        match what {
+            Counted::Dropped => self.dropped += 1,
+            Counted::Paused => self.pauses += 1,
+        }
     }
 
     fn take_token(&mut self, _id: ConnId) -> bool {
@@ -68,14 +109,17 @@ struct World {
 impl World {
     fn new(config: ChatConfig) -> World {
         let directory = Arc::new(Directory::default());
-        let shard = || {
+        let shard = |shard| {
             (
                 Rooms::new(config, Arc::clone(&directory)),
-                Recorder::default(),
+                Recorder {
+                    shard,
+                    ..Recorder::default()
+                },
             )
         };
         World {
-            shards: [shard(), shard()],
+            shards: [shard(0), shard(1)],
         }
     }
 
@@ -531,16 +575,114 @@ fn quit_and_close_tell_the_room() {
         .starts_with("Welcome, bob! You are in lobby with 1 other"));
 }
 
+impl World {
+    /// Fires shard `shard`'s retry timer, which must be the only one
+    /// armed, then carries what it posted.
+    fn retry(&mut self, shard: usize) {
+        let (rooms, out) = &mut self.shards[shard];
+        assert_eq!(out.retries, [RETRY_AFTER]);
+        out.retries.clear();
+        rooms.retry(out);
+        self.carry();
+    }
+}
+
 #[test]
-fn a_full_inbox_is_reported_to_the_sender() {
+fn a_full_inbox_pauses_the_sender_until_a_retry_delivers_in_order() {
     let (mut world, ann, bob) = ann_and_bob();
+    let carol = world.open(0, 2, Encoding::Json);
+    world.input(0, carol, b"carol\n");
+    world.take(0, carol);
+    world.take(0, ann);
+    world.proto(1, bob);
     world.shards[0].1.inbox_full = true;
+    // The first message waits and pauses ann; the rest of her input is
+    // left unconsumed, to be offered again once she is resumed.
+    let mut data = line("one");
+    let first = data.len();
+    data.extend(line("two"));
+    assert_eq!(world.input(0, ann, &data), first);
+    let out = &world.shards[0].1;
+    assert!(out.paused.contains(&ann));
+    assert_eq!((out.pauses, out.dropped), (1, 0));
+    assert_eq!(world.shards[0].0.backlog(), 1);
+    // ann is told nothing; carol, on her shard, has it at once.
+    assert!(world.json(0, ann).is_empty());
+    assert_eq!(contents(&world.json(0, carol)), [("ann", "one")]);
+    assert!(world.proto(1, bob).is_empty());
+    // carol speaks meanwhile: hers queues behind ann's, and she pauses too.
+    assert_eq!(world.input(0, carol, &line("three")), line("three").len());
+    assert_eq!(world.shards[0].0.backlog(), 2);
+    assert!(world.shards[0].1.paused.contains(&carol));
+    // Still full: the retry posts nothing and asks again.
+    world.retry(0);
+    assert_eq!(world.shards[0].0.backlog(), 2);
+    assert!(world.shards[0].1.resumed.is_empty());
+    // Room again: both arrive in order, both senders are resumed.
+    world.shards[0].1.inbox_full = false;
+    world.retry(0);
+    let got: Vec<String> = world.proto(1, bob).into_iter().map(|m| m.content).collect();
+    assert_eq!(got, ["one", "three"]);
+    let out = &world.shards[0].1;
+    assert!(out.paused.is_empty() && out.retries.is_empty());
+    let mut resumed = out.resumed.clone();
+    resumed.sort_by_key(|id| id.0);
+    assert_eq!(resumed, [ann, carol]);
+    // ann's input is offered again and goes straight out.
+    assert_eq!(world.input(0, ann, &data[first..]), data.len() - first);
+    assert_eq!(world.proto(1, bob)[0].content, "two");
+    assert_eq!(world.shards[0].0.backlog(), 0);
+}
+
+#[test]
+fn a_full_backlog_drops_the_message_and_tells_the_sender() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.take(0, ann);
+    world.proto(1, bob);
+    let members: Vec<ConnId> = (0..BACKLOG_MESSAGES as u64)
+        .map(|n| {
+            let id = world.open(0, 100 + n, Encoding::Json);
+            world.input(0, id, format!("m{n}\n").as_bytes());
+            id
+        })
+        .collect();
+    world.proto(1, bob);
+    // Fill shard 0's queue for shard 1 with members' messages.
+    world.shards[0].1.inbox_full = true;
+    for &id in &members {
+        world.input(0, id, &line("waits"));
+    }
+    assert_eq!(world.shards[0].0.backlog(), BACKLOG_MESSAGES);
+    assert_eq!(world.shards[0].1.dropped, 0);
+    // One more: dropped, counted, its sender told and not paused.
+    world.take(0, ann);
     world.input(0, ann, &line("lost"));
-    let got = world.json(0, ann);
     let want = "error: the server is busy: members on another shard missed that";
-    assert_eq!(contents(&got), [("System", want)]);
-    // The recorder still carried it; a real full inbox would not have.
-    assert_eq!(world.proto(1, bob)[0].content, "lost");
+    assert_eq!(contents(&world.json(0, ann)), [("System", want)]);
+    let out = &world.shards[0].1;
+    assert_eq!(out.dropped, 1);
+    assert!(!out.paused.contains(&ann));
+    // Drained, nothing else is lost, and no "lost".
+    world.shards[0].1.inbox_full = false;
+    world.retry(0);
+    let got = world.proto(1, bob);
+    assert_eq!(got.len(), BACKLOG_MESSAGES);
+    assert!(got.iter().all(|m| m.content == "waits"));
+    assert!(world.shards[0].1.paused.is_empty());
+}
+
+#[test]
+fn a_paused_member_that_leaves_is_not_resumed_and_its_message_still_goes() {
+    let (mut world, ann, bob) = ann_and_bob();
+    world.proto(1, bob);
+    world.shards[0].1.inbox_full = true;
+    world.input(0, ann, &line("bye"));
+    world.close(0, ann);
+    world.shards[0].1.inbox_full = false;
+    world.retry(0);
+    let got: Vec<String> = world.proto(1, bob).into_iter().map(|m| m.content).collect();
+    assert_eq!(got, ["bye", "ann left lobby"]);
+    assert!(world.shards[0].1.resumed.is_empty());
 }
 
 #[test]

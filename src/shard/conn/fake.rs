@@ -26,8 +26,17 @@ pub(crate) struct Fake {
     pub(crate) sent: Vec<u8>,
     /// Our FIN went out.
     pub(crate) fin_sent: bool,
+    /// Closing sends a reset instead of a FIN (`SO_LINGER` zero).
+    pub(crate) reset: bool,
     /// Stands for a TLS session in its handshake.
     pub(crate) handshaking: bool,
+    /// Ciphertext bytes from the peer not read yet: part of a TLS record,
+    /// which gives no plaintext (read before `inbox`).
+    pub(crate) ciphertext: usize,
+    /// Stands for a TLS session holding part of a record: set once such
+    /// ciphertext is read, cleared by a read of plaintext (the record
+    /// completed).
+    pub(crate) partial_record: bool,
     /// Calls made, as a socket would count syscalls.
     pub(crate) reads: usize,
     pub(crate) writes: usize,
@@ -48,6 +57,12 @@ impl Fake {
         self.inbox.extend(bytes);
     }
 
+    /// The peer sends `n` bytes of a TLS record, not all of it.
+    pub(crate) fn arrive_partial_record(&mut self, n: usize) {
+        assert!(!self.peer_fin, "bytes after the peer's FIN");
+        self.ciphertext += n;
+    }
+
     /// The peer reads `n` bytes of what was sent, which frees as much room.
     pub(crate) fn peer_reads(&mut self, n: usize) {
         self.room += n;
@@ -55,6 +70,17 @@ impl Fake {
 
     pub(crate) fn read(&mut self, out: &mut [u8]) -> io::Result<Received> {
         self.reads += 1;
+        if self.ciphertext > 0 {
+            let n = self.ciphertext.min(out.len());
+            self.ciphertext -= n;
+            self.partial_record = true;
+            return Ok(Received::Bytes {
+                plain: 0,
+                wire: n,
+                drained: self.ciphertext == 0,
+            });
+        }
+        self.partial_record = false;
         if self.inbox.is_empty() {
             return match self.peer_fin {
                 true => Ok(Received::Eof),

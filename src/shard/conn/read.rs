@@ -24,7 +24,8 @@ pub(crate) enum ReadOutcome {
     Drained,
     /// The byte budget ran out with input possibly left: revisit.
     BudgetSpent,
-    /// Not reading (backpressure, EOF, closing or failed).
+    /// Not reading (backpressure, paused by the service, EOF, closing or
+    /// failed).
     Stopped,
 }
 
@@ -68,13 +69,24 @@ impl State {
         // The service may have closed the connection in the last callback.
         let discarding = self.flags.any(Flags::DISCARDING);
         if !discarding {
-            if self.flags.any(Flags::READ_PAUSED) {
+            if self.flags.any(Flags::PAUSED) {
                 return Step::Done(ReadOutcome::Stopped);
             }
             if self.write_buffered() >= env.limits.high_water {
                 self.flags.set(Flags::READ_PAUSED);
                 env.stats.backpressure_pauses.incr();
                 return Step::Done(ReadOutcome::Stopped);
+            }
+            // Resumed by the service: what it left unconsumed when it
+            // paused may hold whole frames, and no read may bring more.
+            if self.flags.any(Flags::REOFFER) {
+                self.flags.clear(Flags::REOFFER);
+                if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
+                    return Step::Deliver(Input {
+                        buf,
+                        drained: false,
+                    });
+                }
             }
         }
         let mut buf = self.read_buf.take().unwrap_or_else(|| env.pool.take());
@@ -168,9 +180,11 @@ impl State {
         env: &mut Env,
     ) -> Step {
         input.buf.consume(consumed);
-        // An unfinished TLS handshake is an open frame: the frame timeout
-        // is its deadline.
-        let open = !input.buf.is_empty() || t.handshaking();
+        // Every byte that opens a frame counts: an unfinished TLS handshake
+        // or a TLS record partly received is an open frame too, so the
+        // frame timeout is its deadline (a record trickled a byte at a
+        // time after the handshake gave the service nothing to hold).
+        let open = !input.buf.is_empty() || t.input_open();
         self.deadlines.frame(env.now_ms, consumed > 0, open);
         self.keep(input.buf, env);
         if input.drained && !self.flags.any(Flags::HUP_SEEN) {

@@ -54,10 +54,19 @@ impl Flags {
     pub(crate) const TOUCHED: Flags = Flags(1 << 10);
     /// Pending output passed the hard limit: close at once.
     pub(crate) const OUTPUT_OVERFLOW: Flags = Flags(1 << 11);
+    /// Not read: its service paused it (`ShardContext::pause_reading_of`).
+    /// Apart from `READ_PAUSED`, so the write side's resume does not undo
+    /// the service's pause, nor the other way round.
+    pub(crate) const SERVICE_PAUSED: Flags = Flags(1 << 12);
+    /// Resumed by its service: the input it left unconsumed is offered to
+    /// it again before the socket is read.
+    pub(crate) const REOFFER: Flags = Flags(1 << 13);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
         Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0);
+    /// Paused, by the write side or by the service.
+    pub(super) const PAUSED: Flags = Flags(Self::READ_PAUSED.0 | Self::SERVICE_PAUSED.0);
     /// States in which input is read only to be discarded.
     pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
 

@@ -198,8 +198,11 @@ impl Harness {
         }
     }
 
-    /// `Shard::close`'s part for the state: timer and buffers returned.
+    /// `Shard::close`'s part for the state and transport: the transport's
+    /// last act (a reset or a graceful end), timer and buffers returned.
     fn close(&mut self, reason: CloseReason) {
+        let mut sent = 0;
+        self.t.before_close(reason, &mut sent);
         if let Some(timer) = self.state.deadlines.timer.take() {
             self.timers.wheel.cancel(timer);
         }
@@ -448,6 +451,89 @@ fn a_tls_handshake_is_a_frame_open_from_the_first_moment() {
     h.readable();
     h.at(1000);
     assert_eq!(h.closed, None);
+}
+
+#[test]
+fn a_tls_record_trickled_after_the_handshake_is_an_open_frame() {
+    let config = ServerConfig {
+        frame_timeout: Some(Duration::from_millis(100)),
+        ..config()
+    };
+    let mut h = Harness::open(config.clone(), Fake::with_room(1 << 20), Service::Echo);
+    h.at(10);
+    for ms in [10, 40, 70, 100] {
+        h.at(ms);
+        h.fake().arrive_partial_record(1); // ciphertext, no plaintext yet
+        h.readable();
+    }
+    h.closes_at(10 + 100 + 1, CloseReason::FrameTimeout);
+    assert!(h.fake().sent.is_empty(), "the service saw nothing");
+
+    // A record that completes gives the service its bytes and closes the
+    // frame.
+    let mut h = Harness::open(config, Fake::with_room(1 << 20), Service::Echo);
+    h.fake().arrive_partial_record(3);
+    h.readable();
+    h.at(50);
+    h.fake().arrive(b"hi");
+    h.readable();
+    h.at(1000);
+    assert_eq!(h.closed, None);
+    assert_eq!(h.fake().sent, b"hi");
+}
+
+#[test]
+fn a_peer_closed_for_not_reading_is_reset_any_other_close_is_graceful() {
+    let hard = ServerConfig {
+        output_hard_limit: 100,
+        ..config()
+    };
+    let mut h = Harness::open(hard, Fake::with_room(0), Service::Echo);
+    h.push(&[b'x'; 101]);
+    assert_eq!(h.closed, Some((CloseReason::OutputHardLimit, 0)));
+    assert!(h.fake().reset, "the hard limit resets");
+
+    let soft = ServerConfig {
+        output_soft_limit: 10,
+        output_soft_for: Some(Duration::from_millis(100)),
+        ..config()
+    };
+    let mut h = Harness::open(soft, Fake::with_room(0), Service::Echo);
+    h.push(&[b'x'; 11]);
+    h.closes_at(101, CloseReason::OutputSoftLimit);
+    assert!(h.fake().reset, "the soft limit resets");
+
+    let stall = ServerConfig {
+        write_timeout: Some(Duration::from_millis(30)),
+        ..config()
+    };
+    let mut h = Harness::open(stall, Fake::with_room(0), Service::Echo);
+    h.push(b"for a peer that does not read");
+    h.closes_at(31, CloseReason::WriteTimeout);
+    assert!(h.fake().reset, "the write timeout resets");
+
+    let idle = ServerConfig {
+        idle_timeout: Some(Duration::from_millis(30)),
+        frame_timeout: Some(Duration::from_millis(20)),
+        ..config()
+    };
+    let mut h = Harness::open(idle.clone(), Fake::with_room(1 << 20), Service::Echo);
+    h.closes_at(31, CloseReason::IdleTimeout);
+    assert!(!h.fake().reset, "an idle peer reads its FIN");
+    let mut h = Harness::open(idle, Fake::with_room(1 << 20), Service::Lines);
+    h.fake().arrive(b"half a line");
+    h.readable();
+    h.closes_at(21, CloseReason::FrameTimeout);
+    assert!(!h.fake().reset, "a slow sender reads its FIN");
+
+    let mut h = Harness::open(config(), Fake::with_room(1 << 20), Service::Quit);
+    h.fake().arrive(b"quit\n");
+    h.readable();
+    h.fake().peer_fin = true;
+    h.readable();
+    assert_eq!(h.closed, Some((CloseReason::Service, 0)));
+    assert!(!h.fake().reset && h.fake().fin_sent);
+    assert_eq!(h.fake().sent, b"bye\n");
 }
 
 #[test]

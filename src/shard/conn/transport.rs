@@ -12,12 +12,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::time::Duration;
 
 use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use socket2::SockRef;
 
 use crate::net::tls::{TlsFailure, TlsSession, CIPHERTEXT_READ};
+use crate::service::CloseReason;
 
 #[derive(Debug)]
 pub(crate) enum Transport {
@@ -124,12 +127,37 @@ impl Transport {
         }
     }
 
-    /// Best effort before the socket closes: a TLS peer reads our end as
-    /// clean only after close_notify.
-    pub(crate) fn notify_close(&mut self, sent: &mut usize) {
+    /// The last act before the socket closes for `reason`. A peer closed
+    /// for not reading (output limits, write timeout) gets a reset: its
+    /// unsent bytes are dropped and the kernel frees their memory at once,
+    /// where a FIN would queue behind them and hold it for as long as the
+    /// peer keeps its window shut. After a socket error there is nothing to
+    /// send. Any other close is graceful: a TLS peer reads our end as clean
+    /// only after close_notify (best effort; the FIN follows).
+    pub(crate) fn before_close(&mut self, reason: CloseReason, sent: &mut usize) {
+        if aborts(reason) {
+            return self.abort();
+        }
+        if reason == CloseReason::Error {
+            return;
+        }
         if let Transport::Tls(stream, tls) = self {
             tls.close_notify();
             let _ = tls.write_tls(stream, sent);
+        }
+    }
+
+    /// Makes closing the socket send a reset (`SO_LINGER` with a zero
+    /// timeout) instead of a FIN behind the unsent data.
+    fn abort(&mut self) {
+        match self {
+            Transport::Plain(stream) | Transport::Tls(stream, _) => {
+                if let Err(e) = SockRef::from(&*stream).set_linger(Some(Duration::ZERO)) {
+                    log::debug!("SO_LINGER before an abort: {e}");
+                }
+            }
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.reset = true,
         }
     }
 
@@ -139,6 +167,18 @@ impl Transport {
         match self {
             Transport::Tls(_, tls) => tls.wants_write(),
             _ => false,
+        }
+    }
+
+    /// Input that opens a frame before any plaintext came of it: a TLS
+    /// handshake in progress, or a TLS record partly received.
+    #[inline]
+    pub(crate) fn input_open(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(_, tls) => tls.is_handshaking() || tls.record_incomplete(),
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.handshaking || fake.partial_record,
         }
     }
 
@@ -196,6 +236,16 @@ impl Source for Transport {
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         self.stream().map_or(Ok(()), |s| s.deregister(registry))
     }
+}
+
+/// Closes that reset the connection: the peer was closed for not reading
+/// what it was sent, so nothing left in the kernel's queue is worth its
+/// memory.
+pub(crate) fn aborts(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::OutputHardLimit | CloseReason::OutputSoftLimit | CloseReason::WriteTimeout
+    )
 }
 
 fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
