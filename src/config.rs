@@ -359,21 +359,60 @@ pub fn rate(r: Option<Rate>) -> impl std::fmt::Display {
     Written(r)
 }
 
-/// Parses a duration written `500ms`, `30s`, `5m` or `0`.
+/// Parses a duration written `500ms`, `30s`, `5m`, `1h` or `0`: whole
+/// numbers, each followed by a unit (`ns`, `us`, `ms`, `s`, `m`, `h`), and
+/// several of them add up (`1m30s`, `1h 5m`).
 ///
 /// ```
 /// use std::time::Duration;
 /// use sockloop::config::parse_duration;
 ///
 /// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
 /// assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
 /// assert!(parse_duration("5 parsecs").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
+    let bad = |why: &str| format!("bad duration {text:?}: {why}");
+    let mut rest = text.trim();
+    if rest == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text).map_err(|e| format!("bad duration {text:?}: {e}"))
+    if rest.is_empty() {
+        return Err(bad("expected a number and a unit, like 500ms or 30s"));
+    }
+    let mut nanos: u128 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad("expected a number"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| bad("number too large"))?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_alphabetic())
+            .unwrap_or(rest.len());
+        let (unit, after) = rest.split_at(unit_len);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" | "sec" => 1_000_000_000,
+            "m" | "min" => 60 * 1_000_000_000,
+            "h" => 3600 * 1_000_000_000,
+            "" => return Err(bad("missing unit (ns, us, ms, s, m, h)")),
+            _ => return Err(bad(&format!("unknown unit {unit:?} (ns, us, ms, s, m, h)"))),
+        };
+        // u64 * 3.6e12 stays far below u128::MAX; only the sum is checked.
+        nanos += u128::from(number) * scale;
+        rest = after.trim_start();
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad("too long"))?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
 
 /// Parses a size written `4096`, `64KiB`, `1MiB` or `1GiB` (also `KB`/`MB`

@@ -28,6 +28,11 @@
 //!                                               sys.rs: the only `unsafe`
 //! ```
 //!
+//! Every Cargo feature is on by default; with `default-features = false`
+//! this is the core alone (mio, slab, socket2, log, libc), and `signals`,
+//! `tls`, `rudp`, `services`, `client` and `cli` add the rest back (see
+//! the README's "Cargo features").
+//!
 //! ```no_run
 //! use sockloop::{services::Echo, Server};
 //!
@@ -43,6 +48,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -50,8 +56,11 @@ mod error;
 pub mod limit;
 pub mod metrics;
 pub mod net;
+#[cfg(feature = "services")]
 pub mod proto;
+#[cfg(feature = "services")]
 pub mod protocol;
+#[cfg(feature = "rudp")]
 pub mod rudp;
 mod server;
 pub mod service;

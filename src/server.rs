@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Poll, Waker};
+#[cfg(feature = "signals")]
 use signal_hook::consts::{SIGINT, SIGTERM};
+#[cfg(feature = "signals")]
 use signal_hook::iterator::Signals;
 
 use crate::config::ServerConfig;
@@ -31,16 +33,22 @@ pub struct Listener {
     /// Where to listen (port 0: any free port).
     pub addr: SocketAddr,
     /// The certificate and key, for a TLS listener.
+    #[cfg(feature = "tls")]
     pub tls: Option<TlsConfig>,
 }
 
 impl Listener {
     /// A plaintext listener.
     pub fn plain(addr: SocketAddr) -> Listener {
-        Listener { addr, tls: None }
+        Listener {
+            addr,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 
     /// A TLS listener.
+    #[cfg(feature = "tls")]
     pub fn tls(addr: SocketAddr, tls: TlsConfig) -> Listener {
         Listener {
             addr,
@@ -102,6 +110,7 @@ impl Builder {
 
     /// Adds a TLS listener on `addr`: the service sees plaintext, the
     /// peer speaks TLS 1.2 or 1.3. Any TCP service works over it.
+    #[cfg(feature = "tls")]
     pub fn tls<S, F>(self, addr: SocketAddr, tls: TlsConfig, make: F) -> Builder
     where
         S: TcpService + 'static,
@@ -121,7 +130,10 @@ impl Builder {
         self.tcp_services.push(Arc::new(move || Box::new(make())));
         for listener in listeners {
             self.tcp.push((listener.addr, service));
+            #[cfg(feature = "tls")]
             self.tcp_tls.push(listener.tls);
+            #[cfg(not(feature = "tls"))]
+            self.tcp_tls.push(None);
         }
         self
     }
@@ -397,6 +409,7 @@ pub struct Handle {
     peers: Arc<[MailboxSender]>,
     stats: Arc<[Arc<ShardStats>]>,
     /// The configured drain timeout, for the shutdown log line.
+    #[cfg_attr(not(feature = "signals"), allow(dead_code))]
     drain: Duration,
 }
 
@@ -441,6 +454,7 @@ impl Handle {
     /// server.run()?; // returns once every connection is closed
     /// # Ok::<(), sockloop::Error>(())
     /// ```
+    #[cfg(feature = "signals")]
     pub fn stop_on_signals(&self) -> Result<(), Error> {
         // Registered here, before the thread starts, so a signal that
         // arrives before it runs is not lost.
@@ -624,11 +638,8 @@ fn one_owner_per_port(proto: &str, addrs: &[SocketAddr]) -> Result<(), Error> {
 
 /// Pins the calling shard thread to core `id` (modulo the cores there are).
 fn pin_to_core(id: usize) {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    match cores.get(id % cores.len().max(1)) {
-        Some(&core) if core_affinity::set_for_current(core) => {
-            log::debug!("shard {id} pinned to core {}", core.id)
-        }
-        _ => log::warn!("shard {id}: could not pin to a core"),
+    match crate::net::sys::pin_current_thread(id) {
+        Ok(core) => log::debug!("shard {id} pinned to core {core}"),
+        Err(e) => log::warn!("shard {id}: could not pin to a core: {e}"),
     }
 }

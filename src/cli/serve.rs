@@ -13,8 +13,8 @@ use sockloop::config::{
 };
 use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
 use sockloop::metrics::METRICS_RESERVE;
+use sockloop::net::raise_nofile_limit;
 use sockloop::net::socket::{overlap, SocketOptions};
-use sockloop::net::sys::raise_nofile_limit;
 use sockloop::net::tls::TlsConfig;
 use sockloop::services::chat::ChatConfig;
 use sockloop::services::registry::{self, ServiceConfig, Transport};

@@ -85,7 +85,7 @@ impl fmt::Display for PoolError {
                 write!(
                     f,
                     "no connection free within {}: all {max_total} in use",
-                    humantime::format_duration(waited)
+                    crate::config::duration(waited)
                 )
             }
             PoolError::Connect(error) => write!(f, "cannot open a pooled connection: {error}"),

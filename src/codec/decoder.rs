@@ -3,7 +3,9 @@
 use std::fmt;
 
 use super::line::{LineCodec, LineError};
+#[cfg(feature = "services")]
 use super::ndjson::{NdjsonCodec, NdjsonError};
+#[cfg(feature = "services")]
 use super::FrameError;
 
 /// A decoder of frames from the front of a stream's unconsumed bytes, with
@@ -109,6 +111,7 @@ impl Decoder for LineCodec {
     }
 }
 
+#[cfg(feature = "services")]
 impl<T: serde::de::DeserializeOwned + serde::Serialize> Decoder for NdjsonCodec<T> {
     type Frame<'a> = T;
     type Error = NdjsonError;
@@ -124,19 +127,21 @@ impl BadFrame for LineError {
     }
 }
 
+#[cfg(feature = "services")]
 impl BadFrame for NdjsonError {
     fn used(&self) -> Option<usize> {
         NdjsonError::used(self)
     }
 }
 
+#[cfg(feature = "services")]
 impl BadFrame for FrameError {
     fn used(&self) -> Option<usize> {
         FrameError::used(self)
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "services"))]
 mod tests {
     use super::*;
 

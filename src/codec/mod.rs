@@ -18,6 +18,7 @@
 //! `Ok(Some)` always reports `used > 0`, so a decode loop always advances.
 //!
 //! ```
+//! # #[cfg(feature = "services")] { // NdjsonCodec comes with the `services` feature
 //! use sockloop::codec::NdjsonCodec;
 //! use sockloop::protocol::chat::ChatLine;
 //!
@@ -44,26 +45,36 @@
 //! let data = b"{\"content\":\"a\"}\nnot json\n{\"content\":\"b\"}\n{\"con";
 //! assert_eq!(on_data(&codec, data, &mut got), data.len() - 5);
 //! assert_eq!(got.len(), 2);
+//! # }
 //! ```
 //!
 //! [`TcpService::on_data`]: crate::service::TcpService::on_data
 
 mod decoder;
+#[cfg(feature = "services")]
 mod json_error;
+#[cfg(feature = "services")]
 mod json_lines;
+#[cfg(feature = "services")]
 mod length;
 mod line;
+#[cfg(feature = "services")]
 mod ndjson;
 
 /// Kept for compatibility: the chat's JSON line lives in
 /// [`protocol::chat`](crate::protocol::chat) now.
+#[cfg(feature = "services")]
 pub use crate::protocol::chat::ChatLine;
 pub use decoder::{drive, BadFrame, Decoder, Flow};
+#[cfg(feature = "services")]
 pub use json_error::{describe_json_error, MAX_DEPTH as MAX_JSON_DEPTH};
+#[cfg(feature = "services")]
 pub use json_lines::JsonLines;
+#[cfg(feature = "services")]
 pub use length::{FrameError, LengthDelimited, MAX_VARINT_LEN};
 pub use line::{LineCodec, LineError};
+#[cfg(feature = "services")]
 pub use ndjson::{NdjsonCodec, NdjsonError};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "services"))]
 mod proptests;

@@ -1,7 +1,7 @@
 //! Per-shard counters and gauges, the counters services declare, and the
 //! `/metrics` endpoint that serves them.
 //!
-//! Each shard owns one [`ShardStats`] and is its only writer, so the atomics
+//! Each shard owns one `ShardStats` and is its only writer, so the atomics
 //! are never contended: `Relaxed` adds on a cache line no other core writes.
 //! Readers (tests, the metrics endpoint) take a [`Stats`] snapshot and sum
 //! shards themselves.
@@ -23,7 +23,7 @@ macro_rules! stats {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// The live counters of one shard; see [`Stats`] for their meaning.
         #[derive(Debug)]
-        pub struct ShardStats {
+        pub(crate) struct ShardStats {
             $(pub(crate) $name: Counter,)*
             /// The services' own counters, by slot (see [`ServiceCounters`]).
             pub(crate) service: Box<[Counter]>,

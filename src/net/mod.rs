@@ -5,6 +5,12 @@ mod recv_batch;
 mod send_queue;
 pub mod socket;
 #[allow(unsafe_code)]
-pub mod sys;
+pub(crate) mod sys;
+#[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+pub(crate) mod tls;
 pub mod udp_batch;
+
+pub use sys::raise_nofile_limit;

@@ -82,6 +82,53 @@ fn nofile_limit() -> io::Result<libc::rlimit> {
     Ok(lim)
 }
 
+/// Pins the calling thread to the `n`th CPU (modulo their number) of those
+/// it may run on now, and returns that CPU's number.
+///
+/// Linux only (`sched_setaffinity`); elsewhere it fails with
+/// [`io::ErrorKind::Unsupported`] and the thread stays where the scheduler
+/// puts it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn pin_current_thread(n: usize) -> io::Result<usize> {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: cpu_set_t is a plain bit array, for which all-zero bytes are a
+    // valid (empty) set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; the kernel writes at most `size`
+    // bytes into the set we own and pass by pointer.
+    if unsafe { libc::sched_getaffinity(0, size, &mut allowed) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, so CPU_ISSET reads inside the set.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+        .collect();
+    let Some(&cpu) = cpus.get(n % cpus.len().max(1)) else {
+        return Err(io::Error::other("no CPU in this thread's affinity mask"));
+    };
+    // SAFETY: as above, all-zero bytes are an empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` came from the set, so it is below CPU_SETSIZE; then the
+    // kernel only reads the `size` bytes of the set we pass.
+    if unsafe {
+        libc::CPU_SET(cpu, &mut one);
+        libc::sched_setaffinity(0, size, &one)
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cpu)
+}
+
+/// Pinning is Linux only: see the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn pin_current_thread(_n: usize) -> io::Result<usize> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "pinning threads needs Linux's sched_setaffinity",
+    ))
+}
+
 // rlim_t is u64 on Linux and Apple but i64 on FreeBSD.
 #[allow(clippy::unnecessary_cast)]
 fn rlim_to_u64(v: libc::rlim_t) -> u64 {
@@ -123,7 +170,8 @@ pub fn set_notsent_lowat(fd: std::os::fd::BorrowedFd<'_>, bytes: u32) -> io::Res
 }
 
 /// A TCP socket's `TCP_NOTSENT_LOWAT` (Linux; `u32::MAX`, the kernel's
-/// "no cap", elsewhere).
+/// "no cap", elsewhere). Only the tests read it back.
+#[cfg(test)]
 pub fn notsent_lowat(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
     #[cfg(target_os = "linux")]
     {

@@ -6,6 +6,7 @@
 pub mod child;
 pub mod process;
 pub mod relay;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
