@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 pub use hold::{hold, HoldConfig, HoldReport};
+pub use tcp::TcpLoad;
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,9 +124,8 @@ impl Report {
 
     /// Counts an intact echo of a message sent in the measured window,
     /// back `rtt` after it was sent (open loop: was due).
-    fn record_echo(&mut self, rtt: Duration, echoes: &AtomicU64) {
+    fn record_echo(&mut self, rtt: Duration) {
         self.received += 1;
-        echoes.fetch_add(1, Ordering::Relaxed);
         let us = rtt.as_micros() as u64;
         let _ = self.rtt_us.record(us);
         if self.samples.len() < MAX_SAMPLES {
