@@ -1,9 +1,7 @@
 //! Helpers shared by the hand-rolled (harness = false) benches: run mode,
-//! reading CPU time and memory from `/proc`, and (in `load`) the TCP echo
-//! load generator.
+//! reading CPU time and memory from `/proc`. The TCP echo load is the
+//! library's `sockloop::client::bench::TcpLoad`.
 #![allow(dead_code)]
-
-pub mod load;
 
 use std::time::Duration;
 

@@ -485,9 +485,10 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
     ))
 }
 
-/// Message `seq` of connection `conn`, `size` bytes: recognisable, and
-/// different for every message, so a stale or mixed-up echo is caught.
-pub(crate) fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+/// Message `seq` of connection `conn`, `size` bytes (at least 12),
+/// appended to `out`: recognisable, and different for every message, so a
+/// stale or mixed-up echo is caught.
+pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&conn.to_le_bytes());
     let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(conn);
