@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use common::{clk_tck, find_tid, median, quick_mode, round_plan, Cpu};
-use sockloop::client::bench::{message, LoadConfig, TcpLoad};
+use common::{clk_tck, find_tid, median, quick_mode, round_plan, tcp_load, Cpu};
+use sockloop::client::bench::{message, TcpLoad};
 
 /// Bytes per message, TCP and UDP.
 const MSG: usize = 64;
@@ -250,26 +250,6 @@ impl Load for TcpLoad {
     }
 }
 
-/// The TCP load: `TCP_CONNS` connections, one message in flight each,
-/// sending until `warmup + window` after it began; and that window.
-fn tcp_load(addr: SocketAddr, warmup: Duration, window: Duration) -> (TcpLoad, Range<Instant>) {
-    let config = LoadConfig {
-        conns: TCP_CONNS,
-        size: MSG,
-        depth: 1,
-        duration: window,
-        warmup,
-        threads: 1,
-        rate: None,
-        progress: false,
-    };
-    let ids: Vec<u32> = (0..TCP_CONNS as u32).collect();
-    let mut load = TcpLoad::new(&[addr], &config, &ids).expect("tcp load");
-    load.record_latency(false);
-    let measured = load.window();
-    (load, measured)
-}
-
 struct UdpClient {
     socket: UdpSocket,
     /// The sequence number each in-flight slot waits for, and when it was sent.
@@ -420,7 +400,8 @@ fn measure(target: &Target, proto: Proto, warmup: Duration, window: Duration, tc
     // The TCP load sends until its window ends: measure exactly that window.
     let (mut load, measured): (Box<dyn Load>, Range<Instant>) = match proto {
         Proto::Tcp => {
-            let (load, measured) = tcp_load(target.tcp, warmup, window);
+            let load = tcp_load(target.tcp, TCP_CONNS, 1, warmup, window);
+            let measured = load.window();
             (Box::new(load), measured)
         }
         Proto::Udp => {

@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{clk_tck, find_tids, median, quick_mode, round_plan, Cpu};
-use sockloop::client::bench::{LoadConfig, TcpLoad};
+use common::{clk_tck, find_tids, median, quick_mode, round_plan, tcp_load, Cpu};
+use sockloop::client::bench::TcpLoad;
 
 const CONNS: usize = 100;
 /// Bytes per message.
@@ -104,19 +104,7 @@ fn measure(shards: usize, depth: usize, warmup: Duration, window: Duration, tck:
     let running = thread::spawn(move || server.run());
     let tids = wait_for_shards(shards);
 
-    let config = LoadConfig {
-        conns: CONNS,
-        size: MSG,
-        depth,
-        duration: window,
-        warmup,
-        threads: 1,
-        rate: None,
-        progress: false,
-    };
-    let ids: Vec<u32> = (0..CONNS as u32).collect();
-    let mut load = TcpLoad::new(&[addr], &config, &ids).expect("tcp load");
-    load.record_latency(false);
+    let mut load = tcp_load(addr, CONNS, depth, warmup, window);
     let run_until = |load: &mut TcpLoad, until: Instant| loop {
         let now = Instant::now();
         if now >= until {
