@@ -4,7 +4,8 @@
 //! shard `sockloop-shard-0`; tokio as a `current_thread` runtime on the
 //! thread `tokio-echo`), and are loaded one after the other, in alternating
 //! order over several rounds, by the same single-threaded mio load
-//! generator running on the main thread:
+//! generators stepped on the main thread (TCP: the library's
+//! `client::bench::TcpLoad`, latency recording off; UDP: `UdpLoad` below):
 //!
 //! - TCP: 100 connections, 64-byte messages, one in flight per connection
 //!   (closed loop), TCP_NODELAY; every echoed byte is checked.
@@ -25,6 +26,7 @@ mod common;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -33,9 +35,11 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use common::load::{message, TcpLoad, MSG};
-use common::{clk_tck, find_tid, median, quick_mode, round_plan, Cpu};
+use common::{clk_tck, find_tid, median, quick_mode, round_plan, tcp_load, Cpu};
+use sockloop::client::bench::{message, TcpLoad};
 
+/// Bytes per message, TCP and UDP.
+const MSG: usize = 64;
 const TCP_CONNS: usize = 100;
 const UDP_SOCKETS: usize = 32;
 const UDP_IN_FLIGHT: usize = 4;
@@ -220,6 +224,11 @@ trait Load {
     fn completed(&self) -> u64;
     /// Datagrams given up on so far.
     fn lost(&self) -> u64;
+    /// What went wrong that must not (a corrupted echo, a connection
+    /// closed), if anything.
+    fn problems(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Load for TcpLoad {
@@ -234,6 +243,11 @@ impl Load for TcpLoad {
     fn lost(&self) -> u64 {
         0
     }
+
+    fn problems(&self) -> Option<String> {
+        let report = self.report();
+        (!report.clean()).then(|| report.problems())
+    }
 }
 
 struct UdpClient {
@@ -241,6 +255,8 @@ struct UdpClient {
     /// The sequence number each in-flight slot waits for, and when it was sent.
     slots: [(u64, Instant); UDP_IN_FLIGHT],
     next_seq: u64,
+    /// The datagram being sent.
+    out: Vec<u8>,
 }
 
 struct UdpLoad {
@@ -251,6 +267,8 @@ struct UdpLoad {
     lost: u64,
     stale: u64,
     last_sweep: Instant,
+    /// What an echo should be.
+    expected: Vec<u8>,
 }
 
 /// Datagram id: socket index in the high bits, slot in the low byte.
@@ -263,7 +281,9 @@ impl UdpClient {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots[slot] = (seq, Instant::now());
-        match self.socket.send(&message(udp_id(index, slot), seq)) {
+        self.out.clear();
+        message(udp_id(index, slot), seq, MSG, &mut self.out);
+        match self.socket.send(&self.out) {
             Ok(_) => Ok(()),
             // Treated like a loss: the timeout sweep replaces it.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -286,6 +306,7 @@ impl UdpLoad {
                 socket,
                 slots: [(0, now); UDP_IN_FLIGHT],
                 next_seq: 0,
+                out: Vec::with_capacity(MSG),
             });
         }
         for (i, client) in clients.iter_mut().enumerate() {
@@ -301,6 +322,7 @@ impl UdpLoad {
             lost: 0,
             stale: 0,
             last_sweep: now,
+            expected: Vec::with_capacity(MSG),
         })
     }
 
@@ -349,7 +371,9 @@ impl Load for UdpLoad {
                     id >> 8 == index as u32 && slot < UDP_IN_FLIGHT,
                     "udp echo to the wrong socket"
                 );
-                assert_eq!(buf[..MSG], message(id, seq), "bad udp echo");
+                self.expected.clear();
+                message(id, seq, MSG, &mut self.expected);
+                assert_eq!(buf[..MSG], self.expected[..], "bad udp echo");
                 if client.slots[slot].0 == seq {
                     self.completed += 1;
                     client.send(index, slot)?;
@@ -373,9 +397,18 @@ impl Load for UdpLoad {
 // ---------------------------------------------------------------- measuring
 
 fn measure(target: &Target, proto: Proto, warmup: Duration, window: Duration, tck: u64) -> Sample {
-    let mut load: Box<dyn Load> = match proto {
-        Proto::Tcp => Box::new(TcpLoad::new(target.tcp, TCP_CONNS, 1).expect("tcp load")),
-        Proto::Udp => Box::new(UdpLoad::new(target.udp).expect("udp load")),
+    // The TCP load sends until its window ends: measure exactly that window.
+    let (mut load, measured): (Box<dyn Load>, Range<Instant>) = match proto {
+        Proto::Tcp => {
+            let load = tcp_load(target.tcp, TCP_CONNS, 1, warmup, window);
+            let measured = load.window();
+            (Box::new(load), measured)
+        }
+        Proto::Udp => {
+            let load = UdpLoad::new(target.udp).expect("udp load");
+            let from = Instant::now() + warmup;
+            (Box::new(load), from..from + window)
+        }
     };
     let run_until = |load: &mut Box<dyn Load>, until: Instant| loop {
         let now = Instant::now();
@@ -385,16 +418,19 @@ fn measure(target: &Target, proto: Proto, warmup: Duration, window: Duration, tc
         load.step((until - now).min(Duration::from_millis(50)))
             .unwrap_or_else(|e| panic!("{} {} load failed: {e}", target.name, proto.name()));
     };
-    run_until(&mut load, Instant::now() + warmup);
+    run_until(&mut load, measured.start);
 
     let (rt0, lost0) = (load.completed(), load.lost());
     let (srv0, gen0) = (Cpu::of(Some(target.tid)), Cpu::of(None));
     let start = Instant::now();
-    run_until(&mut load, start + window);
+    run_until(&mut load, measured.end);
     let (srv1, gen1) = (Cpu::of(Some(target.tid)), Cpu::of(None));
     let wall = start.elapsed().as_secs_f64();
     let rts = (load.completed() - rt0).max(1) as f64;
     let lost = load.lost() - lost0;
+    if let Some(problems) = load.problems() {
+        panic!("{} {} load: {problems}", target.name, proto.name());
+    }
     drop(load); // closes every client socket
 
     let srv = srv1.secs_since(&srv0, tck);

@@ -3,8 +3,8 @@
 //!
 //! For every measurement a fresh server (`ServerConfig { shards: n }`,
 //! SO_REUSEPORT, unpinned) is started in this process and loaded by the
-//! single-threaded mio load generator of `common::load`, running on the main
-//! thread: 100 connections, 64-byte messages, closed loop with 1 (and then
+//! single-threaded mio load generator `sockloop::client::bench::TcpLoad`
+//! (latency recording off), stepped on the main thread: 100 connections, 64-byte messages, closed loop with 1 (and then
 //! 4) messages in flight per connection, TCP_NODELAY; every echoed byte is
 //! checked. Rounds alternate the order (1, 2 shards; then 2, 1; ...).
 //!
@@ -26,10 +26,12 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::load::{TcpLoad, MSG};
-use common::{clk_tck, find_tids, median, quick_mode, round_plan, Cpu};
+use common::{clk_tck, find_tids, median, quick_mode, round_plan, tcp_load, Cpu};
+use sockloop::client::bench::TcpLoad;
 
 const CONNS: usize = 100;
+/// Bytes per message.
+const MSG: usize = 64;
 /// Messages in flight per connection, one load point each.
 const DEPTHS: [usize; 2] = [1, 4];
 /// The configurations compared.
@@ -102,7 +104,7 @@ fn measure(shards: usize, depth: usize, warmup: Duration, window: Duration, tck:
     let running = thread::spawn(move || server.run());
     let tids = wait_for_shards(shards);
 
-    let mut load = TcpLoad::new(addr, CONNS, depth).expect("tcp load");
+    let mut load = tcp_load(addr, CONNS, depth, warmup, window);
     let run_until = |load: &mut TcpLoad, until: Instant| loop {
         let now = Instant::now();
         if now >= until {
@@ -111,13 +113,15 @@ fn measure(shards: usize, depth: usize, warmup: Duration, window: Duration, tck:
         load.step((until - now).min(Duration::from_millis(50)))
             .unwrap_or_else(|e| panic!("{shards}-shard load failed: {e}"));
     };
-    run_until(&mut load, Instant::now() + warmup);
+    // The load sends until its window ends: measure exactly that window.
+    let measured = load.window();
+    run_until(&mut load, measured.start);
 
     let rt0 = load.completed();
     let per0: Vec<Cpu> = tids.iter().map(|&t| Cpu::of(Some(t))).collect();
     let (srv0, gen0) = (Cpu::sum(&tids), Cpu::of(None));
     let start = Instant::now();
-    run_until(&mut load, start + window);
+    run_until(&mut load, measured.end);
     let (srv1, gen1) = (Cpu::sum(&tids), Cpu::of(None));
     let per1: Vec<Cpu> = tids.iter().map(|&t| Cpu::of(Some(t))).collect();
     let wall = start.elapsed().as_secs_f64();
@@ -127,6 +131,8 @@ fn measure(shards: usize, depth: usize, warmup: Duration, window: Duration, tck:
         .iter()
         .map(|s| s.conns_accepted)
         .collect();
+    let report = load.report();
+    assert!(report.clean(), "{shards}-shard load: {}", report.problems());
     drop(load); // closes every client socket
     handle.shutdown();
     running

@@ -1,9 +1,11 @@
 //! Helpers shared by the hand-rolled (harness = false) benches: run mode,
-//! reading CPU time and memory from `/proc`, and (in `load`) the TCP echo
-//! load generator.
+//! reading CPU time and memory from `/proc`. The TCP echo load is the
+//! library's `sockloop::client::bench::TcpLoad`.
 #![allow(dead_code)]
 
-pub mod load;
+use std::net::SocketAddr;
+
+use sockloop::client::bench::{LoadConfig, TcpLoad};
 
 use std::time::Duration;
 
@@ -175,4 +177,31 @@ pub fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// The closed-loop TCP echo load of the echo and shards benches: `conns`
+/// connections (ids 0..conns) to `addr`, `depth` 64-byte messages in flight
+/// on each, sending until `warmup + window` after it began (its
+/// `window()`), latency recording off.
+pub fn tcp_load(
+    addr: SocketAddr,
+    conns: usize,
+    depth: usize,
+    warmup: Duration,
+    window: Duration,
+) -> TcpLoad {
+    let config = LoadConfig {
+        conns,
+        size: 64,
+        depth,
+        duration: window,
+        warmup,
+        threads: 1,
+        rate: None,
+        progress: false,
+    };
+    let ids: Vec<u32> = (0..conns as u32).collect();
+    let mut load = TcpLoad::new(&[addr], &config, &ids).expect("tcp load");
+    load.record_latency(false);
+    load
 }

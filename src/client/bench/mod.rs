@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 pub use hold::{hold, HoldConfig, HoldReport};
+pub use tcp::TcpLoad;
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,9 +124,8 @@ impl Report {
 
     /// Counts an intact echo of a message sent in the measured window,
     /// back `rtt` after it was sent (open loop: was due).
-    fn record_echo(&mut self, rtt: Duration, echoes: &AtomicU64) {
+    fn record_echo(&mut self, rtt: Duration) {
         self.received += 1;
-        echoes.fetch_add(1, Ordering::Relaxed);
         let us = rtt.as_micros() as u64;
         let _ = self.rtt_us.record(us);
         if self.samples.len() < MAX_SAMPLES {
@@ -485,9 +485,10 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
     ))
 }
 
-/// Message `seq` of connection `conn`, `size` bytes: recognisable, and
-/// different for every message, so a stale or mixed-up echo is caught.
-pub(crate) fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+/// Message `seq` of connection `conn`, `size` bytes (at least 12),
+/// appended to `out`: recognisable, and different for every message, so a
+/// stale or mixed-up echo is caught.
+pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&conn.to_le_bytes());
     let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(conn);

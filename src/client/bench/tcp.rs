@@ -1,9 +1,12 @@
-//! One generator thread: its connections on one mio `Poll`.
+//! TCP load: [`TcpLoad`], one generator thread's connections on one mio
+//! `Poll`, driven a step at a time; [`run`] is the blocking run of
+//! `run_tcp` built on it (warm-up, measured window, drain).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -13,6 +16,102 @@ use super::{first_due, message, send_interval, LoadConfig, Report, Window, MAX_I
 
 /// How long after the window echoes still in flight are waited for.
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// The longest wait of one step in the blocking run.
+const STEP: Duration = Duration::from_millis(50);
+
+/// What a connection keeps of a refusing server's words.
+const REFUSAL_KEPT: usize = 4096;
+
+/// One blocking run: `ids`' connections stepped through the warm-up and
+/// the window, then drained; echoes counted in the window are added to
+/// `echoes` as they come (for the progress line).
+pub(super) fn run(
+    addrs: &[SocketAddr],
+    config: LoadConfig,
+    ids: &[u32],
+    echoes: &AtomicU64,
+) -> io::Result<Report> {
+    let mut load = TcpLoad::new(addrs, &config, ids)?;
+    let until = load.window().end;
+    let mut shown = 0;
+    loop {
+        let now = Instant::now();
+        if now >= until && (load.in_flight() == 0 || now >= until + DRAIN) {
+            break;
+        }
+        load.step(STEP)?;
+        let received = load.report().received;
+        echoes.fetch_add(received - shown, Ordering::Relaxed);
+        shown = received;
+    }
+    Ok(load.finish())
+}
+
+/// A TCP echo load on one mio `Poll`, driven a step at a time: the
+/// connections `ids` (each id goes into its messages), closed loop
+/// (`config.depth` messages in flight on each) or open loop
+/// (`config.rate` over `config.conns` connections in all, this load's
+/// share of them at the same rate each). Every echoed byte is checked.
+///
+/// The window it measures starts `config.warmup` after [`TcpLoad::new`]
+/// began and lasts `config.duration` ([`TcpLoad::window`]); only messages
+/// sent (open loop: due) in it are counted in its [`Report`]. It sends
+/// nothing after the window, so stepping on drains what is in flight.
+/// `config.threads` and `config.progress` are for [`run_tcp`]
+/// (super::run_tcp), which runs one of these on each thread.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use sockloop::client::bench::{LoadConfig, TcpLoad};
+/// use sockloop::{services::Echo, Server};
+///
+/// let server = Server::builder().tcp("127.0.0.1:0".parse().unwrap(), || Echo).build()?;
+/// let addr = server.tcp_addrs()[0];
+/// let handle = server.handle();
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let config = LoadConfig {
+///     conns: 4,
+///     duration: Duration::from_millis(200),
+///     warmup: Duration::from_millis(50),
+///     ..LoadConfig::default()
+/// };
+/// let mut load = TcpLoad::new(&[addr], &config, &[0, 1, 2, 3])?;
+/// let window = load.window();
+/// while Instant::now() < window.end {
+///     load.step(Duration::from_millis(50))?;
+/// }
+/// assert!(load.completed() > 0);
+/// let report = load.finish(); // what is still in flight counts lost
+/// assert_eq!(report.corrupted + report.conn_errors, 0, "{}", report.text());
+///
+/// handle.stop();
+/// running.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TcpLoad {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Conn>,
+    report: Report,
+    settings: Settings,
+    /// Intact echoes, at any time.
+    completed: u64,
+    /// The message an echo should be, rebuilt for each (no allocation per
+    /// message).
+    expected: Vec<u8>,
+}
+
+/// What every connection's sending and checking follows.
+struct Settings {
+    size: usize,
+    /// Open loop: how often each connection sends (`None`: closed loop).
+    interval: Option<Duration>,
+    window: Window,
+    /// Record each measured echo's round trip in the report.
+    latency: bool,
+}
 
 struct Conn {
     id: u32,
@@ -24,8 +123,11 @@ struct Conn {
     next_recv: u64,
     /// When each message in flight was sent (open loop: was due).
     sent_at: VecDeque<Instant>,
-    /// Echoed bytes not yet checked.
+    /// Echoed bytes, `input[..got]` not yet checked. In the closed loop it
+    /// holds more than can be in flight, so a read that comes up short of
+    /// filling it has drained the socket: no read is spent on `WouldBlock`.
     input: Vec<u8>,
+    got: usize,
     /// The next message due (open loop).
     due: Instant,
     alive: bool,
@@ -35,72 +137,100 @@ struct Conn {
     unexpected: Option<u64>,
 }
 
-pub(super) fn run(
-    addrs: &[SocketAddr],
-    config: LoadConfig,
-    ids: &[u32],
-    echoes: &AtomicU64,
-) -> io::Result<Report> {
-    let mut poll = Poll::new()?;
-    let mut report = Report::empty(&config)?;
-    let size = config.size.max(16);
-    let start = Instant::now();
-    // Open loop: each connection sends every `interval`, staggered.
-    let interval = send_interval(&config);
-    let mut conns = Vec::with_capacity(ids.len());
-    for (k, &id) in ids.iter().enumerate() {
-        let stream = match std::net::TcpStream::connect(addrs) {
-            Ok(stream) => stream,
-            Err(_) => {
-                report.conn_errors += 1;
-                continue;
-            }
+impl TcpLoad {
+    /// Opens a connection for each of `ids` (TCP_NODELAY; each tries every
+    /// address of `addrs` in turn) and, in the closed loop, sends the first
+    /// `config.depth` messages on each. A connection that cannot be opened
+    /// is counted in the report's `conn_errors`.
+    pub fn new(addrs: &[SocketAddr], config: &LoadConfig, ids: &[u32]) -> io::Result<TcpLoad> {
+        let poll = Poll::new()?;
+        let mut report = Report::empty(config)?;
+        let size = config.size.max(16);
+        let start = Instant::now();
+        // Open loop: each connection sends every `interval`, staggered.
+        let interval = send_interval(config);
+        let mut conns = Vec::with_capacity(ids.len());
+        for (k, &id) in ids.iter().enumerate() {
+            let stream = match std::net::TcpStream::connect(addrs) {
+                Ok(stream) => stream,
+                Err(_) => {
+                    report.conn_errors += 1;
+                    continue;
+                }
+            };
+            stream.set_nodelay(true)?;
+            stream.set_nonblocking(true)?;
+            let mut stream = TcpStream::from_std(stream);
+            poll.registry().register(
+                &mut stream,
+                Token(conns.len()),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            conns.push(Conn {
+                id,
+                stream,
+                out: Vec::with_capacity(config.depth.max(1) * size),
+                written: 0,
+                next_send: 0,
+                next_recv: 0,
+                sent_at: VecDeque::new(),
+                input: vec![0; (config.depth.max(1) + 1) * size],
+                got: 0,
+                due: first_due(start, interval, k, ids.len()),
+                alive: true,
+                unexpected: None,
+            });
+        }
+        let settings = Settings {
+            size,
+            interval,
+            window: Window::after_warmup(start, config),
+            latency: true,
         };
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(stream);
-        poll.registry().register(
-            &mut stream,
-            Token(k),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns.push(Conn {
-            id,
-            stream,
-            out: Vec::new(),
-            written: 0,
-            next_send: 0,
-            next_recv: 0,
-            sent_at: VecDeque::new(),
-            input: Vec::new(),
-            due: first_due(start, interval, k, ids.len()),
-            alive: true,
-            unexpected: None,
-        });
-    }
-    let window = Window::after_warmup(start, &config);
-    if interval.is_none() {
-        for conn in &mut conns {
-            for _ in 0..config.depth.max(1) {
-                conn.queue(size, start, &window, &mut report);
+        if interval.is_none() {
+            for conn in &mut conns {
+                for _ in 0..config.depth.max(1) {
+                    conn.queue(&settings, start, &mut report);
+                }
+                conn.flush(&mut report);
             }
-            conn.flush(&mut report);
         }
+        Ok(TcpLoad {
+            poll,
+            events: Events::with_capacity(1024),
+            conns,
+            report,
+            settings,
+            completed: 0,
+            expected: Vec::with_capacity(size),
+        })
     }
-    let mut events = Events::with_capacity(1024);
-    loop {
+
+    /// Whether to record each measured echo's round trip (the report's
+    /// `rtt_us` and `samples`; on by default). Off, only the counts are
+    /// kept: for a caller that measures throughput alone.
+    pub fn record_latency(&mut self, on: bool) {
+        self.settings.latency = on;
+    }
+
+    /// The measured window: from `config.warmup` after [`TcpLoad::new`]
+    /// began, `config.duration` long.
+    pub fn window(&self) -> Range<Instant> {
+        self.settings.window.from..self.settings.window.until
+    }
+
+    /// Sends what is due (open loop), waits for events at most `timeout`
+    /// (less when a message falls due sooner) and handles them: checks the
+    /// echoes and, in the closed loop, sends a message for each until the
+    /// window ends. Failures are counted in the report, not returned; an
+    /// error is the poll's own.
+    pub fn step(&mut self, timeout: Duration) -> io::Result<()> {
         let now = Instant::now();
-        let sending = now < window.until;
-        let in_flight: usize = conns
-            .iter()
-            .filter(|c| c.alive)
-            .map(|c| c.sent_at.len())
-            .sum();
-        if !sending && (in_flight == 0 || now >= window.until + DRAIN) {
-            break;
-        }
-        if let (Some(interval), true) = (interval, sending) {
-            for conn in conns
+        let sending = now < self.settings.window.until;
+        let mut timeout = timeout;
+        if let (Some(interval), true) = (self.settings.interval, sending) {
+            for conn in self
+                .conns
                 .iter_mut()
                 .filter(|c| c.alive && c.unexpected.is_none())
             {
@@ -108,61 +238,93 @@ pub(super) fn run(
                     let due = conn.due;
                     conn.due += interval;
                     if conn.sent_at.len() >= MAX_IN_FLIGHT {
-                        report.lost += 1;
+                        self.report.lost += 1;
                         continue;
                     }
-                    conn.queue(size, due, &window, &mut report);
+                    conn.queue(&self.settings, due, &mut self.report);
                 }
-                conn.flush(&mut report);
+                conn.flush(&mut self.report);
+            }
+            if let Some(next) = self.conns.iter().filter(|c| c.alive).map(|c| c.due).min() {
+                timeout = timeout.min(next.saturating_duration_since(now));
             }
         }
-        let next_due = interval
-            .filter(|_| sending)
-            .and_then(|_| conns.iter().filter(|c| c.alive).map(|c| c.due).min());
-        let wake = next_due.unwrap_or(now + Duration::from_millis(50));
-        let timeout = wake.saturating_duration_since(now);
-        match poll.poll(&mut events, Some(timeout)) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
         }
-        for event in events.iter() {
-            let conn = &mut conns[event.token().0];
+        for event in self.events.iter() {
+            let conn = &mut self.conns[event.token().0];
             if !conn.alive {
                 continue;
             }
             if event.is_writable() {
-                conn.flush(&mut report);
+                conn.flush(&mut self.report);
             }
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                let closed_loop = interval.is_none();
-                conn.receive((size, closed_loop), &window, &mut report, echoes);
+            let closing = event.is_read_closed() || event.is_error();
+            if event.is_readable() || closing {
+                self.completed += conn.receive(
+                    closing,
+                    &self.settings,
+                    &mut self.report,
+                    &mut self.expected,
+                );
             }
         }
+        Ok(())
     }
-    for conn in &mut conns {
-        if let (Some(in_flight), true) = (conn.unexpected, conn.alive) {
-            report.corrupted += 1;
-            report.lost += in_flight;
-            conn.alive = false;
-            report.conn_errors += 1;
+
+    /// Intact echoes so far, warm-up and drain included.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Messages sent and not echoed yet, on connections still open.
+    pub fn in_flight(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| c.alive)
+            .map(|c| c.sent_at.len())
+            .sum()
+    }
+
+    /// The counts so far: the window's echoes, and every failure (a
+    /// corrupted echo, a connection closed, reset or not opened) as it was
+    /// found. Messages in flight are not counted lost until
+    /// [`TcpLoad::finish`].
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The report, with every message still in flight counted lost (and a
+    /// connection that got a line instead of its first echo and stayed
+    /// open, corrupted); closes the connections.
+    pub fn finish(mut self) -> Report {
+        let report = &mut self.report;
+        for conn in &mut self.conns {
+            if let (Some(in_flight), true) = (conn.unexpected, conn.alive) {
+                report.corrupted += 1;
+                report.lost += in_flight;
+                conn.alive = false;
+                report.conn_errors += 1;
+            }
+            report.lost += conn.sent_at.len() as u64;
         }
-        report.lost += conn.sent_at.len() as u64;
+        self.report
     }
-    report.elapsed = config.duration;
-    Ok(report)
 }
 
 impl Conn {
     /// Queues the next message, as sent (or due) at `at`.
-    fn queue(&mut self, size: usize, at: Instant, window: &Window, report: &mut Report) {
+    fn queue(&mut self, settings: &Settings, at: Instant, report: &mut Report) {
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
         }
-        message(self.id, self.next_send, size, &mut self.out);
+        message(self.id, self.next_send, settings.size, &mut self.out);
         self.next_send += 1;
         self.sent_at.push_back(at);
-        report.sent += u64::from(window.holds(at));
+        report.sent += u64::from(settings.window.holds(at));
     }
 
     fn flush(&mut self, report: &mut Report) {
@@ -205,71 +367,99 @@ impl Conn {
         self.alive = false;
         self.sent_at.clear(); // never taken, so not lost
         report.closed_at_once += 1;
-        if report.refusal.is_none() && !self.input.is_empty() {
-            report.refusal = Some(refusal_line(&self.input));
+        if report.refusal.is_none() && self.got > 0 {
+            report.refusal = Some(refusal_line(&self.input[..self.got]));
         }
     }
 
-    /// Reads echoes, checks each whole message, and (closed loop) sends
-    /// the next one for each.
+    /// Reads echoes, checks each whole message, and (closed loop, in the
+    /// window) sends the next one for each; returns the intact echoes.
+    /// Reads stop at one that comes up short of the buffer (the socket is
+    /// drained: epoll(7)), unless the peer is `closing`, when they go on to
+    /// the end of the stream.
     fn receive(
         &mut self,
-        (size, closed_loop): (usize, bool),
-        window: &Window,
+        closing: bool,
+        settings: &Settings,
         report: &mut Report,
-        echoes: &AtomicU64,
-    ) {
-        let mut chunk = [0; 64 * 1024];
+        expected: &mut Vec<u8>,
+    ) -> u64 {
         loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return self.closed_by_server(false, report),
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+            if self.got == self.input.len() {
+                let len = self.input.len() * 2;
+                self.input.resize(len, 0);
+            }
+            let room = self.input.len() - self.got;
+            match self.stream.read(&mut self.input[self.got..]) {
+                Ok(0) => {
+                    self.closed_by_server(false, report);
+                    return 0;
+                }
+                Ok(n) => {
+                    self.got += n;
+                    if self.unexpected.is_some() {
+                        // Only the close is awaited now; the first line is kept.
+                        self.got = self.got.min(REFUSAL_KEPT);
+                    }
+                    if n < room && !closing {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return self.closed_by_server(true, report)
+                    self.closed_by_server(true, report);
+                    return 0;
                 }
-                Err(_) => return self.fail(report),
+                Err(_) => {
+                    self.fail(report);
+                    return 0;
+                }
             }
         }
         if self.unexpected.is_some() {
-            // Only the close is awaited now; the first line is kept.
-            self.input.truncate(4096);
-            return;
+            return 0;
         }
+        let size = settings.size;
         let now = Instant::now();
-        let mut expected = Vec::with_capacity(size);
-        let whole = self.input.len() / size;
+        let whole = self.got / size;
         for k in 0..whole {
             let Some(sent) = self.sent_at.pop_front() else {
                 // An echo of nothing sent: the stream is not ours any more.
                 report.corrupted += 1;
-                return self.fail(report);
+                self.fail(report);
+                return k as u64;
             };
             expected.clear();
-            message(self.id, self.next_recv, size, &mut expected);
+            message(self.id, self.next_recv, size, expected);
             if self.input[k * size..(k + 1) * size] != expected[..] {
-                if self.next_recv == 0 && self.input.contains(&b'\n') {
+                if self.next_recv == 0 && self.input[..self.got].contains(&b'\n') {
                     // A line instead of the first echo: a refusal if the
                     // server now closes, a wrong reply if it does not.
                     self.unexpected = Some(self.sent_at.len() as u64 + 1);
                     self.sent_at.clear();
-                    return;
+                    return 0;
                 }
                 report.corrupted += 1;
                 // Out of step: nothing after this can be trusted.
-                return self.fail(report);
+                self.fail(report);
+                return k as u64;
             }
             self.next_recv += 1;
-            if window.holds(sent) {
-                report.record_echo(now.saturating_duration_since(sent), echoes);
+            if settings.window.holds(sent) {
+                match settings.latency {
+                    true => report.record_echo(now.saturating_duration_since(sent)),
+                    false => report.received += 1,
+                }
             }
-            if closed_loop && now < window.until {
-                self.queue(size, now, window, report);
+            if settings.interval.is_none() && now < settings.window.until {
+                self.queue(settings, now, report);
             }
         }
-        self.input.drain(..whole * size);
+        self.input.copy_within(whole * size..self.got, 0);
+        self.got -= whole * size;
         self.flush(report);
+        whole as u64
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -150,7 +150,8 @@ pub(super) fn run(
                 if buf[..n] != expected[..] {
                     report.corrupted += 1;
                 } else if window.holds(sent) {
-                    report.record_echo(now.saturating_duration_since(sent), echoes);
+                    report.record_echo(now.saturating_duration_since(sent));
+                    echoes.fetch_add(1, Ordering::Relaxed);
                 }
                 if interval.is_none() && now < window.until {
                     send(s, now, &mut report);
