@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+#[cfg(feature = "client")]
 use sockloop::client::bench::{LoadConfig, TcpLoad};
 
 use std::time::Duration;
@@ -183,6 +184,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// connections (ids 0..conns) to `addr`, `depth` 64-byte messages in flight
 /// on each, sending until `warmup + window` after it began (its
 /// `window()`), latency recording off.
+#[cfg(feature = "client")]
 pub fn tcp_load(
     addr: SocketAddr,
     conns: usize,
