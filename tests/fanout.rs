@@ -7,48 +7,10 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
+use common::room::{push_past_a_slow_member, Room};
 use common::{connect, wait_until, Running};
-use sockloop::service::{CloseReason, ConnContext, ConnId, ShardContext, TcpService};
+use sockloop::service::{ConnContext, ConnId, TcpService};
 use sockloop::{Server, ServerConfig};
-
-/// Relays every line to every other member; "kick" closes the others.
-#[derive(Default)]
-struct Room {
-    members: Vec<ConnId>,
-    gone: Vec<ConnId>,
-}
-
-impl TcpService for Room {
-    fn on_open(&mut self, conn: &mut ConnContext<'_>) {
-        self.members.push(conn.id());
-        conn.send(b"welcome\n");
-    }
-
-    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
-        let mut consumed = 0;
-        while let Some(end) = data[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &data[consumed..consumed + end + 1];
-            consumed += end + 1;
-            let me = conn.id();
-            for &member in self.members.iter().filter(|&&m| m != me) {
-                if line == b"kick\n" {
-                    assert!(conn.close_conn(member));
-                } else {
-                    assert!(conn.send_to(member, line), "a member vanished");
-                }
-            }
-            for &gone in &self.gone {
-                assert!(!conn.send_to(gone, line), "sent to a closed connection");
-            }
-        }
-        consumed
-    }
-
-    fn on_close(&mut self, _shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
-        self.members.retain(|&m| m != id);
-        self.gone.push(id);
-    }
-}
 
 fn room_server() -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -130,50 +92,6 @@ fn a_service_can_close_other_connections() {
     server.shutdown().unwrap();
 }
 
-/// Three members: a writer, a reader that keeps up and one that never
-/// reads. The writer waits for the fast reader every 32 lines, so only the
-/// slow member falls behind. Returns what the fast reader got and the
-/// server's counters.
-fn push_past_a_slow_member(config: ServerConfig, lines: usize) -> (usize, sockloop::Stats) {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::builder()
-        .config(config)
-        .tcp(any, Room::default)
-        .build()
-        .unwrap();
-    let server = Running::start(server);
-    let mut writer = connect(server.tcp[0]);
-    let mut fast = BufReader::new(connect(server.tcp[0]));
-    let slow = connect(server.tcp[0]);
-    let handle = server.handle.clone();
-    wait_until("all joined", || handle.stats().conns_open == 3);
-
-    let mut line = String::new();
-    fast.read_line(&mut line).unwrap();
-    assert_eq!(line, "welcome\n");
-    let payload = format!("{}\n", "x".repeat(1023));
-    let mut got = 0;
-    for chunk in 0..lines / 32 {
-        for _ in 0..32 {
-            writer.write_all(payload.as_bytes()).unwrap();
-        }
-        while got < (chunk + 1) * 32 {
-            line.clear();
-            fast.read_line(&mut line).unwrap();
-            assert_eq!(line, payload, "the fast member got a damaged line");
-            got += 1;
-        }
-    }
-    wait_until("the slow member's close", || {
-        let stats = handle.stats();
-        stats.closed_output_hard + stats.closed_output_soft == 1
-    });
-    drop((writer, fast, slow));
-    let stats = handle.stats();
-    server.shutdown().unwrap();
-    (got, stats)
-}
-
 fn small_buffers() -> ServerConfig {
     let mut config = ServerConfig {
         shards: 1,
@@ -189,7 +107,7 @@ fn small_buffers() -> ServerConfig {
 
 #[test]
 fn a_member_past_the_hard_output_limit_is_dropped_and_the_others_lose_nothing() {
-    let (got, stats) = push_past_a_slow_member(small_buffers(), 2048);
+    let (_, got, stats) = push_past_a_slow_member(small_buffers(), 2048, connect, false);
     assert_eq!(got, 2048, "the fast member lost lines");
     assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (1, 0));
 }
@@ -201,7 +119,7 @@ fn a_member_above_the_soft_limit_too_long_is_dropped() {
         output_soft_for: Some(Duration::from_millis(300)),
         ..small_buffers()
     };
-    let (got, stats) = push_past_a_slow_member(config, 1024);
+    let (_, got, stats) = push_past_a_slow_member(config, 1024, connect, false);
     assert_eq!(got, 1024, "the fast member lost lines");
     assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (0, 1));
 }

@@ -4,38 +4,11 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 
-use common::{connect, wait_until, Running};
-use sockloop::service::{CloseReason, ConnContext, ConnId, ShardContext, TcpService};
-use sockloop::{Server, ServerConfig};
-
-/// Relays every line to every other member.
-#[derive(Default)]
-struct Room {
-    members: Vec<ConnId>,
-}
-
-impl TcpService for Room {
-    fn on_open(&mut self, conn: &mut ConnContext<'_>) {
-        self.members.push(conn.id());
-        conn.send(b"welcome\n");
-    }
-
-    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
-        let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let me = conn.id();
-        for &member in self.members.iter().filter(|&&m| m != me) {
-            conn.send_to(member, &data[..end]);
-        }
-        end
-    }
-
-    fn on_close(&mut self, _shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
-        self.members.retain(|&m| m != id);
-    }
-}
+use common::room::push_past_a_slow_member;
+use sockloop::ServerConfig;
 
 /// A client whose receive buffer is small (asked before connecting, so
 /// the window it advertises stays small): what it does not read stays on
@@ -54,60 +27,6 @@ fn small_window_client(addr: SocketAddr) -> TcpStream {
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     stream
-}
-
-/// A writer, a member that keeps up and one that never reads (`slow`).
-/// The writer waits for the fast member every 32 lines of 1 KiB, so only
-/// the slow one falls behind; stops once the slow one is closed, or after
-/// `lines`. Returns the slow member's socket, the lines the fast member
-/// got, and the counters.
-fn push_past(config: ServerConfig, lines: usize) -> (TcpStream, usize, sockloop::Stats) {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::builder()
-        .config(config)
-        .tcp(any, Room::default)
-        .build()
-        .unwrap();
-    let server = Running::start(server);
-    let mut writer = connect(server.tcp[0]);
-    let mut fast = BufReader::new(connect(server.tcp[0]));
-    let slow = small_window_client(server.tcp[0]);
-    let handle = server.handle.clone();
-    wait_until("all joined", || handle.stats().conns_open == 3);
-    let mut line = String::new();
-    fast.read_line(&mut line).unwrap();
-    assert_eq!(line, "welcome\n");
-
-    let payload = format!("{}\n", "x".repeat(1023));
-    let mut got = 0;
-    for chunk in 0..lines / 32 {
-        for _ in 0..32 {
-            writer.write_all(payload.as_bytes()).unwrap();
-        }
-        while got < (chunk + 1) * 32 {
-            line.clear();
-            fast.read_line(&mut line).unwrap();
-            assert_eq!(line, payload, "the fast member got a damaged line");
-            got += 1;
-        }
-        let stats = handle.stats();
-        if stats.closed_output_hard + stats.closed_output_soft > 0 {
-            break;
-        }
-    }
-    wait_until("the slow member's close", || {
-        let stats = handle.stats();
-        stats.closed_output_hard + stats.closed_output_soft == 1
-    });
-    // The fast member still gets every line after the slow one is gone.
-    writer.write_all(b"after\n").unwrap();
-    line.clear();
-    fast.read_line(&mut line).unwrap();
-    assert_eq!(line, "after\n");
-    let stats = handle.stats();
-    drop((writer, fast));
-    server.shutdown().unwrap();
-    (slow, got, stats)
 }
 
 /// Reads until the socket ends; returns the bytes and how it ended.
@@ -135,7 +54,7 @@ fn a_member_past_the_hard_limit_is_reset_and_the_others_lose_nothing() {
         ..ServerConfig::default()
     };
     config.socket.send_buffer = Some(16 * 1024);
-    let (slow, got, stats) = push_past(config, 4096);
+    let (slow, got, stats) = push_past_a_slow_member(config, 4096, small_window_client, true);
     assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (1, 0));
     assert_eq!(got % 32, 0, "the fast member lost lines");
     // What reached the slow member's window is still readable; then the
@@ -164,7 +83,7 @@ fn output_the_kernel_would_queue_counts_against_the_limits() {
     // 1 MiB: less than an autotuned kernel queue takes (megabytes), more
     // than the limit plus the capped unsent bytes plus the slow member's
     // small window.
-    let (slow, _, stats) = push_past(config, 1024);
+    let (slow, _, stats) = push_past_a_slow_member(config, 1024, small_window_client, true);
     assert_eq!((stats.closed_output_hard, stats.closed_output_soft), (1, 0));
     let (_, end) = read_to_the_end(slow);
     assert_eq!(end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);

@@ -6,6 +6,7 @@
 pub mod child;
 pub mod process;
 pub mod relay;
+pub mod room;
 #[cfg(feature = "tls")]
 pub mod tls;
 
