@@ -181,6 +181,9 @@ fn live(conns: &Slab<TcpConn>, id: ConnId) -> Option<usize> {
 pub struct ShardContext<'a> {
     conns: &'a mut Slab<TcpConn>,
     lp: Loop<'a>,
+    /// The connection a [`ConnContext`] serves: settled after its
+    /// callback, so never put on the touched list.
+    serving: Option<usize>,
 }
 
 impl<'a> Deref for ShardContext<'a> {
@@ -205,6 +208,7 @@ impl<'a> ShardContext<'a> {
         ShardContext {
             conns,
             lp: Loop { res, service },
+            serving: None,
         }
     }
 
@@ -311,8 +315,12 @@ impl<'a> ShardContext<'a> {
         banned
     }
 
-    /// Marks connection `key` for settling after the callback.
+    /// Marks connection `key` for settling after the callback (the one
+    /// being served is settled after it anyway).
     fn touch(&mut self, key: usize) {
+        if self.serving == Some(key) {
+            return;
+        }
         let state = &mut self.conns[key].state;
         if !state.flags.any(Flags::TOUCHED) {
             state.flags.set(Flags::TOUCHED);
@@ -348,11 +356,9 @@ impl<'a> ConnContext<'a> {
         let conn = &conns[key];
         let id = ConnId(conn.state.token(key).0 as u64);
         let service = ServiceRef::Tcp(usize::from(conn.service));
-        ConnContext {
-            id,
-            key,
-            shard: ShardContext::new(conns, res, service),
-        }
+        let mut shard = ShardContext::new(conns, res, service);
+        shard.serving = Some(key);
+        ConnContext { id, key, shard }
     }
 
     /// This connection's id.
