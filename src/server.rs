@@ -16,7 +16,7 @@ use signal_hook::iterator::Signals;
 use crate::config::ServerConfig;
 use crate::metrics::{MetricsService, ServiceCounters, ShardStats, Stats};
 use crate::net::socket::{
-    claim, overlap, recv_buffer, tcp_listener, udp_socket, Proto, SocketOptions,
+    claim, first_overlap, recv_buffer, tcp_listener, udp_socket, Proto, SocketOptions,
 };
 use crate::net::tls::TlsConfig;
 use crate::service::{TcpService, UdpService};
@@ -622,18 +622,17 @@ impl Bound {
 /// [`overlap`]): with `SO_REUSEPORT` the kernel would split their
 /// connections at random.
 fn one_owner_per_port(proto: &str, addrs: &[SocketAddr]) -> Result<(), Error> {
-    for (j, &b) in addrs.iter().enumerate() {
-        if let Some(i) = addrs[..j].iter().position(|&a| overlap(a, b)) {
-            let a = addrs[i];
-            return Err(Error::Config(format!(
-                "{proto} {b} overlaps {proto} {a} (listeners {} and {} of that transport, in the \
-                 order added; the metrics endpoint comes last): one owner per port",
-                i + 1,
-                j + 1
-            )));
-        }
+    match first_overlap(addrs) {
+        None => Ok(()),
+        Some((i, j)) => Err(Error::Config(format!(
+            "{proto} {} overlaps {proto} {} (listeners {} and {} of that transport, in the \
+             order added; the metrics endpoint comes last): one owner per port",
+            addrs[j],
+            addrs[i],
+            i + 1,
+            j + 1
+        ))),
     }
-    Ok(())
 }
 
 /// Pins the calling shard thread to core `id` (modulo the cores there are).

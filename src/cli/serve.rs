@@ -14,7 +14,7 @@ use sockloop::config::{
 use sockloop::limit::{parse_rate, IpLimits, Rate, Trusted};
 use sockloop::metrics::METRICS_RESERVE;
 use sockloop::net::raise_nofile_limit;
-use sockloop::net::socket::{overlap, SocketOptions};
+use sockloop::net::socket::{first_overlap, SocketOptions};
 use sockloop::net::tls::TlsConfig;
 use sockloop::services::chat::ChatConfig;
 use sockloop::services::registry::{self, ServiceConfig, Transport};
@@ -415,12 +415,12 @@ fn check_flags(args: &ServeArgs) -> Result<(), Error> {
     let tcp: Vec<_> = tcp.collect();
     let udp: Vec<_> = args.udp.iter().map(|l| ("--udp", l.addr)).collect();
     for list in [tcp, udp] {
-        for (j, &(flag_b, b)) in list.iter().enumerate() {
-            if let Some(&(flag_a, a)) = list[..j].iter().find(|(_, a)| overlap(*a, b)) {
-                return Err(Error::Config(format!(
-                    "{flag_b} {b} and {flag_a} {a} would share a port: one owner per port"
-                )));
-            }
+        let addrs: Vec<SocketAddr> = list.iter().map(|&(_, addr)| addr).collect();
+        if let Some((i, j)) = first_overlap(&addrs) {
+            let ((flag_a, a), (flag_b, b)) = (list[i], list[j]);
+            return Err(Error::Config(format!(
+                "{flag_b} {b} and {flag_a} {a} would share a port: one owner per port"
+            )));
         }
     }
     Ok(())

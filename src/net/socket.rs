@@ -204,6 +204,24 @@ pub fn recv_buffer(socket: &mio::net::UdpSocket) -> io::Result<usize> {
     SockRef::from(socket).recv_buffer_size()
 }
 
+/// The first pair of addresses in `addrs` that [`overlap`], as positions
+/// (earlier, later): two listeners that would share a port.
+///
+/// ```
+/// use sockloop::net::socket::first_overlap;
+///
+/// let at = |s: &str| s.parse().unwrap();
+/// let addrs = [at("127.0.0.1:7000"), at("127.0.0.1:7001"), at("0.0.0.0:7001")];
+/// assert_eq!(first_overlap(&addrs), Some((1, 2)));
+/// assert_eq!(first_overlap(&addrs[..2]), None);
+/// ```
+pub fn first_overlap(addrs: &[std::net::SocketAddr]) -> Option<(usize, usize)> {
+    addrs.iter().enumerate().find_map(|(j, &b)| {
+        let i = addrs[..j].iter().position(|&a| overlap(a, b))?;
+        Some((i, j))
+    })
+}
+
 /// Applies the per-connection options to a freshly accepted stream.
 pub fn tune_accepted(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::Result<()> {
     let socket = SockRef::from(stream);
