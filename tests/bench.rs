@@ -13,11 +13,22 @@ use sockloop::service::{ConnContext, Refusal, TcpService};
 use sockloop::{services::Echo, Server, ServerConfig};
 
 fn serve<S: TcpService + 'static>(make: impl Fn() -> S + Send + Sync + 'static) -> Running {
+    let config = ServerConfig {
+        sources: sockloop::limit::IpLimits::unlimited(),
+        ..ServerConfig::default()
+    };
+    serve_with(config, make)
+}
+
+/// `make`'s service on 127.0.0.1:0, one shard, `config` otherwise.
+fn serve_with<S: TcpService + 'static>(
+    config: ServerConfig,
+    make: impl Fn() -> S + Send + Sync + 'static,
+) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = ServerConfig {
         shards: 1,
-        sources: sockloop::limit::IpLimits::unlimited(),
-        ..ServerConfig::default()
+        ..config
     };
     Running::start(
         Server::builder()
@@ -246,7 +257,6 @@ fn two_per_address<S: TcpService + 'static>(
     make: impl Fn() -> S + Send + Sync + 'static,
 ) -> Running {
     let config = ServerConfig {
-        shards: 1,
         sources: IpLimits {
             max_conns_per_ip: 2,
             connect_rate: None,
@@ -256,14 +266,7 @@ fn two_per_address<S: TcpService + 'static>(
         trusted: Trusted::none(), // the load comes from loopback
         ..ServerConfig::default()
     };
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    Running::start(
-        Server::builder()
-            .config(config)
-            .tcp(any, make)
-            .build()
-            .unwrap(),
-    )
+    serve_with(config, make)
 }
 
 #[test]

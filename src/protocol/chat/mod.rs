@@ -30,6 +30,8 @@ mod wire;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use json::ChatLine;
+#[cfg(test)]
+pub(crate) use wire::sample;
 pub use wire::{decode_message, decode_name, encode, DecodeError};
 
 /// The generated protobuf code (`build.rs`: prost-build over

@@ -164,18 +164,22 @@ pub fn encode(encoding: Encoding, message: &ChatMessage, out: &mut Vec<u8>) {
     }
 }
 
+/// A message from `ann` in `lobby` at 01:02:03: the tests' fixture.
+#[cfg(test)]
+pub(crate) fn sample(content: &str) -> ChatMessage {
+    ChatMessage {
+        from: "ann".into(),
+        content: content.into(),
+        time: "01:02:03".into(),
+        room: "lobby".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn message(content: &str) -> ChatMessage {
-        ChatMessage {
-            from: "ann".into(),
-            content: content.into(),
-            time: "01:02:03".into(),
-            room: "lobby".into(),
-        }
-    }
+    use super::sample as message;
 
     fn text(content: &str) -> ChatMessage {
         ChatMessage {

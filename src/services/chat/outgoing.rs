@@ -40,15 +40,7 @@ impl Outgoing {
 mod tests {
     use super::*;
     use crate::codec::LengthDelimited;
-
-    fn message(content: &str) -> ChatMessage {
-        ChatMessage {
-            from: "ann".into(),
-            content: content.into(),
-            time: "01:02:03".into(),
-            room: "lobby".into(),
-        }
-    }
+    use crate::protocol::chat::sample as message;
 
     #[test]
     fn outgoing_in_both_encodings() {
