@@ -204,3 +204,167 @@ fn line_length_frames_with_the_line_codec() {
         assert!(line.contains(") closed (Service); this shard"), "{line}");
     }
 }
+
+// ---- The Go article's programs (docs/tour.md walks them in order) ----
+
+/// Starts example `name` with `args`, and the address in its first
+/// stdout line, which must read `prefix ADDR`.
+fn server(name: &str, args: &[&str], prefix: &str) -> (Child, SocketAddr) {
+    let mut child = Child::spawn(Command::new(example(name)).args(args));
+    let line = child.stdout_line();
+    let addr = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
+    (child, addr.parse().unwrap())
+}
+
+/// Runs example `name` to its end with `input` on stdin; its stdout
+/// lines, its stderr lines and its exit code (every wait bounded).
+fn client(name: &str, args: &[&str], input: &str) -> (Vec<String>, Vec<String>, Option<i32>) {
+    let (child, mut stdin) = Child::spawn_with_stdin(Command::new(example(name)).args(args));
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let (stdout, status, stderr) = child.wait_with_stdout();
+    (stdout, stderr, status.code())
+}
+
+/// `[HH:MM:SS from]: content` with the time replaced by `T`.
+fn untimed(line: &str) -> String {
+    let (time, rest) = line[1..].split_at(8);
+    assert!(
+        line.starts_with('[') && time.bytes().all(|b| b.is_ascii_digit() || b == b':'),
+        "{line:?}"
+    );
+    format!("[T{rest}")
+}
+
+#[test]
+fn tcp_server_answers_each_line_and_tcp_client_prints_it() {
+    let (mut server, addr) = server("tcp_server", &["127.0.0.1:0"], "listening on tcp ");
+    let (out, err, code) = client("tcp_client", &[&addr.to_string()], "");
+    assert_eq!(
+        (out, code),
+        (
+            vec!["Server response: Hello from TCP server!".to_string()],
+            Some(0)
+        ),
+        "{err:?}"
+    );
+    let received = server.stdout_line();
+    assert!(
+        received.starts_with("Received from 127.0.0.1:")
+            && received.ends_with(": Hello from TCP client!"),
+        "{received}"
+    );
+    assert_eq!(server.stdout_line(), "closed (PeerClosed)");
+
+    // A line split over two writes is one line; a line over 1024 bytes
+    // gets an error and the close.
+    let mut raw = Client::connect(addr);
+    raw.reader.get_mut().write_all(b"hel").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(raw.ask("lo"), "Hello from TCP server!");
+    assert!(server.stdout_line().ends_with(": hello"));
+    raw.send(&"x".repeat(1024));
+    assert_eq!(raw.reply(), "error: no newline within 1024 bytes");
+    let mut rest = String::new();
+    assert_eq!(raw.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+    drop(raw);
+    assert_eq!(server.stdout_line(), "closed (Service)");
+
+    // Nobody listening: the client names it and exits 1.
+    drop(server);
+    let (out, err, code) = client("tcp_client", &[&addr.to_string()], "");
+    assert_eq!((out.len(), code), (0, Some(1)));
+    assert!(
+        err[0].starts_with(&format!("tcp_client: {addr}: ")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn udp_server_echoes_and_udp_client_prints_each_reply() {
+    let (mut server, addr) = server("udp_server", &["127.0.0.1:0"], "listening on udp ");
+    let addr = addr.to_string();
+    let (out, err, code) = client("udp_client", &[&addr], "hi\n  there \nquit\nnot sent\n");
+    let expected = [
+        &format!("Connected to UDP server at {addr}"),
+        "Server response: hi",
+        "Server response: there",
+    ];
+    assert_eq!(
+        (out, code),
+        (expected.map(String::from).to_vec(), Some(0)),
+        "{err:?}"
+    );
+    for text in ["hi", "there"] {
+        let line = server.stdout_line();
+        assert!(
+            line.starts_with("Received from 127.0.0.1:") && line.ends_with(&format!(": {text}")),
+            "{line}"
+        );
+    }
+    // The reply is exactly the datagram, never larger (anti-amplification).
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.send_to(b"twenty bytes exactly", &addr).unwrap();
+    let mut reply = [0; 64];
+    let n = socket.recv(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"twenty bytes exactly");
+}
+
+#[test]
+fn chat_members_get_every_message_even_one_that_reads_late() {
+    let (server, addr) = server("chat_server", &["127.0.0.1:0"], "chat on tcp ");
+    let addr = addr.to_string();
+    let (mut ann, ann_in) =
+        Child::spawn_with_stdin(Command::new(example("chat_client")).args([&addr, "ann"]));
+    assert!(untimed(&ann.stdout_line()).starts_with("[T System]: Welcome, ann! You are in lobby"));
+    // A member that reads nothing while a burst of 100 goes by (the
+    // article's chat gave such a member 11 of 100).
+    let mut slow = Client::connect(addr.parse().unwrap());
+    let mut prompt = [0; 21];
+    std::io::Read::read_exact(&mut slow.reader, &mut prompt).unwrap();
+    assert_eq!(&prompt, b"Enter your username: ");
+    slow.send("carl");
+    assert!(slow.reply().contains("Welcome, carl!"));
+    assert_eq!(untimed(&ann.stdout_line()), "[T System]: carl joined lobby");
+
+    let burst: String = (0..100).map(|n| format!("message {n}\n")).collect();
+    let (out, err, code) = client("chat_client", &[&addr, "bob"], &(burst + "/quit\n"));
+    assert_eq!(code, Some(0), "{out:?} {err:?}");
+    assert_eq!(
+        (out.len(), untimed(&out[1])),
+        (2, "[T System]: goodbye".into()),
+        "{out:?}"
+    );
+    assert!(
+        untimed(&out[0]).starts_with("[T System]: Welcome, bob! You are in lobby with 2 others"),
+        "{out:?}"
+    );
+    // Every member gets every message, in order: ann as she goes, carl
+    // only now (his socket buffers, and past them the server, held it).
+    let mut expected = vec![("System".to_string(), "bob joined lobby".to_string())];
+    expected.extend((0..100).map(|n| ("bob".to_string(), format!("message {n}"))));
+    expected.push(("System".into(), "bob left lobby".into()));
+    for (from, content) in &expected {
+        assert_eq!(
+            untimed(&ann.stdout_line()),
+            format!("[T {from}]: {content}")
+        );
+        let line: serde_json::Value = serde_json::from_str(&slow.reply()).unwrap();
+        assert_eq!(
+            (line["from"].as_str(), line["content"].as_str()),
+            (Some(&**from), Some(&**content))
+        );
+    }
+    // ann's input ends: she leaves, carl hears it, her client exits 0.
+    drop(ann_in);
+    let (rest, status, _) = ann.wait_with_stdout();
+    assert_eq!((rest.len(), status.code()), (0, Some(0)), "{rest:?}");
+    assert!(slow.reply().contains("\"content\":\"ann left lobby\""));
+    server.signal("INT");
+    drop(slow);
+    let (status, stderr) = server.wait();
+    assert_eq!(status.code(), Some(0), "{stderr:?}");
+}
