@@ -368,3 +368,295 @@ fn chat_members_get_every_message_even_one_that_reads_late() {
     let (status, stderr) = server.wait();
     assert_eq!(status.code(), Some(0), "{stderr:?}");
 }
+
+#[test]
+fn lan_chat_peers_hear_each_other_on_loopback_broadcast() {
+    // A free UDP port for the broadcast (the peers share it).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = format!("127.255.255.255:{port}");
+    let start = |name: &str| {
+        let (mut peer, stdin) =
+            Child::spawn_with_stdin(Command::new(example("lan_chat")).args([name, &to]));
+        assert_eq!(peer.stdout_line(), format!("{name} on {to}"));
+        (peer, stdin)
+    };
+    let (mut ann, mut ann_in) = start("ann");
+    let (mut bob, mut bob_in) = start("bob");
+    ann_in.write_all(b"hello bob\n").unwrap();
+    assert_eq!(untimed(&bob.stdout_line()), "[T ann]: hello bob");
+    bob_in.write_all(b"hi ann\nhow are you\n").unwrap();
+    assert_eq!(untimed(&ann.stdout_line()), "[T bob]: hi ann");
+    assert_eq!(untimed(&ann.stdout_line()), "[T bob]: how are you");
+    // Garbage on the port is counted, never shown.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_broadcast(true).unwrap();
+    socket.send_to(b"not json", &to).unwrap();
+    ann_in.write_all(b"bye\n").unwrap();
+    assert_eq!(untimed(&bob.stdout_line()), "[T ann]: bye");
+    drop((ann_in, bob_in));
+    let (rest, status, stderr) = ann.wait_with_stdout();
+    assert_eq!((rest.len(), status.code()), (0, Some(0)));
+    assert_eq!(
+        stderr,
+        ["sent 2, received 2, gaps 0, duplicates 0, garbage 1, rate-limited 0"]
+    );
+    let (rest, status, stderr) = bob.wait_with_stdout();
+    assert_eq!((rest.len(), status.code()), (0, Some(0)));
+    assert_eq!(
+        stderr,
+        ["sent 2, received 2, gaps 0, duplicates 0, garbage 1, rate-limited 0"]
+    );
+}
+
+#[test]
+fn json_server_echoes_the_articles_message_and_names_errors() {
+    let (mut server, addr) = server("json_server", &["127.0.0.1:0"], "listening on tcp ");
+    let mut client = Client::connect(addr);
+    // Fields in any order and spacing come back in the struct's order.
+    let reply = client.ask(r#"{"time":"12:00", "content":"hi","from":"ann"}"#);
+    assert_eq!(reply, r#"{"from":"ann","content":"hi","time":"12:00"}"#);
+    assert_eq!(
+        server.stdout_line(),
+        r#"Received: Message { from: "ann", content: "hi", time: "12:00" }"#
+    );
+    assert_eq!(
+        client.ask("{oops"),
+        r#"{"error":"key must be a string at line 1 column 2"}"#
+    );
+    assert_eq!(
+        client.ask(r#"{"from":"ann","content":"hi"}"#),
+        r#"{"error":"missing field `time` at line 1 column 29"}"#
+    );
+    assert_eq!(
+        client.ask(r#"{"from":"a","content":"b","time":"c","x":1}"#),
+        r#"{"error":"unknown field `x`, expected one of `from`, `content`, `time` at line 1 column 40"}"#
+    );
+    // Two messages in one write: two replies.
+    client.send("{\"from\":\"a\",\"content\":\"1\",\"time\":\"t\"}\n{\"from\":\"b\",\"content\":\"2\",\"time\":\"t\"}");
+    assert_eq!(client.reply(), r#"{"from":"a","content":"1","time":"t"}"#);
+    assert_eq!(client.reply(), r#"{"from":"b","content":"2","time":"t"}"#);
+    // A line over 4096 bytes is refused before parsing, and closed.
+    client.send(&"x".repeat(5000));
+    assert_eq!(client.reply(), r#"{"error":"line too long","max":4096}"#);
+    let mut rest = String::new();
+    assert_eq!(client.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+}
+
+#[test]
+fn concurrent_spreads_tcp_and_udp_echo_over_two_shards() {
+    let mut child =
+        Child::spawn(Command::new(example("concurrent")).args(["127.0.0.1:0", "127.0.0.1:0", "2"]));
+    let line = child.stdout_line();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        (fields[..3].join(" "), fields[4], fields[6..].join(" ")),
+        ("listening on tcp".into(), "udp", "with 2 shards".into()),
+        "{line}"
+    );
+    let (tcp, udp): (SocketAddr, SocketAddr) =
+        (fields[3].parse().unwrap(), fields[5].parse().unwrap());
+    // 8 connections, each echoing 3 lines: 8 × 3 × 6 bytes.
+    let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(tcp)).collect();
+    for round in 0..3 {
+        for (n, client) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                client.ask(&format!("c{n} r{round}")),
+                format!("c{n} r{round}")
+            );
+        }
+    }
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut echo = [0; 16];
+    for n in 0..10 {
+        socket
+            .send_to(format!("datagram {n}").as_bytes(), udp)
+            .unwrap();
+        let got = socket.recv(&mut echo).unwrap();
+        assert_eq!(&echo[..got], format!("datagram {n}").as_bytes());
+    }
+    drop(clients);
+    child.signal("INT");
+    // One line per shard; together they saw everything.
+    let (mut conns, mut bytes, mut datagrams) = (0, 0, 0);
+    for shard in 0..2 {
+        let line = child.stdout_line();
+        let numbers: Vec<u64> = line
+            .strip_prefix(&format!("shard {shard}: "))
+            .unwrap_or_else(|| panic!("{line}"))
+            .split(", ")
+            .map(|part| part.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            line.ends_with(" datagrams in") && line.contains(" connections, "),
+            "{line}"
+        );
+        conns += numbers[0];
+        bytes += numbers[1];
+        datagrams += numbers[2];
+    }
+    assert_eq!((conns, bytes, datagrams), (8, 8 * 3 * 6, 10));
+    let (status, stderr) = child.wait();
+    assert_eq!(status.code(), Some(0), "{stderr:?}");
+}
+
+#[test]
+fn graceful_shutdown_flushes_sends_fin_and_exits_zero() {
+    let (mut child, addr) = server("graceful_shutdown", &["127.0.0.1:0"], "listening on tcp ");
+    let mut client = Client::connect(addr);
+    assert_eq!(client.ask("hello"), "ok 6");
+    child.signal("INT");
+    child.stderr_until("shutting down: draining for up to 5s (signal again to stop now)");
+    // The server's FIN: the end of the stream, after everything owed.
+    let mut rest = String::new();
+    assert_eq!(client.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+    // Listeners are closed: the kernel refuses a new connection.
+    let refused = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    drop(client); // our FIN completes the close
+    assert_eq!(child.stdout_line(), "closed (Shutdown)");
+    assert_eq!(
+        child.stdout_line(),
+        "stopped: 1 connections closed by the shutdown"
+    );
+    let (status, stderr) = child.wait();
+    assert_eq!(status.code(), Some(0), "{stderr:?}");
+}
+
+#[test]
+fn packet_ordering_shows_datagrams_in_sequence_and_skips_a_hole() {
+    let (mut child, addr) = server("packet_ordering", &["127.0.0.1:0"], "listening on udp ");
+    let (out, err, code) = client("packet_ordering", &["--send", &addr.to_string()], "");
+    assert_eq!(
+        (out, code),
+        (vec!["sent 5 datagrams".to_string()], Some(0)),
+        "{err:?}"
+    );
+    for (seq, text) in [(0, "bar"), (1, "bye"), (2, "baz"), (3, "foo"), (4, "hi")] {
+        assert_eq!(
+            child.stdout_line(),
+            format!("In order: SEQ:{seq} MSG:{text}")
+        );
+    }
+    // Another sender: a duplicate, garbage, one too far ahead, a hole.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = socket.local_addr().unwrap();
+    for datagram in [
+        "SEQ:0 MSG:a",
+        "SEQ:2 MSG:c",
+        "SEQ:2 MSG:c",
+        "junk",
+        "SEQ:65 MSG:far",
+    ] {
+        socket.send_to(datagram.as_bytes(), addr).unwrap();
+    }
+    let expected = [
+        "In order: SEQ:0 MSG:a".to_string(),
+        format!("dropped from {me}: SEQ:2 came late or twice"),
+        format!("dropped from {me}: not SEQ:n MSG:text"),
+        format!("dropped from {me}: SEQ:65 is over 64 ahead"),
+        // 300 ms later, from the shard's timer wheel:
+        "gap: SEQ:1 to SEQ:1 never came".into(),
+        "In order: SEQ:2 MSG:c".into(),
+    ];
+    for line in expected {
+        assert_eq!(child.stdout_line(), line);
+    }
+    socket.send_to(b"SEQ:1 MSG:late", addr).unwrap();
+    assert_eq!(
+        child.stdout_line(),
+        format!("dropped from {me}: SEQ:1 came late or twice")
+    );
+}
+
+#[test]
+fn reliable_udp_delivers_everything_in_order_through_a_lossy_relay() {
+    let (_server, addr) = server("reliable_udp", &["127.0.0.1:0"], "listening on udp ");
+    // 10% of datagrams lost each way (plus duplicates and reordering).
+    let relay = common::relay::Relay::start(addr, common::relay::Fates::lossy(0.1, 20));
+    let (out, err, code) = client(
+        "reliable_udp",
+        &["--client", &relay.addr.to_string(), "300"],
+        "",
+    );
+    assert_eq!((out.len(), code), (3, Some(0)), "{out:?} {err:?}");
+    assert!(
+        out[0].starts_with("stop-and-wait: 300 messages in "),
+        "{out:?}"
+    );
+    assert!(out[1].starts_with("windowed: 300 messages in "), "{out:?}");
+    let resent: u64 = out[2]
+        .strip_prefix("retransmissions ")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        resent > 0,
+        "10% loss over 600 messages resends some: {out:?}"
+    );
+    assert!(relay.finish().dropped > 0);
+}
+
+#[test]
+fn rtt_client_prints_the_articles_statistics_and_csv() {
+    let mut server =
+        Child::spawn(Command::new(example("concurrent")).args(["127.0.0.1:0", "127.0.0.1:0", "1"]));
+    let line = server.stdout_line();
+    let fields: Vec<&str> = line.split(' ').collect();
+    let csv = std::env::temp_dir().join(format!("sockloop-rtt-{}.csv", std::process::id()));
+    for (proto, addr, name) in [("tcp", fields[3], "TCP"), ("udp", fields[5], "UDP")] {
+        let args = [
+            "--proto",
+            proto,
+            "-n",
+            "200",
+            "--size",
+            "32",
+            "--addr",
+            addr,
+            "--csv",
+            csv.to_str().unwrap(),
+        ];
+        let (out, err, code) = client("rtt_client", &args, "");
+        assert_eq!((out.len(), code), (5, Some(0)), "{out:?} {err:?}");
+        assert_eq!(out[0], format!("{name} RTT Benchmark:"));
+        assert!(
+            out[1].starts_with("Sent 200 messages of 32 bytes in "),
+            "{out:?}"
+        );
+        assert!(
+            out[2].starts_with("Throughput: ") && out[2].ends_with(" MB/sec"),
+            "{out:?}"
+        );
+        let stats: Vec<f64> = out[3]
+            .strip_prefix("RTT (min/avg/stddev/p50/p95/p99/max): ")
+            .and_then(|rest| rest.strip_suffix(" us"))
+            .unwrap()
+            .split(" / ")
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let [min, avg, _, p50, p95, p99, max] = stats[..] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            min <= p50 && p50 <= p95 && p95 <= p99 && p99 <= max && min <= avg && avg <= max,
+            "{out:?}"
+        );
+        assert_eq!(out[4], format!("RTTs written to {}", csv.display()));
+        // The Go client's CSV: a header, then one RTT per message.
+        let written = std::fs::read_to_string(&csv).unwrap();
+        let rows: Vec<f64> = written
+            .lines()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!((written.lines().next(), rows.len()), (Some("RTT_us"), 200));
+        assert!(rows.iter().all(|&rtt| (min..=max).contains(&rtt)));
+    }
+    std::fs::remove_file(&csv).unwrap();
+}
