@@ -70,13 +70,17 @@ fn client(to: SocketAddr, count: u32) -> Result<(), Box<dyn std::error::Error>> 
         expect(&mut conn, n)?;
     }
     report("stop-and-wait", count, start.elapsed());
-    // Windowed: send them all (`send` waits only while 128 are unacked).
+    // Windowed: send while the window has room, take an echo when not.
+    // (Sending all first would deadlock: echoes not taken close our
+    // receive window, the server holds them, and its window closes too.)
     let start = Instant::now();
-    for n in 0..count {
-        conn.send(&message(count + n))?;
-    }
-    for n in 0..count {
-        expect(&mut conn, count + n)?;
+    let (mut sent, mut echoed) = (0, 0);
+    while echoed < count {
+        while sent < count && conn.try_send(&message(count + sent))? {
+            sent += 1;
+        }
+        expect(&mut conn, count + echoed)?;
+        echoed += 1;
     }
     report("windowed", count, start.elapsed());
     let stats = conn.stats();
