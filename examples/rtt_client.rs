@@ -40,25 +40,34 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(1);
 
+fn usage() -> ! {
+    eprintln!(
+        "usage: rtt_client [--proto tcp|udp] [-n 1000] [--size 64] [--csv FILE] [--addr ADDR]"
+    );
+    std::process::exit(2);
+}
+
 fn main() -> std::io::Result<()> {
-    let (mut udp, mut n, mut size, mut csv, mut addr) = (false, 1000, 64, None, None);
+    let (mut proto, mut n, mut size, mut csv, mut addr) = ("tcp".to_string(), 1000, 64, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_default();
+        let value = args.next().unwrap_or_else(|| usage());
         match flag.as_str() {
-            "--proto" => udp = value == "udp",
-            "-n" => n = value.parse().unwrap_or(0),
-            "--size" => size = value.parse().unwrap_or(0),
+            "--proto" => proto = value,
+            "-n" => n = value.parse().unwrap_or_else(|_| usage()),
+            "--size" => size = value.parse().unwrap_or_else(|_| usage()),
             "--csv" => csv = Some(value),
-            "--addr" => addr = value.parse::<SocketAddr>().ok(),
-            _ => n = 0,
+            "--addr" => addr = Some(value.parse::<SocketAddr>().unwrap_or_else(|_| usage())),
+            _ => usage(),
         }
     }
+    let udp = match proto.as_str() {
+        "tcp" => false,
+        "udp" => true,
+        _ => usage(),
+    };
     if n == 0 || size == 0 {
-        eprintln!(
-            "usage: rtt_client [--proto tcp|udp] [-n 1000] [--size 64] [--csv FILE] [--addr ADDR]"
-        );
-        std::process::exit(2);
+        usage();
     }
     let default = if udp {
         "127.0.0.1:9202"
@@ -78,6 +87,9 @@ fn main() -> std::io::Result<()> {
         for _ in 0..n {
             let sent = Instant::now();
             socket.send(&message)?;
+            // An echo later than WAIT counts as lost here, and is then taken
+            // for the next message's (the Go client has the same flaw;
+            // `sockloop bench` numbers its messages and matches echoes).
             let got = socket.recv(&mut echo).ok().filter(|&len| len == size);
             rtts.push(got.map(|_| sent.elapsed().as_secs_f64() * 1e6));
         }

@@ -659,4 +659,11 @@ fn rtt_client_prints_the_articles_statistics_and_csv() {
         assert!(rows.iter().all(|&rtt| (min..=max).contains(&rtt)));
     }
     std::fs::remove_file(&csv).unwrap();
+    // A flag it does not know: the usage, exit 2.
+    let (out, err, code) = client("rtt_client", &["--proto", "sctp"], "");
+    assert_eq!((out.len(), code), (0, Some(2)));
+    assert!(
+        err[0].starts_with("usage: rtt_client [--proto tcp|udp]"),
+        "{err:?}"
+    );
 }
