@@ -33,8 +33,10 @@
 //!    queued; what the kernel does not take now is queued and the shard
 //!    asks epoll for writability, so a slow reader never blocks the loop.
 //! 5. When the client closes, `recvfrom` returns 0; the shard flushes what
-//!    it owes, closes the socket, and calls `on_close`. An idle client is
-//!    closed by the idle deadline (300 s by default) from the timer wheel.
+//!    it owes, closes the socket, and calls `on_close`. The timer wheel
+//!    closes a client that stays idle for 300 s, or leaves a line
+//!    unfinished for 10 s after its first byte (slowloris): `closed
+//!    (IdleTimeout)`, `closed (FrameTimeout)`.
 
 use sockloop::codec::LineCodec;
 use sockloop::service::{CloseReason, ConnContext, ConnId, ShardContext, TcpService};
