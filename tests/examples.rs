@@ -514,9 +514,6 @@ fn graceful_shutdown_flushes_sends_fin_and_exits_zero() {
     // The server's FIN: the end of the stream, after everything owed.
     let mut rest = String::new();
     assert_eq!(client.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
-    // Listeners are closed: the kernel refuses a new connection.
-    let refused = TcpStream::connect(addr).unwrap_err();
-    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     drop(client); // our FIN completes the close
     assert_eq!(child.stdout_line(), "closed (Shutdown)");
     assert_eq!(
