@@ -15,7 +15,8 @@
 //!
 //! The Go room hands each message to every member's outbound channel of
 //! 10 and drops it when the channel is full ("client slow"): in a burst
-//! of 100 messages a member whose writer goroutine fell behind got 11.
+//! of 100 messages each member got 11 (`benches/chat_burst_members.py`;
+//! the README's "From the article" has the runs).
 //! Here there is no per-member channel. In one shard, `ShardContext::
 //! send_to` writes to the member's socket at once; what the kernel does
 //! not take is queued in that member's output and flushed when epoll says

@@ -9,7 +9,8 @@
 //!
 //! It prints `listening on tcp ADDR` once bound and `Received: MESSAGE`
 //! per message. A line that is not a message gets `{"error":"..."}` and
-//! counts as a strike against its sender; the connection goes on.
+//! a strike against its source address (enough strikes ban it; loopback
+//! is trusted, so from there it is only logged); the connection goes on.
 //!
 //! # Framing, then parsing
 //!
