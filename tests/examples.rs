@@ -72,12 +72,7 @@ impl Client {
 
 /// The store with 2 shards on 127.0.0.1:0, and its address.
 fn shared_state() -> (Child, SocketAddr) {
-    let mut child = Child::spawn(Command::new(example("shared_state")).args(["127.0.0.1:0", "2"]));
-    let line = child.stdout_line();
-    let addr = line
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-    (child, addr.parse().unwrap())
+    server("shared_state", &["127.0.0.1:0", "2"], "listening ")
 }
 
 #[test]
