@@ -315,7 +315,9 @@ mod linux {
             // SAFETY: in bounds by the assert; the kernel writes the buffer
             // only inside `recv`, which takes `&mut self`, so no write can
             // happen while this borrow of `self` lives.
-            unsafe { std::slice::from_raw_parts(self.buf.cast::<u8>().add(i * self.slot_size), len) }
+            unsafe {
+                std::slice::from_raw_parts(self.buf.cast::<u8>().add(i * self.slot_size), len)
+            }
         }
 
         /// Receives up to `min(self.slots(), out.len())` datagrams without
@@ -389,12 +391,8 @@ mod linux {
                 // SAFETY: `first + i < slots`: in bounds of `hdrs` and
                 // `names`; the kernel is done with them (the call returned)
                 // and `&mut self` excludes any other access.
-                let (h, name) = unsafe {
-                    (
-                        &mut (*self.hdrs)[first + i],
-                        &(*self.names)[first + i],
-                    )
-                };
+                let (h, name) =
+                    unsafe { (&mut (*self.hdrs)[first + i], &(*self.names)[first + i]) };
                 *meta = RecvMeta {
                     // Without MSG_TRUNC in the call flags msg_len is the
                     // copied length; min() only guards against a surprise.
@@ -578,12 +576,8 @@ mod portable {
             }
         }
 
-        /// Number of slots.
-        pub fn slots(&self) -> usize {
-            self.buf.len() / self.slot_size
-        }
-
         /// Size of each slot.
+        #[cfg(not(target_os = "linux"))]
         pub fn slot_size(&self) -> usize {
             self.slot_size
         }
@@ -733,9 +727,12 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..5000 {
             match recv(&mut slots, rx.as_fd(), &mut meta) {
-                Ok(n) => got.extend(meta[..n].iter().enumerate().map(|(i, m)| {
-                    (slot(&slots, i, m.len).to_vec(), *m)
-                })),
+                Ok(n) => got.extend(
+                    meta[..n]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| (slot(&slots, i, m.len).to_vec(), *m)),
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),
             }
@@ -753,7 +750,11 @@ mod tests {
             };
             (data.to_vec(), meta)
         };
-        let want = [m(b"12345", false), m(b"01234567", true), m(b"abcdefgh", false)];
+        let want = [
+            m(b"12345", false),
+            m(b"01234567", true),
+            m(b"abcdefgh", false),
+        ];
         assert_eq!(got, want);
     }
 
@@ -807,10 +808,23 @@ mod tests {
             let got = recv_all(&mut slots, &mut meta, 2);
             let from = tx.local_addr().unwrap();
             let len = 1 + round as usize % 20;
-            let first = (data[..len.min(16)].to_vec(), RecvMeta { len: len.min(16), from, truncated: len > 16 });
-            let second = (data[..16].to_vec(), RecvMeta { len: 16, from, truncated: true });
+            let first = (
+                data[..len.min(16)].to_vec(),
+                RecvMeta {
+                    len: len.min(16),
+                    from,
+                    truncated: len > 16,
+                },
+            );
+            let second = (
+                data[..16].to_vec(),
+                RecvMeta {
+                    len: 16,
+                    from,
+                    truncated: true,
+                },
+            );
             assert_eq!(got, [first, second], "round {round}");
         }
-
     }
 }
