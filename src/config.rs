@@ -100,7 +100,9 @@ pub struct ServerConfig {
     /// refused (`None`: no cap; the CLI sets the open-files cap minus a
     /// reserve).
     pub max_conns: Option<usize>,
-    /// Datagrams per `recvmmsg`/`sendmmsg` call (32).
+    /// Receive slots per UDP socket batch, all offered to one `recvmmsg` (64;
+    /// at most 1,024): under load one call drains up to this many. Each slot
+    /// holds `udp_max_datagram` bytes, touched only as datagrams fill it.
     pub udp_batch: usize,
     /// Largest datagram received (65,507, the IPv4 maximum); larger ones
     /// are dropped and counted.
@@ -150,7 +152,7 @@ impl Default for ServerConfig {
             trusted: Trusted::default(),
             message_rate: None,
             udp_rate: None,
-            udp_batch: 32,
+            udp_batch: 64,
             udp_max_datagram: 65_507,
             udp_recv_batches: 8,
             udp_queue_datagrams: 1024,

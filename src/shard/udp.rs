@@ -64,13 +64,22 @@ impl ServedUdpSocket {
             // Counted once per batch: a locked add per datagram is what the
             // per-datagram path can least afford.
             let mut trusted = 0;
+            // The last source checked and whether it is trusted: a batch
+            // mostly holds runs from one address (a busy client, a flood).
+            let mut last: Option<(std::net::IpAddr, bool)> = None;
             for datagram in batch.iter() {
                 if datagram.truncated {
                     res.stats.udp_dropped_truncated.incr();
                     continue;
                 }
                 if let Some(rates) = self.rates.as_mut() {
-                    if res.gate.trusts(datagram.from.ip()) {
+                    let ip = datagram.from.ip();
+                    let trusts = match last {
+                        Some((seen, verdict)) if seen == ip => verdict,
+                        _ => res.gate.trusts(ip),
+                    };
+                    last = Some((ip, trusts));
+                    if trusts {
                         trusted += 1;
                     } else if !rates.take(datagram.from.ip(), now) {
                         res.stats.udp_dropped_rate.incr();
