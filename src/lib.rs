@@ -50,6 +50,8 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "services")]
+pub mod bus;
 pub mod codec;
 pub mod config;
 mod error;
