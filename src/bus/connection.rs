@@ -15,6 +15,7 @@
 //! died is lost: delivery is at most once, as in NATS core.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::mem;
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,41 @@ pub enum SubscribeError {
     /// [`BusConfig::max_subscriptions`] already.
     TooMany,
 }
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusError::Server(text) => write!(f, "server error: {text}"),
+            BusError::Protocol(e) => write!(f, "protocol error: {e}"),
+            BusError::HandshakeTimeout => f.write_str("handshake timed out"),
+            BusError::StaleConnection => f.write_str("server stopped answering pings"),
+            BusError::Unsupported(what) => write!(f, "server requires {what} (unsupported)"),
+        }
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::BadSubject => f.write_str("invalid subject"),
+            PublishError::TooLarge { len, max } => write!(f, "payload of {len} bytes over {max}"),
+            PublishError::QueueFull => f.write_str("publication queue full: dropped"),
+        }
+    }
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::BadFilter => f.write_str("invalid subject filter"),
+            SubscribeError::TooMany => f.write_str("too many subscriptions"),
+        }
+    }
+}
+
+impl std::error::Error for BusError {}
+impl std::error::Error for PublishError {}
+impl std::error::Error for SubscribeError {}
 
 /// What the connection has done, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
