@@ -43,9 +43,9 @@
 //! `chat_relay_dropped_total` counts it. `chat_relay_paused_total`
 //! counts the pauses.
 
-mod command;
+pub(crate) mod command;
 mod directory;
-mod names;
+pub(crate) mod names;
 mod outgoing;
 mod room;
 
