@@ -48,10 +48,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "client")]
-pub mod client;
 #[cfg(feature = "services")]
 pub mod bus;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod codec;
 pub mod config;
 mod error;

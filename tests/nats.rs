@@ -165,7 +165,9 @@ fn drive(a: &mut Client, b: &mut Client, what: &str, done: impl Fn(&Client, &Cli
 }
 
 fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
-    range.map(|i| format!("{prefix}-{i:04}").into_bytes()).collect()
+    range
+        .map(|i| format!("{prefix}-{i:04}").into_bytes())
+        .collect()
 }
 
 #[test]
@@ -183,8 +185,12 @@ fn two_clients_through_a_server_killed_and_restarted() {
 
     // 300 each way, in order, none of one's own (echo off).
     for i in 0..300 {
-        a.bus.publish("test.room", format!("a-{i:04}").as_bytes()).unwrap();
-        b.bus.publish("test.room", format!("b-{i:04}").as_bytes()).unwrap();
+        a.bus
+            .publish("test.room", format!("a-{i:04}").as_bytes())
+            .unwrap();
+        b.bus
+            .publish("test.room", format!("b-{i:04}").as_bytes())
+            .unwrap();
         a.step();
         b.step();
     }
@@ -205,7 +211,10 @@ fn two_clients_through_a_server_killed_and_restarted() {
     let fit = 4096 / each;
     let mut accepted = 0;
     for i in 0..200 {
-        if a.bus.publish("test.room", format!("q-{i:04}").as_bytes()).is_ok() {
+        if a.bus
+            .publish("test.room", format!("q-{i:04}").as_bytes())
+            .is_ok()
+        {
             accepted += 1;
         }
     }
@@ -223,8 +232,12 @@ fn two_clients_through_a_server_killed_and_restarted() {
     for i in 0..100 {
         a.step(); // hands the queue to the socket first
         b.step();
-        a.bus.publish("test.room", format!("c-{i:04}").as_bytes()).unwrap();
-        b.bus.publish("test.room", format!("d-{i:04}").as_bytes()).unwrap();
+        a.bus
+            .publish("test.room", format!("c-{i:04}").as_bytes())
+            .unwrap();
+        b.bus
+            .publish("test.room", format!("d-{i:04}").as_bytes())
+            .unwrap();
     }
     let after = |c: &Client, prefix: u8| c.messages.iter().filter(|m| m[0] == prefix).count();
     drive(&mut a, &mut b, "delivery after the restart", |a, b| {

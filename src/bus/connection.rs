@@ -343,7 +343,8 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Waiting { until } if now >= until => {
-                let server = self.config.servers[self.next_server % self.config.servers.len()].clone();
+                let server =
+                    self.config.servers[self.next_server % self.config.servers.len()].clone();
                 self.next_server = self.next_server.wrapping_add(1);
                 self.state = State::Dialing {
                     deadline: now + self.config.handshake_timeout,
@@ -435,7 +436,11 @@ impl Connection {
                 } = self.state
                 {
                     if info.auth_required || info.tls_required {
-                        let what = if info.tls_required { "TLS" } else { "credentials" };
+                        let what = if info.tls_required {
+                            "TLS"
+                        } else {
+                            "credentials"
+                        };
                         return self.fail(now, BusError::Unsupported(what));
                     }
                     Connect::named(&self.config.name).encode(&mut self.control);

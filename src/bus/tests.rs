@@ -28,7 +28,9 @@ fn events(bus: &mut Connection) -> Vec<Event> {
 }
 
 fn transmit(bus: &mut Connection) -> Vec<u8> {
-    std::iter::from_fn(|| bus.poll_transmit()).flatten().collect()
+    std::iter::from_fn(|| bus.poll_transmit())
+        .flatten()
+        .collect()
 }
 
 fn text(bytes: Vec<u8>) -> String {
@@ -247,7 +249,10 @@ fn jitter_is_seeded_and_bounded() {
     assert_ne!(a, c);
     let full = [100, 200, 400, 800, 1600, 3200, 5000, 5000];
     for (wait, full) in a.iter().zip(full) {
-        assert!(*wait <= ms(full) && *wait >= ms(full) / 2, "{wait:?} vs {full}");
+        assert!(
+            *wait <= ms(full) && *wait >= ms(full) / 2,
+            "{wait:?} vs {full}"
+        );
     }
 }
 

@@ -101,7 +101,16 @@ mod tests {
         assert_eq!("[::1]".parse(), Ok(url("::1", 4222)));
         assert_eq!("nats://[::1]:7".parse(), Ok(url("::1", 7)));
         for bad in [
-            "", "tls://h:1", "h:0", "h:x", "h:70000", "[::1", "[::1]x", "u@h", "h/p", "nats://",
+            "",
+            "tls://h:1",
+            "h:0",
+            "h:x",
+            "h:70000",
+            "[::1",
+            "[::1]x",
+            "u@h",
+            "h/p",
+            "nats://",
         ] {
             assert!(bad.parse::<ServerUrl>().is_err(), "{bad}");
         }

@@ -182,7 +182,9 @@ impl ChatBus {
             ));
         }
         if config.heartbeat_part == 0 {
-            return Err(crate::Error::Config("bus: heartbeat_part must not be 0".into()));
+            return Err(crate::Error::Config(
+                "bus: heartbeat_part must not be 0".into(),
+            ));
         }
         let mut connection = Connection::new(bus, now)?;
         // Both filters are valid and far under the subscription limit.
@@ -381,7 +383,9 @@ impl ChatBus {
                     log::warn!("bus: {error}");
                     self.down();
                 }
-                Event::Message { subject, payload, .. } => self.envelope(now, &subject, &payload),
+                Event::Message {
+                    subject, payload, ..
+                } => self.envelope(now, &subject, &payload),
             }
         }
     }

@@ -29,7 +29,8 @@ struct Net {
 }
 
 fn matches(filter: &str, subject: &str) -> bool {
-    let (f, s): (Vec<&str>, Vec<&str>) = (filter.split('.').collect(), subject.split('.').collect());
+    let (f, s): (Vec<&str>, Vec<&str>) =
+        (filter.split('.').collect(), subject.split('.').collect());
     f.len() == s.len() && f.iter().zip(&s).all(|(f, s)| *f == "*" || f == s)
 }
 
@@ -114,7 +115,8 @@ impl Net {
                 }
                 "SUB" => {
                     let subject = words.next().unwrap().to_owned();
-                    p.subs.push((subject, words.next().unwrap().parse().unwrap()));
+                    p.subs
+                        .push((subject, words.next().unwrap().parse().unwrap()));
                     end + 2
                 }
                 "PING" => {
@@ -221,10 +223,17 @@ fn messages_cross_once_in_order_and_never_come_back() {
     net.settle();
     assert_eq!(net.told(0), [joined("lobby", "bob"), joined("den", "cy")]);
     assert_eq!(net.told(1), [joined("lobby", "ann"), joined("den", "cy")]);
-    assert_eq!(net.told(2), [joined("lobby", "ann"), joined("lobby", "bob")]);
+    assert_eq!(
+        net.told(2),
+        [joined("lobby", "ann"), joined("lobby", "bob")]
+    );
     for i in 0..50 {
-        net.bus(0).send("ann", "lobby", &format!("a{i}"), "12:00:00").unwrap();
-        net.bus(1).send("bob", "lobby", &format!("b{i}"), "12:00:00").unwrap();
+        net.bus(0)
+            .send("ann", "lobby", &format!("a{i}"), "12:00:00")
+            .unwrap();
+        net.bus(1)
+            .send("bob", "lobby", &format!("b{i}"), "12:00:00")
+            .unwrap();
     }
     net.bus(2).send("cy", "den", "hi den", "12:00:00").unwrap();
     net.settle();
@@ -347,7 +356,9 @@ fn degraded_and_recovered_are_told_once() {
     net.advance_to(t0 + ms(2000));
     assert_eq!(net.told(1), [ChatEvent::Degraded]);
     // Local sends never wait: they queue.
-    net.bus(1).send("bob", "lobby", "while down", "12:00:00").unwrap();
+    net.bus(1)
+        .send("bob", "lobby", "while down", "12:00:00")
+        .unwrap();
     net.processes[1].up = true;
     net.advance_to(t0 + ms(3100)); // the redial at 3.1 s succeeds
     assert_eq!(net.told(1), [ChatEvent::Recovered]);

@@ -226,7 +226,11 @@ fn msg(
     with_headers: bool,
     limits: &Limits,
 ) -> Result<Option<(ServerOp, usize)>, ParseError> {
-    let (op, counts) = if with_headers { ("HMSG", 2) } else { ("MSG", 1) };
+    let (op, counts) = if with_headers {
+        ("HMSG", 2)
+    } else {
+        ("MSG", 1)
+    };
     let fields: Vec<&str> = fields(args).collect();
     if fields.len() != 2 + counts && fields.len() != 3 + counts {
         return Err(ParseError::BadArguments(op));

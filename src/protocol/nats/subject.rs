@@ -60,7 +60,9 @@ mod tests {
             assert!(valid_subject(good), "{good}");
             assert!(valid_filter(good), "{good}");
         }
-        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a\tb", "a\r\nb", "a\u{0}"] {
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a b", "a\tb", "a\r\nb", "a\u{0}",
+        ] {
             assert!(!valid_subject(bad), "{bad:?}");
             assert!(!valid_filter(bad), "{bad:?}");
         }

@@ -35,9 +35,15 @@ fn control_operations() {
     assert_eq!(one(b"+OK\r\n"), Ok(Some((ServerOp::Ok, 5))));
     assert_eq!(
         one(b"-ERR 'Unknown Protocol Operation'\r\n"),
-        Ok(Some((ServerOp::Err("Unknown Protocol Operation".into()), 35)))
+        Ok(Some((
+            ServerOp::Err("Unknown Protocol Operation".into()),
+            35
+        )))
     );
-    assert_eq!(one(b"-ERR\r\n"), Ok(Some((ServerOp::Err(String::new()), 6))));
+    assert_eq!(
+        one(b"-ERR\r\n"),
+        Ok(Some((ServerOp::Err(String::new()), 6)))
+    );
     assert_eq!(one(b"PING x\r\n"), Err(ParseError::BadArguments("PING")));
     assert_eq!(one(b"+OK 1\r\n"), Err(ParseError::BadArguments("+OK")));
 }
@@ -69,7 +75,10 @@ fn info() {
     assert_eq!(one(b"INFO []\r\n"), Err(ParseError::BadInfo));
     // INFO has its own, larger limit.
     let long = format!("INFO {{\"server_id\":\"{}\"}}\r\n", "s".repeat(200));
-    assert!(matches!(one(long.as_bytes()), Ok(Some((ServerOp::Info(_), _)))));
+    assert!(matches!(
+        one(long.as_bytes()),
+        Ok(Some((ServerOp::Info(_), _)))
+    ));
     assert_eq!(
         one(&[b"INFO ".as_slice(), &[b' '; 300]].concat()),
         Err(ParseError::ControlLineTooLong { max: 256 })
@@ -147,7 +156,12 @@ fn errors() {
         ),
     ];
     for (wire, error) in cases {
-        assert_eq!(one(wire), Err(*error), "{:?}", String::from_utf8_lossy(wire));
+        assert_eq!(
+            one(wire),
+            Err(*error),
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
     }
     // 64 bytes without a newline: over the limit; 63: maybe not yet.
     assert_eq!(one(&[b'x'; 63]), Ok(None));
@@ -158,10 +172,7 @@ fn errors() {
     let mut long = b"MSG a 1 0".to_vec();
     long.resize(64, b' ');
     long.extend_from_slice(b"\r\n\r\n");
-    assert_eq!(
-        one(&long),
-        Err(ParseError::ControlLineTooLong { max: 64 })
-    );
+    assert_eq!(one(&long), Err(ParseError::ControlLineTooLong { max: 64 }));
 }
 
 /// Parses `wire` fed in chunks of the given sizes the way a connection
