@@ -20,7 +20,10 @@
 //!             services/                         echo, json, chat, rudp echo, the registry
 //!                   |
 //!             protocol/                         wire formats shared by services and clients:
-//!                   |                           the chat's messages, encodings, prompt, clock
+//!                   |                           the chat's messages, encodings, prompt, clock;
+//!                   |                           the NATS client protocol
+//!             bus/                              the NATS client and the chat over it, sans-IO
+//!                   |                           (not yet driven by the loop)
 //!             timer/  codec/  rudp/  limit/     timer wheel, frame decoders, reliable UDP,
 //!                                               rates, caps and bans (pure: bytes and time in,
 //!                                               bytes, decisions and deadlines out)
