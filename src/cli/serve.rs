@@ -105,7 +105,7 @@ pub(crate) struct ServeArgs {
     /// nats://127.0.0.1:4222[,nats://HOST:PORT...] (tried in turn; host names are
     /// resolved at start). Default: none, the rooms are this process's alone.
     #[arg(long, value_parser = parse_bus, value_name = "URLS")]
-    bus: Option<Vec<ServerUrl>>,
+    bus: Option<BusServers>,
     /// Longest chat message content; 0: as long as a frame allows.
     #[arg(long, value_parser = parse_size, default_value = size(ChatConfig::default().max_content).to_string(), value_name = "SIZE")]
     chat_max_content: usize,
@@ -353,7 +353,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         chat,
         max_line,
         rudp_max_peers: cap(args.rudp_max_peers).unwrap_or(usize::MAX),
-        bus: args.bus.clone().map(|servers| BusConfig {
+        bus: args.bus.clone().map(|BusServers(servers)| BusConfig {
             seed: u64::from(std::process::id()),
             ..BusConfig::new(servers)
         }),
@@ -484,11 +484,16 @@ fn log_stats_every(handle: Handle, interval: Duration) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--bus`'s servers (a newtype: clap reads `Option<Vec<_>>` as a
+/// repeated flag).
+#[derive(Debug, Clone)]
+struct BusServers(Vec<ServerUrl>);
+
 /// `--bus`: NATS URLs, each host resolved now to its first address (the
 /// loop does not resolve names).
-fn parse_bus(list: &str) -> Result<Vec<ServerUrl>, String> {
+fn parse_bus(list: &str) -> Result<BusServers, String> {
     use std::net::ToSocketAddrs;
-    ServerUrl::parse_list(list)?
+    let servers = ServerUrl::parse_list(list)?
         .into_iter()
         .map(|url| {
             let addr = (url.host.as_str(), url.port)
@@ -501,5 +506,6 @@ fn parse_bus(list: &str) -> Result<Vec<ServerUrl>, String> {
                 port: addr.port(),
             })
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok(BusServers(servers))
 }
