@@ -25,20 +25,24 @@ impl Drop for NatsServer {
     }
 }
 
-fn start_nats() -> Option<(NatsServer, u16)> {
+fn nats_binary() -> Option<String> {
     let found = Command::new("sh")
         .args(["-c", "command -v nats-server"])
         .output()
         .ok()?;
     let binary = String::from_utf8(found.stdout).ok()?.trim().to_owned();
-    if !found.status.success() || binary.is_empty() {
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
+    (found.status.success() && !binary.is_empty()).then_some(binary)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn start_nats(binary: &str, port: u16) -> NatsServer {
     let child = Command::new(binary)
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -51,7 +55,7 @@ fn start_nats() -> Option<(NatsServer, u16)> {
         assert!(Instant::now() < until, "nats-server did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some((server, port))
+    server
 }
 
 /// A JSON chat member: the prompt answered, the welcome read.
@@ -102,31 +106,41 @@ impl Member {
     /// comes within the read timeout.
     fn next(&mut self) -> Option<(String, String)> {
         loop {
-            let line = Self::line(&mut self.reader)?;
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let from = value["from"].as_str().unwrap().to_owned();
+            let (from, content) = self.next_any()?;
             if from != "System" {
-                return Some((from, value["content"].as_str().unwrap().to_owned()));
+                return Some((from, content));
             }
         }
+    }
+
+    /// The next message, `System`'s included.
+    fn next_any(&mut self) -> Option<(String, String)> {
+        let line = Self::line(&mut self.reader)?;
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let field = |name: &str| value[name].as_str().unwrap().to_owned();
+        Some((field("from"), field("content")))
+    }
+
+    /// Every message until `until` passes.
+    fn all_until(&mut self, until: Instant) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        while Instant::now() < until {
+            got.extend(self.next_any());
+        }
+        got
     }
 }
 
 #[test]
 fn chat_spans_two_processes_over_nats() {
-    let Some((_nats, port)) = start_nats() else {
+    let Some(binary) = nats_binary() else {
         println!("skipping: nats-server not found");
         return;
     };
+    let port = free_port();
+    let nats = start_nats(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
-    let args = [
-        "--tcp",
-        "127.0.0.1:0=chat",
-        "--shards",
-        "2",
-        "--bus",
-        &bus,
-    ];
+    let args = ["--tcp", "127.0.0.1:0=chat", "--shards", "2", "--bus", &bus];
     let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
     let mut members: Vec<Member> = (0..MEMBERS)
         .map(|i| Member::join(one.addr(0), &format!("a{i}")))
@@ -138,7 +152,10 @@ fn chat_spans_two_processes_over_nats() {
     let until = Instant::now() + DEADLINE;
     let (mut a_heard, mut b_heard) = (false, false);
     while !(a_heard && b_heard) {
-        assert!(Instant::now() < until, "the processes never heard each other");
+        assert!(
+            Instant::now() < until,
+            "the processes never heard each other"
+        );
         members[0].say("probe");
         members[MEMBERS].say("probe");
         for i in [0, MEMBERS] {
@@ -183,12 +200,15 @@ fn chat_spans_two_processes_over_nats() {
                         got.push(message);
                     }
                 }
-                (member.name, got)
+                (member, got)
             })
         })
         .collect();
+    let mut members = Vec::new();
     for reader in readers {
-        let (name, got) = reader.join().unwrap();
+        let (member, got) = reader.join().unwrap();
+        let name = member.name.clone();
+        members.push(member);
         let mut senders: Vec<String> = (0..MEMBERS)
             .flat_map(|i| [format!("a{i}"), format!("b{i}")])
             .filter(|s| *s != name)
@@ -208,6 +228,55 @@ fn chat_spans_two_processes_over_nats() {
             "{name} got its own"
         );
         assert_eq!(got.len(), senders.len() * MESSAGES, "{name}");
+    }
+
+    // The broker goes away: every member is told once; local delivery
+    // goes on.
+    drop(nats);
+    members[1].say("during");
+    let quiet = Instant::now() + Duration::from_secs(2);
+    let degraded = (
+        "System".to_owned(),
+        "the bus is down: rooms reach this server's members only until it is back".to_owned(),
+    );
+    for (i, member) in members.iter_mut().enumerate() {
+        // The first member waits for the notices; the rest have theirs.
+        let got = member.all_until(quiet.max(Instant::now() + Duration::from_millis(500)));
+        let told = got.iter().filter(|m| **m == degraded).count();
+        assert_eq!(told, 1, "{}: {got:?}", member.name);
+        let during = got.iter().filter(|(from, _)| from == "a1").count();
+        let expected = usize::from(i < MEMBERS && i != 1);
+        assert_eq!(during, expected, "{}: {got:?}", member.name);
+    }
+    // Back on the same port: told once more, and messages cross again.
+    let _nats = start_nats(&binary, port);
+    let recovered = (
+        "System".to_owned(),
+        "the bus is back: rooms span servers again".to_owned(),
+    );
+    for member in &mut members {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            assert!(
+                Instant::now() < until,
+                "{} never told of the recovery",
+                member.name
+            );
+            if member.next_any().is_some_and(|m| m == recovered) {
+                break;
+            }
+        }
+    }
+    // Subscriptions are restored on both sides once both are told; a
+    // message crosses.
+    std::thread::sleep(Duration::from_millis(300));
+    members[MEMBERS].say("after");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        assert!(Instant::now() < until, "nothing crossed after the restart");
+        if members[0].next() == Some(("b0".into(), "after".into())) {
+            break;
+        }
     }
     one.stop();
     two.stop();

@@ -281,7 +281,10 @@ pub fn install(
         }
     }
     if !group.is_empty() {
-        builder = builder.listeners(group, Chat::maker_on_bus(needs.chat, &encodings, needs.bus.clone()));
+        builder = builder.listeners(
+            group,
+            Chat::maker_on_bus(needs.chat, &encodings, needs.bus.clone()),
+        );
     }
     for &(addr, service) in udp {
         let add = (service.udp).unwrap_or_else(|| panic!("{} is not a UDP service", service.name));

@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 
 use super::room::Rooms;
 use crate::bus::chat::{ChatBus, ChatBusConfig, ChatEvent};
-use crate::bus::BusConfig;
+use crate::bus::{BusConfig, BusCounters};
 use crate::service::{ConnId, Loop, ShardContext, TimerId};
+
+/// What members are told when the bus goes down ...
+pub(crate) const DEGRADED: &str =
+    "the bus is down: rooms reach this server's members only until it is back";
+/// ... and when it is back.
+pub(crate) const RECOVERED: &str = "the bus is back: rooms span servers again";
 
 /// The key of the bus's shard timer.
 pub(crate) const BUS_TIMER: u64 = 2;
@@ -33,6 +39,8 @@ pub(crate) struct BusLink {
     bus: Option<ChatBus>,
     conn: Option<ConnId>,
     timer: Option<(Instant, TimerId)>,
+    /// The connection's counters as last added to the service's.
+    reported: BusCounters,
 }
 
 impl BusLink {
@@ -43,6 +51,7 @@ impl BusLink {
             bus: None,
             conn: None,
             timer: None,
+            reported: BusCounters::default(),
         }
     }
 
@@ -66,7 +75,12 @@ impl BusLink {
         for message in rooms.take_tapped() {
             // A full queue is counted by the connection; local delivery
             // has happened already.
-            let _ = bus.send(&message.from, &message.room, &message.content, &message.time);
+            let _ = bus.send(
+                &message.from,
+                &message.room,
+                &message.content,
+                &message.time,
+            );
         }
         self.events(shard, rooms, now);
     }
@@ -108,10 +122,14 @@ impl BusLink {
             match event {
                 ChatEvent::Dial(url) => {
                     // `--bus` resolved names to addresses at start.
-                    let addr = url.host.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, url.port));
-                    match addr.map_err(|e| e.to_string()).and_then(|addr| {
-                        shard.connect(addr).map_err(|e| format!("{e:?}"))
-                    }) {
+                    let addr = url
+                        .host
+                        .parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, url.port));
+                    match addr
+                        .map_err(|e| e.to_string())
+                        .and_then(|addr| shard.connect(addr).map_err(|e| format!("{e:?}")))
+                    {
                         Ok(id) => self.conn = Some(id),
                         Err(e) => {
                             log::warn!("bus: cannot connect to {url}: {e}");
@@ -125,8 +143,14 @@ impl BusLink {
                     }
                 }
                 ChatEvent::Deliver(message) => rooms.from_bus(shard, message),
-                ChatEvent::Degraded => log::warn!("bus: down; chat is local only until it is back"),
-                ChatEvent::Recovered => log::info!("bus: connected"),
+                ChatEvent::Degraded => {
+                    log::warn!("bus: down; chat is local only until it is back");
+                    rooms.bus_notice(shard, DEGRADED, shard.wall_clock());
+                }
+                ChatEvent::Recovered => {
+                    log::info!("bus: connected again");
+                    rooms.bus_notice(shard, RECOVERED, shard.wall_clock());
+                }
                 // Presence, rosters and names across processes are not
                 // wired to the rooms yet.
                 ChatEvent::Joined { .. } | ChatEvent::Left { .. } => {}
@@ -145,6 +169,8 @@ impl BusLink {
             }
             backlog = bus.connection().queued() > 0 && bus.connection().is_connected();
         }
+        let now_counted = bus.connection().counters();
+        report(shard, &mut self.reported, now_counted);
         let mut due = bus.poll_timeout().unwrap_or(now + Duration::from_secs(1));
         if backlog {
             due = due.min(now + FLUSH_RETRY);
@@ -164,3 +190,23 @@ impl BusLink {
         self.timer = Some((due, id));
     }
 }
+
+/// Adds what the connection counted since `reported` to the chat's
+/// service counters (`BUS_COUNTERS` in the chat's list, from
+/// [`BUS_COUNTER_BASE`]).
+fn report(shard: &mut ShardContext<'_>, reported: &mut BusCounters, now: BusCounters) {
+    let base = BUS_COUNTER_BASE;
+    match (reported.connected, now.connected) {
+        (false, true) => shard.add(base, 1),
+        (true, false) => shard.sub(base, 1),
+        _ => {}
+    }
+    shard.add(base + 1, now.published - reported.published);
+    shard.add(base + 2, now.received - reported.received);
+    shard.add(base + 3, now.dropped - reported.dropped);
+    shard.add(base + 4, now.reconnects - reported.reconnects);
+    *reported = now;
+}
+
+/// Where the bus's counters start in the chat's counter list.
+pub(crate) const BUS_COUNTER_BASE: usize = 2;

@@ -63,12 +63,12 @@ use std::time::Duration;
 
 use prost::Message;
 
+use crate::bus::BusConfig;
 use crate::protocol::chat::ChatMessage;
 use crate::service::{
     CloseReason, ConnContext, ConnId, CounterKind, CounterSpec, Loop, Refusal, ShardContext,
     TcpService,
 };
-use crate::bus::BusConfig;
 use bus_link::{BusLink, BUS_TIMER};
 use directory::Directory;
 use room::{Counted, Outbox, Rooms};
@@ -307,8 +307,9 @@ const NOTICE_TIMER: u64 = 0;
 /// The key of the chat's retry timer (messages for full inboxes).
 const RETRY_TIMER: u64 = 1;
 
-/// The chat's counters, by [`Counted`] in order.
-const COUNTERS: [CounterSpec; 2] = [
+/// The chat's counters, by [`Counted`] in order, then the bus's (from
+/// `bus_link::BUS_COUNTER_BASE`; zero without `--bus`).
+const COUNTERS: [CounterSpec; 7] = [
     CounterSpec {
         name: "chat_relay_dropped",
         help: "Chat messages for another shard dropped: its queue of messages waiting for a full inbox was full.",
@@ -317,6 +318,31 @@ const COUNTERS: [CounterSpec; 2] = [
     CounterSpec {
         name: "chat_relay_paused",
         help: "Chat members paused because a message of theirs waited for another shard's full inbox.",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_connected",
+        help: "1 while the chat's NATS bus connection is ready.",
+        kind: CounterKind::Gauge,
+    },
+    CounterSpec {
+        name: "bus_published",
+        help: "Chat messages accepted for the bus (queued or sent).",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_received",
+        help: "Bus messages received (chat messages of other processes).",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_dropped",
+        help: "Chat messages dropped because the bus queue was full.",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_reconnects",
+        help: "Bus connections made after the first.",
         kind: CounterKind::Total,
     },
 ];

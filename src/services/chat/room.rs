@@ -339,6 +339,15 @@ impl Rooms {
         self.deliver(out, Outgoing::new(message), None);
     }
 
+    /// Tells every room of the process (all shards) `text` from
+    /// `System`, not through the bus: the bus going down or coming back.
+    pub(crate) fn bus_notice(&mut self, out: &mut impl Outbox, text: &str, now: SystemTime) {
+        let (rooms, _) = self.directory.rooms(usize::MAX);
+        for (room, _) in rooms {
+            self.from_bus(out, system(text.into(), clock(now), &room));
+        }
+    }
+
     /// A message from another shard's member: deliver it to this shard's
     /// members of its room.
     pub(crate) fn remote(&mut self, out: &mut impl Outbox, message: ChatMessage) {
