@@ -78,9 +78,15 @@ impl Member {
             .write_all(format!("{name}\n").as_bytes())
             .unwrap();
         let welcome = Self::line(&mut reader).expect("a welcome");
-        assert!(welcome.contains("Welcome"), "{welcome}");
+        let value: serde_json::Value = serde_json::from_str(&welcome).unwrap();
+        let content = value["content"].as_str().unwrap();
+        let granted = (content
+            .strip_prefix("Welcome, ")
+            .and_then(|rest| rest.split_once('!')))
+        .unwrap_or_else(|| panic!("not a welcome: {welcome}"))
+        .0;
         Member {
-            name: name.into(),
+            name: granted.into(),
             reader,
         }
     }
@@ -229,6 +235,23 @@ fn chat_spans_two_processes_over_nats() {
         );
         assert_eq!(got.len(), senders.len() * MESSAGES, "{name}");
     }
+
+    // /list spans both processes (rosters travel in heartbeats), and a
+    // name held on the other process is taken here too.
+    let everyone = "6 in lobby: a0, a1, a2, b0, b1, b2";
+    let until = Instant::now() + DEADLINE;
+    'listed: loop {
+        assert!(Instant::now() < until, "/list never showed both processes");
+        members[MEMBERS].say("/list");
+        while let Some(message) = members[MEMBERS].next_any() {
+            if message == ("System".into(), everyone.into()) {
+                break 'listed;
+            }
+        }
+    }
+    let copy = Member::join(two.addr(0), "a0");
+    assert_eq!(copy.name, "a0-2");
+    drop(copy);
 
     // The broker goes away: every member is told once; local delivery
     // goes on.

@@ -256,6 +256,29 @@ impl ChatBus {
         }
     }
 
+    /// Makes the local roster `members` (name to room): joins, moves and
+    /// leaves for the differences (for a chat that keeps its roster
+    /// elsewhere and syncs it now and then).
+    pub fn set_local(&mut self, members: &BTreeMap<String, String>) {
+        let gone: Vec<String> = (self.local.keys())
+            .filter(|name| !members.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.left(&name);
+        }
+        for (name, room) in members {
+            if self.local.get(name) != Some(room) {
+                self.joined(name, room);
+            }
+        }
+    }
+
+    /// Every room of the other processes with its members' names, sorted.
+    pub fn rosters(&self) -> BTreeMap<String, Vec<String>> {
+        self.roster.all()
+    }
+
     /// Whether another process is known to hold a name that folds like
     /// `name` (the chat then grants a suffixed one).
     pub fn is_taken(&self, name: &str) -> bool {

@@ -1,7 +1,7 @@
 //! Members of the other processes, from presence: who is in which room,
 //! when each was last heard of, and which names (folded) they hold.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::services::chat::names::fold;
@@ -109,6 +109,19 @@ impl Roster {
     /// The lowest origin holding a name that folds like `name`.
     pub(crate) fn holder(&self, name: &str) -> Option<u64> {
         self.claims.get(&fold(name))?.first().copied()
+    }
+
+    /// Every room's names, sorted.
+    pub(crate) fn all(&self) -> BTreeMap<String, Vec<String>> {
+        let mut rooms: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for ((_, name), entry) in &self.members {
+            rooms
+                .entry(entry.room.clone())
+                .or_default()
+                .push(name.clone());
+        }
+        rooms.values_mut().for_each(|names| names.sort());
+        rooms
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -443,3 +443,36 @@ fn the_roster_is_bounded() {
     let config = BusConfig::new(vec!["b:1".parse().unwrap()]);
     assert!(ChatBus::new(config, bad, 1, now).is_err());
 }
+
+#[test]
+fn a_synced_local_roster_becomes_joins_moves_and_leaves() {
+    let mut net = Net::new(&[1, 2]);
+    let members = |list: &[(&str, &str)]| -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect()
+    };
+    net.bus(0)
+        .set_local(&members(&[("ann", "lobby"), ("bob", "den")]));
+    net.settle();
+    assert_eq!(net.told(1), [joined("lobby", "ann"), joined("den", "bob")]);
+    net.bus(0)
+        .set_local(&members(&[("ann", "den"), ("cy", "lobby")]));
+    net.settle();
+    assert_eq!(
+        net.told(1),
+        [
+            left("den", "bob"),
+            left("lobby", "ann"),
+            joined("den", "ann"),
+            joined("lobby", "cy")
+        ]
+    );
+    assert_eq!(
+        net.bus(1).rosters(),
+        BTreeMap::from([
+            ("den".to_owned(), vec!["ann".to_owned()]),
+            ("lobby".to_owned(), vec!["cy".to_owned()])
+        ])
+    );
+}

@@ -108,10 +108,15 @@ impl BusLink {
         self.drive(shard, rooms);
     }
 
+    /// The bus's timer: its deadlines, and the rosters synced both ways
+    /// (this process's members for the heartbeats, the others' into the
+    /// directory for `/list`, `/rooms` and names).
     pub(crate) fn timer(&mut self, shard: &mut ShardContext<'_>, rooms: &mut Rooms) {
         self.timer = None;
         if let Some(bus) = &mut self.bus {
+            bus.set_local(&rooms.directory().local_members());
             bus.handle_timeout(shard.now());
+            rooms.directory().set_remote(bus.rosters());
         }
         self.drive(shard, rooms);
     }
@@ -151,10 +156,13 @@ impl BusLink {
                     log::info!("bus: connected again");
                     rooms.bus_notice(shard, RECOVERED, shard.wall_clock());
                 }
-                // Presence, rosters and names across processes are not
-                // wired to the rooms yet.
+                // Notices travel as `System` messages; rosters are synced
+                // on the timer.
                 ChatEvent::Joined { .. } | ChatEvent::Left { .. } => {}
-                ChatEvent::NameConflict { .. } => {}
+                // Renaming a member is not wired yet: both keep the name.
+                ChatEvent::NameConflict { name } => {
+                    log::warn!("bus: {name:?} is also claimed by another server");
+                }
             }
         }
         let mut backlog = false;

@@ -320,6 +320,11 @@ impl Rooms {
         std::mem::take(&mut self.decoded)
     }
 
+    /// The names and rosters shared by the shards.
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
     /// Makes this shard the one that publishes to the bus: every message
     /// relayed here or received from another shard is kept for
     /// [`take_tapped`](Self::take_tapped).
