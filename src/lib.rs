@@ -23,7 +23,7 @@
 //!                   |                           the chat's messages, encodings, prompt, clock;
 //!                   |                           the NATS client protocol
 //!             bus/                              the NATS client and the chat over it, sans-IO
-//!                   |                           (not yet driven by the loop)
+//!                   |                           (the chat drives it on an outbound connection)
 //!             timer/  codec/  rudp/  limit/     timer wheel, frame decoders, reliable UDP,
 //!                                               rates, caps and bans (pure: bytes and time in,
 //!                                               bytes, decisions and deadlines out)

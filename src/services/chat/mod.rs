@@ -42,6 +42,9 @@
 //! that shard is dropped, its sender told, and
 //! `chat_relay_dropped_total` counts it. `chat_relay_paused_total`
 //! counts the pauses.
+//!
+//! With a bus ([`Chat::maker_on_bus`], `serve --bus`), rooms span
+//! processes: see `bus_link.rs` and [`bus::chat`](crate::bus::chat).
 
 mod bus_link;
 pub(crate) mod command;
