@@ -147,7 +147,7 @@ impl BusLink {
                         shard.close_conn(id);
                     }
                 }
-                ChatEvent::Deliver(message) => rooms.from_bus(shard, message),
+                ChatEvent::Deliver(message) => rooms.relay_from_bus(shard, message),
                 ChatEvent::Degraded => {
                     log::warn!("bus: down; chat is local only until it is back");
                     rooms.bus_notice(shard, DEGRADED, shard.wall_clock());

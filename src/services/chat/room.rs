@@ -339,7 +339,7 @@ impl Rooms {
 
     /// A message from another process (through the bus): to this shard's
     /// members of its room and to the other shards, not back to the bus.
-    pub(crate) fn from_bus(&mut self, out: &mut impl Outbox, message: ChatMessage) {
+    pub(crate) fn relay_from_bus(&mut self, out: &mut impl Outbox, message: ChatMessage) {
         self.post(out, &message, None);
         self.deliver(out, Outgoing::new(message), None);
     }
@@ -349,7 +349,7 @@ impl Rooms {
     pub(crate) fn bus_notice(&mut self, out: &mut impl Outbox, text: &str, now: SystemTime) {
         let (rooms, _) = self.directory.rooms(usize::MAX);
         for (room, _) in rooms {
-            self.from_bus(out, system(text.into(), clock(now), &room));
+            self.relay_from_bus(out, system(text.into(), clock(now), &room));
         }
     }
 
