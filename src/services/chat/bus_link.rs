@@ -28,6 +28,10 @@ pub(crate) const BUS_TIMER: u64 = 2;
 /// waits in the bus's own bounded queue (256 KiB).
 const WRITE_AHEAD: usize = 256 * 1024;
 
+/// How often the rosters are synced with the directory at most (1 s,
+/// within the 2 s heartbeat).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// How soon a queue the socket could not take is offered again.
 const FLUSH_RETRY: Duration = Duration::from_millis(5);
 
@@ -39,6 +43,8 @@ pub(crate) struct BusLink {
     bus: Option<ChatBus>,
     conn: Option<ConnId>,
     timer: Option<(Instant, TimerId)>,
+    /// When the rosters were last synced.
+    synced: Option<Instant>,
     /// The connection's counters as last added to the service's.
     reported: BusCounters,
 }
@@ -51,6 +57,7 @@ impl BusLink {
             bus: None,
             conn: None,
             timer: None,
+            synced: None,
             reported: BusCounters::default(),
         }
     }
@@ -113,10 +120,18 @@ impl BusLink {
     /// directory for `/list`, `/rooms` and names).
     pub(crate) fn timer(&mut self, shard: &mut ShardContext<'_>, rooms: &mut Rooms) {
         self.timer = None;
+        let now = shard.now();
         if let Some(bus) = &mut self.bus {
-            bus.set_local(&rooms.directory().local_members());
-            bus.handle_timeout(shard.now());
-            rooms.directory().set_remote(bus.rosters());
+            // Not on every flush retry: the sync walks every roster.
+            let sync = self.synced.is_none_or(|at| now >= at + SYNC_EVERY);
+            if sync {
+                self.synced = Some(now);
+                bus.set_local(&rooms.directory().local_members());
+            }
+            bus.handle_timeout(now);
+            if sync {
+                rooms.directory().set_remote(bus.rosters());
+            }
         }
         self.drive(shard, rooms);
     }
