@@ -31,6 +31,12 @@
 //!                                               sys.rs: the only `unsafe`
 //! ```
 //!
+//! New to event loops? `docs/tour.md` (in the repository) walks the
+//! chapters of the Go tutorial "Mastering TCP and UDP in Golang" in order,
+//! each with an example in `examples/`, the module that does the work,
+//! and the path one byte takes through the loop, with the commands to
+//! watch it happen.
+//!
 //! Every Cargo feature is on by default; with `default-features = false`
 //! this is the core alone (mio, slab, socket2, log, libc), and `signals`,
 //! `tls`, `rudp`, `services`, `client` and `cli` add the rest back (see
