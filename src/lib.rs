@@ -20,7 +20,10 @@
 //!             services/                         echo, json, chat, rudp echo, the registry
 //!                   |
 //!             protocol/                         wire formats shared by services and clients:
-//!                   |                           the chat's messages, encodings, prompt, clock
+//!                   |                           the chat's messages, encodings, prompt, clock;
+//!                   |                           the NATS client protocol
+//!             bus/                              the NATS client and the chat over it, sans-IO
+//!                   |                           (the chat drives it on an outbound connection)
 //!             timer/  codec/  rudp/  limit/     timer wheel, frame decoders, reliable UDP,
 //!                                               rates, caps and bans (pure: bytes and time in,
 //!                                               bytes, decisions and deadlines out)
@@ -54,6 +57,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "services")]
+pub mod bus;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod codec;

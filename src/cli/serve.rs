@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::addr::HostPort;
+use sockloop::bus::{BusConfig, ServerUrl};
 use sockloop::config::{
     duration, parse_duration, parse_size, rate, size, timeout, CLI_UDP_RATE, MIN_FRAME,
 };
@@ -100,6 +101,11 @@ pub(crate) struct ServeArgs {
     /// Invalid messages after which a chat member is disconnected; 0: never.
     #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
     chat_max_errors: u32,
+    /// NATS servers the chat's rooms span processes over, e.g.
+    /// nats://127.0.0.1:4222[,nats://HOST:PORT...] (tried in turn; host names are
+    /// resolved at start). Default: none, the rooms are this process's alone.
+    #[arg(long, value_parser = parse_bus, value_name = "URLS")]
+    bus: Option<BusServers>,
     /// Longest chat message content; 0: as long as a frame allows.
     #[arg(long, value_parser = parse_size, default_value = size(ChatConfig::default().max_content).to_string(), value_name = "SIZE")]
     chat_max_content: usize,
@@ -347,6 +353,10 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         chat,
         max_line,
         rudp_max_peers: cap(args.rudp_max_peers).unwrap_or(usize::MAX),
+        bus: args.bus.clone().map(|BusServers(servers)| BusConfig {
+            seed: u64::from(std::process::id()),
+            ..BusConfig::new(servers)
+        }),
         ..ServiceConfig::new(registry::random_secret()?)
     };
     // Single services first, then the chat group: the order `tcp_addrs` follows.
@@ -472,4 +482,30 @@ fn log_stats_every(handle: Handle, interval: Duration) -> Result<(), Error> {
             }
         })?;
     Ok(())
+}
+
+/// `--bus`'s servers (a newtype: clap reads `Option<Vec<_>>` as a
+/// repeated flag).
+#[derive(Debug, Clone)]
+struct BusServers(Vec<ServerUrl>);
+
+/// `--bus`: NATS URLs, each host resolved now to its first address (the
+/// loop does not resolve names).
+fn parse_bus(list: &str) -> Result<BusServers, String> {
+    use std::net::ToSocketAddrs;
+    let servers = ServerUrl::parse_list(list)?
+        .into_iter()
+        .map(|url| {
+            let addr = (url.host.as_str(), url.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {url}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{url} has no address"))?;
+            Ok(ServerUrl {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(BusServers(servers))
 }
