@@ -66,6 +66,8 @@ mod server;
 pub mod service;
 pub mod services;
 mod shard;
+#[cfg(all(feature = "signals", unix))]
+pub mod supervisor;
 #[doc(hidden)]
 pub mod test_rng;
 pub mod timer;
