@@ -135,7 +135,7 @@ pub(crate) fn pin_current_thread(_n: usize) -> io::Result<usize> {
 /// spawned this process exits: a supervisor spawns its workers from the
 /// thread that lives as long as it does. Elsewhere it fails with
 /// [`io::ErrorKind::Unsupported`].
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(feature = "signals", any(target_os = "linux", target_os = "android")))]
 pub(crate) fn die_with_parent() -> io::Result<()> {
     let signal = libc::SIGKILL as libc::c_ulong;
     // SAFETY: PR_SET_PDEATHSIG takes the signal number by value and the
@@ -147,7 +147,7 @@ pub(crate) fn die_with_parent() -> io::Result<()> {
 }
 
 /// The parent-death signal is Linux only: see the Linux version.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(all(feature = "signals", not(any(target_os = "linux", target_os = "android"))))]
 pub(crate) fn die_with_parent() -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
@@ -158,6 +158,7 @@ pub(crate) fn die_with_parent() -> io::Result<()> {
 /// Sends `signal` to the process `pid` (`kill(2)`). The caller makes sure
 /// `pid` is a child it has not reaped yet, so the number cannot have been
 /// reused by another process.
+#[cfg(feature = "signals")]
 pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid)
         .ok()
