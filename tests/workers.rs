@@ -235,6 +235,32 @@ fn both_workers_serve_a_crash_costs_only_its_connections_and_sigterm_drains_all(
 }
 
 #[test]
+fn a_second_sigterm_stops_workers_that_are_still_draining() {
+    let (served, addr, metrics) = two_workers(&["--shards", "1", "--drain-timeout", "3600s"]);
+    let now = scrape(metrics);
+    let pids = [now.pid(0), now.pid(1)];
+    let _reap = Reap(pids.to_vec());
+    // A connection the drain would wait an hour for.
+    let mut held = connect(addr);
+    echo(&mut held, b"hold on").unwrap();
+    let supervisor = served.child.id();
+    signal(supervisor, "-TERM");
+    // Draining: the listeners are closed; the held connection got its
+    // FIN, and the drain waits for the peer to close.
+    wait_until("the listeners to close", || TcpStream::connect(addr).is_err());
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"");
+    signal(supervisor, "-TERM");
+    let output = served.child.finish();
+    assert_eq!(output.status.code(), Some(0));
+    for pid in pids {
+        assert!(gone(pid), "worker {pid} outlived the supervisor");
+    }
+    drop(held);
+}
+
+#[test]
 fn a_supervisor_killed_with_sigkill_leaves_no_worker() {
     let (served, _, metrics) = two_workers(&["--shards", "1"]);
     let now = scrape(metrics);

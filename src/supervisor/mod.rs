@@ -150,45 +150,46 @@ impl Supervisor {
         run.publish();
         let (mut ready, mut metrics) = (Some(ready), self.metrics);
         let start_by = Instant::now() + START_TIMEOUT;
-        let mut signalled = 0;
+        let (mut phase, mut signalled) = (Phase::Starting, 0);
         loop {
             for _ in signals.pending() {
                 signalled += 1;
                 run.stop(signalled);
+                phase = Phase::Stopping;
             }
             run.take_reports();
             let now = Instant::now();
-            if signalled > 0 {
-                let _ = run.reap(Phase::Stopping, now);
-                if run.workers.iter().all(|w| w.child.is_none()) {
-                    log::info!("every worker has exited");
-                    return Ok(());
-                }
-            } else if let Some(callback) = ready.take() {
-                if let Err(failure) = run.reap(Phase::Starting, now) {
-                    run.kill_all();
-                    return Err(failure);
-                }
-                if let Some((i, _)) = (run.workers.iter().enumerate())
-                    .find(|(_, w)| !w.ready)
-                    .filter(|_| now >= start_by)
-                {
-                    run.kill_all();
-                    let reason = format!("not ready within {START_TIMEOUT:?}");
-                    return Err(Error::WorkerStart { worker: i, reason });
-                }
-                if run.workers.iter().all(|w| w.ready) {
-                    if let Some(listener) = metrics.take() {
-                        endpoint::spawn(listener, Arc::clone(&run.board))?;
+            let reaped = run.reap(phase, now);
+            match phase {
+                Phase::Starting => {
+                    let late = (run.workers.iter().position(|w| !w.ready))
+                        .filter(|_| now >= start_by)
+                        .map(|worker| {
+                            let reason = format!("not ready within {START_TIMEOUT:?}");
+                            Error::WorkerStart { worker, reason }
+                        });
+                    if let Some(failure) = reaped.err().or(late) {
+                        run.kill_all();
+                        return Err(failure);
                     }
-                    let pids: Vec<u32> = run.workers.iter().filter_map(Worker::pid).collect();
-                    callback(&pids);
-                } else {
-                    ready = Some(callback);
+                    if run.workers.iter().all(|w| w.ready) {
+                        if let Some(listener) = metrics.take() {
+                            endpoint::spawn(listener, Arc::clone(&run.board))?;
+                        }
+                        let pids: Vec<u32> = run.workers.iter().filter_map(Worker::pid).collect();
+                        if let Some(ready) = ready.take() {
+                            ready(&pids);
+                        }
+                        phase = Phase::Running;
+                    }
                 }
-            } else {
-                let _ = run.reap(Phase::Running, now);
-                run.restart_due(now);
+                Phase::Running => run.restart_due(now),
+                Phase::Stopping => {
+                    if run.workers.iter().all(|w| w.child.is_none()) {
+                        log::info!("every worker has exited");
+                        return Ok(());
+                    }
+                }
             }
         }
     }
