@@ -247,7 +247,9 @@ fn a_second_sigterm_stops_workers_that_are_still_draining() {
     signal(supervisor, "-TERM");
     // Draining: the listeners are closed; the held connection got its
     // FIN, and the drain waits for the peer to close.
-    wait_until("the listeners to close", || TcpStream::connect(addr).is_err());
+    wait_until("the listeners to close", || {
+        TcpStream::connect(addr).is_err()
+    });
     let mut rest = Vec::new();
     held.read_to_end(&mut rest).unwrap();
     assert_eq!(rest, b"");
@@ -367,4 +369,74 @@ fn workers_refuse_a_chat_listener_and_no_reuseport() {
     assert_usage_error(&output, "drop --no-reuseport");
     let output = serve(&["--workers", "0", "--tcp", "127.0.0.1:0"]);
     assert_usage_error(&output, "--workers 0 is out of range");
+}
+
+#[test]
+fn a_worker_that_cannot_start_again_is_retried_while_the_other_serves() {
+    let dir = std::env::temp_dir().join(format!("sockloop-workers-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let served = Served::start(
+        &[
+            "--workers",
+            "2",
+            "--shards",
+            "1",
+            "--tcp",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ],
+        3,
+    );
+    let addr: SocketAddr = served.addr(0).parse().unwrap();
+    let metrics: SocketAddr = served.addr(2).parse().unwrap();
+    let first = scrape(metrics);
+    let mut reap = Reap(vec![first.pid(0), first.pid(1)]);
+
+    // The certificate goes away, then worker 0 dies: its restarts fail.
+    std::fs::remove_file(&cert).unwrap();
+    signal(first.pid(0), "-KILL");
+    let restarts = |m: &Metrics| m.get("sockloop_worker_restarts_total", "worker=\"0\"");
+    wait_until("the supervisor to see worker 0 die", || {
+        !scrape(metrics).up(0)
+    });
+    wait_until("two failed restarts", || {
+        let now = scrape(metrics);
+        assert!(!now.up(0), "worker 0 up without its certificate");
+        restarts(&now) >= 2
+    });
+    // Worker 1 serves meanwhile.
+    let mut rng = Rng::new(19);
+    for _ in 0..4 {
+        echo(&mut connect(addr), &rng.bytes(200)).unwrap();
+    }
+    // The certificate is back: the next try (after 4 s) succeeds.
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    wait_until("worker 0 to start again", || scrape(metrics).up(0));
+    let now = scrape(metrics);
+    reap.0.push(now.pid(0));
+    assert_eq!(restarts(&now), 3);
+    assert_eq!(now.pid(1), first.pid(1));
+
+    let output = served.stop();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let failed = stderr
+        .lines()
+        .filter(|l| l.contains("could not start again"))
+        .count();
+    assert_eq!(failed, 2, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -147,7 +147,10 @@ pub(crate) fn die_with_parent() -> io::Result<()> {
 }
 
 /// The parent-death signal is Linux only: see the Linux version.
-#[cfg(all(feature = "signals", not(any(target_os = "linux", target_os = "android"))))]
+#[cfg(all(
+    feature = "signals",
+    not(any(target_os = "linux", target_os = "android"))
+))]
 pub(crate) fn die_with_parent() -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
