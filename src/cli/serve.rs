@@ -424,15 +424,10 @@ fn build(args: &ServeArgs, open_files: Option<u64>) -> Result<Built, Error> {
 
     let max_line = config.max_read_buffer;
     let builder = Server::builder().config(config);
+    // check_flags made sure --tls comes with both files, and only it.
     let tls = match (&args.tls[..], &args.cert, &args.key) {
-        ([], None, None) => None,
         ([_, ..], Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
-        ([_, ..], _, _) => return Err(Error::Config("--tls needs --cert and --key".into())),
-        ([], _, _) => {
-            return Err(Error::Config(
-                "--cert and --key are for --tls listeners".into(),
-            ))
-        }
+        _ => None,
     };
     // Every listener's service, by name, from the registry.
     let plain =
@@ -522,6 +517,13 @@ fn check_flags(args: &ServeArgs) -> Result<(), Error> {
             size(MIN_FRAME)
         )));
     }
+    // Every service by name, before any file is read or socket bound.
+    let listeners = (args.tcp.iter().map(|l| (Transport::Tcp, l)))
+        .chain(args.tls.iter().map(|l| (Transport::Tls, l)))
+        .chain(args.udp.iter().map(|l| (Transport::Udp, l)));
+    for (transport, listen) in listeners {
+        registry::lookup(transport, &listen.service)?;
+    }
     match (&args.tls[..], &args.cert, &args.key) {
         ([_, ..], None, _) | ([_, ..], _, None) => {
             return Err(Error::Config("--tls needs --cert and --key".into()))
@@ -535,13 +537,6 @@ fn check_flags(args: &ServeArgs) -> Result<(), Error> {
     }
     if args.workers > 1 && args.worker.is_none() {
         workers::check_workers(args)?;
-    }
-    // Every service by name, before any file is read or socket bound.
-    let listeners = (args.tcp.iter().map(|l| (Transport::Tcp, l)))
-        .chain(args.tls.iter().map(|l| (Transport::Tls, l)))
-        .chain(args.udp.iter().map(|l| (Transport::Udp, l)));
-    for (transport, listen) in listeners {
-        registry::lookup(transport, &listen.service)?;
     }
     // One owner per port, named by the flags that asked for it.
     let tcp = (args.tcp.iter().map(|l| ("--tcp", l.addr)))
