@@ -110,6 +110,18 @@ fn gone(pid: u32) -> bool {
     }
 }
 
+/// Whether every thread of process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .map(|task| task.unwrap().path().join("stat"))
+        .all(|stat| {
+            let stat = std::fs::read_to_string(stat).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+}
+
 fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -162,10 +174,14 @@ fn both_workers_serve_a_crash_costs_only_its_connections_and_sigterm_drains_all(
     for conn in &mut conns {
         echo(conn, &rng.bytes(512)).unwrap();
     }
-    let loaded = scrape(metrics);
-    let open = [0, 1].map(|w| loaded.worker_sum("sockloop_conns_open", w));
-    // Each worker also holds the supervisor's scrape connection.
-    assert_eq!(open[0] + open[1], 64 + 2, "{open:?}");
+    // Each worker also holds the supervisor's scrape connection (and, for
+    // a moment, the one before it, until the supervisor's FIN arrives).
+    let mut open = [0, 0];
+    wait_until("64 connections and 2 scrapes open", || {
+        let loaded = scrape(metrics);
+        open = [0, 1].map(|w| loaded.worker_sum("sockloop_conns_open", w));
+        open[0] + open[1] == 64 + 2
+    });
     assert!(open[0] > 1 && open[1] > 1, "one worker took none: {open:?}");
 
     // Worker 0 dies: its connections end, worker 1's echo on.
@@ -348,6 +364,7 @@ fn merged_metrics_sum_exactly_and_a_stopped_worker_costs_a_scrape_at_most_a_seco
 
     // A worker that does not answer (stopped) is reported, not waited for.
     signal(first.pid(1), "-STOP");
+    wait_until("every thread of worker 1 to stop", || stopped(first.pid(1)));
     let partial = scrape(metrics);
     signal(first.pid(1), "-CONT");
     assert_eq!(partial.get("sockloop_worker_scrape_ok", "worker=\"0\""), 1);
