@@ -168,7 +168,8 @@ pub fn claim(proto: Proto, addr: SocketAddr) -> io::Result<SocketAddr> {
 /// kernel, whose pick for a `SO_REUSEPORT` socket avoids ports in use) and
 /// keeps it: the socket returned is bound with `SO_REUSEPORT` (and, for
 /// TCP, `SO_REUSEADDR`) but never listens, so worker processes can bind
-/// the same address while no other server can. A TCP socket that does not
+/// the same address while a server that claims its ports first (as
+/// sockloop does) cannot. A TCP socket that does not
 /// listen is given no connections; a UDP one does receive datagrams, so a
 /// UDP holder is let go once the workers have bound theirs.
 ///
