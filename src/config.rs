@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// reset, which can destroy the reply the peer has not read yet (the
     /// error explaining why it was closed).
     pub close_linger: Option<Duration>,
+    /// How long an outbound connection (`ShardContext::connect`) may take
+    /// to connect before it is given up, reported to its service as
+    /// `TimedOut` (10 s; `None` disables).
+    pub connect_timeout: Option<Duration>,
     /// Resolution of the timer wheel (1 ms): deadlines fire at most this
     /// much (plus the loop's own latency) after they pass.
     pub timer_tick: Duration,
@@ -138,6 +142,7 @@ impl Default for ServerConfig {
             output_soft_for: Some(Duration::from_secs(10)),
             drain_timeout: Duration::from_secs(5),
             close_linger: Some(Duration::from_secs(2)),
+            connect_timeout: Some(Duration::from_secs(10)),
             timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
             max_conns: None,
@@ -216,6 +221,7 @@ impl ServerConfig {
             self.write_timeout,
             self.output_soft_for,
             self.close_linger,
+            self.connect_timeout,
         ];
         if timeouts.into_iter().flatten().any(|t| t > longest) {
             return fail("timeouts must be at most 24 days");

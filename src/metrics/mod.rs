@@ -83,6 +83,14 @@ stats! {
     closed_peer,
     /// Connections closed by a reset or socket error.
     closed_error,
+    /// Outbound connections services began (`ShardContext::connect`).
+    outbound_started,
+    /// Outbound connections that connected (`TcpService::on_connected`).
+    outbound_connected,
+    /// Outbound connections that did not connect: refused, unreachable,
+    /// timed out, given up by their service or by shutdown, or refused a
+    /// slot (`max_conns`).
+    outbound_failed,
     /// Connections admitted from a trusted source (`ServerConfig::trusted`),
     /// past the per-source cap, connect rate and bans.
     conns_trusted,

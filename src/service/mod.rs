@@ -22,11 +22,13 @@ mod counters;
 mod ids;
 mod reasons;
 
+use std::io;
 use std::net::SocketAddr;
 
 pub use crate::limit::Refusal;
 pub use crate::shard::context::{ConnContext, DatagramContext, Loop, ShardContext};
 pub use crate::shard::mailbox::Shards;
+pub use crate::shard::outbound::ConnectError;
 pub use counters::{CounterKind, CounterSpec};
 pub use ids::{ConnId, TimerId};
 pub use reasons::CloseReason;
@@ -67,6 +69,20 @@ pub trait TcpService: Send {
     /// offered again, with whatever arrives next, up to the configured
     /// maximum read buffer (then the connection is closed).
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize;
+
+    /// An outbound connection opened with [`ShardContext::connect`]
+    /// connected: from now on it is served like an accepted one (`on_data`,
+    /// timers, `on_close`), and what was sent to it meanwhile goes out.
+    fn on_connected(&mut self, _conn: &mut ConnContext<'_>) {}
+
+    /// An outbound connection opened with [`ShardContext::connect`] did
+    /// not connect: `error` says why (`ConnectionRefused`, `TimedOut`
+    /// after `ServerConfig::connect_timeout`, `ConnectionAborted` when the
+    /// service or shutdown closed it first). Nothing more is called for
+    /// `id`, not even `on_close`; reconnecting, and when, is the
+    /// service's choice.
+    fn on_connect_failed(&mut self, _shard: &mut ShardContext<'_>, _id: ConnId, _error: io::Error) {
+    }
 
     /// A timer armed with [`ConnContext::arm_timer`] fired.
     fn on_timer(&mut self, _conn: &mut ConnContext<'_>, _key: u64) {}

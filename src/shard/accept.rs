@@ -234,7 +234,7 @@ impl Shard {
             self.res.stats.accept_errors.incr();
             return self.res.gate.release(admission);
         }
-        let gen = self.generations.next();
+        let gen = self.res.generations.next();
         let token = Slot::Conn { key, gen }.token();
         // Readable only: writable interest is added while output waits
         // (see `settle`), or every ACK that frees send-buffer space would

@@ -137,11 +137,14 @@ pub(crate) struct Deadlines {
     write_since: u32,
     over_soft_since: u32,
     linger_since: u32,
+    connect_since: u32,
     frame_open: bool,
     write_stalled: bool,
     over_soft: bool,
     /// Our FIN is sent after the service closed: waiting for the peer's.
     lingering: bool,
+    /// An outbound connect is in progress.
+    connecting: bool,
     /// A deadline appeared since the shard last looked, possibly earlier
     /// than the armed timer.
     moved_earlier: bool,
@@ -155,6 +158,20 @@ impl Deadlines {
             last_io: now_ms,
             ..Deadlines::default()
         }
+    }
+
+    /// An outbound connect began: the connect timeout counts from now.
+    pub(crate) fn connecting(&mut self, now_ms: u32) {
+        self.connecting = true;
+        self.connect_since = now_ms;
+        self.moved_earlier = true;
+    }
+
+    /// The connect completed: its clock stops, and the idle clock counts
+    /// from now.
+    pub(crate) fn connected(&mut self, now_ms: u32) {
+        self.connecting = false;
+        self.last_io = now_ms;
     }
 
     /// Bytes moved in either direction.
@@ -238,6 +255,11 @@ impl Deadlines {
                 self.over_soft.then_some(self.over_soft_since),
                 limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
+            ),
+            (
+                self.connecting.then_some(self.connect_since),
+                limits.connect_ms,
+                CloseReason::ConnectTimeout,
             ),
             (
                 self.lingering.then_some(self.linger_since),

@@ -75,6 +75,17 @@ impl Gate {
         }
     }
 
+    /// Gives an outbound connection a place under `max_conns` (the
+    /// per-source limits are for peers that connect to us, not for the
+    /// addresses we connect to).
+    pub(crate) fn admit_outbound(&self) -> Result<Pass, Refusal> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_conns {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::ServerFull);
+        }
+        Ok(Pass(Counted::Open(None)))
+    }
+
     /// Lets a connection to the metrics endpoint in from its reserve
     /// ([`METRICS_RESERVE`]), whatever the other limits say.
     pub(crate) fn admit_reserved(&self) -> Result<Pass, Refusal> {

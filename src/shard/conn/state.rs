@@ -23,7 +23,7 @@ use crate::shard::token::Slot;
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u16);
+pub(crate) struct Flags(u32);
 
 impl Flags {
     /// Not read: the write buffer is above the high-water mark.
@@ -61,10 +61,16 @@ impl Flags {
     /// Resumed by its service: the input it left unconsumed is offered to
     /// it again before the socket is read.
     pub(crate) const REOFFER: Flags = Flags(1 << 13);
+    /// An outbound connection whose connect has not completed: nothing is
+    /// read or written, output waits in the buffer, and writability (the
+    /// connect's outcome) is watched.
+    pub(crate) const CONNECTING: Flags = Flags(1 << 14);
+    /// Opened by its service (`ShardContext::connect`), not accepted.
+    pub(crate) const OUTBOUND: Flags = Flags(1 << 15);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
-        Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0);
+        Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0 | Self::CONNECTING.0);
     /// Paused, by the write side or by the service.
     pub(super) const PAUSED: Flags = Flags(Self::READ_PAUSED.0 | Self::SERVICE_PAUSED.0);
     /// States in which input is read only to be discarded.
@@ -148,7 +154,8 @@ impl State {
         }
         let now_ms = env.now_ms;
         let mut rest = bytes;
-        if self.write_buf.is_none() {
+        // Before the connect completes, everything waits in the buffer.
+        if self.write_buf.is_none() && !self.flags.any(Flags::CONNECTING) {
             let mut sent = 0;
             let written = t.write(rest, &mut sent);
             env.count_sent(sent);
@@ -225,6 +232,9 @@ impl State {
     /// output waits.
     #[inline]
     pub(crate) fn settle(&mut self, t: &mut Transport, env: &mut Env) -> Settled {
+        if self.flags.any(Flags::CONNECTING) {
+            return self.settle_connecting();
+        }
         if self.flags.any(Flags::DISCARDING) {
             self.shut_write_when_flushed(t, env);
         }
@@ -282,6 +292,32 @@ impl State {
         } else {
             CloseReason::PeerClosed
         })
+    }
+
+    /// A connection still connecting has nothing to flush and no FIN to
+    /// send: closing it (by its service or by shutdown) ends it at once.
+    /// Writability is watched meanwhile, as it announces the outcome.
+    fn settle_connecting(&self) -> Settled {
+        let flags = self.flags;
+        let reason = if flags.any(Flags::FAILED) {
+            CloseReason::Error
+        } else if flags.any(Flags::OUTPUT_OVERFLOW) {
+            CloseReason::OutputHardLimit
+        } else if flags.any(Flags::CLOSE_REQUESTED) {
+            CloseReason::Service
+        } else if flags.any(Flags::DRAINING) {
+            CloseReason::Shutdown
+        } else {
+            return Settled::Open { wants_write: true };
+        };
+        Settled::Close(reason)
+    }
+
+    /// The connect completed: reading and writing begin, and the idle
+    /// clock starts now.
+    pub(crate) fn connected(&mut self, now_ms: u32) {
+        self.flags.clear(Flags::CONNECTING);
+        self.deadlines.connected(now_ms);
     }
 
     pub(crate) fn fail(&mut self, e: &io::Error) {

@@ -96,6 +96,23 @@ impl Transport {
         }
     }
 
+    /// The outcome of an outbound connect once the socket reported
+    /// readiness: `Ok(true)` connected, `Ok(false)` not yet (a spurious
+    /// wake-up), `Err` failed, with the reason (refused, unreachable).
+    pub(crate) fn connect_outcome(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream() else {
+            return Ok(true); // a fake is connected from the start
+        };
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes pending TLS records until the socket is full (nothing to do
     /// without TLS).
     pub(crate) fn flush(&mut self, sent: &mut usize) -> io::Result<()> {
