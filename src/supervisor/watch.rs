@@ -180,7 +180,8 @@ impl Run {
                 }
                 worker.failure = Some(reason);
             }
-            None => worker.failure = Some("it exited before it was ready".into()),
+            // Its status tells more: see `reap`.
+            None => {}
         }
     }
 
@@ -202,7 +203,8 @@ impl Run {
             };
             if phase == Phase::Starting {
                 // Its report may still be on its way from the reader.
-                let reason = self.report_of(i, pid).unwrap_or_else(|| status.to_string());
+                let reason = (self.report_of(i, pid))
+                    .unwrap_or_else(|| format!("it exited before it was ready ({status})"));
                 self.workers[i].child = None;
                 return Err(Error::WorkerStart { worker: i, reason });
             }
