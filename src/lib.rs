@@ -11,6 +11,8 @@
 //!             client/                           clients on their own sockets: chat, rudp,
 //!                                               the load generator, a connection pool
 //!                   |
+//!             supervisor/                       serve --workers N: worker processes on shared
+//!                   |                           ports, restarts, signals, merged /metrics
 //!             Server (server.rs)                builds shards, runs, stops
 //!                   |
 //!             Shard (shard/)                    owns Poll, the slab, listeners,
@@ -77,6 +79,8 @@ mod server;
 pub mod service;
 pub mod services;
 mod shard;
+#[cfg(all(feature = "signals", unix))]
+pub mod supervisor;
 #[doc(hidden)]
 pub mod test_rng;
 pub mod timer;

@@ -146,6 +146,7 @@ fn serve_help_shows_the_librarys_defaults() {
     let chat = ChatConfig::default();
     // Each flag: what the library says, and what the README's table says.
     let expected = [
+        ("--workers", "1".to_string(), "1"),
         (
             "--backlog",
             SocketOptions::default().backlog.to_string(),

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::service::{CounterKind, CounterSpec};
 
 pub(crate) use endpoint::MetricsService;
+#[cfg(feature = "signals")] // the supervisor's endpoint reads requests alike
+pub(crate) use endpoint::{request_line, Head};
 
 /// Connections the metrics endpoint may hold at once from its own reserve,
 /// outside `max_conns` and the per-source limits (16): an operator can

@@ -136,6 +136,52 @@ pub(crate) fn pin_current_thread(_n: usize) -> io::Result<usize> {
     ))
 }
 
+/// Asks the kernel to `SIGKILL` the calling process when its parent dies
+/// (Linux `PR_SET_PDEATHSIG`), so that a worker never outlives its
+/// supervisor. Precisely, the signal comes when the parent *thread* that
+/// spawned this process exits: a supervisor spawns its workers from the
+/// thread that lives as long as it does. Elsewhere it fails with
+/// [`io::ErrorKind::Unsupported`].
+#[cfg(all(feature = "signals", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    let signal = libc::SIGKILL as libc::c_ulong;
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number by value and the
+    // unused arguments as zeros; no memory of ours is passed.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The parent-death signal is Linux only: see the Linux version.
+#[cfg(all(
+    feature = "signals",
+    not(any(target_os = "linux", target_os = "android"))
+))]
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a parent-death signal needs Linux's prctl(PR_SET_PDEATHSIG)",
+    ))
+}
+
+/// Sends `signal` to the process `pid` (`kill(2)`). The caller makes sure
+/// `pid` is a child it has not reaped yet, so the number cannot have been
+/// reused by another process.
+#[cfg(feature = "signals")]
+pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a process id"))?;
+    // SAFETY: kill takes two integers and touches no memory of ours; a
+    // positive pid names one process, never a group.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 // rlim_t is u64 on Linux and Apple but i64 on FreeBSD.
 #[allow(clippy::unnecessary_cast)]
 fn rlim_to_u64(v: libc::rlim_t) -> u64 {
