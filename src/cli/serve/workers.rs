@@ -18,15 +18,20 @@ use sockloop::Error;
 use super::ServeArgs;
 
 /// What `--workers` above 1 cannot do: a service whose state spans
-/// connections (the chat), or listeners without `SO_REUSEPORT`.
+/// connections (the chat) without a bus to carry it between the workers,
+/// or listeners without `SO_REUSEPORT`.
 pub(super) fn check_workers(args: &ServeArgs) -> Result<(), Error> {
+    // With --bus each worker is one more process on the bus, as a second
+    // host would be: rooms, notices, /list and names span them.
+    let chat_allowed = args.bus.is_some();
     let tcp = (args.tcp.iter().map(|l| (Transport::Tcp, l)))
         .chain(args.tls.iter().map(|l| (Transport::Tls, l)));
     for (transport, listen) in tcp {
-        if let Some(TcpFactory::Chat(_)) = registry::lookup(transport, &listen.service)?.tcp {
+        let service = registry::lookup(transport, &listen.service)?.tcp;
+        if !chat_allowed && matches!(service, Some(TcpFactory::Chat(_))) {
             return Err(Error::Config(format!(
                 "--{transport} {}={}: a chat's rooms and names cannot span worker processes \
-                 without a message bus (issue 18); serve chat with --workers 1",
+                 without a message bus: add --bus nats://HOST:PORT, or serve chat with --workers 1",
                 listen.addr, listen.service
             )));
         }
