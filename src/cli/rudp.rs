@@ -73,7 +73,7 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
     let mut rtts = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits are valid");
     let (mut next, mut delivered, mut expected) = (0, 0u64, 0u64);
     while delivered < args.count && Instant::now() < deadline {
-        while next < args.count && client.try_send(&message(next))? {
+        while next < args.count && client.try_queue(&message(next))? {
             sent_at.push(Instant::now());
             next += 1;
         }

@@ -29,7 +29,7 @@ use log::{debug, warn};
 
 use super::send_queue::{FlushOutcome, SendQueue};
 use super::sys;
-pub use super::sys::Segments;
+pub use super::sys::{recv_segments, Segments};
 
 /// Most datagrams in one segmented send (the kernel's `UDP_MAX_SEGMENTS`
 /// before Linux 6.9; later kernels take 128).

@@ -131,6 +131,12 @@ impl UdpService for RudpEcho {
         self.drive(out);
     }
 
+    /// Echoes go back to one peer in runs of equal datagrams: segmented
+    /// sends carry them, and coalesced receives take a peer's bursts.
+    fn offload(&self) -> bool {
+        true
+    }
+
     fn on_timer(&mut self, out: &mut DatagramContext<'_>, _key: u64) {
         self.timer = None;
         self.core.endpoint_mut().handle_timeout(out.now());
