@@ -51,6 +51,8 @@ pub struct Client {
     /// Datagrams polled from the connection, sent in runs by `flush`.
     out: SendQueue,
     offload: Offload,
+    /// Receives that brought more than one datagram.
+    coalesced: u64,
     /// One receive: a datagram, or several coalesced.
     datagram: Box<[u8]>,
     /// Messages received while waiting for something else, with when.
@@ -95,6 +97,7 @@ impl Client {
             buf: Vec::with_capacity(datagram),
             out: SendQueue::new(queued, queued * datagram),
             offload,
+            coalesced: 0,
             datagram: vec![0; gso::GRO_BUFFER].into_boxed_slice(),
             ready: Default::default(),
         };
@@ -227,6 +230,7 @@ impl Client {
                 // Over 64 KiB: no rudp datagram, dropped.
                 Ok(got) if got.truncated => {}
                 Ok(got) => {
+                    self.coalesced += u64::from(got.len > got.segment);
                     let now = Instant::now();
                     for datagram in gso::split(&self.datagram[..got.len], got.segment) {
                         // A bad datagram is dropped, as the protocol says.
@@ -267,10 +271,16 @@ impl Client {
         Ok(())
     }
 
-    /// Whether sends are segmented (`UDP_SEGMENT`) and receives coalesced
-    /// (`UDP_GRO`) now: a refusal turns the first off for good.
+    /// Whether sends are segmented (`UDP_SEGMENT`) and receives may be
+    /// coalesced (`UDP_GRO`) now: a refusal turns the first off for good.
     pub fn offload(&self) -> (bool, bool) {
         (self.offload.max_segments() > 1, self.offload.gro())
+    }
+
+    /// Receives that brought more than one datagram (runs the server sent
+    /// segmented, glued by `UDP_GRO`).
+    pub fn coalesced_receives(&self) -> u64 {
+        self.coalesced
     }
 
     /// Says goodbye to the server.

@@ -472,7 +472,10 @@ mod tests {
         assert_eq!(sending.max_segments(), MAX_SEGMENTS);
         let (mut queue, sent) = queue_of(rx.local_addr().unwrap(), &[500, 500, 500, 20]);
         let out = sending.flush(&mut queue, tx.as_fd());
-        assert_eq!((out.sent, out.dropped_errors, out.would_block), (4, 0, false));
+        assert_eq!(
+            (out.sent, out.dropped_errors, out.would_block),
+            (4, 0, false)
+        );
         assert_eq!((sending.max_segments(), sending.refusals()), (1, 1));
         let (got, reads) = receive(&rx, 4);
         assert_eq!((got, reads), (sent, 4));

@@ -372,7 +372,10 @@ mod linux {
         }
     }
 
-    pub(super) fn from_sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    pub(super) fn from_sockaddr(
+        s: &libc::sockaddr_storage,
+        len: libc::socklen_t,
+    ) -> Option<SocketAddr> {
         let len = len as usize;
         match s.ss_family as libc::c_int {
             libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
@@ -397,7 +400,10 @@ mod linux {
     }
 
     /// Writes `addr` into a zeroed `storage`; returns the length to pass on.
-    pub(super) fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    pub(super) fn to_sockaddr(
+        addr: &SocketAddr,
+        storage: &mut libc::sockaddr_storage,
+    ) -> libc::socklen_t {
         match addr {
             SocketAddr::V4(a) => {
                 // SAFETY: sockaddr_storage is sized and aligned for sockaddr_in,

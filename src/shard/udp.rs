@@ -82,7 +82,13 @@ impl ServedUdpSocket {
                     res.stats.udp_dropped_truncated.incr();
                     continue;
                 }
-                self.deliver(index, res, now, (datagram.from, datagram.data), &mut trusted);
+                self.deliver(
+                    index,
+                    res,
+                    now,
+                    (datagram.from, datagram.data),
+                    &mut trusted,
+                );
             }
             self.end_batch(index, res, trusted);
             if received < config.udp_batch {
