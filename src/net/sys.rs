@@ -515,9 +515,10 @@ mod segments {
     }
 
     /// Sends up to [`MAX_BATCH`](super::MAX_BATCH) messages in one
-    /// `sendmmsg`, each `(to, data, segment)` cut into datagrams of
-    /// `segment` bytes as [`send_segments`] does (no cmsg when `data` is
-    /// no longer than `segment`). The rest of the iterator is not
+    /// `sendmmsg`, each `(to, data, segment)` cut by the kernel into
+    /// datagrams of `segment` bytes, the last possibly shorter (at most 64
+    /// and 65,507 bytes per message; no cmsg, one plain datagram, when
+    /// `data` is no longer than `segment`). The rest of the iterator is not
     /// consumed. Mirrors `sendmmsg`: the first message's error is
     /// returned; a later one's stops the count there. `EINTR` is retried.
     pub fn send_segmented_batch<'a, I>(fd: BorrowedFd<'_>, msgs: I) -> io::Result<usize>
