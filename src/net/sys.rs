@@ -535,7 +535,10 @@ mod linux {
         }
     }
 
-    fn from_sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    pub(super) fn from_sockaddr(
+        s: &libc::sockaddr_storage,
+        len: libc::socklen_t,
+    ) -> Option<SocketAddr> {
         let len = len as usize;
         match s.ss_family as libc::c_int {
             libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
@@ -561,7 +564,7 @@ mod linux {
 
     /// Writes `addr` into `storage` as a whole `sockaddr_in`/`sockaddr_in6`
     /// (padding zeroed); returns the length to pass on.
-    fn to_sockaddr(
+    pub(super) fn to_sockaddr(
         addr: &SocketAddr,
         storage: &mut MaybeUninit<libc::sockaddr_storage>,
     ) -> libc::socklen_t {
@@ -590,6 +593,279 @@ mod linux {
                 size_of::<libc::sockaddr_in6>() as libc::socklen_t
             }
         }
+    }
+}
+
+/// What one [`recv_segments`] got: `len` bytes of one or more datagrams
+/// from one source, back to back, each `segment` bytes but the last (which
+/// may be shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// Bytes written into the buffer.
+    pub len: usize,
+    /// Source address.
+    pub from: SocketAddr,
+    /// The size of each coalesced datagram (`len` when the kernel reported
+    /// none: a single datagram).
+    pub segment: usize,
+    /// The buffer was too small and the tail was discarded.
+    pub truncated: bool,
+}
+
+#[cfg(target_os = "linux")]
+pub use segments::{recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported};
+#[cfg(all(unix, not(target_os = "linux")))]
+pub use segments_portable::{
+    recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported,
+};
+
+/// UDP generic segmentation (`UDP_SEGMENT`, Linux 4.18) and receive
+/// offload (`UDP_GRO`, Linux 5.0): many datagrams per syscall to or from
+/// one peer, as one buffer cut into equal segments.
+#[cfg(target_os = "linux")]
+mod segments {
+    use super::linux::{from_sockaddr, to_sockaddr};
+    use super::{Segments, UNKNOWN_ADDR};
+    use std::io;
+    use std::mem::{self, size_of, MaybeUninit};
+    use std::net::SocketAddr;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::ptr;
+
+    /// Room for one cmsg carrying a `c_int` (UDP_SEGMENT's u16 or
+    /// UDP_GRO's int), 8-byte aligned as `cmsghdr` wants.
+    #[repr(C, align(8))]
+    struct CmsgSpace([u8; 32]);
+
+    /// Turns `UDP_GRO` on or off: on, the kernel may hand several
+    /// datagrams from one source to one receive, with their size in a cmsg.
+    pub fn set_udp_gro(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+        let value = libc::c_int::from(on);
+        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+        // pointer, which points at `value`, alive for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                ptr::from_ref(&value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        match rc {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Whether the kernel knows `UDP_SEGMENT` (reading it back works).
+    /// A device may still refuse a segmented send (`EIO`), which only a
+    /// send shows.
+    pub fn udp_segment_supported(fd: BorrowedFd<'_>) -> bool {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, which
+        // we own, and updates `len`, also ours.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        rc == 0
+    }
+
+    /// Sends up to [`MAX_BATCH`](super::MAX_BATCH) messages in one
+    /// `sendmmsg`, each `(to, data, segment)` cut by the kernel into
+    /// datagrams of `segment` bytes, the last possibly shorter (at most 64
+    /// and 65,507 bytes per message; no cmsg, one plain datagram, when
+    /// `data` is no longer than `segment`). The rest of the iterator is not
+    /// consumed. Mirrors `sendmmsg`: the first message's error is
+    /// returned; a later one's stops the count there. `EINTR` is retried.
+    pub fn send_segmented_batch<'a, I>(fd: BorrowedFd<'_>, msgs: I) -> io::Result<usize>
+    where
+        I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
+    {
+        const N: usize = super::MAX_BATCH;
+        // SAFETY: all-zero bytes are a valid value for these plain C structs.
+        let (mut iovs, mut hdrs): ([libc::iovec; N], [libc::mmsghdr; N]) = unsafe { mem::zeroed() };
+        // Written by to_sockaddr before the kernel reads them.
+        let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; N];
+        let mut controls: [CmsgSpace; N] = std::array::from_fn(|_| CmsgSpace([0; 32]));
+        let mut n = 0;
+        for (to, data, segment) in msgs.into_iter().take(N) {
+            let namelen = to_sockaddr(&to, &mut names[n]);
+            iovs[n].iov_base = data.as_ptr() as *mut libc::c_void;
+            iovs[n].iov_len = data.len();
+            let h = &mut hdrs[n].msg_hdr;
+            h.msg_name = names[n].as_mut_ptr().cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = ptr::addr_of_mut!(iovs[n]);
+            h.msg_iovlen = 1;
+            if data.len() > usize::from(segment) {
+                put_segment(h, &mut controls[n], segment);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        loop {
+            // SAFETY: hdrs[..n] point at addresses, iovecs and control
+            // buffers on this stack frame; each iovec covers a `&'a [u8]`
+            // that outlives the call. The kernel only reads them, and
+            // writes msg_len into hdrs.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                )
+            };
+            if rc >= 0 {
+                return Ok(rc as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Points `hdr` at `control`, holding one `UDP_SEGMENT` cmsg.
+    fn put_segment(hdr: &mut libc::msghdr, control: &mut CmsgSpace, segment: u16) {
+        // SAFETY: CMSG_SPACE is pure arithmetic on a small constant.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+        debug_assert!(space <= control.0.len());
+        hdr.msg_control = control.0.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        // SAFETY: msg_control points at `control`, 8-byte aligned and at
+        // least `space` bytes, so CMSG_FIRSTHDR returns its start (not
+        // null) and CMSG_DATA stays inside it; the u16 is written
+        // unaligned, as the layout promises no more than the header's
+        // alignment.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(hdr);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+        }
+    }
+
+    /// Receives into `buf`: one datagram, or with `UDP_GRO` on, several
+    /// from one source coalesced, with their size. Without `wait`, none
+    /// waiting is `WouldBlock`; with it, the call blocks (up to the
+    /// socket's read timeout, then `WouldBlock`). `EINTR` is retried.
+    pub fn recv_segments(fd: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::Result<Segments> {
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        // SAFETY: all-zero bytes are a valid value for these plain C structs.
+        let (mut name, mut hdr): (libc::sockaddr_storage, libc::msghdr) = unsafe { mem::zeroed() };
+        let mut control = CmsgSpace([0; 32]);
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        hdr.msg_name = ptr::addr_of_mut!(name).cast();
+        hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = ptr::addr_of_mut!(iov);
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.0.as_mut_ptr().cast();
+        hdr.msg_controllen = control.0.len() as _;
+        let len = loop {
+            // SAFETY: hdr points at `name`, `iov` and `control` on this
+            // stack frame and iov at `buf`, exclusively borrowed; the kernel
+            // writes at most their stated lengths and updates hdr.
+            let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, flags) };
+            if rc >= 0 {
+                break (rc as usize).min(buf.len());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        let mut segment = len;
+        // SAFETY: hdr's control pointer and length were set by the kernel
+        // within `control`; CMSG_FIRSTHDR/CMSG_NXTHDR only return headers
+        // inside that range (or null), and CMSG_DATA of a UDP_GRO header
+        // holds a c_int, read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    segment = usize::try_from(size).unwrap_or(len);
+                }
+                cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+            }
+        }
+        Ok(Segments {
+            len,
+            from: from_sockaddr(&name, hdr.msg_namelen).unwrap_or(UNKNOWN_ADDR),
+            segment: segment.max(1),
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+        })
+    }
+}
+
+/// Without segmentation offload: GRO and GSO are refused, and a receive
+/// is one datagram, so callers take their plain paths.
+#[cfg(all(unix, not(target_os = "linux")))]
+mod segments_portable {
+    use super::{Segments, UNKNOWN_ADDR};
+    use socket2::{MaybeUninitSlice, SockRef};
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::net::SocketAddr;
+    use std::os::fd::BorrowedFd;
+
+    fn unsupported() -> io::Error {
+        io::Error::new(io::ErrorKind::Unsupported, "UDP offload needs Linux")
+    }
+
+    /// Always refused.
+    pub fn set_udp_gro(_fd: BorrowedFd<'_>, _on: bool) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    /// Always false.
+    pub fn udp_segment_supported(_fd: BorrowedFd<'_>) -> bool {
+        false
+    }
+
+    /// Always refused.
+    pub fn send_segmented_batch<'a, I>(_fd: BorrowedFd<'_>, _msgs: I) -> io::Result<usize>
+    where
+        I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
+    {
+        Err(unsupported())
+    }
+
+    /// One datagram per call.
+    pub fn recv_segments(fd: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::Result<Segments> {
+        let sock = SockRef::from(&fd);
+        // SAFETY: recvmsg only ever writes initialised bytes, so viewing
+        // initialised memory as MaybeUninit cannot de-initialise it.
+        let slot = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        let mut iov = [MaybeUninitSlice::new(slot)];
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        let (len, flags, from) = loop {
+            match sock.recv_from_vectored_with_flags(&mut iov, flags) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        Ok(Segments {
+            len,
+            from: from.as_socket().unwrap_or(UNKNOWN_ADDR),
+            segment: len.max(1),
+            truncated: flags.is_truncated(),
+        })
     }
 }
 

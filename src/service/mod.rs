@@ -150,4 +150,14 @@ pub trait UdpService: Send {
     /// The server is shutting down and this socket closes after this call:
     /// the last chance to tell peers (a protocol's goodbye).
     fn on_shutdown(&mut self, _out: &mut DatagramContext<'_>) {}
+
+    /// Whether this socket uses UDP segmentation offload (asked once, when
+    /// the socket is served): replies queued back to back for one peer,
+    /// equal in size, leave in one segmented send, and bursts from one
+    /// peer arrive coalesced, cut back into datagrams before
+    /// `on_datagram` (see [`crate::net::gso`]). For bulk protocols to few
+    /// peers; false (the default) keeps `recvmmsg` batches across peers.
+    fn offload(&self) -> bool {
+        false
+    }
 }
