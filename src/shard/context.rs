@@ -306,6 +306,22 @@ impl<'a> ShardContext<'a> {
         true
     }
 
+    /// Calls [`TcpService::on_drained`](crate::service::TcpService::on_drained)
+    /// once for a connection when its write buffer has been written out
+    /// (one call per request). False, and nothing is armed, if it is
+    /// closed or nothing waits to be written: then it is drained already.
+    pub fn notify_drained(&mut self, id: ConnId) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        let state = &mut self.conns[key].state;
+        if state.write_buf.is_none() {
+            return false;
+        }
+        state.flags.set(Flags::DRAIN_WATCHED);
+        true
+    }
+
     /// Bytes waiting to be written to a connection (`None` if it is
     /// closed): how a fan-out spots a slow consumer.
     pub fn write_buffered_of(&self, id: ConnId) -> Option<usize> {

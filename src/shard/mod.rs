@@ -440,7 +440,16 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.state.flush(&mut conn.transport, &mut self.res.env()) {
+        let resume = conn.state.flush(&mut conn.transport, &mut self.res.env());
+        let flags = &mut conn.state.flags;
+        let drained = conn.state.write_buf.is_none() && !flags.any(Flags::FAILED);
+        if flags.any(Flags::DRAIN_WATCHED) && drained {
+            flags.clear(Flags::DRAIN_WATCHED);
+            let service = usize::from(conn.service);
+            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
+            self.services[service].on_drained(&mut cx);
+        }
+        if resume {
             self.read(key);
         }
     }

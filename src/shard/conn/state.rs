@@ -67,6 +67,9 @@ impl Flags {
     pub(crate) const CONNECTING: Flags = Flags(1 << 14);
     /// Opened by its service (`ShardContext::connect`), not accepted.
     pub(crate) const OUTBOUND: Flags = Flags(1 << 15);
+    /// Its service asked to hear when its output drains
+    /// (`ShardContext::notify_drained`).
+    pub(crate) const DRAIN_WATCHED: Flags = Flags(1 << 16);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
