@@ -1,6 +1,7 @@
 //! Sockets and bytes: everything below the loop that touches the OS.
 
 pub mod buffer;
+pub mod proxy_header;
 mod recv_batch;
 mod send_queue;
 pub mod socket;
