@@ -65,6 +65,10 @@ impl Shard {
             // Only a connecting connection has this deadline (above).
             CloseReason::ConnectTimeout => stats.closed_error.incr(),
         }
+        let awaiting_header = conn.state.flags.any(Flags::PROXY_HEADER);
+        if awaiting_header && reason == CloseReason::FrameTimeout {
+            stats.proxy_timeouts.incr();
+        }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
         if let Some(admission) = conn.state.admission.take() {
@@ -79,6 +83,9 @@ impl Shard {
                 );
             }
             _ => log::trace!("closed {} ({reason:?})", conn.state.peer),
+        }
+        if awaiting_header {
+            return; // its service never heard of it
         }
         let service = ServiceRef::Tcp(usize::from(conn.service));
         let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);

@@ -18,6 +18,7 @@ pub(crate) mod gate;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod outbound;
+mod proxy;
 pub(crate) mod token;
 pub(crate) mod udp;
 
@@ -379,6 +380,12 @@ impl Shard {
                     continue;
                 }
             };
+            if conn.state.flags.any(Flags::PROXY_CHECK) {
+                match self.check_proxy(key, input, budget) {
+                    Some(outcome) => break outcome,
+                    None => continue,
+                }
+            }
             let service = &mut *self.services[usize::from(conn.service)];
             let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
             let consumed = service.on_data(&mut cx, input.bytes());

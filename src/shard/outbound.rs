@@ -85,7 +85,7 @@ fn begin(
 ) -> Result<usize, ConnectError> {
     let admission = res
         .gate
-        .admit_outbound()
+        .admit_unattributed()
         .map_err(|_| ConnectError::ServerFull)?;
     let registered = TcpStream::connect(addr).and_then(|mut stream| {
         if let Err(e) = tune_accepted(&stream, &res.socket) {

@@ -70,6 +70,14 @@ impl Flags {
     /// Its service asked to hear when its output drains
     /// (`ShardContext::notify_drained`).
     pub(crate) const DRAIN_WATCHED: Flags = Flags(1 << 16);
+    /// From a `proxy_from` peer: its PROXY header is awaited; its service
+    /// has not been told of it yet (no `on_open`).
+    pub(crate) const PROXY_HEADER: Flags = Flags(1 << 17);
+    /// From any other peer on a server that takes PROXY headers: its
+    /// first bytes are checked for one, which is refused.
+    pub(crate) const PROXY_SNIFF: Flags = Flags(1 << 18);
+    /// Either PROXY check.
+    pub(crate) const PROXY_CHECK: Flags = Flags(Self::PROXY_HEADER.0 | Self::PROXY_SNIFF.0);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
