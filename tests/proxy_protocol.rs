@@ -170,3 +170,41 @@ fn headers_from_elsewhere_malformed_or_missing_close_the_connection_counted() {
     assert_eq!((stats.proxy_timeouts, stats.proxy_headers), (1, 0));
     wait_until("all closed", || server.handle.stats().conns_open == 0);
 }
+
+/// Over TLS the header comes first, in plain bytes; here in the same
+/// write as the ClientHello, which must reach the TLS session intact.
+#[cfg(feature = "tls")]
+#[test]
+fn over_tls_the_header_precedes_the_handshake() {
+    use std::sync::Arc;
+
+    let (tls, client_config, _) = common::tls::certificates();
+    let config = ServerConfig {
+        shards: 1,
+        trusted: Trusted::none(),
+        proxy_from: "127.0.0.1/32".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    let server = Server::builder()
+        .config(config)
+        .tls("127.0.0.1:0".parse().unwrap(), tls, || Peer)
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::clone(&client_config), name).unwrap();
+    let mut first = v2("203.0.113.4:4444");
+    tls.write_tls(&mut first).unwrap(); // the ClientHello
+    let mut tcp = common::connect(server.tcp[0]);
+    tcp.write_all(&first).unwrap();
+    let mut stream = BufReader::new(rustls::StreamOwned::new(tls, tcp));
+    let mut greeting = String::new();
+    stream.read_line(&mut greeting).unwrap();
+    assert_eq!(greeting, "peer 203.0.113.4:4444\n");
+    stream.get_mut().write_all(b"secret\n").unwrap();
+    let mut echo = String::new();
+    stream.read_line(&mut echo).unwrap();
+    assert_eq!(echo, "secret\n");
+    let stats = server.handle.stats();
+    assert_eq!((stats.proxy_headers, stats.tls_errors), (1, 0));
+}
