@@ -147,6 +147,12 @@ fn headers_from_elsewhere_malformed_or_missing_close_the_connection_counted() {
     plain.get_mut().write_all(b"PROXYless\n").unwrap();
     assert_eq!(line(&mut plain), "PROXYless\n");
     drop(plain);
+    // A blank line begins like a v2 signature: it is not held back.
+    let mut blank = client_from("127.0.0.2", addr);
+    assert!(line(&mut blank).starts_with("peer 127.0.0.2:"));
+    blank.get_mut().write_all(b"\r\n").unwrap();
+    assert_eq!(line(&mut blank), "\r\n");
+    drop(blank);
     let mut forged = client_from("127.0.0.3", addr);
     assert!(line(&mut forged).starts_with("peer 127.0.0.3:"));
     forged.get_mut().write_all(&v2("192.0.2.9:9")).unwrap();

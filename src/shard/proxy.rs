@@ -10,8 +10,10 @@
 //! the frame timeout closes it as a frame timeout (`proxy_timeouts`).
 //!
 //! A connection from anyone else on a server that takes headers is
-//! checked once: first bytes that begin a PROXY header close it
-//! (`proxy_untrusted`), since a client must not choose its own address.
+//! checked once, on its first input: bytes that begin a PROXY header
+//! (its first 6 or 12 bytes) close it (`proxy_untrusted`): a balancer
+//! outside `proxy_from` is a misconfiguration to be seen, and a client
+//! must not think it chose its own address.
 
 use std::io;
 
@@ -34,11 +36,13 @@ impl Shard {
         let conn = &mut self.conns[key];
         let peer = conn.state.peer;
         if conn.state.flags.any(Flags::PROXY_SNIFF) {
-            let env = &mut self.res.env();
+            // Judged on the first input alone: a blank line ("\r\n", the
+            // start of the v2 signature) must not wait for more, and a
+            // balancer writes its header at once.
             return match begins_header(input.bytes()) {
-                None => conn.state.delivered(&conn.transport, input, 0, budget, env),
-                Some(false) => {
+                None | Some(false) => {
                     conn.state.flags.clear(Flags::PROXY_SNIFF);
+                    let env = &mut self.res.env();
                     conn.state.requeue(&conn.transport, input, 0, env);
                     None
                 }
