@@ -258,7 +258,7 @@ impl<'a> ShardContext<'a> {
     /// Whether a connection was opened by [`connect`](Self::connect)
     /// rather than accepted (false if it is closed).
     pub fn is_outbound(&self, id: ConnId) -> bool {
-        live(self.conns, id).is_some_and(|key| self.conns[key].state.flags.any(Flags::OUTBOUND))
+        live(self.conns, id).is_some_and(|key| self.conns[key].listener == outbound::OUTBOUND)
     }
 
     /// Closes a connection on this shard once what it was sent is flushed

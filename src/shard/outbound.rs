@@ -106,7 +106,6 @@ fn begin(
         let mut conn = TcpConn::new(transport, addr, gen, (service, OUTBOUND), now_ms);
         let flags = &mut conn.state.flags;
         flags.set(Flags::CONNECTING);
-        flags.set(Flags::OUTBOUND);
         flags.set(Flags::WRITE_INTEREST);
         conn.state.deadlines.connecting(now_ms);
         entry.insert(conn);

@@ -65,17 +65,15 @@ impl Flags {
     /// read or written, output waits in the buffer, and writability (the
     /// connect's outcome) is watched.
     pub(crate) const CONNECTING: Flags = Flags(1 << 14);
-    /// Opened by its service (`ShardContext::connect`), not accepted.
-    pub(crate) const OUTBOUND: Flags = Flags(1 << 15);
     /// Its service asked to hear when its output drains
     /// (`ShardContext::notify_drained`).
-    pub(crate) const DRAIN_WATCHED: Flags = Flags(1 << 16);
+    pub(crate) const DRAIN_WATCHED: Flags = Flags(1 << 15);
     /// From a `proxy_from` peer: its PROXY header is awaited; its service
     /// has not been told of it yet (no `on_open`).
-    pub(crate) const PROXY_HEADER: Flags = Flags(1 << 17);
+    pub(crate) const PROXY_HEADER: Flags = Flags(1 << 16);
     /// From any other peer on a server that takes PROXY headers: its
     /// first bytes are checked for one, which is refused.
-    pub(crate) const PROXY_SNIFF: Flags = Flags(1 << 18);
+    pub(crate) const PROXY_SNIFF: Flags = Flags(1 << 17);
     /// Either PROXY check.
     pub(crate) const PROXY_CHECK: Flags = Flags(Self::PROXY_HEADER.0 | Self::PROXY_SNIFF.0);
 

@@ -630,7 +630,6 @@ impl Harness {
     fn connecting(config: ServerConfig, fake: Fake, service: Service) -> Harness {
         let mut h = Harness::open(config, fake, service);
         h.state.flags.set(Flags::CONNECTING);
-        h.state.flags.set(Flags::OUTBOUND);
         h.state.deadlines.connecting(0);
         h.settle();
         h
