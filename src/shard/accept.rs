@@ -288,10 +288,8 @@ impl Shard {
         };
         let mut conn = TcpConn::new(transport, peer, gen, (service, place), now_ms);
         conn.state.admission = Some(admission);
-        if proxied {
-            conn.state.flags.set(Flags::PROXY_HEADER);
-        } else if sniffed {
-            conn.state.flags.set(Flags::PROXY_SNIFF);
+        if proxied || sniffed {
+            conn.state.flags.set(Flags::PROXY_PENDING);
         }
         if proxied || conn.transport.handshaking() {
             // A PROXY header and a TLS handshake are frames open from the

@@ -38,7 +38,7 @@ impl Shard {
             self.res.pool.give(buf);
         }
         let stats = &self.res.stats;
-        if conn.state.flags.any(Flags::CONNECTING) {
+        if conn.state.connecting() {
             stats.outbound_failed.incr();
             stats.conns_open.decr();
             if let Some(admission) = conn.state.admission.take() {
@@ -65,7 +65,8 @@ impl Shard {
             // Only a connecting connection has this deadline (above).
             CloseReason::ConnectTimeout => stats.closed_error.incr(),
         }
-        let awaiting_header = conn.state.flags.any(Flags::PROXY_HEADER);
+        let awaiting_header = conn.state.flags.any(Flags::PROXY_PENDING)
+            && self.config.proxy_from.contains(conn.state.peer.ip());
         if awaiting_header && reason == CloseReason::FrameTimeout {
             stats.proxy_timeouts.incr();
         }

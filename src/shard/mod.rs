@@ -334,7 +334,7 @@ impl Shard {
                 // Just connected: what was sent meanwhile goes out, and
                 // input that came with the connect is read (its readable
                 // edge passed while the connection was not read).
-                let connected = self.conns[key].state.flags.any(Flags::CONNECTING);
+                let connected = self.conns[key].state.connecting();
                 if connected && !self.finish_connect(key) {
                     return;
                 }
@@ -380,7 +380,7 @@ impl Shard {
                     continue;
                 }
             };
-            if conn.state.flags.any(Flags::PROXY_CHECK) {
+            if conn.state.flags.any(Flags::PROXY_PENDING) {
                 match self.check_proxy(key, input, budget) {
                     Some(outcome) => break outcome,
                     None => continue,

@@ -104,9 +104,7 @@ fn begin(
         let now_ms = res.timers.now_ms();
         let transport = Transport::Plain(stream);
         let mut conn = TcpConn::new(transport, addr, gen, (service, OUTBOUND), now_ms);
-        let flags = &mut conn.state.flags;
-        flags.set(Flags::CONNECTING);
-        flags.set(Flags::WRITE_INTEREST);
+        conn.state.flags.set(Flags::WRITE_INTEREST);
         conn.state.deadlines.connecting(now_ms);
         entry.insert(conn);
         Ok(key)

@@ -35,13 +35,15 @@ impl Shard {
     ) -> Option<ReadOutcome> {
         let conn = &mut self.conns[key];
         let peer = conn.state.peer;
-        if conn.state.flags.any(Flags::PROXY_SNIFF) {
+        // From a proxy_from peer a header is due; from anyone else, none
+        // may come.
+        if !self.config.proxy_from.contains(peer.ip()) {
             // Judged on the first input alone: a blank line ("\r\n", the
             // start of the v2 signature) must not wait for more, and a
             // balancer writes its header at once.
             return match begins_header(input.bytes()) {
                 None | Some(false) => {
-                    conn.state.flags.clear(Flags::PROXY_SNIFF);
+                    conn.state.flags.clear(Flags::PROXY_PENDING);
                     let env = &mut self.res.env();
                     conn.state.requeue(&conn.transport, input, 0, env);
                     None
@@ -73,7 +75,7 @@ impl Shard {
         };
         self.res.stats.proxy_headers.incr();
         let (service, place) = (conn.service, conn.listener);
-        conn.state.flags.clear(Flags::PROXY_HEADER);
+        conn.state.flags.clear(Flags::PROXY_PENDING);
         conn.state.peer = client;
         let pass = conn
             .state
@@ -97,8 +99,10 @@ impl Shard {
                     conn.state.send(&mut conn.transport, &message, env);
                 }
                 conn.state.flags.set(Flags::CLOSE_REQUESTED);
-                // Its service never heard of it: closed as if at accept.
-                conn.state.flags.set(Flags::PROXY_HEADER);
+                // Its service never heard of it: closed as if at accept
+                // (`close` knows it by the flag and the proxy's address).
+                conn.state.flags.set(Flags::PROXY_PENDING);
+                conn.state.peer = peer;
                 let all = input.bytes().len();
                 return conn
                     .state

@@ -63,7 +63,7 @@ impl State {
     /// One read, within what is left of `budget`.
     #[inline]
     pub(crate) fn read(&mut self, t: &mut Transport, budget: &mut usize, env: &mut Env) -> Step {
-        if self.flags.any(Flags::NO_READ) {
+        if self.flags.any(Flags::NO_READ) || self.connecting() {
             return Step::Done(ReadOutcome::Stopped);
         }
         // The service may have closed the connection in the last callback.
@@ -106,7 +106,7 @@ impl State {
         let spare = buf.spare_mut();
         let asked = spare.len().min(*budget);
         let mut sent = 0;
-        let received = match self.flags.any(Flags::PROXY_HEADER) {
+        let received = match self.flags.any(Flags::PROXY_PENDING) {
             true => t.read_raw(&mut spare[..asked]),
             false => t.read(spare, asked, &mut sent),
         };
