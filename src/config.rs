@@ -85,6 +85,13 @@ pub struct ServerConfig {
     /// load generator on the server's own machine). The global cap,
     /// frame limits, deadlines and output limits still apply.
     pub trusted: Trusted,
+    /// Peers allowed to open a TCP connection with a PROXY protocol
+    /// header (v1 or v2), whose client address then stands for the
+    /// connection's: in the per-source limits, bans, logs and
+    /// `ConnContext::peer_addr` (default none). Their connections must
+    /// send one, within the frame timeout; from anyone else a header is
+    /// refused. See `crate::net::proxy_header`.
+    pub proxy_from: Trusted,
     /// Messages a connection may send (`None`: no limit): services that
     /// frame messages ask [`ConnContext::take_message_token`] per message,
     /// and drop and strike what is over.
@@ -150,6 +157,7 @@ impl Default for ServerConfig {
             max_conns: None,
             sources: IpLimits::default(),
             trusted: Trusted::default(),
+            proxy_from: Trusted::none(),
             message_rate: None,
             udp_rate: None,
             udp_batch: 64,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -658,4 +658,100 @@ fn rtt_client_prints_the_articles_statistics_and_csv() {
         err[0].starts_with("usage: rtt_client [--proto tcp|udp]"),
         "{err:?}"
     );
+}
+
+/// Bytes each way through the proxy.
+const PROXIED: usize = 64 << 20;
+
+/// Writes `PROXIED` bytes of the pattern `seed` names to `to`.
+fn send_pattern(mut to: TcpStream, seed: u64) -> TcpStream {
+    let mut rng = common::Rng::new(seed);
+    for _ in 0..PROXIED / CHUNK {
+        to.write_all(&rng.bytes(CHUNK)).unwrap();
+    }
+    to
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Reads `PROXIED` bytes from `from` after waiting `stall` (so the
+/// proxy must hold the sender back), and checks each against the
+/// pattern `seed` names; returns the socket for what follows.
+fn expect_pattern(mut from: TcpStream, seed: u64, stall: std::time::Duration) -> TcpStream {
+    std::thread::sleep(stall);
+    let mut rng = common::Rng::new(seed);
+    let (mut expected, mut buf) = (Vec::new(), vec![0; CHUNK]);
+    let mut at = 0;
+    while at < PROXIED {
+        let n = from.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF after {at} of {PROXIED} bytes");
+        let mut got = &buf[..n];
+        while !got.is_empty() {
+            if expected.is_empty() {
+                expected = rng.bytes(CHUNK);
+            }
+            let k = got.len().min(expected.len());
+            assert!(
+                got[..k] == expected[..k],
+                "bytes differ at offset about {at}"
+            );
+            expected.drain(..k);
+            got = &got[k..];
+            at += k;
+        }
+    }
+    from
+}
+
+#[test]
+fn proxy_copies_64_mib_each_way_byte_exact_with_backpressure() {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap().to_string();
+    let mut child = Child::spawn(Command::new(example("proxy")).args(["127.0.0.1:0", &up_addr]));
+    let line = child.stdout_line();
+    let addr: SocketAddr = line
+        .strip_prefix("listening tcp ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .parse()
+        .unwrap();
+
+    let client = TcpStream::connect(addr).unwrap();
+    // accept() has no timeout: a proxy that never connects fails the
+    // accept below only through this thread's deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(upstream.accept().map(|(s, _)| s)));
+    let far = rx
+        .recv_timeout(TIMEOUT)
+        .expect("the proxy connected upstream")
+        .unwrap();
+    for s in [&client, &far] {
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    }
+    // Each reader starts late: 64 MiB is far past the proxy's 1 MiB
+    // output limit, so everything arrives only if the proxy paused the
+    // sending side rather than buffering.
+    let stall = Duration::from_millis(500);
+    let (client_in, far_in) = (client.try_clone().unwrap(), far.try_clone().unwrap());
+    let threads = [
+        std::thread::spawn(move || send_pattern(client, 1)),
+        std::thread::spawn(move || expect_pattern(far_in, 1, stall)),
+        std::thread::spawn(move || send_pattern(far, 2)),
+        std::thread::spawn(move || expect_pattern(client_in, 2, stall)),
+    ];
+    let [client, mut far_in, far, mut client_in] =
+        threads.map(|thread| thread.join().expect("a copy failed"));
+    // One side ends: the proxy closes the other.
+    drop((client, far));
+    drop(client_in.shutdown(std::net::Shutdown::Both));
+    let mut rest = Vec::new();
+    assert_eq!(
+        far_in.read_to_end(&mut rest).unwrap(),
+        0,
+        "EOF, nothing more"
+    );
+    let _ = client_in.read_to_end(&mut rest);
 }

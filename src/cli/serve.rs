@@ -135,6 +135,11 @@ pub(crate) struct ServeArgs {
     /// bans), CIDR[,CIDR...]; `none` limits loopback like anyone else.
     #[arg(long, default_value_t = lib().trusted, value_name = "CIDR,...")]
     trusted: Trusted,
+    /// Load balancers allowed to send a PROXY protocol header (v1 or v2), CIDR[,CIDR...]:
+    /// their connections must start with one (within --frame-timeout), and its client
+    /// address is what limits, bans and logs see; a header from anyone else is refused.
+    #[arg(long, default_value_t = lib().proxy_from, value_name = "CIDR,...")]
+    proxy_from: Trusted,
     /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
     #[arg(long, default_value_t = lib().sources.max_conns_per_ip, value_name = "N")]
     max_conns_per_ip: u32,
@@ -400,6 +405,7 @@ fn build(args: &ServeArgs, open_files: Option<u64>) -> Result<Built, Error> {
     config.socket.user_timeout = args.user_timeout.map_or(config.write_timeout, enabled);
     config.drain_timeout = args.drain_timeout;
     config.trusted = args.trusted.clone();
+    config.proxy_from = args.proxy_from.clone();
     config.sources = IpLimits {
         max_conns_per_ip: args.max_conns_per_ip,
         connect_rate: args.conn_rate.0,

@@ -99,6 +99,16 @@ stats! {
     /// Datagrams from trusted sources, exempt from the per-source UDP rate
     /// (counted only while a rate is set).
     udp_trusted,
+    /// PROXY protocol headers taken from `proxy_from` peers.
+    proxy_headers,
+    /// Connections closed for a PROXY header from a peer outside `proxy_from`.
+    proxy_untrusted,
+    /// Connections from `proxy_from` peers closed for a malformed or
+    /// oversized PROXY header.
+    proxy_malformed,
+    /// Connections from `proxy_from` peers closed with no complete PROXY
+    /// header within the frame timeout.
+    proxy_timeouts,
     /// Connections refused: `max_conns` reached.
     refused_server_full,
     /// Connections refused: the per-IP cap reached.

@@ -2,6 +2,7 @@
 
 pub mod buffer;
 pub mod gso;
+pub mod proxy_header;
 mod recv_batch;
 mod send_queue;
 pub mod socket;

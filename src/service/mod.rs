@@ -84,6 +84,11 @@ pub trait TcpService: Send {
     fn on_connect_failed(&mut self, _shard: &mut ShardContext<'_>, _id: ConnId, _error: io::Error) {
     }
 
+    /// Everything sent to the connection is written out, after the service
+    /// asked with [`ShardContext::notify_drained`]: e.g. resume reading
+    /// the connection that feeds it (a proxy's backpressure).
+    fn on_drained(&mut self, _conn: &mut ConnContext<'_>) {}
+
     /// A timer armed with [`ConnContext::arm_timer`] fired.
     fn on_timer(&mut self, _conn: &mut ConnContext<'_>, _key: u64) {}
 

@@ -38,7 +38,7 @@ impl Shard {
             self.res.pool.give(buf);
         }
         let stats = &self.res.stats;
-        if conn.state.flags.any(Flags::CONNECTING) {
+        if conn.state.connecting() {
             stats.outbound_failed.incr();
             stats.conns_open.decr();
             if let Some(admission) = conn.state.admission.take() {
@@ -65,6 +65,11 @@ impl Shard {
             // Only a connecting connection has this deadline (above).
             CloseReason::ConnectTimeout => stats.closed_error.incr(),
         }
+        let awaiting_header = conn.state.flags.any(Flags::PROXY_PENDING)
+            && self.config.proxy_from.contains(conn.state.peer.ip());
+        if awaiting_header && reason == CloseReason::FrameTimeout {
+            stats.proxy_timeouts.incr();
+        }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
         if let Some(admission) = conn.state.admission.take() {
@@ -79,6 +84,9 @@ impl Shard {
                 );
             }
             _ => log::trace!("closed {} ({reason:?})", conn.state.peer),
+        }
+        if awaiting_header {
+            return; // its service never heard of it
         }
         let service = ServiceRef::Tcp(usize::from(conn.service));
         let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);

@@ -258,7 +258,7 @@ impl<'a> ShardContext<'a> {
     /// Whether a connection was opened by [`connect`](Self::connect)
     /// rather than accepted (false if it is closed).
     pub fn is_outbound(&self, id: ConnId) -> bool {
-        live(self.conns, id).is_some_and(|key| self.conns[key].state.flags.any(Flags::OUTBOUND))
+        live(self.conns, id).is_some_and(|key| self.conns[key].listener == outbound::OUTBOUND)
     }
 
     /// Closes a connection on this shard once what it was sent is flushed
@@ -303,6 +303,22 @@ impl<'a> ShardContext<'a> {
         state.flags.set(Flags::REOFFER);
         let token = state.token(key);
         self.lp.res.resumed.push(token);
+        true
+    }
+
+    /// Calls [`TcpService::on_drained`](crate::service::TcpService::on_drained)
+    /// once for a connection when its write buffer has been written out
+    /// (one call per request). False, and nothing is armed, if it is
+    /// closed or nothing waits to be written: then it is drained already.
+    pub fn notify_drained(&mut self, id: ConnId) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        let state = &mut self.conns[key].state;
+        if state.write_buf.is_none() {
+            return false;
+        }
+        state.flags.set(Flags::DRAIN_WATCHED);
         true
     }
 

@@ -137,13 +137,14 @@ pub(crate) struct Deadlines {
     write_since: u32,
     over_soft_since: u32,
     linger_since: u32,
-    connect_since: u32,
     frame_open: bool,
     write_stalled: bool,
     over_soft: bool,
     /// Our FIN is sent after the service closed: waiting for the peer's.
     lingering: bool,
-    /// An outbound connect is in progress.
+    /// An outbound connect is in progress, since `frame_since`: no frame
+    /// is open before the connection is, so the two share the field (the
+    /// struct stays 40 bytes).
     connecting: bool,
     /// A deadline appeared since the shard last looked, possibly earlier
     /// than the armed timer.
@@ -163,8 +164,13 @@ impl Deadlines {
     /// An outbound connect began: the connect timeout counts from now.
     pub(crate) fn connecting(&mut self, now_ms: u32) {
         self.connecting = true;
-        self.connect_since = now_ms;
+        self.frame_since = now_ms;
         self.moved_earlier = true;
+    }
+
+    /// A connect is in progress.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.connecting
     }
 
     /// The connect completed: its clock stops, and the idle clock counts
@@ -257,7 +263,7 @@ impl Deadlines {
                 CloseReason::OutputSoftLimit,
             ),
             (
-                self.connecting.then_some(self.connect_since),
+                self.connecting.then_some(self.frame_since),
                 limits.connect_ms,
                 CloseReason::ConnectTimeout,
             ),

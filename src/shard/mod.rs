@@ -18,6 +18,7 @@ pub(crate) mod gate;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod outbound;
+mod proxy;
 pub(crate) mod token;
 pub(crate) mod udp;
 
@@ -333,7 +334,7 @@ impl Shard {
                 // Just connected: what was sent meanwhile goes out, and
                 // input that came with the connect is read (its readable
                 // edge passed while the connection was not read).
-                let connected = self.conns[key].state.flags.any(Flags::CONNECTING);
+                let connected = self.conns[key].state.connecting();
                 if connected && !self.finish_connect(key) {
                     return;
                 }
@@ -379,6 +380,12 @@ impl Shard {
                     continue;
                 }
             };
+            if conn.state.flags.any(Flags::PROXY_PENDING) {
+                match self.check_proxy(key, input, budget) {
+                    Some(outcome) => break outcome,
+                    None => continue,
+                }
+            }
             let service = &mut *self.services[usize::from(conn.service)];
             let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
             let consumed = service.on_data(&mut cx, input.bytes());
@@ -440,7 +447,16 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.state.flush(&mut conn.transport, &mut self.res.env()) {
+        let resume = conn.state.flush(&mut conn.transport, &mut self.res.env());
+        let flags = &mut conn.state.flags;
+        let drained = conn.state.write_buf.is_none() && !flags.any(Flags::FAILED);
+        if flags.any(Flags::DRAIN_WATCHED) && drained {
+            flags.clear(Flags::DRAIN_WATCHED);
+            let service = usize::from(conn.service);
+            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
+            self.services[service].on_drained(&mut cx);
+        }
+        if resume {
             self.read(key);
         }
     }

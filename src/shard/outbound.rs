@@ -85,7 +85,7 @@ fn begin(
 ) -> Result<usize, ConnectError> {
     let admission = res
         .gate
-        .admit_outbound()
+        .admit_unattributed()
         .map_err(|_| ConnectError::ServerFull)?;
     let registered = TcpStream::connect(addr).and_then(|mut stream| {
         if let Err(e) = tune_accepted(&stream, &res.socket) {
@@ -104,10 +104,7 @@ fn begin(
         let now_ms = res.timers.now_ms();
         let transport = Transport::Plain(stream);
         let mut conn = TcpConn::new(transport, addr, gen, (service, OUTBOUND), now_ms);
-        let flags = &mut conn.state.flags;
-        flags.set(Flags::CONNECTING);
-        flags.set(Flags::OUTBOUND);
-        flags.set(Flags::WRITE_INTEREST);
+        conn.state.flags.set(Flags::WRITE_INTEREST);
         conn.state.deadlines.connecting(now_ms);
         entry.insert(conn);
         Ok(key)

@@ -23,7 +23,7 @@ use crate::shard::token::Slot;
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u32);
+pub(crate) struct Flags(u16);
 
 impl Flags {
     /// Not read: the write buffer is above the high-water mark.
@@ -61,16 +61,18 @@ impl Flags {
     /// Resumed by its service: the input it left unconsumed is offered to
     /// it again before the socket is read.
     pub(crate) const REOFFER: Flags = Flags(1 << 13);
-    /// An outbound connection whose connect has not completed: nothing is
-    /// read or written, output waits in the buffer, and writability (the
-    /// connect's outcome) is watched.
-    pub(crate) const CONNECTING: Flags = Flags(1 << 14);
-    /// Opened by its service (`ShardContext::connect`), not accepted.
-    pub(crate) const OUTBOUND: Flags = Flags(1 << 15);
+    /// Its service asked to hear when its output drains
+    /// (`ShardContext::notify_drained`).
+    pub(crate) const DRAIN_WATCHED: Flags = Flags(1 << 14);
+    /// Its first input goes to the PROXY protocol check (read raw, before
+    /// any TLS): the header of a `proxy_from` peer, whose service has not
+    /// been told of it yet (no `on_open`), or the refusal of one from
+    /// anyone else (`Shard::check_proxy`).
+    pub(crate) const PROXY_PENDING: Flags = Flags(1 << 15);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
-        Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0 | Self::CONNECTING.0);
+        Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0);
     /// Paused, by the write side or by the service.
     pub(super) const PAUSED: Flags = Flags(Self::READ_PAUSED.0 | Self::SERVICE_PAUSED.0);
     /// States in which input is read only to be discarded.
@@ -155,7 +157,7 @@ impl State {
         let now_ms = env.now_ms;
         let mut rest = bytes;
         // Before the connect completes, everything waits in the buffer.
-        if self.write_buf.is_none() && !self.flags.any(Flags::CONNECTING) {
+        if self.write_buf.is_none() && !self.connecting() {
             let mut sent = 0;
             let written = t.write(rest, &mut sent);
             env.count_sent(sent);
@@ -232,7 +234,7 @@ impl State {
     /// output waits.
     #[inline]
     pub(crate) fn settle(&mut self, t: &mut Transport, env: &mut Env) -> Settled {
-        if self.flags.any(Flags::CONNECTING) {
+        if self.connecting() {
             return self.settle_connecting();
         }
         if self.flags.any(Flags::DISCARDING) {
@@ -316,8 +318,16 @@ impl State {
     /// The connect completed: reading and writing begin, and the idle
     /// clock starts now.
     pub(crate) fn connected(&mut self, now_ms: u32) {
-        self.flags.clear(Flags::CONNECTING);
         self.deadlines.connected(now_ms);
+    }
+
+    /// An outbound connection whose connect has not completed: nothing is
+    /// read or written, output waits in the buffer, and writability (the
+    /// connect's outcome) is watched. (Kept by its deadline, which runs
+    /// exactly as long: no flag bit of its own.)
+    #[inline]
+    pub(crate) fn connecting(&self) -> bool {
+        self.deadlines.is_connecting()
     }
 
     pub(crate) fn fail(&mut self, e: &io::Error) {

@@ -629,8 +629,6 @@ impl Harness {
     /// An outbound connection at t = 0, as `outbound::open` leaves it.
     fn connecting(config: ServerConfig, fake: Fake, service: Service) -> Harness {
         let mut h = Harness::open(config, fake, service);
-        h.state.flags.set(Flags::CONNECTING);
-        h.state.flags.set(Flags::OUTBOUND);
         h.state.deadlines.connecting(0);
         h.settle();
         h
