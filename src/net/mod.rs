@@ -1,6 +1,7 @@
 //! Sockets and bytes: everything below the loop that touches the OS.
 
 pub mod buffer;
+mod host_limits;
 mod recv_batch;
 mod send_queue;
 pub mod socket;
@@ -13,4 +14,5 @@ pub mod tls;
 pub(crate) mod tls;
 pub mod udp_batch;
 
+pub use host_limits::HostLimits;
 pub use sys::raise_nofile_limit;

@@ -129,6 +129,32 @@ pub(crate) fn pin_current_thread(_n: usize) -> io::Result<usize> {
     ))
 }
 
+/// Asks the kernel to send `signal` to the calling process when the thread
+/// that started it exits (Linux `PR_SET_PDEATHSIG`), so a helper process
+/// never outlives its parent. A parent that exited before the call is not
+/// noticed: compare `std::os::unix::process::parent_id()` afterwards.
+/// Elsewhere it fails with [`io::ErrorKind::Unsupported`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value; no memory
+    // is passed to the kernel.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The parent-death signal is Linux only: see the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn set_parent_death_signal(_signal: libc::c_int) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a parent-death signal needs Linux's prctl(PR_SET_PDEATHSIG)",
+    ))
+}
+
 // rlim_t is u64 on Linux and Apple but i64 on FreeBSD.
 #[allow(clippy::unnecessary_cast)]
 fn rlim_to_u64(v: libc::rlim_t) -> u64 {
