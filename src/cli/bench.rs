@@ -60,7 +60,7 @@ pub(crate) struct HoldArgs {
     connect_rate: Option<f64>,
     /// Target ports, e.g. 7000-7059 or 7000,7002: connection i goes to the (i mod n)th.
     #[arg(long, value_name = "PORTS", value_parser = parse_ports)]
-    ports: Option<Vec<u16>>,
+    ports: Option<Ports>,
 }
 
 #[derive(Args)]
@@ -193,7 +193,7 @@ fn bench_hold(args: HoldArgs, cap: u64) -> Result<(), Failure> {
     if args.connect_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(Failure::usage("--connect-rate must be above 0"));
     }
-    let targets = targets(&args.addr, args.ports.as_deref())?;
+    let targets = targets(&args.addr, args.ports.as_ref().map(|p| &p.0[..]))?;
     let config = HoldConfig {
         conns: args.conns,
         duration: args.duration,
@@ -266,9 +266,13 @@ fn targets(addr: &str, ports: Option<&[u16]>) -> Result<Vec<Vec<SocketAddr>>, Fa
         .collect())
 }
 
+/// `--ports`: every port, in order.
+#[derive(Clone, Debug, PartialEq)]
+struct Ports(Vec<u16>);
+
 /// `7000-7059`, `7000,7002` or a mix: every port, in order; port 0 and
 /// empty ranges refused.
-fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+fn parse_ports(text: &str) -> Result<Ports, String> {
     let port = |p: &str| match p.trim().parse::<u16>() {
         Ok(0) | Err(_) => Err(format!("{p:?} is not a port (1-65535)")),
         Ok(n) => Ok(n),
@@ -286,7 +290,7 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
             None => ports.push(port(part)?),
         }
     }
-    Ok(ports)
+    Ok(Ports(ports))
 }
 
 #[cfg(test)]
@@ -295,11 +299,12 @@ mod tests {
 
     #[test]
     fn ports_are_lists_and_ranges() {
+        let ports = |list: &[u16]| Ok(Ports(list.to_vec()));
         assert_eq!(
             parse_ports("7000-7002,7010"),
-            Ok(vec![7000, 7001, 7002, 7010])
+            ports(&[7000, 7001, 7002, 7010])
         );
-        assert_eq!(parse_ports("7000"), Ok(vec![7000]));
+        assert_eq!(parse_ports("7000"), ports(&[7000]));
         assert!(parse_ports("7002-7000")
             .unwrap_err()
             .contains("empty range"));
