@@ -236,13 +236,16 @@ def main():
     ap.add_argument("--hold", type=float, default=60.0, help="seconds between the pings")
     ap.add_argument("--procs", type=int, help="bench processes (default: as the cap needs)")
     ap.add_argument("--connect-rate", type=float, help="connections/s (default: a burst)")
-    ap.add_argument("--per-source", type=int, default=16_384)
+    ap.add_argument("--per-source", type=int, default=4096)
     args = ap.parse_args()
 
     sysctls = limits(args.conns)
     run = Run(args.bin)
     try:
-        common = ["--shards", "1", "--backlog", "4096", "--log-level", "warn"]
+        # No idle timeout: the first connections wait idle for the last to
+        # open, then for the hold.
+        common = ["--shards", "1", "--backlog", "4096", "--idle-timeout", "0",
+                  "--log-level", "warn"]
         if args.workers:
             ports = [run.serve([*common, "--workers", str(args.workers), "--tcp", "127.0.0.1:0"])]
             layout = f"one serve --workers {args.workers}"
@@ -289,8 +292,9 @@ def main():
               f"= {rss / n:.0f} B per connection")
         print(f"  generator VmRSS  {mid['generator_rss'] / 1024:.1f} MiB in "
               f"{mid['generator_procs']} processes")
+        sockets = max(inuse1 - inuse0, 1)  # others' sockets come and go too
         print(f"  kernel Slab      +{slab / 2**20:.1f} MiB = {slab / n:.0f} B per connection "
-              f"(both ends: ~{slab / n / 2:.0f} B per socket)")
+              f"(both ends); {slab / sockets:.0f} B per TCP socket that came into use")
         print(f"  sockstat         TCP inuse {inuse0:,} -> {inuse1:,}, sockets used {used0:,} -> "
               f"{used1:,}, TCP mem {mem0} -> {mem1} pages")
     finally:

@@ -49,7 +49,7 @@ pub(crate) struct HoldArgs {
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     duration: Duration,
     /// Connections per source address (127.0.0.1, .2, ... towards a loopback server).
-    #[arg(long, default_value = "16384", value_name = "N", value_parser = at_least_one)]
+    #[arg(long, default_value = "4096", value_name = "N", value_parser = at_least_one)]
     per_source: usize,
     /// Processes to spread the connections over (default: as many as the descriptor cap needs,
     /// one when it is enough).
@@ -127,7 +127,17 @@ pub(crate) fn run(command: BenchCommand) -> Result<(), Failure> {
         return Ok(hold_share(spec)?);
     }
     let cap = raise_nofile_limit()?;
-    log::info!("descriptor cap {cap}, {}", HostLimits::read());
+    let host = HostLimits::read();
+    log::info!("descriptor cap {cap}, {host}");
+    if let (BenchCommand::Hold(args), Some(ports)) = (&command, host.ports_per_source()) {
+        if args.per_source as u64 > u64::from(ports / 2) {
+            log::warn!(
+                "--per-source {} is over half the {ports} ephemeral ports of an address: \
+                 connects slow down sharply past it (bind searches the even half first)",
+                args.per_source
+            );
+        }
+    }
     match command {
         BenchCommand::Tcp(args) => bench(args, Transport::Tcp),
         BenchCommand::Udp(args) => bench(args, Transport::Udp),
