@@ -28,12 +28,10 @@ pub(crate) enum BenchCommand {
     Udp(BenchArgs),
     /// Hold many idle connections, pinging each at the start and the end.
     Hold(HoldArgs),
-    /// One process's share of `hold --procs` (run by `hold` itself).
+    /// One process's share of `hold --procs` (run by `hold` itself; the
+    /// share comes on stdin).
     #[command(hide = true)]
-    HoldShare {
-        /// The share, as JSON.
-        spec: String,
-    },
+    HoldShare,
 }
 
 #[derive(Args)]
@@ -123,32 +121,27 @@ enum Transport {
 
 /// Runs one `sockloop bench` subcommand.
 pub(crate) fn run(command: BenchCommand) -> Result<(), Failure> {
-    if let BenchCommand::HoldShare { spec } = &command {
-        return Ok(hold_share(spec)?);
-    }
-    let cap = raise_nofile_limit()?;
-    let host = HostLimits::read();
-    log::info!("descriptor cap {cap}, {host}");
-    if let (BenchCommand::Hold(args), Some(ports)) = (&command, host.ports_per_source()) {
-        if args.per_source as u64 > u64::from(ports / 2) {
-            log::warn!(
-                "--per-source {} is over half the {ports} ephemeral ports of an address: \
-                 connects slow down sharply past it (bind searches the even half first)",
-                args.per_source
-            );
-        }
-    }
     match command {
         BenchCommand::Tcp(args) => bench(args, Transport::Tcp),
         BenchCommand::Udp(args) => bench(args, Transport::Udp),
-        BenchCommand::Hold(args) => bench_hold(args, cap),
-        BenchCommand::HoldShare { .. } => unreachable!("run above"),
+        BenchCommand::Hold(args) => bench_hold(args),
+        BenchCommand::HoldShare => Ok(hold_share()?),
     }
+}
+
+/// Raises the descriptor cap as far as it goes and logs the limits the
+/// load runs under; returns them.
+fn log_limits() -> Result<(u64, HostLimits), Failure> {
+    let cap = raise_nofile_limit()?;
+    let host = HostLimits::read();
+    log::info!("descriptor cap {cap}, {host}");
+    Ok((cap, host))
 }
 
 /// `sockloop bench tcp|udp`: the load, the report, the files. Exit 1 if
 /// any byte came back wrong or any message or connection was lost.
 fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
+    log_limits()?;
     if args.size < 16 {
         return Err(Failure::usage("--size must be at least 16 bytes"));
     }
@@ -199,9 +192,19 @@ fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
 
 /// `sockloop bench hold`: exit 1 unless every connection held; a limit
 /// reached is the one-line error, after the report of what was reached.
-fn bench_hold(args: HoldArgs, cap: u64) -> Result<(), Failure> {
+fn bench_hold(args: HoldArgs) -> Result<(), Failure> {
     if args.connect_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(Failure::usage("--connect-rate must be above 0"));
+    }
+    let (cap, host) = log_limits()?;
+    if let Some(ports) = host.ports_per_source() {
+        if args.per_source as u64 > u64::from(ports / 2) {
+            log::warn!(
+                "--per-source {} is over half the {ports} ephemeral ports of an address: \
+                 connects slow down sharply past it (bind searches the even half first)",
+                args.per_source
+            );
+        }
     }
     let targets = targets(&args.addr, args.ports.as_ref().map(|p| &p.0[..]))?;
     let config = HoldConfig {

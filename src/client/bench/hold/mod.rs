@@ -173,11 +173,17 @@ pub fn hold_spread(targets: &[Vec<SocketAddr>], config: HoldConfig) -> io::Resul
     Ok(report)
 }
 
-/// The plan for `config`, refused if it needs more source addresses than
-/// loopback has or has no target.
+/// The plan for `config`, refused if it has no target, a connect rate not
+/// above 0, or needs more source addresses than loopback has.
 fn plan(targets: &[Vec<SocketAddr>], config: &HoldConfig) -> io::Result<Plan> {
     if targets.is_empty() || targets.iter().any(Vec::is_empty) {
         return Err(io::Error::other("no address to connect to"));
+    }
+    if config
+        .connect_rate
+        .is_some_and(|r| !(r.is_finite() && r > 0.0))
+    {
+        return Err(io::Error::other("the connect rate must be above 0"));
     }
     let plan = Plan {
         targets: targets.to_vec(),

@@ -3,8 +3,8 @@
 //! never `fork` after threads), steps them through the run over their
 //! stdin and stdout, and merges their reports.
 //!
-//! The protocol, one line each way per step: the child gets its [`Share`]
-//! as a JSON argument, opens its connections, pings them and writes a
+//! The protocol, one line each way per step: the child reads its
+//! [`Share`] as a JSON line on stdin, opens its connections, pings them and writes a
 //! [`Ready`] line; the parent, once every child is ready, holds, then
 //! writes `ping`; each child pings again and writes an [`End`] line.
 //! `stop` makes a child stop opening (another child reached a limit); a
@@ -63,8 +63,7 @@ const END_TIMEOUT: Duration = Duration::from_secs(120);
 /// opens its share of `config.conns` (numbered over the whole run, so the
 /// source addresses and targets are those of one process), and the
 /// reports are merged. `command` makes the command that runs
-/// [`hold_share`] with the share as its last argument (the `sockloop`
-/// binary's hidden `bench hold-share`). A [`Limit`] in any child stops
+/// [`hold_share`] (the `sockloop` binary's hidden `bench hold-share`). A [`Limit`] in any child stops
 /// every child's opening and skips the hold.
 pub fn hold_in_processes(
     targets: &[Vec<SocketAddr>],
@@ -84,17 +83,20 @@ pub fn hold_in_processes(
             count: end - first,
             connect_rate: config
                 .connect_rate
-                .map(|r| r * (end - first) as f64 / config.conns as f64),
+                .map(|r| r * (end - first).max(1) as f64 / config.conns.max(1) as f64),
             parent: std::process::id(),
         };
         let mut child = command()
-            .arg(serde_json::to_string(&share).map_err(io::Error::other)?)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().expect("piped");
-        let stdin = child.stdin.take().expect("piped");
+        let mut stdin = child.stdin.take().expect("piped");
+        // On stdin, not in argv: a long --ports list would pass ARG_MAX.
+        let spec = serde_json::to_string(&share).map_err(io::Error::other)?;
+        let sent = writeln!(stdin, "{spec}");
         children.0.push((child, Some(stdin)));
+        sent?;
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -221,11 +223,13 @@ impl Drop for Children {
     }
 }
 
-/// The child's side: opens the share `spec` (JSON) describes, answers the
-/// parent on stdout, and closes everything when stdin closes. Dies with
-/// the parent.
-pub fn hold_share(spec: &str) -> io::Result<()> {
-    let share: Share = serde_json::from_str(spec).map_err(io::Error::other)?;
+/// The child's side: reads its share (a JSON line) on stdin, opens it,
+/// answers the parent on stdout, and closes everything when stdin closes.
+/// Dies with the parent.
+pub fn hold_share() -> io::Result<()> {
+    let mut spec = String::new();
+    io::stdin().read_line(&mut spec)?;
+    let share: Share = serde_json::from_str(&spec).map_err(io::Error::other)?;
     die_with_parent(share.parent)?;
     crate::net::raise_nofile_limit()?;
     let stop = Arc::new(AtomicBool::new(false));
