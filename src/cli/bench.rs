@@ -141,7 +141,6 @@ fn log_limits() -> Result<(u64, HostLimits), Failure> {
 /// `sockloop bench tcp|udp`: the load, the report, the files. Exit 1 if
 /// any byte came back wrong or any message or connection was lost.
 fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
-    log_limits()?;
     if args.size < 16 {
         return Err(Failure::usage("--size must be at least 16 bytes"));
     }
@@ -155,6 +154,7 @@ fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(Failure::usage("--rate must be above 0"));
     }
+    log_limits()?;
     let config = LoadConfig {
         conns: args.conns,
         size: args.size,
