@@ -201,7 +201,7 @@ fn bench_hold(args: HoldArgs) -> Result<(), Failure> {
         if args.per_source as u64 > u64::from(ports / 2) {
             log::warn!(
                 "--per-source {} is over half the {ports} ephemeral ports of an address: \
-                 connects slow down sharply past it (bind searches the even half first)",
+                 connects slow down as an address's ports fill",
                 args.per_source
             );
         }

@@ -155,6 +155,37 @@ pub(crate) fn set_parent_death_signal(_signal: libc::c_int) -> io::Result<()> {
     ))
 }
 
+/// Lets `bind` to an address with port 0 leave the port to `connect`
+/// (Linux `IP_BIND_ADDRESS_NO_PORT`), which picks one free for that
+/// destination: no search of the address's whole port range at `bind`,
+/// and one address reaches every port of every destination. A no-op
+/// elsewhere.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn set_bind_address_no_port(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+        // pointer, which points at `on`, alive for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::from_ref(&on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+    Ok(())
+}
+
 // rlim_t is u64 on Linux and Apple but i64 on FreeBSD.
 #[allow(clippy::unnecessary_cast)]
 fn rlim_to_u64(v: libc::rlim_t) -> u64 {

@@ -30,9 +30,9 @@ pub struct HoldConfig {
     /// next loopback address (127.0.0.1, .2, ... .254), since one address
     /// has only so many ephemeral ports (and servers cap connections per
     /// address). Default 4,096: 254 addresses hold a million, and each
-    /// stays well under half its ports, where `bind` slows down sharply
-    /// (it searches the even half of the range first: 201 connects/s at
-    /// 15,000 from one address, against 10,967/s at 4,096).
+    /// stays well under half its ports (with a port chosen at `bind`, as
+    /// before `IP_BIND_ADDRESS_NO_PORT`, 15,000 from one address opened
+    /// at 201/s against 10,967/s at 4,096).
     pub per_source: usize,
     /// Connections opened per second over the whole run (`None`: as fast
     /// as they open).
