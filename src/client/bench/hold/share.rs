@@ -215,7 +215,7 @@ pub const MAX_SOURCES: usize = 254;
 
 /// The `n`th source address: 127.0.0.(1 + n) towards a loopback server,
 /// the unspecified address (the OS picks) otherwise.
-pub(super) fn source_address(server: SocketAddr, n: usize) -> io::Result<IpAddr> {
+fn source_address(server: SocketAddr, n: usize) -> io::Result<IpAddr> {
     match server.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {
             let last = u8::try_from(1 + n)
