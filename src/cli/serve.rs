@@ -307,22 +307,13 @@ fn raise_open_files() -> Option<u64> {
 }
 
 /// The limits a server with many connections runs into, at info: the
-/// descriptor cap, the ephemeral port range and the listen backlog cap.
+/// descriptor cap, the ephemeral port range and the listen backlog cap
+/// (the line `bench` logs too).
 fn log_host_limits(open_files: Option<u64>) {
-    let read = |path: &str| {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let words: Vec<&str> = text.split_whitespace().collect();
-        match words.is_empty() {
-            true => "unknown".to_string(),
-            false => words.join("-"),
-        }
-    };
     let cap = open_files.map_or("unknown".to_string(), |n| n.to_string());
     log::info!(
-        "open files limit: {cap} (RLIMIT_NOFILE, per process); ephemeral ports {} \
-         (net.ipv4.ip_local_port_range); listen backlog cap {} (net.core.somaxconn)",
-        read("/proc/sys/net/ipv4/ip_local_port_range"),
-        read("/proc/sys/net/core/somaxconn")
+        "descriptor cap {cap}, {}",
+        sockloop::net::HostLimits::read()
     );
 }
 

@@ -136,13 +136,15 @@ pub(crate) fn pin_current_thread(_n: usize) -> io::Result<usize> {
     ))
 }
 
-/// Asks the kernel to `SIGKILL` the calling process when its parent dies
-/// (Linux `PR_SET_PDEATHSIG`), so that a worker never outlives its
-/// supervisor. Precisely, the signal comes when the parent *thread* that
-/// spawned this process exits: a supervisor spawns its workers from the
-/// thread that lives as long as it does. Elsewhere it fails with
-/// [`io::ErrorKind::Unsupported`].
-#[cfg(all(feature = "signals", any(target_os = "linux", target_os = "android")))]
+/// Asks the kernel to `SIGKILL` the calling process when the thread that
+/// started it exits (Linux `PR_SET_PDEATHSIG`), so that a worker never
+/// outlives its supervisor, nor a `bench hold` child its parent: each
+/// spawns its children from the thread that lives as long as it does. A
+/// parent that exited before the call is not noticed: compare
+/// `std::os::unix::process::parent_id()` afterwards. Elsewhere it fails
+/// with [`io::ErrorKind::Unsupported`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(not(any(feature = "signals", feature = "client")), allow(dead_code))]
 pub(crate) fn die_with_parent() -> io::Result<()> {
     let signal = libc::SIGKILL as libc::c_ulong;
     // SAFETY: PR_SET_PDEATHSIG takes the signal number by value and the
@@ -154,10 +156,8 @@ pub(crate) fn die_with_parent() -> io::Result<()> {
 }
 
 /// The parent-death signal is Linux only: see the Linux version.
-#[cfg(all(
-    feature = "signals",
-    not(any(target_os = "linux", target_os = "android"))
-))]
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(not(any(feature = "signals", feature = "client")), allow(dead_code))]
 pub(crate) fn die_with_parent() -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
@@ -179,6 +179,37 @@ pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     if unsafe { libc::kill(pid, signal) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Lets `bind` to an address with port 0 leave the port to `connect`
+/// (Linux `IP_BIND_ADDRESS_NO_PORT`), which picks one free for that
+/// destination: no search of the address's whole port range at `bind`,
+/// and one address reaches every port of every destination. A no-op
+/// elsewhere.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn set_bind_address_no_port(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+        // pointer, which points at `on`, alive for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::from_ref(&on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
     Ok(())
 }
 

@@ -90,6 +90,11 @@ impl Child {
         }
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Sends it `signal` (`TERM`, `INT`) with kill(1).
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
