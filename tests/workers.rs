@@ -444,7 +444,11 @@ fn a_worker_that_cannot_start_again_is_retried_while_the_other_serves() {
     wait_until("worker 0 to start again", || scrape(metrics).up(0));
     let now = scrape(metrics);
     reap.0.push(now.pid(0));
-    assert_eq!(restarts(&now), 3);
+    // Two tries had begun with the certificate gone; on a slow machine the
+    // second may still have been reading it when it came back, and then
+    // started: every try but the last failed, whichever it was.
+    let tries = restarts(&now);
+    assert!(tries == 2 || tries == 3, "{tries} restarts");
     assert_eq!(now.pid(1), first.pid(1));
 
     let output = served.stop();
@@ -454,6 +458,6 @@ fn a_worker_that_cannot_start_again_is_retried_while_the_other_serves() {
         .lines()
         .filter(|l| l.contains("could not start again"))
         .count();
-    assert_eq!(failed, 2, "{stderr}");
+    assert_eq!(failed as u64, tries - 1, "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
