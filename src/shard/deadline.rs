@@ -47,6 +47,10 @@ pub(crate) struct Timers {
     /// `now` in milliseconds since `origin`, wrapping every ~49 days;
     /// deadlines are differences, which wrapping arithmetic keeps right.
     now_ms: u32,
+    /// No timer is due before this (a lower bound on the wheel's earliest
+    /// deadline; `None`: the wheel is empty). A turn before it skips the
+    /// wheel entirely; arming lowers it, cancelling leaves it.
+    next_check: Option<Instant>,
 }
 
 impl Timers {
@@ -58,7 +62,25 @@ impl Timers {
             now,
             tick,
             now_ms: 0,
+            next_check: None,
         }
+    }
+
+    /// How long the loop may sleep: until the earliest timer (or a lower
+    /// bound on it), `None` with no timer armed.
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
+        self.next_check
+            .map(|at| at.saturating_duration_since(self.now))
+    }
+
+    /// Moves the timers due at this turn's `now` into `fired`; costs a
+    /// comparison when none can be due.
+    pub(crate) fn expire(&mut self, fired: &mut Vec<(TimerHandle, TimerTarget)>) {
+        if self.next_check.is_none_or(|at| at > self.now) {
+            return;
+        }
+        self.wheel.expire(self.now, fired);
+        self.next_check = self.wheel.next_deadline();
     }
 
     /// Sets the time for this loop turn: the one clock read per turn.
@@ -86,6 +108,7 @@ impl Timers {
             .now
             .checked_add(after)
             .unwrap_or(self.now + Duration::from_secs(1 << 32));
+        self.next_check = Some(self.next_check.map_or(at, |next| next.min(at)));
         self.wheel.arm(at, target)
     }
 

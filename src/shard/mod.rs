@@ -274,7 +274,7 @@ impl Shard {
             // Not at all while sources wait for a revisit, otherwise until
             // the nearest timer.
             let timeout = if self.revisit.is_empty() {
-                self.res.timers.wheel.poll_timeout(self.res.timers.now())
+                self.res.timers.poll_timeout()
             } else {
                 Some(Duration::ZERO)
             };
