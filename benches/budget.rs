@@ -203,7 +203,12 @@ fn main() {
         .collect();
     if quick {
         // A smoke test: one short plain run against sockloop.
-        let run = measure(&servers[0], &SHAPES[0], Tool::Cpu, Duration::from_millis(200));
+        let run = measure(
+            &servers[0],
+            &SHAPES[0],
+            Tool::Cpu,
+            Duration::from_millis(200),
+        );
         assert!(run.round_trips > 0, "no round trips");
         println!("budget smoke test: {} round trips", run.round_trips);
         let _ = std::fs::remove_dir_all(&dir);
@@ -326,7 +331,10 @@ fn measure(server: &ServerKind, shape: &Shape, tool: Tool, window: Duration) -> 
             report.received
         }
     };
-    let gen_ns = Cpu::of(None).sched_ns.unwrap_or(0).saturating_sub(gen_before) as f64;
+    let gen_ns = Cpu::of(None)
+        .sched_ns
+        .unwrap_or(0)
+        .saturating_sub(gen_before) as f64;
     let cpu_ns = process_cpu_ns(pid).saturating_sub(cpu_before) as f64;
     // SIGTERM: sockloop drains (no connections are left) and exits; the
     // others die of it; both tools write their counts as the process ends.
@@ -381,7 +389,8 @@ fn listening(child: &mut Child) -> (SocketAddr, SocketAddr) {
             .expect("the server printed its addresses")
             .expect("read the server's stdout");
         let mut words = line.split_whitespace();
-        let (Some("listening"), Some(proto), Some(addr)) = (words.next(), words.next(), words.next())
+        let (Some("listening"), Some(proto), Some(addr)) =
+            (words.next(), words.next(), words.next())
         else {
             continue;
         };
