@@ -85,7 +85,7 @@ impl State {
                 self.flags.clear(Flags::REOFFER);
                 if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
                     return Step::Deliver(Input {
-                        buf,
+                        buf: *buf,
                         scratch: false,
                         drained: false,
                     });
@@ -98,14 +98,14 @@ impl State {
         // Nothing held: read whatever waits into the shard's scratch buffer
         // (up to the frame limit); only leftovers are copied out to keep.
         let (mut buf, scratch, limit) = match self.read_buf.take() {
-            Some(buf) => (buf, false, usize::MAX),
+            Some(buf) => (*buf, false, usize::MAX),
             None => match env.pool.take_scratch() {
                 Some(buf) => (buf, true, max),
                 None => (env.pool.take(), false, usize::MAX),
             },
         };
         if buf.len() >= max {
-            self.read_buf = Some(buf);
+            self.read_buf = Some(Box::new(buf));
             self.flags.set(Flags::READ_BUFFER_FULL);
             return Step::Done(ReadOutcome::Stopped);
         }
@@ -222,13 +222,13 @@ impl State {
                 let before = own.capacity();
                 own.extend_from_slice(buf.as_slice());
                 env.pool.note_growth(before, own.capacity());
-                self.read_buf = Some(own);
+                self.read_buf = Some(Box::new(own));
             }
             env.pool.give_scratch(buf);
         } else if buf.is_empty() {
             env.pool.give(buf);
         } else {
-            self.read_buf = Some(buf);
+            self.read_buf = Some(Box::new(buf));
         }
     }
 }

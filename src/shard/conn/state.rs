@@ -87,8 +87,11 @@ impl Flags {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) peer: SocketAddr,
-    pub(crate) read_buf: Option<Buffer>,
-    pub(crate) write_buf: Option<Buffer>,
+    /// What the service left unconsumed, and output the socket did not
+    /// take: boxed, as both are held only while a connection is busy, and
+    /// a pointer each is all an idle connection pays for them.
+    pub(crate) read_buf: Option<Box<Buffer>>,
+    pub(crate) write_buf: Option<Box<Buffer>>,
     pub(crate) deadlines: Deadlines,
     /// Its count against the server's and its source's caps.
     pub(crate) admission: Option<Pass>,
@@ -129,7 +132,7 @@ impl State {
 
     /// Bytes waiting in the write buffer.
     pub(crate) fn write_buffered(&self) -> usize {
-        self.write_buf.as_ref().map_or(0, Buffer::len)
+        self.write_buf.as_ref().map_or(0, |buf| buf.len())
     }
 
     /// Output not yet on the socket: the write buffer, or TLS records.
@@ -169,11 +172,13 @@ impl State {
             // Free the memory now; the shard closes the connection next.
             self.flags.set(Flags::OUTPUT_OVERFLOW);
             if let Some(buf) = self.write_buf.take() {
-                env.pool.give(buf);
+                env.pool.give(*buf);
             }
             return;
         }
-        let buf = self.write_buf.get_or_insert_with(|| env.pool.take());
+        let buf = self
+            .write_buf
+            .get_or_insert_with(|| Box::new(env.pool.take()));
         let before = buf.capacity();
         buf.extend_from_slice(rest);
         env.pool.note_growth(before, buf.capacity());
@@ -207,10 +212,10 @@ impl State {
             self.write_buf = Some(buf);
         }
         env.count_sent(sent);
-        let release =
-            self.flags.any(Flags::FAILED) || self.write_buf.as_ref().is_some_and(Buffer::is_empty);
+        let release = self.flags.any(Flags::FAILED)
+            || self.write_buf.as_ref().is_some_and(|buf| buf.is_empty());
         if let Some(buf) = self.write_buf.take_if(|_| release) {
-            env.pool.give(buf);
+            env.pool.give(*buf);
         }
         let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < limits.low_water;
         if resume {

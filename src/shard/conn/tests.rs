@@ -207,7 +207,7 @@ impl Harness {
             self.timers.wheel.cancel(timer);
         }
         for buf in [self.state.read_buf.take(), self.state.write_buf.take()] {
-            buf.into_iter().for_each(|buf| self.pool.give(buf));
+            buf.into_iter().for_each(|buf| self.pool.give(*buf));
         }
         self.closed = Some((reason, self.now_ms));
     }
@@ -287,7 +287,7 @@ fn one_read_takes_all_that_waits_and_only_leftovers_are_kept() {
     assert_eq!(h.fake().reads, 1);
     assert_eq!(h.lines, [input[..60].to_vec()]);
     // The 40 bytes of the open line moved to a buffer of the connection's.
-    assert_eq!(h.state.read_buf.as_ref().map(Buffer::len), Some(40));
+    assert_eq!(h.state.read_buf.as_ref().map(|buf| buf.len()), Some(40));
     assert_eq!(h.pool.bytes_lent(), 40, "a 16-byte buffer grown to hold 40");
     h.fake().arrive(b"y\n");
     assert_eq!(h.readable(), Some(ReadOutcome::Drained));
