@@ -17,7 +17,7 @@ use super::fake::Fake;
 use super::{Env, Flags, ReadOutcome, Settled, State, Step, Transport};
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
-use crate::net::buffer::{Buffer, BufferPool};
+use crate::net::buffer::BufferPool;
 use crate::service::CloseReason;
 use crate::shard::deadline::{TimerTarget, Timers};
 use crate::shard::limits::ConnLimits;
