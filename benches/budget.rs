@@ -20,7 +20,8 @@
 //! - `instr`: user-space instructions, `valgrind --tool=callgrind` totals
 //!   over the server process (exact and repeatable, kernel excluded);
 //! - `cpu_us`: server CPU (user + kernel, `schedstat` of all its threads)
-//!   with no tool attached, beside the generator's own CPU (`gen_us`).
+//!   with no tool attached, beside the generator's own CPU (`gen_us`, this
+//!   process's utime + stime, clock ticks).
 //!
 //! A tool's counts include start-up, connection set-up and shutdown, so
 //! each is taken from two runs of different lengths: (count of the long
@@ -44,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{quick_mode, Cpu};
+use common::{clk_tck, quick_mode};
 use sockloop::client::bench::{run_udp, LoadConfig, TcpLoad};
 
 /// The environment variable that makes this binary a tokio echo server.
@@ -313,7 +314,9 @@ fn measure(server: &ServerKind, shape: &Shape, tool: Tool, window: Duration) -> 
         _ => child.id(),
     };
     let cpu_before = process_cpu_ns(pid);
-    let gen_before = Cpu::of(None).sched_ns.unwrap_or(0);
+    // The generator's CPU: all of this process's threads, finished ones
+    // included (the UDP load runs on its own thread), from clock ticks.
+    let gen_before = own_cpu_ns();
     let config = LoadConfig {
         conns: shape.conns,
         size: shape.size,
@@ -331,10 +334,7 @@ fn measure(server: &ServerKind, shape: &Shape, tool: Tool, window: Duration) -> 
             report.received
         }
     };
-    let gen_ns = Cpu::of(None)
-        .sched_ns
-        .unwrap_or(0)
-        .saturating_sub(gen_before) as f64;
+    let gen_ns = own_cpu_ns().saturating_sub(gen_before) as f64;
     let cpu_ns = process_cpu_ns(pid).saturating_sub(cpu_before) as f64;
     // SIGTERM: sockloop drains (no connections are left) and exits; the
     // others die of it; both tools write their counts as the process ends.
@@ -425,6 +425,20 @@ fn process_cpu_ns(pid: u32) -> u64 {
         .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// utime + stime of this whole process (`/proc/self/stat`, clock-tick
+/// resolution), in nanoseconds.
+fn own_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // Fields after the parenthesised comm start at 3: utime is 14, stime 15.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    ticks * 1_000_000_000 / clk_tck()
 }
 
 /// The `total` line of `strace -c -U calls,name`: its calls column.
