@@ -214,6 +214,7 @@ impl BufferPool {
     /// left unconsumed: one read takes whatever is waiting, up to 64 KiB,
     /// while idle connections hold nothing. Not counted in `bytes_lent`:
     /// it is the shard's, not a connection's.
+    #[inline]
     pub fn take_scratch(&mut self) -> Option<Buffer> {
         if self.scratch.is_none() && self.scratch_made {
             return None;
@@ -227,6 +228,7 @@ impl BufferPool {
     }
 
     /// Returns the scratch buffer; its contents are discarded.
+    #[inline]
     pub fn give_scratch(&mut self, mut buf: Buffer) {
         buf.start = 0;
         buf.end = 0;

@@ -214,7 +214,7 @@ impl State {
     /// Puts the read buffer back, or returns it to the pool if empty: an
     /// idle connection holds no buffer memory. What is left in the scratch
     /// buffer moves to a pooled buffer of the connection's own.
-    #[inline]
+    #[inline(always)]
     fn keep(&mut self, buf: Buffer, scratch: bool, env: &mut Env) {
         if scratch {
             if !buf.is_empty() {

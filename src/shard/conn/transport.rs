@@ -73,6 +73,7 @@ impl Transport {
     /// Writes `bytes` as far as the socket takes them and returns how many
     /// it took. Over TLS they go to rustls (up to its buffer limit) and its
     /// records to the socket. Bytes put on the wire are added to `sent`.
+    #[inline(always)]
     pub(crate) fn write(&mut self, bytes: &[u8], sent: &mut usize) -> io::Result<usize> {
         match self {
             Transport::Plain(stream) => {
@@ -306,6 +307,7 @@ fn tls_read(
 /// Writes until `bytes` are all written or the socket is full; returns how
 /// many were written. A short write means the socket buffer is full, so it
 /// stops there rather than paying a syscall to see `WouldBlock`.
+#[inline(always)]
 fn write_until_full(
     mut write: impl FnMut(&[u8]) -> io::Result<usize>,
     bytes: &[u8],
