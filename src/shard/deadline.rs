@@ -160,19 +160,34 @@ pub(crate) struct Deadlines {
     write_since: u32,
     over_soft_since: u32,
     linger_since: u32,
-    frame_open: bool,
-    write_stalled: bool,
-    over_soft: bool,
-    /// Our FIN is sent after the service closed: waiting for the peer's.
-    lingering: bool,
-    /// A deadline appeared since the shard last looked, possibly earlier
-    /// than the armed timer.
-    moved_earlier: bool,
+    /// Which clocks run, and whether a deadline appeared since the shard
+    /// last looked (possibly earlier than the armed timer): the flag
+    /// bits below, one byte rather than five bools.
+    bits: u8,
     /// The wheel timer for the earliest deadline, if armed.
     pub(crate) timer: Option<TimerHandle>,
 }
 
+const FRAME_OPEN: u8 = 1;
+const WRITE_STALLED: u8 = 1 << 1;
+const OVER_SOFT: u8 = 1 << 2;
+/// Our FIN is sent after the service closed: waiting for the peer's.
+const LINGERING: u8 = 1 << 3;
+const MOVED_EARLIER: u8 = 1 << 4;
+
 impl Deadlines {
+    fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+
+    fn put(&mut self, bit: u8, on: bool) {
+        if on {
+            self.bits |= bit;
+        } else {
+            self.bits &= !bit;
+        }
+    }
+
     pub(crate) fn new(now_ms: u32) -> Deadlines {
         Deadlines {
             last_io: now_ms,
@@ -189,40 +204,46 @@ impl Deadlines {
     /// unconsumed, and it counts from the read that began it. Consuming
     /// something completed a frame, so leftovers begin a new one now.
     pub(crate) fn frame(&mut self, now_ms: u32, consumed: bool, leftover: bool) {
-        if leftover && (consumed || !self.frame_open) {
+        let open = self.has(FRAME_OPEN);
+        if leftover && (consumed || !open) {
             self.frame_since = now_ms;
         }
-        self.moved_earlier |= leftover && !self.frame_open;
-        self.frame_open = leftover;
+        if leftover && !open {
+            self.bits |= MOVED_EARLIER;
+        }
+        self.put(FRAME_OPEN, leftover);
     }
 
     /// After a write attempt: the stall clock starts when output first
     /// waits and restarts on every byte of progress.
     pub(crate) fn write(&mut self, now_ms: u32, progressed: bool, pending: bool) {
-        if pending && (progressed || !self.write_stalled) {
+        let stalled = self.has(WRITE_STALLED);
+        if pending && (progressed || !stalled) {
             self.write_since = now_ms;
         }
-        self.moved_earlier |= pending && !self.write_stalled;
-        self.write_stalled = pending;
+        if pending && !stalled {
+            self.bits |= MOVED_EARLIER;
+        }
+        self.put(WRITE_STALLED, pending);
     }
 
     /// After output was queued or written: the soft-limit clock runs while
     /// pending output stays above the limit.
     pub(crate) fn output(&mut self, now_ms: u32, over_soft: bool) {
-        if over_soft && !self.over_soft {
+        if over_soft && !self.has(OVER_SOFT) {
             self.over_soft_since = now_ms;
-            self.moved_earlier = true;
+            self.bits |= MOVED_EARLIER;
         }
-        self.over_soft = over_soft;
+        self.put(OVER_SOFT, over_soft);
     }
 
     /// Our FIN went out after the service closed the connection: the
     /// linger clock starts, once; input that keeps coming does not reset it.
     pub(crate) fn linger(&mut self, now_ms: u32) {
-        if !self.lingering {
-            self.lingering = true;
+        if !self.has(LINGERING) {
+            self.bits |= LINGERING;
             self.linger_since = now_ms;
-            self.moved_earlier = true;
+            self.bits |= MOVED_EARLIER;
         }
     }
 
@@ -238,7 +259,9 @@ impl Deadlines {
 
     /// Whether a deadline appeared since the last call.
     pub(crate) fn take_moved_earlier(&mut self) -> bool {
-        std::mem::take(&mut self.moved_earlier)
+        let moved = self.has(MOVED_EARLIER);
+        self.bits &= !MOVED_EARLIER;
+        moved
     }
 
     /// The earliest deadline, or `None` if none is enabled. A deadline is
@@ -248,22 +271,22 @@ impl Deadlines {
         let clocks = [
             (Some(self.last_io), limits.idle_ms, CloseReason::IdleTimeout),
             (
-                self.frame_open.then_some(self.frame_since),
+                self.has(FRAME_OPEN).then_some(self.frame_since),
                 limits.frame_ms,
                 CloseReason::FrameTimeout,
             ),
             (
-                self.write_stalled.then_some(self.write_since),
+                self.has(WRITE_STALLED).then_some(self.write_since),
                 limits.write_ms,
                 CloseReason::WriteTimeout,
             ),
             (
-                self.over_soft.then_some(self.over_soft_since),
+                self.has(OVER_SOFT).then_some(self.over_soft_since),
                 limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
             ),
             (
-                self.lingering.then_some(self.linger_since),
+                self.has(LINGERING).then_some(self.linger_since),
                 limits.linger_ms,
                 CloseReason::Service,
             ),
