@@ -32,7 +32,7 @@
 //! `cargo bench --bench budget`; `SOCKLOOP_BUDGET_BEFORE=PATH` adds a row
 //! for another `sockloop` binary (an older build) right after this one's,
 //! so before and after alternate within one run; `SOCKLOOP_BUDGET_SERVERS` (e.g.
-//! `sockloop,tokio`) and `SOCKLOOP_BUDGET_SHAPES` (e.g. `tcp64,tcp64k`,
+//! `sockloop,before,tokio,c`) and `SOCKLOOP_BUDGET_SHAPES` (e.g. `tcp64,tcp64k`,
 //! `udp`) choose a part; `SOCKLOOP_BUDGET_TOOLS` (`cpu,strace,callgrind`)
 //! the columns. With `--test` (as under `cargo test --benches`) it runs one
 //! tiny plain round against sockloop as a smoke test.
