@@ -257,6 +257,13 @@ impl Deadlines {
         }
     }
 
+    /// A timer is armed and no deadline appeared since the shard last
+    /// looked: arming has nothing to do.
+    #[inline]
+    pub(crate) fn settled(&self) -> bool {
+        self.timer.is_some() && !self.has(MOVED_EARLIER)
+    }
+
     /// Whether a deadline appeared since the last call.
     pub(crate) fn take_moved_earlier(&mut self) -> bool {
         let moved = self.has(MOVED_EARLIER);

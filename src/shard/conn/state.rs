@@ -244,6 +244,26 @@ impl State {
         }
     }
 
+    /// Nothing for settling to do: no closing, failure or limit, no output
+    /// waiting or write interest to drop, and the deadline timer armed
+    /// with no deadline appeared since (what `settle` and
+    /// `Timers::arm_deadline` would conclude, in one test).
+    #[inline]
+    pub(crate) fn quiet(&self, t: &Transport) -> bool {
+        let loud = Flags(
+            Flags::FAILED.0
+                | Flags::READ_BUFFER_FULL.0
+                | Flags::OUTPUT_OVERFLOW.0
+                | Flags::PEER_EOF.0
+                | Flags::DISCARDING.0
+                | Flags::WRITE_INTEREST.0,
+        );
+        !self.flags.any(loud)
+            && self.write_buf.is_none()
+            && !t.output_pending()
+            && self.deadlines.settled()
+    }
+
     /// Sends our FIN once the write buffer is empty, so a draining peer sees
     /// EOF after the last byte it is owed. Over TLS, close_notify goes
     /// first, and the FIN once it is written.
