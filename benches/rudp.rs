@@ -8,7 +8,7 @@
 //! `client::rudp::Client` (default `Config`: window 128) on its own thread,
 //! connected through the relay. Once all are connected, each sends
 //! numbered 1000-byte messages (one fragment), keeping its send window
-//! full with `try_send`, and takes the echoes with `recv_at`. Every echo is
+//! full with `try_queue`, and takes the echoes with `recv_at`. Every echo is
 //! checked for content and order, and after the window each peer waits for
 //! all its echoes (up to `Config::dead_after` + 1 s); a wrong, misordered
 //! or missing echo fails the bench. Reported per case, for the echoes
@@ -16,7 +16,7 @@
 //!
 //! - goodput: echoed payload bytes and messages per second, all peers, and
 //!   the slowest peer's messages per second (fairness);
-//! - latency from `try_send` to the echo's receipt, p50 / p99 / max
+//! - latency from `try_queue` to the echo's receipt, p50 / p99 / max
 //!   (hdrhistogram). With the window full it is mostly queueing: about
 //!   the messages in flight over the rate (Little's law);
 //! - the longest time any peer went without an echo (stalls);
@@ -117,7 +117,7 @@ fn run_peer(
         }
         while now < to
             && client
-                .try_send(&message(id, sent))
+                .try_queue(&message(id, sent))
                 .map_err(|e| fail(e.to_string()))?
         {
             in_flight.push_back(Instant::now());

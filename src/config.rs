@@ -67,6 +67,10 @@ pub struct ServerConfig {
     /// reset, which can destroy the reply the peer has not read yet (the
     /// error explaining why it was closed).
     pub close_linger: Option<Duration>,
+    /// How long an outbound connection (`ShardContext::connect`) may take
+    /// to connect before it is given up, reported to its service as
+    /// `TimedOut` (10 s; `None` disables).
+    pub connect_timeout: Option<Duration>,
     /// Resolution of the timer wheel (1 ms): deadlines fire at most this
     /// much (plus the loop's own latency) after they pass.
     pub timer_tick: Duration,
@@ -83,6 +87,13 @@ pub struct ServerConfig {
     /// load generator on the server's own machine). The global cap,
     /// frame limits, deadlines and output limits still apply.
     pub trusted: Trusted,
+    /// Peers allowed to open a TCP connection with a PROXY protocol
+    /// header (v1 or v2), whose client address then stands for the
+    /// connection's: in the per-source limits, bans, logs and
+    /// `ConnContext::peer_addr` (default none). Their connections must
+    /// send one, within the frame timeout; from anyone else a header is
+    /// refused. See `crate::net::proxy_header`.
+    pub proxy_from: Trusted,
     /// Messages a connection may send (`None`: no limit): services that
     /// frame messages ask [`ConnContext::take_message_token`] per message,
     /// and drop and strike what is over.
@@ -98,7 +109,9 @@ pub struct ServerConfig {
     /// refused (`None`: no cap; the CLI sets the open-files cap minus a
     /// reserve).
     pub max_conns: Option<usize>,
-    /// Datagrams per `recvmmsg`/`sendmmsg` call (32).
+    /// Receive slots per UDP socket batch, all offered to one `recvmmsg` (64;
+    /// at most 1,024): under load one call drains up to this many. Each slot
+    /// holds `udp_max_datagram` bytes, touched only as datagrams fill it.
     pub udp_batch: usize,
     /// Largest datagram received (65,507, the IPv4 maximum); larger ones
     /// are dropped and counted.
@@ -140,14 +153,16 @@ impl Default for ServerConfig {
             output_soft_for: Some(Duration::from_secs(10)),
             drain_timeout: Duration::from_secs(5),
             close_linger: Some(Duration::from_secs(2)),
+            connect_timeout: Some(Duration::from_secs(10)),
             timer_tick: Duration::from_millis(1),
             accept_pause: Duration::from_millis(100),
             max_conns: None,
             sources: IpLimits::default(),
             trusted: Trusted::default(),
+            proxy_from: Trusted::none(),
             message_rate: None,
             udp_rate: None,
-            udp_batch: 32,
+            udp_batch: 64,
             udp_max_datagram: 65_507,
             udp_recv_batches: 8,
             udp_queue_datagrams: 1024,
@@ -218,6 +233,7 @@ impl ServerConfig {
             self.write_timeout,
             self.output_soft_for,
             self.close_linger,
+            self.connect_timeout,
         ];
         if timeouts.into_iter().flatten().any(|t| t > longest) {
             return fail("timeouts must be at most 24 days");

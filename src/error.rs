@@ -22,13 +22,24 @@ pub enum Error {
     Io(io::Error),
     /// A shard's thread panicked; the server was stopped.
     ShardPanicked(usize),
+    /// A worker process (`sockloop serve --workers`) failed before it was
+    /// ready: the whole server stops rather than restart it in a loop.
+    WorkerStart {
+        /// The worker's index.
+        worker: usize,
+        /// What the worker reported, or how it ended.
+        reason: String,
+    },
 }
 
 impl Error {
     /// True for errors the caller can fix by changing its request (the CLI
     /// exits 2 for these, 1 for the rest).
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Config(_) | Error::Bind { .. })
+        matches!(
+            self,
+            Error::Config(_) | Error::Bind { .. } | Error::WorkerStart { .. }
+        )
     }
 }
 
@@ -52,6 +63,9 @@ impl fmt::Display for Error {
             } => write!(f, "cannot bind {proto} {addr}: {source}"),
             Error::Io(e) => write!(f, "event loop failed: {e}"),
             Error::ShardPanicked(id) => write!(f, "shard {id} panicked"),
+            Error::WorkerStart { worker, reason } => {
+                write!(f, "worker {worker} could not start: {reason}")
+            }
         }
     }
 }

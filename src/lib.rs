@@ -11,6 +11,8 @@
 //!             client/                           clients on their own sockets: chat, rudp,
 //!                                               the load generator, a connection pool
 //!                   |
+//!             supervisor/                       serve --workers N: worker processes on shared
+//!                   |                           ports, restarts, signals, merged /metrics
 //!             Server (server.rs)                builds shards, runs, stops
 //!                   |
 //!             Shard (shard/)                    owns Poll, the slab, listeners,
@@ -20,13 +22,22 @@
 //!             services/                         echo, json, chat, rudp echo, the registry
 //!                   |
 //!             protocol/                         wire formats shared by services and clients:
-//!                   |                           the chat's messages, encodings, prompt, clock
+//!                   |                           the chat's messages, encodings, prompt, clock;
+//!                   |                           the NATS client protocol
+//!             bus/                              the NATS client and the chat over it, sans-IO
+//!                   |                           (the chat drives it on an outbound connection)
 //!             timer/  codec/  rudp/  limit/     timer wheel, frame decoders, reliable UDP,
 //!                                               rates, caps and bans (pure: bytes and time in,
 //!                                               bytes, decisions and deadlines out)
 //!             net/                              socket2 setup, buffers, batched UDP, TLS,
 //!                                               sys.rs: the only `unsafe`
 //! ```
+//!
+//! New to event loops? `docs/tour.md` (in the repository) walks the
+//! chapters of the Go tutorial "Mastering TCP and UDP in Golang" in order,
+//! each with an example in `examples/`, the module that does the work,
+//! and the path one byte takes through the loop, with the commands to
+//! watch it happen.
 //!
 //! Every Cargo feature is on by default; with `default-features = false`
 //! this is the core alone (mio, slab, socket2, log, libc), and `signals`,
@@ -48,6 +59,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "services")]
+pub mod bus;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod codec;
@@ -66,6 +79,8 @@ mod server;
 pub mod service;
 pub mod services;
 mod shard;
+#[cfg(all(feature = "signals", unix))]
+pub mod supervisor;
 #[doc(hidden)]
 pub mod test_rng;
 pub mod timer;

@@ -46,6 +46,21 @@ fn main() -> ExitCode {
     if let Some(level) = cli.log_level {
         logger.filter_level(level);
     }
+    if let Command::Serve(args) = &cli.command {
+        if let Some(worker) = args.worker() {
+            // A worker's lines share the supervisor's stderr: say whose.
+            logger.format(move |out, record| {
+                use std::io::Write;
+                let (time, level) = (out.timestamp(), record.level());
+                let target = record.target();
+                writeln!(
+                    out,
+                    "[{time} {level:<5} {target} worker {worker}] {}",
+                    record.args()
+                )
+            });
+        }
+    }
     logger.init();
     let result = match cli.command {
         Command::Serve(args) => serve(*args).map_err(Failure::from),

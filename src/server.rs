@@ -502,14 +502,16 @@ fn bind_shards(
 ) -> Result<(Vec<Bound>, bool), Error> {
     let shards = config.shards;
     let mut opts = config.socket.clone();
-    opts.reuse_port = shards > 1 && opts.reuse_port;
+    // Sibling processes share the ports even when this one has one shard.
+    opts.reuse_port = (shards > 1 || opts.shared_ports) && opts.reuse_port;
     // A SO_REUSEPORT group would silently share a port another server
     // holds: claim each port alone first. A TCP port 0 is left to the
     // kernel, whose pick for a SO_REUSEPORT listener avoids ports in use
     // (a port claimed and let go could go to another server's claim in
     // between). Its pick for a UDP socket does not (146 of 3,000 such
     // binds here shared a port), so a UDP port 0 is claimed.
-    let claimed = if opts.reuse_port {
+    // Shared ports were claimed, and are held, by the supervisor.
+    let claimed = if opts.reuse_port && !opts.shared_ports {
         let claim = |proto, name, addr: SocketAddr| match (proto, addr.port()) {
             (Proto::Tcp, 0) => Ok(addr),
             _ => claim(proto, addr).map_err(|source| Error::Bind {

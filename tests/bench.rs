@@ -184,16 +184,17 @@ fn hold_keeps_two_thousand_connections_alive_from_start_to_end() {
         conns: 2000,
         duration: Duration::from_millis(300),
         per_source: 1000,
+        ..Default::default()
     };
     let report = sockloop::client::bench::hold(server.tcp[0], config).unwrap();
     assert_eq!(
         (
             report.connected,
-            report.failed,
+            report.failures.total(),
             report.alive_at_start,
             report.alive_at_end
         ),
-        (2000, 0, 2000, 2000),
+        (2000, 0, 2000, Some(2000)),
         "{}",
         report.text()
     );

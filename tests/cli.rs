@@ -146,6 +146,7 @@ fn serve_help_shows_the_librarys_defaults() {
     let chat = ChatConfig::default();
     // Each flag: what the library says, and what the README's table says.
     let expected = [
+        ("--workers", "1".to_string(), "1"),
         (
             "--backlog",
             SocketOptions::default().backlog.to_string(),
@@ -193,6 +194,7 @@ fn serve_help_shows_the_librarys_defaults() {
             "2KiB",
         ),
         ("--trusted", lib.trusted.to_string(), "127.0.0.0/8,::1/128"),
+        ("--proxy-from", lib.proxy_from.to_string(), "none"),
         ("--max-conns-per-ip", ip.max_conns_per_ip.to_string(), "256"),
         ("--conn-rate", rate(ip.connect_rate).to_string(), "50/s:100"),
         ("--msg-rate", rate(lib.message_rate).to_string(), "0"),

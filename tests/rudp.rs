@@ -4,11 +4,15 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
 
+use common::child::Child;
+use common::process::BIN;
 use common::relay::{Fates, Relay};
 use common::Running;
 use sockloop::client::rudp::Client;
+use sockloop::net::gso::{OffloadMode, OFFLOAD_ENV};
 use sockloop::rudp::{Config, Mode, Packet, Seq};
 use sockloop::services::rudp_echo::{random_secret, RudpEcho};
 use sockloop::{Server, ServerConfig};
@@ -64,6 +68,75 @@ fn echo_all(client: &mut Client, count: u32) {
             "echo {expected}"
         );
     }
+}
+
+/// Sends `count` messages of one full datagram each (1200 bytes), queued
+/// while the window has room so they leave in runs, and checks every
+/// echo byte for byte, in order.
+fn bulk_echo(client: &mut Client, count: u32) {
+    let mut next = 0;
+    for expected in 0..count {
+        while next < count && client.try_queue(&message(next, 1200)).unwrap() {
+            next += 1;
+        }
+        let echo = client
+            .recv(TIMEOUT)
+            .unwrap()
+            .expect("an echo within the timeout");
+        assert_eq!(echo, message(expected, 1200), "echo {expected}");
+    }
+}
+
+#[test]
+fn a_bulk_transfer_goes_segmented_and_coalesced_both_ways() {
+    let server = rudp_server(16);
+    let config = Config::default();
+    let mut client =
+        Client::connect_with(server.udp[0], config, TIMEOUT, OffloadMode::Auto).unwrap();
+    if client.offload() != (true, true) {
+        eprintln!("skipping: this kernel has no UDP_SEGMENT and UDP_GRO");
+        return;
+    }
+    bulk_echo(&mut client, 5000);
+    assert_eq!(client.offload(), (true, true), "nothing was refused");
+    // GRO only glues what was sent segmented: the echo's runs.
+    assert!(client.coalesced_receives() > 0, "no echoes came in runs");
+    assert_eq!(client.stats().timeouts, 0);
+    client.close().unwrap();
+}
+
+#[test]
+fn a_refused_offload_falls_back_on_both_ends_and_loses_nothing() {
+    let mut serve = Child::spawn(
+        Command::new(BIN)
+            .env(OFFLOAD_ENV, "refuse")
+            .args(["serve", "--udp", "127.0.0.1:0=rudp", "--udp-rate", "0"])
+            .args(["--recv-buffer", "1MiB", "--log-level", "warn"]),
+    );
+    let line = serve.stdout_line();
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let config = Config::default();
+    let mut client = Client::connect_with(addr, config, TIMEOUT, OffloadMode::Refuse).unwrap();
+    assert_eq!(
+        client.offload(),
+        (true, false),
+        "GRO refused, GSO not tried yet"
+    );
+    bulk_echo(&mut client, 3000);
+    assert_eq!(
+        client.offload(),
+        (false, false),
+        "the first run was refused"
+    );
+    assert_eq!(client.coalesced_receives(), 0);
+    client.close().unwrap();
+    serve.stderr_until("refused a segmented UDP send");
+    serve.signal("TERM");
+    assert!(serve.wait().0.success());
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! `sockloop serve`: its flags, the listeners they make, and signals.
 
+mod workers;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::addr::HostPort;
+use sockloop::bus::{BusConfig, ServerUrl};
 use sockloop::config::{
     duration, parse_duration, parse_size, rate, size, timeout, CLI_UDP_RATE, MIN_FRAME,
 };
@@ -19,6 +22,7 @@ use sockloop::net::tls::TlsConfig;
 use sockloop::services::chat::ChatConfig;
 use sockloop::services::registry::{self, ServiceConfig, Transport};
 use sockloop::services::rudp_echo;
+use sockloop::supervisor::{become_worker, Report, MAX_WORKERS};
 use sockloop::{Error, Handle, Listener, Server, ServerConfig};
 
 #[derive(Args)]
@@ -36,6 +40,21 @@ pub(crate) struct ServeArgs {
     key: Option<std::path::PathBuf>,
     #[arg(long = "udp", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Udp, false), long_help = listen_help(Transport::Udp, true))]
     udp: Vec<Listen>,
+    /// Worker processes; above 1 a supervisor starts them (each runs --shards
+    /// event loops on the same ports), restarts any that dies, forwards
+    /// signals and serves the merged --metrics. Not with chat listeners.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// Set by the supervisor: this process is worker I.
+    #[arg(long, hide = true, value_name = "I")]
+    worker: Option<usize>,
+    /// Set by the supervisor: its pid.
+    #[arg(long, hide = true, value_name = "PID")]
+    worker_of: Option<u32>,
+    /// Set by the supervisor: the listeners' addresses, ports resolved, in
+    /// the order --tcp, --tls, --udp.
+    #[arg(long, hide = true, value_delimiter = ',', value_name = "ADDR,...")]
+    worker_addrs: Vec<SocketAddr>,
     /// Event loops, one thread each (default: the number of available cores).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -100,6 +119,11 @@ pub(crate) struct ServeArgs {
     /// Invalid messages after which a chat member is disconnected; 0: never.
     #[arg(long, default_value_t = ChatConfig::default().max_errors, value_name = "N")]
     chat_max_errors: u32,
+    /// NATS servers the chat's rooms span processes over, e.g.
+    /// nats://127.0.0.1:4222[,nats://HOST:PORT...] (tried in turn; host names are
+    /// resolved at start). Default: none, the rooms are this process's alone.
+    #[arg(long, value_parser = parse_bus, value_name = "URLS")]
+    bus: Option<BusServers>,
     /// Longest chat message content; 0: as long as a frame allows.
     #[arg(long, value_parser = parse_size, default_value = size(ChatConfig::default().max_content).to_string(), value_name = "SIZE")]
     chat_max_content: usize,
@@ -111,6 +135,11 @@ pub(crate) struct ServeArgs {
     /// bans), CIDR[,CIDR...]; `none` limits loopback like anyone else.
     #[arg(long, default_value_t = lib().trusted, value_name = "CIDR,...")]
     trusted: Trusted,
+    /// Load balancers allowed to send a PROXY protocol header (v1 or v2), CIDR[,CIDR...]:
+    /// their connections must start with one (within --frame-timeout), and its client
+    /// address is what limits, bans and logs see; a header from anyone else is refused.
+    #[arg(long, default_value_t = lib().proxy_from, value_name = "CIDR,...")]
+    proxy_from: Trusted,
     /// Connections from one address (an IPv6 /64) beyond which new ones are refused; 0: no cap.
     #[arg(long, default_value_t = lib().sources.max_conns_per_ip, value_name = "N")]
     max_conns_per_ip: u32,
@@ -242,17 +271,101 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
             .get_or_insert_with(|| "127.0.0.1:9090".parse().expect("a valid address"));
     }
     check_flags(&args)?;
-    let mut config = ServerConfig::default();
-    let open_files = match raise_nofile_limit() {
-        Ok(limit) => {
-            log::info!("open files limit: {limit}");
-            Some(limit)
-        }
-        Err(e) => {
-            log::warn!("could not raise the open files limit: {e}");
-            None
-        }
+    if let Some(index) = args.worker {
+        return worker(index, args);
+    }
+    let open_files = raise_open_files();
+    log_host_limits(open_files);
+    if args.workers > 1 {
+        return workers::supervise(args);
+    }
+    let built = build(&args, open_files)?;
+    let mut stdout = std::io::stdout().lock();
+    for line in &built.listening {
+        let _ = writeln!(stdout, "listening {line}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    built.server.handle().stop_on_signals()?;
+    run(built.server, &args)
+}
+
+/// A server built from the flags, and what it listens on.
+struct Built {
+    server: Server,
+    /// `PROTO ADDR SERVICE` of every bound listener, the metrics endpoint last.
+    listening: Vec<String>,
+    /// Where the metrics endpoint listens, if it does.
+    metrics: Option<SocketAddr>,
+}
+
+/// Raises the descriptor cap as far as the hard limit allows; the cap.
+fn raise_open_files() -> Option<u64> {
+    raise_nofile_limit()
+        .inspect_err(|e| log::warn!("could not raise the open files limit: {e}"))
+        .ok()
+}
+
+/// The limits a server with many connections runs into, at info: the
+/// descriptor cap, the ephemeral port range and the listen backlog cap
+/// (the line `bench` logs too).
+fn log_host_limits(open_files: Option<u64>) {
+    let cap = open_files.map_or("unknown".to_string(), |n| n.to_string());
+    log::info!(
+        "descriptor cap {cap}, {}",
+        sockloop::net::HostLimits::read()
+    );
+}
+
+/// One worker process of `--workers N`: the supervisor's listeners at the
+/// addresses it resolved, its own metrics endpoint on a loopback port, and
+/// a report on stdout instead of the `listening` lines.
+fn worker(index: usize, mut args: ServeArgs) -> Result<(), Error> {
+    // Whatever fails before the report is reported, and ends the process.
+    let fail = |e: Error| -> ! {
+        let _ = Report::Failed(e.to_string()).send();
+        std::process::exit(if e.is_usage() { 2 } else { 1 })
     };
+    if let Err(e) = become_worker(args.worker_of.unwrap_or(0)) {
+        fail(Error::Io(e));
+    }
+    let listeners = (args.tcp.iter_mut())
+        .chain(args.tls.iter_mut())
+        .chain(args.udp.iter_mut());
+    let count = listeners.size_hint().0;
+    if count != args.worker_addrs.len() {
+        fail(Error::Config(format!(
+            "worker {index}: {} addresses for {count} listeners",
+            args.worker_addrs.len()
+        )));
+    }
+    for (listen, &addr) in listeners.zip(&args.worker_addrs) {
+        listen.addr = addr;
+    }
+    if args.metrics.is_some() {
+        args.metrics = Some("127.0.0.1:0".parse().expect("a valid address"));
+    }
+    let built = build(&args, raise_open_files()).unwrap_or_else(|e| fail(e));
+    // Before the report: a SIGTERM right after it drains.
+    built.server.handle().stop_on_signals()?;
+    Report::Ready(built.metrics).send()?;
+    run(built.server, &args)
+}
+
+/// Runs a built server until it stops (its signal handlers installed).
+fn run(server: Server, args: &ServeArgs) -> Result<(), Error> {
+    if !args.stats_interval.is_zero() {
+        log_stats_every(server.handle(), args.stats_interval)?;
+    }
+    server.run()?;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// The server the flags describe, bound (at the addresses asked for; a
+/// worker's are its supervisor's).
+fn build(args: &ServeArgs, open_files: Option<u64>) -> Result<Built, Error> {
+    let mut config = ServerConfig::default();
     // Descriptors the server needs besides connections: listeners and UDP
     // sockets on every shard, pollers, wakers, stdio, the reserves, the
     // metrics endpoint's own connections (at most a quarter of a small cap).
@@ -270,6 +383,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     }
     config.pin_shards = args.pin;
     config.socket.reuse_port = !args.no_reuseport;
+    config.socket.shared_ports = args.worker.is_some();
     config.socket.backlog = args.backlog;
     config.socket.nodelay = !args.no_nodelay;
     config.socket.recv_buffer = args.recv_buffer;
@@ -282,6 +396,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     config.socket.user_timeout = args.user_timeout.map_or(config.write_timeout, enabled);
     config.drain_timeout = args.drain_timeout;
     config.trusted = args.trusted.clone();
+    config.proxy_from = args.proxy_from.clone();
     config.sources = IpLimits {
         max_conns_per_ip: args.max_conns_per_ip,
         connect_rate: args.conn_rate.0,
@@ -312,15 +427,10 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
 
     let max_line = config.max_read_buffer;
     let builder = Server::builder().config(config);
+    // check_flags made sure --tls comes with both files, and only it.
     let tls = match (&args.tls[..], &args.cert, &args.key) {
-        ([], None, None) => None,
         ([_, ..], Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
-        ([_, ..], _, _) => return Err(Error::Config("--tls needs --cert and --key".into())),
-        ([], _, _) => {
-            return Err(Error::Config(
-                "--cert and --key are for --tls listeners".into(),
-            ))
-        }
+        _ => None,
     };
     // Every listener's service, by name, from the registry.
     let plain =
@@ -347,6 +457,10 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         chat,
         max_line,
         rudp_max_peers: cap(args.rudp_max_peers).unwrap_or(usize::MAX),
+        bus: args.bus.clone().map(|BusServers(servers)| BusConfig {
+            seed: u64::from(std::process::id()),
+            ..BusConfig::new(servers)
+        }),
         ..ServiceConfig::new(registry::random_secret()?)
     };
     // Single services first, then the chat group: the order `tcp_addrs` follows.
@@ -356,28 +470,24 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
     }
     let server = builder.build()?;
 
-    let mut stdout = std::io::stdout().lock();
+    let mut listening = Vec::new();
     for (&i, addr) in order.iter().zip(server.tcp_addrs()) {
         let (proto, listen) = tcp_names[i];
-        let _ = writeln!(stdout, "listening {proto} {addr} {}", listen.service);
+        listening.push(format!("{proto} {addr} {}", listen.service));
     }
     for (listen, addr) in args.udp.iter().zip(server.udp_addrs()) {
-        let _ = writeln!(stdout, "listening udp {addr} {}", listen.service);
+        listening.push(format!("udp {addr} {}", listen.service));
     }
     // The metrics endpoint is the last TCP listener.
-    if let Some(addr) = server.tcp_addrs().get(order.len()) {
-        let _ = writeln!(stdout, "listening tcp {addr} metrics");
+    let metrics = server.tcp_addrs().get(order.len()).copied();
+    if let Some(addr) = metrics {
+        listening.push(format!("tcp {addr} metrics"));
     }
-    let _ = stdout.flush();
-    drop(stdout);
-
-    server.handle().stop_on_signals()?;
-    if !args.stats_interval.is_zero() {
-        log_stats_every(server.handle(), args.stats_interval)?;
-    }
-    server.run()?;
-    log::info!("stopped");
-    Ok(())
+    Ok(Built {
+        server,
+        listening,
+        metrics,
+    })
 }
 
 /// A cap flag: `0` means no cap.
@@ -385,9 +495,22 @@ fn cap(n: usize) -> Option<usize> {
     (n != 0).then_some(n)
 }
 
+impl ServeArgs {
+    /// The worker index, in a worker process of `--workers N`.
+    pub(crate) fn worker(&self) -> Option<usize> {
+        self.worker
+    }
+}
+
 /// What clap cannot check: values that need another flag, or that would
 /// quietly do something else than asked.
 fn check_flags(args: &ServeArgs) -> Result<(), Error> {
+    if !(1..=MAX_WORKERS).contains(&args.workers) {
+        return Err(Error::Config(format!(
+            "--workers {} is out of range: 1 to {MAX_WORKERS}",
+            args.workers
+        )));
+    }
     let interval = args.stats_interval;
     if !interval.is_zero() && interval < Duration::from_millis(100) {
         return Err(Error::Config(format!(
@@ -407,6 +530,20 @@ fn check_flags(args: &ServeArgs) -> Result<(), Error> {
         .chain(args.udp.iter().map(|l| (Transport::Udp, l)));
     for (transport, listen) in listeners {
         registry::lookup(transport, &listen.service)?;
+    }
+    match (&args.tls[..], &args.cert, &args.key) {
+        ([_, ..], None, _) | ([_, ..], _, None) => {
+            return Err(Error::Config("--tls needs --cert and --key".into()))
+        }
+        ([], Some(_), _) | ([], _, Some(_)) => {
+            return Err(Error::Config(
+                "--cert and --key are for --tls listeners".into(),
+            ))
+        }
+        _ => {}
+    }
+    if args.workers > 1 && args.worker.is_none() {
+        workers::check_workers(args)?;
     }
     // One owner per port, named by the flags that asked for it.
     let tcp = (args.tcp.iter().map(|l| ("--tcp", l.addr)))
@@ -472,4 +609,30 @@ fn log_stats_every(handle: Handle, interval: Duration) -> Result<(), Error> {
             }
         })?;
     Ok(())
+}
+
+/// `--bus`'s servers (a newtype: clap reads `Option<Vec<_>>` as a
+/// repeated flag).
+#[derive(Debug, Clone)]
+struct BusServers(Vec<ServerUrl>);
+
+/// `--bus`: NATS URLs, each host resolved now to its first address (the
+/// loop does not resolve names).
+fn parse_bus(list: &str) -> Result<BusServers, String> {
+    use std::net::ToSocketAddrs;
+    let servers = ServerUrl::parse_list(list)?
+        .into_iter()
+        .map(|url| {
+            let addr = (url.host.as_str(), url.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {url}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{url} has no address"))?;
+            Ok(ServerUrl {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(BusServers(servers))
 }

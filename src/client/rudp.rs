@@ -1,9 +1,16 @@
 //! A blocking rudp client: one [`Connection`] driven over a std UDP socket.
+//!
+//! Datagrams go out in runs, one segmented send (`UDP_SEGMENT`) per up
+//! to 64, and come in coalesced (`UDP_GRO`) where the kernel allows; see
+//! [`crate::net::gso`] for the fallbacks and `SOCKLOOP_UDP_OFFLOAD`.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use crate::net::gso::{self, Offload, OffloadMode};
+use crate::net::udp_batch::SendQueue;
 use crate::rudp::{Config, Connection, ConnectionStats, Event, RttEstimator, SendError, Seq};
 
 /// Messages received but not yet taken with `recv` (while `send` waits
@@ -38,9 +45,17 @@ const READY_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct Client {
     socket: UdpSocket,
+    server: SocketAddr,
     conn: Connection,
     buf: Vec<u8>,
-    /// One received datagram.
+    /// Datagrams polled from the connection, sent in runs by `flush`.
+    out: SendQueue,
+    offload: Offload,
+    /// Receives that brought more than one datagram.
+    coalesced: u64,
+    /// When the last datagram was taken off the socket.
+    received_at: Instant,
+    /// One receive: a datagram, or several coalesced.
     datagram: Box<[u8]>,
     /// Messages received while waiting for something else, with when.
     ready: std::collections::VecDeque<(Instant, Vec<u8>)>,
@@ -50,6 +65,17 @@ impl Client {
     /// Binds an ephemeral port, runs the handshake, and returns once the
     /// server accepted (or fails after `timeout`).
     pub fn connect(server: SocketAddr, config: Config, timeout: Duration) -> io::Result<Client> {
+        Client::connect_with(server, config, timeout, OffloadMode::from_env())
+    }
+
+    /// As [`connect`](Self::connect), with segmentation offload as `offload`
+    /// says rather than as `SOCKLOOP_UDP_OFFLOAD` does.
+    pub fn connect_with(
+        server: SocketAddr,
+        config: Config,
+        timeout: Duration,
+        offload: OffloadMode,
+    ) -> io::Result<Client> {
         let local: SocketAddr = match server {
             SocketAddr::V4(_) => "0.0.0.0:0".parse(),
             SocketAddr::V6(_) => "[::]:0".parse(),
@@ -61,11 +87,21 @@ impl Client {
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
         socket.connect(server)?; // only the server's datagrams get through
         let isn = Seq(initial_sequence());
+        let offload = Offload::enable(socket.as_fd(), offload);
+        // A window of data packets and as many acks; past that, `flush`
+        // sends before polling more.
+        let datagram = config.max_payload + 64;
+        let queued = 2 * config.window + 16;
         let mut client = Client {
             socket,
+            server,
             conn: Connection::connect(config, Instant::now(), isn),
-            buf: Vec::with_capacity(config.max_payload + 64),
-            datagram: vec![0; 65_536].into_boxed_slice(),
+            buf: Vec::with_capacity(datagram),
+            out: SendQueue::new(queued, queued * datagram),
+            offload,
+            coalesced: 0,
+            received_at: Instant::now(),
+            datagram: vec![0; gso::GRO_BUFFER].into_boxed_slice(),
             ready: Default::default(),
         };
         let deadline = Instant::now() + timeout;
@@ -103,8 +139,20 @@ impl Client {
 
     /// Sends one message if the send window has room now; false if not.
     pub fn try_send(&mut self, message: &[u8]) -> io::Result<bool> {
+        let queued = self.try_queue(message)?;
+        if queued {
+            self.flush()?;
+        }
+        Ok(queued)
+    }
+
+    /// Queues one message if the send window has room now (false if not),
+    /// without sending yet: it leaves with the next [`flush`](Self::flush)
+    /// or wait ([`send`](Self::send), [`recv`](Self::recv)), in one
+    /// segmented send with the messages queued beside it.
+    pub fn try_queue(&mut self, message: &[u8]) -> io::Result<bool> {
         match self.conn.send(message) {
-            Ok(()) => self.flush().map(|()| true),
+            Ok(()) => Ok(true),
             Err(SendError::WindowFull) => Ok(false),
             Err(e) => Err(io::Error::other(e)),
         }
@@ -118,6 +166,9 @@ impl Client {
     /// As [`recv`](Self::recv), with the time the message was taken off
     /// the socket (for latency measurements).
     pub fn recv_at(&mut self, timeout: Duration) -> io::Result<Option<(Instant, Vec<u8>)>> {
+        if let Some(message) = self.ready.pop_front() {
+            return Ok(Some(message)); // no clock read for the common case
+        }
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(message) = self.ready.pop_front() {
@@ -132,7 +183,7 @@ impl Client {
 
     fn keep(&mut self, event: Event) -> io::Result<()> {
         match event {
-            Event::Message(message) => self.ready.push_back((Instant::now(), message)),
+            Event::Message(message) => self.ready.push_back((self.received_at, message)),
             Event::Connected => {}
             Event::Closed(cause) => {
                 return Err(io::Error::new(
@@ -179,14 +230,19 @@ impl Client {
     /// Waits for a datagram (up to the read timeout), then takes every one
     /// already queued, so one acknowledgement answers them all.
     fn receive(&mut self) -> io::Result<()> {
-        let mut blocking = true;
+        let mut wait = true;
         loop {
-            match self.socket.recv(&mut self.datagram) {
-                Ok(n) => {
-                    // A bad datagram is dropped, as the protocol says.
-                    let _ = self
-                        .conn
-                        .handle_datagram(Instant::now(), &self.datagram[..n]);
+            match gso::recv_segments(self.socket.as_fd(), &mut self.datagram, wait) {
+                // Over 64 KiB: no rudp datagram, dropped.
+                Ok(got) if got.truncated => {}
+                Ok(got) => {
+                    self.coalesced += u64::from(got.len > got.segment);
+                    let now = Instant::now();
+                    self.received_at = now;
+                    for datagram in gso::split(&self.datagram[..got.len], got.segment) {
+                        // A bad datagram is dropped, as the protocol says.
+                        let _ = self.conn.handle_datagram(now, datagram);
+                    }
                 }
                 Err(e)
                     if matches!(
@@ -201,32 +257,37 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
                 Err(e) => return Err(e),
             }
-            if blocking {
-                blocking = false;
-                self.socket.set_nonblocking(true)?;
-            }
-        }
-        if !blocking {
-            self.socket.set_nonblocking(false)?;
+            wait = false;
         }
         Ok(())
     }
 
-    /// Sends every datagram the connection has ready.
-    fn flush(&mut self) -> io::Result<()> {
-        while self.conn.poll_transmit(Instant::now(), &mut self.buf) {
-            match self.socket.send(&self.buf) {
-                Ok(_) => {}
-                // Lost like any datagram; the protocol resends.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
-                    ) => {}
-                Err(e) => return Err(e),
+    /// Sends every datagram the connection has ready, in runs. What the
+    /// socket cannot take now waits for the next flush; a datagram that
+    /// finds even the queue full, or that an ICMP error from an earlier
+    /// send refuses, is lost like any other: the protocol resends.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        while self.conn.poll_transmit(now, &mut self.buf) {
+            if self.out.push(self.server, &self.buf).is_err() {
+                self.offload.flush(&mut self.out, self.socket.as_fd());
+                let _ = self.out.push(self.server, &self.buf);
             }
         }
+        self.offload.flush(&mut self.out, self.socket.as_fd());
         Ok(())
+    }
+
+    /// Whether sends are segmented (`UDP_SEGMENT`) and receives may be
+    /// coalesced (`UDP_GRO`) now: a refusal turns the first off for good.
+    pub fn offload(&self) -> (bool, bool) {
+        (self.offload.max_segments() > 1, self.offload.gro())
+    }
+
+    /// Receives that brought more than one datagram (runs the server sent
+    /// segmented, glued by `UDP_GRO`).
+    pub fn coalesced_receives(&self) -> u64 {
+        self.coalesced
     }
 
     /// Says goodbye to the server.

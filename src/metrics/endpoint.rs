@@ -121,7 +121,7 @@ impl TcpService for MetricsService {
 
 /// How far a request head has arrived.
 #[derive(Debug, PartialEq, Eq)]
-enum Head<'a> {
+pub(crate) enum Head<'a> {
     /// The head ended (an empty line); its first line, without terminator.
     Complete(&'a [u8]),
     /// A CR not followed by LF: RFC 9112 §2.2 lets a recipient reject
@@ -136,7 +136,7 @@ enum Head<'a> {
 /// to accept, in a bare LF (the CR before an LF is dropped), so `\n\n`,
 /// `\r\n\n` and `\n\r\n` end a head as `\r\n\r\n` does. A CR followed
 /// by anything but LF is refused as soon as the byte after it arrives.
-fn request_line(data: &[u8]) -> Head<'_> {
+pub(crate) fn request_line(data: &[u8]) -> Head<'_> {
     let mut first: Option<&[u8]> = None;
     let mut line_start = 0;
     for (i, &byte) in data.iter().enumerate() {

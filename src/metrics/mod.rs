@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::service::{CounterKind, CounterSpec};
 
 pub(crate) use endpoint::MetricsService;
+#[cfg(feature = "signals")] // the supervisor's endpoint reads requests alike
+pub(crate) use endpoint::{request_line, Head};
 
 /// Connections the metrics endpoint may hold at once from its own reserve,
 /// outside `max_conns` and the per-source limits (16): an operator can
@@ -81,6 +83,14 @@ stats! {
     closed_peer,
     /// Connections closed by a reset or socket error.
     closed_error,
+    /// Outbound connections services began (`ShardContext::connect`).
+    outbound_started,
+    /// Outbound connections that connected (`TcpService::on_connected`).
+    outbound_connected,
+    /// Outbound connections that did not connect: refused, unreachable,
+    /// timed out, given up by their service or by shutdown, or refused a
+    /// slot (`max_conns`).
+    outbound_failed,
     /// Connections admitted from a trusted source (`ServerConfig::trusted`),
     /// past the per-source cap, connect rate and bans.
     conns_trusted,
@@ -89,6 +99,16 @@ stats! {
     /// Datagrams from trusted sources, exempt from the per-source UDP rate
     /// (counted only while a rate is set).
     udp_trusted,
+    /// PROXY protocol headers taken from `proxy_from` peers.
+    proxy_headers,
+    /// Connections closed for a PROXY header from a peer outside `proxy_from`.
+    proxy_untrusted,
+    /// Connections from `proxy_from` peers closed for a malformed or
+    /// oversized PROXY header.
+    proxy_malformed,
+    /// Connections from `proxy_from` peers closed with no complete PROXY
+    /// header within the frame timeout.
+    proxy_timeouts,
     /// Connections refused: `max_conns` reached.
     refused_server_full,
     /// Connections refused: the per-IP cap reached.

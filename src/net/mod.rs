@@ -1,6 +1,9 @@
 //! Sockets and bytes: everything below the loop that touches the OS.
 
 pub mod buffer;
+pub mod gso;
+mod host_limits;
+pub mod proxy_header;
 mod recv_batch;
 mod send_queue;
 pub mod socket;
@@ -13,4 +16,5 @@ pub mod tls;
 pub(crate) mod tls;
 pub mod udp_batch;
 
+pub use host_limits::HostLimits;
 pub use sys::raise_nofile_limit;

@@ -205,6 +205,25 @@ impl SendQueue {
         self.arena.capacity()
     }
 
+    /// Destination and length of each queued datagram, front first; their
+    /// bytes follow one another in [`live_bytes`](Self::live_bytes), so a
+    /// run of them is one slice (what a segmented send takes).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
+        self.entries.iter().map(|e| (e.to, e.len))
+    }
+
+    /// Every queued datagram's bytes, back to back, front first.
+    pub(crate) fn live_bytes(&self) -> &[u8] {
+        &self.arena[self.head..]
+    }
+
+    /// Drops the `n` datagrams at the front (sent, or failed).
+    pub(crate) fn pop_front_n(&mut self, n: usize) {
+        for _ in 0..n {
+            self.pop_front();
+        }
+    }
+
     fn pop_front(&mut self) -> (SocketAddr, usize) {
         let e = self.entries.pop_front().expect("pop_front on empty queue");
         self.head += e.len;

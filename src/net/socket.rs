@@ -52,6 +52,11 @@ pub struct SocketOptions {
     /// retransmission limit, about 15 minutes). Also bounds a connection
     /// already closed whose last bytes the peer never acknowledges.
     pub user_timeout: Option<Duration>,
+    /// The ports are shared with sibling processes (the workers of
+    /// `sockloop serve --workers`), whose supervisor checked and holds them
+    /// (see [`hold`]): every socket is bound with `SO_REUSEPORT` even with
+    /// one shard, and no port is [`claim`]ed first (default off).
+    pub shared_ports: bool,
 }
 
 impl Default for SocketOptions {
@@ -66,6 +71,7 @@ impl Default for SocketOptions {
             keepalive: None,
             notsent_lowat: Some(128 * 1024),
             user_timeout: Some(Duration::from_secs(30)),
+            shared_ports: false,
         }
     }
 }
@@ -158,6 +164,48 @@ pub fn claim(proto: Proto, addr: SocketAddr) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("bound to a non-IP address"))
 }
 
+/// Claims `addr` for `proto` (see [`claim`]; a TCP port 0 is left to the
+/// kernel, whose pick for a `SO_REUSEPORT` socket avoids ports in use) and
+/// keeps it: the socket returned is bound with `SO_REUSEPORT` (and, for
+/// TCP, `SO_REUSEADDR`) but never listens, so worker processes can bind
+/// the same address while a server that claims its ports first (as
+/// sockloop does) cannot. A TCP socket that does not
+/// listen is given no connections; a UDP one does receive datagrams, so a
+/// UDP holder is let go once the workers have bound theirs.
+///
+/// ```
+/// use sockloop::net::socket::{claim, hold, tcp_listener, Proto, SocketOptions};
+///
+/// let held = hold(Proto::Tcp, "127.0.0.1:0".parse().unwrap())?;
+/// let addr = held.local_addr()?.as_socket().unwrap();
+/// let opts = SocketOptions { shared_ports: true, ..SocketOptions::default() };
+/// let worker = tcp_listener(addr, &opts)?; // a sibling binds it too
+/// assert!(claim(Proto::Tcp, addr).is_err()); // nobody else can
+/// # drop(worker);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn hold(proto: Proto, addr: SocketAddr) -> io::Result<Socket> {
+    let addr = match (proto, addr.port()) {
+        (Proto::Tcp, 0) => addr,
+        _ => claim(proto, addr)?,
+    };
+    let kind = match proto {
+        Proto::Tcp => Type::STREAM,
+        Proto::Udp => Type::DGRAM,
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, None)?;
+    if proto == Proto::Tcp {
+        socket.set_reuse_address(true)?;
+    }
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// A transport, for [`claim`] and [`overlap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -237,7 +285,7 @@ pub fn tune_accepted(stream: &mio::net::TcpStream, opts: &SocketOptions) -> io::
 fn prepare(socket: &Socket, addr: SocketAddr, opts: &SocketOptions) -> io::Result<()> {
     socket.set_nonblocking(true)?;
     #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
-    if opts.reuse_port {
+    if opts.reuse_port || opts.shared_ports {
         socket.set_reuse_port(true)?;
     }
     if addr.is_ipv6() {

@@ -3,17 +3,24 @@
 //! Linux gets `recvmmsg`/`sendmmsg`; other Unix systems get a loop of one
 //! datagram per syscall with the same semantics, so callers never need `cfg`.
 //!
-//! Batches are capped at [`MAX_BATCH`] so that the pointer arrays the kernel
-//! wants (`mmsghdr`, `iovec`, `sockaddr_storage`) can live on the stack of each
-//! call. That means no allocation per call *and* no raw pointers kept between
-//! calls, so every type the safe layer holds stays `Send`.
+//! Receiving keeps its pointer arrays (`mmsghdr`, `iovec`,
+//! `sockaddr_storage`, one each per slot) in [`RecvSlots`], built once per
+//! batch of slots and pointing into the slots' own buffer: a call resets only
+//! the field the kernel overwrote (`msg_namelen` of the datagrams it
+//! delivered), instead of zeroing and rebuilding 13 KiB of arrays per call.
+//! Sending builds its arrays on the stack, capped at [`MAX_BATCH`], and
+//! initialises only the entries it uses.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-/// Most datagrams moved by one `recvmmsg`/`sendmmsg` call. Bounds the stack
-/// used per call (about 13 KiB on 64-bit Linux).
+/// Most datagrams moved by one `sendmmsg` call. Bounds the stack used per
+/// call (about 13 KiB on 64-bit Linux, never zeroed as a whole).
 pub const MAX_BATCH: usize = 64;
+
+/// Most datagrams one `recvmmsg` call asks for: the kernel's `UIO_MAXIOV`,
+/// past which it would clamp the request anyway.
+pub const MAX_RECV_BATCH: usize = 1024;
 
 /// What the kernel told us about one received datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +136,83 @@ pub(crate) fn pin_current_thread(_n: usize) -> io::Result<usize> {
     ))
 }
 
+/// Asks the kernel to `SIGKILL` the calling process when the thread that
+/// started it exits (Linux `PR_SET_PDEATHSIG`), so that a worker never
+/// outlives its supervisor, nor a `bench hold` child its parent: each
+/// spawns its children from the thread that lives as long as it does. A
+/// parent that exited before the call is not noticed: compare
+/// `std::os::unix::process::parent_id()` afterwards. Elsewhere it fails
+/// with [`io::ErrorKind::Unsupported`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(not(any(feature = "signals", feature = "client")), allow(dead_code))]
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    let signal = libc::SIGKILL as libc::c_ulong;
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number by value and the
+    // unused arguments as zeros; no memory of ours is passed.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The parent-death signal is Linux only: see the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(not(any(feature = "signals", feature = "client")), allow(dead_code))]
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a parent-death signal needs Linux's prctl(PR_SET_PDEATHSIG)",
+    ))
+}
+
+/// Sends `signal` to the process `pid` (`kill(2)`). The caller makes sure
+/// `pid` is a child it has not reaped yet, so the number cannot have been
+/// reused by another process.
+#[cfg(feature = "signals")]
+pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a process id"))?;
+    // SAFETY: kill takes two integers and touches no memory of ours; a
+    // positive pid names one process, never a group.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lets `bind` to an address with port 0 leave the port to `connect`
+/// (Linux `IP_BIND_ADDRESS_NO_PORT`), which picks one free for that
+/// destination: no search of the address's whole port range at `bind`,
+/// and one address reaches every port of every destination. A no-op
+/// elsewhere.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn set_bind_address_no_port(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+        // pointer, which points at `on`, alive for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::from_ref(&on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+    Ok(())
+}
+
 // rlim_t is u64 on Linux and Apple but i64 on FreeBSD.
 #[allow(clippy::unnecessary_cast)]
 fn rlim_to_u64(v: libc::rlim_t) -> u64 {
@@ -202,118 +286,223 @@ pub fn notsent_lowat(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::{recv_batch, send_batch};
+pub use linux::{send_batch, RecvSlots};
 #[cfg(all(unix, not(target_os = "linux")))]
-pub use portable::{recv_batch, send_batch};
+pub use portable::{send_batch, RecvSlots};
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{RecvMeta, MAX_BATCH, UNKNOWN_ADDR};
+    use super::{RecvMeta, MAX_BATCH, MAX_RECV_BATCH, UNKNOWN_ADDR};
     use std::io;
-    use std::mem::{self, size_of};
+    use std::mem::{self, size_of, MaybeUninit};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::{AsRawFd, BorrowedFd};
     use std::ptr;
 
-    /// Receives up to `min(out.len(), buf.len() / slot_size)` datagrams without
-    /// blocking. `buf` is split into consecutive `slot_size` slots; datagram `i`
-    /// lands in slot `i` and is described by `out[i]`.
+    /// Receive slots with the headers `recvmmsg` reads, built once: slot
+    /// `i` is `slot_size` bytes of one buffer, described by iovec `i` and
+    /// named into sockaddr `i`, all three pointed at by header `i`.
     ///
-    /// Returns how many were received, or `WouldBlock` if none were waiting.
-    /// `Ok(0)` only when there is no room for even one datagram. Requests
-    /// larger than [`MAX_BATCH`] take one `recvmmsg` per `MAX_BATCH`, stopping
-    /// as soon as one comes back short. `EINTR` is retried internally.
-    ///
-    /// # Panics
-    /// If `slot_size` is 0.
-    pub fn recv_batch(
-        fd: BorrowedFd<'_>,
-        buf: &mut [u8],
+    /// The four arrays are owned through raw pointers (from `Box`es, freed
+    /// in `Drop`) because the kernel writes through pointers stored inside
+    /// them: nothing here ever holds a `&mut` to memory those pointers
+    /// reach while they are in use.
+    #[derive(Debug)]
+    pub struct RecvSlots {
+        buf: *mut [u8],
+        names: *mut [libc::sockaddr_storage],
+        iovs: *mut [libc::iovec],
+        hdrs: *mut [libc::mmsghdr],
         slot_size: usize,
-        out: &mut [RecvMeta],
-    ) -> io::Result<usize> {
-        assert!(slot_size > 0, "slot_size must be non-zero");
-        let slots = out.len().min(buf.len() / slot_size);
-        let mut done = 0;
-        while done < slots {
-            let want = (slots - done).min(MAX_BATCH);
-            let chunk = &mut buf[done * slot_size..(done + want) * slot_size];
-            match recv_chunk(fd, chunk, slot_size, &mut out[done..done + want]) {
-                Ok(n) => {
-                    done += n;
-                    if n < want {
-                        break;
-                    }
-                }
-                // Datagrams already taken must be handed out; an error that
-                // is not WouldBlock after a full chunk is lost, which for UDP
-                // only means one asynchronous ICMP report.
-                Err(_) if done > 0 => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
     }
 
-    fn recv_chunk(
-        fd: BorrowedFd<'_>,
-        bufs: &mut [u8],
-        slot_size: usize,
-        out: &mut [RecvMeta],
-    ) -> io::Result<usize> {
-        let n = out.len();
-        debug_assert!(n > 0 && n <= MAX_BATCH && bufs.len() == n * slot_size);
-        // SAFETY: these are plain C structs for which all-zero bytes are a
-        // valid value (null pointers, zero lengths and flags).
-        let (mut names, mut iovs, mut hdrs): (
-            [libc::sockaddr_storage; MAX_BATCH],
-            [libc::iovec; MAX_BATCH],
-            [libc::mmsghdr; MAX_BATCH],
-        ) = unsafe { mem::zeroed() };
-        for (i, slot) in bufs.chunks_exact_mut(slot_size).enumerate() {
-            iovs[i].iov_base = slot.as_mut_ptr().cast();
-            iovs[i].iov_len = slot.len();
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = ptr::addr_of_mut!(names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = ptr::addr_of_mut!(iovs[i]);
-            h.msg_iovlen = 1;
-        }
-        let got = loop {
-            // SAFETY: hdrs[..n] point at iovecs and sockaddr_storages on this
-            // stack frame, which outlive the call. Each iovec covers a distinct
-            // `slot_size` slot of `bufs`, which is exclusively borrowed, and the
-            // kernel writes at most iov_len / msg_namelen bytes through them.
-            // A null timeout means none; MSG_DONTWAIT makes it non-blocking.
-            let rc = unsafe {
-                libc::recvmmsg(
-                    fd.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT as _,
-                    ptr::null_mut(),
+    // SAFETY: the raw pointers (the four fields and those stored in `iovs`
+    // and `hdrs`) reach only the four heap allocations this value owns
+    // alone; moving it to another thread moves their only owner, and no
+    // shared reference gives access to them (`&self` methods only read).
+    unsafe impl Send for RecvSlots {}
+
+    /// A boxed slice of `n` all-zero `T`s, as a raw pointer.
+    ///
+    /// SAFETY (for callers): all-zero bytes must be a valid `T`.
+    unsafe fn zeroed_slice<T>(n: usize) -> *mut [T] {
+        // SAFETY: the caller promises all-zero bytes are a valid `T`.
+        let boxed: Box<[T]> = (0..n).map(|_| unsafe { mem::zeroed() }).collect();
+        Box::into_raw(boxed)
+    }
+
+    impl RecvSlots {
+        /// `slots` slots of `slot_size` bytes, with their headers linked.
+        ///
+        /// # Panics
+        /// If `slots` or `slot_size` is 0, or their product overflows.
+        pub fn new(slots: usize, slot_size: usize) -> RecvSlots {
+            assert!(slots > 0 && slot_size > 0, "RecvSlots needs room");
+            let bytes = slots.checked_mul(slot_size).expect("RecvSlots too large");
+            let buf = Box::into_raw(vec![0u8; bytes].into_boxed_slice());
+            // SAFETY: these are plain C structs for which all-zero bytes are
+            // a valid value (null pointers, zero lengths and flags).
+            let (names, iovs, hdrs) = unsafe {
+                (
+                    zeroed_slice::<libc::sockaddr_storage>(slots),
+                    zeroed_slice::<libc::iovec>(slots),
+                    zeroed_slice::<libc::mmsghdr>(slots),
                 )
             };
-            if rc >= 0 {
-                break rc as usize;
+            for i in 0..slots {
+                // SAFETY: `i < slots`, the length of the three arrays, and
+                // `i * slot_size + slot_size <= bytes`, the buffer's; each
+                // allocation was just made and is reached by nothing else.
+                unsafe {
+                    let iov = &mut (*iovs)[i];
+                    iov.iov_base = buf.cast::<u8>().add(i * slot_size).cast();
+                    iov.iov_len = slot_size;
+                    let h = &mut (*hdrs)[i].msg_hdr;
+                    h.msg_name = ptr::addr_of_mut!((*names)[i]).cast();
+                    h.msg_namelen = NAME_LEN;
+                    h.msg_iov = ptr::addr_of_mut!((*iovs)[i]);
+                    h.msg_iovlen = 1;
+                }
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            RecvSlots {
+                buf,
+                names,
+                iovs,
+                hdrs,
+                slot_size,
             }
-        };
-        for (i, meta) in out.iter_mut().enumerate().take(got) {
-            let h = &hdrs[i];
-            *meta = RecvMeta {
-                // Without MSG_TRUNC in the call flags msg_len is the copied
-                // length; min() only guards against a kernel surprise.
-                len: (h.msg_len as usize).min(slot_size),
-                from: from_sockaddr(&names[i], h.msg_hdr.msg_namelen).unwrap_or(UNKNOWN_ADDR),
-                truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            };
         }
-        Ok(got)
+
+        /// Number of slots.
+        pub fn slots(&self) -> usize {
+            self.hdrs.len()
+        }
+
+        /// Size of each slot.
+        pub fn slot_size(&self) -> usize {
+            self.slot_size
+        }
+
+        /// The first `len` bytes of slot `i`.
+        ///
+        /// # Panics
+        /// If `i` is not a slot or `len` exceeds the slot size.
+        pub fn slot(&self, i: usize, len: usize) -> &[u8] {
+            assert!(i < self.slots() && len <= self.slot_size);
+            // SAFETY: in bounds by the assert; the kernel writes the buffer
+            // only inside `recv`, which takes `&mut self`, so no write can
+            // happen while this borrow of `self` lives.
+            unsafe {
+                std::slice::from_raw_parts(self.buf.cast::<u8>().add(i * self.slot_size), len)
+            }
+        }
+
+        /// Receives up to `min(self.slots(), out.len())` datagrams without
+        /// blocking: datagram `i` lands in slot `i`, described by `out[i]`.
+        /// One `recvmmsg` per [`MAX_RECV_BATCH`] slots, stopping as soon as
+        /// one comes back short.
+        ///
+        /// Returns how many were received, or `WouldBlock` if none were
+        /// waiting. `EINTR` is retried internally.
+        pub fn recv(&mut self, fd: BorrowedFd<'_>, out: &mut [RecvMeta]) -> io::Result<usize> {
+            let slots = out.len().min(self.slots());
+            let mut done = 0;
+            while done < slots {
+                let want = (slots - done).min(MAX_RECV_BATCH);
+                match self.recv_chunk(fd, done, want, &mut out[done..done + want]) {
+                    Ok(n) => {
+                        done += n;
+                        if n < want {
+                            break;
+                        }
+                    }
+                    // Datagrams already taken must be handed out; an error
+                    // that is not WouldBlock after a full chunk is lost,
+                    // which for UDP only means one asynchronous ICMP report.
+                    Err(_) if done > 0 => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(done)
+        }
+
+        /// One `recvmmsg` into slots `first..first + want`.
+        fn recv_chunk(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            want: usize,
+            out: &mut [RecvMeta],
+        ) -> io::Result<usize> {
+            debug_assert!(want > 0 && want <= MAX_RECV_BATCH && first + want <= self.slots());
+            // SAFETY: `first < slots`, so the pointer stays inside `hdrs`.
+            let hdrs = unsafe { self.hdrs.cast::<libc::mmsghdr>().add(first) };
+            let got = loop {
+                // SAFETY: headers `first..first + want` are in bounds and
+                // point at their own iovec and sockaddr_storage and, through
+                // the iovec, at their own `slot_size` slot of `buf`; all
+                // four allocations live as long as `self`, which is
+                // exclusively borrowed, and the kernel writes at most
+                // iov_len / msg_namelen bytes through them (plus msg_len,
+                // msg_namelen and msg_flags of the headers it fills). A
+                // null timeout means none; MSG_DONTWAIT makes it
+                // non-blocking.
+                let rc = unsafe {
+                    libc::recvmmsg(
+                        fd.as_raw_fd(),
+                        hdrs,
+                        want as libc::c_uint,
+                        libc::MSG_DONTWAIT as _,
+                        ptr::null_mut(),
+                    )
+                };
+                if rc >= 0 {
+                    break rc as usize;
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            };
+            for (i, meta) in out.iter_mut().enumerate().take(got) {
+                // SAFETY: `first + i < slots`: in bounds of `hdrs` and
+                // `names`; the kernel is done with them (the call returned)
+                // and `&mut self` excludes any other access.
+                let (h, name) =
+                    unsafe { (&mut (*self.hdrs)[first + i], &(*self.names)[first + i]) };
+                *meta = RecvMeta {
+                    // Without MSG_TRUNC in the call flags msg_len is the
+                    // copied length; min() only guards against a surprise.
+                    len: (h.msg_len as usize).min(self.slot_size),
+                    from: from_sockaddr(name, h.msg_hdr.msg_namelen).unwrap_or(UNKNOWN_ADDR),
+                    truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                };
+                // The one input field the kernel overwrote: the next call
+                // must offer the whole sockaddr_storage again. (msg_len and
+                // msg_flags are outputs only.)
+                h.msg_hdr.msg_namelen = NAME_LEN;
+            }
+            Ok(got)
+        }
     }
+
+    impl Drop for RecvSlots {
+        fn drop(&mut self) {
+            // SAFETY: each pointer came from `Box::into_raw` in `new` and is
+            // freed only here, once; the kernel holds none of them between
+            // calls.
+            unsafe {
+                drop(Box::from_raw(self.hdrs));
+                drop(Box::from_raw(self.iovs));
+                drop(Box::from_raw(self.names));
+                drop(Box::from_raw(self.buf));
+            }
+        }
+    }
+
+    /// The size of a `sockaddr_storage`: what each receive offers the
+    /// kernel for the source address.
+    const NAME_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
     /// Sends up to [`MAX_BATCH`] datagrams taken from `msgs` in one
     /// `sendmmsg`, without blocking; the rest of the iterator is not consumed.
@@ -327,37 +516,42 @@ mod linux {
     where
         I: IntoIterator<Item = (SocketAddr, &'a [u8])>,
     {
-        // SAFETY: all-zero bytes are a valid value for these plain C structs.
-        let (mut names, mut iovs, mut hdrs): (
-            [libc::sockaddr_storage; MAX_BATCH],
-            [libc::iovec; MAX_BATCH],
-            [libc::mmsghdr; MAX_BATCH],
-        ) = unsafe { mem::zeroed() };
+        // Only the first `n` entries are written and handed to the kernel:
+        // nothing is zeroed beyond them.
+        let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
         let mut n = 0;
         for (to, data) in msgs.into_iter().take(MAX_BATCH) {
             let namelen = to_sockaddr(&to, &mut names[n]);
             // The kernel only reads through iov_base for sends; the *mut is
             // just what the C struct is declared with.
-            iovs[n].iov_base = data.as_ptr() as *mut libc::c_void;
-            iovs[n].iov_len = data.len();
-            let h = &mut hdrs[n].msg_hdr;
-            h.msg_name = ptr::addr_of_mut!(names[n]).cast();
-            h.msg_namelen = namelen;
-            h.msg_iov = ptr::addr_of_mut!(iovs[n]);
-            h.msg_iovlen = 1;
+            iovs[n].write(libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            });
+            // SAFETY: all-zero bytes are a valid mmsghdr (null pointers,
+            // zero lengths and flags); the fields used are set below.
+            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            hdr.msg_hdr.msg_name = names[n].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_namelen = namelen;
+            hdr.msg_hdr.msg_iov = iovs[n].as_mut_ptr();
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[n].write(hdr);
             n += 1;
         }
         if n == 0 {
             return Ok(0);
         }
         loop {
-            // SAFETY: hdrs[..n] point at addresses and iovecs on this stack
-            // frame; each iovec covers a `&'a [u8]` that outlives this call.
-            // The kernel only reads them, and writes msg_len into hdrs.
+            // SAFETY: hdrs[..n] were written above and point at addresses
+            // and iovecs written above on this stack frame; each iovec
+            // covers a `&'a [u8]` that outlives this call. The kernel reads
+            // only those n entries, and writes msg_len into them.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
+                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT as _,
                 )
@@ -372,7 +566,10 @@ mod linux {
         }
     }
 
-    fn from_sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    pub(super) fn from_sockaddr(
+        s: &libc::sockaddr_storage,
+        len: libc::socklen_t,
+    ) -> Option<SocketAddr> {
         let len = len as usize;
         match s.ss_family as libc::c_int {
             libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
@@ -396,33 +593,310 @@ mod linux {
         }
     }
 
-    /// Writes `addr` into a zeroed `storage`; returns the length to pass on.
-    fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    /// Writes `addr` into `storage` as a whole `sockaddr_in`/`sockaddr_in6`
+    /// (padding zeroed); returns the length to pass on.
+    pub(super) fn to_sockaddr(
+        addr: &SocketAddr,
+        storage: &mut MaybeUninit<libc::sockaddr_storage>,
+    ) -> libc::socklen_t {
         match addr {
             SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is sized and aligned for sockaddr_in,
-                // and we hold the only reference to it.
-                let s = unsafe {
-                    &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
+                // SAFETY: all-zero bytes are a valid sockaddr_in.
+                let mut s: libc::sockaddr_in = unsafe { mem::zeroed() };
                 s.sin_family = libc::AF_INET as libc::sa_family_t;
                 s.sin_port = a.port().to_be();
                 s.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                // SAFETY: sockaddr_storage is sized and aligned for every
+                // sockaddr type, and we hold the only reference to it.
+                unsafe { storage.as_mut_ptr().cast::<libc::sockaddr_in>().write(s) };
                 size_of::<libc::sockaddr_in>() as libc::socklen_t
             }
             SocketAddr::V6(a) => {
-                // SAFETY: as above, for sockaddr_in6.
-                let s = unsafe {
-                    &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
+                // SAFETY: all-zero bytes are a valid sockaddr_in6.
+                let mut s: libc::sockaddr_in6 = unsafe { mem::zeroed() };
                 s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 s.sin6_port = a.port().to_be();
                 s.sin6_flowinfo = a.flowinfo();
                 s.sin6_addr.s6_addr = a.ip().octets();
                 s.sin6_scope_id = a.scope_id();
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe { storage.as_mut_ptr().cast::<libc::sockaddr_in6>().write(s) };
                 size_of::<libc::sockaddr_in6>() as libc::socklen_t
             }
         }
+    }
+}
+
+/// What one [`recv_segments`] got: `len` bytes of one or more datagrams
+/// from one source, back to back, each `segment` bytes but the last (which
+/// may be shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// Bytes written into the buffer.
+    pub len: usize,
+    /// Source address.
+    pub from: SocketAddr,
+    /// The size of each coalesced datagram (`len` when the kernel reported
+    /// none: a single datagram).
+    pub segment: usize,
+    /// The buffer was too small and the tail was discarded.
+    pub truncated: bool,
+}
+
+#[cfg(target_os = "linux")]
+pub use segments::{recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported};
+#[cfg(all(unix, not(target_os = "linux")))]
+pub use segments_portable::{
+    recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported,
+};
+
+/// UDP generic segmentation (`UDP_SEGMENT`, Linux 4.18) and receive
+/// offload (`UDP_GRO`, Linux 5.0): many datagrams per syscall to or from
+/// one peer, as one buffer cut into equal segments.
+#[cfg(target_os = "linux")]
+mod segments {
+    use super::linux::{from_sockaddr, to_sockaddr};
+    use super::{Segments, UNKNOWN_ADDR};
+    use std::io;
+    use std::mem::{self, size_of, MaybeUninit};
+    use std::net::SocketAddr;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::ptr;
+
+    /// Room for one cmsg carrying a `c_int` (UDP_SEGMENT's u16 or
+    /// UDP_GRO's int), 8-byte aligned as `cmsghdr` wants.
+    #[repr(C, align(8))]
+    struct CmsgSpace([u8; 32]);
+
+    /// Turns `UDP_GRO` on or off: on, the kernel may hand several
+    /// datagrams from one source to one receive, with their size in a cmsg.
+    pub fn set_udp_gro(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+        let value = libc::c_int::from(on);
+        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+        // pointer, which points at `value`, alive for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                ptr::from_ref(&value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        match rc {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Whether the kernel knows `UDP_SEGMENT` (reading it back works).
+    /// A device may still refuse a segmented send (`EIO`), which only a
+    /// send shows.
+    pub fn udp_segment_supported(fd: BorrowedFd<'_>) -> bool {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, which
+        // we own, and updates `len`, also ours.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        rc == 0
+    }
+
+    /// Sends up to [`MAX_BATCH`](super::MAX_BATCH) messages in one
+    /// `sendmmsg`, each `(to, data, segment)` cut by the kernel into
+    /// datagrams of `segment` bytes, the last possibly shorter (at most 64
+    /// and 65,507 bytes per message; no cmsg, one plain datagram, when
+    /// `data` is no longer than `segment`). The rest of the iterator is not
+    /// consumed. Mirrors `sendmmsg`: the first message's error is
+    /// returned; a later one's stops the count there. `EINTR` is retried.
+    pub fn send_segmented_batch<'a, I>(fd: BorrowedFd<'_>, msgs: I) -> io::Result<usize>
+    where
+        I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
+    {
+        const N: usize = super::MAX_BATCH;
+        // SAFETY: all-zero bytes are a valid value for these plain C structs.
+        let (mut iovs, mut hdrs): ([libc::iovec; N], [libc::mmsghdr; N]) = unsafe { mem::zeroed() };
+        // Written by to_sockaddr before the kernel reads them.
+        let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; N];
+        let mut controls: [CmsgSpace; N] = std::array::from_fn(|_| CmsgSpace([0; 32]));
+        let mut n = 0;
+        for (to, data, segment) in msgs.into_iter().take(N) {
+            let namelen = to_sockaddr(&to, &mut names[n]);
+            iovs[n].iov_base = data.as_ptr() as *mut libc::c_void;
+            iovs[n].iov_len = data.len();
+            let h = &mut hdrs[n].msg_hdr;
+            h.msg_name = names[n].as_mut_ptr().cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = ptr::addr_of_mut!(iovs[n]);
+            h.msg_iovlen = 1;
+            if data.len() > usize::from(segment) {
+                put_segment(h, &mut controls[n], segment);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        loop {
+            // SAFETY: hdrs[..n] point at addresses, iovecs and control
+            // buffers on this stack frame; each iovec covers a `&'a [u8]`
+            // that outlives the call. The kernel only reads them, and
+            // writes msg_len into hdrs.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                )
+            };
+            if rc >= 0 {
+                return Ok(rc as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Points `hdr` at `control`, holding one `UDP_SEGMENT` cmsg.
+    fn put_segment(hdr: &mut libc::msghdr, control: &mut CmsgSpace, segment: u16) {
+        // SAFETY: CMSG_SPACE is pure arithmetic on a small constant.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+        debug_assert!(space <= control.0.len());
+        hdr.msg_control = control.0.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        // SAFETY: msg_control points at `control`, 8-byte aligned and at
+        // least `space` bytes, so CMSG_FIRSTHDR returns its start (not
+        // null) and CMSG_DATA stays inside it; the u16 is written
+        // unaligned, as the layout promises no more than the header's
+        // alignment.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(hdr);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+        }
+    }
+
+    /// Receives into `buf`: one datagram, or with `UDP_GRO` on, several
+    /// from one source coalesced, with their size. Without `wait`, none
+    /// waiting is `WouldBlock`; with it, the call blocks (up to the
+    /// socket's read timeout, then `WouldBlock`). `EINTR` is retried.
+    pub fn recv_segments(fd: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::Result<Segments> {
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        // SAFETY: all-zero bytes are a valid value for these plain C structs.
+        let (mut name, mut hdr): (libc::sockaddr_storage, libc::msghdr) = unsafe { mem::zeroed() };
+        let mut control = CmsgSpace([0; 32]);
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        hdr.msg_name = ptr::addr_of_mut!(name).cast();
+        hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = ptr::addr_of_mut!(iov);
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.0.as_mut_ptr().cast();
+        hdr.msg_controllen = control.0.len() as _;
+        let len = loop {
+            // SAFETY: hdr points at `name`, `iov` and `control` on this
+            // stack frame and iov at `buf`, exclusively borrowed; the kernel
+            // writes at most their stated lengths and updates hdr.
+            let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, flags) };
+            if rc >= 0 {
+                break (rc as usize).min(buf.len());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        let mut segment = len;
+        // SAFETY: hdr's control pointer and length were set by the kernel
+        // within `control`; CMSG_FIRSTHDR/CMSG_NXTHDR only return headers
+        // inside that range (or null), and CMSG_DATA of a UDP_GRO header
+        // holds a c_int, read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    segment = usize::try_from(size).unwrap_or(len);
+                }
+                cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+            }
+        }
+        Ok(Segments {
+            len,
+            from: from_sockaddr(&name, hdr.msg_namelen).unwrap_or(UNKNOWN_ADDR),
+            segment: segment.max(1),
+            truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+        })
+    }
+}
+
+/// Without segmentation offload: GRO and GSO are refused, and a receive
+/// is one datagram, so callers take their plain paths.
+#[cfg(all(unix, not(target_os = "linux")))]
+mod segments_portable {
+    use super::{Segments, UNKNOWN_ADDR};
+    use socket2::{MaybeUninitSlice, SockRef};
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::net::SocketAddr;
+    use std::os::fd::BorrowedFd;
+
+    fn unsupported() -> io::Error {
+        io::Error::new(io::ErrorKind::Unsupported, "UDP offload needs Linux")
+    }
+
+    /// Always refused.
+    pub fn set_udp_gro(_fd: BorrowedFd<'_>, _on: bool) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    /// Always false.
+    pub fn udp_segment_supported(_fd: BorrowedFd<'_>) -> bool {
+        false
+    }
+
+    /// Always refused.
+    pub fn send_segmented_batch<'a, I>(_fd: BorrowedFd<'_>, _msgs: I) -> io::Result<usize>
+    where
+        I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
+    {
+        Err(unsupported())
+    }
+
+    /// One datagram per call.
+    pub fn recv_segments(fd: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::Result<Segments> {
+        let sock = SockRef::from(&fd);
+        // SAFETY: recvmsg only ever writes initialised bytes, so viewing
+        // initialised memory as MaybeUninit cannot de-initialise it.
+        let slot = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        let mut iov = [MaybeUninitSlice::new(slot)];
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        let (len, flags, from) = loop {
+            match sock.recv_from_vectored_with_flags(&mut iov, flags) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        Ok(Segments {
+            len,
+            from: from.as_socket().unwrap_or(UNKNOWN_ADDR),
+            segment: len.max(1),
+            truncated: flags.is_truncated(),
+        })
     }
 }
 
@@ -437,7 +911,44 @@ mod portable {
     use std::net::SocketAddr;
     use std::os::fd::BorrowedFd;
 
-    /// See the Linux `recv_batch`: same contract, one `recvmsg` per datagram.
+    /// See the Linux `RecvSlots`: the same API, one `recvmsg` per datagram.
+    #[derive(Debug)]
+    pub struct RecvSlots {
+        buf: Box<[u8]>,
+        slot_size: usize,
+    }
+
+    impl RecvSlots {
+        /// See the Linux `RecvSlots::new`.
+        pub fn new(slots: usize, slot_size: usize) -> RecvSlots {
+            assert!(slots > 0 && slot_size > 0, "RecvSlots needs room");
+            let bytes = slots.checked_mul(slot_size).expect("RecvSlots too large");
+            RecvSlots {
+                buf: vec![0; bytes].into_boxed_slice(),
+                slot_size,
+            }
+        }
+
+        /// Size of each slot.
+        #[cfg(not(target_os = "linux"))]
+        pub fn slot_size(&self) -> usize {
+            self.slot_size
+        }
+
+        /// The first `len` bytes of slot `i`.
+        pub fn slot(&self, i: usize, len: usize) -> &[u8] {
+            assert!(len <= self.slot_size);
+            &self.buf[i * self.slot_size..][..len]
+        }
+
+        /// See the Linux `RecvSlots::recv`.
+        pub fn recv(&mut self, fd: BorrowedFd<'_>, out: &mut [RecvMeta]) -> io::Result<usize> {
+            recv_batch(fd, &mut self.buf, self.slot_size, out)
+        }
+    }
+
+    /// Up to `min(out.len(), buf.len() / slot_size)` datagrams into
+    /// consecutive `slot_size` slots of `buf`, one `recvmsg` each.
     pub fn recv_batch(
         fd: BorrowedFd<'_>,
         buf: &mut [u8],
@@ -570,7 +1081,6 @@ mod tests {
     use std::os::fd::{AsFd, BorrowedFd};
     use std::time::Duration;
 
-    type RecvFn = fn(BorrowedFd<'_>, &mut [u8], usize, &mut [RecvMeta]) -> io::Result<usize>;
     type SendFn<'f> = &'f dyn Fn(BorrowedFd<'_>, &[(SocketAddr, &[u8])]) -> io::Result<usize>;
 
     #[test]
@@ -614,49 +1124,122 @@ mod tests {
         }
     }
 
-    fn check_recv(recv: RecvFn) {
+    /// Receives into `slots` (4 slots of 8 bytes) until 3 datagrams came,
+    /// then checks what each slot and its metadata hold.
+    fn check_recv<S>(
+        mut slots: S,
+        recv: fn(&mut S, BorrowedFd<'_>, &mut [RecvMeta]) -> io::Result<usize>,
+        slot: fn(&S, usize, usize) -> &[u8],
+    ) {
         let (tx, rx) = pair();
         let to = rx.local_addr().unwrap();
-        let mut buf = [0u8; 4 * 8];
         let mut meta = [RecvMeta::default(); 4];
-        let err = recv(rx.as_fd(), &mut buf, 8, &mut meta).unwrap_err();
+        let err = recv(&mut slots, rx.as_fd(), &mut meta).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         for d in [&b"12345"[..], b"0123456789abcdefghij", b"abcdefgh"] {
             tx.send_to(d, to).unwrap();
         }
-        let mut got = 0;
+        let mut got = Vec::new();
         for _ in 0..5000 {
-            match recv(rx.as_fd(), &mut buf[got * 8..], 8, &mut meta[got..]) {
-                Ok(n) => got += n,
+            match recv(&mut slots, rx.as_fd(), &mut meta) {
+                Ok(n) => got.extend(
+                    meta[..n]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| (slot(&slots, i, m.len).to_vec(), *m)),
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),
             }
-            if got == 3 {
+            if got.len() == 3 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(got, 3);
         let from = tx.local_addr().unwrap();
-        let m = |len, truncated| RecvMeta {
-            len,
-            from,
-            truncated,
+        let m = |data: &[u8], truncated| {
+            let meta = RecvMeta {
+                len: data.len(),
+                from,
+                truncated,
+            };
+            (data.to_vec(), meta)
         };
-        assert_eq!(meta[..3], [m(5, false), m(8, true), m(8, false)]);
-        assert_eq!(&buf[..24], b"12345\0\0\x0001234567abcdefgh");
+        let want = [
+            m(b"12345", false),
+            m(b"01234567", true),
+            m(b"abcdefgh", false),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
     fn portable_fallback_send_and_recv() {
         check_send(&|fd, m| portable::send_batch(fd, m.iter().copied()));
-        check_recv(portable::recv_batch);
+        check_recv(
+            portable::RecvSlots::new(4, 8),
+            portable::RecvSlots::recv,
+            portable::RecvSlots::slot,
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn mmsg_send_and_recv() {
         check_send(&|fd, m| linux::send_batch(fd, m.iter().copied()));
-        check_recv(linux::recv_batch);
+        check_recv(
+            linux::RecvSlots::new(4, 8),
+            linux::RecvSlots::recv,
+            linux::RecvSlots::slot,
+        );
+    }
+
+    /// Headers built once serve call after call: lengths, truncation and
+    /// sources reported exactly however the previous call left them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn recv_slots_are_reused_across_calls() {
+        let (tx, rx) = pair();
+        let to = rx.local_addr().unwrap();
+        let mut slots = linux::RecvSlots::new(3, 16);
+        let mut meta = [RecvMeta::default(); 3];
+        let recv_all = |slots: &mut linux::RecvSlots, meta: &mut [RecvMeta], want: usize| {
+            let mut got = Vec::new();
+            for _ in 0..5000 {
+                if let Ok(n) = slots.recv(rx.as_fd(), meta) {
+                    got.extend((0..n).map(|i| (slots.slot(i, meta[i].len).to_vec(), meta[i])));
+                }
+                if got.len() >= want {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            got
+        };
+        for round in 0..50u8 {
+            let data = [round; 20];
+            tx.send_to(&data[..1 + round as usize % 20], to).unwrap();
+            tx.send_to(&data, to).unwrap();
+            let got = recv_all(&mut slots, &mut meta, 2);
+            let from = tx.local_addr().unwrap();
+            let len = 1 + round as usize % 20;
+            let first = (
+                data[..len.min(16)].to_vec(),
+                RecvMeta {
+                    len: len.min(16),
+                    from,
+                    truncated: len > 16,
+                },
+            );
+            let second = (
+                data[..16].to_vec(),
+                RecvMeta {
+                    len: 16,
+                    from,
+                    truncated: true,
+                },
+            );
+            assert_eq!(got, [first, second], "round {round}");
+        }
     }
 }

@@ -4,5 +4,7 @@
 //!
 //! - [`chat`]: the chat's messages, its two encodings (JSON lines and
 //!   varint-delimited protobuf), its prompt and its clock format.
+//! - [`nats`]: the NATS client protocol (the bus between processes).
 
 pub mod chat;
+pub mod nats;

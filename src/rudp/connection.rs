@@ -119,6 +119,10 @@ pub struct Connection {
     close_due: bool,
     /// A ping awaiting its ack.
     pinging: bool,
+    /// The most packets the peer may have in flight to us, below the
+    /// receive window's free slots: a server shares its socket's receive
+    /// buffer among its peers this way (see `Endpoint::set_receive_budget`).
+    window_cap: u16,
     /// When the retransmission timer fires, if running.
     rto_at: Option<Instant>,
     /// When a tail loss probe goes out, if armed.
@@ -166,6 +170,7 @@ impl Connection {
             ping_due: false,
             close_due: false,
             pinging: false,
+            window_cap: u16::MAX,
             rto_at: None,
             probe_at: None,
             probes: 0,
@@ -307,6 +312,13 @@ impl Connection {
         }
     }
 
+    /// Advertises at most `packets` free slots from the next ack on (at
+    /// least [`MIN_WINDOW_CAP`], so acks keep coming).
+    pub(crate) fn cap_window(&mut self, packets: usize) {
+        let packets = packets.max(MIN_WINDOW_CAP);
+        self.window_cap = u16::try_from(packets).unwrap_or(u16::MAX);
+    }
+
     /// Takes the `Close` still to be sent, if any: whoever takes it sends
     /// it.
     pub(crate) fn take_close(&mut self) -> bool {
@@ -337,6 +349,7 @@ impl Connection {
                 self.ack_due = false;
                 self.receiver.as_ref().map(|r| {
                     let (next, sack, window) = r.ack();
+                    let window = window.min(self.window_cap);
                     Packet::Ack { next, sack, window }
                 })
             }
@@ -513,6 +526,9 @@ impl Connection {
         self.config.mode
     }
 }
+
+/// The smallest window cap: two packets keep the peer's acks flowing.
+pub(crate) const MIN_WINDOW_CAP: usize = 2;
 
 /// The server's first sequence number, taken from the cookie: random to an
 /// outsider, and known to both sides without another message.

@@ -104,6 +104,8 @@ pub struct Endpoint {
     stateless: VecDeque<(SocketAddr, Packet<'static>)>,
     events: VecDeque<(SocketAddr, Event)>,
     fired: Vec<(TimerHandle, SocketAddr)>,
+    /// Packets all peers together may have in flight to this endpoint.
+    receive_budget: Option<usize>,
     stats: EndpointStats,
 }
 
@@ -123,7 +125,30 @@ impl Endpoint {
             stateless: VecDeque::new(),
             events: VecDeque::new(),
             fired: Vec::new(),
+            receive_budget: None,
             stats: EndpointStats::default(),
+        }
+    }
+
+    /// Bounds the packets all peers together may have in flight to this
+    /// endpoint (`None`: each peer its own window): each peer's advertised
+    /// window is capped at an equal share (at least 2 packets), so the
+    /// peers' bursts together fit the socket's receive buffer, and no
+    /// peer's window crowds out the others'. Shares are redone as peers
+    /// come and go, and reach each peer with its next ack.
+    pub fn set_receive_budget(&mut self, packets: Option<usize>) {
+        self.receive_budget = packets;
+        self.share_budget();
+    }
+
+    /// Gives every peer its share of the receive budget.
+    fn share_budget(&mut self) {
+        let share = match self.receive_budget {
+            Some(budget) => budget / self.peers.len().max(1),
+            None => usize::MAX,
+        };
+        for peer in self.peers.values_mut() {
+            peer.conn.cap_window(share);
         }
     }
 
@@ -191,6 +216,7 @@ impl Endpoint {
                     held: false,
                 });
                 self.peers.insert(from, peer);
+                self.share_budget();
                 *self.sources.entry(source).or_default() += 1;
                 self.stats.accepted += 1;
                 self.touch(from);
@@ -341,6 +367,7 @@ impl Endpoint {
                 self.wheel.cancel(timer);
             }
             self.peers.remove(&peer);
+            self.share_budget();
             let source = Source::from(peer.ip());
             if let Some(count) = self.sources.get_mut(&source) {
                 *count -= 1;
@@ -408,5 +435,84 @@ impl Endpoint {
             retransmissions: self.stats.retransmissions + live,
             ..self.stats
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rudp::Seq;
+
+    /// Carries datagrams between `clients` and `server` until both are quiet.
+    fn exchange(now: Instant, server: &mut Endpoint, clients: &mut [(SocketAddr, Connection)]) {
+        let mut buf = Vec::new();
+        for _ in 0..10 {
+            for (addr, client) in clients.iter_mut() {
+                while client.poll_transmit(now, &mut buf) {
+                    server.handle_datagram(now, *addr, &buf);
+                }
+            }
+            while let Some(to) = server.poll_transmit(now, &mut buf) {
+                if let Some((_, client)) = clients.iter_mut().find(|(a, _)| *a == to) {
+                    client.handle_datagram(now, &buf).unwrap();
+                }
+            }
+        }
+    }
+
+    /// The window the server advertises to each client in its next ack.
+    fn advertised(
+        now: Instant,
+        server: &mut Endpoint,
+        clients: &mut [(SocketAddr, Connection)],
+    ) -> Vec<u16> {
+        let mut windows = Vec::new();
+        for (addr, client) in clients.iter_mut() {
+            client.send(b"x").unwrap();
+            let mut buf = Vec::new();
+            while client.poll_transmit(now, &mut buf) {
+                server.handle_datagram(now, *addr, &buf);
+            }
+            while let Some(to) = server.poll_transmit(now, &mut buf) {
+                if let Ok(Packet::Ack { window, .. }) = Packet::parse(&buf, 1200) {
+                    assert_eq!(to, *addr);
+                    windows.push(window);
+                }
+            }
+        }
+        windows
+    }
+
+    #[test]
+    fn the_receive_budget_is_shared_equally_as_peers_come_and_go() {
+        let now = Instant::now();
+        let config = Config {
+            max_peers_per_source: 8,
+            ..Config::default()
+        };
+        let mut server = Endpoint::new(config, now, &[3; 32], 16);
+        server.set_receive_budget(Some(100));
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut clients: Vec<(SocketAddr, Connection)> = (0..4)
+            .map(|i| (addr(1000 + i), Connection::connect(config, now, Seq(7))))
+            .collect();
+        exchange(now, &mut server, &mut clients);
+        assert_eq!(server.peers(), 4);
+        // 100 / 4 = 25 each, below the 128-slot receive window.
+        assert_eq!(advertised(now, &mut server, &mut clients), [25; 4]);
+        // One leaves: 33 each for the other three.
+        clients[3].1.close();
+        exchange(now, &mut server, &mut clients);
+        assert_eq!(server.peers(), 3);
+        assert_eq!(advertised(now, &mut server, &mut clients[..3]), [33; 3]);
+        // A budget under 2 per peer still leaves 2; none: the full window.
+        server.set_receive_budget(Some(3));
+        assert_eq!(advertised(now, &mut server, &mut clients[..3]), [2; 3]);
+        server.set_receive_budget(None);
+        let free = config.window as u16 - 1; // the message not taken yet
+        assert_eq!(
+            advertised(now, &mut server, &mut clients[..3]),
+            [free - 3; 3]
+        );
     }
 }

@@ -22,11 +22,13 @@ mod counters;
 mod ids;
 mod reasons;
 
+use std::io;
 use std::net::SocketAddr;
 
 pub use crate::limit::Refusal;
 pub use crate::shard::context::{ConnContext, DatagramContext, Loop, ShardContext};
 pub use crate::shard::mailbox::Shards;
+pub use crate::shard::outbound::ConnectError;
 pub use counters::{CounterKind, CounterSpec};
 pub use ids::{ConnId, TimerId};
 pub use reasons::CloseReason;
@@ -67,6 +69,25 @@ pub trait TcpService: Send {
     /// offered again, with whatever arrives next, up to the configured
     /// maximum read buffer (then the connection is closed).
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize;
+
+    /// An outbound connection opened with [`ShardContext::connect`]
+    /// connected: from now on it is served like an accepted one (`on_data`,
+    /// timers, `on_close`), and what was sent to it meanwhile goes out.
+    fn on_connected(&mut self, _conn: &mut ConnContext<'_>) {}
+
+    /// An outbound connection opened with [`ShardContext::connect`] did
+    /// not connect: `error` says why (`ConnectionRefused`, `TimedOut`
+    /// after `ServerConfig::connect_timeout`, `ConnectionAborted` when the
+    /// service or shutdown closed it first). Nothing more is called for
+    /// `id`, not even `on_close`; reconnecting, and when, is the
+    /// service's choice.
+    fn on_connect_failed(&mut self, _shard: &mut ShardContext<'_>, _id: ConnId, _error: io::Error) {
+    }
+
+    /// Everything sent to the connection is written out, after the service
+    /// asked with [`ShardContext::notify_drained`]: e.g. resume reading
+    /// the connection that feeds it (a proxy's backpressure).
+    fn on_drained(&mut self, _conn: &mut ConnContext<'_>) {}
 
     /// A timer armed with [`ConnContext::arm_timer`] fired.
     fn on_timer(&mut self, _conn: &mut ConnContext<'_>, _key: u64) {}
@@ -134,4 +155,14 @@ pub trait UdpService: Send {
     /// The server is shutting down and this socket closes after this call:
     /// the last chance to tell peers (a protocol's goodbye).
     fn on_shutdown(&mut self, _out: &mut DatagramContext<'_>) {}
+
+    /// Whether this socket uses UDP segmentation offload (asked once, when
+    /// the socket is served): replies queued back to back for one peer,
+    /// equal in size, leave in one segmented send, and bursts from one
+    /// peer arrive coalesced, cut back into datagrams before
+    /// `on_datagram` (see [`crate::net::gso`]). For bulk protocols to few
+    /// peers; false (the default) keeps `recvmmsg` batches across peers.
+    fn offload(&self) -> bool {
+        false
+    }
 }

@@ -23,4 +23,8 @@ pub enum CloseReason {
     OutputHardLimit,
     /// Pending output stayed above the soft limit for too long.
     OutputSoftLimit,
+    /// An outbound connection did not connect within
+    /// `ServerConfig::connect_timeout`. Its service hears of it through
+    /// `TcpService::on_connect_failed` (as `TimedOut`), never `on_close`.
+    ConnectTimeout,
 }

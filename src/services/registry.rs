@@ -80,6 +80,9 @@ pub struct ServiceConfig {
     pub rudp_max_peers: usize,
     /// The key `rudp` cookies are made with ([`random_secret`]).
     pub rudp_secret: [u8; 32],
+    /// The NATS bus the chat's rooms span processes over (`--bus`; none:
+    /// the rooms are this process's alone).
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 impl ServiceConfig {
@@ -91,6 +94,7 @@ impl ServiceConfig {
             rudp: rudp::Config::default(),
             rudp_max_peers: rudp_echo::DEFAULT_MAX_PEERS,
             rudp_secret,
+            bus: None,
         }
     }
 }
@@ -277,7 +281,10 @@ pub fn install(
         }
     }
     if !group.is_empty() {
-        builder = builder.listeners(group, Chat::maker(needs.chat, &encodings));
+        builder = builder.listeners(
+            group,
+            Chat::maker_on_bus(needs.chat, &encodings, needs.bus.clone()),
+        );
     }
     for &(addr, service) in udp {
         let add = (service.udp).unwrap_or_else(|| panic!("{} is not a UDP service", service.name));

@@ -44,6 +44,14 @@ const EVICTIONS: usize = 2;
 /// peer's windows are bounded, so this bounds the echo's memory.
 pub const DEFAULT_MAX_PEERS: usize = 4096;
 
+/// Packets all of one socket's peers together may have in flight to the
+/// echo (1,024: 1.2 MB of 1200-byte packets, what a `--recv-buffer 1MiB`
+/// socket holds, the kernel doubling it): each peer's advertised window
+/// is an equal share of it, at most its 128-slot window, so 8 peers get
+/// their full window and 64 get 16 packets each (see
+/// [`Endpoint::set_receive_budget`]).
+pub const RECEIVE_BUDGET: usize = 1024;
+
 /// 32 bytes from the operating system's random number generator: a
 /// cookie secret no one can guess.
 pub fn random_secret() -> std::io::Result<[u8; 32]> {
@@ -68,7 +76,8 @@ impl RudpEcho {
     /// An echo for up to `max_peers` peers, keying its cookies from
     /// `secret` (see [`random_secret`]).
     pub fn new(config: Config, max_peers: usize, secret: &[u8; 32]) -> RudpEcho {
-        let endpoint = Endpoint::new(config, Instant::now(), secret, max_peers);
+        let mut endpoint = Endpoint::new(config, Instant::now(), secret, max_peers);
+        endpoint.set_receive_budget(Some(RECEIVE_BUDGET));
         RudpEcho {
             core: EchoCore::new(endpoint),
             timer: None,
@@ -129,6 +138,12 @@ impl UdpService for RudpEcho {
     fn on_shutdown(&mut self, out: &mut DatagramContext<'_>) {
         self.core.endpoint_mut().close_all();
         self.drive(out);
+    }
+
+    /// Echoes go back to one peer in runs of equal datagrams: segmented
+    /// sends carry them, and coalesced receives take a peer's bursts.
+    fn offload(&self) -> bool {
+        true
     }
 
     fn on_timer(&mut self, out: &mut DatagramContext<'_>, _key: u64) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::conn::{TcpConn, Transport};
+use super::conn::{Flags, TcpConn, Transport};
 use super::context::ConnContext;
 use super::deadline::TimerTarget;
 use super::mailbox::Mail;
@@ -145,6 +145,25 @@ impl Shard {
         peer: SocketAddr,
         reason: Refusal,
     ) {
+        let endpoint = &self.tcp[listener];
+        let (service, place, tls) = (endpoint.service, endpoint.place, endpoint.tls.is_some());
+        if let Some(message) = self.refusal(service, place, tls, peer, reason) {
+            // One try, no waiting: a fresh socket takes a short reply.
+            let _ = stream.write(&message);
+        }
+    }
+
+    /// Counts and logs a refusal, and returns what to tell the peer: its
+    /// service's refusal message, if any (none over TLS, whose peer cannot
+    /// read a plaintext word before its handshake).
+    pub(super) fn refusal(
+        &mut self,
+        service: u16,
+        place: u16,
+        tls: bool,
+        peer: SocketAddr,
+        reason: Refusal,
+    ) -> Option<Vec<u8>> {
         let stats = &self.res.stats;
         match reason {
             Refusal::ServerFull => stats.refused_server_full.incr(),
@@ -164,15 +183,8 @@ impl Shard {
         };
         let what = format_args!("connection refused: {why}");
         super::warn_suspicious(&mut self.res, Source::from(peer.ip()), what);
-        let endpoint = &self.tcp[listener];
-        // A TLS peer cannot read a plaintext word before its handshake.
-        if endpoint.tls.is_none() {
-            let service = &self.services[usize::from(endpoint.service)];
-            if let Some(message) = service.refusal(usize::from(endpoint.place), reason) {
-                // One try, no waiting: a fresh socket takes a short reply.
-                let _ = stream.write(&message);
-            }
-        }
+        let service = &self.services[usize::from(service)];
+        (!tls).then(|| service.refusal(usize::from(place), reason))?
     }
 }
 
@@ -183,6 +195,10 @@ impl Shard {
     fn place(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let admitted = match self.tcp[listener].reserved {
             true => self.res.gate.admit_reserved(),
+            // Counted against its client once its PROXY header is read.
+            false if self.config.proxy_from.contains(peer.ip()) => {
+                self.res.gate.admit_unattributed()
+            }
             false => self.res.gate.admit(peer.ip(), self.res.timers.now()),
         };
         let admission = match admitted {
@@ -234,7 +250,7 @@ impl Shard {
             self.res.stats.accept_errors.incr();
             return self.res.gate.release(admission);
         }
-        let gen = self.generations.next();
+        let gen = self.res.generations.next();
         let token = Slot::Conn { key, gen }.token();
         // Readable only: writable interest is added while output waits
         // (see `settle`), or every ACK that frees send-buffer space would
@@ -251,6 +267,10 @@ impl Shard {
         let now_ms = self.res.timers.now_ms();
         let endpoint = &self.tcp[listener];
         let (service, place) = (endpoint.service, endpoint.place);
+        let proxy = &self.config.proxy_from;
+        let proxied = !endpoint.reserved && proxy.contains(peer.ip());
+        // Over TLS a stray header fails the handshake: no check needed.
+        let sniffed = !endpoint.reserved && !proxy.nets().is_empty() && endpoint.tls.is_none();
         let tls = match endpoint.tls.as_ref().map(TlsSession::new).transpose() {
             Ok(tls) => tls,
             Err(e) => {
@@ -259,7 +279,7 @@ impl Shard {
                 return self.res.gate.release(admission);
             }
         };
-        if admission.is_trusted() {
+        if admission.is_trusted() && !proxied {
             self.res.stats.conns_trusted.incr();
         }
         let transport = match tls {
@@ -268,16 +288,22 @@ impl Shard {
         };
         let mut conn = TcpConn::new(transport, peer, gen, (service, place), now_ms);
         conn.state.admission = Some(admission);
-        if conn.transport.handshaking() {
-            // The handshake is a frame open from the first moment: the
-            // frame timeout is its deadline.
+        if proxied || sniffed {
+            conn.state.flags.set(Flags::PROXY_PENDING);
+        }
+        if proxied || conn.transport.handshaking() {
+            // A PROXY header and a TLS handshake are frames open from the
+            // first moment: the frame timeout is their deadline.
             conn.state.deadlines.frame(now_ms, false, true);
         }
         entry.insert(conn);
         self.res.stats.conns_accepted.incr();
         self.res.stats.conns_open.incr();
-        let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
-        self.services[service as usize].on_open(&mut cx);
+        if !proxied {
+            // A proxied connection's service hears of it with its client.
+            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
+            self.services[service as usize].on_open(&mut cx);
+        }
         self.settle(key);
     }
 }

@@ -2,15 +2,23 @@
 //! buffers returned, admission released, the service told), all at once,
 //! or drained at shutdown (input discarded, output flushed, then FIN).
 
+use std::io;
+
 use super::conn::Flags;
 use super::context::ShardContext;
 use super::deadline::TimerTarget;
 use super::mailbox::ServiceRef;
-use super::Shard;
+use super::{outbound, Shard};
 use crate::service::{CloseReason, ConnId};
 
 impl Shard {
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
+        self.close_with(key, reason, None);
+    }
+
+    /// Closes connection `key`; `error` is what a connection that never
+    /// connected tells its service (derived from `reason` if `None`).
+    pub(super) fn close_with(&mut self, key: usize, reason: CloseReason, error: Option<io::Error>) {
         let mut conn = self.conns.remove(key);
         // A reset for a peer that did not read (its unsent bytes freed at
         // once), close_notify for a TLS peer otherwise.
@@ -30,6 +38,19 @@ impl Shard {
             self.res.pool.give(*buf);
         }
         let stats = &self.res.stats;
+        if conn.state.connecting() {
+            stats.outbound_failed.incr();
+            stats.conns_open.decr();
+            if let Some(admission) = conn.state.admission.take() {
+                self.res.gate.release(admission);
+            }
+            let error = error.unwrap_or_else(|| outbound::failure(reason));
+            log::debug!("connecting to {}: {error}", conn.state.peer);
+            let service = ServiceRef::Tcp(usize::from(conn.service));
+            let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);
+            let service = &mut self.services[usize::from(conn.service)];
+            return service.on_connect_failed(&mut cx, ConnId(token.0 as u64), error);
+        }
         match reason {
             CloseReason::PeerClosed => stats.closed_peer.incr(),
             CloseReason::Error => stats.closed_error.incr(),
@@ -41,6 +62,13 @@ impl Shard {
             CloseReason::WriteTimeout => stats.closed_write_timeout.incr(),
             CloseReason::OutputHardLimit => stats.closed_output_hard.incr(),
             CloseReason::OutputSoftLimit => stats.closed_output_soft.incr(),
+            // Only a connecting connection has this deadline (above).
+            CloseReason::ConnectTimeout => stats.closed_error.incr(),
+        }
+        let awaiting_header = conn.state.flags.any(Flags::PROXY_PENDING)
+            && self.config.proxy_from.contains(conn.state.peer.ip());
+        if awaiting_header && reason == CloseReason::FrameTimeout {
+            stats.proxy_timeouts.incr();
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
@@ -56,6 +84,9 @@ impl Shard {
                 );
             }
             _ => log::trace!("closed {} ({reason:?})", conn.state.peer),
+        }
+        if awaiting_header {
+            return; // its service never heard of it
         }
         let service = ServiceRef::Tcp(usize::from(conn.service));
         let mut cx = ShardContext::new(&mut self.conns, &mut self.res, service);

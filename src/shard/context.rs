@@ -25,6 +25,7 @@ use slab::Slab;
 use super::conn::{self, Flags, TcpConn};
 use super::deadline::TimerTarget;
 use super::mailbox::{ServiceRef, Shards};
+use super::outbound::{self, ConnectError};
 use super::Resources;
 use crate::limit::{Source, StrikeOutcome, TokenBucket};
 use crate::net::udp_batch::SendQueue;
@@ -227,6 +228,39 @@ impl<'a> ShardContext<'a> {
         true
     }
 
+    /// Opens a TCP connection to `addr` from this shard, served by this
+    /// service exactly like an accepted one (same buffers, backpressure,
+    /// deadlines and callbacks), once connected. The connect does not
+    /// block: its outcome comes later, as
+    /// [`on_connected`](crate::service::TcpService::on_connected) or
+    /// [`on_connect_failed`](crate::service::TcpService::on_connect_failed)
+    /// (refused, unreachable, or not connected within
+    /// `ServerConfig::connect_timeout`). Meanwhile the id may be sent to
+    /// (the bytes wait, within the output limits), paused or closed.
+    ///
+    /// The connection counts towards `ServerConfig::max_conns`: when the
+    /// server is full this returns [`ConnectError::ServerFull`] and nothing
+    /// is opened. Plain TCP only (no TLS client). Reconnecting is the
+    /// service's business.
+    ///
+    /// [`ConnectError::ServerFull`]: crate::service::ConnectError::ServerFull
+    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, ConnectError> {
+        let ServiceRef::Tcp(service) = self.lp.service else {
+            let e = std::io::Error::from(std::io::ErrorKind::Unsupported);
+            return Err(ConnectError::Io(e));
+        };
+        // The builder allows at most u16::MAX TCP services.
+        let key = outbound::open(self.conns, self.lp.res, service as u16, addr)?;
+        self.touch(key); // settled after the callback: the timeout is armed
+        Ok(ConnId(self.conns[key].state.token(key).0 as u64))
+    }
+
+    /// Whether a connection was opened by [`connect`](Self::connect)
+    /// rather than accepted (false if it is closed).
+    pub fn is_outbound(&self, id: ConnId) -> bool {
+        live(self.conns, id).is_some_and(|key| self.conns[key].listener == outbound::OUTBOUND)
+    }
+
     /// Closes a connection on this shard once what it was sent is flushed
     /// (see [`ConnContext::close`]); false if it is already gone.
     pub fn close_conn(&mut self, id: ConnId) -> bool {
@@ -269,6 +303,22 @@ impl<'a> ShardContext<'a> {
         state.flags.set(Flags::REOFFER);
         let token = state.token(key);
         self.lp.res.resumed.push(token);
+        true
+    }
+
+    /// Calls [`TcpService::on_drained`](crate::service::TcpService::on_drained)
+    /// once for a connection when its write buffer has been written out
+    /// (one call per request). False, and nothing is armed, if it is
+    /// closed or nothing waits to be written: then it is drained already.
+    pub fn notify_drained(&mut self, id: ConnId) -> bool {
+        let Some(key) = live(self.conns, id) else {
+            return false;
+        };
+        let state = &mut self.conns[key].state;
+        if state.write_buf.is_none() {
+            return false;
+        }
+        state.flags.set(Flags::DRAIN_WATCHED);
         true
     }
 
@@ -373,7 +423,8 @@ impl<'a> ConnContext<'a> {
 
     /// Which of its service's listeners accepted this connection: its
     /// position in [`Builder::tcp_group`](crate::Builder::tcp_group)'s
-    /// addresses (0 for a listener added with `tcp`).
+    /// addresses (0 for a listener added with `tcp`). For an outbound
+    /// connection ([`ShardContext::connect`]): `u16::MAX`.
     pub fn listener(&self) -> usize {
         usize::from(self.shard.conns[self.key].listener)
     }

@@ -160,9 +160,11 @@ pub(crate) struct Deadlines {
     write_since: u32,
     over_soft_since: u32,
     linger_since: u32,
-    /// Which clocks run, and whether a deadline appeared since the shard
-    /// last looked (possibly earlier than the armed timer): the flag
-    /// bits below, one byte rather than five bools.
+    /// Which clocks run, whether an outbound connect is in progress (since
+    /// `frame_since`: no frame is open before the connection is, so the
+    /// two share the field), and whether a deadline appeared since the
+    /// shard last looked (possibly earlier than the armed timer): the flag
+    /// bits below, one byte rather than six bools.
     bits: u8,
     /// The wheel timer for the earliest deadline, if armed.
     pub(crate) timer: Option<TimerHandle>,
@@ -174,6 +176,8 @@ const OVER_SOFT: u8 = 1 << 2;
 /// Our FIN is sent after the service closed: waiting for the peer's.
 const LINGERING: u8 = 1 << 3;
 const MOVED_EARLIER: u8 = 1 << 4;
+/// An outbound connect is in progress.
+const CONNECTING: u8 = 1 << 5;
 
 impl Deadlines {
     fn has(&self, bit: u8) -> bool {
@@ -193,6 +197,24 @@ impl Deadlines {
             last_io: now_ms,
             ..Deadlines::default()
         }
+    }
+
+    /// An outbound connect began: the connect timeout counts from now.
+    pub(crate) fn connecting(&mut self, now_ms: u32) {
+        self.bits |= CONNECTING | MOVED_EARLIER;
+        self.frame_since = now_ms;
+    }
+
+    /// A connect is in progress.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.has(CONNECTING)
+    }
+
+    /// The connect completed: its clock stops, and the idle clock counts
+    /// from now.
+    pub(crate) fn connected(&mut self, now_ms: u32) {
+        self.bits &= !CONNECTING;
+        self.last_io = now_ms;
     }
 
     /// Bytes moved in either direction.
@@ -291,6 +313,11 @@ impl Deadlines {
                 self.has(OVER_SOFT).then_some(self.over_soft_since),
                 limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
+            ),
+            (
+                self.has(CONNECTING).then_some(self.frame_since),
+                limits.connect_ms,
+                CloseReason::ConnectTimeout,
             ),
             (
                 self.has(LINGERING).then_some(self.linger_since),

@@ -75,6 +75,25 @@ impl Gate {
         }
     }
 
+    /// Gives a connection a place under `max_conns` only: an outbound
+    /// one (the per-source limits are for peers that connect to us, not
+    /// for the addresses we connect to), or one from a PROXY peer until
+    /// its header names the client ([`readmit`](Self::readmit)).
+    pub(crate) fn admit_unattributed(&self) -> Result<Pass, Refusal> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_conns {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::ServerFull);
+        }
+        Ok(Pass(Counted::Open(None)))
+    }
+
+    /// Trades an unattributed pass for one counted against `ip`, or says
+    /// why `ip` may not connect (the pass is given back either way).
+    pub(crate) fn readmit(&self, pass: Pass, ip: IpAddr, now: Instant) -> Result<Pass, Refusal> {
+        self.release(pass);
+        self.admit(ip, now)
+    }
+
     /// Lets a connection to the metrics endpoint in from its reserve
     /// ([`METRICS_RESERVE`]), whatever the other limits say.
     pub(crate) fn admit_reserved(&self) -> Result<Pass, Refusal> {

@@ -31,6 +31,7 @@ pub(crate) struct ConnLimits {
     pub(crate) write_ms: Option<u32>,
     pub(crate) over_soft_ms: Option<u32>,
     pub(crate) linger_ms: Option<u32>,
+    pub(crate) connect_ms: Option<u32>,
     pub(crate) message_rate: Option<Rate>,
 }
 
@@ -50,6 +51,7 @@ impl ConnLimits {
             write_ms: ms(config.write_timeout),
             over_soft_ms: ms(config.output_soft_for),
             linger_ms: Some(config.close_linger.map_or(0, |t| t.as_millis() as u32 + 1)),
+            connect_ms: ms(config.connect_timeout),
             message_rate: config.message_rate,
         }
     }

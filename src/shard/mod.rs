@@ -17,6 +17,8 @@ mod fire;
 pub(crate) mod gate;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
+pub(crate) mod outbound;
+mod proxy;
 pub(crate) mod token;
 pub(crate) mod udp;
 
@@ -115,6 +117,12 @@ pub(crate) struct Resources {
     pub(crate) amplification: Suppressor<Source>,
     /// One info line per source per interval for failed TLS sessions.
     pub(crate) tls_failures: Suppressor<Source>,
+    /// Where outbound connections (`ShardContext::connect`) register.
+    pub(crate) registry: mio::Registry,
+    /// Generations for connection tokens, accepted and outbound alike.
+    pub(crate) generations: Generations,
+    /// Options for every stream, accepted or outbound.
+    pub(crate) socket: crate::net::socket::SocketOptions,
 }
 
 impl Resources {
@@ -139,7 +147,6 @@ pub(crate) struct Shard {
     tcp: Vec<ServedListener>,
     udp: Vec<ServedUdpSocket>,
     conns: Slab<TcpConn>,
-    generations: Generations,
     res: Resources,
     /// Shared by the shard's UDP sockets; `None` when it has none.
     recv_batch: Option<RecvBatch>,
@@ -243,6 +250,9 @@ impl Shard {
             suspicious: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
             amplification: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
             tls_failures: Suppressor::new(SUSPICIOUS_INTERVAL, SUSPICIOUS_SOURCES),
+            registry: poll.registry().try_clone()?,
+            generations: Generations::new(),
+            socket: config.socket.clone(),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -254,7 +264,6 @@ impl Shard {
             tcp,
             udp,
             conns: Slab::new(),
-            generations: Generations::new(),
             res,
             recv_batch,
             revisit: Vec::new(),
@@ -322,13 +331,20 @@ impl Shard {
                 let Some(key) = live(&self.conns, event.token()) else {
                     return; // for a connection closed earlier in this batch
                 };
-                if event.is_writable() || event.is_error() {
+                // Just connected: what was sent meanwhile goes out, and
+                // input that came with the connect is read (its readable
+                // edge passed while the connection was not read).
+                let connected = self.conns[key].state.connecting();
+                if connected && !self.finish_connect(key) {
+                    return;
+                }
+                if connected || event.is_writable() || event.is_error() {
                     self.flush(key);
                 }
                 if event.is_read_closed() {
                     self.conns[key].state.flags.set(Flags::HUP_SEEN);
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                if connected || event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.read(key);
                 }
                 self.settle(key);
@@ -364,6 +380,12 @@ impl Shard {
                     continue;
                 }
             };
+            if conn.state.flags.any(Flags::PROXY_PENDING) {
+                match self.check_proxy(key, input, budget) {
+                    Some(outcome) => break outcome,
+                    None => continue,
+                }
+            }
             let service = &mut *self.services[usize::from(conn.service)];
             let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
             let consumed = service.on_data(&mut cx, input.bytes());
@@ -425,7 +447,16 @@ impl Shard {
     /// is read now rather than waiting for one).
     fn flush(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.state.flush(&mut conn.transport, &mut self.res.env()) {
+        let resume = conn.state.flush(&mut conn.transport, &mut self.res.env());
+        let flags = &mut conn.state.flags;
+        let drained = conn.state.write_buf.is_none() && !flags.any(Flags::FAILED);
+        if flags.any(Flags::DRAIN_WATCHED) && drained {
+            flags.clear(Flags::DRAIN_WATCHED);
+            let service = usize::from(conn.service);
+            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
+            self.services[service].on_drained(&mut cx);
+        }
+        if resume {
             self.read(key);
         }
     }

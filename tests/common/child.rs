@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,20 @@ fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
 impl Child {
     /// Starts `command` with stdin closed and stdout and stderr captured.
     pub fn spawn(command: &mut Command) -> Child {
+        Child::start(command, Stdio::null())
+    }
+
+    /// Starts `command` as [`spawn`](Self::spawn) does, but with a pipe to
+    /// its stdin (dropping the pipe ends its input).
+    pub fn spawn_with_stdin(command: &mut Command) -> (Child, ChildStdin) {
+        let mut child = Child::start(command, Stdio::piped());
+        let stdin = child.process.stdin.take().unwrap();
+        (child, stdin)
+    }
+
+    fn start(command: &mut Command, stdin: Stdio) -> Child {
         let mut process = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -78,6 +90,11 @@ impl Child {
         }
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Sends it `signal` (`TERM`, `INT`) with kill(1).
     pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
@@ -85,6 +102,23 @@ impl Child {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Reads its stdout to the end, then waits as [`wait`](Self::wait):
+    /// every line it printed, its status and its stderr.
+    pub fn wait_with_stdout(self) -> (Vec<String>, ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("stdout did not end ({e}): {lines:?}"),
+            }
+        }
+        let (status, stderr) = self.wait();
+        (lines, status, stderr)
     }
 
     /// Waits for it to exit (killing it and failing after `TIMEOUT`), and

@@ -2,12 +2,17 @@
 //! duplicates and reorders datagrams with a fixed seed, in both directions.
 //! Each client gets its own upstream socket, so the server sees one peer
 //! per client.
+//!
+//! So that it is not itself the bottleneck, it moves datagrams as the rudp
+//! ends do: receives coalesced (`UDP_GRO`), runs forwarded in segmented
+//! sends (`UDP_SEGMENT`), 4 MiB socket buffers (as the kernel allows).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,6 +20,8 @@ use std::time::Duration;
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use sockloop::net::gso::{self, Offload, OffloadMode};
+use sockloop::net::udp_batch::SendQueue;
 use sockloop::test_rng::Rng;
 
 /// What happens to each datagram, in each direction.
@@ -121,22 +128,55 @@ impl Direction {
     }
 }
 
-/// Sends what a direction let through: to the server through the client's
-/// upstream socket, or to the client from the front socket.
+/// A socket with its offload state and the datagrams waiting to leave it.
+struct Out {
+    socket: UdpSocket,
+    offload: Offload,
+    queue: SendQueue,
+}
+
+impl Out {
+    fn new(socket: UdpSocket) -> Out {
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(4 << 20);
+        Out {
+            offload: Offload::enable(socket.as_fd(), OffloadMode::Auto),
+            socket,
+            queue: SendQueue::new(1024, 1 << 20),
+        }
+    }
+
+    fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if self.queue.push(to, datagram).is_err() {
+            self.flush();
+            let _ = self.queue.push(to, datagram); // else lost, as UDP may
+        }
+    }
+
+    /// Sends what is queued; what the socket does not take waits for the
+    /// next turn.
+    fn flush(&mut self) {
+        self.offload.flush(&mut self.queue, self.socket.as_fd());
+    }
+}
+
+/// Queues what a direction let through: to the server on the client's
+/// upstream socket, or to the client on the front socket.
 fn deliver(
     out: Vec<(usize, Vec<u8>)>,
     to_server: bool,
-    front: &UdpSocket,
-    upstreams: &[(SocketAddr, UdpSocket)],
+    front: &mut Out,
+    upstreams: &mut [(SocketAddr, Out)],
+    server: SocketAddr,
     stats: &mut RelayStats,
 ) {
     for (peer, datagram) in out {
         stats.forwarded += 1;
-        let (client, upstream) = &upstreams[peer];
-        let _ = match to_server {
-            true => upstream.send(&datagram),
-            false => front.send_to(&datagram, *client),
-        };
+        let (client, upstream) = &mut upstreams[peer];
+        match to_server {
+            true => upstream.push(server, &datagram),
+            false => front.push(*client, &datagram),
+        }
     }
 }
 
@@ -145,8 +185,9 @@ fn run(mut front: UdpSocket, server: SocketAddr, fates: Fates, stop: &AtomicBool
     poll.registry()
         .register(&mut front, FRONT, Interest::READABLE)
         .unwrap();
+    let mut front = Out::new(front);
     let mut events = Events::with_capacity(256);
-    let mut upstreams: Vec<(SocketAddr, UdpSocket)> = Vec::new();
+    let mut upstreams: Vec<(SocketAddr, Out)> = Vec::new();
     let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
     let mut to_server = Direction {
         rng: Rng::new(fates.seed | 1),
@@ -164,19 +205,19 @@ fn run(mut front: UdpSocket, server: SocketAddr, fates: Fates, stop: &AtomicBool
         if events.is_empty() {
             // Quiet: a held datagram goes now rather than being stranded.
             let held = to_server.held.take().into_iter().collect();
-            deliver(held, true, &front, &upstreams, &mut stats);
+            deliver(held, true, &mut front, &mut upstreams, server, &mut stats);
             let held = to_client.held.take().into_iter().collect();
-            deliver(held, false, &front, &upstreams, &mut stats);
-            continue;
+            deliver(held, false, &mut front, &mut upstreams, server, &mut stats);
         }
         for event in events.iter() {
             if event.token() == FRONT {
                 loop {
-                    let (n, client) = match front.recv_from(&mut buf) {
+                    let got = match gso::recv_segments(front.socket.as_fd(), &mut buf, false) {
                         Ok(got) => got,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => panic!("relay front: {e}"),
                     };
+                    let client = got.from;
                     let peer = *by_client.entry(client).or_insert_with(|| {
                         let mut upstream = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
                         upstream.connect(server).unwrap();
@@ -184,25 +225,34 @@ fn run(mut front: UdpSocket, server: SocketAddr, fates: Fates, stop: &AtomicBool
                         poll.registry()
                             .register(&mut upstream, token, Interest::READABLE)
                             .unwrap();
-                        upstreams.push((client, upstream));
+                        upstreams.push((client, Out::new(upstream)));
                         upstreams.len() - 1
                     });
-                    let out = to_server.pass(peer, &buf[..n], &fates, &mut stats);
-                    deliver(out, true, &front, &upstreams, &mut stats);
+                    for datagram in gso::split(&buf[..got.len], got.segment) {
+                        let out = to_server.pass(peer, datagram, &fates, &mut stats);
+                        deliver(out, true, &mut front, &mut upstreams, server, &mut stats);
+                    }
                 }
             } else {
                 let peer = event.token().0;
                 loop {
-                    let n = match upstreams[peer].1.recv(&mut buf) {
-                        Ok(n) => n,
+                    let fd = upstreams[peer].1.socket.as_fd();
+                    let got = match gso::recv_segments(fd, &mut buf, false) {
+                        Ok(got) => got,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
                         Err(e) => panic!("relay upstream: {e}"),
                     };
-                    let out = to_client.pass(peer, &buf[..n], &fates, &mut stats);
-                    deliver(out, false, &front, &upstreams, &mut stats);
+                    for datagram in gso::split(&buf[..got.len], got.segment) {
+                        let out = to_client.pass(peer, datagram, &fates, &mut stats);
+                        deliver(out, false, &mut front, &mut upstreams, server, &mut stats);
+                    }
                 }
             }
+        }
+        front.flush();
+        for (_, upstream) in &mut upstreams {
+            upstream.flush();
         }
     }
     stats

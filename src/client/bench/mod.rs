@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-pub use hold::{hold, HoldConfig, HoldReport};
+pub use hold::{
+    hold, hold_in_processes, hold_share, hold_spread, Failures, HoldConfig, HoldReport, Limit,
+    DESCRIPTOR_RESERVE, MAX_SOURCES,
+};
 pub use tcp::TcpLoad;
 
 /// What to run.

@@ -33,6 +33,11 @@ struct Table {
     guests: u64,
     /// The last suffix handed out past [`SUFFIXES_TRIED`].
     suffixes: u64,
+    /// Other processes' members by room, from the bus's presence (empty
+    /// without a bus): listed by `/list` and `/rooms`, and their names
+    /// (folded, in `remote_names`) are taken here too.
+    remote: BTreeMap<String, BTreeSet<String>>,
+    remote_names: HashSet<String>,
 }
 
 impl Directory {
@@ -107,27 +112,63 @@ impl Directory {
         (left, table.enter(name, to))
     }
 
-    /// Up to `max` members of `room`, sorted, and how many there are.
+    /// Up to `max` members of `room` (this process's and, with a bus,
+    /// the others'), sorted, and how many there are.
     pub(crate) fn roster(&self, room: &str, max: usize) -> (Vec<Arc<str>>, usize) {
         let table = self.table();
-        table.rooms.get(room).map_or((Vec::new(), 0), |roster| {
-            (roster.iter().take(max).cloned().collect(), roster.len())
-        })
+        let local = table.rooms.get(room).into_iter().flatten().map(|n| &**n);
+        let remote = table
+            .remote
+            .get(room)
+            .into_iter()
+            .flatten()
+            .map(String::as_str);
+        let all: BTreeSet<&str> = local.chain(remote).collect();
+        (all.iter().take(max).map(|&n| n.into()).collect(), all.len())
     }
 
-    /// Up to `max` rooms with their member counts, sorted, and how many
-    /// rooms there are.
+    /// Up to `max` rooms with their member counts (all processes'),
+    /// sorted, and how many rooms there are.
     pub(crate) fn rooms(&self, max: usize) -> (Vec<(Arc<str>, usize)>, usize) {
         let table = self.table();
-        let rooms = table.rooms.iter().take(max);
-        let listed = rooms.map(|(room, roster)| (Arc::clone(room), roster.len()));
-        (listed.collect(), table.rooms.len())
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (room, roster) in &table.rooms {
+            *counts.entry(room).or_default() += roster.len();
+        }
+        for (room, roster) in &table.remote {
+            *counts.entry(room).or_default() += roster.len();
+        }
+        let listed = counts.iter().take(max).map(|(&room, &n)| (room.into(), n));
+        (listed.collect(), counts.len())
+    }
+
+    /// This process's members: name to room.
+    pub(crate) fn local_members(&self) -> BTreeMap<String, String> {
+        let table = self.table();
+        let mut members = BTreeMap::new();
+        for (room, roster) in &table.rooms {
+            for name in roster {
+                members.insert(name.to_string(), room.to_string());
+            }
+        }
+        members
+    }
+
+    /// Replaces what is known of the other processes' members (room to
+    /// names).
+    pub(crate) fn set_remote(&self, rosters: BTreeMap<String, Vec<String>>) {
+        let mut table = self.table();
+        table.remote_names = rosters.values().flatten().map(|n| fold(n)).collect();
+        table.remote = rosters
+            .into_iter()
+            .map(|(room, names)| (room, names.into_iter().collect()))
+            .collect();
     }
 }
 
 impl Table {
     fn free(&self, name: &str, folded: &str) -> bool {
-        !reserved(name) && !self.names.contains(folded)
+        !reserved(name) && !self.names.contains(folded) && !self.remote_names.contains(folded)
     }
 
     /// Takes `name` out of `room`; returns how many are left in it.
@@ -154,6 +195,31 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_members_are_listed_and_their_names_taken() {
+        let dir = Directory::default();
+        let ann = dir.claim(Some("ann"));
+        dir.enter(&ann, None, &Arc::from("lobby"));
+        let remote = BTreeMap::from([
+            ("lobby".to_owned(), vec!["bob".to_owned(), "cy".to_owned()]),
+            ("den".to_owned(), vec!["dee".to_owned()]),
+        ]);
+        dir.set_remote(remote);
+        let (names, total) = dir.roster("lobby", 2);
+        assert_eq!((names, total), (vec!["ann".into(), "bob".into()], 3));
+        assert_eq!(
+            dir.rooms(10),
+            (vec![("den".into(), 1), ("lobby".into(), 3)], 2)
+        );
+        assert_eq!(&*dir.claim(Some("Bob")), "Bob-2");
+        assert_eq!(
+            dir.local_members(),
+            BTreeMap::from([("ann".to_owned(), "lobby".to_owned())])
+        );
+        dir.set_remote(BTreeMap::new());
+        assert_eq!(&*dir.claim(Some("bob")), "bob");
+    }
 
     #[test]
     fn names_are_unique_and_system_is_reserved() {

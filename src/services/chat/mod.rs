@@ -42,10 +42,14 @@
 //! that shard is dropped, its sender told, and
 //! `chat_relay_dropped_total` counts it. `chat_relay_paused_total`
 //! counts the pauses.
+//!
+//! With a bus ([`Chat::maker_on_bus`], `serve --bus`), rooms span
+//! processes: see `bus_link.rs` and [`bus::chat`](crate::bus::chat).
 
-mod command;
+mod bus_link;
+pub(crate) mod command;
 mod directory;
-mod names;
+pub(crate) mod names;
 mod outgoing;
 mod room;
 
@@ -56,16 +60,19 @@ mod tests;
 #[doc(hidden)]
 pub mod fuzzing;
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
 
+use crate::bus::BusConfig;
 use crate::protocol::chat::ChatMessage;
 use crate::service::{
     CloseReason, ConnContext, ConnId, CounterKind, CounterSpec, Loop, Refusal, ShardContext,
     TcpService,
 };
+use bus_link::{BusLink, BUS_TIMER};
 use directory::Directory;
 use room::{Counted, Outbox, Rooms};
 
@@ -141,6 +148,9 @@ impl Default for ChatConfig {
 #[derive(Debug)]
 pub struct Chat {
     rooms: Rooms,
+    /// The process's bus connection, on the shard whose chat was made
+    /// first (`None` on the others, and without a bus).
+    bus: Option<BusLink>,
     /// The encoding of each listener of the group, by position.
     encodings: Arc<[Encoding]>,
 }
@@ -154,13 +164,54 @@ impl Chat {
         config: ChatConfig,
         encodings: &[Encoding],
     ) -> impl Fn() -> Chat + Send + Sync + 'static {
+        Chat::maker_on_bus(config, encodings, None)
+    }
+
+    /// [`maker`](Chat::maker), with rooms that span processes over a NATS
+    /// bus when `bus` is given: one connection per process, held by the
+    /// shard whose chat is made first, opened at that shard's first
+    /// callback (the first member anywhere in the process). Messages
+    /// cross processes; presence, `/list` and names do not yet (see
+    /// [`bus::chat`](crate::bus::chat) for what is built).
+    pub fn maker_on_bus(
+        config: ChatConfig,
+        encodings: &[Encoding],
+        bus: Option<BusConfig>,
+    ) -> impl Fn() -> Chat + Send + Sync + 'static {
         let directory = Arc::new(Directory::default());
         let encodings: Arc<[Encoding]> = encodings.into();
+        let origin = random_origin();
+        let bus = std::sync::Mutex::new(bus);
         move || Chat {
             rooms: Rooms::new(config, Arc::clone(&directory)),
+            bus: bus
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take()
+                .map(|config| BusLink::new(config, origin)),
             encodings: Arc::clone(&encodings),
         }
     }
+
+    /// Runs the bus, if this shard holds it, after a callback.
+    fn drive_bus(&mut self, shard: &mut ShardContext<'_>) {
+        if let Some(bus) = &mut self.bus {
+            bus.drive(shard, &mut self.rooms);
+        }
+    }
+
+    fn is_bus(&self, id: ConnId) -> bool {
+        self.bus.as_ref().is_some_and(|bus| bus.owns(id))
+    }
+}
+
+/// This process's id on the bus: 64 bits from std's per-process random
+/// hash keys, the process id and the clock (no cryptographic need: two
+/// processes must merely not collide).
+fn random_origin() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now();
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), now))
 }
 
 impl TcpService for Chat {
@@ -169,6 +220,7 @@ impl TcpService for Chat {
         let id = conn.id();
         self.rooms
             .open(&mut **conn, id, encoding.unwrap_or(Encoding::Json));
+        self.drive_bus(conn);
     }
 
     /// A `System` error in the member's encoding.
@@ -182,11 +234,30 @@ impl TcpService for Chat {
     }
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
-        let (id, now) = (conn.id(), conn.wall_clock());
+        let id = conn.id();
+        if let Some(bus) = self.bus.as_mut().filter(|bus| bus.owns(id)) {
+            bus.input(conn, &mut self.rooms, data);
+            return data.len();
+        }
+        let now = conn.wall_clock();
         let used = self.rooms.input(&mut **conn, id, data, now);
         let decoded = self.rooms.take_decoded();
         conn.count_frames(decoded, 0);
+        self.drive_bus(conn);
         used
+    }
+
+    fn on_connected(&mut self, conn: &mut ConnContext<'_>) {
+        if let Some(bus) = self.bus.as_mut().filter(|bus| bus.owns(conn.id())) {
+            bus.connected(conn, &mut self.rooms);
+        }
+    }
+
+    fn on_connect_failed(&mut self, shard: &mut ShardContext<'_>, id: ConnId, error: io::Error) {
+        if let Some(bus) = self.bus.as_mut().filter(|bus| bus.owns(id)) {
+            log::warn!("bus: connect failed: {error}");
+            bus.lost(shard, &mut self.rooms);
+        }
     }
 
     fn on_message(&mut self, shard: &mut ShardContext<'_>, _from: usize, message: &[u8]) {
@@ -195,23 +266,38 @@ impl TcpService for Chat {
             // Only chats post here, so this is a bug, not an attack.
             Err(e) => log::error!("chat: undecodable message from another shard: {e}"),
         }
+        self.drive_bus(shard);
     }
 
     fn on_close(&mut self, shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
+        if self.is_bus(id) {
+            if let Some(bus) = &mut self.bus {
+                bus.lost(shard, &mut self.rooms);
+            }
+            return;
+        }
         let now = shard.wall_clock();
         self.rooms.closed(shard, id, now);
+        self.drive_bus(shard);
     }
 
-    /// The notice timer (large rooms' joins and leaves are due) or the
-    /// retry timer (messages wait for other shards' inboxes).
+    /// The notice timer (large rooms' joins and leaves are due), the
+    /// retry timer (messages wait for other shards' inboxes) or the bus's.
     fn on_shard_timer(&mut self, shard: &mut ShardContext<'_>, key: u64) {
         match key {
             RETRY_TIMER => self.rooms.retry(shard),
+            BUS_TIMER => {
+                if let Some(bus) = &mut self.bus {
+                    bus.timer(shard, &mut self.rooms);
+                }
+                return;
+            }
             _ => {
                 let now = shard.wall_clock();
                 self.rooms.timer(shard, now);
             }
         }
+        self.drive_bus(shard);
     }
 
     fn counters(&self) -> &'static [CounterSpec] {
@@ -224,8 +310,9 @@ const NOTICE_TIMER: u64 = 0;
 /// The key of the chat's retry timer (messages for full inboxes).
 const RETRY_TIMER: u64 = 1;
 
-/// The chat's counters, by [`Counted`] in order.
-const COUNTERS: [CounterSpec; 2] = [
+/// The chat's counters, by [`Counted`] in order, then the bus's (from
+/// `bus_link::BUS_COUNTER_BASE`; zero without `--bus`).
+const COUNTERS: [CounterSpec; 7] = [
     CounterSpec {
         name: "chat_relay_dropped",
         help: "Chat messages for another shard dropped: its queue of messages waiting for a full inbox was full.",
@@ -234,6 +321,31 @@ const COUNTERS: [CounterSpec; 2] = [
     CounterSpec {
         name: "chat_relay_paused",
         help: "Chat members paused because a message of theirs waited for another shard's full inbox.",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_connected",
+        help: "1 while the chat's NATS bus connection is ready.",
+        kind: CounterKind::Gauge,
+    },
+    CounterSpec {
+        name: "bus_published",
+        help: "Chat messages accepted for the bus (queued or sent).",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_received",
+        help: "Bus messages received (chat messages of other processes).",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_dropped",
+        help: "Chat messages dropped because the bus queue was full.",
+        kind: CounterKind::Total,
+    },
+    CounterSpec {
+        name: "bus_reconnects",
+        help: "Bus connections made after the first.",
         kind: CounterKind::Total,
     },
 ];

@@ -221,6 +221,10 @@ pub(crate) struct Rooms {
     paused: HashMap<ConnId, usize>,
     /// Whether [`Outbox::arm_retry`] was asked and has not fired yet.
     retry_armed: bool,
+    /// On the shard that holds the bus connection: every message of this
+    /// process's members (and `System`'s), for the bus. Drained after
+    /// every callback.
+    tap: Option<Vec<ChatMessage>>,
 }
 
 impl Rooms {
@@ -237,6 +241,7 @@ impl Rooms {
             backlogs: Vec::new(),
             paused: HashMap::new(),
             retry_armed: false,
+            tap: None,
         }
     }
 
@@ -315,9 +320,45 @@ impl Rooms {
         std::mem::take(&mut self.decoded)
     }
 
+    /// The names and rosters shared by the shards.
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Makes this shard the one that publishes to the bus: every message
+    /// relayed here or received from another shard is kept for
+    /// [`take_tapped`](Self::take_tapped).
+    pub(crate) fn tap(&mut self) {
+        self.tap.get_or_insert_with(Vec::new);
+    }
+
+    /// The messages kept for the bus since the last call.
+    pub(crate) fn take_tapped(&mut self) -> Vec<ChatMessage> {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// A message from another process (through the bus): to this shard's
+    /// members of its room and to the other shards, not back to the bus.
+    pub(crate) fn relay_from_bus(&mut self, out: &mut impl Outbox, message: ChatMessage) {
+        self.post(out, &message, None);
+        self.deliver(out, Outgoing::new(message), None);
+    }
+
+    /// Tells every room of the process (all shards) `text` from
+    /// `System`, not through the bus: the bus going down or coming back.
+    pub(crate) fn bus_notice(&mut self, out: &mut impl Outbox, text: &str, now: SystemTime) {
+        let (rooms, _) = self.directory.rooms(usize::MAX);
+        for (room, _) in rooms {
+            self.relay_from_bus(out, system(text.into(), clock(now), &room));
+        }
+    }
+
     /// A message from another shard's member: deliver it to this shard's
     /// members of its room.
     pub(crate) fn remote(&mut self, out: &mut impl Outbox, message: ChatMessage) {
+        if let Some(tap) = &mut self.tap {
+            tap.push(message.clone());
+        }
         self.deliver(out, Outgoing::new(message), None);
     }
 
@@ -625,6 +666,9 @@ impl Rooms {
         except: Option<ConnId>,
         sender: Option<ConnId>,
     ) -> bool {
+        if let Some(tap) = &mut self.tap {
+            tap.push(message.clone());
+        }
         let all = self.post(out, &message, sender);
         self.deliver(out, Outgoing::new(message), except);
         all

@@ -26,7 +26,7 @@ use super::limits::ConnLimits;
 use super::token::Slot;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
-pub(crate) use read::{ReadOutcome, Step};
+pub(crate) use read::{Input, ReadOutcome, Step};
 pub(crate) use state::{Flags, Settled, State};
 pub(crate) use transport::Transport;
 

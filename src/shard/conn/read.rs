@@ -65,7 +65,7 @@ impl State {
     /// One read, within what is left of `budget`.
     #[inline]
     pub(crate) fn read(&mut self, t: &mut Transport, budget: &mut usize, env: &mut Env) -> Step {
-        if self.flags.any(Flags::NO_READ) {
+        if self.flags.any(Flags::NO_READ) || self.connecting() {
             return Step::Done(ReadOutcome::Stopped);
         }
         // The service may have closed the connection in the last callback.
@@ -117,7 +117,10 @@ impl State {
         let spare = buf.spare_mut();
         let asked = spare.len().min(*budget).min(limit);
         let mut sent = 0;
-        let received = t.read(spare, asked, &mut sent);
+        let received = match self.flags.any(Flags::PROXY_PENDING) {
+            true => t.read_raw(&mut spare[..asked]),
+            false => t.read(spare, asked, &mut sent),
+        };
         env.count_sent(sent);
         let step = match received {
             Ok(Received::Bytes {
@@ -209,6 +212,24 @@ impl State {
         } else {
             Step::Again
         }
+    }
+
+    /// Drops the first `consumed` bytes of `input` (a PROXY header) and
+    /// keeps the rest to be offered to the service by the next step.
+    pub(crate) fn requeue(
+        &mut self,
+        t: &Transport,
+        mut input: Input,
+        consumed: usize,
+        env: &mut Env,
+    ) {
+        input.buf.consume(consumed);
+        let open = !input.buf.is_empty() || t.input_open();
+        self.deadlines.frame(env.now_ms, consumed > 0, open);
+        if !input.buf.is_empty() {
+            self.flags.set(Flags::REOFFER);
+        }
+        self.keep(input.buf, input.scratch, env);
     }
 
     /// Puts the read buffer back, or returns it to the pool if empty: an

@@ -61,6 +61,14 @@ impl Flags {
     /// Resumed by its service: the input it left unconsumed is offered to
     /// it again before the socket is read.
     pub(crate) const REOFFER: Flags = Flags(1 << 13);
+    /// Its service asked to hear when its output drains
+    /// (`ShardContext::notify_drained`).
+    pub(crate) const DRAIN_WATCHED: Flags = Flags(1 << 14);
+    /// Its first input goes to the PROXY protocol check (read raw, before
+    /// any TLS): the header of a `proxy_from` peer, whose service has not
+    /// been told of it yet (no `on_open`), or the refusal of one from
+    /// anyone else (`Shard::check_proxy`).
+    pub(crate) const PROXY_PENDING: Flags = Flags(1 << 15);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
@@ -151,7 +159,8 @@ impl State {
         }
         let now_ms = env.now_ms;
         let mut rest = bytes;
-        if self.write_buf.is_none() {
+        // Before the connect completes, everything waits in the buffer.
+        if self.write_buf.is_none() && !self.connecting() {
             let mut sent = 0;
             let written = t.write(rest, &mut sent);
             env.count_sent(sent);
@@ -230,6 +239,9 @@ impl State {
     /// output waits.
     #[inline]
     pub(crate) fn settle(&mut self, t: &mut Transport, env: &mut Env) -> Settled {
+        if self.connecting() {
+            return self.settle_connecting();
+        }
         if self.flags.any(Flags::DISCARDING) {
             self.shut_write_when_flushed(t, env);
         }
@@ -244,8 +256,8 @@ impl State {
         }
     }
 
-    /// Nothing for settling to do: no closing, failure or limit, no output
-    /// waiting or write interest to drop, and the deadline timer armed
+    /// Nothing for settling to do: not connecting, no closing, failure or
+    /// limit, no output waiting or write interest to drop, and the deadline timer armed
     /// with no deadline appeared since (what `settle` and
     /// `Timers::arm_deadline` would conclude, in one test).
     #[inline]
@@ -259,6 +271,7 @@ impl State {
                 | Flags::WRITE_INTEREST.0,
         );
         !self.flags.any(loud)
+            && !self.connecting()
             && self.write_buf.is_none()
             && !t.output_pending()
             && self.deadlines.settled()
@@ -307,6 +320,40 @@ impl State {
         } else {
             CloseReason::PeerClosed
         })
+    }
+
+    /// A connection still connecting has nothing to flush and no FIN to
+    /// send: closing it (by its service or by shutdown) ends it at once.
+    /// Writability is watched meanwhile, as it announces the outcome.
+    fn settle_connecting(&self) -> Settled {
+        let flags = self.flags;
+        let reason = if flags.any(Flags::FAILED) {
+            CloseReason::Error
+        } else if flags.any(Flags::OUTPUT_OVERFLOW) {
+            CloseReason::OutputHardLimit
+        } else if flags.any(Flags::CLOSE_REQUESTED) {
+            CloseReason::Service
+        } else if flags.any(Flags::DRAINING) {
+            CloseReason::Shutdown
+        } else {
+            return Settled::Open { wants_write: true };
+        };
+        Settled::Close(reason)
+    }
+
+    /// The connect completed: reading and writing begin, and the idle
+    /// clock starts now.
+    pub(crate) fn connected(&mut self, now_ms: u32) {
+        self.deadlines.connected(now_ms);
+    }
+
+    /// An outbound connection whose connect has not completed: nothing is
+    /// read or written, output waits in the buffer, and writability (the
+    /// connect's outcome) is watched. (Kept by its deadline, which runs
+    /// exactly as long: no flag bit of its own.)
+    #[inline]
+    pub(crate) fn connecting(&self) -> bool {
+        self.deadlines.is_connecting()
     }
 
     pub(crate) fn fail(&mut self, e: &io::Error) {

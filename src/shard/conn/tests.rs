@@ -648,3 +648,98 @@ fn a_socket_that_takes_one_byte_at_a_time_gets_everything_in_order() {
     assert!(!h.wants_write());
     assert_eq!((h.closed, h.pool.bytes_lent()), (None, 0));
 }
+
+impl Harness {
+    /// An outbound connection at t = 0, as `outbound::open` leaves it.
+    fn connecting(config: ServerConfig, fake: Fake, service: Service) -> Harness {
+        let mut h = Harness::open(config, fake, service);
+        h.state.deadlines.connecting(0);
+        h.settle();
+        h
+    }
+
+    /// The connect completed, as `Shard::finish_connect` then `dispatch`
+    /// handle the writable event.
+    fn connect_completes(&mut self) {
+        self.state.connected(self.now_ms);
+        let (state, t, mut env) = self.env();
+        state.flush(t, &mut env);
+        self.read();
+        self.settle();
+    }
+}
+
+#[test]
+fn a_connecting_connection_buffers_output_and_reads_nothing_until_connected() {
+    let mut h = Harness::connecting(config(), Fake::with_room(1 << 20), Service::Echo);
+    assert!(
+        h.wants_write(),
+        "writability announces the connect's outcome"
+    );
+    h.push(b"hello");
+    h.fake().arrive(b"early");
+    assert_eq!(h.readable(), Some(ReadOutcome::Stopped));
+    let fake = h.fake();
+    assert_eq!(
+        (fake.reads, fake.writes),
+        (0, 0),
+        "no syscall before the connect"
+    );
+    assert_eq!(h.state.write_buffered(), 5);
+    h.at(7);
+    h.connect_completes();
+    // The buffered output went out first, then the echo of what arrived.
+    assert_eq!(h.fake().sent, b"helloearly");
+    assert!(!h.wants_write());
+    assert_eq!(h.pool.bytes_lent(), 0);
+}
+
+#[test]
+fn the_connect_timeout_closes_at_its_millisecond_and_stops_once_connected() {
+    let timeout = ServerConfig {
+        connect_timeout: Some(Duration::from_millis(50)),
+        ..config()
+    };
+    let mut h = Harness::connecting(timeout.clone(), Fake::with_room(64), Service::Echo);
+    h.closes_at(51, CloseReason::ConnectTimeout);
+
+    let idle = ServerConfig {
+        idle_timeout: Some(Duration::from_millis(100)),
+        ..timeout
+    };
+    let mut h = Harness::connecting(idle, Fake::with_room(64), Service::Echo);
+    h.at(40);
+    h.connect_completes();
+    // No connect timeout any more; the idle clock counts from the connect.
+    h.closes_at(40 + 100 + 1, CloseReason::IdleTimeout);
+}
+
+#[test]
+fn closing_or_draining_a_connecting_connection_ends_it_at_once() {
+    let mut h = Harness::connecting(config(), Fake::with_room(64), Service::Echo);
+    h.push(b"never sent");
+    h.state.flags.set(Flags::CLOSE_REQUESTED);
+    h.settle();
+    assert_eq!(h.closed, Some((CloseReason::Service, 0)));
+    assert!(h.fake().sent.is_empty() && !h.fake().fin_sent);
+
+    let mut h = Harness::connecting(config(), Fake::with_room(64), Service::Echo);
+    h.at(3);
+    h.shut_down(Duration::from_secs(5));
+    assert_eq!(h.closed, Some((CloseReason::Shutdown, 3)));
+}
+
+#[test]
+fn output_past_the_hard_limit_while_connecting_closes_it() {
+    let small = ServerConfig {
+        output_hard_limit: 100,
+        output_soft_limit: 50,
+        ..config()
+    };
+    let mut h = Harness::connecting(small, Fake::with_room(1 << 20), Service::Echo);
+    h.push(&[7; 100]);
+    assert_eq!(h.closed, None);
+    h.push(&[7; 1]);
+    assert_eq!(h.closed, Some((CloseReason::OutputHardLimit, 0)));
+    assert_eq!(h.pool.bytes_lent(), 0, "the backlog's memory is freed");
+}

@@ -70,6 +70,35 @@ impl Transport {
         }
     }
 
+    /// One read of the socket's bytes as they are, TLS or not: a PROXY
+    /// header comes before the TLS handshake.
+    pub(crate) fn read_raw(&mut self, out: &mut [u8]) -> io::Result<Received> {
+        match self {
+            Transport::Plain(stream) | Transport::Tls(stream, _) => plain_read(stream, out),
+            #[cfg(test)]
+            Transport::Fake(fake) => fake.read(out),
+        }
+    }
+
+    /// Over TLS, hands the bytes that followed a PROXY header to the TLS
+    /// session (its handshake replies go out at once) and returns true;
+    /// without TLS returns false: they are the service's.
+    pub(crate) fn take_ciphertext(
+        &mut self,
+        bytes: &[u8],
+        sent: &mut usize,
+    ) -> io::Result<Result<bool, Box<TlsFailure>>> {
+        let Transport::Tls(stream, tls) = self else {
+            return Ok(Ok(false));
+        };
+        if let Err(failure) = tls.receive(bytes) {
+            let _ = tls.write_tls(stream, sent);
+            return Ok(Err(Box::new(failure)));
+        }
+        tls.write_tls(stream, sent)?;
+        Ok(Ok(true))
+    }
+
     /// Writes `bytes` as far as the socket takes them and returns how many
     /// it took. Over TLS they go to rustls (up to its buffer limit) and its
     /// records to the socket. Bytes put on the wire are added to `sent`.
@@ -96,6 +125,23 @@ impl Transport {
                 *sent += n;
                 Ok(n)
             }
+        }
+    }
+
+    /// The outcome of an outbound connect once the socket reported
+    /// readiness: `Ok(true)` connected, `Ok(false)` not yet (a spurious
+    /// wake-up), `Err` failed, with the reason (refused, unreachable).
+    pub(crate) fn connect_outcome(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream() else {
+            return Ok(true); // a fake is connected from the start
+        };
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
