@@ -87,7 +87,9 @@ fn main() {
         None => println!("  open files limit unknown"),
     }
 
-    let exe = env!("CARGO_BIN_EXE_sockloop");
+    // SOCKLOOP_IDLE_BIN measures another build (e.g. main's) the same way.
+    let exe = std::env::var("SOCKLOOP_IDLE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sockloop").to_string());
     let child = Command::new(exe)
         .args(["--log-level", "warn", "serve", "--tcp", "127.0.0.1:0"])
         // 10,000 connections from one address: the per-source limits off.

@@ -18,8 +18,10 @@ pub struct ServerConfig {
     pub pin_shards: bool,
     /// Options for listeners, accepted streams and UDP sockets.
     pub socket: SocketOptions,
-    /// Size of one pooled buffer (16 KiB): the unit of reads and of
-    /// write-buffer memory.
+    /// Size of one pooled buffer (16 KiB): the unit of write-buffer memory
+    /// and of the input a connection keeps between reads. Reads themselves
+    /// go into one shard-wide 64 KiB buffer while a connection holds
+    /// nothing (`net::buffer::SCRATCH_SIZE`).
     pub buffer_size: usize,
     /// Free buffers a shard keeps for reuse (256, i.e. 4 MiB of 16 KiB
     /// buffers); returned buffers beyond that are freed.

@@ -135,6 +135,10 @@ impl Buffer {
     }
 }
 
+/// Bytes of the shard-wide read buffer ([`BufferPool::take_scratch`]): the
+/// most one read of a connection asks the kernel for.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+
 /// A shard's stock of standard-size buffers, with accounting.
 ///
 /// `take` hands out a pooled buffer or allocates one; `give` keeps the buffer
@@ -156,6 +160,9 @@ impl Buffer {
 #[derive(Debug)]
 pub struct BufferPool {
     free: Vec<Buffer>,
+    /// The shard's one read buffer of [`SCRATCH_SIZE`] (`None` while lent).
+    scratch: Option<Buffer>,
+    scratch_made: bool,
     buffer_size: usize,
     max_free: usize,
     bytes_lent: usize,
@@ -167,6 +174,8 @@ impl BufferPool {
     pub fn new(buffer_size: usize, max_free: usize) -> BufferPool {
         BufferPool {
             free: Vec::new(),
+            scratch: None,
+            scratch_made: false,
             buffer_size,
             max_free,
             bytes_lent: 0,
@@ -197,6 +206,33 @@ impl BufferPool {
             buf.end = 0;
             self.free.push(buf);
         }
+    }
+
+    /// The shard-wide read buffer, empty, [`SCRATCH_SIZE`] bytes (made on
+    /// first use); `None` while it is lent. A connection with nothing held
+    /// reads into it, and keeps (in a pooled buffer) only what its service
+    /// left unconsumed: one read takes whatever is waiting, up to 64 KiB,
+    /// while idle connections hold nothing. Not counted in `bytes_lent`:
+    /// it is the shard's, not a connection's.
+    #[inline]
+    pub fn take_scratch(&mut self) -> Option<Buffer> {
+        if self.scratch.is_none() && self.scratch_made {
+            return None;
+        }
+        self.scratch_made = true;
+        Some(
+            self.scratch
+                .take()
+                .unwrap_or_else(|| Buffer::with_capacity(SCRATCH_SIZE)),
+        )
+    }
+
+    /// Returns the scratch buffer; its contents are discarded.
+    #[inline]
+    pub fn give_scratch(&mut self, mut buf: Buffer) {
+        buf.start = 0;
+        buf.end = 0;
+        self.scratch = Some(buf);
     }
 
     /// Accounts for a lent buffer whose capacity changed from `before`.
@@ -271,6 +307,19 @@ mod tests {
         assert_eq!(pool.bytes_lent(), 0);
         assert_eq!(pool.bytes_free(), 4);
         assert_eq!(pool.peak_bytes_lent(), 4 + 10);
+    }
+
+    #[test]
+    fn the_scratch_buffer_is_lent_once_at_a_time_and_not_counted() {
+        let mut pool = BufferPool::new(4, 1);
+        let mut scratch = pool.take_scratch().expect("made on first use");
+        assert_eq!(scratch.capacity(), SCRATCH_SIZE);
+        assert!(pool.take_scratch().is_none(), "already lent");
+        scratch.extend_from_slice(b"left over");
+        pool.give_scratch(scratch);
+        let again = pool.take_scratch().expect("given back");
+        assert!(again.is_empty());
+        assert_eq!(pool.bytes_lent(), 0);
     }
 
     #[test]

@@ -1012,6 +1012,68 @@ mod portable {
     }
 }
 
+/// One `recv` on a stream socket, without blocking on a non-blocking one.
+///
+/// On Linux it is the raw `recvfrom` system call (`libc::syscall`), not
+/// glibc's `recv`: that wrapper is a thread-cancellation point, which costs
+/// two atomic updates of the thread's cancel state around every call in a
+/// multi-threaded process, and sockloop never cancels threads. `EINTR` and
+/// `EAGAIN` come back as errors, as from `read`.
+pub(crate) fn recv(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_os = "linux")]
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+    // we borrow mutably for the call; null address pointers ask for no
+    // source address.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            0,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: as above, through libc's `recv`.
+    let rc = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } as i64;
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// One `send` on a stream socket (`MSG_NOSIGNAL` where there is one: a
+/// peer gone is an `EPIPE` error, not a signal), without the cancellation
+/// wrapper on Linux, as [`recv`].
+pub(crate) fn send(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_os = "linux")]
+    // SAFETY: the kernel reads at most `bytes.len()` bytes from `bytes`,
+    // borrowed for the call; no destination address is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd.as_raw_fd(),
+            bytes.as_ptr(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: as above, through libc's `send` (SIGPIPE is ignored by the
+    // Rust runtime on these systems).
+    let rc = unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) } as i64;
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

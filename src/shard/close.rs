@@ -35,7 +35,7 @@ impl Shard {
             .into_iter()
             .flatten()
         {
-            self.res.pool.give(buf);
+            self.res.pool.give(*buf);
         }
         let stats = &self.res.stats;
         if conn.state.connecting() {

@@ -47,6 +47,10 @@ pub(crate) struct Timers {
     /// `now` in milliseconds since `origin`, wrapping every ~49 days;
     /// deadlines are differences, which wrapping arithmetic keeps right.
     now_ms: u32,
+    /// No timer is due before this (a lower bound on the wheel's earliest
+    /// deadline; `None`: the wheel is empty). A turn before it skips the
+    /// wheel entirely; arming lowers it, cancelling leaves it.
+    next_check: Option<Instant>,
 }
 
 impl Timers {
@@ -58,7 +62,25 @@ impl Timers {
             now,
             tick,
             now_ms: 0,
+            next_check: None,
         }
+    }
+
+    /// How long the loop may sleep: until the earliest timer (or a lower
+    /// bound on it), `None` with no timer armed.
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
+        self.next_check
+            .map(|at| at.saturating_duration_since(self.now))
+    }
+
+    /// Moves the timers due at this turn's `now` into `fired`; costs a
+    /// comparison when none can be due.
+    pub(crate) fn expire(&mut self, fired: &mut Vec<(TimerHandle, TimerTarget)>) {
+        if self.next_check.is_none_or(|at| at > self.now) {
+            return;
+        }
+        self.wheel.expire(self.now, fired);
+        self.next_check = self.wheel.next_deadline();
     }
 
     /// Sets the time for this loop turn: the one clock read per turn.
@@ -86,6 +108,7 @@ impl Timers {
             .now
             .checked_add(after)
             .unwrap_or(self.now + Duration::from_secs(1 << 32));
+        self.next_check = Some(self.next_check.map_or(at, |next| next.min(at)));
         self.wheel.arm(at, target)
     }
 
@@ -137,23 +160,38 @@ pub(crate) struct Deadlines {
     write_since: u32,
     over_soft_since: u32,
     linger_since: u32,
-    frame_open: bool,
-    write_stalled: bool,
-    over_soft: bool,
-    /// Our FIN is sent after the service closed: waiting for the peer's.
-    lingering: bool,
-    /// An outbound connect is in progress, since `frame_since`: no frame
-    /// is open before the connection is, so the two share the field (the
-    /// struct stays 40 bytes).
-    connecting: bool,
-    /// A deadline appeared since the shard last looked, possibly earlier
-    /// than the armed timer.
-    moved_earlier: bool,
+    /// Which clocks run, whether an outbound connect is in progress (since
+    /// `frame_since`: no frame is open before the connection is, so the
+    /// two share the field), and whether a deadline appeared since the
+    /// shard last looked (possibly earlier than the armed timer): the flag
+    /// bits below, one byte rather than six bools.
+    bits: u8,
     /// The wheel timer for the earliest deadline, if armed.
     pub(crate) timer: Option<TimerHandle>,
 }
 
+const FRAME_OPEN: u8 = 1;
+const WRITE_STALLED: u8 = 1 << 1;
+const OVER_SOFT: u8 = 1 << 2;
+/// Our FIN is sent after the service closed: waiting for the peer's.
+const LINGERING: u8 = 1 << 3;
+const MOVED_EARLIER: u8 = 1 << 4;
+/// An outbound connect is in progress.
+const CONNECTING: u8 = 1 << 5;
+
 impl Deadlines {
+    fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+
+    fn put(&mut self, bit: u8, on: bool) {
+        if on {
+            self.bits |= bit;
+        } else {
+            self.bits &= !bit;
+        }
+    }
+
     pub(crate) fn new(now_ms: u32) -> Deadlines {
         Deadlines {
             last_io: now_ms,
@@ -163,20 +201,19 @@ impl Deadlines {
 
     /// An outbound connect began: the connect timeout counts from now.
     pub(crate) fn connecting(&mut self, now_ms: u32) {
-        self.connecting = true;
+        self.bits |= CONNECTING | MOVED_EARLIER;
         self.frame_since = now_ms;
-        self.moved_earlier = true;
     }
 
     /// A connect is in progress.
     pub(crate) fn is_connecting(&self) -> bool {
-        self.connecting
+        self.has(CONNECTING)
     }
 
     /// The connect completed: its clock stops, and the idle clock counts
     /// from now.
     pub(crate) fn connected(&mut self, now_ms: u32) {
-        self.connecting = false;
+        self.bits &= !CONNECTING;
         self.last_io = now_ms;
     }
 
@@ -189,40 +226,46 @@ impl Deadlines {
     /// unconsumed, and it counts from the read that began it. Consuming
     /// something completed a frame, so leftovers begin a new one now.
     pub(crate) fn frame(&mut self, now_ms: u32, consumed: bool, leftover: bool) {
-        if leftover && (consumed || !self.frame_open) {
+        let open = self.has(FRAME_OPEN);
+        if leftover && (consumed || !open) {
             self.frame_since = now_ms;
         }
-        self.moved_earlier |= leftover && !self.frame_open;
-        self.frame_open = leftover;
+        if leftover && !open {
+            self.bits |= MOVED_EARLIER;
+        }
+        self.put(FRAME_OPEN, leftover);
     }
 
     /// After a write attempt: the stall clock starts when output first
     /// waits and restarts on every byte of progress.
     pub(crate) fn write(&mut self, now_ms: u32, progressed: bool, pending: bool) {
-        if pending && (progressed || !self.write_stalled) {
+        let stalled = self.has(WRITE_STALLED);
+        if pending && (progressed || !stalled) {
             self.write_since = now_ms;
         }
-        self.moved_earlier |= pending && !self.write_stalled;
-        self.write_stalled = pending;
+        if pending && !stalled {
+            self.bits |= MOVED_EARLIER;
+        }
+        self.put(WRITE_STALLED, pending);
     }
 
     /// After output was queued or written: the soft-limit clock runs while
     /// pending output stays above the limit.
     pub(crate) fn output(&mut self, now_ms: u32, over_soft: bool) {
-        if over_soft && !self.over_soft {
+        if over_soft && !self.has(OVER_SOFT) {
             self.over_soft_since = now_ms;
-            self.moved_earlier = true;
+            self.bits |= MOVED_EARLIER;
         }
-        self.over_soft = over_soft;
+        self.put(OVER_SOFT, over_soft);
     }
 
     /// Our FIN went out after the service closed the connection: the
     /// linger clock starts, once; input that keeps coming does not reset it.
     pub(crate) fn linger(&mut self, now_ms: u32) {
-        if !self.lingering {
-            self.lingering = true;
+        if !self.has(LINGERING) {
+            self.bits |= LINGERING;
             self.linger_since = now_ms;
-            self.moved_earlier = true;
+            self.bits |= MOVED_EARLIER;
         }
     }
 
@@ -236,9 +279,18 @@ impl Deadlines {
         }
     }
 
+    /// A timer is armed and no deadline appeared since the shard last
+    /// looked: arming has nothing to do.
+    #[inline]
+    pub(crate) fn settled(&self) -> bool {
+        self.timer.is_some() && !self.has(MOVED_EARLIER)
+    }
+
     /// Whether a deadline appeared since the last call.
     pub(crate) fn take_moved_earlier(&mut self) -> bool {
-        std::mem::take(&mut self.moved_earlier)
+        let moved = self.has(MOVED_EARLIER);
+        self.bits &= !MOVED_EARLIER;
+        moved
     }
 
     /// The earliest deadline, or `None` if none is enabled. A deadline is
@@ -248,27 +300,27 @@ impl Deadlines {
         let clocks = [
             (Some(self.last_io), limits.idle_ms, CloseReason::IdleTimeout),
             (
-                self.frame_open.then_some(self.frame_since),
+                self.has(FRAME_OPEN).then_some(self.frame_since),
                 limits.frame_ms,
                 CloseReason::FrameTimeout,
             ),
             (
-                self.write_stalled.then_some(self.write_since),
+                self.has(WRITE_STALLED).then_some(self.write_since),
                 limits.write_ms,
                 CloseReason::WriteTimeout,
             ),
             (
-                self.over_soft.then_some(self.over_soft_since),
+                self.has(OVER_SOFT).then_some(self.over_soft_since),
                 limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
             ),
             (
-                self.connecting.then_some(self.frame_since),
+                self.has(CONNECTING).then_some(self.frame_since),
                 limits.connect_ms,
                 CloseReason::ConnectTimeout,
             ),
             (
-                self.lingering.then_some(self.linger_since),
+                self.has(LINGERING).then_some(self.linger_since),
                 limits.linger_ms,
                 CloseReason::Service,
             ),

@@ -11,10 +11,7 @@ impl Shard {
     /// Acts on every timer that is due at this turn's `now`.
     pub(super) fn fire_timers(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);
-        self.res
-            .timers
-            .wheel
-            .expire(self.res.timers.now(), &mut fired);
+        self.res.timers.expire(&mut fired);
         for (_, target) in fired.drain(..) {
             match target {
                 TimerTarget::Deadline(token) => {

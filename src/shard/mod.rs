@@ -283,7 +283,7 @@ impl Shard {
             // Not at all while sources wait for a revisit, otherwise until
             // the nearest timer.
             let timeout = if self.revisit.is_empty() {
-                self.res.timers.wheel.poll_timeout(self.res.timers.now())
+                self.res.timers.poll_timeout()
             } else {
                 Some(Duration::ZERO)
             };
@@ -466,6 +466,9 @@ impl Shard {
     /// than its earliest deadline.
     fn settle(&mut self, key: usize) {
         let conn = &mut self.conns[key];
+        if conn.state.quiet(&conn.transport) {
+            return; // the common case after a round trip: nothing to change
+        }
         let wants_write = match conn.state.settle(&mut conn.transport, &mut self.res.env()) {
             Settled::Close(reason) => return self.close(key, reason),
             Settled::Open { wants_write } => wants_write,

@@ -5,7 +5,7 @@
 //! steady state; a slot's bit in `occupied` says whether its list is empty,
 //! so finding the next due slot never walks a list.
 
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 
 use super::levels::{OVERDUE, SLOTS, TOP};
 use super::wheel::Wheel;
@@ -17,7 +17,7 @@ pub(super) struct Entry<T> {
     /// Deadline in ticks since `origin`, rounded up.
     pub(super) when: u64,
     pub(super) value: T,
-    pub(super) gen: u32,
+    pub(super) gen: NonZeroU32,
     pub(super) prev: u32,
     pub(super) next: u32,
     /// The list this entry is linked into (see [`ListId`]), so `cancel`

@@ -11,6 +11,7 @@
 //! in arm order.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -26,7 +27,8 @@ use super::ticks::NANOS_PER_SEC;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerHandle {
     pub(super) key: u32,
-    pub(super) gen: u32,
+    /// Never zero, so `Option<TimerHandle>` is 8 bytes, not 12.
+    pub(super) gen: NonZeroU32,
 }
 
 /// A hierarchical timing wheel holding values of type `T`.
@@ -111,7 +113,7 @@ pub struct Wheel<T> {
     pub(super) top_min: [u64; SLOTS],
     /// Lower bound on the overdue timers' ticks (not raised on cancel).
     pub(super) overdue_min: u64,
-    pub(super) next_gen: u32,
+    pub(super) next_gen: NonZeroU32,
     /// Reused by `expire` to sort overdue timers without allocating.
     pub(super) scratch: Vec<(u64, u32, u32)>,
 }
@@ -144,7 +146,7 @@ impl<T> Wheel<T> {
             occupied: [0; LEVELS],
             top_min: [u64::MAX; SLOTS],
             overdue_min: u64::MAX,
-            next_gen: 0,
+            next_gen: NonZeroU32::MIN,
             scratch: Vec::new(),
         }
     }
@@ -163,7 +165,7 @@ impl<T> Wheel<T> {
             list_for(self.elapsed, when)
         };
         let gen = self.next_gen;
-        self.next_gen = gen.wrapping_add(1);
+        self.next_gen = gen.checked_add(1).unwrap_or(NonZeroU32::MIN);
 
         let vacant = self.entries.vacant_entry();
         let key = match u32::try_from(vacant.key()) {

@@ -489,16 +489,94 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
 }
 
 /// Message `seq` of connection `conn`, `size` bytes (at least 12),
-/// appended to `out`: recognisable, and different for every message, so a
-/// stale or mixed-up echo is caught.
+/// appended to `out`: its sequence number and connection id, then a
+/// pseudo-random pattern from a place that depends on both, so a stale,
+/// mixed-up or shifted echo is caught. The pattern is computed once; a
+/// message is copied out of it (and checked against it by
+/// [`is_message`]) at memcpy/memcmp speed, so even 64 KiB messages cost
+/// the generator little.
 pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&conn.to_le_bytes());
-    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(conn);
-    for _ in 12..size {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        out.push((x >> 56) as u8);
+    for_body(conn, seq, size, |chunk| {
+        out.extend_from_slice(chunk);
+        true
+    });
+}
+
+/// True if `echo` is exactly [`message`]`(conn, seq, echo.len(), ..)`
+/// (messages are at least 12 bytes).
+pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
+    if echo.len() < 12 || echo[..8] != seq.to_le_bytes() || echo[8..12] != conn.to_le_bytes() {
+        return false;
+    }
+    let mut rest = &echo[12..];
+    for_body(conn, seq, echo.len(), |chunk| {
+        let (head, tail) = rest.split_at(chunk.len());
+        rest = tail;
+        head == chunk
+    })
+}
+
+/// Bytes of the repeating pattern message bodies are cut from.
+const PATTERN: usize = 1 << 16;
+
+/// Calls `each` with the consecutive pattern slices that make the body of
+/// message `seq` of `conn` (`size - 12` bytes), while it returns true;
+/// returns false if it ever did.
+fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> bool) -> bool {
+    static BYTES: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    // The pattern twice over, so any PATTERN bytes from a place in the
+    // first copy are one slice.
+    let pattern = BYTES.get_or_init(|| {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let once: Vec<u8> = (0..PATTERN)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (x >> 56) as u8
+            })
+            .collect();
+        once.repeat(2).into_boxed_slice()
+    });
+    let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(conn).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mut at = (mixed >> 40) as usize % PATTERN;
+    let mut left = size.saturating_sub(12);
+    while left > 0 {
+        let n = left.min(PATTERN);
+        if !each(&pattern[at..at + n]) {
+            return false;
+        }
+        left -= n;
+        at = (at + n) % PATTERN;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_message, message, PATTERN};
+
+    #[test]
+    fn a_message_checks_against_itself_and_nothing_else() {
+        for size in [12, 16, 64, PATTERN + 12, 3 * PATTERN + 100] {
+            let mut out = Vec::new();
+            message(7, 42, size, &mut out);
+            assert_eq!(out.len(), size);
+            assert!(is_message(7, 42, &out), "size {size}");
+            assert!(!is_message(7, 43, &out), "another sequence number");
+            assert!(!is_message(8, 42, &out), "another connection");
+            if size > 12 {
+                let last = out.len() - 1;
+                out[last] ^= 1;
+                assert!(!is_message(7, 42, &out), "a flipped last byte");
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        message(1, 1, 64, &mut a);
+        message(1, 2, 64, &mut b);
+        assert_ne!(a[12..], b[12..], "bodies differ from message to message");
     }
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{first_due, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT};
+use super::{
+    first_due, is_message, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+};
 
 /// How long after the window echoes still in flight are waited for.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -98,9 +100,6 @@ pub struct TcpLoad {
     settings: Settings,
     /// Intact echoes, at any time.
     completed: u64,
-    /// The message an echo should be, rebuilt for each (no allocation per
-    /// message).
-    expected: Vec<u8>,
 }
 
 /// What every connection's sending and checking follows.
@@ -202,7 +201,6 @@ impl TcpLoad {
             report,
             settings,
             completed: 0,
-            expected: Vec::with_capacity(size),
         })
     }
 
@@ -263,12 +261,7 @@ impl TcpLoad {
             }
             let closing = event.is_read_closed() || event.is_error();
             if event.is_readable() || closing {
-                self.completed += conn.receive(
-                    closing,
-                    &self.settings,
-                    &mut self.report,
-                    &mut self.expected,
-                );
+                self.completed += conn.receive(closing, &self.settings, &mut self.report);
             }
         }
         Ok(())
@@ -377,13 +370,7 @@ impl Conn {
     /// Reads stop at one that comes up short of the buffer (the socket is
     /// drained: epoll(7)), unless the peer is `closing`, when they go on to
     /// the end of the stream.
-    fn receive(
-        &mut self,
-        closing: bool,
-        settings: &Settings,
-        report: &mut Report,
-        expected: &mut Vec<u8>,
-    ) -> u64 {
+    fn receive(&mut self, closing: bool, settings: &Settings, report: &mut Report) -> u64 {
         loop {
             if self.got == self.input.len() {
                 let len = self.input.len() * 2;
@@ -430,9 +417,11 @@ impl Conn {
                 self.fail(report);
                 return k as u64;
             };
-            expected.clear();
-            message(self.id, self.next_recv, size, expected);
-            if self.input[k * size..(k + 1) * size] != expected[..] {
+            if !is_message(
+                self.id,
+                self.next_recv,
+                &self.input[k * size..(k + 1) * size],
+            ) {
                 if self.next_recv == 0 && self.input[..self.got].contains(&b'\n') {
                     // A line instead of the first echo: a refusal if the
                     // server now closes, a wrong reply if it does not.

@@ -50,6 +50,8 @@ pub(crate) enum Step {
 #[derive(Debug)]
 pub(crate) struct Input {
     buf: Buffer,
+    /// `buf` is the shard's scratch buffer, not the connection's own.
+    scratch: bool,
     drained: bool,
 }
 
@@ -83,18 +85,27 @@ impl State {
                 self.flags.clear(Flags::REOFFER);
                 if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
                     return Step::Deliver(Input {
-                        buf,
+                        buf: *buf,
+                        scratch: false,
                         drained: false,
                     });
                 }
             }
         }
-        let mut buf = self.read_buf.take().unwrap_or_else(|| env.pool.take());
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
         let max = env.limits.max_read_buffer;
+        // Nothing held: read whatever waits into the shard's scratch buffer
+        // (up to the frame limit); only leftovers are copied out to keep.
+        let (mut buf, scratch, limit) = match self.read_buf.take() {
+            Some(buf) => (*buf, false, usize::MAX),
+            None => match env.pool.take_scratch() {
+                Some(buf) => (buf, true, max),
+                None => (env.pool.take(), false, usize::MAX),
+            },
+        };
         if buf.len() >= max {
-            self.read_buf = Some(buf);
+            self.read_buf = Some(Box::new(buf));
             self.flags.set(Flags::READ_BUFFER_FULL);
             return Step::Done(ReadOutcome::Stopped);
         }
@@ -104,7 +115,7 @@ impl State {
             env.pool.note_growth(before, buf.capacity());
         }
         let spare = buf.spare_mut();
-        let asked = spare.len().min(*budget);
+        let asked = spare.len().min(*budget).min(limit);
         let mut sent = 0;
         let received = match self.flags.any(Flags::PROXY_PENDING) {
             true => t.read_raw(&mut spare[..asked]),
@@ -121,7 +132,11 @@ impl State {
                 env.stats.tcp_bytes_in.add(wire as u64);
                 *budget = budget.saturating_sub(wire.max(plain));
                 self.deadlines.io(env.now_ms);
-                let input = Input { buf, drained };
+                let input = Input {
+                    buf,
+                    scratch,
+                    drained,
+                };
                 if discarding {
                     env.stats.tcp_bytes_discarded.add(plain as u64);
                     let all = input.buf.len();
@@ -149,7 +164,7 @@ impl State {
                 Step::Again
             }
         };
-        self.keep(buf, env);
+        self.keep(buf, scratch, env);
         step
     }
 
@@ -189,7 +204,7 @@ impl State {
         // time after the handshake gave the service nothing to hold).
         let open = !input.buf.is_empty() || t.input_open();
         self.deadlines.frame(env.now_ms, consumed > 0, open);
-        self.keep(input.buf, env);
+        self.keep(input.buf, input.scratch, env);
         if input.drained && !self.flags.any(Flags::HUP_SEEN) {
             Step::Done(ReadOutcome::Drained)
         } else if budget == 0 {
@@ -214,17 +229,27 @@ impl State {
         if !input.buf.is_empty() {
             self.flags.set(Flags::REOFFER);
         }
-        self.keep(input.buf, env);
+        self.keep(input.buf, input.scratch, env);
     }
 
     /// Puts the read buffer back, or returns it to the pool if empty: an
-    /// idle connection holds no buffer memory.
-    #[inline]
-    fn keep(&mut self, buf: Buffer, env: &mut Env) {
-        if buf.is_empty() {
+    /// idle connection holds no buffer memory. What is left in the scratch
+    /// buffer moves to a pooled buffer of the connection's own.
+    #[inline(always)]
+    fn keep(&mut self, buf: Buffer, scratch: bool, env: &mut Env) {
+        if scratch {
+            if !buf.is_empty() {
+                let mut own = env.pool.take();
+                let before = own.capacity();
+                own.extend_from_slice(buf.as_slice());
+                env.pool.note_growth(before, own.capacity());
+                self.read_buf = Some(Box::new(own));
+            }
+            env.pool.give_scratch(buf);
+        } else if buf.is_empty() {
             env.pool.give(buf);
         } else {
-            self.read_buf = Some(buf);
+            self.read_buf = Some(Box::new(buf));
         }
     }
 }

@@ -95,8 +95,11 @@ impl Flags {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) peer: SocketAddr,
-    pub(crate) read_buf: Option<Buffer>,
-    pub(crate) write_buf: Option<Buffer>,
+    /// What the service left unconsumed, and output the socket did not
+    /// take: boxed, as both are held only while a connection is busy, and
+    /// a pointer each is all an idle connection pays for them.
+    pub(crate) read_buf: Option<Box<Buffer>>,
+    pub(crate) write_buf: Option<Box<Buffer>>,
     pub(crate) deadlines: Deadlines,
     /// Its count against the server's and its source's caps.
     pub(crate) admission: Option<Pass>,
@@ -137,7 +140,7 @@ impl State {
 
     /// Bytes waiting in the write buffer.
     pub(crate) fn write_buffered(&self) -> usize {
-        self.write_buf.as_ref().map_or(0, Buffer::len)
+        self.write_buf.as_ref().map_or(0, |buf| buf.len())
     }
 
     /// Output not yet on the socket: the write buffer, or TLS records.
@@ -178,11 +181,13 @@ impl State {
             // Free the memory now; the shard closes the connection next.
             self.flags.set(Flags::OUTPUT_OVERFLOW);
             if let Some(buf) = self.write_buf.take() {
-                env.pool.give(buf);
+                env.pool.give(*buf);
             }
             return;
         }
-        let buf = self.write_buf.get_or_insert_with(|| env.pool.take());
+        let buf = self
+            .write_buf
+            .get_or_insert_with(|| Box::new(env.pool.take()));
         let before = buf.capacity();
         buf.extend_from_slice(rest);
         env.pool.note_growth(before, buf.capacity());
@@ -216,10 +221,10 @@ impl State {
             self.write_buf = Some(buf);
         }
         env.count_sent(sent);
-        let release =
-            self.flags.any(Flags::FAILED) || self.write_buf.as_ref().is_some_and(Buffer::is_empty);
+        let release = self.flags.any(Flags::FAILED)
+            || self.write_buf.as_ref().is_some_and(|buf| buf.is_empty());
         if let Some(buf) = self.write_buf.take_if(|_| release) {
-            env.pool.give(buf);
+            env.pool.give(*buf);
         }
         let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < limits.low_water;
         if resume {
@@ -249,6 +254,27 @@ impl State {
                 wants_write: self.output_pending(t),
             },
         }
+    }
+
+    /// Nothing for settling to do: not connecting, no closing, failure or
+    /// limit, no output waiting or write interest to drop, and the deadline timer armed
+    /// with no deadline appeared since (what `settle` and
+    /// `Timers::arm_deadline` would conclude, in one test).
+    #[inline]
+    pub(crate) fn quiet(&self, t: &Transport) -> bool {
+        let loud = Flags(
+            Flags::FAILED.0
+                | Flags::READ_BUFFER_FULL.0
+                | Flags::OUTPUT_OVERFLOW.0
+                | Flags::PEER_EOF.0
+                | Flags::DISCARDING.0
+                | Flags::WRITE_INTEREST.0,
+        );
+        !self.flags.any(loud)
+            && !self.connecting()
+            && self.write_buf.is_none()
+            && !t.output_pending()
+            && self.deadlines.settled()
     }
 
     /// Sends our FIN once the write buffer is empty, so a draining peer sees

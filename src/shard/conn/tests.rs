@@ -207,7 +207,7 @@ impl Harness {
             self.timers.wheel.cancel(timer);
         }
         for buf in [self.state.read_buf.take(), self.state.write_buf.take()] {
-            buf.into_iter().for_each(|buf| self.pool.give(buf));
+            buf.into_iter().for_each(|buf| self.pool.give(*buf));
         }
         self.closed = Some((reason, self.now_ms));
     }
@@ -274,6 +274,26 @@ fn a_short_round_trip_costs_one_read_and_one_write() {
     assert_eq!(fake.sent, b"ping");
     assert!(!h.wants_write(), "write interest only while output waits");
     assert_eq!(h.pool.bytes_lent(), 0, "an idle connection holds no buffer");
+}
+
+#[test]
+fn one_read_takes_all_that_waits_and_only_leftovers_are_kept() {
+    let mut h = Harness::open(config(), Fake::with_room(1 << 20), Service::Lines);
+    // 100 bytes: more than a pooled buffer (16), taken by one scratch read.
+    let mut input = [b'x'; 100];
+    input[59] = b'\n';
+    h.fake().arrive(&input);
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!(h.fake().reads, 1);
+    assert_eq!(h.lines, [input[..60].to_vec()]);
+    // The 40 bytes of the open line moved to a buffer of the connection's.
+    assert_eq!(h.state.read_buf.as_ref().map(|buf| buf.len()), Some(40));
+    assert_eq!(h.pool.bytes_lent(), 40, "a 16-byte buffer grown to hold 40");
+    h.fake().arrive(b"y\n");
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!(h.lines.len(), 2);
+    assert_eq!(h.lines[1].len(), 42);
+    assert_eq!(h.pool.bytes_lent(), 0, "finished: nothing held");
 }
 
 #[test]
@@ -598,7 +618,11 @@ fn input_is_held_to_the_frame_limit() {
     let mut h = Harness::open(config, Fake::with_room(1 << 20), Service::Lines);
     h.fake().arrive(&[b'x'; 40]);
     assert_eq!(h.readable(), Some(ReadOutcome::Stopped));
-    assert_eq!(h.fake().reads, 2, "16 bytes, then 16 more after growing");
+    assert_eq!(
+        h.fake().reads,
+        1,
+        "32 bytes (the limit) into the scratch buffer"
+    );
     assert_eq!(h.closed, Some((CloseReason::ReadBufferFull, 0)));
     assert_eq!(h.pool.bytes_lent(), 0);
 }

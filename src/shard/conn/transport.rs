@@ -10,8 +10,9 @@
 //! instead of calling through a vtable, and the fake variant exists only in
 //! test builds.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use mio::event::Source;
@@ -19,6 +20,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
+use crate::net::sys;
 use crate::net::tls::{TlsFailure, TlsSession, CIPHERTEXT_READ};
 use crate::service::CloseReason;
 
@@ -100,10 +102,11 @@ impl Transport {
     /// Writes `bytes` as far as the socket takes them and returns how many
     /// it took. Over TLS they go to rustls (up to its buffer limit) and its
     /// records to the socket. Bytes put on the wire are added to `sent`.
+    #[inline(always)]
     pub(crate) fn write(&mut self, bytes: &[u8], sent: &mut usize) -> io::Result<usize> {
         match self {
             Transport::Plain(stream) => {
-                let n = write_until_full(stream, bytes)?;
+                let n = write_until_full(|b| sys::send(stream.as_fd(), b), bytes)?;
                 *sent += n;
                 Ok(n)
             }
@@ -118,7 +121,7 @@ impl Transport {
             }
             #[cfg(test)]
             Transport::Fake(fake) => {
-                let n = write_until_full(&mut **fake, bytes)?;
+                let n = write_until_full(|b| io::Write::write(&mut **fake, b), bytes)?;
                 *sent += n;
                 Ok(n)
             }
@@ -295,7 +298,7 @@ pub(crate) fn aborts(reason: CloseReason) -> bool {
 }
 
 fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
-    Ok(match stream.read(out)? {
+    Ok(match sys::recv(stream.as_fd(), out)? {
         0 => Received::Eof,
         n => Received::Bytes {
             plain: n,
@@ -326,7 +329,7 @@ fn tls_read(
         return Ok(Received::Eof);
     }
     let cap = asked.min(CIPHERTEXT_READ);
-    let wire = stream.read(&mut out[..cap])?;
+    let wire = sys::recv(stream.as_fd(), &mut out[..cap])?;
     if wire == 0 {
         return Ok(Received::Eof);
     }
@@ -350,10 +353,14 @@ fn tls_read(
 /// Writes until `bytes` are all written or the socket is full; returns how
 /// many were written. A short write means the socket buffer is full, so it
 /// stops there rather than paying a syscall to see `WouldBlock`.
-fn write_until_full(socket: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+#[inline(always)]
+fn write_until_full(
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    bytes: &[u8],
+) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() {
-        match socket.write(&bytes[written..]) {
+        match write(&bytes[written..]) {
             Ok(n) => {
                 written += n;
                 if written < bytes.len() {
