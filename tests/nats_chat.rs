@@ -505,3 +505,66 @@ fn the_broker_killed_and_restarted() {
     one.stop();
     two.stop();
 }
+
+/// `/list` from `member` until it shows `want`; returns all it got.
+fn await_list(member: &mut Member, want: &str) -> Vec<(String, String)> {
+    let until = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < until,
+            "/list never showed {want:?}: {got:?}"
+        );
+        member.say("/list");
+        got.extend(member.all_until(Instant::now() + Duration::from_millis(300)));
+        if got
+            .iter()
+            .any(|(from, content)| from == "System" && content == want)
+        {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn a_name_granted_on_both_processes_at_once_is_kept_by_one() {
+    let Some(binary) = nats_binary() else {
+        println!("skipping: nats-server not found");
+        return;
+    };
+    let port = free_port();
+    let _nats = start_nats(&binary, port);
+    let bus = format!("nats://127.0.0.1:{port}");
+    let args = ["--tcp", "127.0.0.1:0=chat", "--bus", &bus];
+    let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
+    // Both join before either bus is up (each connects at its first
+    // member, and rosters cross in heartbeats): both are granted "ann".
+    let mut members = [
+        Member::join(one.addr(0), "ann"),
+        Member::join(two.addr(0), "ann"),
+    ];
+    assert_eq!([&*members[0].name, &*members[1].name], ["ann", "ann"]);
+    // Once the buses meet, one process renames its member and tells it
+    // so, once.
+    let notice = "ann is taken on another server, so you are ann-2.";
+    let mut renamed = 0;
+    for member in &mut members {
+        let got = await_list(member, "2 in lobby: ann, ann-2");
+        let told = got.iter().filter(|(_, content)| content == notice).count();
+        assert!(told <= 1, "{got:?}");
+        if told == 1 {
+            member.name = "ann-2".into();
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 1);
+    // Messages go out under the name each now has.
+    members[0].say("hello");
+    let until = Instant::now() + DEADLINE;
+    let want = (members[0].name.clone(), "hello".to_owned());
+    while members[1].next() != Some(want.clone()) {
+        assert!(Instant::now() < until, "hello never crossed");
+    }
+    one.stop();
+    two.stop();
+}
