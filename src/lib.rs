@@ -71,14 +71,14 @@ pub mod net;
 pub mod proto;
 #[cfg(feature = "services")]
 pub mod protocol;
+#[doc(hidden)]
+pub mod rng;
 #[cfg(feature = "rudp")]
 pub mod rudp;
 mod server;
 pub mod service;
 pub mod services;
 mod shard;
-#[doc(hidden)]
-pub mod test_rng;
 pub mod timer;
 
 pub use config::ServerConfig;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
-use sockloop::test_rng::Rng;
+use sockloop::rng::Rng;
 
 /// What happens to each datagram, in each direction.
 #[derive(Debug, Clone, Copy)]
