@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use slab::Slab;
-use sockloop::test_rng::Rng;
+use sockloop::rng::Rng;
 use sockloop::timer::{TimerHandle, Wheel};
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];

@@ -73,6 +73,8 @@ pub mod net;
 pub mod proto;
 #[cfg(feature = "services")]
 pub mod protocol;
+#[doc(hidden)]
+pub mod rng;
 #[cfg(feature = "rudp")]
 pub mod rudp;
 mod server;
@@ -81,8 +83,6 @@ pub mod services;
 mod shard;
 #[cfg(all(feature = "signals", unix))]
 pub mod supervisor;
-#[doc(hidden)]
-pub mod test_rng;
 pub mod timer;
 
 pub use config::ServerConfig;

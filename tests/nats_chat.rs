@@ -1,9 +1,11 @@
 //! Two `sockloop serve` processes on one NATS bus (a real `nats-server`
-//! started on a free loopback port): chat members on each, JSON, two
-//! shards each; every member gets every other member's messages exactly
-//! once, per sender in order, none of its own.
+//! started on a free loopback port), two shards each: 10 members on each
+//! (JSON and protobuf mixed) each send 200 numbered messages; every member
+//! gets every other member's messages exactly once, per sender in order,
+//! none of its own; join notices and `/list` span both. Then, with 3 + 3
+//! JSON members, the broker is killed and restarted.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,10 +13,18 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::process::Served;
+use sockloop::client::chat::ChatClient;
+use sockloop::protocol::chat::{ChatMessage, Encoding};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const MEMBERS: usize = 3;
-const MESSAGES: usize = 100;
+const MESSAGES: usize = 20;
+/// Members per process in the mixed test ...
+const MIXED_MEMBERS: usize = 10;
+/// ... and the messages each sends.
+const MIXED_MESSAGES: usize = 200;
+/// How long a mixed member's reads wait: a quiet socket ends a drain.
+const QUIET: Duration = Duration::from_millis(300);
 
 struct NatsServer(Child);
 
@@ -137,8 +147,199 @@ impl Member {
     }
 }
 
+/// A mixed member: `(name, client)`; even `i` speak JSON, odd protobuf.
+fn join_mixed(served: &Served, side: char, i: usize) -> (String, ChatClient) {
+    let name = format!("{side}{i}");
+    let (encoding, listener) = match i % 2 {
+        0 => (Encoding::Json, 0),
+        _ => (Encoding::Protobuf, 1),
+    };
+    let (client, welcome) =
+        ChatClient::connect(served.addr(listener), encoding, &name).expect("join");
+    assert!(
+        welcome.content.starts_with(&format!("Welcome, {name}! ")),
+        "{welcome:?}"
+    );
+    client.set_read_timeout(Some(QUIET)).unwrap();
+    (name, client)
+}
+
+/// The next message, or `None` once the socket is quiet for [`QUIET`].
+fn recv_quiet(client: &mut ChatClient) -> Option<ChatMessage> {
+    match client.recv() {
+        Ok(Some(message)) => Some(message),
+        Ok(None) => panic!("the server closed"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("receive: {e}"),
+    }
+}
+
+/// Everything until the socket is quiet, as `(from, content)`.
+fn drain(client: &mut ChatClient) -> Vec<(String, String)> {
+    std::iter::from_fn(|| recv_quiet(client))
+        .map(|m| (m.from, m.content))
+        .collect()
+}
+
+/// What has arrived by now (after a pause for it to arrive).
+fn drain_now(client: &mut ChatClient) -> Vec<(String, String)> {
+    client
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let got = drain(client);
+    client.set_read_timeout(Some(QUIET)).unwrap();
+    got
+}
+
 #[test]
-fn chat_spans_two_processes_over_nats() {
+fn mixed_members_on_two_processes_hear_each_other_exactly_once() {
+    let Some(binary) = nats_binary() else {
+        println!("skipping: nats-server not found");
+        return;
+    };
+    let port = free_port();
+    let _nats = start_nats(&binary, port);
+    let bus = format!("nats://127.0.0.1:{port}");
+    let args = [
+        "--tcp",
+        "127.0.0.1:0=chat",
+        "--tcp",
+        "127.0.0.1:0=chat-proto",
+        "--shards",
+        "2",
+        "--bus",
+        &bus,
+    ];
+    let (one, two) = (Served::start(&args, 2), Served::start(&args, 2));
+    let mut members = vec![join_mixed(&one, 'a', 0), join_mixed(&two, 'b', 0)];
+
+    // The buses connect at the first member: probe until each side hears
+    // the other (probes and what came before are not counted below).
+    let until = Instant::now() + DEADLINE;
+    let mut heard = [false, false];
+    while heard != [true, true] {
+        assert!(
+            Instant::now() < until,
+            "the processes never heard each other"
+        );
+        for (side, other) in [(0, "b0"), (1, "a0")] {
+            members[side].1.send("probe").unwrap();
+            heard[side] |= drain(&mut members[side].1)
+                .iter()
+                .any(|(from, _)| from == other);
+        }
+    }
+    std::thread::sleep(QUIET);
+    for (_, client) in &mut members {
+        drain_now(client);
+    }
+
+    // The others join, alternating sides, each once the other side heard
+    // the join before: each member is told of every later join, on either
+    // process, exactly once (a0 and b0 joined before the buses were up).
+    let mut got: Vec<Vec<(String, String)>> = vec![Vec::new(), Vec::new()];
+    for i in 1..MIXED_MEMBERS {
+        for (side, served) in [('a', &one), ('b', &two)] {
+            let member = join_mixed(served, side, i);
+            let notice = ("System".to_owned(), format!("{} joined lobby", member.0));
+            // a0 hears b's joins over the bus, b0 a's.
+            let other = usize::from(side == 'a');
+            let until = Instant::now() + DEADLINE;
+            while !got[other].contains(&notice) {
+                assert!(Instant::now() < until, "{notice:?} never crossed");
+                let message = recv_quiet(&mut members[other].1);
+                got[other].extend(message.map(|m| (m.from, m.content)));
+            }
+            members.push(member);
+            got.push(Vec::new());
+        }
+    }
+    let names: Vec<String> = members.iter().map(|(name, _)| name.clone()).collect();
+    std::thread::sleep(QUIET);
+    for (k, (name, client)) in members.iter_mut().enumerate() {
+        got[k].extend(drain_now(client));
+        let mut joins: Vec<&str> = (got[k].iter())
+            .filter(|(from, _)| from == "System")
+            .filter_map(|(_, content)| content.strip_suffix(" joined lobby"))
+            .collect();
+        joins.sort();
+        let mut later = names[(k + 1).max(2)..].to_vec();
+        later.sort();
+        assert_eq!(joins, later, "{name}'s join notices");
+    }
+
+    // /list spans both processes (rosters travel in heartbeats).
+    let mut everyone = names.clone();
+    everyone.sort();
+    let listed = format!("{} in lobby: {}", everyone.len(), everyone.join(", "));
+    let until = Instant::now() + DEADLINE;
+    'listed: loop {
+        assert!(Instant::now() < until, "/list never showed both processes");
+        for k in [0, 1] {
+            let client = &mut members[k].1;
+            client.send("/list").unwrap();
+            let got = drain(client);
+            if got
+                .iter()
+                .any(|m| *m == ("System".to_owned(), listed.clone()))
+            {
+                break 'listed;
+            }
+        }
+    }
+    std::thread::sleep(QUIET);
+    for (_, client) in &mut members {
+        drain_now(client);
+    }
+
+    // Everyone sends while everyone reads.
+    let expected = (names.len() - 1) * MIXED_MESSAGES;
+    let mut senders = Vec::new();
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|(name, mut client)| {
+            senders.push((name.clone(), client.try_clone().unwrap()));
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let until = Instant::now() + 2 * DEADLINE;
+                while got.len() < expected && Instant::now() < until {
+                    got.extend(recv_quiet(&mut client).filter(|m| m.from != "System"));
+                }
+                // Anything extra (a duplicate) would arrive now.
+                while let Some(message) = recv_quiet(&mut client) {
+                    got.extend((message.from != "System").then_some(message));
+                }
+                (name, got)
+            })
+        })
+        .collect();
+    for n in 0..MIXED_MESSAGES {
+        for (name, client) in &mut senders {
+            client.send(&format!("{name} {n}")).unwrap();
+        }
+    }
+    for reader in readers {
+        let (name, got) = reader.join().unwrap();
+        for sender in names.iter().filter(|s| **s != name) {
+            let from_sender: Vec<&str> = got
+                .iter()
+                .filter(|m| m.from == *sender)
+                .map(|m| m.content.as_str())
+                .collect();
+            let expected: Vec<String> = (0..MIXED_MESSAGES)
+                .map(|n| format!("{sender} {n}"))
+                .collect();
+            assert_eq!(from_sender, expected, "{name} from {sender}");
+        }
+        assert!(got.iter().all(|m| m.from != name), "{name} got its own");
+        assert_eq!(got.len(), expected, "{name}");
+    }
+    one.stop();
+    two.stop();
+}
+
+#[test]
+fn the_broker_killed_and_restarted() {
     let Some(binary) = nats_binary() else {
         println!("skipping: nats-server not found");
         return;
@@ -300,6 +501,69 @@ fn chat_spans_two_processes_over_nats() {
         if members[0].next() == Some(("b0".into(), "after".into())) {
             break;
         }
+    }
+    one.stop();
+    two.stop();
+}
+
+/// `/list` from `member` until it shows `want`; returns all it got.
+fn await_list(member: &mut Member, want: &str) -> Vec<(String, String)> {
+    let until = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < until,
+            "/list never showed {want:?}: {got:?}"
+        );
+        member.say("/list");
+        got.extend(member.all_until(Instant::now() + Duration::from_millis(300)));
+        if got
+            .iter()
+            .any(|(from, content)| from == "System" && content == want)
+        {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn a_name_granted_on_both_processes_at_once_is_kept_by_one() {
+    let Some(binary) = nats_binary() else {
+        println!("skipping: nats-server not found");
+        return;
+    };
+    let port = free_port();
+    let _nats = start_nats(&binary, port);
+    let bus = format!("nats://127.0.0.1:{port}");
+    let args = ["--tcp", "127.0.0.1:0=chat", "--bus", &bus];
+    let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
+    // Both join before either bus is up (each connects at its first
+    // member, and rosters cross in heartbeats): both are granted "ann".
+    let mut members = [
+        Member::join(one.addr(0), "ann"),
+        Member::join(two.addr(0), "ann"),
+    ];
+    assert_eq!([&*members[0].name, &*members[1].name], ["ann", "ann"]);
+    // Once the buses meet, one process renames its member and tells it
+    // so, once.
+    let notice = "ann is taken on another server, so you are ann-2.";
+    let mut renamed = 0;
+    for member in &mut members {
+        let got = await_list(member, "2 in lobby: ann, ann-2");
+        let told = got.iter().filter(|(_, content)| content == notice).count();
+        assert!(told <= 1, "{got:?}");
+        if told == 1 {
+            member.name = "ann-2".into();
+            renamed += 1;
+        }
+    }
+    assert_eq!(renamed, 1);
+    // Messages go out under the name each now has.
+    members[0].say("hello");
+    let until = Instant::now() + DEADLINE;
+    let want = (members[0].name.clone(), "hello".to_owned());
+    while members[1].next() != Some(want.clone()) {
+        assert!(Instant::now() < until, "hello never crossed");
     }
     one.stop();
     two.stop();

@@ -24,7 +24,7 @@ use crate::protocol::nats::{
     encode_pub, encode_sub, encode_unsub, parse_server_op, pub_len, valid_filter, valid_subject,
     Connect, Limits, ParseError, ServerOp, PING, PONG,
 };
-use crate::test_rng::Rng;
+use crate::rng::Rng;
 
 /// The largest `max_payload` a server's `INFO` may raise the limit to
 /// (64 MiB, the server's own ceiling): bounds what is buffered for one

@@ -240,7 +240,7 @@ impl SendQueue {
 mod tests {
     use super::*;
     use crate::net::udp_batch::testing::*;
-    use crate::test_rng::Rng;
+    use crate::rng::Rng;
     use std::time::Duration;
 
     fn std_rx() -> std::net::UdpSocket {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::echo::EchoCore;
 use super::*;
-use crate::test_rng::Rng;
+use crate::rng::Rng;
 
 const CLIENT: &str = "10.0.0.2:5000";
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::levels::{list_for, OVERDUE, SLOTS, TOP};
 use super::lists::NIL;
 use super::*;
-use crate::test_rng::Rng;
+use crate::rng::Rng;
 
 const MS: Duration = Duration::from_millis(1);
 const L2: u64 = 64 * 64;

@@ -98,7 +98,7 @@ pub fn udp_client(addr: SocketAddr) -> UdpSocket {
 
 /// The crate's one seeded generator (xorshift64*), for test data.
 #[allow(unused_imports)] // not every test binary makes data
-pub use sockloop::test_rng::Rng;
+pub use sockloop::rng::Rng;
 
 /// Polls `condition` every 10 ms until it holds or `IO_TIMEOUT` passes.
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {

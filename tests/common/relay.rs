@@ -22,7 +22,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use sockloop::net::gso::{self, Offload, OffloadMode};
 use sockloop::net::udp_batch::SendQueue;
-use sockloop::test_rng::Rng;
+use sockloop::rng::Rng;
 
 /// What happens to each datagram, in each direction.
 #[derive(Debug, Clone, Copy)]

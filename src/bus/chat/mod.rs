@@ -33,7 +33,8 @@
 //!   the same name at the same moment both announce it; whichever sees a
 //!   claim from a *lower* origin gets [`ChatEvent::NameConflict`] for its
 //!   member once and must rename it (the chat gives it the next free
-//!   suffix, tells the member, and announces leave and join); the lowest
+//!   suffix, tells the member and its room, and calls [`ChatBus::left`]
+//!   and [`ChatBus::joined`] for the old and new names); the lowest
 //!   origin keeps the name, so exactly one process yields.
 //! - **Broker down.** Publications queue in the connection (bounded,
 //!   dropped and counted past it); local delivery never waits. The first

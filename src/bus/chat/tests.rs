@@ -342,6 +342,10 @@ fn the_lowest_origin_keeps_a_contested_name() {
     );
     assert_eq!(net.told(0), []);
     assert!(net.bus(0).is_taken("ann") && !net.bus(1).is_taken("Ann"));
+    // Each side lists the other's under the names they now have.
+    assert_eq!(net.bus(1).roster("lobby"), ["Ann-2"]);
+    assert_eq!(net.bus(0).roster("den"), ["ann"]);
+    assert!(net.bus(1).is_taken("ann-2"));
 }
 
 #[test]

@@ -174,9 +174,15 @@ impl BusLink {
                 // Notices travel as `System` messages; rosters are synced
                 // on the timer.
                 ChatEvent::Joined { .. } | ChatEvent::Left { .. } => {}
-                // Renaming a member is not wired yet: both keep the name.
+                // A lower origin holds the name: ours takes the next free
+                // suffix, announced on the bus at once.
                 ChatEvent::NameConflict { name } => {
-                    log::warn!("bus: {name:?} is also claimed by another server");
+                    if let Some((new, room)) = rooms.directory().rename(&name) {
+                        log::info!("bus: {name:?} is held on another server: renamed {new:?}");
+                        bus.left(&name);
+                        bus.joined(&new, &room);
+                        rooms.rename(shard, &name, &new, shard.wall_clock());
+                    }
                 }
             }
         }

@@ -56,23 +56,7 @@ impl Directory {
     pub(crate) fn claim(&self, wanted: Option<&str>) -> Arc<str> {
         let mut table = self.table();
         let (name, folded) = match wanted {
-            Some(wanted) => {
-                let mut name = wanted.to_owned();
-                let mut n = 1;
-                loop {
-                    let folded = fold(&name);
-                    if table.free(&name, &folded) {
-                        break (name, folded);
-                    }
-                    if n < SUFFIXES_TRIED {
-                        n += 1;
-                    } else {
-                        table.suffixes = table.suffixes.max(SUFFIXES_TRIED) + 1;
-                        n = table.suffixes;
-                    }
-                    name = format!("{wanted}-{n}");
-                }
-            }
+            Some(wanted) => table.first_free(wanted, 1),
             None => loop {
                 table.guests += 1;
                 let name = format!("guest-{}", table.guests);
@@ -84,6 +68,24 @@ impl Directory {
         };
         table.names.insert(folded);
         name.into()
+    }
+
+    /// Another process won local member `name`: it becomes the first free
+    /// of `name-2`, `name-3`, ... (as [`claim`](Self::claim) suffixes a
+    /// taken name), in the same room. Returns the new name and the room;
+    /// `None` if `name` is no longer here (it left meanwhile).
+    pub(crate) fn rename(&self, name: &str) -> Option<(Arc<str>, Arc<str>)> {
+        let mut table = self.table();
+        let room = (table.rooms.iter())
+            .find(|(_, roster)| roster.contains(name))
+            .map(|(room, _)| Arc::clone(room))?;
+        let (new, folded) = table.first_free(name, 2);
+        table.names.remove(&fold(name));
+        table.names.insert(folded);
+        let new: Arc<str> = new.into();
+        table.exit(&room, name);
+        table.enter(&new, &room);
+        Some((new, room))
     }
 
     /// Gives a name back, taking it out of `room`'s roster; returns how
@@ -169,6 +171,28 @@ impl Directory {
 impl Table {
     fn free(&self, name: &str, folded: &str) -> bool {
         !reserved(name) && !self.names.contains(folded) && !self.remote_names.contains(folded)
+    }
+
+    /// The first free of `wanted-n` (`n == 1`: `wanted` itself), then of
+    /// the next suffixes (up to `-16`, then the shared counter), with its
+    /// folded form.
+    fn first_free(&mut self, wanted: &str, mut n: u64) -> (String, String) {
+        loop {
+            let name = match n {
+                1 => wanted.to_owned(),
+                n => format!("{wanted}-{n}"),
+            };
+            let folded = fold(&name);
+            if self.free(&name, &folded) {
+                return (name, folded);
+            }
+            if n < SUFFIXES_TRIED {
+                n += 1;
+            } else {
+                self.suffixes = self.suffixes.max(SUFFIXES_TRIED) + 1;
+                n = self.suffixes;
+            }
+        }
     }
 
     /// Takes `name` out of `room`; returns how many are left in it.
@@ -269,6 +293,28 @@ mod tests {
         assert_eq!(&*dir.claim(Some("x")), "x-2");
         assert_eq!(&*dir.claim(Some("x")), "x-41");
         assert_eq!(&*dir.claim(Some("y")), "y");
+    }
+
+    #[test]
+    fn a_name_lost_to_another_process_takes_the_next_free_suffix() {
+        let dir = Directory::default();
+        let lobby: Arc<str> = "lobby".into();
+        for name in ["ann", "ann-2", "bob"] {
+            let name = dir.claim(Some(name));
+            dir.enter(&name, None, &lobby);
+        }
+        let (new, room) = dir.rename("ann").unwrap();
+        assert_eq!((&*new, &*room), ("ann-3", "lobby"));
+        let listed: Vec<String> = dir
+            .roster("lobby", 10)
+            .0
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(listed, ["ann-2", "ann-3", "bob"]);
+        // The old name is free here again; one no longer here is not renamed.
+        assert_eq!(&*dir.claim(Some("ann")), "ann");
+        assert_eq!(dir.rename("carol"), None);
     }
 
     #[test]

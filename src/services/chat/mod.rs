@@ -261,8 +261,9 @@ impl TcpService for Chat {
     }
 
     fn on_message(&mut self, shard: &mut ShardContext<'_>, _from: usize, message: &[u8]) {
+        let now = shard.wall_clock();
         match ChatMessage::decode(message) {
-            Ok(message) => self.rooms.remote(shard, message),
+            Ok(message) => self.rooms.remote(shard, message, now),
             // Only chats post here, so this is a bug, not an attack.
             Err(e) => log::error!("chat: undecodable message from another shard: {e}"),
         }

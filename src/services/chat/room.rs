@@ -353,9 +353,38 @@ impl Rooms {
         }
     }
 
+    /// Another process won local member `old`'s name, and the directory
+    /// renamed it `new` (see [`Directory::rename`]): the member, on this
+    /// shard or another, is told, and its room sees "old is now new".
+    pub(crate) fn rename(&mut self, out: &mut impl Outbox, old: &str, new: &str, now: SystemTime) {
+        if !self.renamed(out, old, new, now) {
+            self.post(out, &rename_note(old, new), None);
+        }
+    }
+
+    /// Renames member `old` if it is on this shard; false if it is not.
+    fn renamed(&mut self, out: &mut impl Outbox, old: &str, new: &str, now: SystemTime) -> bool {
+        let Some((&id, member)) =
+            (self.members.iter_mut()).find(|(_, member)| member.name.as_deref() == Some(old))
+        else {
+            return false;
+        };
+        member.name = Some(new.into());
+        let room = Arc::clone(&member.room);
+        let told = format!("{old} is taken on another server, so you are {new}.");
+        self.reply(out, id, &told, now);
+        let notice = system(format!("{old} is now {new}"), clock(now), &room);
+        self.relay(out, notice, Some(id), None);
+        true
+    }
+
     /// A message from another shard's member: deliver it to this shard's
-    /// members of its room.
-    pub(crate) fn remote(&mut self, out: &mut impl Outbox, message: ChatMessage) {
+    /// members of its room (or a [`rename_note`]: rename its member).
+    pub(crate) fn remote(&mut self, out: &mut impl Outbox, message: ChatMessage, now: SystemTime) {
+        if message.from.is_empty() {
+            self.renamed(out, &message.room, &message.content, now);
+            return;
+        }
         if let Some(tap) = &mut self.tap {
             tap.push(message.clone());
         }
@@ -752,6 +781,17 @@ pub(crate) fn refusal(encoding: Encoding, reason: &str) -> Vec<u8> {
         "",
     );
     Outgoing::new(message).bytes(encoding).to_vec()
+}
+
+/// A rename between shards: a message from nobody (no member, nor
+/// `System`, has an empty name), `room` the old name, `content` the new.
+fn rename_note(old: &str, new: &str) -> ChatMessage {
+    ChatMessage {
+        from: String::new(),
+        content: new.into(),
+        room: old.into(),
+        ..ChatMessage::default()
+    }
 }
 
 fn system(content: String, time: String, room: &str) -> ChatMessage {

@@ -148,7 +148,7 @@ impl World {
         for from in 0..2 {
             while let Some(message) = self.shards[from].1.posted.pop_front() {
                 let (rooms, out) = &mut self.shards[1 - from];
-                rooms.remote(out, message);
+                rooms.remote(out, message, now());
             }
         }
     }
@@ -1054,4 +1054,46 @@ fn a_batch_spells_out_five_names_per_kind() {
     let want = "8 joined lobby: m0, m1, m2, m3, m4 and 3 more; \
                 7 left lobby: m0, m1, m2, m3, m4 and 2 more";
     assert_eq!(got.last().unwrap().content, want);
+}
+
+#[test]
+fn a_name_lost_on_the_bus_is_renamed_on_its_shard_and_told() {
+    let (mut world, ann, bob) = ann_and_bob();
+    // Shard 0 holds the bus; another process won "bob", who is on shard 1.
+    let (rooms, out) = &mut world.shards[0];
+    let (new, room) = rooms.directory().rename("bob").unwrap();
+    assert_eq!((&*new, &*room), ("bob-2", "lobby"));
+    rooms.rename(out, "bob", &new, now());
+    world.carry();
+    let told: Vec<(String, String)> = (world.proto(1, bob).into_iter())
+        .map(|m| (m.from, m.content))
+        .collect();
+    let want = "bob is taken on another server, so you are bob-2.";
+    assert_eq!(told, [("System".to_owned(), want.to_owned())]);
+    assert_eq!(
+        contents(&world.json(0, ann)),
+        [("System", "bob is now bob-2")]
+    );
+    world.input(1, bob, &frame("hi"));
+    assert_eq!(contents(&world.json(0, ann)), [("bob-2", "hi")]);
+    world.input(0, ann, &line("/list"));
+    assert_eq!(
+        contents(&world.json(0, ann)),
+        [("System", "2 in lobby: ann, bob-2")]
+    );
+
+    // A member of the bus's own shard is renamed there.
+    let (rooms, out) = &mut world.shards[0];
+    let (new, _) = rooms.directory().rename("ann").unwrap();
+    rooms.rename(out, "ann", &new, now());
+    world.carry();
+    assert_eq!(
+        contents(&world.json(0, ann)),
+        [(
+            "System",
+            "ann is taken on another server, so you are ann-2."
+        )]
+    );
+    let got: Vec<String> = world.proto(1, bob).into_iter().map(|m| m.content).collect();
+    assert_eq!(got, ["ann is now ann-2"]);
 }

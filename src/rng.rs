@@ -1,10 +1,11 @@
-//! The one seeded generator of the tests, simulations and benches:
-//! xorshift64*, a few lines and a `u64` of state.
+//! The one seeded generator of the crate: xorshift64*, a few lines and a
+//! `u64` of state. The bus draws its reconnect jitter from it; the tests,
+//! simulations and benches their inputs, link fates and workloads, each
+//! reproducible from its seed.
 //!
 //! Not for anything that must be unpredictable (cookies and keys use
-//! `ring`): it exists so that every random test input, simulated link fate
-//! and bench workload is reproducible from its seed. Public only so the
-//! integration tests and benches can share it; not part of the API.
+//! `ring`). Public only so the integration tests and benches can share
+//! it; not part of the API.
 
 /// xorshift64* (Vigna): deterministic, fast, good enough to pick data,
 /// fates and deadlines. `#[inline]` so a bench pays what it paid for its
