@@ -19,7 +19,7 @@ pub enum JsonStep {
 }
 
 /// A container being filled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Open {
     Array(Vec<Value>),
     /// The map, and the key whose value comes next.
@@ -69,7 +69,7 @@ enum Expect {
 /// ```
 ///
 /// [`step`]: JsonSteps::step
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct JsonSteps {
     pos: usize,
     expect: Expect,
