@@ -260,7 +260,9 @@ fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
         std::thread::spawn(move || {
             let mut n = 1;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                neighbour_writer.write_all(format!("{{\"n\":{n}}}\n").as_bytes()).unwrap();
+                neighbour_writer
+                    .write_all(format!("{{\"n\":{n}}}\n").as_bytes())
+                    .unwrap();
                 let reply = neighbour_replies.next().unwrap().unwrap();
                 assert_eq!(reply, format!("{{\"n\":{n}}}"));
                 n += 1;
@@ -280,7 +282,10 @@ fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
     // connection took several calls, and the neighbour was answered in
     // between.
     let log = log.lock().unwrap();
-    let (huge_id, ..) = log.iter().find(|(_, offered, _)| *offered >= huge_len).unwrap();
+    let (huge_id, ..) = log
+        .iter()
+        .find(|(_, offered, _)| *offered >= huge_len)
+        .unwrap();
     let first = log
         .iter()
         .position(|&(id, offered, _)| id == *huge_id && offered >= huge_len)
@@ -289,7 +294,10 @@ fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
         .iter()
         .position(|&(id, _, used)| id == *huge_id && used == huge_len)
         .unwrap();
-    let steps = log[first..=last].iter().filter(|(id, ..)| id == huge_id).count();
+    let steps = log[first..=last]
+        .iter()
+        .filter(|(id, ..)| id == huge_id)
+        .count();
     let served = log[first..last]
         .iter()
         .filter(|&&(id, _, used)| id != *huge_id && used > 0)

@@ -135,7 +135,10 @@ impl<T> JsonLines<T> {
                 true => newline - 1,
                 false => newline,
             };
-            if data[start..end].iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+            if data[start..end]
+                .iter()
+                .all(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+            {
                 (start, pos) = (used, used); // a blank line: skip it
                 continue;
             }

@@ -198,7 +198,8 @@ impl JsonSteps {
             _ => return None,
         };
         let token = &line[self.pos..end];
-        let value = small_integer(token).map_or_else(|| serde_json::from_slice(token).ok(), Some)?;
+        let value =
+            small_integer(token).map_or_else(|| serde_json::from_slice(token).ok(), Some)?;
         self.pos = end;
         self.put(value)
     }

@@ -120,8 +120,8 @@ impl TcpService for JsonEcho {
                     }
                     Ok(Some((span, used))) => {
                         let line = &data[consumed..][span];
-                        let parsed = serde_json::from_slice(line)
-                            .map_err(|e| describe_json_error(line, &e));
+                        let parsed =
+                            serde_json::from_slice(line).map_err(|e| describe_json_error(line, &e));
                         match replies.answer(conn, parsed) {
                             true => consumed += used,
                             false => break data.len(),
