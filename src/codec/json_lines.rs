@@ -25,8 +25,10 @@ use super::ndjson::NdjsonError;
 /// - **Its error texts say what is wrong in JSON's terms, and at which
 ///   column** (see [`describe_json_error`]).
 ///
-/// The complete line is still parsed in one call: `serde_json` cannot
-/// resume. See the README's performance section for what that costs.
+/// [`decode`](Decoder::decode) parses the complete line in one call
+/// (`serde_json` cannot resume); [`next_line`](JsonLines::next_line) frames
+/// it only, for a caller that parses a long line a slice at a time with
+/// [`JsonSteps`](super::JsonSteps), as the json service does.
 ///
 /// ```
 /// use sockloop::codec::{Decoder, JsonLines, NdjsonError};
