@@ -307,3 +307,41 @@ fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
     drop(log);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_long_bad_line_gets_the_same_error_text_as_a_short_one() {
+    let server = json_server(512 * 1024);
+    let client = connect(server.tcp[0]);
+    let mut writer = client.try_clone().unwrap();
+    let mut replies = BufReader::new(client).lines();
+    let numbers = (0..40_000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    // Each over 64 KiB, so parsed in slices: a syntax error near the end,
+    // a lone surrogate, a number out of range, and an array, not an object.
+    let lines = [
+        format!(r#"{{"a":[{numbers},]}}"#),
+        format!(r#"{{"a":[{numbers}],"s":"\ud800"}}"#),
+        format!(r#"{{"a":[{numbers},1e999]}}"#),
+        format!("[{numbers}]"),
+    ];
+    for line in &lines {
+        assert!(line.len() > 64 * 1024);
+        let error =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line.as_bytes())
+                .unwrap_err();
+        let want = serde_json::json!({
+            "error": "invalid message",
+            "detail": sockloop::codec::describe_json_error(line.as_bytes(), &error),
+        });
+        writer.write_all(line.as_bytes()).unwrap();
+        writer.write_all(b"\n{\"after\":1}\n").unwrap();
+        let reply: serde_json::Value =
+            serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+        assert_eq!(reply, want);
+        assert_eq!(replies.next().unwrap().unwrap(), r#"{"after":1}"#);
+    }
+    drop(replies);
+    server.shutdown().unwrap();
+}
