@@ -91,9 +91,7 @@ impl<T> JsonLines<T> {
     pub const fn is_scanning(&self) -> bool {
         self.scanned > 0
     }
-}
 
-impl<T> JsonLines<T> {
     /// Frames the next non-blank line without parsing it: its span in
     /// `data` (terminator excluded) and the bytes it used, blank lines
     /// before it included. Same framing, limit and resumption as
