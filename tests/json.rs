@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use common::{connect, Running};
 use sockloop::limit::IpLimits;
+use sockloop::service::{CloseReason, ConnContext, ConnId, ShardContext, TcpService};
 use sockloop::{services::JsonEcho, Server, ServerConfig};
 
 /// Bans are off: these tests are about the replies (tests/limits.rs has
@@ -183,6 +184,164 @@ fn a_long_line_in_many_writes_comes_back_whole() {
     );
     assert_eq!(replies.next().unwrap().unwrap(), r#"{"next":2}"#);
     sender.join().unwrap();
+    drop(replies);
+    server.shutdown().unwrap();
+}
+
+/// `JsonEcho`, logging each `on_data` call: (connection, bytes offered,
+/// bytes consumed).
+struct Logged {
+    inner: JsonEcho,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(ConnId, usize, usize)>>>,
+}
+
+impl TcpService for Logged {
+    fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
+        let used = self.inner.on_data(conn, data);
+        self.log.lock().unwrap().push((conn.id(), data.len(), used));
+        used
+    }
+    fn on_timer(&mut self, conn: &mut ConnContext<'_>, key: u64) {
+        self.inner.on_timer(conn, key);
+    }
+    fn on_close(&mut self, shard: &mut ShardContext<'_>, id: ConnId, reason: CloseReason) {
+        self.inner.on_close(shard, id, reason);
+    }
+}
+
+#[test]
+fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let max_line = 8 << 20;
+    let config = ServerConfig {
+        shards: 1, // the neighbour shares the huge line's loop
+        max_read_buffer: max_line,
+        output_hard_limit: 2 * max_line, // room for the huge reply
+        ..ServerConfig::default()
+    };
+    let log = std::sync::Arc::default();
+    let shared = std::sync::Arc::clone(&log);
+    let server = Server::builder()
+        .config(config)
+        .tcp(any, move || Logged {
+            inner: JsonEcho::new(max_line),
+            log: std::sync::Arc::clone(&shared),
+        })
+        .build()
+        .unwrap();
+    let server = Running::start(server);
+
+    // About 4 MB of small values, duplicate keys and escapes included.
+    let mut line = br#"{"z":"\u00e9\"","a":[1,"#.to_vec();
+    for i in 0..600_000u32 {
+        line.extend_from_slice(format!("{i},").as_bytes());
+    }
+    line.extend_from_slice(br#"-1.5e3,{"k":null}],"z":[true]}"#);
+    let want = serde_json::to_string(
+        &serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line).unwrap(),
+    )
+    .unwrap();
+    line.push(b'\n');
+    let huge_len = line.len();
+
+    let neighbour = connect(server.tcp[0]);
+    let mut neighbour_replies = BufReader::new(neighbour.try_clone().unwrap()).lines();
+    let mut neighbour_writer = neighbour;
+    neighbour_writer.write_all(b"{\"n\":0}\n").unwrap();
+    assert_eq!(neighbour_replies.next().unwrap().unwrap(), r#"{"n":0}"#);
+
+    let huge = connect(server.tcp[0]);
+    let mut writer = huge.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&line).unwrap());
+    // The neighbour keeps asking until the huge reply is in.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut n = 1;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                neighbour_writer
+                    .write_all(format!("{{\"n\":{n}}}\n").as_bytes())
+                    .unwrap();
+                let reply = neighbour_replies.next().unwrap().unwrap();
+                assert_eq!(reply, format!("{{\"n\":{n}}}"));
+                n += 1;
+            }
+        })
+    };
+    let mut reply = String::new();
+    BufReader::new(huge).read_line(&mut reply).unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    pinger.join().unwrap();
+    assert!(reply.ends_with('\n'));
+    assert!(reply.trim_end() == want, "a reply of {} bytes", reply.len());
+
+    // In the server's own order: from the call that first held the whole
+    // line (and consumed none of it) to the one that consumed it, the huge
+    // connection took several calls, and the neighbour was answered in
+    // between.
+    let log = log.lock().unwrap();
+    let (huge_id, ..) = log
+        .iter()
+        .find(|(_, offered, _)| *offered >= huge_len)
+        .unwrap();
+    let first = log
+        .iter()
+        .position(|&(id, offered, _)| id == *huge_id && offered >= huge_len)
+        .unwrap();
+    let last = log
+        .iter()
+        .position(|&(id, _, used)| id == *huge_id && used == huge_len)
+        .unwrap();
+    let steps = log[first..=last]
+        .iter()
+        .filter(|(id, ..)| id == huge_id)
+        .count();
+    let served = log[first..last]
+        .iter()
+        .filter(|&&(id, _, used)| id != *huge_id && used > 0)
+        .count();
+    assert!(steps >= huge_len / (256 * 1024), "{steps} calls"); // a 256 KiB slice each
+    assert!(served > 0, "the neighbour waited for the whole parse");
+    drop(log);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_long_bad_line_gets_the_same_error_text_as_a_short_one() {
+    let server = json_server(512 * 1024);
+    let client = connect(server.tcp[0]);
+    let mut writer = client.try_clone().unwrap();
+    let mut replies = BufReader::new(client).lines();
+    let numbers = (0..40_000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    // Each over 64 KiB, so parsed in slices: a syntax error near the end,
+    // a lone surrogate, a number out of range, and an array, not an object.
+    let lines = [
+        format!(r#"{{"a":[{numbers},]}}"#),
+        format!(r#"{{"a":[{numbers}],"s":"\ud800"}}"#),
+        format!(r#"{{"a":[{numbers},1e999]}}"#),
+        format!("[{numbers}]"),
+    ];
+    for line in &lines {
+        assert!(line.len() > 64 * 1024);
+        let error =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line.as_bytes())
+                .unwrap_err();
+        let want = serde_json::json!({
+            "error": "invalid message",
+            "detail": sockloop::codec::describe_json_error(line.as_bytes(), &error),
+        });
+        writer.write_all(line.as_bytes()).unwrap();
+        writer.write_all(b"\n{\"after\":1}\n").unwrap();
+        let reply: serde_json::Value =
+            serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+        assert_eq!(reply, want);
+        assert_eq!(replies.next().unwrap().unwrap(), r#"{"after":1}"#);
+    }
     drop(replies);
     server.shutdown().unwrap();
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use serde::de::DeserializeOwned;
 
@@ -24,8 +25,10 @@ use super::ndjson::NdjsonError;
 /// - **Its error texts say what is wrong in JSON's terms, and at which
 ///   column** (see [`describe_json_error`]).
 ///
-/// The complete line is still parsed in one call: `serde_json` cannot
-/// resume. See the README's performance section for what that costs.
+/// [`decode`](Decoder::decode) parses the complete line in one call
+/// (`serde_json` cannot resume); [`next_line`](JsonLines::next_line) frames
+/// it only, for a caller that parses a long line a slice at a time with
+/// [`JsonSteps`](super::JsonSteps), as the json service does.
 ///
 /// ```
 /// use sockloop::codec::{Decoder, JsonLines, NdjsonError};
@@ -88,13 +91,23 @@ impl<T> JsonLines<T> {
     pub const fn is_scanning(&self) -> bool {
         self.scanned > 0
     }
-}
 
-impl<T: DeserializeOwned> Decoder for JsonLines<T> {
-    type Frame<'a> = T;
-    type Error = NdjsonError;
-
-    fn decode(&mut self, data: &[u8]) -> Result<Option<(T, usize)>, NdjsonError> {
+    /// Frames the next non-blank line without parsing it: its span in
+    /// `data` (terminator excluded) and the bytes it used, blank lines
+    /// before it included. Same framing, limit and resumption as
+    /// [`decode`](Decoder::decode), for a caller that parses the line its
+    /// own way (a long one a slice at a time, see [`JsonSteps`]).
+    ///
+    /// ```
+    /// use sockloop::codec::JsonLines;
+    ///
+    /// let mut lines = JsonLines::<serde_json::Value>::new(64);
+    /// assert_eq!(lines.next_line(b"\n[1]\r\n[2"), Ok(Some((1..4, 6))));
+    /// assert_eq!(lines.next_line(b"[2"), Ok(None));
+    /// ```
+    ///
+    /// [`JsonSteps`]: super::JsonSteps
+    pub fn next_line(&mut self, data: &[u8]) -> Result<Option<(Range<usize>, usize)>, NdjsonError> {
         // Resume where the last call stopped, unless the input shrank (then
         // it is not the same input: start over).
         let (mut start, mut pos) = match self.scanned <= data.len() {
@@ -118,19 +131,37 @@ impl<T: DeserializeOwned> Decoder for JsonLines<T> {
                 return Ok(None);
             };
             let used = newline + 1;
-            let line = &data[start..newline];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+            let end = match data[start..newline].ends_with(b"\r") {
+                true => newline - 1,
+                false => newline,
+            };
+            if data[start..end]
+                .iter()
+                .all(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+            {
                 (start, pos) = (used, used); // a blank line: skip it
                 continue;
             }
-            return match serde_json::from_slice(line) {
-                Ok(message) => Ok(Some((message, used))),
-                Err(e) => Err(NdjsonError::Invalid {
-                    used,
-                    reason: describe_json_error(line, &e),
-                }),
-            };
+            return Ok(Some((start..end, used)));
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Decoder for JsonLines<T> {
+    type Frame<'a> = T;
+    type Error = NdjsonError;
+
+    fn decode(&mut self, data: &[u8]) -> Result<Option<(T, usize)>, NdjsonError> {
+        let Some((span, used)) = self.next_line(data)? else {
+            return Ok(None);
+        };
+        let line = &data[span];
+        match serde_json::from_slice(line) {
+            Ok(message) => Ok(Some((message, used))),
+            Err(e) => Err(NdjsonError::Invalid {
+                used,
+                reason: describe_json_error(line, &e),
+            }),
         }
     }
 }

@@ -56,6 +56,8 @@ mod json_error;
 #[cfg(feature = "services")]
 mod json_lines;
 #[cfg(feature = "services")]
+mod json_steps;
+#[cfg(feature = "services")]
 mod length;
 mod line;
 #[cfg(feature = "services")]
@@ -70,6 +72,8 @@ pub use decoder::{drive, BadFrame, Decoder, Flow};
 pub use json_error::{describe_json_error, MAX_DEPTH as MAX_JSON_DEPTH};
 #[cfg(feature = "services")]
 pub use json_lines::JsonLines;
+#[cfg(feature = "services")]
+pub use json_steps::{JsonStep, JsonSteps};
 #[cfg(feature = "services")]
 pub use length::{FrameError, LengthDelimited, MAX_VARINT_LEN};
 pub use line::{LineCodec, LineError};

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::{LengthDelimited, LineCodec, NdjsonCodec};
+use super::{JsonStep, JsonSteps, LengthDelimited, LineCodec, NdjsonCodec};
 use crate::protocol::chat::{ChatLine, ChatMessage};
 
 /// Feeds `wire` in chunks of the given sizes the way the core does: keep
@@ -155,5 +155,86 @@ proptest! {
         // Untyped JSON and a hostile length prefix on arbitrary bodies.
         let _ = NdjsonCodec::<serde_json::Value>::new(256).decode(&data);
         let _ = LengthDelimited::new(usize::MAX).decode::<ChatMessage>(&data);
+    }
+}
+
+/// Any JSON value, numbers of every kind and strings needing escapes
+/// included.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (0u64..1000).prop_map(Value::from),
+        any::<f64>().prop_map(Value::from), // NaN and infinities become null
+        "(.|[\"\\\\\u{0}-\u{1f}\u{7f}])*{0,6}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+            prop::collection::vec(("[a-c\"\\\\é]{0,3}", inner), 0..8)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+        ]
+    })
+}
+
+/// `line` through [`JsonSteps`] in slices of `budget` bytes.
+fn step_through(line: &[u8], budget: usize) -> Option<serde_json::Value> {
+    let mut steps = JsonSteps::new();
+    loop {
+        match steps.step(line, budget) {
+            JsonStep::Pending => {}
+            JsonStep::Done(value) => return Some(value),
+            JsonStep::Failed => return None,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn json_steps_build_what_serde_json_builds(
+        value in json_value(),
+        pretty in any::<bool>(),
+        // Duplicate keys: serde_json keeps the last.
+        duplicate in any::<bool>(),
+    ) {
+        let mut line = match pretty {
+            true => serde_json::to_vec_pretty(&value).unwrap(),
+            false => serde_json::to_vec(&value).unwrap(),
+        };
+        if duplicate && line.first() == Some(&b'{') && line.len() > 2 {
+            line.splice(1..1, b"\"a\":[1],\"b\":2,".iter().copied());
+        }
+        let reference = serde_json::from_slice::<serde_json::Value>(&line).unwrap();
+        for budget in [1, 7, 64, usize::MAX] {
+            prop_assert_eq!(step_through(&line, budget), Some(reference.clone()));
+        }
+    }
+
+    #[test]
+    fn json_steps_fail_exactly_when_serde_json_does(
+        value in json_value(),
+        cut in any::<prop::sample::Index>(),
+        edits in prop::collection::vec(
+            (any::<prop::sample::Index>(), prop::sample::select(
+                b"{}[]:,\"\\ -+.eE0123456789tfnulx\t\r\xff\x00".to_vec())),
+            0..3,
+        ),
+        truncate in any::<bool>(),
+    ) {
+        let mut line = serde_json::to_vec(&value).unwrap();
+        for (at, byte) in edits {
+            let at = at.index(line.len());
+            line[at] = byte;
+        }
+        if truncate {
+            line.truncate(cut.index(line.len() + 1));
+        }
+        let reference = serde_json::from_slice::<serde_json::Value>(&line).ok();
+        for budget in [1, 7, 64] {
+            prop_assert_eq!(step_through(&line, budget), reference.clone());
+        }
     }
 }
