@@ -36,6 +36,16 @@ pub(crate) struct ServeArgs {
     key: Option<std::path::PathBuf>,
     #[arg(long = "udp", value_name = "ADDR[=SERVICE]", help = listen_help(Transport::Udp, false), long_help = listen_help(Transport::Udp, true))]
     udp: Vec<Listen>,
+    /// Print every shard's loop turn: one line per event and action
+    /// (readiness, reads and writes with their syscall, buffers, timers,
+    /// backpressure, closes, UDP batches), to stderr under the log target
+    /// `sockloop::trace`.
+    #[arg(long)]
+    trace: bool,
+    /// Trace lines per second per shard; beyond it lines are held back and
+    /// one line counts them when the second ends.
+    #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
+    trace_rate: u32,
     /// Event loops, one thread each (default: the number of available cores).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -269,6 +279,7 @@ pub(crate) fn serve(mut args: ServeArgs) -> Result<(), Error> {
         config.shards = shards;
     }
     config.pin_shards = args.pin;
+    config.trace = args.trace.then_some(args.trace_rate);
     config.socket.reuse_port = !args.no_reuseport;
     config.socket.backlog = args.backlog;
     config.socket.nodelay = !args.no_nodelay;

@@ -16,6 +16,7 @@ impl Shard {
             .wheel
             .expire(self.res.timers.now(), &mut fired);
         for (_, target) in fired.drain(..) {
+            self.res.trace.timer_fired(&target);
             match target {
                 TimerTarget::Deadline(token) => {
                     let Some(key) = live(&self.conns, token) else {

@@ -19,6 +19,7 @@ pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod outbound;
 pub(crate) mod token;
+pub(crate) mod trace;
 pub(crate) mod udp;
 
 use std::io;
@@ -122,6 +123,8 @@ pub(crate) struct Resources {
     pub(crate) generations: Generations,
     /// Options for every stream, accepted or outbound.
     pub(crate) socket: crate::net::socket::SocketOptions,
+    /// `serve --trace`: off, one branch per hook.
+    pub(crate) trace: trace::Tracer,
 }
 
 impl Resources {
@@ -132,6 +135,7 @@ impl Resources {
             stats: &self.stats,
             limits: &self.limits,
             now_ms: self.timers.now_ms(),
+            trace: &self.trace,
         }
     }
 }
@@ -236,6 +240,7 @@ impl Shard {
                 Interest::READABLE | Interest::WRITABLE,
             )?;
         }
+        let shard_id = postbox.shard;
         let res = Resources {
             pool: BufferPool::new(config.buffer_size, config.pool_max_free),
             stats: Arc::clone(&postbox.stats),
@@ -252,6 +257,7 @@ impl Shard {
             registry: poll.registry().try_clone()?,
             generations: Generations::new(),
             socket: config.socket.clone(),
+            trace: trace::Tracer::new(shard_id, config.trace),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -293,6 +299,7 @@ impl Shard {
                 return Err(e);
             }
             self.res.timers.set_now(Instant::now());
+            self.res.trace.turn(self.res.timers.now(), &events);
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -313,13 +320,14 @@ impl Shard {
     }
 
     fn dispatch(&mut self, event: &Event) {
+        self.res.trace.ready(event);
         match Slot::of(event.token()) {
             Slot::Waker => self.read_mailbox(),
             Slot::TcpListener(i) => self.accept_ready(i),
             Slot::Udp(i) => {
                 if event.is_writable() {
                     if let Some(endpoint) = self.udp.get_mut(i) {
-                        endpoint.flush(&self.res.stats);
+                        endpoint.flush(&self.res);
                     }
                 }
                 if event.is_readable() {
@@ -476,7 +484,8 @@ impl Shard {
             }
         }
         let (timers, limits) = (&mut self.res.timers, &self.res.limits);
-        timers.arm_deadline(&mut conn.state.deadlines, limits, token);
+        let trace = &self.res.trace;
+        timers.arm_deadline(&mut conn.state.deadlines, limits, token, trace);
     }
 
     /// Puts the connections services resumed on the revisit list: the

@@ -7,7 +7,6 @@ use mio::net::UdpSocket;
 
 use crate::config::ServerConfig;
 use crate::limit::{Source, SourceRates};
-use crate::metrics::ShardStats;
 use crate::net::udp_batch::{RecvBatch, SendQueue};
 use crate::service::{DatagramContext, UdpService};
 use crate::shard::Resources;
@@ -60,6 +59,7 @@ impl ServedUdpSocket {
                 }
             };
             res.stats.udp_in.add(received as u64);
+            res.trace.udp_batch("recvmmsg", received);
             let now = res.timers.now();
             // Counted once per batch: a locked add per datagram is what the
             // per-datagram path can least afford.
@@ -93,7 +93,7 @@ impl ServedUdpSocket {
             }
             let mut out = DatagramContext::new(&mut self.queue, res, index, None);
             self.service.on_batch_end(&mut out);
-            self.flush(&res.stats);
+            self.flush(res);
             if received < config.udp_batch {
                 return false; // a short batch means the socket is drained
             }
@@ -105,7 +105,7 @@ impl ServedUdpSocket {
     pub(crate) fn on_timer(&mut self, index: usize, key: u64, res: &mut Resources) {
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_timer(&mut out, key);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// The server is shutting down: the service says goodbye, then what it
@@ -113,7 +113,7 @@ impl ServedUdpSocket {
     pub(crate) fn shut_down(&mut self, index: usize, res: &mut Resources) {
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_shutdown(&mut out);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// Hands a message from another shard to the service.
@@ -126,15 +126,16 @@ impl ServedUdpSocket {
     ) {
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_message(&mut out, from, msg);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// Sends queued replies until the queue is empty or the socket is full.
-    pub(crate) fn flush(&mut self, stats: &ShardStats) {
+    pub(crate) fn flush(&mut self, res: &Resources) {
         if self.queue.is_empty() {
             return;
         }
-        let outcome = self.queue.flush(&self.socket);
+        let (outcome, stats) = (self.queue.flush(&self.socket), &res.stats);
+        res.trace.udp_batch("sendmmsg", outcome.sent);
         stats.udp_out.add(outcome.sent as u64);
         stats.udp_send_errors.add(outcome.dropped_errors as u64);
     }

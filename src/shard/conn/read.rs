@@ -75,6 +75,8 @@ impl State {
             if self.write_buffered() >= env.limits.high_water {
                 self.flags.set(Flags::READ_PAUSED);
                 env.stats.backpressure_pauses.incr();
+                env.trace
+                    .backpressure(self.peer, true, self.write_buffered());
                 return Step::Done(ReadOutcome::Stopped);
             }
             // Resumed by the service: what it left unconsumed when it
@@ -89,6 +91,8 @@ impl State {
                 }
             }
         }
+        env.trace
+            .lent_if(self.read_buf.is_none(), self.peer, "read");
         let mut buf = self.read_buf.take().unwrap_or_else(|| env.pool.take());
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
@@ -114,6 +118,7 @@ impl State {
                 wire,
                 drained,
             }) => {
+                env.trace.read(self.peer, wire);
                 buf.commit(plain);
                 env.stats.tcp_bytes_in.add(wire as u64);
                 *budget = budget.saturating_sub(wire.max(plain));
@@ -131,6 +136,7 @@ impl State {
                 return Step::Deliver(input);
             }
             Ok(Received::Eof) => {
+                env.trace.read(self.peer, 0);
                 self.flags.set(Flags::PEER_EOF);
                 Step::Again
             }
@@ -201,6 +207,7 @@ impl State {
     #[inline]
     fn keep(&mut self, buf: Buffer, env: &mut Env) {
         if buf.is_empty() {
+            env.trace.returned(self.peer, "read");
             env.pool.give(buf);
         } else {
             self.read_buf = Some(buf);
