@@ -88,9 +88,9 @@ fn a_tcp_exchange_is_traced_event_by_event() {
         ],
         "{ours:#?}"
     );
-    assert!(ours[4].ends_with("6B (recv)"), "{}", ours[4]);
-    assert!(ours[5].ends_with("6B (send), 0B buffered"), "{}", ours[5]);
-    assert!(ours[9].ends_with("eof (recv)"), "{}", ours[9]);
+    assert!(ours[4].ends_with("6B (recvfrom)"), "{}", ours[4]);
+    assert!(ours[5].ends_with("6B (sendto), 0B buffered"), "{}", ours[5]);
+    assert!(ours[9].ends_with("eof (recvfrom)"), "{}", ours[9]);
     assert!(ours[11].ends_with("PeerClosed"), "{}", ours[11]);
     assert!(lines.iter().any(|line| line.starts_with("turn ")));
 }

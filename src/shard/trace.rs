@@ -23,6 +23,7 @@ use mio::event::Event;
 use mio::Token;
 
 use super::deadline::TimerTarget;
+use super::token::Slot;
 use crate::service::CloseReason;
 
 /// The `log` target trace lines are written under.
@@ -120,8 +121,8 @@ impl Tracer {
     pub(crate) fn ready(&self, event: &Event) {
         if self.enabled() {
             self.line(format_args!(
-                "ready #{} {}",
-                event.token().0,
+                "ready {} {}",
+                Named(event.token()),
                 Readiness(event)
             ));
         }
@@ -131,7 +132,7 @@ impl Tracer {
     #[inline]
     pub(crate) fn accept(&self, token: Token, peer: SocketAddr) {
         if self.enabled() {
-            self.line(format_args!("accept #{} from {peer}", token.0));
+            self.line(format_args!("accept {} from {peer}", Named(token)));
         }
     }
 
@@ -140,8 +141,8 @@ impl Tracer {
     pub(crate) fn read(&self, peer: SocketAddr, n: usize) {
         if self.enabled() {
             match n {
-                0 => self.line(format_args!("read {peer} eof (recv)")),
-                n => self.line(format_args!("read {peer} {n}B (recv)")),
+                0 => self.line(format_args!("read {peer} eof (recvfrom)")),
+                n => self.line(format_args!("read {peer} {n}B (recvfrom)")),
             }
         }
     }
@@ -152,7 +153,7 @@ impl Tracer {
     pub(crate) fn write(&self, peer: SocketAddr, n: usize, buffered: usize) {
         if self.enabled() {
             self.line(format_args!(
-                "write {peer} {n}B (send), {buffered}B buffered"
+                "write {peer} {n}B (sendto), {buffered}B buffered"
             ));
         }
     }
@@ -190,7 +191,11 @@ impl Tracer {
     #[inline]
     pub(crate) fn timer_armed(&self, token: Token, after: Duration) {
         if self.enabled() {
-            self.line(format_args!("timer armed #{} in {after:?}", token.0));
+            self.line(format_args!(
+                "timer armed {} in {}ms",
+                Named(token),
+                after.as_millis()
+            ));
         }
     }
 
@@ -198,7 +203,7 @@ impl Tracer {
     #[inline]
     pub(crate) fn timer_cancelled(&self, token: Token) {
         if self.enabled() {
-            self.line(format_args!("timer cancelled #{}", token.0));
+            self.line(format_args!("timer cancelled {}", Named(token)));
         }
     }
 
@@ -206,7 +211,12 @@ impl Tracer {
     #[inline]
     pub(crate) fn timer_fired(&self, target: &TimerTarget) {
         if self.enabled() {
-            self.line(format_args!("timer fired {target:?}"));
+            match target {
+                TimerTarget::Deadline(token) => {
+                    self.line(format_args!("timer fired {} deadline", Named(*token)))
+                }
+                other => self.line(format_args!("timer fired {other:?}")),
+            }
         }
     }
 
@@ -214,7 +224,7 @@ impl Tracer {
     #[inline]
     pub(crate) fn close(&self, token: Token, peer: SocketAddr, reason: CloseReason) {
         if self.enabled() {
-            self.line(format_args!("close #{} {peer} {reason:?}", token.0));
+            self.line(format_args!("close {} {peer} {reason:?}", Named(token)));
         }
     }
 
@@ -253,6 +263,22 @@ impl Tracer {
             log::info!(target: TRACE_TARGET, "shard {} {what}", self.shard);
         }
         self.limit.set(limit);
+    }
+}
+
+/// A token as what it names: `#KEY.GEN` for a connection, `listener:I`,
+/// `udp:I`, `waker`.
+struct Named(Token);
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Slot::of(self.0) {
+            Slot::Conn { key, gen } => write!(f, "#{key}.{gen}"),
+            Slot::TcpListener(i) => write!(f, "listener:{i}"),
+            Slot::Udp(i) => write!(f, "udp:{i}"),
+            Slot::Waker => f.write_str("waker"),
+            Slot::Unknown => write!(f, "token:{}", self.0 .0),
+        }
     }
 }
 
