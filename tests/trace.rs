@@ -156,3 +156,35 @@ fn the_rate_limit_holds_and_counts_what_it_held_back() {
     // Ten exchanges are well over 5 lines: the first window held some back.
     assert!(held_lines >= 1, "{lines:#?}");
 }
+
+#[test]
+fn the_rudp_client_traces_its_datagrams() {
+    let served = Served::start(&["--udp", "127.0.0.1:0=rudp", "--shards", "1"], 1);
+    let client = common::process::Spawned::sockloop(
+        &["rudp", served.addr(0), "--count", "3", "--trace"],
+        std::process::Stdio::null(),
+    );
+    let output = client.finish();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| {
+            line.split_once("sockloop::trace] rudp client ")
+                .map(|(_, l)| l)
+        })
+        .collect();
+    // The hello goes out and the server's answer comes in before the
+    // handshake ends.
+    assert_eq!(kind(lines[0]), "write", "{lines:#?}");
+    assert!(
+        lines.iter().position(|l| l.starts_with("connected to ")) > Some(0),
+        "{first}"
+    );
+    let writes = lines.iter().filter(|l| l.starts_with("write ")).count();
+    let reads = lines.iter().filter(|l| l.starts_with("read ")).count();
+    // Three messages out and three echoes back at least, besides the
+    // handshake and acknowledgements.
+    assert!(writes >= 4 && reads >= 4, "{lines:#?}");
+    served.stop();
+}

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::rudp::{Config, Connection, ConnectionStats, Event, RttEstimator, SendError, Seq};
+use crate::TraceLines;
 
 /// Messages received but not yet taken with `recv` (while `send` waits
 /// for window room) beyond which the client stops taking more.
@@ -44,12 +45,26 @@ pub struct Client {
     datagram: Box<[u8]>,
     /// Messages received while waiting for something else, with when.
     ready: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    /// `sockloop rudp --trace`.
+    trace: TraceLines,
 }
 
 impl Client {
     /// Binds an ephemeral port, runs the handshake, and returns once the
     /// server accepted (or fails after `timeout`).
     pub fn connect(server: SocketAddr, config: Config, timeout: Duration) -> io::Result<Client> {
+        Client::connect_traced(server, config, timeout, TraceLines::off())
+    }
+
+    /// As [`connect`](Self::connect), writing a line per datagram sent and
+    /// received, timer fired (with the retransmissions so far), and the
+    /// handshake's end, through `trace`.
+    pub fn connect_traced(
+        server: SocketAddr,
+        config: Config,
+        timeout: Duration,
+        trace: TraceLines,
+    ) -> io::Result<Client> {
         let local: SocketAddr = match server {
             SocketAddr::V4(_) => "0.0.0.0:0".parse(),
             SocketAddr::V6(_) => "[::]:0".parse(),
@@ -67,11 +82,18 @@ impl Client {
             buf: Vec::with_capacity(config.max_payload + 64),
             datagram: vec![0; 65_536].into_boxed_slice(),
             ready: Default::default(),
+            trace,
         };
         let deadline = Instant::now() + timeout;
         loop {
             match client.next_event(deadline)? {
-                Some(Event::Connected) => return Ok(client),
+                Some(Event::Connected) => {
+                    let now = Instant::now();
+                    client
+                        .trace
+                        .line(now, format_args!("connected to {server}"));
+                    return Ok(client);
+                }
                 Some(Event::Closed(cause)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionRefused,
@@ -172,6 +194,9 @@ impl Client {
             let now = Instant::now();
             if self.conn.poll_timeout().is_some_and(|at| at <= now) {
                 self.conn.handle_timeout(now);
+                let retransmissions = self.conn.stats().retransmissions;
+                let what = format_args!("timer fired, {retransmissions} retransmissions so far");
+                self.trace.line(now, what);
             }
         }
     }
@@ -183,6 +208,9 @@ impl Client {
         loop {
             match self.socket.recv(&mut self.datagram) {
                 Ok(n) => {
+                    let now = Instant::now();
+                    self.trace
+                        .line(now, format_args!("read {n}B datagram (recvfrom)"));
                     // A bad datagram is dropped, as the protocol says.
                     let _ = self
                         .conn
@@ -216,7 +244,9 @@ impl Client {
     fn flush(&mut self) -> io::Result<()> {
         while self.conn.poll_transmit(Instant::now(), &mut self.buf) {
             match self.socket.send(&self.buf) {
-                Ok(_) => {}
+                Ok(n) => self
+                    .trace
+                    .line(Instant::now(), format_args!("write {n}B datagram (sendto)")),
                 // Lost like any datagram; the protocol resends.
                 Err(e)
                     if matches!(

@@ -249,20 +249,70 @@ impl Tracer {
         ));
     }
 
-    /// Writes one line if the limiter lets it through, after the count of
-    /// lines the last window held back.
     #[cold]
     #[inline(never)]
     fn line(&self, what: fmt::Arguments<'_>) {
         let now = self.now.get().unwrap_or_else(Instant::now);
         let mut limit = self.limit.get();
-        if let Some(held) = limit.roll(now) {
-            log::info!(target: TRACE_TARGET, "shard {} held back {held} lines", self.shard);
-        }
-        if limit.admit() {
-            log::info!(target: TRACE_TARGET, "shard {} {what}", self.shard);
-        }
+        emit(&mut limit, now, format_args!("shard {}", self.shard), what);
         self.limit.set(limit);
+    }
+}
+
+/// Writes one line if `limit` lets it through, after the count of lines
+/// the last window held back; `who` starts each line.
+fn emit(limit: &mut TraceLimit, now: Instant, who: fmt::Arguments<'_>, what: fmt::Arguments<'_>) {
+    if let Some(held) = limit.roll(now) {
+        log::info!(target: TRACE_TARGET, "{who} held back {held} lines");
+    }
+    if limit.admit() {
+        log::info!(target: TRACE_TARGET, "{who} {what}");
+    }
+}
+
+/// The same rate-limited lines for a loop that is not a shard's (the
+/// clients' own loops: `sockloop rudp --trace`); off, one branch.
+#[derive(Debug, Clone)]
+pub struct TraceLines {
+    /// Starts each line (`rudp client`).
+    who: &'static str,
+    limit: Option<TraceLimit>,
+}
+
+impl TraceLines {
+    /// `rate`: `None` is off, otherwise the lines per second allowed.
+    pub fn new(who: &'static str, rate: Option<u32>) -> Self {
+        TraceLines {
+            who,
+            limit: rate.map(TraceLimit::new),
+        }
+    }
+
+    /// No lines are written.
+    pub fn off() -> Self {
+        TraceLines::new("", None)
+    }
+
+    /// Whether lines are written at all.
+    #[inline(always)]
+    pub fn enabled(&self) -> bool {
+        self.limit.is_some()
+    }
+
+    /// Writes `what` at `now` if on and within the rate.
+    #[inline]
+    pub fn line(&mut self, now: Instant, what: fmt::Arguments<'_>) {
+        if self.enabled() {
+            self.line_cold(now, what);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn line_cold(&mut self, now: Instant, what: fmt::Arguments<'_>) {
+        if let Some(limit) = self.limit.as_mut() {
+            emit(limit, now, format_args!("{}", self.who), what);
+        }
     }
 }
 
