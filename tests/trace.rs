@@ -177,14 +177,44 @@ fn the_rudp_client_traces_its_datagrams() {
     // The hello goes out and the server's answer comes in before the
     // handshake ends.
     assert_eq!(kind(lines[0]), "write", "{lines:#?}");
-    assert!(
-        lines.iter().position(|l| l.starts_with("connected to ")) > Some(0),
-        "{first}"
-    );
+    let connected = lines.iter().position(|l| l.starts_with("connected to "));
+    assert!(connected.is_some_and(|at| at > 0), "{lines:#?}");
     let writes = lines.iter().filter(|l| l.starts_with("write ")).count();
     let reads = lines.iter().filter(|l| l.starts_with("read ")).count();
     // Three messages out and three echoes back at least, besides the
     // handshake and acknowledgements.
     assert!(writes >= 4 && reads >= 4, "{lines:#?}");
+    served.stop();
+}
+
+#[test]
+fn the_chat_client_traces_its_connect_reads_and_writes() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0=chat", "--shards", "1"], 1);
+    let mut client = common::process::Spawned::sockloop(
+        &["chat", served.addr(0), "--name", "ann", "--trace"],
+        std::process::Stdio::piped(),
+    );
+    client.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let output = client.finish();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| {
+            line.split_once("sockloop::trace] chat client ")
+                .map(|(_, l)| l)
+        })
+        .collect();
+    let kinds: Vec<String> = lines.iter().map(|line| kind(line)).collect();
+    // The prompt, the name ("ann\n"), the welcome; then the message
+    // (with its time) and, after stdin's end, the server's EOF.
+    assert_eq!(
+        kinds,
+        ["connect", "read", "write", "read", "message", "write", "read"],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[2], "write 4B (sendto)");
+    assert!(lines[4].ends_with("from \"System\""), "{lines:#?}");
+    assert_eq!(lines[6], "read 0B (recvfrom)");
     served.stop();
 }
