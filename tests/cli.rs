@@ -147,6 +147,11 @@ fn serve_help_shows_the_librarys_defaults() {
     // Each flag: what the library says, and what the README's table says.
     let expected = [
         (
+            "--trace-rate",
+            sockloop::DEFAULT_TRACE_RATE.to_string(),
+            "200",
+        ),
+        (
             "--backlog",
             SocketOptions::default().backlog.to_string(),
             "1024",

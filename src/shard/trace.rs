@@ -103,6 +103,7 @@ impl Tracer {
         }
     }
 
+    /// The one test every hook makes.
     #[inline(always)]
     pub(crate) fn enabled(&self) -> bool {
         self.on
