@@ -131,6 +131,10 @@ pub struct ServerConfig {
     /// `Loop::try_post` leaves it to its service (the chat keeps it and
     /// pauses the sender).
     pub mailbox_capacity: usize,
+    /// Trace each loop turn's events and actions at this many lines per
+    /// second per shard (`None`, the default: off). See
+    /// [`Builder::trace`](crate::server::Builder::trace).
+    pub trace: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -169,6 +173,7 @@ impl Default for ServerConfig {
             udp_queue_bytes: 1024 * 1024,
             events_capacity: 1024,
             mailbox_capacity: 4096,
+            trace: None,
         }
     }
 }

@@ -89,3 +89,4 @@ pub use config::ServerConfig;
 pub use error::Error;
 pub use metrics::Stats;
 pub use server::{Builder, Handle, Listener, Server};
+pub use shard::trace::{TraceLimit, TraceLines, DEFAULT_TRACE_RATE, TRACE_TARGET};

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
             });
         }
     }
+    // Trace lines are asked for with `--trace`, so they show whatever the
+    // level of the rest.
+    logger.filter_module(sockloop::TRACE_TARGET, LevelFilter::Info);
     logger.init();
     let result = match cli.command {
         Command::Serve(args) => serve(*args).map_err(Failure::from),

@@ -84,6 +84,28 @@ impl Builder {
         self
     }
 
+    /// Traces every shard's loop: one line per event and per action
+    /// (readiness, bytes read and written with their syscall, buffers lent
+    /// and returned, timers, backpressure, closes and their reasons, UDP
+    /// batches, a marker per turn), logged under the target
+    /// `sockloop::trace` at info level, at most `lines_per_second` per
+    /// shard (one line then counts those held back). Off by default, and
+    /// then a single branch per hook. Call after [`Builder::config`],
+    /// which replaces it.
+    ///
+    /// ```no_run
+    /// use sockloop::Server;
+    /// # use sockloop::services::Echo;
+    /// let server = Server::builder()
+    ///     .trace(200)
+    ///     .tcp("127.0.0.1:0".parse().unwrap(), || Echo)
+    ///     .build();
+    /// ```
+    pub fn trace(mut self, lines_per_second: u32) -> Builder {
+        self.config.trace = Some(lines_per_second);
+        self
+    }
+
     /// Adds a TCP listener on `addr` (port 0: any free port) whose
     /// connections are served by the service `make` creates.
     pub fn tcp<S, F>(self, addr: SocketAddr, make: F) -> Builder

@@ -148,6 +148,11 @@ fn serve_help_shows_the_librarys_defaults() {
     let expected = [
         ("--workers", "1".to_string(), "1"),
         (
+            "--trace-rate",
+            sockloop::DEFAULT_TRACE_RATE.to_string(),
+            "200",
+        ),
+        (
             "--backlog",
             SocketOptions::default().backlog.to_string(),
             "1024",

@@ -41,6 +41,16 @@ pub(crate) struct ChatArgs {
     /// Speak protobuf (a chat-proto listener) instead of JSON lines.
     #[arg(long)]
     proto: bool,
+    /// Print what the client does (to a server, not --broadcast/--group):
+    /// a line per connect, read, write and message decoded, under the log
+    /// target `sockloop::trace` (the sender and the receiver thread each
+    /// have their own rate).
+    #[arg(long)]
+    trace: bool,
+    /// Trace lines per second per thread; beyond it lines are held back
+    /// and one line counts them when the second ends.
+    #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
+    trace_rate: u32,
 }
 
 /// `sockloop chat`: this thread prints what arrives; another sends stdin.
@@ -86,8 +96,9 @@ pub(crate) fn chat(args: ChatArgs) -> Result<(), Failure> {
             name
         }
     };
-    let (mut client, welcome) =
-        ChatClient::connect(addr.all(), encoding, &name).map_err(|e| explain(e, &addr))?;
+    let trace = sockloop::TraceLines::new("chat client", args.trace.then_some(args.trace_rate));
+    let (mut client, welcome) = ChatClient::connect_traced(addr.all(), encoding, &name, trace)
+        .map_err(|e| explain(e, &addr))?;
     println!("{}", display(&welcome));
     let mut sender = client.try_clone()?;
     // Set before the member's last word goes out, so the close it causes

@@ -32,6 +32,15 @@ pub(crate) struct RudpArgs {
     /// Give up after this long, the handshake included (which waits at most 5 s).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     timeout: Duration,
+    /// Print what the client's loop does: a line per datagram sent and
+    /// received, timer fired (with the retransmissions so far) and the
+    /// handshake's end, under the log target `sockloop::trace`.
+    #[arg(long)]
+    trace: bool,
+    /// Trace lines per second; beyond it lines are held back and one line
+    /// counts them when the second ends.
+    #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
+    trace_rate: u32,
 }
 
 /// `sockloop rudp`: numbered messages out, echoes back, checked in order.
@@ -51,7 +60,9 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
     }
     let deadline = Instant::now() + args.timeout;
     let handshake = args.timeout.min(HANDSHAKE_MAX);
-    let mut client = RudpClient::connect(args.addr.first(), config, handshake).map_err(|e| {
+    let trace = sockloop::TraceLines::new("rudp client", args.trace.then_some(args.trace_rate));
+    let server = args.addr.first();
+    let mut client = RudpClient::connect_traced(server, config, handshake, trace).map_err(|e| {
         match e.kind() {
             std::io::ErrorKind::TimedOut => std::io::Error::new(
                 e.kind(),

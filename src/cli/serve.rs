@@ -55,6 +55,16 @@ pub(crate) struct ServeArgs {
     /// the order --tcp, --tls, --udp.
     #[arg(long, hide = true, value_delimiter = ',', value_name = "ADDR,...")]
     worker_addrs: Vec<SocketAddr>,
+    /// Print every shard's loop turn: one line per event and action
+    /// (readiness, reads and writes with their syscall, buffers, timers,
+    /// backpressure, closes, UDP batches), to stderr under the log target
+    /// `sockloop::trace`.
+    #[arg(long)]
+    trace: bool,
+    /// Trace lines per second per shard; beyond it lines are held back and
+    /// one line counts them when the second ends.
+    #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
+    trace_rate: u32,
     /// Event loops, one thread each (default: the number of available cores).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -382,6 +392,7 @@ fn build(args: &ServeArgs, open_files: Option<u64>) -> Result<Built, Error> {
         config.shards = shards;
     }
     config.pin_shards = args.pin;
+    config.trace = args.trace.then_some(args.trace_rate);
     config.socket.reuse_port = !args.no_reuseport;
     config.socket.shared_ports = args.worker.is_some();
     config.socket.backlog = args.backlog;

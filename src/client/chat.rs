@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::protocol::chat::{decode_message, encode, ChatMessage, Encoding};
+use crate::TraceLines;
 
 use greeting::{classify, excerpt, Greeting, GREETING_MAX};
 pub use greeting::{GreetingError, GREETING_TIMEOUT};
@@ -53,6 +54,8 @@ pub struct ChatClient {
     encoding: Encoding,
     /// Received bytes not yet decoded.
     input: Vec<u8>,
+    /// `sockloop chat --trace`.
+    trace: TraceLines,
 }
 
 impl ChatClient {
@@ -70,6 +73,18 @@ impl ChatClient {
         encoding: Encoding,
         name: &str,
     ) -> io::Result<(ChatClient, ChatMessage)> {
+        ChatClient::connect_traced(addr, encoding, name, TraceLines::off())
+    }
+
+    /// As [`connect`](Self::connect), writing a line per connect, read,
+    /// write and message decoded through `trace` (its clones, from
+    /// [`try_clone`](Self::try_clone), each keep their own rate).
+    pub fn connect_traced(
+        addr: impl ToSocketAddrs,
+        encoding: Encoding,
+        name: &str,
+        trace: TraceLines,
+    ) -> io::Result<(ChatClient, ChatMessage)> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         let stream = TcpStream::connect(&addrs[..])?;
         stream.set_nodelay(true)?;
@@ -77,14 +92,27 @@ impl ChatClient {
             stream,
             encoding,
             input: Vec::new(),
+            trace,
         };
+        let (local, peer) = (client.stream.local_addr()?, client.stream.peer_addr()?);
+        let now = Instant::now();
+        client
+            .trace
+            .line(now, format_args!("connect {local} to {peer}"));
         let deadline = Instant::now() + GREETING_TIMEOUT;
         let spoken = client.greeting(deadline)?;
         if spoken != encoding {
             return Err(GreetingError::WrongEncoding(spoken).into());
         }
         match encoding {
-            Encoding::Json => client.stream.write_all(format!("{name}\n").as_bytes())?,
+            Encoding::Json => {
+                let line = format!("{name}\n");
+                client.stream.write_all(line.as_bytes())?;
+                let n = line.len();
+                client
+                    .trace
+                    .line(Instant::now(), format_args!("write {n}B (sendto)"));
+            }
             Encoding::Protobuf => client.send(name)?,
         }
         // The welcome, bounded like the greeting.
@@ -121,7 +149,11 @@ impl ChatClient {
             match self.stream.read(&mut chunk) {
                 Ok(0) if self.input.is_empty() => return Err(GreetingError::Closed.into()),
                 Ok(0) => return Err(self.unrecognised().into()),
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.trace
+                        .line(Instant::now(), format_args!("read {n}B (recvfrom)"));
+                    self.input.extend_from_slice(&chunk[..n]);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -152,7 +184,11 @@ impl ChatClient {
         };
         let mut out = Vec::new();
         encode(self.encoding, &message, &mut out);
-        self.stream.write_all(&out)
+        self.stream.write_all(&out)?;
+        let n = out.len();
+        self.trace
+            .line(Instant::now(), format_args!("write {n}B (sendto)"));
+        Ok(())
     }
 
     /// Waits for the next message; `None` once the server closed the
@@ -161,10 +197,14 @@ impl ChatClient {
         loop {
             if let Some((message, used)) = self.decode()? {
                 self.input.drain(..used);
+                let what = format_args!("message of {used}B from {:?}", message.from);
+                self.trace.line(Instant::now(), what);
                 return Ok(Some(message));
             }
             let mut chunk = [0; 16 * 1024];
             let n = self.stream.read(&mut chunk)?;
+            self.trace
+                .line(Instant::now(), format_args!("read {n}B (recvfrom)"));
             if n == 0 {
                 return match self.input.is_empty() {
                     true => Ok(None),
@@ -191,6 +231,7 @@ impl ChatClient {
             stream: self.stream.try_clone()?,
             encoding: self.encoding,
             input: Vec::new(),
+            trace: self.trace.clone(),
         })
     }
 

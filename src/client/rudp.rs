@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::net::gso::{self, Offload, OffloadMode};
 use crate::net::udp_batch::SendQueue;
 use crate::rudp::{Config, Connection, ConnectionStats, Event, RttEstimator, SendError, Seq};
+use crate::TraceLines;
 
 /// Messages received but not yet taken with `recv` (while `send` waits
 /// for window room) beyond which the client stops taking more.
@@ -59,13 +60,21 @@ pub struct Client {
     datagram: Box<[u8]>,
     /// Messages received while waiting for something else, with when.
     ready: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    /// `sockloop rudp --trace`.
+    trace: TraceLines,
 }
 
 impl Client {
     /// Binds an ephemeral port, runs the handshake, and returns once the
     /// server accepted (or fails after `timeout`).
     pub fn connect(server: SocketAddr, config: Config, timeout: Duration) -> io::Result<Client> {
-        Client::connect_with(server, config, timeout, OffloadMode::from_env())
+        Client::open(
+            server,
+            config,
+            timeout,
+            OffloadMode::from_env(),
+            TraceLines::off(),
+        )
     }
 
     /// As [`connect`](Self::connect), with segmentation offload as `offload`
@@ -75,6 +84,28 @@ impl Client {
         config: Config,
         timeout: Duration,
         offload: OffloadMode,
+    ) -> io::Result<Client> {
+        Client::open(server, config, timeout, offload, TraceLines::off())
+    }
+
+    /// As [`connect`](Self::connect), writing a line per datagram sent and
+    /// received, timer fired (with the retransmissions so far), and the
+    /// handshake's end, through `trace`.
+    pub fn connect_traced(
+        server: SocketAddr,
+        config: Config,
+        timeout: Duration,
+        trace: TraceLines,
+    ) -> io::Result<Client> {
+        Client::open(server, config, timeout, OffloadMode::from_env(), trace)
+    }
+
+    fn open(
+        server: SocketAddr,
+        config: Config,
+        timeout: Duration,
+        offload: OffloadMode,
+        trace: TraceLines,
     ) -> io::Result<Client> {
         let local: SocketAddr = match server {
             SocketAddr::V4(_) => "0.0.0.0:0".parse(),
@@ -103,11 +134,18 @@ impl Client {
             received_at: Instant::now(),
             datagram: vec![0; gso::GRO_BUFFER].into_boxed_slice(),
             ready: Default::default(),
+            trace,
         };
         let deadline = Instant::now() + timeout;
         loop {
             match client.next_event(deadline)? {
-                Some(Event::Connected) => return Ok(client),
+                Some(Event::Connected) => {
+                    let now = Instant::now();
+                    client
+                        .trace
+                        .line(now, format_args!("connected to {server}"));
+                    return Ok(client);
+                }
                 Some(Event::Closed(cause)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionRefused,
@@ -223,6 +261,9 @@ impl Client {
             let now = Instant::now();
             if self.conn.poll_timeout().is_some_and(|at| at <= now) {
                 self.conn.handle_timeout(now);
+                let retransmissions = self.conn.stats().retransmissions;
+                let what = format_args!("timer fired, {retransmissions} retransmissions so far");
+                self.trace.line(now, what);
             }
         }
     }
@@ -239,6 +280,9 @@ impl Client {
                     self.coalesced += u64::from(got.len > got.segment);
                     let now = Instant::now();
                     self.received_at = now;
+                    let (len, segment) = (got.len, got.segment);
+                    let what = format_args!("read {len}B in segments of {segment}B (recvmsg)");
+                    self.trace.line(now, what);
                     for datagram in gso::split(&self.datagram[..got.len], got.segment) {
                         // A bad datagram is dropped, as the protocol says.
                         let _ = self.conn.handle_datagram(now, datagram);
@@ -270,12 +314,21 @@ impl Client {
         let now = Instant::now();
         while self.conn.poll_transmit(now, &mut self.buf) {
             if self.out.push(self.server, &self.buf).is_err() {
-                self.offload.flush(&mut self.out, self.socket.as_fd());
+                self.send_queued(now);
                 let _ = self.out.push(self.server, &self.buf);
             }
         }
-        self.offload.flush(&mut self.out, self.socket.as_fd());
+        self.send_queued(now);
         Ok(())
+    }
+
+    /// Hands the queue to the socket, in runs where the kernel segments.
+    fn send_queued(&mut self, now: Instant) {
+        let sent = self.offload.flush(&mut self.out, self.socket.as_fd()).sent;
+        if sent > 0 {
+            let what = format_args!("write {sent} datagrams (sendmmsg)");
+            self.trace.line(now, what);
+        }
     }
 
     /// Whether sends are segmented (`UDP_SEGMENT`) and receives may be

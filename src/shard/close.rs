@@ -28,7 +28,9 @@ impl Shard {
             self.res.stats.tcp_bytes_out.add(sent as u64);
         }
         let token = conn.state.token(key);
+        self.res.trace.close(token, conn.state.peer, reason);
         if let Some(timer) = conn.state.deadlines.timer {
+            self.res.trace.timer_cancelled(token);
             self.res.timers.wheel.cancel(timer);
         }
         for buf in [conn.state.read_buf.take(), conn.state.write_buf.take()]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::Token;
 
 use super::limits::ConnLimits;
+use super::trace::Tracer;
 use crate::service::CloseReason;
 use crate::timer::{TimerHandle, Wheel};
 
@@ -116,7 +117,13 @@ impl Timers {
     /// earliest deadline (and at most a tick before it, so small moves
     /// cost no wheel operation).
     #[inline]
-    pub(crate) fn arm_deadline(&mut self, d: &mut Deadlines, limits: &ConnLimits, conn: Token) {
+    pub(crate) fn arm_deadline(
+        &mut self,
+        d: &mut Deadlines,
+        limits: &ConnLimits,
+        conn: Token,
+        trace: &Tracer,
+    ) {
         // Activity only moves deadlines later, and a timer that fires early
         // re-arms itself; only a deadline that appeared needs a look now.
         if !d.take_moved_earlier() && d.timer.is_some() {
@@ -134,8 +141,10 @@ impl Timers {
         // tick; one that is early re-arms itself when it fires.
         if armed.is_none_or(|at| at >= wanted + self.tick) {
             if let Some(old) = d.timer.take() {
+                trace.timer_cancelled(conn);
                 self.wheel.cancel(old);
             }
+            trace.timer_armed(conn, left);
             d.timer = Some(self.arm_after(left, TimerTarget::Deadline(conn)));
         }
     }

@@ -13,6 +13,7 @@ impl Shard {
         let mut fired = std::mem::take(&mut self.fired);
         self.res.timers.expire(&mut fired);
         for (_, target) in fired.drain(..) {
+            self.res.trace.timer_fired(&target);
             match target {
                 TimerTarget::Deadline(token) => {
                     let Some(key) = live(&self.conns, token) else {

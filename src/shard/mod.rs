@@ -20,6 +20,7 @@ pub(crate) mod mailbox;
 pub(crate) mod outbound;
 mod proxy;
 pub(crate) mod token;
+pub(crate) mod trace;
 pub(crate) mod udp;
 
 use std::io;
@@ -123,6 +124,8 @@ pub(crate) struct Resources {
     pub(crate) generations: Generations,
     /// Options for every stream, accepted or outbound.
     pub(crate) socket: crate::net::socket::SocketOptions,
+    /// `serve --trace`: off, one branch per hook.
+    pub(crate) trace: trace::Tracer,
 }
 
 impl Resources {
@@ -133,6 +136,7 @@ impl Resources {
             stats: &self.stats,
             limits: &self.limits,
             now_ms: self.timers.now_ms(),
+            trace: &self.trace,
         }
     }
 }
@@ -237,6 +241,7 @@ impl Shard {
                 Interest::READABLE | Interest::WRITABLE,
             )?;
         }
+        let shard_id = postbox.shard;
         let res = Resources {
             pool: BufferPool::new(config.buffer_size, config.pool_max_free),
             stats: Arc::clone(&postbox.stats),
@@ -253,6 +258,7 @@ impl Shard {
             registry: poll.registry().try_clone()?,
             generations: Generations::new(),
             socket: config.socket.clone(),
+            trace: trace::Tracer::new(shard_id, config.trace),
         };
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
@@ -294,6 +300,7 @@ impl Shard {
                 return Err(e);
             }
             self.res.timers.set_now(Instant::now());
+            self.res.trace.turn(self.res.timers.now(), &events);
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -314,13 +321,14 @@ impl Shard {
     }
 
     fn dispatch(&mut self, event: &Event) {
+        self.res.trace.ready(event);
         match Slot::of(event.token()) {
             Slot::Waker => self.read_mailbox(),
             Slot::TcpListener(i) => self.accept_ready(i),
             Slot::Udp(i) => {
                 if event.is_writable() {
                     if let Some(endpoint) = self.udp.get_mut(i) {
-                        endpoint.flush(&self.res.stats);
+                        endpoint.flush(&self.res);
                     }
                 }
                 if event.is_readable() {
@@ -495,7 +503,8 @@ impl Shard {
             }
         }
         let (timers, limits) = (&mut self.res.timers, &self.res.limits);
-        timers.arm_deadline(&mut conn.state.deadlines, limits, token);
+        let trace = &self.res.trace;
+        timers.arm_deadline(&mut conn.state.deadlines, limits, token, trace);
     }
 
     /// Puts the connections services resumed on the revisit list: the

@@ -10,7 +10,6 @@ use mio::net::UdpSocket;
 
 use crate::config::ServerConfig;
 use crate::limit::{Source, SourceRates};
-use crate::metrics::ShardStats;
 use crate::net::gso::{self, Offload, OffloadMode};
 use crate::net::udp_batch::{RecvBatch, SendQueue};
 use crate::service::{DatagramContext, UdpService};
@@ -76,6 +75,7 @@ impl ServedUdpSocket {
                 }
             };
             res.stats.udp_in.add(received as u64);
+            res.trace.udp_batch("recvmmsg", received);
             let now = res.timers.now();
             let mut trust = BatchTrust::default();
             for datagram in batch.iter() {
@@ -130,6 +130,7 @@ impl ServedUdpSocket {
                 break;
             }
             res.stats.udp_in.add(received);
+            res.trace.udp_batch("recvmsg (GRO)", received as usize);
             self.end_batch(index, res, trust.trusted);
             if !more {
                 break;
@@ -178,14 +179,14 @@ impl ServedUdpSocket {
         }
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_batch_end(&mut out);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// Runs the service's timer `key`, then sends what it queued.
     pub(crate) fn on_timer(&mut self, index: usize, key: u64, res: &mut Resources) {
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_timer(&mut out, key);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// The server is shutting down: the service says goodbye, then what it
@@ -193,7 +194,7 @@ impl ServedUdpSocket {
     pub(crate) fn shut_down(&mut self, index: usize, res: &mut Resources) {
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_shutdown(&mut out);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// Hands a message from another shard to the service.
@@ -206,11 +207,11 @@ impl ServedUdpSocket {
     ) {
         let mut out = DatagramContext::new(&mut self.queue, res, index, None);
         self.service.on_message(&mut out, from, msg);
-        self.flush(&res.stats);
+        self.flush(res);
     }
 
     /// Sends queued replies until the queue is empty or the socket is full.
-    pub(crate) fn flush(&mut self, stats: &ShardStats) {
+    pub(crate) fn flush(&mut self, res: &Resources) {
         if self.queue.is_empty() {
             return;
         }
@@ -218,6 +219,8 @@ impl ServedUdpSocket {
             Some((offload, _)) => offload.flush(&mut self.queue, self.socket.as_fd()),
             None => self.queue.flush(&self.socket),
         };
+        res.trace.udp_batch("sendmmsg", outcome.sent);
+        let stats = &res.stats;
         stats.udp_out.add(outcome.sent as u64);
         stats.udp_send_errors.add(outcome.dropped_errors as u64);
     }

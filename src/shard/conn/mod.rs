@@ -24,6 +24,7 @@ use slab::Slab;
 
 use super::limits::ConnLimits;
 use super::token::Slot;
+use super::trace::Tracer;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
 pub(crate) use read::{Input, ReadOutcome, Step};
@@ -65,6 +66,7 @@ pub(crate) struct Env<'a> {
     pub(crate) stats: &'a ShardStats,
     pub(crate) limits: &'a ConnLimits,
     pub(crate) now_ms: u32,
+    pub(crate) trace: &'a Tracer,
 }
 
 impl Env<'_> {

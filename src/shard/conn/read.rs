@@ -77,6 +77,8 @@ impl State {
             if self.write_buffered() >= env.limits.high_water {
                 self.flags.set(Flags::READ_PAUSED);
                 env.stats.backpressure_pauses.incr();
+                env.trace
+                    .backpressure(self.peer, true, self.write_buffered());
                 return Step::Done(ReadOutcome::Stopped);
             }
             // Resumed by the service: what it left unconsumed when it
@@ -97,6 +99,8 @@ impl State {
         let max = env.limits.max_read_buffer;
         // Nothing held: read whatever waits into the shard's scratch buffer
         // (up to the frame limit); only leftovers are copied out to keep.
+        env.trace
+            .lent_if(self.read_buf.is_none(), self.peer, "read");
         let (mut buf, scratch, limit) = match self.read_buf.take() {
             Some(buf) => (*buf, false, usize::MAX),
             None => match env.pool.take_scratch() {
@@ -128,6 +132,7 @@ impl State {
                 wire,
                 drained,
             }) => {
+                env.trace.read(self.peer, wire);
                 buf.commit(plain);
                 env.stats.tcp_bytes_in.add(wire as u64);
                 *budget = budget.saturating_sub(wire.max(plain));
@@ -149,6 +154,7 @@ impl State {
                 return Step::Deliver(input);
             }
             Ok(Received::Eof) => {
+                env.trace.read(self.peer, 0);
                 self.flags.set(Flags::PEER_EOF);
                 Step::Again
             }
@@ -234,7 +240,8 @@ impl State {
 
     /// Puts the read buffer back, or returns it to the pool if empty: an
     /// idle connection holds no buffer memory. What is left in the scratch
-    /// buffer moves to a pooled buffer of the connection's own.
+    /// buffer moves to a pooled buffer of the connection's own (traced as
+    /// the one lent buffer the connection keeps).
     #[inline(always)]
     fn keep(&mut self, buf: Buffer, scratch: bool, env: &mut Env) {
         if scratch {
@@ -244,9 +251,12 @@ impl State {
                 own.extend_from_slice(buf.as_slice());
                 env.pool.note_growth(before, own.capacity());
                 self.read_buf = Some(Box::new(own));
+            } else {
+                env.trace.returned(self.peer, "read");
             }
             env.pool.give_scratch(buf);
         } else if buf.is_empty() {
+            env.trace.returned(self.peer, "read");
             env.pool.give(buf);
         } else {
             self.read_buf = Some(Box::new(buf));

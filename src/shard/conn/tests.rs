@@ -21,6 +21,7 @@ use crate::net::buffer::BufferPool;
 use crate::service::CloseReason;
 use crate::shard::deadline::{TimerTarget, Timers};
 use crate::shard::limits::ConnLimits;
+use crate::shard::trace::Tracer;
 
 /// What the test's service does with its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,7 @@ struct Harness {
     t: Transport,
     pool: BufferPool,
     stats: ShardStats,
+    trace: Tracer,
     limits: ConnLimits,
     timers: Timers,
     origin: Instant,
@@ -80,6 +82,7 @@ impl Harness {
             t: Transport::Fake(Box::new(fake)),
             pool: BufferPool::new(config.buffer_size, 4),
             stats: ShardStats::new(0),
+            trace: Tracer::new(0, None),
             limits: ConnLimits::of(&config),
             timers: Timers::new(origin, MS),
             origin,
@@ -105,6 +108,7 @@ impl Harness {
             stats: &self.stats,
             limits: &self.limits,
             now_ms: self.now_ms,
+            trace: &self.trace,
         };
         (&mut self.state, &mut self.t, env)
     }
@@ -193,7 +197,7 @@ impl Harness {
                 }
                 let token = Token(1 << 32);
                 let (timers, limits) = (&mut self.timers, &self.limits);
-                timers.arm_deadline(&mut self.state.deadlines, limits, token);
+                timers.arm_deadline(&mut self.state.deadlines, limits, token, &self.trace);
             }
         }
     }

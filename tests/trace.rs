@@ -1,0 +1,220 @@
+//! `serve --trace`: the lines a scripted exchange prints, in order, and
+//! the rate limit on them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::process::{Served, TIMEOUT};
+
+/// The trace lines of a finished server's stderr, without the log prefix
+/// and the `shard N` field.
+fn trace_lines(stderr: &[u8]) -> Vec<String> {
+    let marker = "sockloop::trace] shard ";
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|line| line.split_once(marker))
+        .map(|(_, rest)| rest.split_once(' ').expect("shard number").1.to_owned())
+        .collect()
+}
+
+/// What happened in a line: its first word, or two for timers.
+fn kind(line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    match first {
+        "timer" => format!("timer {}", words.next().unwrap_or_default()),
+        _ => first.to_owned(),
+    }
+}
+
+/// One echo round trip, then our FIN, then the server's.
+fn exchange(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let local = stream.local_addr().unwrap().to_string();
+    stream.write_all(b"hello\n").unwrap();
+    let mut echoed = [0; 6];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"hello\n");
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    local
+}
+
+#[test]
+fn a_tcp_exchange_is_traced_event_by_event() {
+    let served = Served::start(
+        &["--tcp", "127.0.0.1:0=echo", "--shards", "1", "--trace"],
+        1,
+    );
+    let local = exchange(served.addr(0));
+    let output = served.stop();
+    assert!(output.status.success());
+    let lines = trace_lines(&output.stderr);
+    let accept = lines
+        .iter()
+        .find(|line| line.starts_with("accept ") && line.ends_with(&format!("from {local}")))
+        .unwrap_or_else(|| panic!("no accept line for {local}: {lines:#?}"));
+    let token = accept.split_whitespace().nth(1).unwrap().to_owned();
+    let ours: Vec<&String> = lines
+        .iter()
+        .filter(|line| {
+            line.split_whitespace()
+                .any(|word| word == token || word == local)
+        })
+        .collect();
+    let kinds: Vec<String> = ours.iter().map(|line| kind(line)).collect();
+    assert_eq!(
+        kinds,
+        [
+            "accept",
+            "timer armed",
+            "ready",
+            "lend",
+            "read",
+            "write",
+            "return",
+            "ready",
+            "lend",
+            "read",
+            "return",
+            "close",
+            "timer cancelled",
+        ],
+        "{ours:#?}"
+    );
+    assert!(ours[4].ends_with("6B (recvfrom)"), "{}", ours[4]);
+    assert!(ours[5].ends_with("6B (sendto), 0B buffered"), "{}", ours[5]);
+    assert!(ours[9].ends_with("eof (recvfrom)"), "{}", ours[9]);
+    assert!(ours[11].ends_with("PeerClosed"), "{}", ours[11]);
+    assert!(lines.iter().any(|line| line.starts_with("turn ")));
+}
+
+#[test]
+fn a_udp_batch_is_one_line_each_way() {
+    let served = Served::start(
+        &["--udp", "127.0.0.1:0=echo", "--shards", "1", "--trace"],
+        1,
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.send_to(b"ping", served.addr(0)).unwrap();
+    let mut buf = [0; 16];
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    let output = served.stop();
+    let lines = trace_lines(&output.stderr);
+    let udp: Vec<&String> = lines.iter().filter(|l| l.starts_with("udp ")).collect();
+    assert_eq!(
+        udp,
+        ["udp recvmmsg 1 datagrams", "udp sendmmsg 1 datagrams"],
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn the_rate_limit_holds_and_counts_what_it_held_back() {
+    const RATE: usize = 5;
+    let served = Served::start(
+        &[
+            "--tcp",
+            "127.0.0.1:0=echo",
+            "--shards",
+            "1",
+            "--trace",
+            "--trace-rate",
+            "5",
+        ],
+        1,
+    );
+    for _ in 0..10 {
+        exchange(served.addr(0));
+    }
+    // A turn after the window ended prints the count.
+    std::thread::sleep(Duration::from_millis(1100));
+    exchange(served.addr(0));
+    let output = served.stop();
+    let lines = trace_lines(&output.stderr);
+    let mut held_lines = 0;
+    let mut shown_in_window = 0;
+    for line in &lines {
+        if let Some(rest) = line.strip_prefix("held back ") {
+            let n: u64 = rest.strip_suffix(" lines").unwrap().parse().unwrap();
+            assert!(n > 0, "{line}");
+            held_lines += 1;
+            shown_in_window = 0;
+        } else {
+            shown_in_window += 1;
+            assert!(shown_in_window <= RATE, "{lines:#?}");
+        }
+    }
+    // Ten exchanges are well over 5 lines: the first window held some back.
+    assert!(held_lines >= 1, "{lines:#?}");
+}
+
+#[test]
+fn the_rudp_client_traces_its_datagrams() {
+    let served = Served::start(&["--udp", "127.0.0.1:0=rudp", "--shards", "1"], 1);
+    let client = common::process::Spawned::sockloop(
+        &["rudp", served.addr(0), "--count", "3", "--trace"],
+        std::process::Stdio::null(),
+    );
+    let output = client.finish();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| {
+            line.split_once("sockloop::trace] rudp client ")
+                .map(|(_, l)| l)
+        })
+        .collect();
+    // The hello goes out and the server's answer comes in before the
+    // handshake ends.
+    assert_eq!(kind(lines[0]), "write", "{lines:#?}");
+    let connected = lines.iter().position(|l| l.starts_with("connected to "));
+    assert!(connected.is_some_and(|at| at > 0), "{lines:#?}");
+    let writes = lines.iter().filter(|l| l.starts_with("write ")).count();
+    let reads = lines.iter().filter(|l| l.starts_with("read ")).count();
+    // Three messages out and three echoes back at least, besides the
+    // handshake and acknowledgements.
+    assert!(writes >= 4 && reads >= 4, "{lines:#?}");
+    served.stop();
+}
+
+#[test]
+fn the_chat_client_traces_its_connect_reads_and_writes() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0=chat", "--shards", "1"], 1);
+    let mut client = common::process::Spawned::sockloop(
+        &["chat", served.addr(0), "--name", "ann", "--trace"],
+        std::process::Stdio::piped(),
+    );
+    client.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let output = client.finish();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| {
+            line.split_once("sockloop::trace] chat client ")
+                .map(|(_, l)| l)
+        })
+        .collect();
+    let kinds: Vec<String> = lines.iter().map(|line| kind(line)).collect();
+    // The prompt, the name ("ann\n"), the welcome; then the message
+    // (with its time) and, after stdin's end, the server's EOF.
+    assert_eq!(
+        kinds,
+        ["connect", "read", "write", "read", "message", "write", "read"],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[2], "write 4B (sendto)");
+    assert!(lines[4].ends_with("from \"System\""), "{lines:#?}");
+    assert_eq!(lines[6], "read 0B (recvfrom)");
+    served.stop();
+}
