@@ -568,3 +568,90 @@ fn a_name_granted_on_both_processes_at_once_is_kept_by_one() {
     one.stop();
     two.stop();
 }
+
+/// Each worker's `sockloop_bus_connected`, from the supervisor's merged
+/// `/metrics` (a worker that has not opened its bus yet shows 0).
+fn bus_connected(metrics: &str) -> [u64; 2] {
+    let mut stream = TcpStream::connect(metrics).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let mut connected = [0; 2];
+    for line in response.lines() {
+        let Some(rest) = line.strip_prefix("sockloop_bus_connected{worker=\"") else {
+            continue;
+        };
+        let (worker, rest) = rest.split_once('"').unwrap();
+        let value: u64 = rest.rsplit(' ').next().unwrap().parse().unwrap();
+        connected[worker.parse::<usize>().unwrap()] += value;
+    }
+    connected
+}
+
+/// `--workers 2 --bus`: each worker is one more process on the bus, so
+/// members that landed on different workers of one server share a room.
+#[test]
+fn workers_of_one_server_share_rooms_over_the_bus() {
+    let Some(binary) = nats_binary() else {
+        println!("skipping: nats-server not found");
+        return;
+    };
+    let port = free_port();
+    let _nats = start_nats(&binary, port);
+    let bus = format!("nats://127.0.0.1:{port}");
+    let args = [
+        "--workers",
+        "2",
+        "--shards",
+        "1",
+        "--tcp",
+        "127.0.0.1:0=chat",
+        "--metrics",
+        "127.0.0.1:0",
+        "--bus",
+        &bus,
+    ];
+    let served = Served::start(&args, 2);
+    // A worker opens its bus connection with its first member, and has
+    // subscribed once it shows connected: members join until both have.
+    let mut members = Vec::new();
+    let until = Instant::now() + DEADLINE;
+    while bus_connected(served.addr(1)) != [1, 1] {
+        assert!(
+            Instant::now() < until && members.len() < 64,
+            "the two workers never both had a member on the bus: {:?}",
+            bus_connected(served.addr(1))
+        );
+        let name = format!("m{}", members.len());
+        members.push(Member::join(served.addr(0), &name));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for member in &mut members {
+        let text = format!("hello from {}", member.name);
+        member.say(&text);
+    }
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    for member in &mut members {
+        let mut expected: Vec<(String, String)> = (names.iter())
+            .filter(|name| **name != member.name)
+            .map(|name| (name.clone(), format!("hello from {name}")))
+            .collect();
+        let mut got = Vec::new();
+        let until = Instant::now() + DEADLINE;
+        while got.len() < expected.len() && Instant::now() < until {
+            got.extend(member.next());
+        }
+        // A duplicate would arrive now.
+        let quiet = Instant::now() + QUIET;
+        while Instant::now() < quiet {
+            got.extend(member.next());
+        }
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "what {} heard", member.name);
+    }
+    drop(members);
+    let output = served.stop();
+    assert_eq!(output.status.code(), Some(0));
+}
