@@ -5,19 +5,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::process::Command;
 
+use common::external::free_port;
 use common::process::{assert_usage_error, finish, serve, Served, BIN, TIMEOUT};
-
-/// A port that was free a moment ago, for flags checked before binding.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn connect(addr: &str) -> BufReader<TcpStream> {
     let stream = TcpStream::connect(addr).unwrap();

@@ -10,11 +10,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::external::free_port;
 use common::process::Served;
 use common::IO_TIMEOUT;
 
@@ -28,15 +29,6 @@ fn haproxy() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join("haproxy"))
         .find(|p| p.exists())
-}
-
-/// A loopback port free a moment ago (HAProxy binds its own sockets).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// HAProxy with its config file; killed, and the file removed, on drop.

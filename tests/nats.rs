@@ -5,59 +5,16 @@
 //! delivery resumes.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::external::{find_program, free_port, NatsServer};
 use sockloop::bus::{BusConfig, Connection, Event, ServerUrl};
 use sockloop::protocol::nats::pub_len;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// `nats-server` on a loopback port, killed (by its pid) when dropped.
-struct NatsServer(Child);
-
-impl NatsServer {
-    fn start(binary: &str, port: u16) -> NatsServer {
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let server = NatsServer(child);
-        let until = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats_server() -> Option<String> {
-    let found = Command::new("sh")
-        .args(["-c", "command -v nats-server"])
-        .output()
-        .ok()?;
-    let path = String::from_utf8(found.stdout).ok()?.trim().to_owned();
-    (found.status.success() && !path.is_empty()).then_some(path)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The test's driver: one blocking socket with a short read timeout
 /// around the state machine.
@@ -172,7 +129,7 @@ fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
 
 #[test]
 fn two_clients_through_a_server_killed_and_restarted() {
-    let Some(binary) = nats_server() else {
+    let Some(binary) = find_program("nats-server") else {
         println!("skipping: nats-server not found");
         return;
     };

@@ -6,12 +6,12 @@
 //! JSON members, the broker is killed and restarted.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 mod common;
 
+use common::external::{find_program, free_port, NatsServer};
 use common::process::Served;
 use sockloop::client::chat::ChatClient;
 use sockloop::protocol::chat::{ChatMessage, Encoding};
@@ -25,48 +25,6 @@ const MIXED_MEMBERS: usize = 10;
 const MIXED_MESSAGES: usize = 200;
 /// How long a mixed member's reads wait: a quiet socket ends a drain.
 const QUIET: Duration = Duration::from_millis(300);
-
-struct NatsServer(Child);
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats_binary() -> Option<String> {
-    let found = Command::new("sh")
-        .args(["-c", "command -v nats-server"])
-        .output()
-        .ok()?;
-    let binary = String::from_utf8(found.stdout).ok()?.trim().to_owned();
-    (found.status.success() && !binary.is_empty()).then_some(binary)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_nats(binary: &str, port: u16) -> NatsServer {
-    let child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = NatsServer(child);
-    let until = Instant::now() + DEADLINE;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
 
 /// A JSON chat member: the prompt answered, the welcome read.
 struct Member {
@@ -193,12 +151,12 @@ fn drain_now(client: &mut ChatClient) -> Vec<(String, String)> {
 
 #[test]
 fn mixed_members_on_two_processes_hear_each_other_exactly_once() {
-    let Some(binary) = nats_binary() else {
+    let Some(binary) = find_program("nats-server") else {
         println!("skipping: nats-server not found");
         return;
     };
     let port = free_port();
-    let _nats = start_nats(&binary, port);
+    let _nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = [
         "--tcp",
@@ -340,12 +298,12 @@ fn mixed_members_on_two_processes_hear_each_other_exactly_once() {
 
 #[test]
 fn the_broker_killed_and_restarted() {
-    let Some(binary) = nats_binary() else {
+    let Some(binary) = find_program("nats-server") else {
         println!("skipping: nats-server not found");
         return;
     };
     let port = free_port();
-    let nats = start_nats(&binary, port);
+    let nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = ["--tcp", "127.0.0.1:0=chat", "--shards", "2", "--bus", &bus];
     let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
@@ -473,7 +431,7 @@ fn the_broker_killed_and_restarted() {
         assert_eq!(during, expected, "{}: {got:?}", member.name);
     }
     // Back on the same port: told once more, and messages cross again.
-    let _nats = start_nats(&binary, port);
+    let _nats = NatsServer::start(&binary, port);
     let recovered = (
         "System".to_owned(),
         "the bus is back: rooms span servers again".to_owned(),
@@ -528,12 +486,12 @@ fn await_list(member: &mut Member, want: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_name_granted_on_both_processes_at_once_is_kept_by_one() {
-    let Some(binary) = nats_binary() else {
+    let Some(binary) = find_program("nats-server") else {
         println!("skipping: nats-server not found");
         return;
     };
     let port = free_port();
-    let _nats = start_nats(&binary, port);
+    let _nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = ["--tcp", "127.0.0.1:0=chat", "--bus", &bus];
     let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
@@ -593,12 +551,12 @@ fn bus_connected(metrics: &str) -> [u64; 2] {
 /// members that landed on different workers of one server share a room.
 #[test]
 fn workers_of_one_server_share_rooms_over_the_bus() {
-    let Some(binary) = nats_binary() else {
+    let Some(binary) = find_program("nats-server") else {
         println!("skipping: nats-server not found");
         return;
     };
     let port = free_port();
-    let _nats = start_nats(&binary, port);
+    let _nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = [
         "--workers",

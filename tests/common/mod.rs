@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod child;
+pub mod external;
 pub mod process;
 pub mod relay;
 pub mod room;
