@@ -318,7 +318,10 @@ impl TcpLoad {
             let in_flight = conn.sent_at.len();
             if in_flight > 0 {
                 let id = conn.id;
-                trace!(self.trace, "timeout #{id} {in_flight} echoes still in flight, lost");
+                trace!(
+                    self.trace,
+                    "timeout #{id} {in_flight} echoes still in flight, lost"
+                );
             }
             report.lost += in_flight as u64;
         }
@@ -492,7 +495,10 @@ impl Conn {
         }
         if whole > 0 {
             let in_flight = self.sent_at.len();
-            trace!(trace, "checked #{id} {whole} echoes intact, {in_flight} in flight");
+            trace!(
+                trace,
+                "checked #{id} {whole} echoes intact, {in_flight} in flight"
+            );
         }
         self.input.copy_within(whole * size..self.got, 0);
         self.got -= whole * size;

@@ -126,7 +126,10 @@ pub(super) fn run(
             report.lost += gone as u64;
             if gone > 0 {
                 let id = s.id;
-                trace!(trace, "timeout #{id} {gone} echoes later than {LOSS_TIMEOUT:?}, lost");
+                trace!(
+                    trace,
+                    "timeout #{id} {gone} echoes later than {LOSS_TIMEOUT:?}, lost"
+                );
             }
             if interval.is_none() && sending {
                 for _ in 0..gone {
@@ -197,7 +200,10 @@ pub(super) fn run(
                     send(s, now, &mut report, &mut trace);
                 }
             }
-            trace!(trace, "batch #{id} {batch} datagrams (recvfrom until EAGAIN)");
+            trace!(
+                trace,
+                "batch #{id} {batch} datagrams (recvfrom until EAGAIN)"
+            );
         }
     }
     if report.lost > 0 {
