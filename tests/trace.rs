@@ -218,3 +218,125 @@ fn the_chat_client_traces_its_connect_reads_and_writes() {
     assert_eq!(lines[6], "read 0B (recvfrom)");
     served.stop();
 }
+
+/// `sockloop bench ARGS --trace` against `served`: its stdout, and its
+/// trace lines without the log prefix and the leading `bench KIND `.
+fn bench_traced(kind: &str, args: &[&str]) -> (String, Vec<String>) {
+    let client = common::process::Spawned::sockloop(
+        &[
+            &["bench", kind],
+            args,
+            &["--trace", "--trace-rate", "100000"],
+        ]
+        .concat(),
+        std::process::Stdio::null(),
+    );
+    let output = client.finish();
+    assert!(output.status.success(), "{output:?}");
+    let marker = format!("sockloop::trace] bench {kind} ");
+    let lines = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| line.split_once(&marker).map(|(_, l)| l.to_owned()))
+        .collect();
+    (String::from_utf8_lossy(&output.stdout).into_owned(), lines)
+}
+
+/// The echoes `bench tcp|udp` reported on stdout.
+fn echoes_reported(stdout: &str) -> usize {
+    let first = stdout.split_whitespace().next().unwrap_or_default();
+    first.parse().unwrap_or_else(|_| panic!("{stdout}"))
+}
+
+/// Messages sent at 20 a second on connection #0 (each echoed long
+/// before the next is due), as traced: its connect, then per message its
+/// write, the echo's read and its check. Returns the echoes checked.
+fn assert_one_at_a_time(lines: &[&str], addr: &str, checked: &str) -> usize {
+    assert!(
+        lines[0].starts_with("connect #0 127.0.0.1:")
+            && lines[0].ends_with(&format!(" to {addr} (connect)")),
+        "{lines:#?}"
+    );
+    let messages = &lines[1..];
+    assert!(
+        !messages.is_empty() && messages.len() % 3 == 0,
+        "{lines:#?}"
+    );
+    for (k, message) in messages.chunks(3).enumerate() {
+        let checked = checked.replace("{k}", &k.to_string());
+        assert_eq!(
+            message,
+            [
+                "write #0 100B (sendto)",
+                "read #0 100B (recvfrom)",
+                &checked
+            ],
+            "{lines:#?}"
+        );
+    }
+    messages.len() / 3
+}
+
+/// `bench` arguments for [`assert_one_at_a_time`]: 4 messages of 100
+/// bytes, at 50 ms intervals, so few lines that no pipe fills.
+#[rustfmt::skip]
+const ONE_AT_A_TIME: [&str; 10] = [
+    "--conns", "1", "--size", "100", "--rate", "20", "--duration", "200ms", "--warmup", "0",
+];
+
+#[test]
+fn the_tcp_bench_traces_its_connect_writes_reads_and_checks() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0=echo", "--shards", "1"], 1);
+    let addr = served.addr(0).to_owned();
+    let (stdout, lines) = bench_traced("tcp", &[&[addr.as_str()][..], &ONE_AT_A_TIME].concat());
+    served.stop();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let checked = assert_one_at_a_time(&lines, &addr, "checked #0 1 echoes intact, 0 in flight");
+    assert_eq!(checked, echoes_reported(&stdout), "{stdout}");
+}
+
+#[test]
+fn the_udp_bench_traces_a_batch_line_per_readiness() {
+    let served = Served::start(&["--udp", "127.0.0.1:0=echo", "--shards", "1"], 1);
+    let addr = served.addr(0).to_owned();
+    let (stdout, lines) = bench_traced("udp", &[&[addr.as_str()][..], &ONE_AT_A_TIME].concat());
+    served.stop();
+    // Each batch line counts the datagrams its readiness drained.
+    let (batches, others): (Vec<&str>, Vec<&str>) = lines
+        .iter()
+        .map(String::as_str)
+        .partition(|line| line.starts_with("batch "));
+    let mut drained = 0;
+    for line in &batches {
+        let n = line
+            .strip_prefix("batch #0 ")
+            .and_then(|rest| rest.strip_suffix(" datagrams (recvfrom until EAGAIN)"))
+            .unwrap_or_else(|| panic!("{line}"));
+        drained += n.parse::<usize>().unwrap();
+    }
+    assert!(!batches.is_empty(), "{lines:#?}");
+    let checked = assert_one_at_a_time(&others, &addr, "checked #0 echo {k} intact");
+    assert_eq!(drained, checked, "{lines:#?}");
+    assert_eq!(checked, echoes_reported(&stdout), "{stdout}");
+}
+
+#[test]
+fn the_hold_bench_traces_each_connect_and_ping() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0=echo", "--shards", "1"], 1);
+    let addr = served.addr(0).to_owned();
+    let (_, lines) = bench_traced("hold", &[&addr, "--conns", "2", "--duration", "10ms"]);
+    served.stop();
+    let kinds: Vec<String> = lines.iter().map(|line| kind(line)).collect();
+    assert_eq!(
+        kinds,
+        ["connect", "connect", "ping", "ping", "ping", "ping"],
+        "{lines:#?}"
+    );
+    // Connection #0's ends, as its pings name them.
+    let ends = lines[0]
+        .strip_prefix("connect #0 ")
+        .and_then(|rest| rest.strip_suffix(" (connect)"))
+        .unwrap();
+    assert!(ends.ends_with(&format!(" to {addr}")), "{lines:#?}");
+    let ping = format!("ping {ends} echoed (sendto 1B, recvfrom 1B)");
+    assert_eq!([&lines[2], &lines[4]], [&ping, &ping], "{lines:#?}");
+}
