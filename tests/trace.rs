@@ -258,7 +258,7 @@ fn assert_one_at_a_time(lines: &[&str], addr: &str, checked: &str) -> usize {
     );
     let messages = &lines[1..];
     assert!(
-        !messages.is_empty() && messages.len() % 3 == 0,
+        !messages.is_empty() && messages.len().is_multiple_of(3),
         "{lines:#?}"
     );
     for (k, message) in messages.chunks(3).enumerate() {
