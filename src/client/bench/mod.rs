@@ -468,6 +468,28 @@ fn show_progress<T>(
     bar.finish_and_clear();
 }
 
+/// A socket address for a trace line, `?` if the kernel would not say.
+struct Addr(std::io::Result<SocketAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(addr) => addr.fmt(f),
+            Err(_) => f.write_str("?"),
+        }
+    }
+}
+
+/// A connection's two ends as `LOCAL to PEER`, for trace lines.
+struct Ends<'a>(&'a std::net::TcpStream);
+
+impl std::fmt::Display for Ends<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (local, peer) = (self.0.local_addr(), self.0.peer_addr());
+        write!(f, "{} to {}", Addr(local), Addr(peer))
+    }
+}
+
 /// The measured time: only messages sent (or due) in it count, the
 /// warm-up before and the drain after do not.
 struct Window {

@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::TraceLines;
 
 use super::{
-    first_due, is_message, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Ends, LoadConfig, Report, Window, MAX_IN_FLIGHT,
 };
 
 /// How long after the window echoes still in flight are waited for.
@@ -164,11 +164,7 @@ impl TcpLoad {
                     continue;
                 }
             };
-            if trace.enabled() {
-                let local = stream.local_addr()?;
-                let peer = stream.peer_addr()?;
-                trace!(trace, "connect #{id} {local} to {peer} (connect)");
-            }
+            trace!(trace, "connect #{id} {} (connect)", Ends(&stream));
             stream.set_nodelay(true)?;
             stream.set_nonblocking(true)?;
             let mut stream = TcpStream::from_std(stream);

@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::TraceLines;
 
 use super::{
-    first_due, is_message, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Addr, LoadConfig, Report, Window, MAX_IN_FLIGHT,
 };
 
 /// Why a sockloop server loses datagrams, told when some were lost.
@@ -59,10 +59,8 @@ pub(super) fn run(
     for (k, &id) in ids.iter().enumerate() {
         let mut socket = UdpSocket::bind(local)?;
         socket.connect(addr)?;
-        if trace.enabled() {
-            let local = socket.local_addr()?;
-            trace!(trace, "connect #{id} {local} to {addr} (connect)");
-        }
+        let local = || Addr(socket.local_addr());
+        trace!(trace, "connect #{id} {} to {addr} (connect)", local());
         poll.registry()
             .register(&mut socket, Token(k), Interest::READABLE)?;
         sockets.push(Socket {
@@ -81,12 +79,11 @@ pub(super) fn run(
         // A server that fell too far behind, or a full socket buffer,
         // loses the datagram like the network would.
         let id = s.id;
-        let sent = match s.in_flight.len() < MAX_IN_FLIGHT {
-            false => {
-                trace!(trace, "write #{id} not sent, {MAX_IN_FLIGHT} in flight");
-                false
-            }
-            true => match s.socket.send(&out) {
+        let sent = if s.in_flight.len() >= MAX_IN_FLIGHT {
+            trace!(trace, "write #{id} not sent, {MAX_IN_FLIGHT} in flight");
+            false
+        } else {
+            match s.socket.send(&out) {
                 Ok(n) => {
                     trace!(trace, "write #{id} {n}B (sendto)");
                     true
@@ -95,7 +92,7 @@ pub(super) fn run(
                     trace!(trace, "write #{id} failed: {e} (sendto)");
                     false
                 }
-            },
+            }
         };
         if sent {
             s.in_flight.insert(s.next_send, at);

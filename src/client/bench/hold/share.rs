@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::super::Ends;
 use crate::TraceLines;
 
 /// How long one connect, and one ping's echo, may take.
@@ -250,19 +251,6 @@ fn connect_any(target: &[SocketAddr], n: usize) -> io::Result<TcpStream> {
         }
     }
     Err(last)
-}
-
-/// A connection's two ends as `LOCAL to PEER`, for trace lines.
-struct Ends<'a>(&'a TcpStream);
-
-impl std::fmt::Display for Ends<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.0.local_addr(), self.0.peer_addr()) {
-            (Ok(local), Ok(peer)) => write!(f, "{local} to {peer}"),
-            (Ok(local), Err(_)) => write!(f, "{local} to ?"),
-            (Err(_), _) => f.write_str("? to ?"),
-        }
-    }
 }
 
 /// Source addresses a loopback run can use: 127.0.0.1 to 127.0.0.254.
