@@ -326,6 +326,7 @@ fn measure(server: &ServerKind, shape: &Shape, tool: Tool, window: Duration) -> 
         threads: 1,
         rate: None,
         progress: false,
+        trace: None,
     };
     let round_trips = match shape.proto {
         Proto::Tcp => tcp_round_trips(tcp, &config),

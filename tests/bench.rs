@@ -49,6 +49,7 @@ fn short(conns: usize) -> LoadConfig {
         threads: 2,
         rate: None,
         progress: false,
+        trace: None,
     }
 }
 

@@ -218,3 +218,137 @@ fn the_chat_client_traces_its_connect_reads_and_writes() {
     assert_eq!(lines[6], "read 0B (recvfrom)");
     served.stop();
 }
+
+/// `sockloop bench KIND ARGS --trace --trace-rate RATE`: its trace lines,
+/// without the log prefix and the leading `bench KIND `.
+fn bench_traced(kind: &str, args: &[&str], rate: &str) -> Vec<String> {
+    let traced = ["--trace", "--trace-rate", rate];
+    let client = common::process::Spawned::sockloop(
+        &[&["bench", kind], args, &traced].concat(),
+        std::process::Stdio::null(),
+    );
+    let output = client.finish();
+    assert!(output.status.success(), "{output:?}");
+    let marker = format!("sockloop::trace] bench {kind} ");
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| line.split_once(&marker).map(|(_, l)| l.to_owned()))
+        .collect()
+}
+
+/// One connection, one 100-byte message in flight (closed loop), for
+/// 500 ms: thousands of round trips, so the trace rate (lines in the first
+/// second) keeps the output to the first few, which are always the same.
+#[rustfmt::skip]
+const ONE_IN_FLIGHT: [&str; 8] = [
+    "--conns", "1", "--size", "100", "--duration", "500ms", "--warmup", "0",
+];
+
+/// The closed loop on connection #0 as traced: its connect, the first
+/// message out, then per echo its read, its check (`checked` with `{k}`
+/// for the echo's number) and the next message out.
+fn assert_one_in_flight(lines: &[&str], addr: &str, checked: &str) {
+    assert!(
+        lines[0].starts_with("connect #0 127.0.0.1:")
+            && lines[0].ends_with(&format!(" to {addr} (connect)")),
+        "{lines:#?}"
+    );
+    assert_eq!(lines[1], "write #0 100B (sendto)", "{lines:#?}");
+    let expected = ["read #0 100B (recvfrom)", checked, "write #0 100B (sendto)"];
+    for (i, line) in lines[2..].iter().enumerate() {
+        let expected = expected[i % 3].replace("{k}", &(i / 3).to_string());
+        assert_eq!(*line, expected, "{lines:#?}");
+    }
+}
+
+#[test]
+fn the_tcp_bench_traces_its_connect_writes_reads_and_checks() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0=echo", "--shards", "1"], 1);
+    let addr = served.addr(0).to_owned();
+    let args = [&[addr.as_str()][..], &ONE_IN_FLIGHT].concat();
+    let lines = bench_traced("tcp", &args, "11");
+    served.stop();
+    // The run ends within the first second: only its first 11 lines show
+    // (or, after a stall, more after a `held back` line).
+    assert!(
+        lines.len() == 11 || lines[11].starts_with("held back "),
+        "{lines:#?}"
+    );
+    let lines: Vec<&str> = lines[..11].iter().map(String::as_str).collect();
+    assert_one_in_flight(&lines, &addr, "checked #0 1 echoes intact, 1 in flight");
+}
+
+#[test]
+fn the_udp_bench_traces_a_batch_line_per_readiness() {
+    let served = Served::start(&["--udp", "127.0.0.1:0=echo", "--shards", "1"], 1);
+    let addr = served.addr(0).to_owned();
+    // Open loop: 4 datagrams, one due every 50 ms (sent together if the
+    // generator stalls), so each readiness usually drains one echo.
+    #[rustfmt::skip]
+    let args = [
+        &addr, "--conns", "1", "--size", "100", "--rate", "20", "--duration", "200ms",
+        "--warmup", "0",
+    ];
+    let lines = bench_traced("udp", &args, "1000");
+    served.stop();
+    assert!(
+        lines[0].starts_with("connect #0 127.0.0.1:")
+            && lines[0].ends_with(&format!(" to {addr} (connect)")),
+        "{lines:#?}"
+    );
+    // Each batch line counts the datagrams read since the last one; each
+    // read is an echo, checked on the next line, in the order sent.
+    let (mut batches, mut read, mut writes, mut echoes) = (0, 0, 0, 0);
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        match kind(line).as_str() {
+            "write" => {
+                assert_eq!(line, "write #0 100B (sendto)");
+                writes += 1;
+            }
+            "read" => {
+                assert_eq!(line, "read #0 100B (recvfrom)");
+                let checked = format!("checked #0 echo {echoes} intact");
+                assert_eq!(lines[i + 1], checked, "{lines:#?}");
+                assert!(echoes < writes, "{lines:#?}");
+                (read, echoes) = (read + 1, echoes + 1);
+            }
+            "checked" => {}
+            "batch" => {
+                let n = line
+                    .strip_prefix("batch #0 ")
+                    .and_then(|rest| rest.strip_suffix(" datagrams (recvfrom until EAGAIN)"));
+                assert_eq!(n, Some(read.to_string().as_str()), "{lines:#?}");
+                (batches, read) = (batches + 1, 0);
+            }
+            _ => panic!("{line} in {lines:#?}"),
+        }
+    }
+    assert!(batches >= 1 && read == 0, "{lines:#?}");
+    assert!(echoes >= 1 && echoes == writes, "{lines:#?}");
+}
+
+#[test]
+fn the_hold_bench_traces_each_connect_and_ping() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0=echo", "--shards", "1"], 1);
+    let addr = served.addr(0).to_owned();
+    let lines = bench_traced(
+        "hold",
+        &[&addr, "--conns", "2", "--duration", "10ms"],
+        "100",
+    );
+    served.stop();
+    let kinds: Vec<String> = lines.iter().map(|line| kind(line)).collect();
+    assert_eq!(
+        kinds,
+        ["connect", "connect", "ping", "ping", "ping", "ping"],
+        "{lines:#?}"
+    );
+    // Connection #0's ends, as its pings name them.
+    let ends = lines[0]
+        .strip_prefix("connect #0 ")
+        .and_then(|rest| rest.strip_suffix(" (connect)"))
+        .unwrap();
+    assert!(ends.ends_with(&format!(" to {addr}")), "{lines:#?}");
+    let ping = format!("ping {ends} echoed (sendto 1B, recvfrom 1B)");
+    assert_eq!([&lines[2], &lines[4]], [&ping, &ping], "{lines:#?}");
+}

@@ -201,6 +201,7 @@ pub fn tcp_load(
         threads: 1,
         rate: None,
         progress: false,
+        trace: None,
     };
     let ids: Vec<u32> = (0..conns as u32).collect();
     let mut load = TcpLoad::new(&[addr], &config, &ids).expect("tcp load");

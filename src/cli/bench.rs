@@ -59,6 +59,15 @@ pub(crate) struct HoldArgs {
     /// Target ports, e.g. 7000-7059 or 7000,7002: connection i goes to the (i mod n)th.
     #[arg(long, value_name = "PORTS", value_parser = parse_ports)]
     ports: Option<Ports>,
+    /// Print a line per connect (its two ends, or why it failed) and per
+    /// ping, from every holding process, under the log target
+    /// `sockloop::trace`.
+    #[arg(long)]
+    trace: bool,
+    /// Trace lines per second per process; beyond it lines are held back
+    /// and one line counts them when the second ends.
+    #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
+    trace_rate: u32,
 }
 
 #[derive(Args)]
@@ -100,6 +109,15 @@ pub(crate) struct BenchArgs {
     /// Draw the latency percentile curve into an SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+    /// Print what each generator thread's loop does: a line per connect,
+    /// read and write (bytes, syscall), echoes checked, UDP receive batch
+    /// and timeout, under the log target `sockloop::trace`.
+    #[arg(long)]
+    trace: bool,
+    /// Trace lines per second per generator thread; beyond it lines are
+    /// held back and one line counts them when the second ends.
+    #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
+    trace_rate: u32,
 }
 
 /// A count that 0 would make meaningless (no connections, no messages
@@ -163,7 +181,8 @@ fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
         warmup: args.warmup,
         threads: args.threads,
         rate: args.rate,
-        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress: !args.json && !args.trace && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        trace: args.trace.then_some(args.trace_rate),
     };
     let report = match transport {
         Transport::Tcp => run_tcp(args.addr.all(), config)?,
@@ -212,6 +231,7 @@ fn bench_hold(args: HoldArgs) -> Result<(), Failure> {
         duration: args.duration,
         per_source: args.per_source,
         connect_rate: args.connect_rate,
+        trace: args.trace.then_some(args.trace_rate),
     };
     let per_process = usize::try_from(cap)
         .unwrap_or(usize::MAX)

@@ -7,6 +7,17 @@
 //! Every echoed byte is checked against what was sent; corrupted, lost and
 //! failed counts are reported, never hidden.
 
+/// A trace line from a generator's loop, through a
+/// [`TraceLines`](crate::TraceLines): off, one bool test (the clock is
+/// not read, nothing is formatted).
+macro_rules! trace {
+    ($lines:expr, $($what:tt)*) => {
+        if $lines.enabled() {
+            $lines.line(std::time::Instant::now(), format_args!($($what)*));
+        }
+    };
+}
+
 mod hold;
 mod tcp;
 mod udp;
@@ -45,6 +56,9 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// Draw a live progress line on stderr.
     pub progress: bool,
+    /// Trace each generator thread's loop (`bench tcp|udp --trace`): at
+    /// most this many lines a second per thread (`None`: off).
+    pub trace: Option<u32>,
 }
 
 impl Default for LoadConfig {
@@ -58,6 +72,7 @@ impl Default for LoadConfig {
             threads: 1,
             rate: None,
             progress: false,
+            trace: None,
         }
     }
 }
@@ -451,6 +466,28 @@ fn show_progress<T>(
         bar.set_message(format!("{phase}: {count} echoes, {rate:.0}/s"));
     }
     bar.finish_and_clear();
+}
+
+/// A socket address for a trace line, `?` if the kernel would not say.
+struct Addr(std::io::Result<SocketAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(addr) => addr.fmt(f),
+            Err(_) => f.write_str("?"),
+        }
+    }
+}
+
+/// A connection's two ends as `LOCAL to PEER`, for trace lines.
+struct Ends<'a>(&'a std::net::TcpStream);
+
+impl std::fmt::Display for Ends<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (local, peer) = (self.0.local_addr(), self.0.peer_addr());
+        write!(f, "{} to {}", Addr(local), Addr(peer))
+    }
 }
 
 /// The measured time: only messages sent (or due) in it count, the

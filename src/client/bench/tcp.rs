@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::TraceLines;
+
 use super::{
-    first_due, is_message, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Ends, LoadConfig, Report, Window, MAX_IN_FLIGHT,
 };
 
 /// How long after the window echoes still in flight are waited for.
@@ -100,6 +102,8 @@ pub struct TcpLoad {
     settings: Settings,
     /// Intact echoes, at any time.
     completed: u64,
+    /// `bench tcp --trace`: connects, reads, writes, checks, timeouts.
+    trace: TraceLines,
 }
 
 /// What every connection's sending and checking follows.
@@ -140,8 +144,10 @@ impl TcpLoad {
     /// Opens a connection for each of `ids` (TCP_NODELAY; each tries every
     /// address of `addrs` in turn) and, in the closed loop, sends the first
     /// `config.depth` messages on each. A connection that cannot be opened
-    /// is counted in the report's `conn_errors`.
+    /// is counted in the report's `conn_errors`. `config.trace` traces the
+    /// load's loop (lines starting `bench tcp`).
     pub fn new(addrs: &[SocketAddr], config: &LoadConfig, ids: &[u32]) -> io::Result<TcpLoad> {
+        let mut trace = TraceLines::new("bench tcp", config.trace);
         let poll = Poll::new()?;
         let mut report = Report::empty(config)?;
         let size = config.size.max(16);
@@ -152,11 +158,13 @@ impl TcpLoad {
         for (k, &id) in ids.iter().enumerate() {
             let stream = match std::net::TcpStream::connect(addrs) {
                 Ok(stream) => stream,
-                Err(_) => {
+                Err(e) => {
+                    trace!(trace, "connect #{id} failed: {e} (connect)");
                     report.conn_errors += 1;
                     continue;
                 }
             };
+            trace!(trace, "connect #{id} {} (connect)", Ends(&stream));
             stream.set_nodelay(true)?;
             stream.set_nonblocking(true)?;
             let mut stream = TcpStream::from_std(stream);
@@ -191,7 +199,7 @@ impl TcpLoad {
                 for _ in 0..config.depth.max(1) {
                     conn.queue(&settings, start, &mut report);
                 }
-                conn.flush(&mut report);
+                conn.flush(&mut report, &mut trace);
             }
         }
         Ok(TcpLoad {
@@ -201,6 +209,7 @@ impl TcpLoad {
             report,
             settings,
             completed: 0,
+            trace,
         })
     }
 
@@ -241,7 +250,7 @@ impl TcpLoad {
                     }
                     conn.queue(&self.settings, due, &mut self.report);
                 }
-                conn.flush(&mut self.report);
+                conn.flush(&mut self.report, &mut self.trace);
             }
             if let Some(next) = self.conns.iter().filter(|c| c.alive).map(|c| c.due).min() {
                 timeout = timeout.min(next.saturating_duration_since(now));
@@ -257,11 +266,12 @@ impl TcpLoad {
                 continue;
             }
             if event.is_writable() {
-                conn.flush(&mut self.report);
+                conn.flush(&mut self.report, &mut self.trace);
             }
             let closing = event.is_read_closed() || event.is_error();
             if event.is_readable() || closing {
-                self.completed += conn.receive(closing, &self.settings, &mut self.report);
+                let (settings, report) = (&self.settings, &mut self.report);
+                self.completed += conn.receive(closing, settings, report, &mut self.trace);
             }
         }
         Ok(())
@@ -301,7 +311,15 @@ impl TcpLoad {
                 conn.alive = false;
                 report.conn_errors += 1;
             }
-            report.lost += conn.sent_at.len() as u64;
+            let in_flight = conn.sent_at.len();
+            if in_flight > 0 {
+                let id = conn.id;
+                trace!(
+                    self.trace,
+                    "timeout #{id} {in_flight} echoes still in flight, lost"
+                );
+            }
+            report.lost += in_flight as u64;
         }
         self.report
     }
@@ -320,13 +338,24 @@ impl Conn {
         report.sent += u64::from(settings.window.holds(at));
     }
 
-    fn flush(&mut self, report: &mut Report) {
+    fn flush(&mut self, report: &mut Report, trace: &mut TraceLines) {
+        let id = self.id;
         while self.written < self.out.len() {
             match self.stream.write(&self.out[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) => {
+                    self.written += n;
+                    trace!(trace, "write #{id} {n}B (sendto)");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = self.out.len() - self.written;
+                    trace!(trace, "write #{id} would block, {left}B left (sendto)");
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.fail(report),
+                Err(e) => {
+                    trace!(trace, "write #{id} failed: {e} (sendto)");
+                    return self.fail(report);
+                }
             }
         }
     }
@@ -370,7 +399,14 @@ impl Conn {
     /// Reads stop at one that comes up short of the buffer (the socket is
     /// drained: epoll(7)), unless the peer is `closing`, when they go on to
     /// the end of the stream.
-    fn receive(&mut self, closing: bool, settings: &Settings, report: &mut Report) -> u64 {
+    fn receive(
+        &mut self,
+        closing: bool,
+        settings: &Settings,
+        report: &mut Report,
+        trace: &mut TraceLines,
+    ) -> u64 {
+        let id = self.id;
         loop {
             if self.got == self.input.len() {
                 let len = self.input.len() * 2;
@@ -379,10 +415,12 @@ impl Conn {
             let room = self.input.len() - self.got;
             match self.stream.read(&mut self.input[self.got..]) {
                 Ok(0) => {
+                    trace!(trace, "read #{id} eof (recvfrom)");
                     self.closed_by_server(false, report);
                     return 0;
                 }
                 Ok(n) => {
+                    trace!(trace, "read #{id} {n}B (recvfrom)");
                     self.got += n;
                     if self.unexpected.is_some() {
                         // Only the close is awaited now; the first line is kept.
@@ -395,10 +433,12 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    trace!(trace, "read #{id} reset (recvfrom)");
                     self.closed_by_server(true, report);
                     return 0;
                 }
-                Err(_) => {
+                Err(e) => {
+                    trace!(trace, "read #{id} failed: {e} (recvfrom)");
                     self.fail(report);
                     return 0;
                 }
@@ -413,6 +453,7 @@ impl Conn {
         for k in 0..whole {
             let Some(sent) = self.sent_at.pop_front() else {
                 // An echo of nothing sent: the stream is not ours any more.
+                trace!(trace, "corrupt #{id} an echo of nothing sent");
                 report.corrupted += 1;
                 self.fail(report);
                 return k as u64;
@@ -427,8 +468,11 @@ impl Conn {
                     // server now closes, a wrong reply if it does not.
                     self.unexpected = Some(self.sent_at.len() as u64 + 1);
                     self.sent_at.clear();
+                    trace!(trace, "unexpected #{id} a line instead of the first echo");
                     return 0;
                 }
+                let seq = self.next_recv;
+                trace!(trace, "corrupt #{id} echo {seq} differs from what was sent");
                 report.corrupted += 1;
                 // Out of step: nothing after this can be trusted.
                 self.fail(report);
@@ -445,9 +489,16 @@ impl Conn {
                 self.queue(settings, now, report);
             }
         }
+        if whole > 0 {
+            let in_flight = self.sent_at.len();
+            trace!(
+                trace,
+                "checked #{id} {whole} echoes intact, {in_flight} in flight"
+            );
+        }
         self.input.copy_within(whole * size..self.got, 0);
         self.got -= whole * size;
-        self.flush(report);
+        self.flush(report, trace);
         whole as u64
     }
 }

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::TraceLines;
+
 use super::{
-    first_due, is_message, message, send_interval, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Addr, LoadConfig, Report, Window, MAX_IN_FLIGHT,
 };
 
 /// Why a sockloop server loses datagrams, told when some were lost.
@@ -39,6 +41,7 @@ pub(super) fn run(
     ids: &[u32],
     echoes: &AtomicU64,
 ) -> io::Result<Report> {
+    let mut trace = TraceLines::new("bench udp", config.trace);
     let mut poll = Poll::new()?;
     let mut report = Report::empty(&config)?;
     let size = config.size.max(16);
@@ -56,6 +59,8 @@ pub(super) fn run(
     for (k, &id) in ids.iter().enumerate() {
         let mut socket = UdpSocket::bind(local)?;
         socket.connect(addr)?;
+        let local = || Addr(socket.local_addr());
+        trace!(trace, "connect #{id} {} to {addr} (connect)", local());
         poll.registry()
             .register(&mut socket, Token(k), Interest::READABLE)?;
         sockets.push(Socket {
@@ -67,13 +72,29 @@ pub(super) fn run(
         });
     }
     let mut out = Vec::with_capacity(size);
-    let mut send = |s: &mut Socket, at: Instant, report: &mut Report| {
+    let mut send = |s: &mut Socket, at: Instant, report: &mut Report, trace: &mut TraceLines| {
         let counted = u64::from(window.holds(at));
         out.clear();
         message(s.id, s.next_send, size, &mut out);
         // A server that fell too far behind, or a full socket buffer,
         // loses the datagram like the network would.
-        if s.in_flight.len() < MAX_IN_FLIGHT && s.socket.send(&out).is_ok() {
+        let id = s.id;
+        let sent = if s.in_flight.len() >= MAX_IN_FLIGHT {
+            trace!(trace, "write #{id} not sent, {MAX_IN_FLIGHT} in flight");
+            false
+        } else {
+            match s.socket.send(&out) {
+                Ok(n) => {
+                    trace!(trace, "write #{id} {n}B (sendto)");
+                    true
+                }
+                Err(e) => {
+                    trace!(trace, "write #{id} failed: {e} (sendto)");
+                    false
+                }
+            }
+        };
+        if sent {
             s.in_flight.insert(s.next_send, at);
         } else {
             report.lost += counted;
@@ -84,7 +105,7 @@ pub(super) fn run(
     if interval.is_none() {
         for s in &mut sockets {
             for _ in 0..config.depth.max(1) {
-                send(s, start, &mut report);
+                send(s, start, &mut report, &mut trace);
             }
         }
     }
@@ -100,9 +121,16 @@ pub(super) fn run(
                 .retain(|_, sent| now.saturating_duration_since(*sent) < LOSS_TIMEOUT);
             let gone = before - s.in_flight.len();
             report.lost += gone as u64;
+            if gone > 0 {
+                let id = s.id;
+                trace!(
+                    trace,
+                    "timeout #{id} {gone} echoes later than {LOSS_TIMEOUT:?}, lost"
+                );
+            }
             if interval.is_none() && sending {
                 for _ in 0..gone {
-                    send(s, now, &mut report);
+                    send(s, now, &mut report, &mut trace);
                 }
             }
         }
@@ -115,7 +143,7 @@ pub(super) fn run(
                 while s.due <= now {
                     let due = s.due;
                     s.due += interval;
-                    send(s, due, &mut report);
+                    send(s, due, &mut report, &mut trace);
                 }
             }
         }
@@ -131,31 +159,48 @@ pub(super) fn run(
         }
         for event in events.iter() {
             let s = &mut sockets[event.token().0];
+            let id = s.id;
+            let mut batch = 0;
             loop {
                 let n = match s.socket.recv(&mut buf) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => continue, // e.g. an ICMP error for an earlier send
+                    Err(e) => {
+                        // e.g. an ICMP error for an earlier send
+                        trace!(trace, "read #{id} failed: {e} (recvfrom)");
+                        continue;
+                    }
                 };
+                batch += 1;
+                trace!(trace, "read #{id} {n}B (recvfrom)");
                 let now = Instant::now();
                 let seq = buf
                     .get(..8)
                     .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
                 let sent = seq.and_then(|seq| s.in_flight.remove(&seq).map(|at| (seq, at)));
                 let Some((seq, sent)) = sent else {
-                    report.corrupted += 1; // not something in flight
+                    trace!(trace, "corrupt #{id} an echo of nothing in flight");
+                    report.corrupted += 1;
                     continue;
                 };
                 if n != size || !is_message(s.id, seq, &buf[..n]) {
+                    trace!(trace, "corrupt #{id} echo {seq} differs from what was sent");
                     report.corrupted += 1;
-                } else if window.holds(sent) {
-                    report.record_echo(now.saturating_duration_since(sent));
-                    echoes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    trace!(trace, "checked #{id} echo {seq} intact");
+                    if window.holds(sent) {
+                        report.record_echo(now.saturating_duration_since(sent));
+                        echoes.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 if interval.is_none() && now < window.until {
-                    send(s, now, &mut report);
+                    send(s, now, &mut report, &mut trace);
                 }
             }
+            trace!(
+                trace,
+                "batch #{id} {batch} datagrams (recvfrom until EAGAIN)"
+            );
         }
     }
     if report.lost > 0 {

@@ -10,6 +10,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::TraceLines;
+
 pub use procs::{hold_in_processes, hold_share};
 use share::Plan;
 pub use share::{Failures, Limit, MAX_SOURCES};
@@ -37,6 +39,10 @@ pub struct HoldConfig {
     /// Connections opened per second over the whole run (`None`: as fast
     /// as they open).
     pub connect_rate: Option<f64>,
+    /// Trace each connect and ping (`bench hold --trace`, lines starting
+    /// `bench hold`, from every holding process): at most this many lines
+    /// a second per process (`None`: off).
+    pub trace: Option<u32>,
 }
 
 impl Default for HoldConfig {
@@ -46,6 +52,7 @@ impl Default for HoldConfig {
             duration: Duration::from_secs(10),
             per_source: 4096,
             connect_rate: None,
+            trace: None,
         }
     }
 }
@@ -140,12 +147,10 @@ pub fn hold(addr: impl ToSocketAddrs, config: HoldConfig) -> io::Result<HoldRepo
 /// `targets[i % targets.len()]`. One process.
 pub fn hold_spread(targets: &[Vec<SocketAddr>], config: HoldConfig) -> io::Result<HoldReport> {
     let plan = plan(targets, &config)?;
-    let mut held = plan.open(
-        0..config.conns,
-        config.connect_rate,
-        &AtomicBool::new(false),
-    );
-    let alive_at_start = held.ping();
+    let mut trace = TraceLines::new("bench hold", config.trace);
+    let stop = AtomicBool::new(false);
+    let mut held = plan.open(0..config.conns, config.connect_rate, &stop, &mut trace);
+    let alive_at_start = held.ping(&mut trace);
     let alive_at_end = match held.limit {
         Some(_) => None,
         None => {
@@ -155,7 +160,7 @@ pub fn hold_spread(targets: &[Vec<SocketAddr>], config: HoldConfig) -> io::Resul
                 config.duration
             );
             std::thread::sleep(config.duration);
-            Some(held.ping())
+            Some(held.ping(&mut trace))
         }
     };
     let report = HoldReport {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::share::{Failures, Limit, Plan};
 use super::{plan, rate, HoldConfig, HoldReport};
+use crate::TraceLines;
 
 /// One child's part of the run.
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +34,8 @@ pub struct Share {
     count: usize,
     /// Its part of the connect rate.
     connect_rate: Option<f64>,
+    /// Trace lines per second (`None`: off).
+    trace: Option<u32>,
     /// The parent's process id: a child whose parent is already another
     /// process (the parent died before the child armed its death signal)
     /// exits at once.
@@ -84,6 +87,7 @@ pub fn hold_in_processes(
             connect_rate: config
                 .connect_rate
                 .map(|r| r * (end - first).max(1) as f64 / config.conns.max(1) as f64),
+            trace: config.trace,
             parent: std::process::id(),
         };
         let mut child = command()
@@ -235,18 +239,21 @@ pub fn hold_share() -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let pings = listen_to_parent(Arc::clone(&stop));
     let range = share.first..share.first + share.count;
-    let mut held = share.plan.open(range, share.connect_rate, &stop);
+    let mut trace = TraceLines::new("bench hold", share.trace);
+    let mut held = share
+        .plan
+        .open(range, share.connect_rate, &stop, &mut trace);
     let ready = Ready {
         connected: held.streams.len(),
         failures: held.failures,
         connect_secs: held.connect_time.as_secs_f64(),
-        alive_at_start: held.ping(),
+        alive_at_start: held.ping(&mut trace),
         limit: held.limit,
     };
     say(&ready)?;
     if pings.recv().is_ok() {
         say(&End {
-            alive_at_end: held.ping(),
+            alive_at_end: held.ping(&mut trace),
         })?;
         // Stay until the parent has every report and closes stdin.
         while pings.recv().is_ok() {}

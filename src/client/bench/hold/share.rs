@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::super::Ends;
+use crate::TraceLines;
+
 /// How long one connect, and one ping's echo, may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -128,8 +131,15 @@ pub(super) struct Held {
 
 impl Plan {
     /// Opens connections `range` of the plan, at most `rate` per second
-    /// (`None`: as fast as they open), until done, a limit, or `stop`.
-    pub(super) fn open(&self, range: Range<usize>, rate: Option<f64>, stop: &AtomicBool) -> Held {
+    /// (`None`: as fast as they open), until done, a limit, or `stop`;
+    /// each connect's outcome traced.
+    pub(super) fn open(
+        &self,
+        range: Range<usize>,
+        rate: Option<f64>,
+        stop: &AtomicBool,
+        trace: &mut TraceLines,
+    ) -> Held {
         let mut held = Held {
             streams: Vec::with_capacity(range.len()),
             failures: Failures::default(),
@@ -147,14 +157,20 @@ impl Plan {
             }
             let target = &self.targets[i % self.targets.len()];
             match connect_any(target, i / self.per_source.max(1)) {
-                Ok(stream) => held.streams.push(stream),
-                Err(e) => match Limit::of(&e) {
-                    Some(limit) => {
-                        held.limit = Some(limit);
-                        break;
+                Ok(stream) => {
+                    trace!(trace, "connect #{i} {} (connect)", Ends(&stream));
+                    held.streams.push(stream);
+                }
+                Err(e) => {
+                    trace!(trace, "connect #{i} failed: {e} (connect)");
+                    match Limit::of(&e) {
+                        Some(limit) => {
+                            held.limit = Some(limit);
+                            break;
+                        }
+                        None => held.failures.count(&e),
                     }
-                    None => held.failures.count(&e),
-                },
+                }
             }
         }
         held.connect_time = start.elapsed();
@@ -169,18 +185,45 @@ impl Plan {
 
 impl Held {
     /// Writes one byte on every connection and reads each echo, a batch
-    /// at a time; returns how many came back.
-    pub(super) fn ping(&mut self) -> usize {
+    /// at a time; returns how many came back. Each ping's outcome traced.
+    pub(super) fn ping(&mut self, trace: &mut TraceLines) -> usize {
         let mut alive = 0;
         for batch in self.streams.chunks_mut(PING_BATCH) {
             let sent: Vec<bool> = batch
                 .iter_mut()
-                .map(|s| s.write_all(b"p").is_ok())
+                .map(|s| match s.write_all(b"p") {
+                    Ok(()) => true,
+                    Err(e) => {
+                        trace!(trace, "ping {} not sent: {e} (sendto)", Ends(s));
+                        false
+                    }
+                })
                 .collect();
-            for (stream, sent) in batch.iter_mut().zip(sent) {
+            for (stream, _) in batch.iter_mut().zip(sent).filter(|(_, sent)| *sent) {
                 let mut byte = [0];
-                if sent && stream.read_exact(&mut byte).is_ok() && byte == *b"p" {
-                    alive += 1;
+                match stream.read_exact(&mut byte) {
+                    Ok(()) if byte == *b"p" => {
+                        alive += 1;
+                        trace!(
+                            trace,
+                            "ping {} echoed (sendto 1B, recvfrom 1B)",
+                            Ends(stream)
+                        );
+                    }
+                    Ok(()) => trace!(trace, "corrupt {} ping echoed as {byte:?}", Ends(stream)),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        trace!(
+                            trace,
+                            "timeout {} no ping echo within {TIMEOUT:?}",
+                            Ends(stream)
+                        );
+                    }
+                    Err(e) => trace!(trace, "ping {} no echo: {e} (recvfrom)", Ends(stream)),
                 }
             }
         }
