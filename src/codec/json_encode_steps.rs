@@ -129,7 +129,14 @@ mod tests {
 
     #[test]
     fn empty_containers_and_nesting() {
-        for text in ["[]", "{}", "[[],{}]", r#"{"a":{"b":[[1]]},"c":[]}"#, "1", "\"é\""] {
+        for text in [
+            "[]",
+            "{}",
+            "[[],{}]",
+            r#"{"a":{"b":[[1]]},"c":[]}"#,
+            "1",
+            "\"é\"",
+        ] {
             let value: Value = serde_json::from_str(text).unwrap();
             for budget in [1, 2, 100] {
                 let mut encoder = JsonEncodeSteps::new(value.clone());
