@@ -188,21 +188,42 @@ fn a_long_line_in_many_writes_comes_back_whole() {
     server.shutdown().unwrap();
 }
 
-/// `JsonEcho`, logging each `on_data` call: (connection, bytes offered,
-/// bytes consumed).
+/// A call `Logged` saw for one connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    /// `on_data`: bytes offered, bytes consumed.
+    Data(usize, usize),
+    /// `on_timer` or `on_drained`: where a long reply goes on.
+    Resumed,
+}
+
+/// `JsonEcho`, logging each call: (connection, call, bytes waiting to be
+/// written after it).
 struct Logged {
     inner: JsonEcho,
-    log: std::sync::Arc<std::sync::Mutex<Vec<(ConnId, usize, usize)>>>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(ConnId, Call, usize)>>>,
+}
+
+impl Logged {
+    fn note(&self, conn: &ConnContext<'_>, call: Call) {
+        let entry = (conn.id(), call, conn.write_buffered());
+        self.log.lock().unwrap().push(entry);
+    }
 }
 
 impl TcpService for Logged {
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let used = self.inner.on_data(conn, data);
-        self.log.lock().unwrap().push((conn.id(), data.len(), used));
+        self.note(conn, Call::Data(data.len(), used));
         used
     }
     fn on_timer(&mut self, conn: &mut ConnContext<'_>, key: u64) {
         self.inner.on_timer(conn, key);
+        self.note(conn, Call::Resumed);
+    }
+    fn on_drained(&mut self, conn: &mut ConnContext<'_>) {
+        self.inner.on_drained(conn);
+        self.note(conn, Call::Resumed);
     }
     fn on_close(&mut self, shard: &mut ShardContext<'_>, id: ConnId, reason: CloseReason) {
         self.inner.on_close(shard, id, reason);
@@ -210,15 +231,19 @@ impl TcpService for Logged {
 }
 
 #[test]
-fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
+fn a_huge_line_is_parsed_and_answered_in_slices_and_a_neighbour_is_served_in_between() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let max_line = 8 << 20;
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         shards: 1, // the neighbour shares the huge line's loop
         max_read_buffer: max_line,
         output_hard_limit: 2 * max_line, // room for the huge reply
         ..ServerConfig::default()
     };
+    // A small socket buffer, so the reply waits in the server, where its
+    // pending output can be seen.
+    config.socket.send_buffer = Some(64 * 1024);
+    let soft_limit = config.output_soft_limit;
     let log = std::sync::Arc::default();
     let shared = std::sync::Arc::clone(&log);
     let server = Server::builder()
@@ -243,6 +268,8 @@ fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
     .unwrap();
     line.push(b'\n');
     let huge_len = line.len();
+    // A line behind it in the same write, answered after the huge reply.
+    line.extend_from_slice(b"{\"after\":1}\n");
 
     let neighbour = connect(server.tcp[0]);
     let mut neighbour_replies = BufReader::new(neighbour.try_clone().unwrap()).lines();
@@ -269,41 +296,76 @@ fn a_huge_line_is_parsed_in_slices_and_a_neighbour_is_served_in_between() {
             }
         })
     };
+    // A slow reader at first: the reply must wait in the server, bounded.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut huge_replies = BufReader::new(huge);
     let mut reply = String::new();
-    BufReader::new(huge).read_line(&mut reply).unwrap();
+    huge_replies.read_line(&mut reply).unwrap();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sender.join().unwrap();
     pinger.join().unwrap();
     assert!(reply.ends_with('\n'));
     assert!(reply.trim_end() == want, "a reply of {} bytes", reply.len());
+    let mut after = String::new();
+    huge_replies.read_line(&mut after).unwrap();
+    assert_eq!(after, "{\"after\":1}\n");
 
     // In the server's own order: from the call that first held the whole
     // line (and consumed none of it) to the one that consumed it, the huge
     // connection took several calls, and the neighbour was answered in
-    // between.
+    // between; then the reply took several more (timers and drain
+    // notices), with the neighbour answered in between again.
     let log = log.lock().unwrap();
-    let (huge_id, ..) = log
+    let is_huge_data = |&&(_, call, _): &&(ConnId, Call, usize)| matches!(call, Call::Data(offered, _) if offered >= huge_len);
+    let huge_id = log.iter().find(is_huge_data).unwrap().0;
+    let first = log.iter().position(|e| is_huge_data(&e)).unwrap();
+    let consumed = log
         .iter()
-        .find(|(_, offered, _)| *offered >= huge_len)
+        .position(|&(id, call, _)| {
+            id == huge_id && matches!(call, Call::Data(_, used) if used == huge_len)
+        })
         .unwrap();
-    let first = log
+    let replied = log
         .iter()
-        .position(|&(id, offered, _)| id == *huge_id && offered >= huge_len)
+        .rposition(|&(id, call, _)| id == huge_id && call == Call::Resumed)
         .unwrap();
-    let last = log
+    let huge_calls = |range: std::ops::RangeInclusive<usize>| {
+        log[range].iter().filter(|(id, ..)| *id == huge_id).count()
+    };
+    let neighbour_served = |range: std::ops::Range<usize>| {
+        log[range]
+            .iter()
+            .filter(|&&(id, call, _)| {
+                id != huge_id && matches!(call, Call::Data(_, used) if used > 0)
+            })
+            .count()
+    };
+    let slice = 256 * 1024;
+    let parse_steps = huge_calls(first..=consumed);
+    assert!(parse_steps >= huge_len / slice, "{parse_steps} calls"); // a 256 KiB slice each
+    assert!(
+        neighbour_served(first..consumed) > 0,
+        "the neighbour waited for the whole parse"
+    );
+    let reply_steps = huge_calls(consumed + 1..=replied);
+    assert!(reply_steps >= want.len() / slice - 1, "{reply_steps} calls");
+    assert!(
+        neighbour_served(consumed..replied) > 0,
+        "the neighbour waited for the whole reply"
+    );
+    // The next line was offered only once the reply was out.
+    assert!(!log[consumed + 1..replied]
         .iter()
-        .position(|&(id, _, used)| id == *huge_id && used == huge_len)
+        .any(|&(id, call, _)| id == huge_id && matches!(call, Call::Data(..))));
+    // Pending output never went past the soft limit by more than a token.
+    let most = log[consumed..=replied]
+        .iter()
+        .filter(|(id, ..)| *id == huge_id)
+        .map(|&(.., buffered)| buffered)
+        .max()
         .unwrap();
-    let steps = log[first..=last]
-        .iter()
-        .filter(|(id, ..)| id == huge_id)
-        .count();
-    let served = log[first..last]
-        .iter()
-        .filter(|&&(id, _, used)| id != *huge_id && used > 0)
-        .count();
-    assert!(steps >= huge_len / (256 * 1024), "{steps} calls"); // a 256 KiB slice each
-    assert!(served > 0, "the neighbour waited for the whole parse");
+    assert!(most > slice / 2, "the reply never waited: {most} bytes");
+    assert!(most <= soft_limit.max(slice) + 16, "{most} bytes pending");
     drop(log);
     server.shutdown().unwrap();
 }

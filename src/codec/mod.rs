@@ -52,6 +52,8 @@
 
 mod decoder;
 #[cfg(feature = "services")]
+mod json_encode_steps;
+#[cfg(feature = "services")]
 mod json_error;
 #[cfg(feature = "services")]
 mod json_lines;
@@ -68,6 +70,8 @@ mod ndjson;
 #[cfg(feature = "services")]
 pub use crate::protocol::chat::ChatLine;
 pub use decoder::{drive, BadFrame, Decoder, Flow};
+#[cfg(feature = "services")]
+pub use json_encode_steps::JsonEncodeSteps;
 #[cfg(feature = "services")]
 pub use json_error::{describe_json_error, MAX_DEPTH as MAX_JSON_DEPTH};
 #[cfg(feature = "services")]

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::{JsonStep, JsonSteps, LengthDelimited, LineCodec, NdjsonCodec};
+use super::{JsonEncodeSteps, JsonStep, JsonSteps, LengthDelimited, LineCodec, NdjsonCodec};
 use crate::protocol::chat::{ChatLine, ChatMessage};
 
 /// Feeds `wire` in chunks of the given sizes the way the core does: keep
@@ -235,6 +235,24 @@ proptest! {
         let reference = serde_json::from_slice::<serde_json::Value>(&line).ok();
         for budget in [1, 7, 64] {
             prop_assert_eq!(step_through(&line, budget), reference.clone());
+        }
+    }
+}
+
+/// `value` through [`JsonEncodeSteps`] in slices of `budget` bytes.
+fn encode_through(value: serde_json::Value, budget: usize) -> Vec<u8> {
+    let mut encoder = JsonEncodeSteps::new(value);
+    let mut out = Vec::new();
+    while !encoder.step(&mut out, budget) {}
+    out
+}
+
+proptest! {
+    #[test]
+    fn json_encode_steps_write_what_serde_json_writes(value in json_value()) {
+        let reference = serde_json::to_vec(&value).unwrap();
+        for budget in [1, 7, 64, usize::MAX] {
+            prop_assert_eq!(encode_through(value.clone(), budget), reference.clone());
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::codec::{describe_json_error, JsonLines, JsonStep, JsonSteps, NdjsonError};
+use crate::codec::{
+    describe_json_error, JsonEncodeSteps, JsonLines, JsonStep, JsonSteps, NdjsonError,
+};
 use crate::service::{CloseReason, ConnContext, ConnId, Refusal, ShardContext, TcpService};
 
 /// Output gathered before it is handed to the connection.
@@ -22,8 +24,14 @@ const STEP_FROM: usize = 64 * 1024;
 /// Input parsed per slice of a long line: a few milliseconds of work.
 const STEP_BUDGET: usize = 256 * 1024;
 
+/// Reply bytes encoded per slice of a long line's reply.
+const ENCODE_BUDGET: usize = 256 * 1024;
+
 /// The connection timer that resumes reading a half-parsed long line.
 const RESUME_STEPPING: u64 = 1;
+
+/// The connection timer that resumes encoding a long line's reply.
+const RESUME_ENCODING: u64 = 2;
 
 /// A message is one JSON object on one line.
 type Message = Map<String, Value>;
@@ -62,7 +70,7 @@ struct ErrorLine {
 /// running.join().unwrap()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct JsonEcho {
     max_line: usize,
     /// The decoders of the connections whose last call left a partly
@@ -73,6 +81,12 @@ pub struct JsonEcho {
     /// each, freed on close): their reading is paused until a timer due
     /// next tick resumes it, so the shard serves the others in between.
     stepping: HashMap<ConnId, Stepping>,
+    /// The connections whose reply to a long line is being encoded, a
+    /// slice per turn (at most one each, freed on close): their reading
+    /// stays paused until it is all sent, so later replies keep their
+    /// order. A slice waits while the connection's output is near its
+    /// soft limit, so the reply is held as a value, not as bytes.
+    encoding: HashMap<ConnId, JsonEncodeSteps>,
 }
 
 impl JsonEcho {
@@ -84,6 +98,7 @@ impl JsonEcho {
             max_line,
             scanning: HashMap::new(),
             stepping: HashMap::new(),
+            encoding: HashMap::new(),
         }
     }
 }
@@ -103,6 +118,9 @@ impl TcpService for JsonEcho {
 
     fn on_data(&mut self, conn: &mut ConnContext<'_>, data: &[u8]) -> usize {
         let id = conn.id();
+        if self.encoding.contains_key(&id) {
+            return 0; // offered again once the reply is out
+        }
         let mut decoder =
             (self.scanning.remove(&id)).unwrap_or_else(|| JsonLines::new(self.max_line));
         let mut replies = Replies::default();
@@ -135,6 +153,7 @@ impl TcpService for JsonEcho {
                 },
             };
             let line = &data[consumed..][span.clone()];
+            let before = steps.parsed();
             let parsed = match steps.step(line, STEP_BUDGET) {
                 JsonStep::Pending => {
                     // Let the shard's other connections have this turn:
@@ -153,9 +172,22 @@ impl TcpService for JsonEcho {
                     serde_json::from_slice(line).map_err(|e| describe_json_error(line, &e))
                 }
             };
-            match replies.answer(conn, parsed) {
-                true => consumed += used,
-                false => break data.len(),
+            match replies.admit(conn, parsed) {
+                Admitted::Echo(message) => {
+                    consumed += used;
+                    // The reply is about as long as the line: encode it a
+                    // slice per turn too, with what is left of this turn's
+                    // budget first, after the replies before it.
+                    replies.echoed += 1;
+                    replies.flush(conn);
+                    let encoder = JsonEncodeSteps::new(Value::Object(message));
+                    let budget = STEP_BUDGET.saturating_sub(steps.parsed() - before);
+                    if !self.encode_reply(conn, encoder, budget) {
+                        break consumed;
+                    }
+                }
+                Admitted::Answered => consumed += used,
+                Admitted::Closed => break data.len(),
             }
         };
         replies.finish(conn);
@@ -166,15 +198,69 @@ impl TcpService for JsonEcho {
     }
 
     fn on_timer(&mut self, conn: &mut ConnContext<'_>, key: u64) {
-        if key == RESUME_STEPPING {
-            let id = conn.id();
-            conn.resume_reading_of(id);
+        let id = conn.id();
+        match key {
+            RESUME_STEPPING => {
+                conn.resume_reading_of(id);
+            }
+            RESUME_ENCODING => self.resume_encoding(conn),
+            _ => {}
         }
+    }
+
+    fn on_drained(&mut self, conn: &mut ConnContext<'_>) {
+        self.resume_encoding(conn);
     }
 
     fn on_close(&mut self, _shard: &mut ShardContext<'_>, id: ConnId, _reason: CloseReason) {
         self.scanning.remove(&id);
         self.stepping.remove(&id);
+        self.encoding.remove(&id);
+    }
+}
+
+impl JsonEcho {
+    fn resume_encoding(&mut self, conn: &mut ConnContext<'_>) {
+        if let Some(encoder) = self.encoding.remove(&conn.id()) {
+            self.encode_reply(conn, encoder, ENCODE_BUDGET);
+        }
+    }
+
+    /// Sends the next slice of a reply, of about `budget` bytes (none if
+    /// 0), then a timer due next tick brings the following one; while the
+    /// connection's pending output is near its soft limit it waits for it
+    /// to drain instead. Once the reply is out, reads the connection
+    /// again and returns true; until then it is kept, reading paused.
+    fn encode_reply(
+        &mut self,
+        conn: &mut ConnContext<'_>,
+        mut encoder: JsonEncodeSteps,
+        budget: usize,
+    ) -> bool {
+        let id = conn.id();
+        let buffered = conn.write_buffered();
+        if buffered > 0 && buffered + ENCODE_BUDGET > conn.output_soft_limit() {
+            if !conn.notify_drained(id) {
+                conn.arm_timer(Duration::ZERO, RESUME_ENCODING);
+            }
+        } else if budget > 0 {
+            let mut out = Vec::with_capacity(budget.min(ENCODE_BUDGET) + 1);
+            let done = encoder.step(&mut out, budget);
+            if done {
+                out.push(b'\n');
+            }
+            conn.send(&out);
+            if done {
+                conn.resume_reading_of(id); // if it was paused for this reply
+                return true;
+            }
+            conn.arm_timer(Duration::ZERO, RESUME_ENCODING);
+        } else {
+            conn.arm_timer(Duration::ZERO, RESUME_ENCODING);
+        }
+        self.encoding.insert(id, encoder);
+        conn.pause_reading();
+        false
     }
 }
 
@@ -195,24 +281,44 @@ struct Replies {
     echoed: u64,
 }
 
+/// What became of one line.
+enum Admitted {
+    /// A message within the rate: echo it (counted as echoed by the caller).
+    Echo(Message),
+    /// An error line was written.
+    Answered,
+    /// An error line was written, and the strike closed the connection.
+    Closed,
+}
+
 impl Replies {
     /// Answers one line: its echo, or an error line (striking the peer).
     /// False if that closed the connection.
     fn answer(&mut self, conn: &mut ConnContext<'_>, parsed: Result<Message, String>) -> bool {
+        match self.admit(conn, parsed) {
+            Admitted::Echo(message) => {
+                encode_line(&message, &mut self.out);
+                self.echoed += 1;
+                true
+            }
+            Admitted::Answered => true,
+            Admitted::Closed => false,
+        }
+    }
+
+    /// Counts one line and answers it unless it is a message to echo.
+    fn admit(&mut self, conn: &mut ConnContext<'_>, parsed: Result<Message, String>) -> Admitted {
         // Error lines can outweigh the input that caused them (a buffer of
         // one-byte bad lines): hand output over in slices so this scratch
         // stays small; the connection's output limit bounds the rest.
         if self.out.len() >= OUT_SLICE {
-            conn.send(&self.out);
-            self.out.clear();
+            self.flush(conn);
         }
         let (error, detail, strike) = match parsed {
             Ok(message) => {
                 self.decoded += 1;
                 if conn.take_message_token() {
-                    encode_line(&message, &mut self.out);
-                    self.echoed += 1;
-                    return true;
+                    return Admitted::Echo(message);
                 }
                 ("over the message rate", None, "over the message rate")
             }
@@ -220,7 +326,16 @@ impl Replies {
         };
         let max = None;
         encode_line(&ErrorLine { error, detail, max }, &mut self.out);
-        !conn.strike(strike) // banned: the connection is closing
+        match conn.strike(strike) {
+            true => Admitted::Closed, // banned: the connection is closing
+            false => Admitted::Answered,
+        }
+    }
+
+    /// Hands what is gathered to the connection.
+    fn flush(&mut self, conn: &mut ConnContext<'_>) {
+        conn.send(&self.out);
+        self.out.clear();
     }
 
     /// Answers a line over the limit, and closes: without a newline in
@@ -236,8 +351,7 @@ impl Replies {
             max,
         };
         encode_line(&line, &mut self.out);
-        conn.send(&self.out);
-        self.out.clear();
+        self.flush(conn);
         conn.strike("line too long");
         conn.close();
     }

@@ -328,6 +328,13 @@ impl<'a> ShardContext<'a> {
         live(self.conns, id).map(|key| self.conns[key].state.write_buffered())
     }
 
+    /// `ServerConfig::output_soft_limit`: pending output a service that
+    /// produces a large reply in pieces should stay under (wait for
+    /// [`notify_drained`](Self::notify_drained) before adding more).
+    pub fn output_soft_limit(&self) -> usize {
+        self.lp.res.limits.output_soft
+    }
+
     /// The peer address of a connection (`None` if it is closed).
     pub fn peer_addr_of(&self, id: ConnId) -> Option<SocketAddr> {
         live(self.conns, id).map(|key| self.conns[key].state.peer)
