@@ -78,7 +78,7 @@ impl State {
                 self.flags.set(Flags::READ_PAUSED);
                 env.stats.backpressure_pauses.incr();
                 env.trace
-                    .backpressure(self.peer, true, self.write_buffered());
+                    .backpressure(&self.peer, true, self.write_buffered());
                 return Step::Done(ReadOutcome::Stopped);
             }
             // Resumed by the service: what it left unconsumed when it
@@ -99,14 +99,15 @@ impl State {
         let max = env.limits.max_read_buffer;
         // Nothing held: read whatever waits into the shard's scratch buffer
         // (up to the frame limit); only leftovers are copied out to keep.
-        env.trace
-            .lent_if(self.read_buf.is_none(), self.peer, "read");
         let (mut buf, scratch, limit) = match self.read_buf.take() {
             Some(buf) => (*buf, false, usize::MAX),
-            None => match env.pool.take_scratch() {
-                Some(buf) => (buf, true, max),
-                None => (env.pool.take(), false, usize::MAX),
-            },
+            None => {
+                env.trace.lent(&self.peer, "read");
+                match env.pool.take_scratch() {
+                    Some(buf) => (buf, true, max),
+                    None => (env.pool.take(), false, usize::MAX),
+                }
+            }
         };
         if buf.len() >= max {
             self.read_buf = Some(Box::new(buf));
@@ -132,7 +133,7 @@ impl State {
                 wire,
                 drained,
             }) => {
-                env.trace.read(self.peer, wire);
+                env.trace.read(&self.peer, wire);
                 buf.commit(plain);
                 env.stats.tcp_bytes_in.add(wire as u64);
                 *budget = budget.saturating_sub(wire.max(plain));
@@ -154,7 +155,7 @@ impl State {
                 return Step::Deliver(input);
             }
             Ok(Received::Eof) => {
-                env.trace.read(self.peer, 0);
+                env.trace.read(&self.peer, 0);
                 self.flags.set(Flags::PEER_EOF);
                 Step::Again
             }
@@ -252,11 +253,11 @@ impl State {
                 env.pool.note_growth(before, own.capacity());
                 self.read_buf = Some(Box::new(own));
             } else {
-                env.trace.returned(self.peer, "read");
+                env.trace.returned(&self.peer, "read");
             }
             env.pool.give_scratch(buf);
         } else if buf.is_empty() {
-            env.trace.returned(self.peer, "read");
+            env.trace.returned(&self.peer, "read");
             env.pool.give(buf);
         } else {
             self.read_buf = Some(Box::new(buf));

@@ -166,7 +166,7 @@ impl State {
             env.count_sent(sent);
             match written {
                 Ok(n) => {
-                    env.trace.write(self.peer, n, rest.len() - n);
+                    env.trace.write(&self.peer, n, rest.len() - n);
                     rest = &rest[n..];
                 }
                 Err(e) => return self.fail(&e),
@@ -188,11 +188,10 @@ impl State {
             }
             return;
         }
-        env.trace
-            .lent_if(self.write_buf.is_none(), self.peer, "write");
-        let buf = self
-            .write_buf
-            .get_or_insert_with(|| Box::new(env.pool.take()));
+        let buf = self.write_buf.get_or_insert_with(|| {
+            env.trace.lent(&self.peer, "write");
+            Box::new(env.pool.take())
+        });
         let before = buf.capacity();
         buf.extend_from_slice(rest);
         env.pool.note_growth(before, buf.capacity());
@@ -214,7 +213,7 @@ impl State {
             match t.write(buf.as_slice(), &mut sent) {
                 Ok(n) => {
                     buf.consume(n);
-                    env.trace.write(self.peer, n, buf.len());
+                    env.trace.write(&self.peer, n, buf.len());
                     if n > 0 {
                         self.deadlines.io(now_ms);
                     }
@@ -230,14 +229,14 @@ impl State {
         let release = self.flags.any(Flags::FAILED)
             || self.write_buf.as_ref().is_some_and(|buf| buf.is_empty());
         if let Some(buf) = self.write_buf.take_if(|_| release) {
-            env.trace.returned(self.peer, "write");
+            env.trace.returned(&self.peer, "write");
             env.pool.give(*buf);
         }
         let resume = self.flags.any(Flags::READ_PAUSED) && self.write_buffered() < limits.low_water;
         if resume {
             self.flags.clear(Flags::READ_PAUSED);
             env.trace
-                .backpressure(self.peer, false, self.write_buffered());
+                .backpressure(&self.peer, false, self.write_buffered());
         }
         resume
     }
