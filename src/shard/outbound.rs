@@ -105,7 +105,7 @@ fn begin(
         let transport = Transport::Plain(stream);
         let mut conn = TcpConn::new(transport, addr, gen, (service, OUTBOUND), now_ms);
         conn.state.flags.set(Flags::WRITE_INTEREST);
-        conn.state.deadlines.connecting(now_ms);
+        conn.state.begin_connect(now_ms);
         entry.insert(conn);
         Ok(key)
     });

@@ -65,34 +65,19 @@ impl State {
     /// One read, within what is left of `budget`.
     #[inline]
     pub(crate) fn read(&mut self, t: &mut Transport, budget: &mut usize, env: &mut Env) -> Step {
-        if self.flags.any(Flags::NO_READ) || self.connecting() {
-            return Step::Done(ReadOutcome::Stopped);
-        }
         // The service may have closed the connection in the last callback.
         let discarding = self.flags.any(Flags::DISCARDING);
-        if !discarding {
-            if self.flags.any(Flags::PAUSED) {
-                return Step::Done(ReadOutcome::Stopped);
+        if self.flags.any(Flags::READ_CHECKS) {
+            if let Some(step) = self.before_read(discarding, env.limits.high_water) {
+                return step;
             }
-            if self.write_buffered() >= env.limits.high_water {
-                self.flags.set(Flags::READ_PAUSED);
-                env.stats.backpressure_pauses.incr();
-                env.trace
-                    .backpressure(&self.peer, true, self.write_buffered());
-                return Step::Done(ReadOutcome::Stopped);
-            }
-            // Resumed by the service: what it left unconsumed when it
-            // paused may hold whole frames, and no read may bring more.
-            if self.flags.any(Flags::REOFFER) {
-                self.flags.clear(Flags::REOFFER);
-                if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
-                    return Step::Deliver(Input {
-                        buf: *buf,
-                        scratch: false,
-                        drained: false,
-                    });
-                }
-            }
+        }
+        if !discarding && self.write_buffered() >= env.limits.high_water {
+            self.flags.set(Flags::READ_PAUSED);
+            env.stats.backpressure_pauses.incr();
+            env.trace
+                .backpressure(&self.peer, true, self.write_buffered());
+            return Step::Done(ReadOutcome::Stopped);
         }
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
@@ -173,6 +158,36 @@ impl State {
         };
         self.keep(buf, scratch, env);
         step
+    }
+
+    /// What a read step does instead of reading in the states of
+    /// [`Flags::READ_CHECKS`]: stop, or offer again what the service left
+    /// unconsumed when it paused (resumed: it may hold whole frames, and
+    /// no read may bring more).
+    /// `None`: read.
+    #[cold]
+    fn before_read(&mut self, discarding: bool, high_water: usize) -> Option<Step> {
+        if self.flags.any(Flags::STOPPED) {
+            return Some(Step::Done(ReadOutcome::Stopped));
+        }
+        if discarding {
+            return None;
+        }
+        if self.flags.any(Flags::PAUSED) {
+            return Some(Step::Done(ReadOutcome::Stopped));
+        }
+        // Above the high-water mark the caller pauses reading first.
+        if self.flags.any(Flags::REOFFER) && self.write_buffered() < high_water {
+            self.flags.clear(Flags::REOFFER);
+            if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
+                return Some(Step::Deliver(Input {
+                    buf: *buf,
+                    scratch: false,
+                    drained: false,
+                }));
+            }
+        }
+        None
     }
 
     /// The service took `consumed` bytes of `input` (more counts as all);
