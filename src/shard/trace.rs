@@ -141,10 +141,7 @@ impl Tracer {
     #[inline(always)]
     pub(crate) fn read(&self, peer: &SocketAddr, n: usize) {
         if self.enabled() {
-            match n {
-                0 => self.line(format_args!("read {peer} eof (recvfrom)")),
-                n => self.line(format_args!("read {peer} {n}B (recvfrom)")),
-            }
+            self.read_cold(peer, n);
         }
     }
 
@@ -153,9 +150,7 @@ impl Tracer {
     #[inline(always)]
     pub(crate) fn write(&self, peer: &SocketAddr, n: usize, buffered: usize) {
         if self.enabled() {
-            self.line(format_args!(
-                "write {peer} {n}B (sendto), {buffered}B buffered"
-            ));
+            self.write_cold(peer, n, buffered);
         }
     }
 
@@ -163,7 +158,7 @@ impl Tracer {
     #[inline(always)]
     pub(crate) fn lent(&self, peer: &SocketAddr, side: &'static str) {
         if self.enabled() {
-            self.line(format_args!("lend {side} buffer {peer}"));
+            self.buffer_cold("lend", side, peer);
         }
     }
 
@@ -171,7 +166,7 @@ impl Tracer {
     #[inline(always)]
     pub(crate) fn returned(&self, peer: &SocketAddr, side: &'static str) {
         if self.enabled() {
-            self.line(format_args!("return {side} buffer {peer}"));
+            self.buffer_cold("return", side, peer);
         }
     }
 
@@ -235,6 +230,32 @@ impl Tracer {
         if self.enabled() {
             self.line(format_args!("udp {syscall} {datagrams} datagrams"));
         }
+    }
+
+    // The hot hooks' lines are formatted out of line, so that off, not
+    // even their arguments are prepared.
+
+    #[cold]
+    #[inline(never)]
+    fn read_cold(&self, peer: &SocketAddr, n: usize) {
+        match n {
+            0 => self.line(format_args!("read {peer} eof (recvfrom)")),
+            n => self.line(format_args!("read {peer} {n}B (recvfrom)")),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_cold(&self, peer: &SocketAddr, n: usize, buffered: usize) {
+        self.line(format_args!(
+            "write {peer} {n}B (sendto), {buffered}B buffered"
+        ));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn buffer_cold(&self, verb: &'static str, side: &'static str, peer: &SocketAddr) {
+        self.line(format_args!("{verb} {side} buffer {peer}"));
     }
 
     #[cold]
