@@ -8,7 +8,7 @@
 //! says. Each line starts `shard N`, so interleaved shards stay readable.
 //!
 //! Off (the default), every hook is one branch on a shard-local bool:
-//! the methods are `#[inline]` and test [`Tracer::enabled`] before calling
+//! the methods are `#[inline(always)]` and test [`Tracer::enabled`] before calling
 //! their `#[cold]` formatting half, so nothing is formatted, allocated or
 //! locked. On, lines are rate-limited per shard ([`TraceLimit`]): at most
 //! N a second, and when a window ends with lines held back, one line says
