@@ -214,6 +214,11 @@ impl Deadlines {
         self.frame_since = now_ms;
     }
 
+    /// A connect is in progress.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.has(CONNECTING)
+    }
+
     /// The connect completed: its clock stops, and the idle clock counts
     /// from now.
     pub(crate) fn connected(&mut self, now_ms: u32) {

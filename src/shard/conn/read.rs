@@ -167,7 +167,7 @@ impl State {
     /// `None`: read.
     #[cold]
     fn before_read(&mut self, discarding: bool, high_water: usize) -> Option<Step> {
-        if self.flags.any(Flags::STOPPED) {
+        if self.flags.any(Flags::NO_READ) || self.connecting() {
             return Some(Step::Done(ReadOutcome::Stopped));
         }
         if discarding {

@@ -23,7 +23,7 @@ use crate::shard::token::Slot;
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Flags(u32);
+pub(crate) struct Flags(u16);
 
 impl Flags {
     /// Not read: the write buffer is above the high-water mark.
@@ -69,20 +69,18 @@ impl Flags {
     /// been told of it yet (no `on_open`), or the refusal of one from
     /// anyone else (`Shard::check_proxy`).
     pub(crate) const PROXY_PENDING: Flags = Flags(1 << 15);
-    /// An outbound connect is in progress (its clock is the deadlines'
-    /// own; this bit lets the hot path's one flags test cover it too).
-    pub(crate) const CONNECTING: Flags = Flags(1 << 16);
 
     /// States in which the socket is no longer read.
     pub(super) const NO_READ: Flags =
         Flags(Self::PEER_EOF.0 | Self::FAILED.0 | Self::READ_BUFFER_FULL.0);
     /// Paused, by the write side or by the service.
     pub(super) const PAUSED: Flags = Flags(Self::READ_PAUSED.0 | Self::SERVICE_PAUSED.0);
-    /// Not read, whatever else: no more input, or not connected yet.
-    pub(super) const STOPPED: Flags = Flags(Self::NO_READ.0 | Self::CONNECTING.0);
     /// States a read step must look at before reading: when none is set
-    /// (the common case) one test skips them all.
-    pub(super) const READ_CHECKS: Flags = Flags(Self::STOPPED.0 | Self::PAUSED.0 | Self::REOFFER.0);
+    /// (the common case) one test skips them all. A connecting connection
+    /// always has `WRITE_INTEREST` ([`State::begin_connect`]), so the test
+    /// covers it without a bit of its own (the slab entry stays small).
+    pub(super) const READ_CHECKS: Flags =
+        Flags(Self::NO_READ.0 | Self::PAUSED.0 | Self::REOFFER.0 | Self::WRITE_INTEREST.0);
     /// States in which input is read only to be discarded.
     pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
 
@@ -284,8 +282,7 @@ impl State {
                 | Flags::OUTPUT_OVERFLOW.0
                 | Flags::PEER_EOF.0
                 | Flags::DISCARDING.0
-                | Flags::WRITE_INTEREST.0
-                | Flags::CONNECTING.0,
+                | Flags::WRITE_INTEREST.0, // always set while connecting
         );
         !self.flags.any(loud)
             && self.write_buf.is_none()
@@ -357,26 +354,28 @@ impl State {
         Settled::Close(reason)
     }
 
-    /// An outbound connect began: the connect timeout counts from now.
+    /// An outbound connect began: the connect timeout counts from now,
+    /// and writability, which announces the outcome, is watched (kept by
+    /// settling until connected, so `WRITE_INTEREST` stands for connecting
+    /// in the hot path's flag tests).
     pub(crate) fn begin_connect(&mut self, now_ms: u32) {
-        self.flags.set(Flags::CONNECTING);
+        self.flags.set(Flags::WRITE_INTEREST);
         self.deadlines.connecting(now_ms);
     }
 
     /// The connect completed: reading and writing begin, and the idle
     /// clock starts now.
     pub(crate) fn connected(&mut self, now_ms: u32) {
-        self.flags.clear(Flags::CONNECTING);
         self.deadlines.connected(now_ms);
     }
 
     /// An outbound connection whose connect has not completed: nothing is
     /// read or written, output waits in the buffer, and writability (the
     /// connect's outcome) is watched. (Kept by its deadline, which runs
-    /// exactly as long.)
+    /// exactly as long: no flag bit of its own.)
     #[inline]
     pub(crate) fn connecting(&self) -> bool {
-        self.flags.any(Flags::CONNECTING)
+        self.deadlines.is_connecting()
     }
 
     pub(crate) fn fail(&mut self, e: &io::Error) {
