@@ -297,7 +297,7 @@ impl Shard {
             conn.state.deadlines.frame(now_ms, false, true);
         }
         entry.insert(conn);
-        self.res.trace.accept(token, peer);
+        self.res.trace.accept(token, &peer);
         self.res.stats.conns_accepted.incr();
         self.res.stats.conns_open.incr();
         if !proxied {

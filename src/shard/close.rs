@@ -28,7 +28,7 @@ impl Shard {
             self.res.stats.tcp_bytes_out.add(sent as u64);
         }
         let token = conn.state.token(key);
-        self.res.trace.close(token, conn.state.peer, reason);
+        self.res.trace.close(token, &conn.state.peer, reason);
         if let Some(timer) = conn.state.deadlines.timer {
             self.res.trace.timer_cancelled(token);
             self.res.timers.wheel.cancel(timer);

@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 use slab::Slab;
 
-use super::conn::{Flags, TcpConn, Transport};
+use super::conn::{TcpConn, Transport};
 use super::context::ConnContext;
 use super::token::Slot;
 use super::{Resources, Shard};
@@ -104,8 +104,7 @@ fn begin(
         let now_ms = res.timers.now_ms();
         let transport = Transport::Plain(stream);
         let mut conn = TcpConn::new(transport, addr, gen, (service, OUTBOUND), now_ms);
-        conn.state.flags.set(Flags::WRITE_INTEREST);
-        conn.state.deadlines.connecting(now_ms);
+        conn.state.begin_connect(now_ms);
         entry.insert(conn);
         Ok(key)
     });

@@ -8,7 +8,7 @@
 //! says. Each line starts `shard N`, so interleaved shards stay readable.
 //!
 //! Off (the default), every hook is one branch on a shard-local bool:
-//! the methods are `#[inline]` and test [`Tracer::enabled`] before calling
+//! the methods are `#[inline(always)]` and test [`Tracer::enabled`] before calling
 //! their `#[cold]` formatting half, so nothing is formatted, allocated or
 //! locked. On, lines are rate-limited per shard ([`TraceLimit`]): at most
 //! N a second, and when a window ends with lines held back, one line says
@@ -110,7 +110,7 @@ impl Tracer {
     }
 
     /// A loop turn begins: `events` came out of `poll`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn turn(&self, now: Instant, events: &mio::Events) {
         if self.enabled() {
             self.turn_cold(now, events);
@@ -118,7 +118,7 @@ impl Tracer {
     }
 
     /// Readiness reported for `token`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ready(&self, event: &Event) {
         if self.enabled() {
             self.line(format_args!(
@@ -130,55 +130,49 @@ impl Tracer {
     }
 
     /// A connection accepted (or connected, for outbound ones).
-    #[inline]
-    pub(crate) fn accept(&self, token: Token, peer: SocketAddr) {
+    #[inline(always)]
+    pub(crate) fn accept(&self, token: Token, peer: &SocketAddr) {
         if self.enabled() {
             self.line(format_args!("accept {} from {peer}", Named(token)));
         }
     }
 
     /// One read syscall moved `n` bytes in (0: end of stream).
-    #[inline]
-    pub(crate) fn read(&self, peer: SocketAddr, n: usize) {
+    #[inline(always)]
+    pub(crate) fn read(&self, peer: &SocketAddr, n: usize) {
         if self.enabled() {
-            match n {
-                0 => self.line(format_args!("read {peer} eof (recvfrom)")),
-                n => self.line(format_args!("read {peer} {n}B (recvfrom)")),
-            }
+            self.read_cold(peer, n);
         }
     }
 
     /// One write syscall put `n` bytes on the wire; `buffered` are left
     /// waiting in the write buffer.
-    #[inline]
-    pub(crate) fn write(&self, peer: SocketAddr, n: usize, buffered: usize) {
+    #[inline(always)]
+    pub(crate) fn write(&self, peer: &SocketAddr, n: usize, buffered: usize) {
         if self.enabled() {
-            self.line(format_args!(
-                "write {peer} {n}B (sendto), {buffered}B buffered"
-            ));
+            self.write_cold(peer, n, buffered);
         }
     }
 
-    /// A pooled buffer is about to be lent to a connection, if `lent`
-    /// (the caller's "it holds none" test, evaluated either way).
-    #[inline]
-    pub(crate) fn lent_if(&self, lent: bool, peer: SocketAddr, side: &'static str) {
-        if self.enabled() && lent {
-            self.line(format_args!("lend {side} buffer {peer}"));
+    /// A pooled buffer is about to be lent to a connection.
+    #[inline(always)]
+    pub(crate) fn lent(&self, peer: &SocketAddr, side: &'static str) {
+        if self.enabled() {
+            self.buffer_cold("lend", side, peer);
         }
     }
 
     /// A connection's buffer went back to the pool.
-    #[inline]
-    pub(crate) fn returned(&self, peer: SocketAddr, side: &'static str) {
+    #[inline(always)]
+    pub(crate) fn returned(&self, peer: &SocketAddr, side: &'static str) {
         if self.enabled() {
-            self.line(format_args!("return {side} buffer {peer}"));
+            self.buffer_cold("return", side, peer);
         }
     }
 
     /// Reading a connection paused (backpressure on) or resumed (off).
-    #[inline]
-    pub(crate) fn backpressure(&self, peer: SocketAddr, on: bool, buffered: usize) {
+    #[inline(always)]
+    pub(crate) fn backpressure(&self, peer: &SocketAddr, on: bool, buffered: usize) {
         if self.enabled() {
             let what = if on { "pause" } else { "resume" };
             self.line(format_args!(
@@ -189,7 +183,7 @@ impl Tracer {
     }
 
     /// A connection's deadline timer armed to fire after `after`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn timer_armed(&self, token: Token, after: Duration) {
         if self.enabled() {
             self.line(format_args!(
@@ -201,7 +195,7 @@ impl Tracer {
     }
 
     /// A connection's deadline timer cancelled.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn timer_cancelled(&self, token: Token) {
         if self.enabled() {
             self.line(format_args!("timer cancelled {}", Named(token)));
@@ -209,7 +203,7 @@ impl Tracer {
     }
 
     /// A timer came due.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn timer_fired(&self, target: &TimerTarget) {
         if self.enabled() {
             match target {
@@ -222,8 +216,8 @@ impl Tracer {
     }
 
     /// A connection closed, and why.
-    #[inline]
-    pub(crate) fn close(&self, token: Token, peer: SocketAddr, reason: CloseReason) {
+    #[inline(always)]
+    pub(crate) fn close(&self, token: Token, peer: &SocketAddr, reason: CloseReason) {
         if self.enabled() {
             self.line(format_args!("close {} {peer} {reason:?}", Named(token)));
         }
@@ -231,11 +225,37 @@ impl Tracer {
 
     /// `datagrams` moved by one batch syscall (`recvmmsg`, or the
     /// `sendmmsg` calls of one flush).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn udp_batch(&self, syscall: &'static str, datagrams: usize) {
         if self.enabled() {
             self.line(format_args!("udp {syscall} {datagrams} datagrams"));
         }
+    }
+
+    // The hot hooks' lines are formatted out of line, so that off, not
+    // even their arguments are prepared.
+
+    #[cold]
+    #[inline(never)]
+    fn read_cold(&self, peer: &SocketAddr, n: usize) {
+        match n {
+            0 => self.line(format_args!("read {peer} eof (recvfrom)")),
+            n => self.line(format_args!("read {peer} {n}B (recvfrom)")),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_cold(&self, peer: &SocketAddr, n: usize, buffered: usize) {
+        self.line(format_args!(
+            "write {peer} {n}B (sendto), {buffered}B buffered"
+        ));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn buffer_cold(&self, verb: &'static str, side: &'static str, peer: &SocketAddr) {
+        self.line(format_args!("{verb} {side} buffer {peer}"));
     }
 
     #[cold]
@@ -419,7 +439,7 @@ mod tests {
     fn off_it_writes_nothing_and_keeps_no_time() {
         let tracer = Tracer::new(0, None);
         assert!(!tracer.enabled());
-        tracer.read("127.0.0.1:1".parse().unwrap(), 5);
+        tracer.read(&"127.0.0.1:1".parse().unwrap(), 5);
         assert_eq!(tracer.limit.get(), TraceLimit::new(0));
         assert_eq!(tracer.now.get(), None);
     }

@@ -65,48 +65,34 @@ impl State {
     /// One read, within what is left of `budget`.
     #[inline]
     pub(crate) fn read(&mut self, t: &mut Transport, budget: &mut usize, env: &mut Env) -> Step {
-        if self.flags.any(Flags::NO_READ) || self.connecting() {
-            return Step::Done(ReadOutcome::Stopped);
-        }
         // The service may have closed the connection in the last callback.
         let discarding = self.flags.any(Flags::DISCARDING);
-        if !discarding {
-            if self.flags.any(Flags::PAUSED) {
-                return Step::Done(ReadOutcome::Stopped);
+        if self.flags.any(Flags::READ_CHECKS) {
+            if let Some(step) = self.before_read(discarding, env.limits.high_water) {
+                return step;
             }
-            if self.write_buffered() >= env.limits.high_water {
-                self.flags.set(Flags::READ_PAUSED);
-                env.stats.backpressure_pauses.incr();
-                env.trace
-                    .backpressure(self.peer, true, self.write_buffered());
-                return Step::Done(ReadOutcome::Stopped);
-            }
-            // Resumed by the service: what it left unconsumed when it
-            // paused may hold whole frames, and no read may bring more.
-            if self.flags.any(Flags::REOFFER) {
-                self.flags.clear(Flags::REOFFER);
-                if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
-                    return Step::Deliver(Input {
-                        buf: *buf,
-                        scratch: false,
-                        drained: false,
-                    });
-                }
-            }
+        }
+        if !discarding && self.write_buffered() >= env.limits.high_water {
+            self.flags.set(Flags::READ_PAUSED);
+            env.stats.backpressure_pauses.incr();
+            env.trace
+                .backpressure(&self.peer, true, self.write_buffered());
+            return Step::Done(ReadOutcome::Stopped);
         }
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
         let max = env.limits.max_read_buffer;
         // Nothing held: read whatever waits into the shard's scratch buffer
         // (up to the frame limit); only leftovers are copied out to keep.
-        env.trace
-            .lent_if(self.read_buf.is_none(), self.peer, "read");
         let (mut buf, scratch, limit) = match self.read_buf.take() {
             Some(buf) => (*buf, false, usize::MAX),
-            None => match env.pool.take_scratch() {
-                Some(buf) => (buf, true, max),
-                None => (env.pool.take(), false, usize::MAX),
-            },
+            None => {
+                env.trace.lent(&self.peer, "read");
+                match env.pool.take_scratch() {
+                    Some(buf) => (buf, true, max),
+                    None => (env.pool.take(), false, usize::MAX),
+                }
+            }
         };
         if buf.len() >= max {
             self.read_buf = Some(Box::new(buf));
@@ -132,7 +118,7 @@ impl State {
                 wire,
                 drained,
             }) => {
-                env.trace.read(self.peer, wire);
+                env.trace.read(&self.peer, wire);
                 buf.commit(plain);
                 env.stats.tcp_bytes_in.add(wire as u64);
                 *budget = budget.saturating_sub(wire.max(plain));
@@ -154,7 +140,7 @@ impl State {
                 return Step::Deliver(input);
             }
             Ok(Received::Eof) => {
-                env.trace.read(self.peer, 0);
+                env.trace.read(&self.peer, 0);
                 self.flags.set(Flags::PEER_EOF);
                 Step::Again
             }
@@ -172,6 +158,36 @@ impl State {
         };
         self.keep(buf, scratch, env);
         step
+    }
+
+    /// What a read step does instead of reading in the states of
+    /// [`Flags::READ_CHECKS`]: stop, or offer again what the service left
+    /// unconsumed when it paused (resumed: it may hold whole frames, and
+    /// no read may bring more).
+    /// `None`: read.
+    #[cold]
+    fn before_read(&mut self, discarding: bool, high_water: usize) -> Option<Step> {
+        if self.flags.any(Flags::NO_READ) || self.connecting() {
+            return Some(Step::Done(ReadOutcome::Stopped));
+        }
+        if discarding {
+            return None;
+        }
+        if self.flags.any(Flags::PAUSED) {
+            return Some(Step::Done(ReadOutcome::Stopped));
+        }
+        // Above the high-water mark the caller pauses reading first.
+        if self.flags.any(Flags::REOFFER) && self.write_buffered() < high_water {
+            self.flags.clear(Flags::REOFFER);
+            if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
+                return Some(Step::Deliver(Input {
+                    buf: *buf,
+                    scratch: false,
+                    drained: false,
+                }));
+            }
+        }
+        None
     }
 
     /// The service took `consumed` bytes of `input` (more counts as all);
@@ -252,11 +268,11 @@ impl State {
                 env.pool.note_growth(before, own.capacity());
                 self.read_buf = Some(Box::new(own));
             } else {
-                env.trace.returned(self.peer, "read");
+                env.trace.returned(&self.peer, "read");
             }
             env.pool.give_scratch(buf);
         } else if buf.is_empty() {
-            env.trace.returned(self.peer, "read");
+            env.trace.returned(&self.peer, "read");
             env.pool.give(buf);
         } else {
             self.read_buf = Some(Box::new(buf));

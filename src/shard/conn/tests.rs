@@ -657,7 +657,7 @@ impl Harness {
     /// An outbound connection at t = 0, as `outbound::open` leaves it.
     fn connecting(config: ServerConfig, fake: Fake, service: Service) -> Harness {
         let mut h = Harness::open(config, fake, service);
-        h.state.deadlines.connecting(0);
+        h.state.begin_connect(0);
         h.settle();
         h
     }
