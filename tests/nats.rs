@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::external::{find_program, free_port, NatsServer};
+use common::external::{local_nats, NatsServer};
 use sockloop::bus::{BusConfig, Connection, Event, ServerUrl};
 use sockloop::protocol::nats::pub_len;
 
@@ -129,12 +129,9 @@ fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
 
 #[test]
 fn two_clients_through_a_server_killed_and_restarted() {
-    let Some(binary) = find_program("nats-server") else {
-        println!("skipping: nats-server not found");
+    let Some((server, binary, port)) = local_nats() else {
         return;
     };
-    let port = free_port();
-    let server = NatsServer::start(&binary, port);
     let (mut a, mut b) = (Client::new(port, 1), Client::new(port, 2));
     drive(&mut a, &mut b, "both connected", |a, b| {
         a.connects == 1 && b.connects == 1

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::external::{find_program, free_port, NatsServer};
+use common::external::{local_nats, NatsServer};
 use common::process::Served;
 use sockloop::client::chat::ChatClient;
 use sockloop::protocol::chat::{ChatMessage, Encoding};
@@ -151,12 +151,9 @@ fn drain_now(client: &mut ChatClient) -> Vec<(String, String)> {
 
 #[test]
 fn mixed_members_on_two_processes_hear_each_other_exactly_once() {
-    let Some(binary) = find_program("nats-server") else {
-        println!("skipping: nats-server not found");
+    let Some((_nats, _, port)) = local_nats() else {
         return;
     };
-    let port = free_port();
-    let _nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = [
         "--tcp",
@@ -298,12 +295,9 @@ fn mixed_members_on_two_processes_hear_each_other_exactly_once() {
 
 #[test]
 fn the_broker_killed_and_restarted() {
-    let Some(binary) = find_program("nats-server") else {
-        println!("skipping: nats-server not found");
+    let Some((nats, binary, port)) = local_nats() else {
         return;
     };
-    let port = free_port();
-    let nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = ["--tcp", "127.0.0.1:0=chat", "--shards", "2", "--bus", &bus];
     let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
@@ -486,12 +480,9 @@ fn await_list(member: &mut Member, want: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_name_granted_on_both_processes_at_once_is_kept_by_one() {
-    let Some(binary) = find_program("nats-server") else {
-        println!("skipping: nats-server not found");
+    let Some((_nats, _, port)) = local_nats() else {
         return;
     };
-    let port = free_port();
-    let _nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = ["--tcp", "127.0.0.1:0=chat", "--bus", &bus];
     let (one, two) = (Served::start(&args, 1), Served::start(&args, 1));
@@ -551,12 +542,9 @@ fn bus_connected(metrics: &str) -> [u64; 2] {
 /// members that landed on different workers of one server share a room.
 #[test]
 fn workers_of_one_server_share_rooms_over_the_bus() {
-    let Some(binary) = find_program("nats-server") else {
-        println!("skipping: nats-server not found");
+    let Some((_nats, _, port)) = local_nats() else {
         return;
     };
-    let port = free_port();
-    let _nats = NatsServer::start(&binary, port);
     let bus = format!("nats://127.0.0.1:{port}");
     let args = [
         "--workers",

@@ -57,3 +57,15 @@ impl Drop for NatsServer {
         let _ = self.0.wait();
     }
 }
+
+/// A nats-server started on a free loopback port, with the binary and the
+/// port (to start it again there); `None`, after saying so, when it is not
+/// installed.
+pub fn local_nats() -> Option<(NatsServer, String, u16)> {
+    let Some(binary) = find_program("nats-server") else {
+        println!("skipping: nats-server not found");
+        return None;
+    };
+    let port = free_port();
+    Some((NatsServer::start(&binary, port), binary, port))
+}
