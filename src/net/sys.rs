@@ -190,27 +190,36 @@ pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
 #[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) fn set_bind_address_no_port(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
-        // pointer, which points at `on`, alive for the whole call.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                std::ptr::from_ref(&on).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    set_int_option(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
     #[cfg(not(target_os = "linux"))]
     let _ = fd;
     Ok(())
+}
+
+/// `setsockopt` with an `int` value, the shape of most socket options.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_int_option(
+    fd: std::os::fd::BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
+    // pointer, which points at `value`, alive for the whole call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 // rlim_t is u64 on Linux and Apple but i64 on FreeBSD.
@@ -231,22 +240,8 @@ fn rlim_to_u64(v: libc::rlim_t) -> u64 {
 pub fn set_notsent_lowat(fd: std::os::fd::BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
-        // pointer, which points at `value`, alive for the whole call.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NOTSENT_LOWAT,
-                std::ptr::from_ref(&value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, value)?;
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (fd, bytes);
@@ -671,22 +666,7 @@ mod segments {
     /// Turns `UDP_GRO` on or off: on, the kernel may hand several
     /// datagrams from one source to one receive, with their size in a cmsg.
     pub fn set_udp_gro(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-        let value = libc::c_int::from(on);
-        // SAFETY: setsockopt only reads `size_of::<c_int>()` bytes from the
-        // pointer, which points at `value`, alive for the whole call.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                ptr::from_ref(&value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        match rc {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
+        super::set_int_option(fd, libc::SOL_UDP, libc::UDP_GRO, libc::c_int::from(on))
     }
 
     /// Whether the kernel knows `UDP_SEGMENT` (reading it back works).
