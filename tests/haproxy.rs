@@ -80,17 +80,6 @@ impl Drop for HaProxy {
     }
 }
 
-/// A client bound to `from`, connected to `to`, with timeouts.
-fn client_from(from: &str, to: SocketAddr) -> BufReader<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: SocketAddr = format!("{from}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    BufReader::new(stream)
-}
-
 fn line(client: &mut BufReader<TcpStream>) -> String {
     let mut line = String::new();
     client.read_line(&mut line).unwrap();
@@ -194,17 +183,17 @@ fn haproxy_in_front_limits_and_bans_apply_to_the_real_client() {
 
     // Two connections from 127.0.0.2 through the proxy: served; the third
     // is over its cap of two, though every connection comes from HAProxy.
-    let mut first = client_from("127.0.0.2", front);
-    let mut second = client_from("127.0.0.2", front);
+    let mut first = common::connect_from("127.0.0.2", front);
+    let mut second = common::connect_from("127.0.0.2", front);
     echo(&mut first, 1);
     echo(&mut second, 2);
-    let third = client_from("127.0.0.2", front);
+    let third = common::connect_from("127.0.0.2", front);
     assert_eq!(
         rest(third),
         "{\"error\":\"too many connections from your address\"}\n"
     );
     // 127.0.0.3 is someone else: served.
-    let mut other = client_from("127.0.0.3", front);
+    let mut other = common::connect_from("127.0.0.3", front);
     echo(&mut other, 3);
 
     // Two invalid messages ban 127.0.0.3 (and close it), not 127.0.0.2.
@@ -214,7 +203,7 @@ fn haproxy_in_front_limits_and_bans_apply_to_the_real_client() {
     assert!(closing
         .lines()
         .all(|l| l.starts_with("{\"error\":\"invalid message\"")));
-    let banned = client_from("127.0.0.3", front);
+    let banned = common::connect_from("127.0.0.3", front);
     assert_eq!(
         rest(banned),
         "{\"error\":\"your address is banned for a while\"}\n"
@@ -229,7 +218,8 @@ fn haproxy_in_front_limits_and_bans_apply_to_the_real_client() {
     assert_eq!(sum("proxy_untrusted"), 0);
 
     // A header from 127.0.0.5, outside --proxy-from: refused, counted.
-    let stranger = client_from("127.0.0.2", format!("127.0.0.1:{outside}").parse().unwrap());
+    let stranger =
+        common::connect_from("127.0.0.2", format!("127.0.0.1:{outside}").parse().unwrap());
     assert_eq!(rest(stranger), "");
     common::wait_until("the stranger counted", || {
         metric(a.addr(1), "proxy_untrusted") == 1

@@ -7,10 +7,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Running, IO_TIMEOUT};
+use common::{wait_until, Running};
 use sockloop::limit::{IpLimits, Rate, Trusted};
 use sockloop::services::JsonEcho;
 use sockloop::{Server, ServerConfig};
@@ -42,17 +42,6 @@ fn json_server_with(config: ServerConfig) -> Running {
     Running::start(server)
 }
 
-/// A connection to `server` from the loopback address `from`.
-fn connect_from(from: &str, server: SocketAddr) -> BufReader<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: SocketAddr = SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0);
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&server.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    BufReader::new(stream)
-}
-
 /// One message there and back.
 fn echo(conn: &mut BufReader<TcpStream>, n: u32) {
     let message = format!("{{\"n\":{n}}}\n");
@@ -77,14 +66,16 @@ fn the_per_ip_cap_refuses_the_next_connection_from_that_address_only() {
     };
     let server = json_server(limits, None);
     let addr = server.tcp[0];
-    let mut held: Vec<_> = (0..2).map(|_| connect_from(OFFENDER, addr)).collect();
+    let mut held: Vec<_> = (0..2)
+        .map(|_| common::connect_from(OFFENDER, addr))
+        .collect();
     for (n, conn) in held.iter_mut().enumerate() {
         echo(conn, n as u32);
     }
-    let third = connect_from(OFFENDER, addr);
+    let third = common::connect_from(OFFENDER, addr);
     let want = "{\"error\":\"too many connections from your address\"}\n";
     assert_eq!(refusal(third), want);
-    let mut bystander = connect_from(BYSTANDER, addr);
+    let mut bystander = common::connect_from(BYSTANDER, addr);
     echo(&mut bystander, 7);
     for (n, conn) in held.iter_mut().enumerate() {
         echo(conn, 10 + n as u32); // the held ones lost nothing
@@ -94,7 +85,7 @@ fn the_per_ip_cap_refuses_the_next_connection_from_that_address_only() {
     drop(held.pop());
     let handle = server.handle.clone();
     wait_until("a slot back", || handle.stats().conns_open == 2);
-    echo(&mut connect_from(OFFENDER, addr), 20);
+    echo(&mut common::connect_from(OFFENDER, addr), 20);
     drop((held, bystander));
     server.shutdown().unwrap();
 }
@@ -107,14 +98,16 @@ fn the_connect_rate_refuses_a_burst_beyond_it() {
     };
     let server = json_server(limits, None);
     let addr = server.tcp[0];
-    let mut admitted: Vec<_> = (0..3).map(|_| connect_from(OFFENDER, addr)).collect();
+    let mut admitted: Vec<_> = (0..3)
+        .map(|_| common::connect_from(OFFENDER, addr))
+        .collect();
     for (n, conn) in admitted.iter_mut().enumerate() {
         echo(conn, n as u32);
     }
-    let fourth = connect_from(OFFENDER, addr);
+    let fourth = common::connect_from(OFFENDER, addr);
     let want = "{\"error\":\"too many connection attempts from your address\"}\n";
     assert_eq!(refusal(fourth), want);
-    echo(&mut connect_from(BYSTANDER, addr), 9);
+    echo(&mut common::connect_from(BYSTANDER, addr), 9);
     assert_eq!(server.handle.stats().refused_connect_rate, 1);
     drop(admitted);
     server.shutdown().unwrap();
@@ -130,8 +123,8 @@ fn strikes_ban_an_address_which_is_refused_until_the_ban_ends() {
     };
     let server = json_server(limits, None);
     let addr = server.tcp[0];
-    let mut bystander = connect_from(BYSTANDER, addr);
-    let mut offender = connect_from(OFFENDER, addr);
+    let mut bystander = common::connect_from(BYSTANDER, addr);
+    let mut offender = common::connect_from(OFFENDER, addr);
     offender.get_mut().write_all(b"nope\nnope\n").unwrap();
     let mut line = String::new();
     for _ in 0..2 {
@@ -148,15 +141,15 @@ fn strikes_ban_an_address_which_is_refused_until_the_ban_ends() {
     assert!(rest.starts_with("{\"error\":\"invalid message\""), "{rest}");
     assert_eq!(rest.lines().count(), 1, "{rest}");
     let want = "{\"error\":\"your address is banned for a while\"}\n";
-    assert_eq!(refusal(connect_from(OFFENDER, addr)), want);
+    assert_eq!(refusal(common::connect_from(OFFENDER, addr)), want);
     echo(&mut bystander, 2); // another address: untouched
                              // Not a moment before the ban ends... then served again.
     while banned_at.elapsed() < ban_for - Duration::from_millis(150) {
-        assert_eq!(refusal(connect_from(OFFENDER, addr)), want);
+        assert_eq!(refusal(common::connect_from(OFFENDER, addr)), want);
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(ban_for);
-    echo(&mut connect_from(OFFENDER, addr), 3);
+    echo(&mut common::connect_from(OFFENDER, addr), 3);
     let stats = server.handle.stats();
     assert!(stats.refused_banned >= 2, "{}", stats.refused_banned);
     drop(bystander);
@@ -167,7 +160,7 @@ fn strikes_ban_an_address_which_is_refused_until_the_ban_ends() {
 fn over_the_message_rate_messages_are_dropped_with_an_error_each() {
     let server = json_server(IpLimits::unlimited(), Some(Rate::per_minute(5)));
     let addr = server.tcp[0];
-    let mut fast = connect_from(OFFENDER, addr);
+    let mut fast = common::connect_from(OFFENDER, addr);
     let burst: String = (0..8).map(|n| format!("{{\"n\":{n}}}\n")).collect();
     fast.get_mut().write_all(burst.as_bytes()).unwrap();
     let mut lines = Vec::new();
@@ -181,7 +174,7 @@ fn over_the_message_rate_messages_are_dropped_with_an_error_each() {
     let dropped = "{\"error\":\"over the message rate\"}\n";
     assert!(lines[5..].iter().all(|l| l == dropped), "{lines:?}");
     // Its own bucket: another connection is not slowed.
-    echo(&mut connect_from(BYSTANDER, addr), 1);
+    echo(&mut common::connect_from(BYSTANDER, addr), 1);
     drop(fast);
     server.shutdown().unwrap();
 }
@@ -287,7 +280,9 @@ fn loopback_is_trusted_by_default_strikes_and_caps_do_not_apply() {
     let addr = server.tcp[0];
     // Ten times the ban threshold of invalid lines, and more connections
     // than the per-source cap: every one is answered, none refused.
-    let mut conns: Vec<_> = (0..5).map(|_| connect_from(OFFENDER, addr)).collect();
+    let mut conns: Vec<_> = (0..5)
+        .map(|_| common::connect_from(OFFENDER, addr))
+        .collect();
     conns[0]
         .get_mut()
         .write_all(b"nope\n".repeat(30).as_slice())
@@ -300,7 +295,7 @@ fn loopback_is_trusted_by_default_strikes_and_caps_do_not_apply() {
     for (n, conn) in conns.iter_mut().enumerate() {
         echo(conn, n as u32);
     }
-    echo(&mut connect_from(BYSTANDER, addr), 9);
+    echo(&mut common::connect_from(BYSTANDER, addr), 9);
     let stats = server.handle.stats();
     assert_eq!(
         (
@@ -328,19 +323,21 @@ fn a_trusted_network_exempts_only_its_own_addresses() {
         ..ServerConfig::default()
     });
     let addr = server.tcp[0];
-    let mut trusted: Vec<_> = (0..3).map(|_| connect_from(BYSTANDER, addr)).collect();
+    let mut trusted: Vec<_> = (0..3)
+        .map(|_| common::connect_from(BYSTANDER, addr))
+        .collect();
     for (n, conn) in trusted.iter_mut().enumerate() {
         echo(conn, n as u32);
     }
-    let mut first = connect_from(OFFENDER, addr);
+    let mut first = common::connect_from(OFFENDER, addr);
     echo(&mut first, 5);
     let want = "{\"error\":\"too many connections from your address\"}\n";
-    assert_eq!(refusal(connect_from(OFFENDER, addr)), want);
+    assert_eq!(refusal(common::connect_from(OFFENDER, addr)), want);
     // The global cap is everyone's: the sixth connection finds it reached.
-    trusted.push(connect_from(BYSTANDER, addr));
+    trusted.push(common::connect_from(BYSTANDER, addr));
     echo(trusted.last_mut().unwrap(), 6);
     let full = "{\"error\":\"the server is full\"}\n";
-    assert_eq!(refusal(connect_from(BYSTANDER, addr)), full);
+    assert_eq!(refusal(common::connect_from(BYSTANDER, addr)), full);
     let stats = server.handle.stats();
     assert_eq!((stats.conns_trusted, stats.refused_per_ip), (4, 1));
     assert_eq!((stats.conns_open, stats.refused_server_full), (5, 1));
@@ -362,18 +359,18 @@ fn a_flood_of_banned_addresses_locks_out_neither_a_newcomer_nor_a_neighbour() {
     };
     let server = json_server(limits, None);
     let addr = server.tcp[0];
-    let mut neighbour = connect_from(BYSTANDER, addr);
+    let mut neighbour = common::connect_from(BYSTANDER, addr);
     echo(&mut neighbour, 0);
     for n in 0..300u32 {
         let from = format!("127.1.{}.{}", n / 200, n % 200 + 1);
-        let mut attacker = connect_from(&from, addr);
+        let mut attacker = common::connect_from(&from, addr);
         attacker.get_mut().write_all(b"nope\n").unwrap();
         let rest = refusal(attacker);
         assert!(rest.starts_with("{\"error\":\"invalid message\""), "{rest}");
     }
     echo(&mut neighbour, 1);
     // A newcomer is served, not told the server is full.
-    echo(&mut connect_from("127.2.0.1", addr), 2);
+    echo(&mut common::connect_from("127.2.0.1", addr), 2);
     let stats = server.handle.stats();
     assert_eq!((stats.refused_server_full, stats.refused_busy), (0, 0));
     drop(neighbour);

@@ -6,10 +6,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{wait_until, Running, IO_TIMEOUT};
+use common::{wait_until, Running};
 use sockloop::limit::{IpLimits, Trusted};
 use sockloop::net::proxy_header::{encode_v1, encode_v2, ProxyHeader};
 use sockloop::service::{ConnContext, TcpService};
@@ -52,17 +52,6 @@ fn server(frame_timeout: Duration) -> Running {
     Running::start(server)
 }
 
-/// A client connected from `from` (any port).
-fn client_from(from: &str, to: SocketAddr) -> BufReader<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: SocketAddr = format!("{from}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    BufReader::new(stream)
-}
-
 fn v2(source: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
     let header = ProxyHeader::Proxied {
@@ -93,14 +82,14 @@ fn the_client_a_header_names_is_the_peer_and_the_limits_source() {
     let server = server(Duration::from_secs(10));
     let addr = server.tcp[0];
     // A header and data in one write, a header in pieces: both served.
-    let mut first = client_from("127.0.0.1", addr);
+    let mut first = common::connect_from("127.0.0.1", addr);
     let mut bytes = v2("192.0.2.1:1000");
     bytes.extend_from_slice(b"hello\n");
     first.get_mut().write_all(&bytes).unwrap();
     assert_eq!(line(&mut first), "peer 192.0.2.1:1000\n");
     assert_eq!(line(&mut first), "hello\n");
 
-    let mut other = client_from("127.0.0.1", addr);
+    let mut other = common::connect_from("127.0.0.1", addr);
     let mut header = Vec::new();
     let v6 = ProxyHeader::Proxied {
         source: "[2001:db8::5]:7".parse().unwrap(),
@@ -117,7 +106,7 @@ fn the_client_a_header_names_is_the_peer_and_the_limits_source() {
 
     // The same client again: over its cap of one, though the proxy's
     // own address has two connections open already.
-    let mut again = client_from("127.0.0.1", addr);
+    let mut again = common::connect_from("127.0.0.1", addr);
     again.get_mut().write_all(&v2("192.0.2.1:1001")).unwrap();
     assert_closed(&mut again);
     let stats = server.handle.stats();
@@ -128,7 +117,7 @@ fn the_client_a_header_names_is_the_peer_and_the_limits_source() {
     });
 
     // A LOCAL header (a health check) keeps the proxy's address.
-    let mut local = client_from("127.0.0.1", addr);
+    let mut local = common::connect_from("127.0.0.1", addr);
     let mut bytes = Vec::new();
     encode_v2(&ProxyHeader::Local, &mut bytes);
     local.get_mut().write_all(&bytes).unwrap();
@@ -142,35 +131,35 @@ fn headers_from_elsewhere_malformed_or_missing_close_the_connection_counted() {
     let server = server(Duration::from_millis(300));
     let addr = server.tcp[0];
     // Outside --proxy-from: served as itself, but a header is refused.
-    let mut plain = client_from("127.0.0.2", addr);
+    let mut plain = common::connect_from("127.0.0.2", addr);
     assert!(line(&mut plain).starts_with("peer 127.0.0.2:"));
     plain.get_mut().write_all(b"PROXYless\n").unwrap();
     assert_eq!(line(&mut plain), "PROXYless\n");
     drop(plain);
     // A blank line begins like a v2 signature: it is not held back.
-    let mut blank = client_from("127.0.0.2", addr);
+    let mut blank = common::connect_from("127.0.0.2", addr);
     assert!(line(&mut blank).starts_with("peer 127.0.0.2:"));
     blank.get_mut().write_all(b"\r\n").unwrap();
     assert_eq!(line(&mut blank), "\r\n");
     drop(blank);
-    let mut forged = client_from("127.0.0.3", addr);
+    let mut forged = common::connect_from("127.0.0.3", addr);
     assert!(line(&mut forged).starts_with("peer 127.0.0.3:"));
     forged.get_mut().write_all(&v2("192.0.2.9:9")).unwrap();
     assert_closed(&mut forged);
     assert_eq!(server.handle.stats().proxy_untrusted, 1);
 
     // From the proxy: malformed, oversized, then nothing at all.
-    let mut bad = client_from("127.0.0.1", addr);
+    let mut bad = common::connect_from("127.0.0.1", addr);
     bad.get_mut()
         .write_all(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n")
         .unwrap();
     assert_closed(&mut bad);
-    let mut long = client_from("127.0.0.1", addr);
+    let mut long = common::connect_from("127.0.0.1", addr);
     long.get_mut().write_all(b"PROXY ").unwrap();
     long.get_mut().write_all(&[b'x'; 200]).unwrap();
     assert_closed(&mut long);
     assert_eq!(server.handle.stats().proxy_malformed, 2);
-    let mut silent = client_from("127.0.0.1", addr);
+    let mut silent = common::connect_from("127.0.0.1", addr);
     assert_closed(&mut silent);
     let stats = server.handle.stats();
     assert_eq!((stats.proxy_timeouts, stats.proxy_headers), (1, 0));

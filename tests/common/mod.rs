@@ -89,6 +89,18 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A connection to `to` from the loopback address `from` (any port),
+/// for the per-source limits; reads time out.
+pub fn connect_from(from: &str, to: SocketAddr) -> std::io::BufReader<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local = SocketAddr::new(from.parse().unwrap(), 0);
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    std::io::BufReader::new(stream)
+}
+
 /// A UDP socket on 127.0.0.1 connected to `addr`, with timeouts.
 pub fn udp_client(addr: SocketAddr) -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
