@@ -193,6 +193,26 @@ impl Connection {
         self.sender.push(message)
     }
 
+    /// As [`send`](Self::send), taking the message's buffer: one that fits
+    /// a packet is sent from it without a copy (an echo sends back the
+    /// buffer it was given). A refused message is handed back.
+    pub fn send_vec(&mut self, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
+        if self.is_closed() {
+            return Err((SendError::Closed, message));
+        }
+        if message.len() > self.config.max_message {
+            return Err((SendError::TooLarge, message));
+        }
+        self.sender.push_vec(message)
+    }
+
+    /// Hands back the buffer of a message taken with
+    /// [`poll_event`](Self::poll_event), to hold a later packet: a busy
+    /// connection then allocates nothing per message. Optional.
+    pub fn recycle(&mut self, message: Vec<u8>) {
+        self.sender.spare.give(message);
+    }
+
     /// Whether a message of `len` bytes fits in the send window now.
     pub fn can_send(&self, len: usize) -> bool {
         !self.is_closed() && self.sender.packets_for(len) <= self.sender.free()
@@ -243,6 +263,7 @@ impl Connection {
                     .as_mut()
                     .filter(|_| self.state == State::Established)
                 {
+                    let payload = self.sender.spare.copy_of(payload);
                     if receiver.on_data(now, seq, fragment, fragments, payload) == Arrival::New {
                         self.last_progress = now;
                     }
@@ -329,6 +350,13 @@ impl Connection {
     /// false when there is nothing to send now.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         out.clear();
+        self.append_transmit(now, out)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), appending the datagram
+    /// to `out` (at most [`Config::max_datagram`] bytes): a send queue's
+    /// buffer, so it is built where it is sent from.
+    pub fn append_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         let packet = match self.state {
             State::Closed(_) if self.close_due => {
                 self.close_due = false;

@@ -598,6 +598,33 @@ impl<'a> DatagramContext<'a> {
         }
     }
 
+    /// As [`send_to`](Self::send_to), with the datagram built by `write`
+    /// in place in the reply queue, not copied there: `write` appends at
+    /// most `max_len` bytes and returns the destination, or `None` for
+    /// nothing to send. Returns `None` without calling `write` if the
+    /// queue has no room for `max_len` bytes now (the caller may then
+    /// build it elsewhere and [`send_to`](Self::send_to), which counts
+    /// the drop), else whether a datagram was queued.
+    pub fn send_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Option<SocketAddr>,
+    ) -> Option<bool> {
+        if self.reply_budget.is_some() {
+            // The budget is judged per destination, known only once built.
+            let mut data = Vec::with_capacity(max_len);
+            let Some(to) = write(&mut data) else {
+                return Some(false);
+            };
+            self.send_to(to, &data);
+            return Some(true);
+        }
+        self.queue
+            .push_with(max_len, write)
+            .ok()
+            .map(|to| to.is_some())
+    }
+
     /// The sender of the datagram being handled has proven its address:
     /// replies to it may be larger than what it sent.
     pub fn sender_verified(&mut self) {
