@@ -580,6 +580,51 @@ mod tests {
     }
 
     #[test]
+    fn an_echo_reuses_its_packet_buffers() {
+        let t = Instant::now();
+        let mut server = Connection::accept(Config::default(), t, Seq(100), Seq(200));
+        let mut wire = Vec::new();
+        let mut data = |seq: u32, payload: &'static [u8]| {
+            wire.clear();
+            let (fragment, fragments) = (0, 1);
+            let seq = Seq(seq);
+            Packet::Data {
+                seq,
+                fragment,
+                fragments,
+                payload,
+            }
+            .encode(&mut wire);
+            wire.clone()
+        };
+        server.handle_datagram(t, &data(100, b"one")).unwrap();
+        let Some(Event::Message(one)) = server.poll_event() else {
+            panic!("no message");
+        };
+        let buffer = one.as_ptr();
+        // Echoed in its own buffer, sent, then acknowledged...
+        server.send_vec(one).unwrap();
+        let mut out = Vec::new();
+        while server.poll_transmit(t, &mut out) {}
+        let mut ack = Vec::new();
+        let (next, sack, window) = (Seq(201), 0, 128);
+        Packet::Ack { next, sack, window }.encode(&mut ack);
+        server.handle_datagram(t, &ack).unwrap();
+        // ... that buffer holds the next message received.
+        server.handle_datagram(t, &data(101, b"two")).unwrap();
+        let Some(Event::Message(two)) = server.poll_event() else {
+            panic!("no message");
+        };
+        assert_eq!((two.as_slice(), two.as_ptr()), (&b"two"[..], buffer));
+        // A refused message is handed back whole.
+        server.close();
+        assert_eq!(
+            server.send_vec(two),
+            Err((SendError::Closed, b"two".to_vec()))
+        );
+    }
+
+    #[test]
     fn windows_are_allocated_on_first_use_and_given_back_when_quiet() {
         let t = Instant::now();
         let config = Config::default();

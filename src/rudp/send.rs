@@ -173,10 +173,11 @@ impl SendWindow {
                 Err(e) => Err((e, message)),
             };
         }
-        match self.room_for(message.len()) {
-            Ok(_) => Ok(self.queue(0, 1, message)),
-            Err(e) => Err((e, message)),
+        if let Err(e) = self.room_for(message.len()) {
+            return Err((e, message));
         }
+        self.queue(0, 1, message);
+        Ok(())
     }
 
     /// The fragments a message of `len` bytes needs, if the window has
