@@ -337,7 +337,7 @@ impl<'a> ShardContext<'a> {
 
     /// The peer address of a connection (`None` if it is closed).
     pub fn peer_addr_of(&self, id: ConnId) -> Option<SocketAddr> {
-        live(self.conns, id).map(|key| self.conns[key].state.peer)
+        live(self.conns, id).map(|key| self.conns[key].state.peer.get())
     }
 
     /// Takes one token from a connection's message-rate bucket
@@ -425,7 +425,7 @@ impl<'a> ConnContext<'a> {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shard.conns[self.key].state.peer
+        self.shard.conns[self.key].state.peer.get()
     }
 
     /// Which of its service's listeners accepted this connection: its

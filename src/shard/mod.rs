@@ -421,7 +421,7 @@ impl Shard {
     /// the operator must see, yet at most once per source per interval, as
     /// peers repeat it at will.
     fn log_tls_failure(&mut self, key: usize, failure: &TlsFailure) {
-        let peer = self.conns[key].state.peer;
+        let peer = self.conns[key].state.peer.get();
         let now = self.res.timers.now();
         log_per_source(
             &mut self.res.tls_failures,

@@ -34,7 +34,7 @@ impl Shard {
         budget: usize,
     ) -> Option<ReadOutcome> {
         let conn = &mut self.conns[key];
-        let peer = conn.state.peer;
+        let peer = conn.state.peer.get();
         // From a proxy_from peer a header is due; from anyone else, none
         // may come.
         if !self.config.proxy_from.contains(peer.ip()) {
@@ -76,7 +76,7 @@ impl Shard {
         self.res.stats.proxy_headers.incr();
         let (service, place) = (conn.service, conn.listener);
         conn.state.flags.clear(Flags::PROXY_PENDING);
-        conn.state.peer = client;
+        conn.state.peer = client.into();
         let pass = conn
             .state
             .admission
@@ -102,7 +102,7 @@ impl Shard {
                 // Its service never heard of it: closed as if at accept
                 // (`close` knows it by the flag and the proxy's address).
                 conn.state.flags.set(Flags::PROXY_PENDING);
-                conn.state.peer = peer;
+                conn.state.peer = peer.into();
                 let all = input.bytes().len();
                 return conn
                     .state
@@ -142,7 +142,7 @@ impl Shard {
         budget: usize,
         what: std::fmt::Arguments<'_>,
     ) -> Option<ReadOutcome> {
-        let peer = self.conns[key].state.peer;
+        let peer = self.conns[key].state.peer.get();
         super::warn_suspicious(&mut self.res, Source::from(peer.ip()), what);
         let conn = &mut self.conns[key];
         conn.state.fail(&io::Error::other("PROXY header refused"));
