@@ -31,7 +31,7 @@ impl Shard {
         self.res.trace.close(token, &conn.state.peer, reason);
         if let Some(timer) = conn.state.deadlines.timer {
             self.res.trace.timer_cancelled(token);
-            self.res.timers.wheel.cancel(timer);
+            self.res.timers.cancel_deadline(timer);
         }
         for buf in [conn.state.read_buf.take(), conn.state.write_buf.take()]
             .into_iter()

@@ -208,7 +208,7 @@ impl Harness {
         let mut sent = 0;
         self.t.before_close(reason, &mut sent);
         if let Some(timer) = self.state.deadlines.timer.take() {
-            self.timers.wheel.cancel(timer);
+            self.timers.cancel_deadline(timer);
         }
         for buf in [self.state.read_buf.take(), self.state.write_buf.take()] {
             buf.into_iter().for_each(|buf| self.pool.give(*buf));
@@ -233,7 +233,7 @@ impl Harness {
             self.timers.set_now(now);
             assert_eq!(self.timers.now_ms(), self.now_ms);
             let mut fired = Vec::new();
-            self.timers.wheel.expire(now, &mut fired);
+            self.timers.expire(&mut fired);
             for (_, target) in fired {
                 match target {
                     TimerTarget::Deadline(_) => {
