@@ -27,7 +27,7 @@ impl Shard {
         if sent > 0 {
             self.res.stats.tcp_bytes_out.add(sent as u64);
         }
-        let token = conn.state.token(key);
+        let token = conn.token(key);
         self.res.trace.close(token, &conn.state.peer, reason);
         if let Some(timer) = conn.state.deadlines.timer {
             self.res.trace.timer_cancelled(token);

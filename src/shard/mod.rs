@@ -408,10 +408,10 @@ impl Shard {
         };
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
-            let state = &mut self.conns[key].state;
-            if !state.flags.any(Flags::QUEUED) {
-                state.flags.set(Flags::QUEUED);
-                self.revisit.push(state.token(key));
+            let conn = &mut self.conns[key];
+            if !conn.state.flags.any(Flags::QUEUED) {
+                conn.state.flags.set(Flags::QUEUED);
+                self.revisit.push(conn.token(key));
             }
         }
     }
@@ -481,7 +481,7 @@ impl Shard {
             Settled::Close(reason) => return self.close(key, reason),
             Settled::Open { wants_write } => wants_write,
         };
-        let token = conn.state.token(key);
+        let token = conn.token(key);
         let flags = &mut conn.state.flags;
         if wants_write != flags.any(Flags::WRITE_INTEREST) {
             let interest = if wants_write {

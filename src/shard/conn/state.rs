@@ -10,8 +10,6 @@
 use std::io;
 use std::net::SocketAddr;
 
-use mio::Token;
-
 use super::transport::Transport;
 use super::Env;
 use crate::limit::TokenBucket;
@@ -20,7 +18,6 @@ use crate::net::peer_addr::PeerAddr;
 use crate::service::CloseReason;
 use crate::shard::deadline::Deadlines;
 use crate::shard::gate::Pass;
-use crate::shard::token::Slot;
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,7 +111,6 @@ pub(crate) struct State {
     /// Its message-rate bucket, once a service asked for a token (boxed:
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
-    pub(crate) gen: u32,
     pub(crate) flags: Flags,
 }
 
@@ -128,7 +124,7 @@ pub(crate) enum Settled {
 }
 
 impl State {
-    pub(crate) fn new(peer: SocketAddr, gen: u32, now_ms: u32) -> State {
+    pub(crate) fn new(peer: SocketAddr, now_ms: u32) -> State {
         State {
             peer: peer.into(),
             read_buf: None,
@@ -136,14 +132,8 @@ impl State {
             deadlines: Deadlines::new(now_ms),
             admission: None,
             message_tokens: None,
-            gen,
             flags: Flags::default(),
         }
-    }
-
-    /// The token of this connection, which sits at `key` in the slab.
-    pub(crate) fn token(&self, key: usize) -> Token {
-        Slot::Conn { key, gen: self.gen }.token()
     }
 
     /// Bytes waiting in the write buffer.

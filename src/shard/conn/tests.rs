@@ -78,7 +78,7 @@ impl Harness {
     fn open(config: ServerConfig, fake: Fake, service: Service) -> Harness {
         let origin = Instant::now();
         let mut h = Harness {
-            state: State::new("192.0.2.1:5000".parse().unwrap(), 1, 0),
+            state: State::new("192.0.2.1:5000".parse().unwrap(), 0),
             t: Transport::Fake(Box::new(fake)),
             pool: BufferPool::new(config.buffer_size, 4),
             stats: ShardStats::new(0),
