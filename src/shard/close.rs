@@ -43,7 +43,7 @@ impl Shard {
         if conn.state.connecting() {
             stats.outbound_failed.incr();
             stats.conns_open.decr();
-            if let Some(admission) = conn.state.admission.take() {
+            if let Some(admission) = conn.state.take_pass() {
                 self.res.gate.release(admission);
             }
             let error = error.unwrap_or_else(|| outbound::failure(reason));
@@ -74,7 +74,7 @@ impl Shard {
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
-        if let Some(admission) = conn.state.admission.take() {
+        if let Some(admission) = conn.state.take_pass() {
             self.res.gate.release(admission);
         }
         match reason {

@@ -76,19 +76,15 @@ impl Shard {
         self.res.stats.proxy_headers.incr();
         let (service, place) = (conn.service, conn.listener);
         conn.state.flags.clear(Flags::PROXY_PENDING);
+        let pass = conn.state.take_pass().expect("an open connection's pass");
         conn.state.peer = client.into();
-        let pass = conn
-            .state
-            .admission
-            .take()
-            .expect("an open connection's pass");
         let now = self.res.timers.now();
         match self.res.gate.readmit(pass, client.ip(), now) {
             Ok(pass) => {
                 if pass.is_trusted() {
                     self.res.stats.conns_trusted.incr();
                 }
-                self.conns[key].state.admission = Some(pass);
+                self.conns[key].state.hold_pass(pass);
             }
             Err(reason) => {
                 let tls = self.conns[key].transport.handshaking();

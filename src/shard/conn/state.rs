@@ -17,7 +17,7 @@ use crate::net::buffer::Buffer;
 use crate::net::peer_addr::PeerAddr;
 use crate::service::CloseReason;
 use crate::shard::deadline::Deadlines;
-use crate::shard::gate::Pass;
+use crate::shard::gate::{HeldPass, Pass};
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,8 +106,9 @@ pub(crate) struct State {
     pub(crate) read_buf: Option<Box<Buffer>>,
     pub(crate) write_buf: Option<Box<Buffer>>,
     pub(crate) deadlines: Deadlines,
-    /// Its count against the server's and its source's caps.
-    pub(crate) admission: Option<Pass>,
+    /// Its count against the server's and its source's caps, without the
+    /// source (which is `peer`): see [`hold_pass`](Self::hold_pass).
+    admission: Option<HeldPass>,
     /// Its message-rate bucket, once a service asked for a token (boxed:
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
@@ -134,6 +135,17 @@ impl State {
             message_tokens: None,
             flags: Flags::default(),
         }
+    }
+
+    /// Keeps the pass it was admitted with, for its address `peer`.
+    pub(crate) fn hold_pass(&mut self, pass: Pass) {
+        self.admission = Some(pass.hold(self.peer.ip()));
+    }
+
+    /// The pass it holds, to give back or trade (before `peer` changes).
+    pub(crate) fn take_pass(&mut self) -> Option<Pass> {
+        let held = self.admission.take()?;
+        Some(held.unhold(self.peer.ip()))
     }
 
     /// Bytes waiting in the write buffer.
