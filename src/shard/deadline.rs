@@ -3,12 +3,9 @@
 //!
 //! A connection keeps the instants its deadlines count from (last I/O,
 //! start of the unfinished frame, start of the write stall) and has at most
-//! one timer in the deadline wheel, for the earliest of them. That wheel is
-//! apart from the one for everything else (services' timers, accept
-//! pauses, the drain), as every open connection pays for its entry: 32
-//! bytes holding a [`ConnTimer`] instead of 48 holding a [`TimerTarget`]. Activity only moves
-//! those instants; the wheel is touched when a deadline moves *earlier*
-//! than the armed timer. A timer that fires early for a deadline that has
+//! one timer in the deadline wheel, for the earliest of them. Activity only
+//! moves those instants; the wheel is touched when a deadline moves
+//! *earlier* than the armed timer. A timer that fires early for a deadline that has
 //! since moved is re-armed then (lazy re-arm), so a byte received costs a
 //! store, not a wheel operation.
 
@@ -55,7 +52,10 @@ impl ConnTimer {
     }
 }
 
-/// The wheels and the current loop turn's time.
+/// The wheels and the current loop turn's time. Connections' deadlines
+/// have a wheel apart from everything else (services' timers, accept
+/// pauses, the drain), as every open connection pays for its entry: 32
+/// bytes holding a [`ConnTimer`] rather than 48 holding a [`TimerTarget`].
 pub(crate) struct Timers {
     /// Every timer but the connections' deadlines.
     pub(crate) wheel: Wheel<TimerTarget>,
@@ -522,6 +522,16 @@ mod tests {
         assert_eq!(d.due(80, &config), expired);
         d.linger(70); // started once: more input does not reset it
         assert_eq!(d.due(80, &config), expired);
+
+        // Over the soft limit when lingering began (its write failed):
+        // the field is the linger clock's, the soft-limit clock stops.
+        config.linger_ms = Some(200);
+        let mut d = Deadlines::new(0);
+        d.output(10, true);
+        d.linger(100);
+        let left = |ms| Some(Due::In(Duration::from_millis(ms)));
+        assert_eq!(d.due(250, &config), left(50), "no OutputSoftLimit");
+        assert_eq!(d.due(300, &config), expired);
     }
 
     #[test]

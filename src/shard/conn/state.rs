@@ -98,7 +98,9 @@ impl Flags {
 /// Everything a connection is besides its transport.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// 16 bytes: IPv4 inline, IPv6 boxed.
+    /// 16 bytes: IPv4 inline, IPv6 boxed. Also the source its pass counts
+    /// against: take the pass ([`take_pass`](Self::take_pass)) before
+    /// changing it.
     pub(crate) peer: PeerAddr,
     /// What the service left unconsumed, and output the socket did not
     /// take: boxed, as both are held only while a connection is busy, and
