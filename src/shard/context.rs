@@ -438,6 +438,7 @@ impl<'a> ConnContext<'a> {
 
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
+    #[inline]
     pub fn send(&mut self, bytes: &[u8]) {
         let conn = &mut self.shard.conns[self.key];
         conn.state

@@ -41,7 +41,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, ReadOutcome, Settled, Step, TcpConn};
+use conn::{live, Env, Flags, Input, ReadOutcome, Settled, Step, TcpConn};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
@@ -394,17 +394,10 @@ impl Shard {
                     self.log_tls_failure(key, &failure);
                     continue;
                 }
-                Step::Proxy(input) => {
-                    // Cold: the check reaches the whole shard, the
-                    // scratch the input lies in included.
-                    let scratch = std::mem::take(&mut self.scratch);
-                    let outcome = self.check_proxy(key, input, &scratch, budget);
-                    self.scratch = scratch;
-                    match outcome {
-                        Some(outcome) => break outcome,
-                        None => continue,
-                    }
-                }
+                Step::Proxy(input) => match self.proxy_step(key, input, budget) {
+                    Some(outcome) => break outcome,
+                    None => continue,
+                },
             };
             let service = &mut *self.services[usize::from(conn.service)];
             let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
@@ -429,10 +422,21 @@ impl Shard {
         }
     }
 
+    /// [`Shard::check_proxy`], which reaches the whole shard, the scratch
+    /// the input lies in included.
+    #[inline(never)]
+    fn proxy_step(&mut self, key: usize, input: Input, budget: usize) -> Option<ReadOutcome> {
+        let scratch = std::mem::take(&mut self.scratch);
+        let outcome = self.check_proxy(key, input, &scratch, budget);
+        self.scratch = scratch;
+        outcome
+    }
+
     /// Counted in `tls_errors`; logged at info, since a client that cannot
     /// connect is often a misconfiguration (wrong port, wrong certificate)
     /// the operator must see, yet at most once per source per interval, as
     /// peers repeat it at will.
+    #[inline(never)]
     fn log_tls_failure(&mut self, key: usize, failure: &TlsFailure) {
         let peer = self.conns[key].state.peer;
         let now = self.res.timers.now();

@@ -99,11 +99,7 @@ impl State {
             }
         }
         if !discarding && self.write_buffered() >= env.limits.high_water {
-            self.flags.set(Flags::READ_PAUSED);
-            env.stats.backpressure_pauses.incr();
-            env.trace
-                .backpressure(&self.peer, true, self.write_buffered());
-            return Step::Done(ReadOutcome::Stopped);
+            return self.pause(env);
         }
         let raw = checks && self.flags.any(Flags::PROXY_PENDING);
         let (own, received) = match self.read_buf.take() {
@@ -115,13 +111,8 @@ impl State {
                 let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
                 (None, receive(t, raw, room, asked, env))
             }
-            Some(buf) => match self.grow_held(buf, env) {
-                Some(mut buf) => {
-                    let spare = buf.spare_mut();
-                    let asked = spare.len().min(*budget);
-                    let received = receive(t, raw, spare, asked, env);
-                    (Some(buf), received)
-                }
+            Some(buf) => match self.read_held(t, raw, buf, *budget, env) {
+                Some((buf, received)) => (Some(buf), received),
                 None => return Step::Done(ReadOutcome::Stopped),
             },
         };
@@ -150,20 +141,32 @@ impl State {
                         drained,
                     },
                 };
-                if discarding {
-                    env.stats.tcp_bytes_discarded.add(plain as u64);
-                    let all = input.len();
-                    return self.consumed(t, input, scratch, all, *budget, env);
-                }
-                if plain == 0 {
-                    // TLS records with nothing for the service yet.
-                    return self.consumed(t, input, scratch, 0, *budget, env);
+                if discarding || plain == 0 {
+                    return self.nothing_to_deliver(t, input, scratch, plain, *budget, env);
                 }
                 return match raw {
                     false => Step::Deliver(input),
                     true => Step::Proxy(input),
                 };
             }
+            other => self.no_bytes(other, env),
+        };
+        // Nothing read: the held buffer goes back as it was.
+        let input = Input {
+            own,
+            len: 0,
+            drained: false,
+        };
+        self.keep(input, 0, scratch, env);
+        step
+    }
+
+    /// What a read that brought no bytes means: EOF, a TLS failure,
+    /// drained, or a socket error.
+    #[inline(never)]
+    fn no_bytes(&mut self, received: io::Result<Received>, env: &mut Env) -> Step {
+        match received {
+            Ok(Received::Bytes { .. }) => unreachable!("bytes are handled by the caller"),
             Ok(Received::Eof) => {
                 env.trace.read(&self.peer, 0);
                 self.flags.set(Flags::PEER_EOF);
@@ -180,22 +183,32 @@ impl State {
                 self.fail(&e);
                 Step::Again
             }
-        };
-        // Nothing read: the held buffer goes back as it was.
-        let input = Input {
-            own,
-            len: 0,
-            drained: false,
-        };
-        self.keep(input, 0, scratch, env);
-        step
+        }
     }
 
-    /// The held buffer, with room to read into: grown (doubling) up to the
-    /// frame limit when full. `None` when it holds the limit already: the
-    /// connection closes (`READ_BUFFER_FULL`).
-    #[inline]
-    fn grow_held(&mut self, mut buf: Box<Buffer>, env: &mut Env) -> Option<Box<Buffer>> {
+    /// The write buffer reached the high-water mark: reading pauses until
+    /// it drains below the low-water mark.
+    #[cold]
+    fn pause(&mut self, env: &mut Env) -> Step {
+        self.flags.set(Flags::READ_PAUSED);
+        env.stats.backpressure_pauses.incr();
+        env.trace
+            .backpressure(&self.peer, true, self.write_buffered());
+        Step::Done(ReadOutcome::Stopped)
+    }
+
+    /// One read into the connection's held buffer, grown (doubling) up to
+    /// the frame limit when full. `None` when it holds the limit already:
+    /// the connection closes (`READ_BUFFER_FULL`).
+    #[inline(never)]
+    fn read_held(
+        &mut self,
+        t: &mut Transport,
+        raw: bool,
+        mut buf: Box<Buffer>,
+        budget: usize,
+        env: &mut Env,
+    ) -> Option<(Box<Buffer>, io::Result<Received>)> {
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
         let max = env.limits.max_read_buffer;
@@ -209,7 +222,10 @@ impl State {
             buf.grow_to((before * 2).min(max));
             env.pool.note_growth(before, buf.capacity());
         }
-        Some(buf)
+        let spare = buf.spare_mut();
+        let asked = spare.len().min(budget);
+        let received = receive(t, raw, spare, asked, env);
+        Some((buf, received))
     }
 
     /// What a read step does instead of reading in the states of
@@ -240,6 +256,26 @@ impl State {
             }
         }
         None
+    }
+
+    /// Input read while discarding (`plain` bytes new) is dropped whole;
+    /// TLS records with no plaintext yet leave nothing for the service.
+    #[inline(never)]
+    fn nothing_to_deliver(
+        &mut self,
+        t: &Transport,
+        input: Input,
+        scratch: &Scratch,
+        plain: usize,
+        budget: usize,
+        env: &mut Env,
+    ) -> Step {
+        let mut consumed = 0;
+        if self.flags.any(Flags::DISCARDING) {
+            env.stats.tcp_bytes_discarded.add(plain as u64);
+            consumed = input.len();
+        }
+        self.consumed(t, input, scratch, consumed, budget, env)
     }
 
     /// The service took `consumed` bytes of `input` (more counts as all);
