@@ -399,8 +399,9 @@ impl Shard {
                     None => continue,
                 },
             };
-            let service = &mut *self.services[usize::from(conn.service)];
-            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
+            let (token, service) = (conn.state.token(key), usize::from(conn.service));
+            let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
+            let service = &mut *self.services[service];
             let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
             let conn = &mut self.conns[key];
             let env = &mut self.res.env();
