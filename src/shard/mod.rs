@@ -388,13 +388,7 @@ impl Shard {
                 .read(&mut conn.transport, &mut self.scratch, &mut budget, env);
             let input = match step {
                 Step::Deliver(input) => input,
-                Step::Done(outcome) => break outcome,
-                Step::Again => continue,
-                Step::TlsFailed(failure) => {
-                    self.log_tls_failure(key, &failure);
-                    continue;
-                }
-                Step::Proxy(input) => match self.proxy_step(key, input, budget) {
+                step => match self.other_step(key, step, budget) {
                     Some(outcome) => break outcome,
                     None => continue,
                 },
@@ -423,14 +417,28 @@ impl Shard {
         }
     }
 
-    /// [`Shard::check_proxy`], which reaches the whole shard, the scratch
-    /// the input lies in included.
+    /// A read step with nothing for the service: `Some` ends the reading
+    /// with that outcome, `None` steps again. (Out of line: the loop's
+    /// common case stays short.)
     #[inline(never)]
-    fn proxy_step(&mut self, key: usize, input: Input, budget: usize) -> Option<ReadOutcome> {
-        let scratch = std::mem::take(&mut self.scratch);
-        let outcome = self.check_proxy(key, input, &scratch, budget);
-        self.scratch = scratch;
-        outcome
+    fn other_step(&mut self, key: usize, step: Step, budget: usize) -> Option<ReadOutcome> {
+        match step {
+            Step::Done(outcome) => Some(outcome),
+            Step::Again => None,
+            Step::TlsFailed(failure) => {
+                self.log_tls_failure(key, &failure);
+                None
+            }
+            // The check reaches the whole shard, the scratch the input
+            // lies in included.
+            Step::Proxy(input) => {
+                let scratch = std::mem::take(&mut self.scratch);
+                let outcome = self.check_proxy(key, input, &scratch, budget);
+                self.scratch = scratch;
+                outcome
+            }
+            Step::Deliver(_) => unreachable!("input is the read loop's to deliver"),
+        }
     }
 
     /// Counted in `tls_errors`; logged at info, since a client that cannot
