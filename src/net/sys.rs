@@ -1318,7 +1318,10 @@ mod tests {
         let gone = (0..100).find_map(|_| send(ours.as_fd(), &[0; 1024]).err());
         let kind = gone.expect("a send to a closed peer fails").kind();
         assert!(
-            matches!(kind, io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset),
+            matches!(
+                kind,
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
             "{kind:?}"
         );
     }

@@ -41,7 +41,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, Input, ReadOutcome, Settled, Step, TcpConn};
+use conn::{live, Env, Flags, ReadOutcome, Settled, Step, TcpConn};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;

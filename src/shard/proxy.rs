@@ -132,8 +132,13 @@ impl Shard {
             }
         };
         self.res.stats.tcp_bytes_out.add(sent as u64);
-        conn.state
-            .requeue(&conn.transport, input, scratch, consumed, &mut self.res.env());
+        conn.state.requeue(
+            &conn.transport,
+            input,
+            scratch,
+            consumed,
+            &mut self.res.env(),
+        );
         let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
         self.services[usize::from(service)].on_open(&mut cx);
         None

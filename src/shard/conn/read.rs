@@ -99,7 +99,7 @@ impl State {
             }
         }
         if !discarding && self.write_buffered() >= env.limits.high_water {
-            return self.pause(env);
+            return self.pause(env.reborrow());
         }
         let raw = checks && self.flags.any(Flags::PROXY_PENDING);
         let (own, received) = match self.read_buf.take() {
@@ -111,7 +111,7 @@ impl State {
                 let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
                 (None, receive(t, raw, room, asked, env))
             }
-            Some(buf) => match self.read_held(t, raw, buf, *budget, env) {
+            Some(buf) => match self.read_held(t, raw, buf, *budget, env.reborrow()) {
                 Some((buf, received)) => (Some(buf), received),
                 None => return Step::Done(ReadOutcome::Stopped),
             },
@@ -142,14 +142,21 @@ impl State {
                     },
                 };
                 if discarding || plain == 0 {
-                    return self.nothing_to_deliver(t, input, scratch, plain, *budget, env);
+                    return self.nothing_to_deliver(
+                        t,
+                        input,
+                        scratch,
+                        plain,
+                        *budget,
+                        env.reborrow(),
+                    );
                 }
                 return match raw {
                     false => Step::Deliver(input),
                     true => Step::Proxy(input),
                 };
             }
-            other => self.no_bytes(other, env),
+            other => self.no_bytes(other, env.reborrow()),
         };
         // Nothing read: the held buffer goes back as it was.
         let input = Input {
@@ -164,7 +171,7 @@ impl State {
     /// What a read that brought no bytes means: EOF, a TLS failure,
     /// drained, or a socket error.
     #[inline(never)]
-    fn no_bytes(&mut self, received: io::Result<Received>, env: &mut Env) -> Step {
+    fn no_bytes(&mut self, received: io::Result<Received>, env: Env) -> Step {
         match received {
             Ok(Received::Bytes { .. }) => unreachable!("bytes are handled by the caller"),
             Ok(Received::Eof) => {
@@ -189,7 +196,7 @@ impl State {
     /// The write buffer reached the high-water mark: reading pauses until
     /// it drains below the low-water mark.
     #[cold]
-    fn pause(&mut self, env: &mut Env) -> Step {
+    fn pause(&mut self, env: Env) -> Step {
         self.flags.set(Flags::READ_PAUSED);
         env.stats.backpressure_pauses.incr();
         env.trace
@@ -207,7 +214,7 @@ impl State {
         raw: bool,
         mut buf: Box<Buffer>,
         budget: usize,
-        env: &mut Env,
+        env: Env,
     ) -> Option<(Box<Buffer>, io::Result<Received>)> {
         // What the service left unconsumed is held to the frame limit,
         // whatever the pooled buffer's size.
@@ -224,7 +231,7 @@ impl State {
         }
         let spare = buf.spare_mut();
         let asked = spare.len().min(budget);
-        let received = receive(t, raw, spare, asked, env);
+        let received = receive(t, raw, spare, asked, &env);
         Some((buf, received))
     }
 
@@ -268,14 +275,14 @@ impl State {
         scratch: &Scratch,
         plain: usize,
         budget: usize,
-        env: &mut Env,
+        mut env: Env,
     ) -> Step {
         let mut consumed = 0;
         if self.flags.any(Flags::DISCARDING) {
             env.stats.tcp_bytes_discarded.add(plain as u64);
             consumed = input.len();
         }
-        self.consumed(t, input, scratch, consumed, budget, env)
+        self.consumed(t, input, scratch, consumed, budget, &mut env)
     }
 
     /// The service took `consumed` bytes of `input` (more counts as all);
@@ -359,7 +366,7 @@ impl State {
                     env.trace.returned(&self.peer, "read");
                     return false;
                 }
-                self.keep_copy(rest, env);
+                self.keep_copy(rest, env.reborrow());
                 true
             }
             Some(mut buf) => {
@@ -378,7 +385,7 @@ impl State {
     /// Copies leftovers out of the scratch into a pooled buffer of the
     /// connection's own.
     #[inline(never)]
-    fn keep_copy(&mut self, rest: &[u8], env: &mut Env) {
+    fn keep_copy(&mut self, rest: &[u8], env: Env) {
         let mut own = env.pool.take();
         let before = own.capacity();
         own.extend_from_slice(rest);

@@ -169,19 +169,23 @@ impl State {
         // The common case in one test: nothing waits, output is open, and
         // not connecting (which keeps write interest).
         let busy = Flags(
-            Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0 | Flags::WRITE_INTEREST.0,
+            Flags::FAILED.0
+                | Flags::WRITE_SHUT.0
+                | Flags::OUTPUT_OVERFLOW.0
+                | Flags::WRITE_INTEREST.0,
         );
         if self.flags.any(busy) || self.write_buf.is_some() {
-            return self.send_behind(t, bytes, env);
+            return self.send_behind(t, bytes, env.reborrow());
         }
         if let Some(rest) = self.write_through(t, bytes, env) {
-            self.buffer(rest, env);
+            self.buffer(rest, env.reborrow());
         }
     }
 
     /// [`State::send`] when something may stand in the way.
     #[inline(never)]
-    fn send_behind(&mut self, t: &mut Transport, bytes: &[u8], env: &mut Env) {
+    fn send_behind(&mut self, t: &mut Transport, bytes: &[u8], mut env: Env) {
+        let env = &mut env;
         let gone = Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0);
         if self.flags.any(gone) {
             return; // nothing more can reach the peer
@@ -192,7 +196,7 @@ impl State {
             false => Some(bytes),
         };
         if let Some(rest) = rest {
-            self.buffer(rest, env);
+            self.buffer(rest, env.reborrow());
         }
     }
 
@@ -229,7 +233,7 @@ impl State {
     /// Appends `rest` to the write buffer, or, past the hard limit, frees
     /// it and marks the connection to close.
     #[inline(never)]
-    fn buffer(&mut self, rest: &[u8], env: &mut Env) {
+    fn buffer(&mut self, rest: &[u8], env: Env) {
         let pending = self.write_buffered() + rest.len();
         if pending > env.limits.output_hard {
             // Free the memory now; the shard closes the connection next.
