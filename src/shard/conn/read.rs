@@ -12,7 +12,7 @@
 use std::io;
 
 use super::state::{Flags, State};
-use super::transport::{Received, Transport};
+use super::transport::{plain_read, Received, Transport};
 use super::Env;
 use crate::net::buffer::{Buffer, Scratch};
 use crate::net::tls::TlsFailure;
@@ -398,6 +398,22 @@ impl State {
 /// a PROXY header is due. Bytes TLS wrote meanwhile are counted.
 #[inline(always)]
 fn receive(
+    t: &mut Transport,
+    raw: bool,
+    out: &mut [u8],
+    asked: usize,
+    env: &Env,
+) -> io::Result<Received> {
+    match t {
+        // Raw or not, the same bytes; nothing written meanwhile.
+        Transport::Plain(stream) => plain_read(stream, &mut out[..asked]),
+        _ => receive_other(t, raw, out, asked, env),
+    }
+}
+
+/// [`receive`] over TLS (or a test's fake).
+#[inline(never)]
+fn receive_other(
     t: &mut Transport,
     raw: bool,
     out: &mut [u8],

@@ -297,7 +297,9 @@ pub(crate) fn aborts(reason: CloseReason) -> bool {
     )
 }
 
-fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
+/// One read of a plain socket into `out`.
+#[inline(always)]
+pub(super) fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
     Ok(match sys::recv(stream.as_fd(), out)? {
         0 => Received::Eof,
         n => Received::Bytes {
