@@ -411,10 +411,23 @@ impl DerefMut for ConnContext<'_> {
 impl<'a> ConnContext<'a> {
     pub(crate) fn new(key: usize, conns: &'a mut Slab<TcpConn>, res: &'a mut Resources) -> Self {
         let conn = &conns[key];
-        let id = ConnId(conn.token(key).0 as u64);
-        let service = ServiceRef::Tcp(usize::from(conn.service));
-        let mut shard = ShardContext::new(conns, res, service);
+        let (token, service) = (conn.token(key), usize::from(conn.service));
+        Self::of(key, token, service, conns, res)
+    }
+
+    /// [`ConnContext::new`] for the connection at `key` whose token and
+    /// service index the caller has at hand (no second look-up).
+    #[inline(always)]
+    pub(crate) fn of(
+        key: usize,
+        token: Token,
+        service: usize,
+        conns: &'a mut Slab<TcpConn>,
+        res: &'a mut Resources,
+    ) -> Self {
+        let mut shard = ShardContext::new(conns, res, ServiceRef::Tcp(service));
         shard.serving = Some(key);
+        let id = ConnId(token.0 as u64);
         ConnContext { id, key, shard }
     }
 
@@ -438,6 +451,7 @@ impl<'a> ConnContext<'a> {
 
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
+    #[inline]
     pub fn send(&mut self, bytes: &[u8]) {
         let conn = &mut self.shard.conns[self.key];
         conn.state

@@ -81,6 +81,17 @@ pub(crate) struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// A copy for a call that takes it by value: made only where that call
+    /// is, so the common path keeps the fields in registers (a reference
+    /// passed out of line makes the whole value be built in memory first).
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> Env<'_> {
+        Env {
+            pool: &mut *self.pool,
+            ..*self
+        }
+    }
+
     /// Counts bytes a transport put on the wire.
     #[inline]
     fn count_sent(&self, sent: usize) {
