@@ -127,7 +127,7 @@ pub struct Connection {
     rto_at: Option<Instant>,
     /// When a tail loss probe goes out, if armed.
     probe_at: Option<Instant>,
-    /// Timeouts since the peer last acknowledged anything.
+    /// Timeouts with the peer silent, since it last acknowledged anything.
     probes: u32,
     last_heard: Instant,
     /// When the peer last made progress: new data from it, or an ack of
