@@ -263,7 +263,11 @@ impl Connection {
                 let acked = self.sender.on_ack(now, (next, sack, window), reorder);
                 if let Some(rtt) = acked.rtt {
                     self.rtt.sample(rtt);
-                } else if acked.newly > 0 {
+                } else if acked.newly > 0 || !self.sender.outstanding() {
+                    // New data acknowledged, or a ping answered: the peer
+                    // is there, and the backoff of its silence ends (pings
+                    // to a peer busy elsewhere left the RTO at its maximum
+                    // for its first data: a bench peer stalled 3 s).
                     self.rtt.reset_backoff();
                 }
                 if acked.newly > 0 {
@@ -293,6 +297,9 @@ impl Connection {
             self.state = State::Established;
             self.hello_due = false;
             self.rto_at = None;
+            // Lost hellos backed the RTO off; the first data must not
+            // inherit it.
+            self.rtt.reset_backoff();
             self.probes = 0;
             self.events.push_back(Event::Connected);
         }
@@ -569,6 +576,32 @@ mod tests {
         }
         .encode(&mut wire);
         wire
+    }
+
+    #[test]
+    fn the_backoff_of_lost_hellos_ends_with_the_handshake() {
+        let t = Instant::now();
+        let config = Config::default();
+        let mut server = super::super::Endpoint::new(config, t, &[3; 32], 4);
+        let addr = "10.0.0.9:1".parse().unwrap();
+        let mut client = Connection::connect(config, t, Seq(7));
+        let (mut out, mut now) = (Vec::new(), t);
+        for _ in 0..2 {
+            assert!(client.poll_transmit(now, &mut out), "a hello, lost");
+            now = client.poll_timeout().unwrap();
+            client.handle_timeout(now);
+        }
+        assert_eq!(client.rtt().rto(), config.initial_rto * 4);
+        for _ in 0..3 {
+            while client.poll_transmit(now, &mut out) {
+                server.handle_datagram(now, addr, &out);
+            }
+            while server.poll_transmit(now, &mut out).is_some() {
+                client.handle_datagram(now, &out).unwrap();
+            }
+        }
+        assert_eq!(client.poll_event(), Some(Event::Connected));
+        assert_eq!(client.rtt().rto(), config.initial_rto);
     }
 
     #[test]

@@ -313,6 +313,47 @@ impl Sim {
         }
     }
 
+    /// The client does nothing for `span` (a thread busy elsewhere, as a
+    /// bench peer waiting for the others to connect): what reaches it
+    /// waits, as in a socket's buffer; the server runs on.
+    fn pause_client(&mut self, span: Duration) {
+        let end = self.now + span;
+        let mut buf = Vec::new();
+        loop {
+            while let Some(to) = self.server.endpoint_mut().poll_transmit(self.now, &mut buf) {
+                assert_eq!(to, Sim::addr());
+                let bytes = std::mem::take(&mut buf);
+                self.transmit(&bytes, false);
+            }
+            let arrival = self.to_server.peek().map(|Reverse((at, _, _))| *at);
+            let next = arrival
+                .into_iter()
+                .chain(self.server.endpoint().poll_timeout())
+                .min();
+            let Some(next) = next.filter(|&at| at <= end) else {
+                self.now = end;
+                return;
+            };
+            self.now = self.now.max(next);
+            while let Some(Reverse((at, _, bytes))) = self.to_server.pop() {
+                if at > self.now {
+                    self.to_server.push(Reverse((at, 0, bytes)));
+                    break;
+                }
+                let endpoint = self.server.endpoint_mut();
+                endpoint.handle_datagram(self.now, Sim::addr(), &bytes);
+            }
+            if self
+                .server
+                .endpoint()
+                .poll_timeout()
+                .is_some_and(|at| at <= self.now)
+            {
+                self.server.endpoint_mut().handle_timeout(self.now);
+            }
+        }
+    }
+
     /// Echoes 1000-byte messages for `span` of virtual time, the client's
     /// send window kept full (as the rudp bench does); returns the longest
     /// time the client went without an echo.
@@ -1024,4 +1065,31 @@ fn a_lost_retransmission_is_sent_again_within_an_rto_while_the_peer_talks() {
         "RTO {rto:?}: {gaps:?}"
     );
     assert!(stall <= rto * 6, "{stall:?}");
+}
+
+#[test]
+fn pings_to_a_busy_peer_leave_no_backoff_once_it_answers() {
+    // A bench peer connected, then waited 3 s for the others to connect
+    // without reading its socket: the server's keepalive pings went
+    // unanswered and backed its RTO off to 2 s, which then timed the
+    // first lost echo.
+    let config = Config::default();
+    let mut sim = Sim::new(config, Link::clean(ms(10)), 95);
+    sim.echo = true;
+    sim.run_until(ms(500), |sim| !sim.client_events.is_empty());
+    sim.pause_client(Duration::from_secs(3));
+    let server = |sim: &Sim| *sim.server.endpoint().connection(Sim::addr()).unwrap().rtt();
+    assert_eq!(server(&sim).rto(), config.max_rto, "backed off, unanswered");
+    // The first echo is lost once (with everything after it until then).
+    sim.script = LoseRetransmissions {
+        armed: true,
+        drop: 1,
+        ..LoseRetransmissions::default()
+    };
+    sim.echo_window_full(Duration::from_secs(3));
+    let sent = &sim.script.sent;
+    assert_eq!(sent.len(), 2);
+    // The answered pings ended the backoff: no RTT sample yet, so the
+    // initial RTO, where it took the 2 s maximum before.
+    assert_eq!(sent[1] - sent[0], config.initial_rto);
 }
