@@ -335,11 +335,14 @@ impl Sim {
                 return;
             };
             self.now = self.now.max(next);
-            while let Some(Reverse((at, _, bytes))) = self.to_server.pop() {
-                if at > self.now {
-                    self.to_server.push(Reverse((at, 0, bytes)));
+            while self
+                .to_server
+                .peek()
+                .is_some_and(|Reverse((at, _, _))| *at <= self.now)
+            {
+                let Some(Reverse((_, _, bytes))) = self.to_server.pop() else {
                     break;
-                }
+                };
                 let endpoint = self.server.endpoint_mut();
                 endpoint.handle_datagram(self.now, Sim::addr(), &bytes);
             }
