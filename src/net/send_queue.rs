@@ -1,6 +1,12 @@
 //! [`SendQueue`]: datagrams the socket could not take yet, held in one
 //! byte arena and flushed in batches on writable events.
 //!
+//! Within one receive batch an entry may instead name a slot of the
+//! [`RecvBatch`] (a reply that is the received datagram itself: an echo),
+//! sent straight from there by [`SendQueue::flush_batch`], which copies
+//! into the arena only what the socket did not take before the batch is
+//! reused.
+//!
 //! It allocates once, in `new`, and never again, so memory per socket is
 //! fixed no matter how much traffic passes through.
 
@@ -13,6 +19,7 @@ use std::os::fd::AsFd;
 use log::debug;
 use mio::net::UdpSocket;
 
+use super::recv_batch::RecvBatch;
 use super::sys;
 
 /// Returned by [`SendQueue::push`] when the queue is at its datagram or byte
@@ -96,17 +103,23 @@ pub struct SendQueue {
     /// `max_bytes` and `arena.len()` never exceeds it, so it never reallocates.
     arena: Vec<u8>,
     head: usize,
-    /// Entries are contiguous in the arena, in order: the front one starts at
-    /// `head`, each next one where the previous ends.
+    /// Entries held in the arena are contiguous there, in order: the front
+    /// one starts at `head`, each next one where the previous ends. Slot
+    /// entries hold no arena bytes.
     entries: VecDeque<Entry>,
+    /// Bytes of the slot entries: counted against `max_bytes` like arena
+    /// bytes, so copying them into the arena always fits.
+    slot_bytes: usize,
     max_datagrams: usize,
     max_bytes: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     to: SocketAddr,
     len: usize,
+    /// The receive batch slot holding the bytes, or `None`: in the arena.
+    slot: Option<usize>,
 }
 
 impl SendQueue {
@@ -117,6 +130,7 @@ impl SendQueue {
             arena: Vec::with_capacity(max_bytes),
             head: 0,
             entries: VecDeque::with_capacity(max_datagrams),
+            slot_bytes: 0,
             max_datagrams,
             max_bytes,
         }
@@ -125,9 +139,7 @@ impl SendQueue {
     /// Appends a datagram, or returns [`QueueFull`] (leaving the queue as is)
     /// if it would exceed either bound.
     pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> Result<(), QueueFull> {
-        if self.entries.len() >= self.max_datagrams || data.len() > self.max_bytes - self.bytes() {
-            return Err(QueueFull);
-        }
+        self.check_room(data.len())?;
         if self.arena.len() + data.len() > self.max_bytes {
             // The space freed at the front is needed: slide the live bytes
             // down. Costs at most `max_bytes` of memmove, and only happens
@@ -140,7 +152,36 @@ impl SendQueue {
         self.entries.push_back(Entry {
             to,
             len: data.len(),
+            slot: None,
         });
+        Ok(())
+    }
+
+    /// Appends datagram `slot` of the receive batch that
+    /// [`flush_batch`](Self::flush_batch) will be given, whole (`len`
+    /// bytes), to `to`, its source, by reference: nothing is copied unless
+    /// the socket cannot take it in that flush. Bounds as
+    /// [`push`](Self::push).
+    pub(crate) fn push_slot(
+        &mut self,
+        to: SocketAddr,
+        slot: usize,
+        len: usize,
+    ) -> Result<(), QueueFull> {
+        self.check_room(len)?;
+        self.slot_bytes += len;
+        self.entries.push_back(Entry {
+            to,
+            len,
+            slot: Some(slot),
+        });
+        Ok(())
+    }
+
+    fn check_room(&self, len: usize) -> Result<(), QueueFull> {
+        if self.entries.len() >= self.max_datagrams || len > self.max_bytes - self.bytes() {
+            return Err(QueueFull);
+        }
         Ok(())
     }
 
@@ -148,16 +189,59 @@ impl SendQueue {
     /// would block. Datagrams that fail with any other error are dropped and
     /// counted so one bad destination can never wedge the queue; every loop
     /// iteration either removes a datagram or returns, so this cannot spin.
+    ///
+    /// # Panics
+    /// If slot entries are queued: those go through
+    /// [`flush_batch`](Self::flush_batch).
     pub fn flush(&mut self, socket: &UdpSocket) -> FlushOutcome {
+        assert_eq!(self.slot_bytes, 0, "slot entries need their batch");
+        self.flush_from(socket, None)
+    }
+
+    /// [`flush`](Self::flush) for a queue whose slot entries (from
+    /// [`push_slot`](Self::push_slot)) name slots of `batch`; what the
+    /// socket does not take is then copied into the arena, so the queue no
+    /// longer refers to `batch` and it may receive again.
+    pub(crate) fn flush_batch(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &mut RecvBatch,
+    ) -> FlushOutcome {
+        let out = self.flush_from(socket, Some(&mut *batch));
+        if self.slot_bytes > 0 {
+            self.own_slot_bytes(batch);
+        }
+        out
+    }
+
+    fn flush_from(
+        &mut self,
+        socket: &UdpSocket,
+        mut slots: Option<&mut RecvBatch>,
+    ) -> FlushOutcome {
         let mut out = FlushOutcome::default();
         while !self.entries.is_empty() {
-            let mut start = self.head;
-            let batch = self.entries.iter().map(|e| {
-                let data = &self.arena[start..start + e.len];
-                start += e.len;
-                (e.to, data)
-            });
-            match sys::send_batch(socket.as_fd(), batch) {
+            let sent = match (slots.as_deref_mut(), self.slot_run()) {
+                // Every entry goes back to where it came from, slots in a
+                // row: the slots' own headers serve (an echo's batch).
+                (Some(batch), Some(first)) => batch.send_back(socket, first, self.entries.len()),
+                (slots, _) => {
+                    let mut start = self.head;
+                    let batch = self.entries.iter().map(|e| match e.slot {
+                        None => {
+                            let data = &self.arena[start..start + e.len];
+                            start += e.len;
+                            (e.to, data)
+                        }
+                        Some(slot) => {
+                            let slots = slots.as_deref().expect("slot entries need their batch");
+                            (e.to, &slots.payload(slot)[..e.len])
+                        }
+                    });
+                    sys::send_batch(socket.as_fd(), batch)
+                }
+            };
+            match sent {
                 Ok(0) => {
                     // Not expected from a non-empty batch; stop rather than spin.
                     debug_assert!(false, "send_batch sent nothing without an error");
@@ -165,9 +249,7 @@ impl SendQueue {
                     break;
                 }
                 Ok(n) => {
-                    for _ in 0..n {
-                        self.pop_front();
-                    }
+                    self.pop_front_n(n);
                     out.sent += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -194,9 +276,55 @@ impl SendQueue {
         self.entries.is_empty()
     }
 
+    /// The first slot if every entry is a slot entry and each names the
+    /// slot after the previous one's.
+    fn slot_run(&self) -> Option<usize> {
+        let first = self.entries.front()?.slot?;
+        let mut want = first;
+        for e in &self.entries {
+            if e.slot != Some(want) {
+                return None;
+            }
+            want += 1;
+        }
+        Some(first)
+    }
+
     /// Payload bytes queued.
     pub fn bytes(&self) -> usize {
-        self.arena.len() - self.head
+        self.arena.len() - self.head + self.slot_bytes
+    }
+
+    /// Copies the bytes of every slot entry into the arena, in queue order,
+    /// so that all entries are contiguous from offset 0 again.
+    ///
+    /// Back to front, each arena entry moves right (by the slot bytes queued
+    /// before it), never onto bytes not yet moved, and each slot's bytes
+    /// land in the gap left for them. Fits: slot bytes were counted against
+    /// `max_bytes` when pushed.
+    fn own_slot_bytes(&mut self, batch: &RecvBatch) {
+        self.arena.copy_within(self.head.., 0);
+        self.arena.truncate(self.arena.len() - self.head);
+        self.head = 0;
+        let mut src_end = self.arena.len();
+        let mut dst_end = src_end + self.slot_bytes;
+        debug_assert!(dst_end <= self.max_bytes);
+        self.arena.resize(dst_end, 0);
+        for e in self.entries.iter_mut().rev() {
+            dst_end -= e.len;
+            match e.slot.take() {
+                None => {
+                    src_end -= e.len;
+                    self.arena.copy_within(src_end..src_end + e.len, dst_end);
+                }
+                Some(slot) => {
+                    let data = &batch.payload(slot)[..e.len];
+                    self.arena[dst_end..dst_end + e.len].copy_from_slice(data);
+                }
+            }
+        }
+        debug_assert_eq!((src_end, dst_end), (0, 0));
+        self.slot_bytes = 0;
     }
 
     /// Bytes reserved for payloads: fixed at construction (at least
@@ -212,13 +340,20 @@ impl SendQueue {
         self.entries.iter().map(|e| (e.to, e.len))
     }
 
-    /// Every queued datagram's bytes, back to back, front first.
+    /// Every queued datagram's bytes, back to back, front first (a queue
+    /// without slot entries).
     pub(crate) fn live_bytes(&self) -> &[u8] {
+        debug_assert_eq!(self.slot_bytes, 0, "slot entries are not in the arena");
         &self.arena[self.head..]
     }
 
     /// Drops the `n` datagrams at the front (sent, or failed).
     pub(crate) fn pop_front_n(&mut self, n: usize) {
+        if n == self.entries.len() {
+            // All sent, the usual case: no entry needs looking at.
+            self.clear();
+            return;
+        }
         for _ in 0..n {
             self.pop_front();
         }
@@ -226,13 +361,22 @@ impl SendQueue {
 
     fn pop_front(&mut self) -> (SocketAddr, usize) {
         let e = self.entries.pop_front().expect("pop_front on empty queue");
-        self.head += e.len;
+        match e.slot {
+            None => self.head += e.len,
+            Some(_) => self.slot_bytes -= e.len,
+        }
         if self.entries.is_empty() {
             // Free rewind: nothing live to move.
-            self.arena.clear();
-            self.head = 0;
+            self.clear();
         }
         (e.to, e.len)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.arena.clear();
+        self.head = 0;
+        self.slot_bytes = 0;
     }
 }
 

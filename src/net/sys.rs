@@ -481,6 +481,102 @@ mod linux {
         }
     }
 
+    impl RecvSlots {
+        /// Sends slots `first..first + sent.len()` back to the sources
+        /// they were received from, each with the bytes `sent` (what `recv`
+        /// reported for them) says it holds, in one `sendmmsg` through the
+        /// slots' own headers, at most [`MAX_RECV_BATCH`] of them: no
+        /// address is converted and no payload copied.
+        ///
+        /// Results as [`send_batch`]. The slots are left as `recv` wants
+        /// them.
+        ///
+        /// # Panics
+        /// If the slots are out of range or a length exceeds the slot size.
+        pub fn send_back(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            sent: &[RecvMeta],
+        ) -> io::Result<usize> {
+            let n = sent.len().min(MAX_RECV_BATCH);
+            if n == 0 {
+                return Ok(0);
+            }
+            let range = first..first + n;
+            assert!(
+                range.end <= self.slots(),
+                "slots {range:?} of {}",
+                self.slots()
+            );
+            // SAFETY: `range` is in bounds of the three arrays (assert);
+            // `&mut self` excludes any other access to them, and the kernel
+            // holds none of their pointers between calls. These borrows end
+            // before the call below hands the headers to the kernel.
+            let (iovs, names, hdrs) = unsafe {
+                (
+                    &mut (&mut *self.iovs)[range.clone()],
+                    &(&*self.names)[range.clone()],
+                    &mut (&mut *self.hdrs)[range.clone()],
+                )
+            };
+            for (((iov, name), hdr), meta) in
+                iovs.iter_mut().zip(names).zip(hdrs.iter_mut()).zip(sent)
+            {
+                assert!(meta.len <= self.slot_size, "{} bytes in a slot", meta.len);
+                iov.iov_len = meta.len;
+                hdr.msg_hdr.msg_namelen = name_len(name.ss_family);
+            }
+            let result = loop {
+                // SAFETY: headers `range` are in bounds and point at their
+                // own sockaddr (as the kernel wrote it on receive, its length
+                // just set) and iovec (covering at most `slot_size` bytes of
+                // their slot); all live as long as `self`, exclusively
+                // borrowed. The kernel reads those and writes only msg_len.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        fd.as_raw_fd(),
+                        self.hdrs.cast::<libc::mmsghdr>().add(first),
+                        n as libc::c_uint,
+                        libc::MSG_DONTWAIT as _,
+                    )
+                };
+                if rc >= 0 {
+                    break Ok(rc as usize);
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    break Err(err);
+                }
+            };
+            // SAFETY: as above; the kernel is done with the headers.
+            let (iovs, hdrs) = unsafe {
+                (
+                    &mut (&mut *self.iovs)[range.clone()],
+                    &mut (&mut *self.hdrs)[range],
+                )
+            };
+            for (iov, hdr) in iovs.iter_mut().zip(hdrs) {
+                iov.iov_len = self.slot_size;
+                hdr.msg_hdr.msg_namelen = NAME_LEN;
+            }
+            result
+        }
+    }
+
+    /// The length of the address the kernel stored in a receive's
+    /// `sockaddr_storage` of this family (the whole storage for another,
+    /// impossible for UDP, which a send then rejects).
+    fn name_len(family: libc::sa_family_t) -> libc::socklen_t {
+        if family == libc::AF_INET as libc::sa_family_t {
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        } else if family == libc::AF_INET6 as libc::sa_family_t {
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        } else {
+            NAME_LEN
+        }
+    }
+
     impl Drop for RecvSlots {
         fn drop(&mut self) {
             // SAFETY: each pointer came from `Box::into_raw` in `new` and is
@@ -896,6 +992,8 @@ mod portable {
     pub struct RecvSlots {
         buf: Box<[u8]>,
         slot_size: usize,
+        /// Each slot's source, for `send_back`.
+        sources: Box<[SocketAddr]>,
     }
 
     impl RecvSlots {
@@ -906,6 +1004,7 @@ mod portable {
             RecvSlots {
                 buf: vec![0; bytes].into_boxed_slice(),
                 slot_size,
+                sources: vec![UNKNOWN_ADDR; slots].into_boxed_slice(),
             }
         }
 
@@ -923,7 +1022,26 @@ mod portable {
 
         /// See the Linux `RecvSlots::recv`.
         pub fn recv(&mut self, fd: BorrowedFd<'_>, out: &mut [RecvMeta]) -> io::Result<usize> {
-            recv_batch(fd, &mut self.buf, self.slot_size, out)
+            let n = recv_batch(fd, &mut self.buf, self.slot_size, out)?;
+            for (source, meta) in self.sources.iter_mut().zip(&out[..n]) {
+                *source = meta.from;
+            }
+            Ok(n)
+        }
+
+        /// See the Linux `RecvSlots::send_back`: [`send_batch`] to the
+        /// slots' sources.
+        pub fn send_back(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            sent: &[RecvMeta],
+        ) -> io::Result<usize> {
+            let msgs = sent.iter().enumerate().map(|(k, meta)| {
+                let i = first + k;
+                (self.sources[i], self.slot(i, meta.len))
+            });
+            send_batch(fd, msgs)
         }
     }
 
