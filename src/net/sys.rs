@@ -459,12 +459,18 @@ mod linux {
                     return Err(err);
                 }
             };
-            for (i, meta) in out.iter_mut().enumerate().take(got) {
-                // SAFETY: `first + i < slots`: in bounds of `hdrs` and
-                // `names`; the kernel is done with them (the call returned)
-                // and `&mut self` excludes any other access.
-                let (h, name) =
-                    unsafe { (&mut (*self.hdrs)[first + i], &(*self.names)[first + i]) };
+            // The kernel fills at most `want` headers: `got <= want`.
+            let got = got.min(want);
+            // SAFETY: `first + got <= slots`: in bounds of `hdrs` and
+            // `names`; the kernel is done with them (the call returned) and
+            // `&mut self` excludes any other access.
+            let (hdrs, names) = unsafe {
+                (
+                    &mut (&mut *self.hdrs)[first..first + got],
+                    &(&*self.names)[first..first + got],
+                )
+            };
+            for ((h, name), meta) in hdrs.iter_mut().zip(names).zip(out.iter_mut()) {
                 *meta = RecvMeta {
                     // Without MSG_TRUNC in the call flags msg_len is the
                     // copied length; min() only guards against a surprise.

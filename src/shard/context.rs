@@ -517,7 +517,8 @@ pub struct DatagramContext<'a> {
 /// The datagram a [`DatagramContext`] is called for.
 #[derive(Clone, Copy)]
 pub(crate) struct Received<'a> {
-    pub(crate) from: SocketAddr,
+    /// By reference: a per-datagram copy of a `SocketAddr` is not free.
+    pub(crate) from: &'a SocketAddr,
     pub(crate) data: &'a [u8],
     /// Its slot in the receive batch the socket flushes with
     /// ([`SendQueue::flush_batch`]), so that sending it back copies nothing.
@@ -571,7 +572,7 @@ impl<'a> DatagramContext<'a> {
     /// count held back in between, since a service whose replies vanish
     /// this way is otherwise hard to diagnose.
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
-        let to_sender = self.budget_left.is_some() && self.received.is_some_and(|r| r.from == to);
+        let to_sender = self.budget_left.is_some() && self.received.is_some_and(|r| *r.from == to);
         if to_sender && !self.charge_sender(data.len()) {
             return;
         }
@@ -605,7 +606,7 @@ impl<'a> DatagramContext<'a> {
         let Some(received) = self.received.as_ref() else {
             return;
         };
-        let (from, data, slot) = (received.from, received.data, received.slot);
+        let (from, data, slot) = (*received.from, received.data, received.slot);
         if !self.charge_sender(data.len()) {
             return;
         }
@@ -642,7 +643,7 @@ impl<'a> DatagramContext<'a> {
         let Some(received) = self.received else {
             return;
         };
-        let to = received.from;
+        let to = *received.from;
         let res = &mut *self.lp.res;
         res.stats.udp_dropped_amplification.incr();
         let what = format_args!(
