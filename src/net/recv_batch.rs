@@ -160,6 +160,17 @@ impl RecvBatch {
         self.slots.send_back(socket.as_fd(), first, sent)
     }
 
+    /// As [`iter`](Self::iter), each with its slot and with the source by
+    /// reference: the shard's per-datagram loop, where copying every
+    /// source address shows.
+    pub(crate) fn iter_slots(&self) -> impl Iterator<Item = (usize, &SocketAddr, &[u8], bool)> {
+        let slots = &self.slots;
+        self.meta[..self.len]
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| (i, &m.from, slots.slot(i, m.len), m.truncated))
+    }
+
     /// The datagrams of the last [`recv`](Self::recv), in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Datagram<'_>> + '_ {
         let slots = &self.slots;

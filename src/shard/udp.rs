@@ -79,17 +79,13 @@ impl ServedUdpSocket {
             res.trace.udp_batch("recvmmsg", received);
             let now = res.timers.now();
             let mut trust = BatchTrust::default();
-            for (slot, datagram) in batch.iter().enumerate() {
-                if datagram.truncated {
+            for (slot, from, data, truncated) in batch.iter_slots() {
+                if truncated {
                     res.stats.udp_dropped_truncated.incr();
                     continue;
                 }
-                let received = Received {
-                    from: &datagram.from,
-                    data: datagram.data,
-                    slot: Some(slot),
-                };
-                self.deliver(index, res, now, received, &mut trust);
+                let slot = Some(slot);
+                self.deliver(index, res, now, Received { from, data, slot }, &mut trust);
             }
             self.end_batch(index, res, trust.trusted, Some(&mut *batch));
             if received < config.udp_batch {
