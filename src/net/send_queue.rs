@@ -509,4 +509,113 @@ mod tests {
             (arena_cap, entries_cap)
         );
     }
+
+    /// A server socket and a batch holding `datagrams` from the clients
+    /// (client `i % clients.len()` sent datagram `i`).
+    fn received(clients: &[std::net::UdpSocket], datagrams: &[&[u8]]) -> (UdpSocket, RecvBatch) {
+        let server = bind("127.0.0.1:0");
+        for (i, d) in datagrams.iter().enumerate() {
+            clients[i % clients.len()].send_to(d, addr(&server)).unwrap();
+        }
+        // Loopback delivers within the send; the pause is only a margin.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut batch = RecvBatch::new(8, 64);
+        assert_eq!(batch.recv(&server).unwrap(), datagrams.len());
+        (server, batch)
+    }
+
+    fn slot_of(q: &mut SendQueue, batch: &RecvBatch, i: usize) {
+        let d = batch.get(i);
+        q.push_slot(d.from, i, d.data.len()).unwrap();
+    }
+
+    #[test]
+    fn slot_entries_are_sent_from_the_batch_in_queue_order() {
+        let clients = [std_rx(), std_rx()];
+        let (server, mut batch) = received(&clients, &[b"a1", b"b22", b"a333"]);
+        // A run of slots in order: the slots' own headers carry it.
+        let mut q = SendQueue::new(8, 1024);
+        for i in 0..3 {
+            slot_of(&mut q, &batch, i);
+        }
+        assert_eq!((q.len(), q.bytes(), q.slot_run()), (3, 9, Some(0)));
+        let all_sent = FlushOutcome {
+            sent: 3,
+            dropped_errors: 0,
+            would_block: false,
+        };
+        assert_eq!(q.flush_batch(&server, &mut batch), all_sent);
+        assert_eq!((q.len(), q.bytes(), q.slot_bytes), (0, 0, 0));
+        let from = addr(&server);
+        assert_eq!(recv_one(&clients[0]), (b"a1".to_vec(), from));
+        assert_eq!(recv_one(&clients[0]), (b"a333".to_vec(), from));
+        assert_eq!(recv_one(&clients[1]), (b"b22".to_vec(), from));
+        // Mixed with a copied datagram and out of slot order: one batch of
+        // addresses and slices, still in queue order.
+        let mut q = SendQueue::new(8, 1024);
+        slot_of(&mut q, &batch, 2);
+        q.push(clients[1].local_addr().unwrap(), b"copied").unwrap();
+        slot_of(&mut q, &batch, 1);
+        slot_of(&mut q, &batch, 0);
+        assert_eq!((q.len(), q.bytes(), q.slot_run()), (4, 15, None));
+        let out = q.flush_batch(&server, &mut batch);
+        assert_eq!(out, FlushOutcome { sent: 4, ..all_sent });
+        assert!(q.is_empty());
+        assert_eq!(recv_one(&clients[0]), (b"a333".to_vec(), from));
+        assert_eq!(recv_one(&clients[0]), (b"a1".to_vec(), from));
+        assert_eq!(recv_one(&clients[1]), (b"copied".to_vec(), from));
+        assert_eq!(recv_one(&clients[1]), (b"b22".to_vec(), from));
+    }
+
+    /// What the socket did not take is copied out of the batch, in queue
+    /// order around the arena's own entries, before the batch is reused.
+    #[test]
+    fn unsent_slot_entries_are_copied_into_the_arena_in_order() {
+        let clients = [std_rx()];
+        let (server, batch) = received(&clients, &[b"s0", b"s1-", b"s2--"]);
+        let to = clients[0].local_addr().unwrap();
+        let mut q = SendQueue::new(8, 30);
+        q.push(to, b"gone").unwrap();
+        q.push(to, b"x1").unwrap();
+        q.pop_front(); // live bytes now start past the arena's front
+        slot_of(&mut q, &batch, 0);
+        q.push(to, b"mid").unwrap();
+        slot_of(&mut q, &batch, 2);
+        slot_of(&mut q, &batch, 1);
+        assert_eq!((q.len(), q.bytes(), q.head, q.slot_bytes), (5, 14, 4, 9));
+        q.own_slot_bytes(&batch);
+        assert_eq!((q.len(), q.bytes(), q.head, q.slot_bytes), (5, 14, 0, 0));
+        assert_eq!(q.live_bytes(), b"x1s0mids2--s1-");
+        assert!(q.entries.iter().all(|e| e.slot.is_none()));
+        drop(batch); // the queue no longer needs it
+        let out = q.flush(&server);
+        assert_eq!((out.sent, q.is_empty()), (5, true));
+        let from = addr(&server);
+        for want in [&b"x1"[..], b"s0", b"mid", b"s2--", b"s1-"] {
+            assert_eq!(recv_one(&clients[0]), (want.to_vec(), from));
+        }
+    }
+
+    #[test]
+    fn slot_entries_count_against_both_bounds() {
+        let clients = [std_rx()];
+        let (_server, batch) = received(&clients, &[b"123456", b""]);
+        let to = clients[0].local_addr().unwrap();
+        let mut q = SendQueue::new(2, 10);
+        slot_of(&mut q, &batch, 0);
+        assert_eq!(q.push(to, &[0; 5]), Err(QueueFull)); // 11 bytes > 10
+        q.push(to, &[0; 4]).unwrap(); // exactly 10
+        assert_eq!(q.push_slot(to, 1, 0), Err(QueueFull)); // 3 datagrams > 2
+        assert_eq!((q.len(), q.bytes()), (2, 10));
+    }
+
+    #[test]
+    #[should_panic(expected = "slot entries need their batch")]
+    fn slot_entries_cannot_be_flushed_without_their_batch() {
+        let clients = [std_rx()];
+        let (server, batch) = received(&clients, &[b"x"]);
+        let mut q = SendQueue::new(2, 10);
+        slot_of(&mut q, &batch, 0);
+        q.flush(&server);
+    }
 }

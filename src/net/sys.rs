@@ -1277,6 +1277,76 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    type SendBackFn<S> = fn(&mut S, BorrowedFd<'_>, usize, &[RecvMeta]) -> io::Result<usize>;
+
+    /// Slots 1 and 2 of three received go back to their two sources, and
+    /// the slots receive whole datagrams again afterwards (iovec lengths
+    /// and address lengths restored).
+    fn check_send_back<S>(
+        mut slots: S,
+        recv: fn(&mut S, BorrowedFd<'_>, &mut [RecvMeta]) -> io::Result<usize>,
+        send_back: SendBackFn<S>,
+    ) {
+        let (a, rx) = pair();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        }
+        let to = rx.local_addr().unwrap();
+        let mut meta = [RecvMeta::default(); 4];
+        a.send_to(b"one", to).unwrap();
+        b.send_to(b"two-two", to).unwrap();
+        a.send_to(b"three", to).unwrap();
+        // Loopback delivers within the send; the pause is only a margin.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &[]).unwrap(), 0);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 1, &meta[1..3]).unwrap(), 2);
+        let mut buf = [0u8; 32];
+        let got = |s: &UdpSocket, buf: &mut [u8]| {
+            let (n, from) = s.recv_from(buf).unwrap();
+            (buf[..n].to_vec(), from)
+        };
+        assert_eq!(got(&b, &mut buf), (b"two-two".to_vec(), to));
+        assert_eq!(got(&a, &mut buf), (b"three".to_vec(), to));
+        assert!(a.recv_from(&mut buf).is_err(), "slot 0 was not sent back");
+        // Slots 1 and 2 were sent with 7 and 5 bytes: full size again.
+        for _ in 0..3 {
+            a.send_to(&[7; 8], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
+        let want = RecvMeta {
+            len: 8,
+            from: a.local_addr().unwrap(),
+            truncated: false,
+        };
+        assert_eq!(meta[..3], [want; 3]);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &meta[..3]).unwrap(), 3);
+        for _ in 0..3 {
+            assert_eq!(got(&a, &mut buf), (vec![7; 8], to));
+        }
+    }
+
+    #[test]
+    fn portable_fallback_send_back() {
+        check_send_back(
+            portable::RecvSlots::new(4, 8),
+            portable::RecvSlots::recv,
+            portable::RecvSlots::send_back,
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mmsg_send_back() {
+        check_send_back(
+            linux::RecvSlots::new(4, 8),
+            linux::RecvSlots::recv,
+            linux::RecvSlots::send_back,
+        );
+    }
+
     #[test]
     fn portable_fallback_send_and_recv() {
         check_send(&|fd, m| portable::send_batch(fd, m.iter().copied()));
