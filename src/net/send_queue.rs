@@ -280,14 +280,10 @@ impl SendQueue {
     /// slot after the previous one's.
     fn slot_run(&self) -> Option<usize> {
         let first = self.entries.front()?.slot?;
-        let mut want = first;
-        for e in &self.entries {
-            if e.slot != Some(want) {
-                return None;
-            }
-            want += 1;
-        }
-        Some(first)
+        let in_a_row = (first..)
+            .zip(&self.entries)
+            .all(|(want, e)| e.slot == Some(want));
+        in_a_row.then_some(first)
     }
 
     /// Payload bytes queued.
@@ -515,7 +511,9 @@ mod tests {
     fn received(clients: &[std::net::UdpSocket], datagrams: &[&[u8]]) -> (UdpSocket, RecvBatch) {
         let server = bind("127.0.0.1:0");
         for (i, d) in datagrams.iter().enumerate() {
-            clients[i % clients.len()].send_to(d, addr(&server)).unwrap();
+            clients[i % clients.len()]
+                .send_to(d, addr(&server))
+                .unwrap();
         }
         // Loopback delivers within the send; the pause is only a margin.
         std::thread::sleep(Duration::from_millis(50));
@@ -559,7 +557,13 @@ mod tests {
         slot_of(&mut q, &batch, 0);
         assert_eq!((q.len(), q.bytes(), q.slot_run()), (4, 15, None));
         let out = q.flush_batch(&server, &mut batch);
-        assert_eq!(out, FlushOutcome { sent: 4, ..all_sent });
+        assert_eq!(
+            out,
+            FlushOutcome {
+                sent: 4,
+                ..all_sent
+            }
+        );
         assert!(q.is_empty());
         assert_eq!(recv_one(&clients[0]), (b"a333".to_vec(), from));
         assert_eq!(recv_one(&clients[0]), (b"a1".to_vec(), from));

@@ -1290,7 +1290,8 @@ mod tests {
         let (a, rx) = pair();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&a, &b] {
-            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
         }
         let to = rx.local_addr().unwrap();
         let mut meta = [RecvMeta::default(); 4];
@@ -1301,7 +1302,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
         assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &[]).unwrap(), 0);
-        assert_eq!(send_back(&mut slots, rx.as_fd(), 1, &meta[1..3]).unwrap(), 2);
+        assert_eq!(
+            send_back(&mut slots, rx.as_fd(), 1, &meta[1..3]).unwrap(),
+            2
+        );
         let mut buf = [0u8; 32];
         let got = |s: &UdpSocket, buf: &mut [u8]| {
             let (n, from) = s.recv_from(buf).unwrap();
