@@ -107,8 +107,10 @@ pub struct SendQueue {
     /// one starts at `head`, each next one where the previous ends. Slot
     /// entries hold no arena bytes.
     entries: VecDeque<Entry>,
-    /// Bytes of the slot entries: counted against `max_bytes` like arena
-    /// bytes, so copying them into the arena always fits.
+    /// Slot entries queued (empty datagrams included), and their bytes:
+    /// counted against `max_bytes` like arena bytes, so copying them into
+    /// the arena always fits.
+    slot_entries: usize,
     slot_bytes: usize,
     max_datagrams: usize,
     max_bytes: usize,
@@ -130,6 +132,7 @@ impl SendQueue {
             arena: Vec::with_capacity(max_bytes),
             head: 0,
             entries: VecDeque::with_capacity(max_datagrams),
+            slot_entries: 0,
             slot_bytes: 0,
             max_datagrams,
             max_bytes,
@@ -169,6 +172,7 @@ impl SendQueue {
         len: usize,
     ) -> Result<(), QueueFull> {
         self.check_room(len)?;
+        self.slot_entries += 1;
         self.slot_bytes += len;
         self.entries.push_back(Entry {
             to,
@@ -194,7 +198,7 @@ impl SendQueue {
     /// If slot entries are queued: those go through
     /// [`flush_batch`](Self::flush_batch).
     pub fn flush(&mut self, socket: &UdpSocket) -> FlushOutcome {
-        assert_eq!(self.slot_bytes, 0, "slot entries need their batch");
+        assert_eq!(self.slot_entries, 0, "slot entries need their batch");
         self.flush_from(socket, None)
     }
 
@@ -208,7 +212,7 @@ impl SendQueue {
         batch: &mut RecvBatch,
     ) -> FlushOutcome {
         let out = self.flush_from(socket, Some(&mut *batch));
-        if self.slot_bytes > 0 {
+        if self.slot_entries > 0 {
             self.own_slot_bytes(batch);
         }
         out
@@ -320,6 +324,7 @@ impl SendQueue {
             }
         }
         debug_assert_eq!((src_end, dst_end), (0, 0));
+        self.slot_entries = 0;
         self.slot_bytes = 0;
     }
 
@@ -339,7 +344,7 @@ impl SendQueue {
     /// Every queued datagram's bytes, back to back, front first (a queue
     /// without slot entries).
     pub(crate) fn live_bytes(&self) -> &[u8] {
-        debug_assert_eq!(self.slot_bytes, 0, "slot entries are not in the arena");
+        debug_assert_eq!(self.slot_entries, 0, "slot entries are not in the arena");
         &self.arena[self.head..]
     }
 
@@ -359,7 +364,10 @@ impl SendQueue {
         let e = self.entries.pop_front().expect("pop_front on empty queue");
         match e.slot {
             None => self.head += e.len,
-            Some(_) => self.slot_bytes -= e.len,
+            Some(_) => {
+                self.slot_entries -= 1;
+                self.slot_bytes -= e.len;
+            }
         }
         if self.entries.is_empty() {
             // Free rewind: nothing live to move.
@@ -372,6 +380,7 @@ impl SendQueue {
         self.entries.clear();
         self.arena.clear();
         self.head = 0;
+        self.slot_entries = 0;
         self.slot_bytes = 0;
     }
 }
@@ -576,7 +585,7 @@ mod tests {
     #[test]
     fn unsent_slot_entries_are_copied_into_the_arena_in_order() {
         let clients = [std_rx()];
-        let (server, batch) = received(&clients, &[b"s0", b"s1-", b"s2--"]);
+        let (server, batch) = received(&clients, &[b"s0", b"s1-", b"s2--", b""]);
         let to = clients[0].local_addr().unwrap();
         let mut q = SendQueue::new(8, 30);
         q.push(to, b"gone").unwrap();
@@ -586,16 +595,19 @@ mod tests {
         q.push(to, b"mid").unwrap();
         slot_of(&mut q, &batch, 2);
         slot_of(&mut q, &batch, 1);
-        assert_eq!((q.len(), q.bytes(), q.head, q.slot_bytes), (5, 14, 4, 9));
+        slot_of(&mut q, &batch, 3); // empty: no bytes, still an entry
+        assert_eq!((q.len(), q.bytes(), q.head), (6, 14, 4));
+        assert_eq!((q.slot_entries, q.slot_bytes), (4, 9));
         q.own_slot_bytes(&batch);
-        assert_eq!((q.len(), q.bytes(), q.head, q.slot_bytes), (5, 14, 0, 0));
+        assert_eq!((q.len(), q.bytes(), q.head), (6, 14, 0));
+        assert_eq!((q.slot_entries, q.slot_bytes), (0, 0));
         assert_eq!(q.live_bytes(), b"x1s0mids2--s1-");
         assert!(q.entries.iter().all(|e| e.slot.is_none()));
         drop(batch); // the queue no longer needs it
         let out = q.flush(&server);
-        assert_eq!((out.sent, q.is_empty()), (5, true));
+        assert_eq!((out.sent, q.is_empty()), (6, true));
         let from = addr(&server);
-        for want in [&b"x1"[..], b"s0", b"mid", b"s2--", b"s1-"] {
+        for want in [&b"x1"[..], b"s0", b"mid", b"s2--", b"s1-", b""] {
             assert_eq!(recv_one(&clients[0]), (want.to_vec(), from));
         }
     }
@@ -617,7 +629,7 @@ mod tests {
     #[should_panic(expected = "slot entries need their batch")]
     fn slot_entries_cannot_be_flushed_without_their_batch() {
         let clients = [std_rx()];
-        let (server, batch) = received(&clients, &[b"x"]);
+        let (server, batch) = received(&clients, &[b""]); // empty: still an entry
         let mut q = SendQueue::new(2, 10);
         slot_of(&mut q, &batch, 0);
         q.flush(&server);
