@@ -612,6 +612,60 @@ mod tests {
         }
     }
 
+    /// Random pushes (copied and slot), pops and copy-outs against a model
+    /// queue: after each copy-out the arena holds exactly the model's bytes
+    /// in order, and the arena never grows.
+    #[test]
+    fn copying_slot_entries_out_keeps_every_byte_in_order() {
+        let clients = [std_rx()];
+        let sent: Vec<Vec<u8>> = (0..8).map(|i| payload(i, i * 5)).collect();
+        let sent_refs: Vec<&[u8]> = sent.iter().map(Vec::as_slice).collect();
+        let (_server, batch) = received(&clients, &sent_refs);
+        let to = clients[0].local_addr().unwrap();
+        let mut q = SendQueue::new(12, 100);
+        let arena_cap = q.arena_capacity();
+        let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut rng = Rng::new(7);
+        let mut rand = move |m: u64| rng.below(m) as usize;
+        let mut copied_out = 0;
+        for i in 0..5000 {
+            match rand(4) {
+                0 => {
+                    let data = payload(i, rand(30));
+                    if q.push(to, &data).is_ok() {
+                        model.push_back(data);
+                    }
+                }
+                1 => {
+                    let slot = rand(8);
+                    if q.push_slot(to, slot, sent[slot].len()).is_ok() {
+                        model.push_back(sent[slot].clone());
+                    }
+                }
+                2 => {
+                    for _ in 0..rand(model.len() as u64 + 1) {
+                        q.pop_front();
+                        model.pop_front();
+                    }
+                }
+                _ => {
+                    copied_out += usize::from(q.slot_entries > 0);
+                    q.own_slot_bytes(&batch);
+                    assert_eq!(q.slot_entries, 0);
+                    assert_eq!(
+                        q.live_bytes(),
+                        model.iter().flatten().copied().collect::<Vec<u8>>()
+                    );
+                }
+            }
+            assert_eq!(q.len(), model.len());
+            assert_eq!(q.bytes(), model.iter().map(Vec::len).sum::<usize>());
+            assert!(q.arena.len() <= 100);
+        }
+        assert!(copied_out > 100, "copied out {copied_out} times");
+        assert_eq!(q.arena_capacity(), arena_cap);
+    }
+
     #[test]
     fn slot_entries_count_against_both_bounds() {
         let clients = [std_rx()];
