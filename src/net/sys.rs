@@ -490,15 +490,16 @@ mod linux {
     impl RecvSlots {
         /// Sends slots `first..first + sent.len()` back to the sources
         /// they were received from, each with the bytes `sent` (what `recv`
-        /// reported for them) says it holds, in one `sendmmsg` through the
-        /// slots' own headers, at most [`MAX_RECV_BATCH`] of them: no
-        /// address is converted and no payload copied.
+        /// reported for them) says it holds (never more than a slot), in
+        /// one `sendmmsg` through the slots' own headers, at most
+        /// [`MAX_RECV_BATCH`] of them: no address is converted and no
+        /// payload copied.
         ///
         /// Results as [`send_batch`]. The slots are left as `recv` wants
         /// them.
         ///
         /// # Panics
-        /// If the slots are out of range or a length exceeds the slot size.
+        /// If the slots are out of range (before anything is changed).
         pub fn send_back(
             &mut self,
             fd: BorrowedFd<'_>,
@@ -529,8 +530,7 @@ mod linux {
             for (((iov, name), hdr), meta) in
                 iovs.iter_mut().zip(names).zip(hdrs.iter_mut()).zip(sent)
             {
-                assert!(meta.len <= self.slot_size, "{} bytes in a slot", meta.len);
-                iov.iov_len = meta.len;
+                iov.iov_len = meta.len.min(self.slot_size);
                 hdr.msg_hdr.msg_namelen = name_len(name.ss_family);
             }
             let result = loop {
