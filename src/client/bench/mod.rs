@@ -141,10 +141,10 @@ impl Report {
     }
 
     /// Counts an intact echo of a message sent in the measured window,
-    /// back `rtt` after it was sent (open loop: was due).
-    fn record_echo(&mut self, rtt: Duration) {
+    /// back `rtt_ns` nanoseconds after it was sent (open loop: was due).
+    fn record_echo(&mut self, rtt_ns: u64) {
         self.received += 1;
-        let us = rtt.as_micros() as u64;
+        let us = rtt_ns / 1000;
         let _ = self.rtt_us.record(us);
         if self.samples.len() < MAX_SAMPLES {
             self.samples.push(us.min(u64::from(u32::MAX)) as u32);
@@ -490,39 +490,58 @@ impl std::fmt::Display for Ends<'_> {
     }
 }
 
-/// The measured time: only messages sent (or due) in it count, the
-/// warm-up before and the drain after do not.
+/// A generator thread's clock: nanoseconds since its load began. Send
+/// times are kept, subtracted and compared as these `u64`s, which is a
+/// few instructions where `Instant` arithmetic is a few dozen.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn instant(&self, at: u64) -> Instant {
+        self.start + Duration::from_nanos(at)
+    }
+}
+
+/// The measured time, on a [`Clock`]: only messages sent (or due) in it
+/// count, the warm-up before and the drain after do not.
+#[derive(Debug, Clone, Copy)]
 struct Window {
-    from: Instant,
-    until: Instant,
+    from: u64,
+    until: u64,
 }
 
 impl Window {
-    fn after_warmup(start: Instant, config: &LoadConfig) -> Window {
-        let from = start + config.warmup;
+    fn after_warmup(config: &LoadConfig) -> Window {
+        let from = config.warmup.as_nanos() as u64;
         Window {
             from,
-            until: from + config.duration,
+            until: from + config.duration.as_nanos() as u64,
         }
     }
 
-    fn holds(&self, at: Instant) -> bool {
+    fn holds(&self, at: u64) -> bool {
         at >= self.from && at < self.until
     }
 }
 
-/// When connection `k` of `count` first sends in the open loop: spread
-/// over one interval, so the load is smooth rather than in bursts.
-fn first_due(start: Instant, interval: Option<Duration>, k: usize, count: usize) -> Instant {
-    start + interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / count as f64))
+/// When connection `k` of `count` first sends in the open loop, on the
+/// [`Clock`]: spread over one interval, so the load is smooth rather than
+/// in bursts.
+fn first_due(interval: Option<u64>, k: usize, count: usize) -> u64 {
+    interval.map_or(0, |i| (i as u128 * k as u128 / count.max(1) as u128) as u64)
 }
 
-/// Open loop: how often each connection sends (`None`: closed loop).
-pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
+/// Open loop: how often each connection sends, in nanoseconds (`None`:
+/// closed loop).
+pub(crate) fn send_interval(config: &LoadConfig) -> Option<u64> {
     let per_second = config.rate? / config.conns.max(1) as f64;
-    Some(Duration::from_secs_f64(
-        1.0 / per_second.max(f64::MIN_POSITIVE),
-    ))
+    Some((1e9 / per_second.max(f64::MIN_POSITIVE)).clamp(1.0, u64::MAX as f64) as u64)
 }
 
 /// Message `seq` of connection `conn`, `size` bytes (at least 12),
@@ -533,6 +552,7 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
 /// [`is_message`]) at memcpy/memcmp speed, so even 64 KiB messages cost
 /// the generator little.
 pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+    out.reserve(size.max(12));
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&conn.to_le_bytes());
     for_body(conn, seq, size, |chunk| {
@@ -544,7 +564,11 @@ pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
 /// True if `echo` is exactly [`message`]`(conn, seq, echo.len(), ..)`
 /// (messages are at least 12 bytes).
 pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
-    if echo.len() < 12 || echo[..8] != seq.to_le_bytes() || echo[8..12] != conn.to_le_bytes() {
+    let id = echo.get(8..).and_then(|rest| rest.first_chunk::<4>());
+    let (Some(head), Some(id)) = (echo.first_chunk::<8>(), id) else {
+        return false;
+    };
+    if u64::from_le_bytes(*head) != seq || u32::from_le_bytes(*id) != conn {
         return false;
     }
     let mut rest = &echo[12..];
