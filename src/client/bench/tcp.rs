@@ -17,8 +17,8 @@ use crate::net::sys;
 use crate::TraceLines;
 
 use super::{
-    first_due, is_message, message, send_interval, Clock, Ends, LoadConfig, Report, Window,
-    MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Clock, Ends, LoadConfig, Report, RttCounts,
+    Window, MAX_IN_FLIGHT,
 };
 
 /// How long after the window echoes still in flight are waited for, in
@@ -104,6 +104,8 @@ pub struct TcpLoad {
     events: Events,
     conns: Vec<Conn>,
     report: Report,
+    /// Round trips not yet in `report`'s histogram.
+    counts: RttCounts,
     settings: Settings,
     clock: Clock,
     /// When the last poll returned, on `clock`: the time of every echo
@@ -220,6 +222,7 @@ impl TcpLoad {
             events: Events::with_capacity(1024),
             conns,
             report,
+            counts: RttCounts::new(),
             settings,
             clock,
             now: clock.now(),
@@ -288,13 +291,16 @@ impl TcpLoad {
             if !conn.alive {
                 continue;
             }
-            if event.is_writable() {
+            // Every edge reports writable; only a write left over waits for it.
+            if event.is_writable() && conn.written < conn.out.len() {
                 conn.flush(&mut self.report, &mut self.trace);
             }
             let closing = event.is_read_closed() || event.is_error();
             if event.is_readable() || closing {
                 let (settings, report) = (&self.settings, &mut self.report);
-                self.completed += conn.receive(now, closing, settings, report, &mut self.trace);
+                let counts = &mut self.counts;
+                self.completed +=
+                    conn.receive(now, closing, settings, report, counts, &mut self.trace);
             }
         }
         Ok(())
@@ -316,8 +322,8 @@ impl TcpLoad {
 
     /// The counts so far: the window's echoes, and every failure (a
     /// corrupted echo, a connection closed, reset or not opened) as it was
-    /// found. Messages in flight are not counted lost until
-    /// [`TcpLoad::finish`].
+    /// found. Messages in flight are not counted lost, and round trips are
+    /// not in `rtt_us`, until [`TcpLoad::finish`].
     pub fn report(&self) -> &Report {
         &self.report
     }
@@ -327,6 +333,7 @@ impl TcpLoad {
     /// open, corrupted); closes the connections.
     pub fn finish(mut self) -> Report {
         let report = &mut self.report;
+        self.counts.fold_into(report);
         for conn in &mut self.conns {
             if let (Some(in_flight), true) = (conn.unexpected, conn.alive) {
                 report.corrupted += 1;
@@ -429,6 +436,7 @@ impl Conn {
         closing: bool,
         settings: &Settings,
         report: &mut Report,
+        counts: &mut RttCounts,
         trace: &mut TraceLines,
     ) -> u64 {
         let id = self.id;
@@ -505,7 +513,7 @@ impl Conn {
             self.next_recv += 1;
             if settings.window.holds(sent) {
                 match settings.latency {
-                    true => report.record_echo(now.saturating_sub(sent)),
+                    true => report.record_echo(now.saturating_sub(sent), counts),
                     false => report.received += 1,
                 }
             }

@@ -19,8 +19,8 @@ use crate::net::sys::{self, RecvMeta, RecvSlots};
 use crate::TraceLines;
 
 use super::{
-    first_due, is_message, message, send_interval, Addr, Clock, LoadConfig, Report, Window,
-    MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Addr, Clock, LoadConfig, Report, RttCounts,
+    Window, MAX_IN_FLIGHT,
 };
 
 /// Why a sockloop server loses datagrams, told when some were lost.
@@ -179,6 +179,7 @@ pub(super) fn run(
     let mut trace = TraceLines::new("bench udp", config.trace);
     let mut poll = Poll::new()?;
     let mut report = Report::empty(&config)?;
+    let mut counts = RttCounts::new();
     let size = config.size.max(16);
     let clock = Clock {
         start: Instant::now(),
@@ -310,7 +311,7 @@ pub(super) fn run(
                     } else {
                         trace!(trace, "checked #{id} echo {seq} intact");
                         if window.holds(sent) {
-                            report.record_echo(now.saturating_sub(sent));
+                            report.record_echo(now.saturating_sub(sent), &mut counts);
                         }
                     }
                     if interval.is_none() && sending {
@@ -328,6 +329,7 @@ pub(super) fn run(
         echoes.fetch_add(report.received - shown, Ordering::Relaxed);
         shown = report.received;
     }
+    counts.fold_into(&mut report);
     if report.lost > 0 {
         report.hint = Some(LOSS_HINT.into());
     }
