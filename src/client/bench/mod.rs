@@ -570,11 +570,12 @@ fn first_due(interval: Option<u64>, k: usize, count: usize) -> u64 {
     interval.map_or(0, |i| (i as u128 * k as u128 / count.max(1) as u128) as u64)
 }
 
-/// Open loop: how often each connection sends, in nanoseconds (`None`:
+/// Open loop: how often each connection sends, in nanoseconds, from 1 ns
+/// to 10^18 ns (31 years: a due time plus it cannot overflow) (`None`:
 /// closed loop).
 pub(crate) fn send_interval(config: &LoadConfig) -> Option<u64> {
     let per_second = config.rate? / config.conns.max(1) as f64;
-    Some((1e9 / per_second.max(f64::MIN_POSITIVE)).clamp(1.0, u64::MAX as f64) as u64)
+    Some((1e9 / per_second.max(f64::MIN_POSITIVE)).clamp(1.0, 1e18) as u64)
 }
 
 /// Message `seq` of connection `conn`, `size` bytes (at least 12),

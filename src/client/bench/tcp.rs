@@ -258,7 +258,9 @@ impl TcpLoad {
     pub fn step(&mut self, timeout: Duration) -> io::Result<()> {
         let mut timeout = timeout;
         let open_loop = self.settings.interval.map(|i| (i, self.clock.now()));
-        if let Some((interval, now)) = open_loop.filter(|&(_, now)| now < self.settings.window.until) {
+        if let Some((interval, now)) =
+            open_loop.filter(|&(_, now)| now < self.settings.window.until)
+        {
             for conn in self
                 .conns
                 .iter_mut()

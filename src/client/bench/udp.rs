@@ -158,7 +158,9 @@ impl Sender {
                 }
                 Err(e) => {
                     trace!(trace, "write #{id} failed: {e} (sendmmsg)");
-                    let seq = left.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
+                    let seq = left
+                        .first_chunk::<8>()
+                        .map_or(0, |b| u64::from_le_bytes(*b));
                     if let Some(at) = s.in_flight.take(seq) {
                         report.lost += u64::from(self.window.holds(at));
                     }
@@ -324,7 +326,10 @@ pub(super) fn run(
                 }
             }
             sender.flush(s, &mut report, &mut trace);
-            trace!(trace, "batch #{id} {batch} datagrams (recvmmsg until short)");
+            trace!(
+                trace,
+                "batch #{id} {batch} datagrams (recvmmsg until short)"
+            );
         }
         echoes.fetch_add(report.received - shown, Ordering::Relaxed);
         shown = report.received;
