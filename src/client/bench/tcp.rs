@@ -288,14 +288,13 @@ impl TcpLoad {
             other => other?,
         }
         let now = self.now;
+        // Replies leave after every event is read: back to back, so the
+        // server, woken by the first, finds the rest waiting rather than
+        // being woken again for each (a wake-up costs the waker).
         for event in self.events.iter() {
             let conn = &mut self.conns[event.token().0];
             if !conn.alive {
                 continue;
-            }
-            // Every edge reports writable; only a write left over waits for it.
-            if event.is_writable() && conn.written < conn.out.len() {
-                conn.flush(&mut self.report, &mut self.trace);
             }
             let closing = event.is_read_closed() || event.is_error();
             if event.is_readable() || closing {
@@ -303,6 +302,14 @@ impl TcpLoad {
                 let counts = &mut self.counts;
                 self.completed +=
                     conn.receive(now, closing, settings, report, counts, &mut self.trace);
+            }
+        }
+        // (A write left over from a full socket buffer goes too: the
+        // event that says there is room again is among these.)
+        for event in self.events.iter() {
+            let conn = &mut self.conns[event.token().0];
+            if conn.alive && conn.written < conn.out.len() {
+                conn.flush(&mut self.report, &mut self.trace);
             }
         }
         Ok(())
@@ -427,8 +434,8 @@ impl Conn {
     }
 
     /// Reads echoes, checks each whole message, and (closed loop, in the
-    /// window) sends the next one for each, all as at `now`; returns the
-    /// intact echoes.
+    /// window) queues the next one for each, all as at `now`; returns the
+    /// intact echoes. The caller flushes.
     /// Reads stop at one that comes up short of the buffer (the socket is
     /// drained: epoll(7)), unless the peer is `closing`, when they go on to
     /// the end of the stream.
@@ -532,7 +539,6 @@ impl Conn {
         }
         self.input.copy_within(whole * size..self.got, 0);
         self.got -= whole * size;
-        self.flush(report, trace);
         whole as u64
     }
 }

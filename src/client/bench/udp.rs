@@ -110,24 +110,23 @@ struct Socket {
     in_flight: InFlight,
     /// The next datagram due (open loop), on the load's clock.
     due: u64,
+    /// Messages queued for the next `sendmmsg`, `size` bytes each.
+    out: Vec<u8>,
 }
 
-/// What every socket's sending and checking follows, and the thread's
-/// shared buffers.
+/// What every socket's sending and checking follows.
 struct Sender {
     size: usize,
     window: Window,
     /// The server.
     to: SocketAddr,
-    /// Messages queued for one socket's next `sendmmsg`, `size` bytes each.
-    out: Vec<u8>,
 }
 
 impl Sender {
     /// Queues `s`'s next message, sent (or due) at `at`; one past
     /// [`MAX_IN_FLIGHT`] is lost instead, as a server that fell too far
     /// behind would lose it.
-    fn queue(&mut self, s: &mut Socket, at: u64, report: &mut Report, trace: &mut TraceLines) {
+    fn queue(&self, s: &mut Socket, at: u64, report: &mut Report, trace: &mut TraceLines) {
         let counted = u64::from(self.window.holds(at));
         report.sent += counted;
         if s.in_flight.span() >= MAX_IN_FLIGHT {
@@ -136,7 +135,7 @@ impl Sender {
             report.lost += counted;
             return;
         }
-        message(s.id, s.next_send, self.size, &mut self.out);
+        message(s.id, s.next_send, self.size, &mut s.out);
         s.in_flight.push(s.next_send, at);
         s.next_send += 1;
     }
@@ -144,9 +143,9 @@ impl Sender {
     /// Sends what [`Sender::queue`] queued for `s`, `sendmmsg` by
     /// `sendmmsg`; a datagram the kernel refuses (a full socket buffer)
     /// is lost, like the network would lose it.
-    fn flush(&mut self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
+    fn flush(&self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
         let (id, size) = (s.id, self.size);
-        let mut left = &self.out[..];
+        let mut left = &s.out[..];
         while !left.is_empty() {
             let msgs = left.chunks(size).map(|m| (self.to, m));
             match sys::send_batch(s.socket.as_fd(), msgs) {
@@ -168,7 +167,7 @@ impl Sender {
                 }
             }
         }
-        self.out.clear();
+        s.out.clear();
     }
 }
 
@@ -209,13 +208,13 @@ pub(super) fn run(
             next_send: 0,
             in_flight: InFlight::default(),
             due: first_due(interval, k, ids.len()),
+            out: Vec::with_capacity(size * config.depth.clamp(1, sys::MAX_BATCH)),
         });
     }
-    let mut sender = Sender {
+    let sender = Sender {
         size,
         window,
         to: addr,
-        out: Vec::with_capacity(size * sys::MAX_BATCH.min(RECV_SLOTS)),
     };
     if interval.is_none() {
         for s in &mut sockets {
@@ -325,11 +324,19 @@ pub(super) fn run(
                     break;
                 }
             }
-            sender.flush(s, &mut report, &mut trace);
             trace!(
                 trace,
                 "batch #{id} {batch} datagrams (recvmmsg until short)"
             );
+        }
+        // Replies leave after every socket is read: back to back, so the
+        // server, woken by the first, finds the rest waiting rather than
+        // being woken again for each (a wake-up costs the waker).
+        for event in events.iter() {
+            let s = &mut sockets[event.token().0];
+            if !s.out.is_empty() {
+                sender.flush(s, &mut report, &mut trace);
+            }
         }
         echoes.fetch_add(report.received - shown, Ordering::Relaxed);
         shown = report.received;
