@@ -229,8 +229,9 @@ pub(super) fn run(
     // one of the wrong length rather than needing the kernel's
     // truncation flag.
     let slot_size = size + 1;
-    let mut slots = RecvSlots::new((RECV_BYTES / slot_size).clamp(1, RECV_SLOTS), slot_size);
-    let mut metas = vec![RecvMeta::default(); slots.slots()];
+    let count = (RECV_BYTES / slot_size).clamp(1, RECV_SLOTS);
+    let mut slots = RecvSlots::new(count, slot_size);
+    let mut metas = vec![RecvMeta::default(); count];
     let timeout_ns = LOSS_TIMEOUT.as_nanos() as u64;
     let mut shown = 0;
     // Read once per loop turn, after the poll returns: the time of every
