@@ -459,12 +459,18 @@ mod linux {
                     return Err(err);
                 }
             };
-            for (i, meta) in out.iter_mut().enumerate().take(got) {
-                // SAFETY: `first + i < slots`: in bounds of `hdrs` and
-                // `names`; the kernel is done with them (the call returned)
-                // and `&mut self` excludes any other access.
-                let (h, name) =
-                    unsafe { (&mut (*self.hdrs)[first + i], &(*self.names)[first + i]) };
+            // The kernel fills at most `want` headers: `got <= want`.
+            let got = got.min(want);
+            // SAFETY: `first + got <= slots`: in bounds of `hdrs` and
+            // `names`; the kernel is done with them (the call returned) and
+            // `&mut self` excludes any other access.
+            let (hdrs, names) = unsafe {
+                (
+                    &mut (&mut *self.hdrs)[first..first + got],
+                    &(&*self.names)[first..first + got],
+                )
+            };
+            for ((h, name), meta) in hdrs.iter_mut().zip(names).zip(out.iter_mut()) {
                 *meta = RecvMeta {
                     // Without MSG_TRUNC in the call flags msg_len is the
                     // copied length; min() only guards against a surprise.
@@ -478,6 +484,102 @@ mod linux {
                 h.msg_hdr.msg_namelen = NAME_LEN;
             }
             Ok(got)
+        }
+    }
+
+    impl RecvSlots {
+        /// Sends slots `first..first + sent.len()` back to the sources
+        /// they were received from, each with the bytes `sent` (what `recv`
+        /// reported for them) says it holds (never more than a slot), in
+        /// one `sendmmsg` through the slots' own headers, at most
+        /// [`MAX_RECV_BATCH`] of them: no address is converted and no
+        /// payload copied.
+        ///
+        /// Results as [`send_batch`]. The slots are left as `recv` wants
+        /// them.
+        ///
+        /// # Panics
+        /// If the slots are out of range (before anything is changed).
+        pub fn send_back(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            sent: &[RecvMeta],
+        ) -> io::Result<usize> {
+            let n = sent.len().min(MAX_RECV_BATCH);
+            if n == 0 {
+                return Ok(0);
+            }
+            let range = first..first + n;
+            assert!(
+                range.end <= self.slots(),
+                "slots {range:?} of {}",
+                self.slots()
+            );
+            // SAFETY: `range` is in bounds of the three arrays (assert);
+            // `&mut self` excludes any other access to them, and the kernel
+            // holds none of their pointers between calls. These borrows end
+            // before the call below hands the headers to the kernel.
+            let (iovs, names, hdrs) = unsafe {
+                (
+                    &mut (&mut *self.iovs)[range.clone()],
+                    &(&*self.names)[range.clone()],
+                    &mut (&mut *self.hdrs)[range.clone()],
+                )
+            };
+            for (((iov, name), hdr), meta) in
+                iovs.iter_mut().zip(names).zip(hdrs.iter_mut()).zip(sent)
+            {
+                iov.iov_len = meta.len.min(self.slot_size);
+                hdr.msg_hdr.msg_namelen = name_len(name.ss_family);
+            }
+            let result = loop {
+                // SAFETY: headers `range` are in bounds and point at their
+                // own sockaddr (as the kernel wrote it on receive, its length
+                // just set) and iovec (covering at most `slot_size` bytes of
+                // their slot); all live as long as `self`, exclusively
+                // borrowed. The kernel reads those and writes only msg_len.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        fd.as_raw_fd(),
+                        self.hdrs.cast::<libc::mmsghdr>().add(first),
+                        n as libc::c_uint,
+                        libc::MSG_DONTWAIT as _,
+                    )
+                };
+                if rc >= 0 {
+                    break Ok(rc as usize);
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    break Err(err);
+                }
+            };
+            // SAFETY: as above; the kernel is done with the headers.
+            let (iovs, hdrs) = unsafe {
+                (
+                    &mut (&mut *self.iovs)[range.clone()],
+                    &mut (&mut *self.hdrs)[range],
+                )
+            };
+            for (iov, hdr) in iovs.iter_mut().zip(hdrs) {
+                iov.iov_len = self.slot_size;
+                hdr.msg_hdr.msg_namelen = NAME_LEN;
+            }
+            result
+        }
+    }
+
+    /// The length of the address the kernel stored in a receive's
+    /// `sockaddr_storage` of this family (the whole storage for another,
+    /// impossible for UDP, which a send then rejects).
+    fn name_len(family: libc::sa_family_t) -> libc::socklen_t {
+        if family == libc::AF_INET as libc::sa_family_t {
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        } else if family == libc::AF_INET6 as libc::sa_family_t {
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        } else {
+            NAME_LEN
         }
     }
 
@@ -896,6 +998,8 @@ mod portable {
     pub struct RecvSlots {
         buf: Box<[u8]>,
         slot_size: usize,
+        /// Each slot's source, for `send_back`.
+        sources: Box<[SocketAddr]>,
     }
 
     impl RecvSlots {
@@ -906,6 +1010,7 @@ mod portable {
             RecvSlots {
                 buf: vec![0; bytes].into_boxed_slice(),
                 slot_size,
+                sources: vec![UNKNOWN_ADDR; slots].into_boxed_slice(),
             }
         }
 
@@ -923,7 +1028,26 @@ mod portable {
 
         /// See the Linux `RecvSlots::recv`.
         pub fn recv(&mut self, fd: BorrowedFd<'_>, out: &mut [RecvMeta]) -> io::Result<usize> {
-            recv_batch(fd, &mut self.buf, self.slot_size, out)
+            let n = recv_batch(fd, &mut self.buf, self.slot_size, out)?;
+            for (source, meta) in self.sources.iter_mut().zip(&out[..n]) {
+                *source = meta.from;
+            }
+            Ok(n)
+        }
+
+        /// See the Linux `RecvSlots::send_back`: [`send_batch`] to the
+        /// slots' sources.
+        pub fn send_back(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            sent: &[RecvMeta],
+        ) -> io::Result<usize> {
+            let msgs = sent.iter().enumerate().map(|(k, meta)| {
+                let i = first + k;
+                (self.sources[i], self.slot(i, meta.len))
+            });
+            send_batch(fd, msgs)
         }
     }
 
@@ -1218,6 +1342,80 @@ mod tests {
             m(b"abcdefgh", false),
         ];
         assert_eq!(got, want);
+    }
+
+    type SendBackFn<S> = fn(&mut S, BorrowedFd<'_>, usize, &[RecvMeta]) -> io::Result<usize>;
+
+    /// Slots 1 and 2 of three received go back to their two sources, and
+    /// the slots receive whole datagrams again afterwards (iovec lengths
+    /// and address lengths restored).
+    fn check_send_back<S>(
+        mut slots: S,
+        recv: fn(&mut S, BorrowedFd<'_>, &mut [RecvMeta]) -> io::Result<usize>,
+        send_back: SendBackFn<S>,
+    ) {
+        let (a, rx) = pair();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let to = rx.local_addr().unwrap();
+        let mut meta = [RecvMeta::default(); 4];
+        a.send_to(b"one", to).unwrap();
+        b.send_to(b"two-two", to).unwrap();
+        a.send_to(b"three", to).unwrap();
+        // Loopback delivers within the send; the pause is only a margin.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &[]).unwrap(), 0);
+        assert_eq!(
+            send_back(&mut slots, rx.as_fd(), 1, &meta[1..3]).unwrap(),
+            2
+        );
+        let mut buf = [0u8; 32];
+        let got = |s: &UdpSocket, buf: &mut [u8]| {
+            let (n, from) = s.recv_from(buf).unwrap();
+            (buf[..n].to_vec(), from)
+        };
+        assert_eq!(got(&b, &mut buf), (b"two-two".to_vec(), to));
+        assert_eq!(got(&a, &mut buf), (b"three".to_vec(), to));
+        assert!(a.recv_from(&mut buf).is_err(), "slot 0 was not sent back");
+        // Slots 1 and 2 were sent with 7 and 5 bytes: full size again.
+        for _ in 0..3 {
+            a.send_to(&[7; 8], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
+        let want = RecvMeta {
+            len: 8,
+            from: a.local_addr().unwrap(),
+            truncated: false,
+        };
+        assert_eq!(meta[..3], [want; 3]);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &meta[..3]).unwrap(), 3);
+        for _ in 0..3 {
+            assert_eq!(got(&a, &mut buf), (vec![7; 8], to));
+        }
+    }
+
+    #[test]
+    fn portable_fallback_send_back() {
+        check_send_back(
+            portable::RecvSlots::new(4, 8),
+            portable::RecvSlots::recv,
+            portable::RecvSlots::send_back,
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mmsg_send_back() {
+        check_send_back(
+            linux::RecvSlots::new(4, 8),
+            linux::RecvSlots::recv,
+            linux::RecvSlots::send_back,
+        );
     }
 
     #[test]

@@ -521,18 +521,22 @@ impl<'a> ConnContext<'a> {
 pub struct DatagramContext<'a> {
     queue: &'a mut SendQueue,
     lp: Loop<'a>,
-    /// While handling a datagram from an unverified sender: what may still
-    /// go back to it (anti-amplification).
-    reply_budget: Option<ReplyBudget>,
+    /// The datagram being handled, if any.
+    received: Option<Received<'a>>,
+    /// While handling a datagram from an unverified sender: how many bytes
+    /// may still go back to it (anti-amplification). `None` when verified.
+    budget_left: Option<usize>,
 }
 
-/// The bytes a datagram's sender may still be sent while it is handled.
-struct ReplyBudget {
-    sender: SocketAddr,
-    /// The size of its datagram: the most it may be sent in all.
-    received: usize,
-    /// What is left of `received` after the replies queued so far.
-    left: usize,
+/// The datagram a [`DatagramContext`] is called for.
+#[derive(Clone, Copy)]
+pub(crate) struct Received<'a> {
+    /// By reference: a per-datagram copy of a `SocketAddr` is not free.
+    pub(crate) from: &'a SocketAddr,
+    pub(crate) data: &'a [u8],
+    /// Its slot in the receive batch the socket flushes with
+    /// ([`SendQueue::flush_batch`]), so that sending it back copies nothing.
+    pub(crate) slot: Option<usize>,
 }
 
 impl<'a> Deref for DatagramContext<'a> {
@@ -549,13 +553,13 @@ impl DerefMut for DatagramContext<'_> {
 }
 
 impl<'a> DatagramContext<'a> {
-    /// A context for UDP socket `socket`; `datagram` is the sender and size
-    /// of the datagram being handled, if any.
+    /// A context for UDP socket `socket`; `received` is the datagram being
+    /// handled, if any.
     pub(crate) fn new(
         queue: &'a mut SendQueue,
         res: &'a mut Resources,
         socket: usize,
-        datagram: Option<(SocketAddr, usize)>,
+        received: Option<Received<'a>>,
     ) -> Self {
         DatagramContext {
             queue,
@@ -563,11 +567,8 @@ impl<'a> DatagramContext<'a> {
                 res,
                 service: ServiceRef::Udp(socket),
             },
-            reply_budget: datagram.map(|(sender, received)| ReplyBudget {
-                sender,
-                received,
-                left: received,
-            }),
+            budget_left: received.map(|r| r.data.len()),
+            received,
         }
     }
 
@@ -585,36 +586,96 @@ impl<'a> DatagramContext<'a> {
     /// count held back in between, since a service whose replies vanish
     /// this way is otherwise hard to diagnose.
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Some(budget) = self.reply_budget.as_mut() {
-            if budget.sender == to {
-                if data.len() > budget.left {
-                    let res = &mut *self.lp.res;
-                    res.stats.udp_dropped_amplification.incr();
-                    let what = format_args!(
-                        "udp reply of {} bytes to {to} dropped (anti-amplification): \
-                         replies to an unverified sender may total at most the {} bytes \
-                         it sent; a service that has proven the address lifts this with \
-                         DatagramContext::sender_verified",
-                        data.len(),
-                        budget.received,
-                    );
-                    let now = res.timers.now();
-                    let source = Source::from(to.ip());
-                    let suppressor = &mut res.amplification;
-                    super::log_per_source(suppressor, now, log::Level::Info, source, what);
-                    return;
-                }
-                budget.left -= data.len();
-            }
+        let to_sender = self.budget_left.is_some() && self.received.is_some_and(|r| *r.from == to);
+        if to_sender && !self.charge_sender(data.len()) {
+            return;
         }
         if self.queue.push(to, data).is_err() {
             self.lp.res.stats.udp_dropped_queue_full.incr();
         }
     }
 
+    /// Sends the datagram being handled back to its sender unchanged: what
+    /// `send_to(from, data)` with `on_datagram`'s arguments does, under the
+    /// same rules, but sent from the receive buffer without a copy (unless
+    /// the socket cannot take it at once). Outside `on_datagram` there is
+    /// no such datagram and nothing is sent.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use sockloop::service::{DatagramContext, UdpService};
+    ///
+    /// /// Echoes datagrams that start with `!`.
+    /// struct Bang;
+    ///
+    /// impl UdpService for Bang {
+    ///     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, _: SocketAddr, data: &[u8]) {
+    ///         if data.starts_with(b"!") {
+    ///             out.send_back();
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn send_back(&mut self) {
+        let Some(received) = self.received.as_ref() else {
+            return;
+        };
+        let (from, data, slot) = (*received.from, received.data, received.slot);
+        if !self.charge_sender(data.len()) {
+            return;
+        }
+        let queued = match slot {
+            Some(slot) => self.queue.push_slot(from, slot, data.len()),
+            None => self.queue.push(from, data),
+        };
+        if queued.is_err() {
+            self.lp.res.stats.udp_dropped_queue_full.incr();
+        }
+    }
+
+    /// Takes `len` bytes of a reply to the sender of the datagram being
+    /// handled from its budget, or drops the reply (false) when they do not
+    /// fit.
+    #[inline]
+    fn charge_sender(&mut self, len: usize) -> bool {
+        let Some(left) = self.budget_left.as_mut() else {
+            return true;
+        };
+        if len > *left {
+            self.over_budget(len);
+            return false;
+        }
+        *left -= len;
+        true
+    }
+
+    /// A reply of `len` bytes to the sender went over its budget: counted,
+    /// and logged per source at most once per 10 s.
+    #[cold]
+    #[inline(never)]
+    fn over_budget(&mut self, len: usize) {
+        let Some(received) = self.received else {
+            return;
+        };
+        let to = *received.from;
+        let res = &mut *self.lp.res;
+        res.stats.udp_dropped_amplification.incr();
+        let what = format_args!(
+            "udp reply of {len} bytes to {to} dropped (anti-amplification): \
+             replies to an unverified sender may total at most the {} bytes \
+             it sent; a service that has proven the address lifts this with \
+             DatagramContext::sender_verified",
+            received.data.len(),
+        );
+        let now = res.timers.now();
+        let source = Source::from(to.ip());
+        let suppressor = &mut res.amplification;
+        super::log_per_source(suppressor, now, log::Level::Info, source, what);
+    }
+
     /// The sender of the datagram being handled has proven its address:
     /// replies to it may be larger than what it sent.
     pub fn sender_verified(&mut self) {
-        self.reply_budget = None;
+        self.budget_left = None;
     }
 }
