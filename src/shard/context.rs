@@ -252,7 +252,7 @@ impl<'a> ShardContext<'a> {
         // The builder allows at most u16::MAX TCP services.
         let key = outbound::open(self.conns, self.lp.res, service as u16, addr)?;
         self.touch(key); // settled after the callback: the timeout is armed
-        Ok(ConnId(self.conns[key].state.token(key).0 as u64))
+        Ok(ConnId(self.conns[key].token(key).0 as u64))
     }
 
     /// Whether a connection was opened by [`connect`](Self::connect)
@@ -295,13 +295,13 @@ impl<'a> ShardContext<'a> {
         let Some(key) = live(self.conns, id) else {
             return false;
         };
-        let state = &mut self.conns[key].state;
-        if !state.flags.any(Flags::SERVICE_PAUSED) {
+        let conn = &mut self.conns[key];
+        if !conn.state.flags.any(Flags::SERVICE_PAUSED) {
             return false;
         }
-        state.flags.clear(Flags::SERVICE_PAUSED);
-        state.flags.set(Flags::REOFFER);
-        let token = state.token(key);
+        conn.state.flags.clear(Flags::SERVICE_PAUSED);
+        conn.state.flags.set(Flags::REOFFER);
+        let token = conn.token(key);
         self.lp.res.resumed.push(token);
         true
     }
@@ -337,7 +337,7 @@ impl<'a> ShardContext<'a> {
 
     /// The peer address of a connection (`None` if it is closed).
     pub fn peer_addr_of(&self, id: ConnId) -> Option<SocketAddr> {
-        live(self.conns, id).map(|key| self.conns[key].state.peer)
+        live(self.conns, id).map(|key| self.conns[key].state.peer.get())
     }
 
     /// Takes one token from a connection's message-rate bucket
@@ -378,10 +378,10 @@ impl<'a> ShardContext<'a> {
         if self.serving == Some(key) {
             return;
         }
-        let state = &mut self.conns[key].state;
-        if !state.flags.any(Flags::TOUCHED) {
-            state.flags.set(Flags::TOUCHED);
-            self.lp.res.touched.push(state.token(key));
+        let conn = &mut self.conns[key];
+        if !conn.state.flags.any(Flags::TOUCHED) {
+            conn.state.flags.set(Flags::TOUCHED);
+            self.lp.res.touched.push(conn.token(key));
         }
     }
 }
@@ -411,7 +411,7 @@ impl DerefMut for ConnContext<'_> {
 impl<'a> ConnContext<'a> {
     pub(crate) fn new(key: usize, conns: &'a mut Slab<TcpConn>, res: &'a mut Resources) -> Self {
         let conn = &conns[key];
-        let (token, service) = (conn.state.token(key), usize::from(conn.service));
+        let (token, service) = (conn.token(key), usize::from(conn.service));
         Self::of(key, token, service, conns, res)
     }
 
@@ -438,7 +438,7 @@ impl<'a> ConnContext<'a> {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shard.conns[self.key].state.peer
+        self.shard.conns[self.key].state.peer.get()
     }
 
     /// Which of its service's listeners accepted this connection: its

@@ -393,7 +393,7 @@ impl Shard {
                     None => continue,
                 },
             };
-            let (token, service) = (conn.state.token(key), usize::from(conn.service));
+            let (token, service) = (conn.token(key), usize::from(conn.service));
             let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
             let service = &mut *self.services[service];
             let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
@@ -409,10 +409,10 @@ impl Shard {
         };
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
-            let state = &mut self.conns[key].state;
-            if !state.flags.any(Flags::QUEUED) {
-                state.flags.set(Flags::QUEUED);
-                self.revisit.push(state.token(key));
+            let conn = &mut self.conns[key];
+            if !conn.state.flags.any(Flags::QUEUED) {
+                conn.state.flags.set(Flags::QUEUED);
+                self.revisit.push(conn.token(key));
             }
         }
     }
@@ -447,7 +447,7 @@ impl Shard {
     /// peers repeat it at will.
     #[inline(never)]
     fn log_tls_failure(&mut self, key: usize, failure: &TlsFailure) {
-        let peer = self.conns[key].state.peer;
+        let peer = self.conns[key].state.peer.get();
         let now = self.res.timers.now();
         log_per_source(
             &mut self.res.tls_failures,
@@ -514,7 +514,7 @@ impl Shard {
             Settled::Close(reason) => return self.close(key, reason),
             Settled::Open { wants_write } => wants_write,
         };
-        let token = conn.state.token(key);
+        let token = conn.token(key);
         let flags = &mut conn.state.flags;
         if wants_write != flags.any(Flags::WRITE_INTEREST) {
             let interest = if wants_write {

@@ -37,7 +37,7 @@ impl Shard {
         budget: usize,
     ) -> Option<ReadOutcome> {
         let conn = &mut self.conns[key];
-        let peer = conn.state.peer;
+        let peer = conn.state.peer.get();
         // From a proxy_from peer a header is due; from anyone else, none
         // may come.
         if !self.config.proxy_from.contains(peer.ip()) {
@@ -81,19 +81,15 @@ impl Shard {
         self.res.stats.proxy_headers.incr();
         let (service, place) = (conn.service, conn.listener);
         conn.state.flags.clear(Flags::PROXY_PENDING);
-        conn.state.peer = client;
-        let pass = conn
-            .state
-            .admission
-            .take()
-            .expect("an open connection's pass");
+        let pass = conn.state.take_pass().expect("an open connection's pass");
+        conn.state.peer = client.into();
         let now = self.res.timers.now();
         match self.res.gate.readmit(pass, client.ip(), now) {
             Ok(pass) => {
                 if pass.is_trusted() {
                     self.res.stats.conns_trusted.incr();
                 }
-                self.conns[key].state.admission = Some(pass);
+                self.conns[key].state.hold_pass(pass);
             }
             Err(reason) => {
                 let tls = self.conns[key].transport.handshaking();
@@ -107,7 +103,7 @@ impl Shard {
                 // Its service never heard of it: closed as if at accept
                 // (`close` knows it by the flag and the proxy's address).
                 conn.state.flags.set(Flags::PROXY_PENDING);
-                conn.state.peer = peer;
+                conn.state.peer = peer.into();
                 let all = input.bytes(scratch).len();
                 return conn
                     .state
@@ -153,7 +149,7 @@ impl Shard {
         budget: usize,
         what: std::fmt::Arguments<'_>,
     ) -> Option<ReadOutcome> {
-        let peer = self.conns[key].state.peer;
+        let peer = self.conns[key].state.peer.get();
         super::warn_suspicious(&mut self.res, Source::from(peer.ip()), what);
         let conn = &mut self.conns[key];
         conn.state.fail(&io::Error::other("PROXY header refused"));

@@ -10,16 +10,14 @@
 use std::io;
 use std::net::SocketAddr;
 
-use mio::Token;
-
 use super::transport::Transport;
 use super::Env;
 use crate::limit::TokenBucket;
 use crate::net::buffer::Buffer;
+use crate::net::peer_addr::PeerAddr;
 use crate::service::CloseReason;
 use crate::shard::deadline::Deadlines;
-use crate::shard::gate::Pass;
-use crate::shard::token::Slot;
+use crate::shard::gate::{HeldPass, Pass};
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,19 +104,22 @@ impl Flags {
 /// Everything a connection is besides its transport.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub(crate) peer: SocketAddr,
+    /// 16 bytes: IPv4 inline, IPv6 boxed. Also the source its pass counts
+    /// against: take the pass ([`take_pass`](Self::take_pass)) before
+    /// changing it.
+    pub(crate) peer: PeerAddr,
     /// What the service left unconsumed, and output the socket did not
     /// take: boxed, as both are held only while a connection is busy, and
     /// a pointer each is all an idle connection pays for them.
     pub(crate) read_buf: Option<Box<Buffer>>,
     pub(crate) write_buf: Option<Box<Buffer>>,
     pub(crate) deadlines: Deadlines,
-    /// Its count against the server's and its source's caps.
-    pub(crate) admission: Option<Pass>,
+    /// Its count against the server's and its source's caps, without the
+    /// source (which is `peer`): see [`hold_pass`](Self::hold_pass).
+    admission: Option<HeldPass>,
     /// Its message-rate bucket, once a service asked for a token (boxed:
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
-    pub(crate) gen: u32,
     pub(crate) flags: Flags,
 }
 
@@ -132,22 +133,27 @@ pub(crate) enum Settled {
 }
 
 impl State {
-    pub(crate) fn new(peer: SocketAddr, gen: u32, now_ms: u32) -> State {
+    pub(crate) fn new(peer: SocketAddr, now_ms: u32) -> State {
         State {
-            peer,
+            peer: peer.into(),
             read_buf: None,
             write_buf: None,
             deadlines: Deadlines::new(now_ms),
             admission: None,
             message_tokens: None,
-            gen,
             flags: Flags::default(),
         }
     }
 
-    /// The token of this connection, which sits at `key` in the slab.
-    pub(crate) fn token(&self, key: usize) -> Token {
-        Slot::Conn { key, gen: self.gen }.token()
+    /// Keeps the pass it was admitted with, for its address `peer`.
+    pub(crate) fn hold_pass(&mut self, pass: Pass) {
+        self.admission = Some(pass.hold(self.peer.ip()));
+    }
+
+    /// The pass it holds, to give back or trade (before `peer` changes).
+    pub(crate) fn take_pass(&mut self) -> Option<Pass> {
+        let held = self.admission.take()?;
+        Some(held.unhold(self.peer.ip()))
     }
 
     /// Bytes waiting in the write buffer.

@@ -79,7 +79,7 @@ impl Harness {
     fn open(config: ServerConfig, fake: Fake, service: Service) -> Harness {
         let origin = Instant::now();
         let mut h = Harness {
-            state: State::new("192.0.2.1:5000".parse().unwrap(), 1, 0),
+            state: State::new("192.0.2.1:5000".parse().unwrap(), 0),
             t: Transport::Fake(Box::new(fake)),
             pool: BufferPool::new(config.buffer_size, 4),
             scratch: Scratch::default(),
@@ -220,7 +220,7 @@ impl Harness {
         let mut sent = 0;
         self.t.before_close(reason, &mut sent);
         if let Some(timer) = self.state.deadlines.timer.take() {
-            self.timers.wheel.cancel(timer);
+            self.timers.cancel_deadline(timer);
         }
         for buf in [self.state.read_buf.take(), self.state.write_buf.take()] {
             buf.into_iter().for_each(|buf| self.pool.give(*buf));
@@ -245,7 +245,7 @@ impl Harness {
             self.timers.set_now(now);
             assert_eq!(self.timers.now_ms(), self.now_ms);
             let mut fired = Vec::new();
-            self.timers.wheel.expire(now, &mut fired);
+            self.timers.expire(&mut fired);
             for (_, target) in fired {
                 match target {
                     TimerTarget::Deadline(_) => {
