@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use common::{quick_mode, status_bytes};
 
 const WARM: usize = 100;
-const GOAL_BYTES: f64 = 256.0;
+/// Issue 19's goal (it was 256 B before).
+const GOAL_BYTES: f64 = 160.0;
 
 /// Kills the server (SIGTERM, then SIGKILL) however the bench ends.
 struct Server(Child);

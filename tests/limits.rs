@@ -227,6 +227,59 @@ fn replies_to_an_unproven_sender_are_never_larger_than_what_it_sent() {
     server.shutdown().unwrap();
 }
 
+/// Echoes every datagram twice with `send_back`, optionally through the
+/// offload (GRO) receive path, where there is no receive slot to send
+/// from.
+struct EchoTwice {
+    offload: bool,
+}
+
+impl sockloop::service::UdpService for EchoTwice {
+    fn on_datagram(
+        &mut self,
+        out: &mut sockloop::service::DatagramContext<'_>,
+        _: SocketAddr,
+        _: &[u8],
+    ) {
+        out.send_back(); // as large: allowed
+        out.send_back(); // past what it sent: dropped
+    }
+
+    fn offload(&self) -> bool {
+        self.offload
+    }
+}
+
+#[test]
+fn send_back_is_held_to_the_same_reply_budget() {
+    for offload in [false, true] {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = Server::builder()
+            .config(ServerConfig {
+                shards: 1,
+                ..ServerConfig::default()
+            })
+            .udp(any, move || EchoTwice { offload })
+            .build()
+            .unwrap();
+        let server = Running::start(server);
+        let client = udp_from(OFFENDER);
+        for d in [&b"first"[..], b"second datagram"] {
+            client.send_to(d, server.udp[0]).unwrap();
+            let mut buf = [0; 64];
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (d, server.udp[0]), "offload {offload}");
+        }
+        let mut buf = [0; 64];
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "no second copy (offload {offload})"
+        );
+        assert_eq!(server.handle.stats().udp_dropped_amplification, 2);
+        server.shutdown().unwrap();
+    }
+}
+
 #[test]
 fn a_source_over_the_udp_rate_is_dropped_and_another_is_not() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

@@ -123,6 +123,27 @@ fn the_client_a_header_names_is_the_peer_and_the_limits_source() {
     local.get_mut().write_all(&bytes).unwrap();
     let greeting = line(&mut local);
     assert!(greeting.starts_with("peer 127.0.0.1:"), "{greeting}");
+
+    // Closing gives each client's count back (a connection's pass is
+    // released against the address the header named): both clients,
+    // at their cap of one until now, are served again.
+    drop((first, other));
+    wait_until("the two clients gone", || {
+        server.handle.stats().conns_open == 1
+    });
+    let mut first = common::connect_from("127.0.0.1", addr);
+    first.get_mut().write_all(&v2("192.0.2.1:1002")).unwrap();
+    assert_eq!(line(&mut first), "peer 192.0.2.1:1002\n");
+    let mut other = common::connect_from("127.0.0.1", addr);
+    let mut header = Vec::new();
+    let v6 = ProxyHeader::Proxied {
+        source: "[2001:db8::5]:8".parse().unwrap(),
+        destination: "[2001:db8::1]:443".parse().unwrap(),
+    };
+    encode_v1(&v6, &mut header);
+    other.get_mut().write_all(&header).unwrap();
+    assert_eq!(line(&mut other), "peer [2001:db8::5]:8\n");
+    assert_eq!(server.handle.stats().refused_per_ip, 1);
     drop(server);
 }
 

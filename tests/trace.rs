@@ -302,11 +302,11 @@ fn the_udp_bench_traces_a_batch_line_per_readiness() {
     for (i, line) in lines.iter().enumerate().skip(1) {
         match kind(line).as_str() {
             "write" => {
-                assert_eq!(line, "write #0 100B (sendto)");
+                assert_eq!(line, "write #0 100B (sendmmsg)");
                 writes += 1;
             }
             "read" => {
-                assert_eq!(line, "read #0 100B (recvfrom)");
+                assert_eq!(line, "read #0 100B (recvmmsg)");
                 let checked = format!("checked #0 echo {echoes} intact");
                 assert_eq!(lines[i + 1], checked, "{lines:#?}");
                 assert!(echoes < writes, "{lines:#?}");
@@ -316,7 +316,7 @@ fn the_udp_bench_traces_a_batch_line_per_readiness() {
             "batch" => {
                 let n = line
                     .strip_prefix("batch #0 ")
-                    .and_then(|rest| rest.strip_suffix(" datagrams (recvfrom until EAGAIN)"));
+                    .and_then(|rest| rest.strip_suffix(" datagrams (recvmmsg until short)"));
                 assert_eq!(n, Some(read.to_string().as_str()), "{lines:#?}");
                 (batches, read) = (batches + 1, 0);
             }

@@ -135,9 +135,56 @@ impl Buffer {
     }
 }
 
-/// Bytes of the shard-wide read buffer ([`BufferPool::take_scratch`]): the
-/// most one read of a connection asks the kernel for.
+/// Bytes of the shard-wide read buffer ([`Scratch`]): the most one read
+/// of a connection asks the kernel for.
 pub const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// A shard's one read buffer of [`SCRATCH_SIZE`] bytes, made on first use.
+/// A connection with nothing held reads into it, its service is handed a
+/// slice of it, and only what the service leaves unconsumed is copied into
+/// a pooled buffer of the connection's own: one read takes whatever is
+/// waiting, up to 64 KiB, while idle connections hold nothing. It is the
+/// shard's, not a connection's, so no pool accounting counts it.
+///
+/// ```
+/// use sockloop::net::buffer::{Scratch, SCRATCH_SIZE};
+///
+/// let mut scratch = Scratch::default();
+/// let room = scratch.room();
+/// assert_eq!(room.len(), SCRATCH_SIZE);
+/// room[..5].copy_from_slice(b"hello");
+/// assert_eq!(scratch.filled(5), b"hello");
+/// ```
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Empty until the first read.
+    storage: Box<[u8]>,
+}
+
+impl Scratch {
+    /// All of it, to read into.
+    #[inline(always)]
+    pub fn room(&mut self) -> &mut [u8] {
+        if self.storage.is_empty() {
+            self.make();
+        }
+        &mut self.storage
+    }
+
+    /// The first `len` bytes, as read into [`Scratch::room`].
+    ///
+    /// # Panics
+    /// If `len` is more than [`SCRATCH_SIZE`], or nothing was read yet.
+    #[inline(always)]
+    pub fn filled(&self, len: usize) -> &[u8] {
+        &self.storage[..len]
+    }
+
+    #[cold]
+    fn make(&mut self) {
+        self.storage = vec![0; SCRATCH_SIZE].into_boxed_slice();
+    }
+}
 
 /// A shard's stock of standard-size buffers, with accounting.
 ///
@@ -160,9 +207,6 @@ pub const SCRATCH_SIZE: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct BufferPool {
     free: Vec<Buffer>,
-    /// The shard's one read buffer of [`SCRATCH_SIZE`] (`None` while lent).
-    scratch: Option<Buffer>,
-    scratch_made: bool,
     buffer_size: usize,
     max_free: usize,
     bytes_lent: usize,
@@ -174,8 +218,6 @@ impl BufferPool {
     pub fn new(buffer_size: usize, max_free: usize) -> BufferPool {
         BufferPool {
             free: Vec::new(),
-            scratch: None,
-            scratch_made: false,
             buffer_size,
             max_free,
             bytes_lent: 0,
@@ -206,33 +248,6 @@ impl BufferPool {
             buf.end = 0;
             self.free.push(buf);
         }
-    }
-
-    /// The shard-wide read buffer, empty, [`SCRATCH_SIZE`] bytes (made on
-    /// first use); `None` while it is lent. A connection with nothing held
-    /// reads into it, and keeps (in a pooled buffer) only what its service
-    /// left unconsumed: one read takes whatever is waiting, up to 64 KiB,
-    /// while idle connections hold nothing. Not counted in `bytes_lent`:
-    /// it is the shard's, not a connection's.
-    #[inline]
-    pub fn take_scratch(&mut self) -> Option<Buffer> {
-        if self.scratch.is_none() && self.scratch_made {
-            return None;
-        }
-        self.scratch_made = true;
-        Some(
-            self.scratch
-                .take()
-                .unwrap_or_else(|| Buffer::with_capacity(SCRATCH_SIZE)),
-        )
-    }
-
-    /// Returns the scratch buffer; its contents are discarded.
-    #[inline]
-    pub fn give_scratch(&mut self, mut buf: Buffer) {
-        buf.start = 0;
-        buf.end = 0;
-        self.scratch = Some(buf);
     }
 
     /// Accounts for a lent buffer whose capacity changed from `before`.
@@ -307,19 +322,6 @@ mod tests {
         assert_eq!(pool.bytes_lent(), 0);
         assert_eq!(pool.bytes_free(), 4);
         assert_eq!(pool.peak_bytes_lent(), 4 + 10);
-    }
-
-    #[test]
-    fn the_scratch_buffer_is_lent_once_at_a_time_and_not_counted() {
-        let mut pool = BufferPool::new(4, 1);
-        let mut scratch = pool.take_scratch().expect("made on first use");
-        assert_eq!(scratch.capacity(), SCRATCH_SIZE);
-        assert!(pool.take_scratch().is_none(), "already lent");
-        scratch.extend_from_slice(b"left over");
-        pool.give_scratch(scratch);
-        let again = pool.take_scratch().expect("given back");
-        assert!(again.is_empty());
-        assert_eq!(pool.bytes_lent(), 0);
     }
 
     #[test]

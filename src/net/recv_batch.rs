@@ -134,9 +134,54 @@ impl RecvBatch {
         }
     }
 
+    /// The payload of datagram `i` of the last [`recv`](Self::recv).
+    ///
+    /// # Panics
+    /// If `i >= self.len()`.
+    pub(crate) fn payload(&self, i: usize) -> &[u8] {
+        assert!(i < self.len, "datagram {i} out of {}", self.len);
+        self.slots.slot(i, self.meta[i].len)
+    }
+
+    /// Sends datagrams `first..first + count` of the last
+    /// [`recv`](Self::recv) back to their sources as they arrived (at most
+    /// [`sys::MAX_RECV_BATCH`] of them), in one syscall from the slots
+    /// themselves; results as [`sys::send_batch`].
+    ///
+    /// # Panics
+    /// If the datagrams are out of range.
+    pub(crate) fn send_back(
+        &mut self,
+        socket: &UdpSocket,
+        first: usize,
+        count: usize,
+    ) -> io::Result<usize> {
+        let sent = &self.meta[..self.len][first..first + count];
+        self.slots.send_back(socket.as_fd(), first, sent)
+    }
+
+    /// As [`iter`](Self::iter), each with its slot and with the source by
+    /// reference: the shard's per-datagram loop, where copying every
+    /// source address shows.
+    pub(crate) fn iter_slots(&self) -> impl Iterator<Item = (usize, &SocketAddr, &[u8], bool)> {
+        let slots = &self.slots;
+        self.meta[..self.len]
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| (i, &m.from, slots.slot(i, m.len), m.truncated))
+    }
+
     /// The datagrams of the last [`recv`](Self::recv), in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Datagram<'_>> + '_ {
-        (0..self.len).map(|i| self.get(i))
+        let slots = &self.slots;
+        self.meta[..self.len]
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| Datagram {
+                from: m.from,
+                data: slots.slot(i, m.len),
+                truncated: m.truncated,
+            })
     }
 }
 

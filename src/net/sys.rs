@@ -459,12 +459,18 @@ mod linux {
                     return Err(err);
                 }
             };
-            for (i, meta) in out.iter_mut().enumerate().take(got) {
-                // SAFETY: `first + i < slots`: in bounds of `hdrs` and
-                // `names`; the kernel is done with them (the call returned)
-                // and `&mut self` excludes any other access.
-                let (h, name) =
-                    unsafe { (&mut (*self.hdrs)[first + i], &(*self.names)[first + i]) };
+            // The kernel fills at most `want` headers: `got <= want`.
+            let got = got.min(want);
+            // SAFETY: `first + got <= slots`: in bounds of `hdrs` and
+            // `names`; the kernel is done with them (the call returned) and
+            // `&mut self` excludes any other access.
+            let (hdrs, names) = unsafe {
+                (
+                    &mut (&mut *self.hdrs)[first..first + got],
+                    &(&*self.names)[first..first + got],
+                )
+            };
+            for ((h, name), meta) in hdrs.iter_mut().zip(names).zip(out.iter_mut()) {
                 *meta = RecvMeta {
                     // Without MSG_TRUNC in the call flags msg_len is the
                     // copied length; min() only guards against a surprise.
@@ -478,6 +484,102 @@ mod linux {
                 h.msg_hdr.msg_namelen = NAME_LEN;
             }
             Ok(got)
+        }
+    }
+
+    impl RecvSlots {
+        /// Sends slots `first..first + sent.len()` back to the sources
+        /// they were received from, each with the bytes `sent` (what `recv`
+        /// reported for them) says it holds (never more than a slot), in
+        /// one `sendmmsg` through the slots' own headers, at most
+        /// [`MAX_RECV_BATCH`] of them: no address is converted and no
+        /// payload copied.
+        ///
+        /// Results as [`send_batch`]. The slots are left as `recv` wants
+        /// them.
+        ///
+        /// # Panics
+        /// If the slots are out of range (before anything is changed).
+        pub fn send_back(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            sent: &[RecvMeta],
+        ) -> io::Result<usize> {
+            let n = sent.len().min(MAX_RECV_BATCH);
+            if n == 0 {
+                return Ok(0);
+            }
+            let range = first..first + n;
+            assert!(
+                range.end <= self.slots(),
+                "slots {range:?} of {}",
+                self.slots()
+            );
+            // SAFETY: `range` is in bounds of the three arrays (assert);
+            // `&mut self` excludes any other access to them, and the kernel
+            // holds none of their pointers between calls. These borrows end
+            // before the call below hands the headers to the kernel.
+            let (iovs, names, hdrs) = unsafe {
+                (
+                    &mut (&mut *self.iovs)[range.clone()],
+                    &(&*self.names)[range.clone()],
+                    &mut (&mut *self.hdrs)[range.clone()],
+                )
+            };
+            for (((iov, name), hdr), meta) in
+                iovs.iter_mut().zip(names).zip(hdrs.iter_mut()).zip(sent)
+            {
+                iov.iov_len = meta.len.min(self.slot_size);
+                hdr.msg_hdr.msg_namelen = name_len(name.ss_family);
+            }
+            let result = loop {
+                // SAFETY: headers `range` are in bounds and point at their
+                // own sockaddr (as the kernel wrote it on receive, its length
+                // just set) and iovec (covering at most `slot_size` bytes of
+                // their slot); all live as long as `self`, exclusively
+                // borrowed. The kernel reads those and writes only msg_len.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        fd.as_raw_fd(),
+                        self.hdrs.cast::<libc::mmsghdr>().add(first),
+                        n as libc::c_uint,
+                        libc::MSG_DONTWAIT as _,
+                    )
+                };
+                if rc >= 0 {
+                    break Ok(rc as usize);
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    break Err(err);
+                }
+            };
+            // SAFETY: as above; the kernel is done with the headers.
+            let (iovs, hdrs) = unsafe {
+                (
+                    &mut (&mut *self.iovs)[range.clone()],
+                    &mut (&mut *self.hdrs)[range],
+                )
+            };
+            for (iov, hdr) in iovs.iter_mut().zip(hdrs) {
+                iov.iov_len = self.slot_size;
+                hdr.msg_hdr.msg_namelen = NAME_LEN;
+            }
+            result
+        }
+    }
+
+    /// The length of the address the kernel stored in a receive's
+    /// `sockaddr_storage` of this family (the whole storage for another,
+    /// impossible for UDP, which a send then rejects).
+    fn name_len(family: libc::sa_family_t) -> libc::socklen_t {
+        if family == libc::AF_INET as libc::sa_family_t {
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        } else if family == libc::AF_INET6 as libc::sa_family_t {
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        } else {
+            NAME_LEN
         }
     }
 
@@ -896,6 +998,8 @@ mod portable {
     pub struct RecvSlots {
         buf: Box<[u8]>,
         slot_size: usize,
+        /// Each slot's source, for `send_back`.
+        sources: Box<[SocketAddr]>,
     }
 
     impl RecvSlots {
@@ -906,6 +1010,7 @@ mod portable {
             RecvSlots {
                 buf: vec![0; bytes].into_boxed_slice(),
                 slot_size,
+                sources: vec![UNKNOWN_ADDR; slots].into_boxed_slice(),
             }
         }
 
@@ -923,7 +1028,26 @@ mod portable {
 
         /// See the Linux `RecvSlots::recv`.
         pub fn recv(&mut self, fd: BorrowedFd<'_>, out: &mut [RecvMeta]) -> io::Result<usize> {
-            recv_batch(fd, &mut self.buf, self.slot_size, out)
+            let n = recv_batch(fd, &mut self.buf, self.slot_size, out)?;
+            for (source, meta) in self.sources.iter_mut().zip(&out[..n]) {
+                *source = meta.from;
+            }
+            Ok(n)
+        }
+
+        /// See the Linux `RecvSlots::send_back`: [`send_batch`] to the
+        /// slots' sources.
+        pub fn send_back(
+            &mut self,
+            fd: BorrowedFd<'_>,
+            first: usize,
+            sent: &[RecvMeta],
+        ) -> io::Result<usize> {
+            let msgs = sent.iter().enumerate().map(|(k, meta)| {
+                let i = first + k;
+                (self.sources[i], self.slot(i, meta.len))
+            });
+            send_batch(fd, msgs)
         }
     }
 
@@ -994,35 +1118,34 @@ mod portable {
 
 /// One `recv` on a stream socket, without blocking on a non-blocking one.
 ///
-/// On Linux it is the raw `recvfrom` system call (`libc::syscall`), not
-/// glibc's `recv`: that wrapper is a thread-cancellation point, which costs
-/// two atomic updates of the thread's cancel state around every call in a
-/// multi-threaded process, and sockloop never cancels threads. `EINTR` and
-/// `EAGAIN` come back as errors, as from `read`.
+/// On Linux it is the raw `recvfrom` system call, not glibc's `recv`: that
+/// wrapper is a thread-cancellation point, which costs two atomic updates
+/// of the thread's cancel state around every call in a multi-threaded
+/// process, and sockloop never cancels threads. `EINTR` and `EAGAIN` come
+/// back as errors, as from `read`.
 pub(crate) fn recv(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     #[cfg(target_os = "linux")]
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
     // we borrow mutably for the call; null address pointers ask for no
     // source address.
-    let rc = unsafe {
-        libc::syscall(
+    return unsafe {
+        stream_call(
             libc::SYS_recvfrom,
             fd.as_raw_fd(),
             buf.as_mut_ptr(),
             buf.len(),
             0,
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
         )
     };
     #[cfg(not(target_os = "linux"))]
     // SAFETY: as above, through libc's `recv`.
-    let rc = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } as i64;
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+    let rc = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    #[cfg(not(target_os = "linux"))]
+    return match rc {
+        rc if rc < 0 => Err(io::Error::last_os_error()),
+        rc => Ok(rc as usize),
+    };
 }
 
 /// One `send` on a stream socket (`MSG_NOSIGNAL` where there is one: a
@@ -1033,25 +1156,93 @@ pub(crate) fn send(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<
     #[cfg(target_os = "linux")]
     // SAFETY: the kernel reads at most `bytes.len()` bytes from `bytes`,
     // borrowed for the call; no destination address is passed.
-    let rc = unsafe {
-        libc::syscall(
+    return unsafe {
+        stream_call(
             libc::SYS_sendto,
             fd.as_raw_fd(),
-            bytes.as_ptr(),
+            bytes.as_ptr().cast_mut(),
             bytes.len(),
             libc::MSG_NOSIGNAL,
-            std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
         )
     };
     #[cfg(not(target_os = "linux"))]
     // SAFETY: as above, through libc's `send` (SIGPIPE is ignored by the
     // Rust runtime on these systems).
-    let rc = unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) } as i64;
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+    let rc = unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
+    #[cfg(not(target_os = "linux"))]
+    return match rc {
+        rc if rc < 0 => Err(io::Error::last_os_error()),
+        rc => Ok(rc as usize),
+    };
+}
+
+/// `recvfrom` or `sendto` (`call`) on a connected stream socket: `len`
+/// bytes at `buf`, `flags`, and null address arguments.
+///
+/// On x86-64 it is the `syscall` instruction itself: `libc::syscall` is a
+/// variadic C function that moves every argument one register over and
+/// passes the sixth on the stack, about a dozen instructions per call on
+/// the path every echo takes twice. Elsewhere it is `libc::syscall`.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes: written by `recvfrom`, read by
+/// `sendto`.
+#[cfg(target_os = "linux")]
+#[inline(always)]
+unsafe fn stream_call(
+    call: libc::c_long,
+    fd: libc::c_int,
+    buf: *mut u8,
+    len: usize,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let rc: isize;
+        // SAFETY: the Linux x86-64 system call convention: the number in
+        // rax, arguments in rdi, rsi, rdx, r10, r8, r9; the kernel
+        // clobbers rcx and r11 and returns in rax, touching no user stack.
+        // Memory is the caller's promise (`buf` valid for `len` bytes).
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") call as isize => rc,
+                in("rdi") fd as isize,
+                in("rsi") buf,
+                in("rdx") len,
+                in("r10") flags as isize,
+                in("r8") 0usize,
+                in("r9") 0usize,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        // -4095..=-1 is an error number; anything else a byte count.
+        if (-4095..0).contains(&rc) {
+            return Err(io::Error::from_raw_os_error(-rc as i32));
+        }
+        Ok(rc as usize)
     }
-    Ok(rc as usize)
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: as the caller promises; null address arguments.
+        let rc = unsafe {
+            libc::syscall(
+                call,
+                fd,
+                buf,
+                len,
+                flags,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
 }
 
 #[cfg(test)]
@@ -1153,6 +1344,80 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    type SendBackFn<S> = fn(&mut S, BorrowedFd<'_>, usize, &[RecvMeta]) -> io::Result<usize>;
+
+    /// Slots 1 and 2 of three received go back to their two sources, and
+    /// the slots receive whole datagrams again afterwards (iovec lengths
+    /// and address lengths restored).
+    fn check_send_back<S>(
+        mut slots: S,
+        recv: fn(&mut S, BorrowedFd<'_>, &mut [RecvMeta]) -> io::Result<usize>,
+        send_back: SendBackFn<S>,
+    ) {
+        let (a, rx) = pair();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let to = rx.local_addr().unwrap();
+        let mut meta = [RecvMeta::default(); 4];
+        a.send_to(b"one", to).unwrap();
+        b.send_to(b"two-two", to).unwrap();
+        a.send_to(b"three", to).unwrap();
+        // Loopback delivers within the send; the pause is only a margin.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &[]).unwrap(), 0);
+        assert_eq!(
+            send_back(&mut slots, rx.as_fd(), 1, &meta[1..3]).unwrap(),
+            2
+        );
+        let mut buf = [0u8; 32];
+        let got = |s: &UdpSocket, buf: &mut [u8]| {
+            let (n, from) = s.recv_from(buf).unwrap();
+            (buf[..n].to_vec(), from)
+        };
+        assert_eq!(got(&b, &mut buf), (b"two-two".to_vec(), to));
+        assert_eq!(got(&a, &mut buf), (b"three".to_vec(), to));
+        assert!(a.recv_from(&mut buf).is_err(), "slot 0 was not sent back");
+        // Slots 1 and 2 were sent with 7 and 5 bytes: full size again.
+        for _ in 0..3 {
+            a.send_to(&[7; 8], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut slots, rx.as_fd(), &mut meta).unwrap(), 3);
+        let want = RecvMeta {
+            len: 8,
+            from: a.local_addr().unwrap(),
+            truncated: false,
+        };
+        assert_eq!(meta[..3], [want; 3]);
+        assert_eq!(send_back(&mut slots, rx.as_fd(), 0, &meta[..3]).unwrap(), 3);
+        for _ in 0..3 {
+            assert_eq!(got(&a, &mut buf), (vec![7; 8], to));
+        }
+    }
+
+    #[test]
+    fn portable_fallback_send_back() {
+        check_send_back(
+            portable::RecvSlots::new(4, 8),
+            portable::RecvSlots::recv,
+            portable::RecvSlots::send_back,
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mmsg_send_back() {
+        check_send_back(
+            linux::RecvSlots::new(4, 8),
+            linux::RecvSlots::recv,
+            linux::RecvSlots::send_back,
+        );
+    }
+
     #[test]
     fn portable_fallback_send_and_recv() {
         check_send(&|fd, m| portable::send_batch(fd, m.iter().copied()));
@@ -1221,5 +1486,41 @@ mod tests {
             );
             assert_eq!(got, [first, second], "round {round}");
         }
+    }
+
+    #[test]
+    fn stream_recv_and_send_move_bytes_and_report_errors() {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        let empty = recv(ours.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(send(ours.as_fd(), b"ping").unwrap(), 4);
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        peer.write_all(b"pong!").unwrap();
+        ours.set_nonblocking(false).unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(recv(ours.as_fd(), &mut buf[..3]).unwrap(), 3);
+        assert_eq!(recv(ours.as_fd(), &mut buf[3..]).unwrap(), 2);
+        assert_eq!(&buf[..5], b"pong!");
+        drop(peer);
+        assert_eq!(recv(ours.as_fd(), &mut buf).unwrap(), 0, "EOF");
+        // The peer is gone: a send fails (EPIPE or ECONNRESET), never a signal.
+        let gone = (0..100).find_map(|_| send(ours.as_fd(), &[0; 1024]).err());
+        let kind = gone.expect("a send to a closed peer fails").kind();
+        assert!(
+            matches!(
+                kind,
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{kind:?}"
+        );
     }
 }

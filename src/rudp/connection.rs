@@ -127,12 +127,15 @@ pub struct Connection {
     rto_at: Option<Instant>,
     /// When a tail loss probe goes out, if armed.
     probe_at: Option<Instant>,
-    /// Timeouts since the peer last acknowledged anything.
+    /// Timeouts with the peer silent, since it last acknowledged anything.
     probes: u32,
     last_heard: Instant,
     /// When the peer last made progress: new data from it, or an ack of
     /// new data to it (the start, until then).
     last_progress: Instant,
+    /// When the peer last acknowledged new data, or had none to: a peer
+    /// heard from but acknowledging nothing is dead after `dead_after`.
+    last_acked: Instant,
     events: VecDeque<Event>,
     stats: ConnectionStats,
 }
@@ -176,6 +179,7 @@ impl Connection {
             probes: 0,
             last_heard: now,
             last_progress: now,
+            last_acked: now,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
         }
@@ -280,7 +284,11 @@ impl Connection {
                 let acked = self.sender.on_ack(now, (next, sack, window), reorder);
                 if let Some(rtt) = acked.rtt {
                     self.rtt.sample(rtt);
-                } else if acked.newly > 0 {
+                } else if acked.newly > 0 || !self.sender.outstanding() {
+                    // New data acknowledged, or a ping answered: the peer
+                    // is there, and the backoff of its silence ends (pings
+                    // to a peer busy elsewhere left the RTO at its maximum
+                    // for its first data: a bench peer stalled 3 s).
                     self.rtt.reset_backoff();
                 }
                 if acked.newly > 0 {
@@ -288,6 +296,7 @@ impl Connection {
                 }
                 if acked.newly > 0 || !self.sender.outstanding() {
                     self.probes = 0;
+                    self.last_acked = now;
                     // RFC 6298 5.2/5.3: stop the timer or restart it.
                     let outstanding = self.sender.outstanding();
                     self.rto_at = outstanding.then(|| now + self.rtt.rto());
@@ -309,6 +318,9 @@ impl Connection {
             self.state = State::Established;
             self.hello_due = false;
             self.rto_at = None;
+            // Lost hellos backed the RTO off; the first data must not
+            // inherit it.
+            self.rtt.reset_backoff();
             self.probes = 0;
             self.events.push_back(Event::Connected);
         }
@@ -457,11 +469,20 @@ impl Connection {
         if self.rto_at.is_some_and(|at| at <= now) {
             self.probe_at = None;
             self.stats.timeouts += 1;
-            self.probes += 1;
-            if self.probes > self.config.max_retries {
+            // Only silence is a sign of a dead peer or a collapsed path. A
+            // peer heard from within the RTO is there and the loss was
+            // the path's: the next try waits no longer (doubling per lost
+            // retransmission stalled a peer of the rudp bench for 5 s at
+            // 10% loss) and does not count towards `max_retries`; one that
+            // acknowledges nothing for `dead_after` is dead all the same.
+            if now.saturating_duration_since(self.last_heard) >= self.rtt.rto() {
+                self.probes += 1;
+                self.rtt.back_off();
+            }
+            let stuck = now.saturating_duration_since(self.last_acked) >= self.config.dead_after();
+            if self.probes > self.config.max_retries || stuck {
                 return self.end(CloseCause::TimedOut);
             }
-            self.rtt.back_off();
             match self.state {
                 State::Connecting => self.hello_due = true,
                 _ if self.sender.outstanding() => self.sender.on_timeout(),
@@ -572,6 +593,84 @@ pub(crate) fn server_isn(cookie: &Cookie) -> Seq {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data(seq: Seq) -> Vec<u8> {
+        let mut wire = Vec::new();
+        Packet::Data {
+            seq,
+            fragment: 0,
+            fragments: 1,
+            payload: b"x",
+        }
+        .encode(&mut wire);
+        wire
+    }
+
+    #[test]
+    fn the_backoff_of_lost_hellos_ends_with_the_handshake() {
+        let t = Instant::now();
+        let config = Config::default();
+        let mut server = super::super::Endpoint::new(config, t, &[3; 32], 4);
+        let addr = "10.0.0.9:1".parse().unwrap();
+        let mut client = Connection::connect(config, t, Seq(7));
+        let (mut out, mut now) = (Vec::new(), t);
+        for _ in 0..2 {
+            assert!(client.poll_transmit(now, &mut out), "a hello, lost");
+            now = client.poll_timeout().unwrap();
+            client.handle_timeout(now);
+        }
+        assert_eq!(client.rtt().rto(), config.initial_rto * 4);
+        for _ in 0..3 {
+            while client.poll_transmit(now, &mut out) {
+                server.handle_datagram(now, addr, &out);
+            }
+            while server.poll_transmit(now, &mut out).is_some() {
+                client.handle_datagram(now, &out).unwrap();
+            }
+        }
+        assert_eq!(client.poll_event(), Some(Event::Connected));
+        assert_eq!(client.rtt().rto(), config.initial_rto);
+    }
+
+    #[test]
+    fn a_peer_heard_from_is_retried_at_the_plain_rto_until_dead_after() {
+        let t = Instant::now();
+        let config = Config::default();
+        let mut conn = Connection::accept(config, t, Seq(100), Seq(200));
+        conn.send(b"never acknowledged").unwrap();
+        let mut out = Vec::new();
+        while conn.poll_transmit(t, &mut out) {}
+        // The peer keeps sending (every 50 ms, new data) and never acks ours.
+        let (mut now, mut seq, mut retries) = (t, Seq(100), Vec::new());
+        while !conn.is_closed() {
+            let due = conn.poll_timeout().unwrap();
+            let heard = now + Duration::from_millis(50);
+            if heard < due {
+                now = heard;
+                conn.handle_datagram(now, &data(seq)).unwrap();
+                seq = seq.plus(1);
+            } else {
+                now = due;
+                conn.handle_timeout(now);
+            }
+            while conn.poll_transmit(now, &mut out) {
+                if let Ok(Packet::Data { .. }) = Packet::parse(&out, 1200) {
+                    retries.push(now);
+                }
+            }
+        }
+        // The initial RTO (500 ms), never doubled: no sample yet, and the
+        // peer is never silent. Not dead after `max_retries`, but once
+        // nothing was acknowledged for `dead_after` (19 s).
+        let gaps: Vec<Duration> = retries.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter().all(|&gap| gap == config.initial_rto),
+            "{gaps:?}"
+        );
+        assert_eq!(retries.len(), 37, "at 0.5, 1, ... 18.5 s");
+        assert_eq!(now - t, config.dead_after());
+        assert_eq!(conn.close_cause(), Some(CloseCause::TimedOut));
+    }
 
     /// Slots allocated in the send and the receive window.
     fn allocated(conn: &Connection) -> (usize, usize) {

@@ -83,8 +83,10 @@ pub struct Config {
     pub min_rto: Duration,
     /// Upper clamp of the RTO, backoff included (2 s).
     pub max_rto: Duration,
-    /// Timeouts in a row (retransmissions, handshake or ping attempts)
-    /// after which the peer is declared dead (8).
+    /// Timeouts in a row (retransmissions, handshake or ping attempts),
+    /// each with the peer silent for the whole RTO, after which the peer
+    /// is declared dead (8). Only these back the RTO off: a peer heard
+    /// from is alive, and its losses are retried at the plain RTO.
     pub max_retries: u32,
     /// Quiet time after which a ping checks the peer is there (1 s).
     pub keepalive: Duration,

@@ -1,6 +1,6 @@
 //! The retransmission timeout of RFC 6298: smoothed RTT and its variation
-//! from samples, clamped, and doubled on every timeout until a fresh
-//! sample arrives. Karn's rule (no samples from retransmitted packets) is
+//! from samples, clamped, and doubled on a timeout (the connection does it
+//! only when the peer is silent) until a fresh sample arrives. Karn's rule (no samples from retransmitted packets) is
 //! the caller's: it only passes samples of packets sent once.
 
 use std::time::Duration;

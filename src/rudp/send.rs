@@ -105,6 +105,8 @@ pub(crate) struct SendWindow {
     /// Losses of packets sent up to this transmission belong to the
     /// reduction already made: one halving per window of data.
     recovery_until_tx: u64,
+    /// A tail loss probe is due as the next new packet.
+    probe_new: bool,
     pub(crate) retransmissions: u64,
     /// Buffers of acknowledged packets, for the next ones (a window's
     /// worth at most; see [`Spare`]).
@@ -135,6 +137,7 @@ impl SendWindow {
             cwnd: INITIAL_CWND.min(capacity as f64),
             ssthresh: capacity as f64,
             recovery_until_tx: 0,
+            probe_new: false,
             retransmissions: 0,
             spare: Spare::new(capacity, max_payload),
         }
@@ -229,8 +232,9 @@ impl SendWindow {
                 }
                 None if self.unsent < self.slots.len()
                     && self.unsent < self.peer_window
-                    && self.in_flight < self.cwnd as usize =>
+                    && (self.probe_new || self.in_flight < self.cwnd as usize) =>
                 {
+                    self.probe_new = false;
                     self.unsent += 1;
                     self.in_flight += 1;
                     break self.unsent - 1;
@@ -439,9 +443,19 @@ impl SendWindow {
         }
     }
 
-    /// A tail loss probe: the newest outstanding packet goes again.
-    /// Returns false if there is none.
+    /// A tail loss probe (RFC 8985 7.3): a new packet if one waits and the
+    /// peer's window has room, past the congestion window (its ack shows
+    /// by time what was lost before it, a lost retransmission included);
+    /// else the newest outstanding packet goes again. Returns false if
+    /// there is nothing to send.
     pub(crate) fn probe(&mut self) -> bool {
+        if self.mode == Mode::Reliable
+            && self.unsent < self.slots.len()
+            && self.unsent < self.peer_window
+        {
+            self.probe_new = true;
+            return true;
+        }
         let newest = self
             .slots
             .iter()
@@ -669,6 +683,33 @@ mod tests {
         // A timeout: back to the minimum.
         window.on_timeout();
         assert_eq!(window.congestion_window(), MIN_CWND);
+    }
+
+    #[test]
+    fn a_tail_probe_sends_new_data_past_the_congestion_window_else_the_newest_again() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut window = SendWindow::new(Mode::Reliable, Seq(0), 16, 100);
+        for _ in 0..11 {
+            window.push(b"x").unwrap();
+        }
+        assert_eq!(drain(&mut window, t).len(), 10, "the initial window");
+        // 0 is retransmitted, then lost again: nothing after it in flight
+        // would show that, so the probe is new data, past the window.
+        window.on_timeout();
+        assert_eq!(drain(&mut window, t + ms(100)), [0]);
+        assert!(window.probe());
+        assert_eq!(drain(&mut window, t + ms(140)), [10]);
+        assert!(drain(&mut window, t + ms(140)).is_empty(), "one only");
+        // Its ack (the others arrived) shows by time that 0 was lost again.
+        window.on_ack(t + ms(180), (Seq(0), (1 << 10) - 1, 16), ms(10));
+        assert_eq!(drain(&mut window, t + ms(180)), [0]);
+        // Nothing new waits: the probe sends the newest outstanding again.
+        assert!(window.probe());
+        assert_eq!(drain(&mut window, t + ms(200)), [0]);
+        assert_eq!(window.retransmissions, 3);
+        window.on_ack(t + ms(220), (Seq(11), 0, 16), ms(10));
+        assert!(!window.probe(), "nothing outstanding");
     }
 
     #[test]

@@ -43,6 +43,19 @@ impl Link {
     }
 }
 
+/// A scripted loss: once armed, the server's data packets are dropped
+/// until the first of them goes again (a lost flight: only a timeout
+/// recovers it), and that packet on its first `drop` transmissions. Acks
+/// pass.
+#[derive(Default)]
+struct LoseRetransmissions {
+    armed: bool,
+    drop: usize,
+    seq: Option<Seq>,
+    /// When each of its transmissions left.
+    sent: Vec<Instant>,
+}
+
 /// Datagrams on the wire, by arrival time (then sending order).
 type Wire = BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>;
 
@@ -69,6 +82,7 @@ struct Sim {
     client_got: Vec<Vec<u8>>,
     client_events: Vec<Event>,
     server_events: Vec<Event>,
+    script: LoseRetransmissions,
 }
 
 impl Sim {
@@ -96,6 +110,7 @@ impl Sim {
             client_got: Vec::new(),
             client_events: Vec::new(),
             server_events: Vec::new(),
+            script: LoseRetransmissions::default(),
         }
     }
 
@@ -104,7 +119,8 @@ impl Sim {
     }
 
     fn transmit(&mut self, bytes: &[u8], to_server: bool) {
-        let copies = if self.cut || self.rng.chance(self.link.loss) {
+        let scripted = !to_server && self.scripted_loss(bytes);
+        let copies = if self.cut || scripted || self.rng.chance(self.link.loss) {
             if to_server && bytes.get(1) == Some(&3) {
                 self.data_dropped += 1;
             }
@@ -132,6 +148,23 @@ impl Sim {
             };
             wire.push(Reverse((at, self.sent, bytes.to_vec())));
         }
+    }
+
+    /// Whether the script drops this datagram to the client.
+    fn scripted_loss(&mut self, bytes: &[u8]) -> bool {
+        let script = &mut self.script;
+        if !script.armed {
+            return false;
+        }
+        let Ok(Packet::Data { seq, .. }) = Packet::parse(bytes, usize::MAX) else {
+            return false;
+        };
+        let blackout = script.sent.len() < 2;
+        if *script.seq.get_or_insert(seq) != seq {
+            return blackout;
+        }
+        script.sent.push(self.now);
+        script.sent.len() <= script.drop
     }
 
     /// Moves everything each side wants to send onto the wire, and hands
@@ -278,6 +311,73 @@ impl Sim {
             );
             assert!(self.step(), "stalled at {got} of {want}");
         }
+    }
+
+    /// The client does nothing for `span` (a thread busy elsewhere, as a
+    /// bench peer waiting for the others to connect): what reaches it
+    /// waits, as in a socket's buffer; the server runs on.
+    fn pause_client(&mut self, span: Duration) {
+        let end = self.now + span;
+        let mut buf = Vec::new();
+        loop {
+            while let Some(to) = self.server.endpoint_mut().poll_transmit(self.now, &mut buf) {
+                assert_eq!(to, Sim::addr());
+                let bytes = std::mem::take(&mut buf);
+                self.transmit(&bytes, false);
+            }
+            let arrival = self.to_server.peek().map(|Reverse((at, _, _))| *at);
+            let next = arrival
+                .into_iter()
+                .chain(self.server.endpoint().poll_timeout())
+                .min();
+            let Some(next) = next.filter(|&at| at <= end) else {
+                self.now = end;
+                return;
+            };
+            self.now = self.now.max(next);
+            while self
+                .to_server
+                .peek()
+                .is_some_and(|Reverse((at, _, _))| *at <= self.now)
+            {
+                let Some(Reverse((_, _, bytes))) = self.to_server.pop() else {
+                    break;
+                };
+                let endpoint = self.server.endpoint_mut();
+                endpoint.handle_datagram(self.now, Sim::addr(), &bytes);
+            }
+            if self
+                .server
+                .endpoint()
+                .poll_timeout()
+                .is_some_and(|at| at <= self.now)
+            {
+                self.server.endpoint_mut().handle_timeout(self.now);
+            }
+        }
+    }
+
+    /// Echoes 1000-byte messages for `span` of virtual time, the client's
+    /// send window kept full (as the rudp bench does); returns the longest
+    /// time the client went without an echo.
+    fn echo_window_full(&mut self, span: Duration) -> Duration {
+        let (start, mut last, mut got) = (self.now, self.now, self.client_got.len());
+        let mut longest = Duration::ZERO;
+        let mut n = self.client_got.len() as u32;
+        while self.now < start + span {
+            while self.client.send(&n.to_be_bytes().repeat(250)).is_ok() {
+                n += 1;
+            }
+            assert!(self.step(), "stalled");
+            if self.client_got.len() > got {
+                (got, longest, last) = (
+                    self.client_got.len(),
+                    longest.max(self.now - last),
+                    self.now,
+                );
+            }
+        }
+        longest.max(self.now - last)
     }
 }
 
@@ -931,4 +1031,68 @@ fn nothing_stays_armed_after_an_eviction() {
         ]
     );
     assert_eq!(crowd.endpoint().stats().evicted, 1);
+}
+
+#[test]
+fn a_lost_retransmission_is_sent_again_within_an_rto_while_the_peer_talks() {
+    // The rudp bench saw one of 64 peers stall for 5 s at 10% loss: a
+    // retransmission lost again, the RTO doubling each time, and nothing
+    // else in flight to reveal the loss. Here the server loses a whole
+    // flight of echoes, and the first of them on its first four
+    // transmissions, while the client keeps sending.
+    let mut sim = Sim::new(Config::default(), Link::clean(ms(60)), 91);
+    sim.echo = true;
+    sim.server.endpoint_mut().set_receive_budget(Some(16)); // 1,024 over 64 peers
+    sim.run_until(ms(500), |sim| !sim.client_events.is_empty());
+    sim.echo_window_full(Duration::from_secs(2));
+    let rto = sim
+        .server
+        .endpoint()
+        .connection(Sim::addr())
+        .unwrap()
+        .rtt()
+        .rto();
+    sim.script = LoseRetransmissions {
+        armed: true,
+        drop: 4,
+        ..LoseRetransmissions::default()
+    };
+    let stall = sim.echo_window_full(Duration::from_secs(4));
+    let sent = &sim.script.sent;
+    let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(sent.len(), 5, "four losses, then through: {gaps:?}");
+    // Each try one RTO after the last, where backing off took 123, 245,
+    // 235 (a tail probe) and 150 ms, stalling the peer 892 ms.
+    assert!(
+        gaps.iter().all(|&gap| gap <= rto + ms(1)),
+        "RTO {rto:?}: {gaps:?}"
+    );
+    assert!(stall <= rto * 6, "{stall:?}");
+}
+
+#[test]
+fn pings_to_a_busy_peer_leave_no_backoff_once_it_answers() {
+    // A bench peer connected, then waited 3 s for the others to connect
+    // without reading its socket: the server's keepalive pings went
+    // unanswered and backed its RTO off to 2 s, which then timed the
+    // first lost echo.
+    let config = Config::default();
+    let mut sim = Sim::new(config, Link::clean(ms(10)), 95);
+    sim.echo = true;
+    sim.run_until(ms(500), |sim| !sim.client_events.is_empty());
+    sim.pause_client(Duration::from_secs(3));
+    let server = |sim: &Sim| *sim.server.endpoint().connection(Sim::addr()).unwrap().rtt();
+    assert_eq!(server(&sim).rto(), config.max_rto, "backed off, unanswered");
+    // The first echo is lost once (with everything after it until then).
+    sim.script = LoseRetransmissions {
+        armed: true,
+        drop: 1,
+        ..LoseRetransmissions::default()
+    };
+    sim.echo_window_full(Duration::from_secs(3));
+    let sent = &sim.script.sent;
+    assert_eq!(sent.len(), 2);
+    // The answered pings ended the backoff: no RTT sample yet, so the
+    // initial RTO, where it took the 2 s maximum before.
+    assert_eq!(sent[1] - sent[0], config.initial_rto);
 }

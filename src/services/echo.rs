@@ -27,7 +27,8 @@ impl TcpService for Echo {
 }
 
 impl UdpService for Echo {
-    fn on_datagram(&mut self, out: &mut DatagramContext<'_>, from: SocketAddr, data: &[u8]) {
-        out.send_to(from, data);
+    fn on_datagram(&mut self, out: &mut DatagramContext<'_>, _from: SocketAddr, _data: &[u8]) {
+        // What arrived goes back from the receive buffer, not copied.
+        out.send_back();
     }
 }

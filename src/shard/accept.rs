@@ -287,7 +287,7 @@ impl Shard {
             None => Transport::Plain(stream),
         };
         let mut conn = TcpConn::new(transport, peer, gen, (service, place), now_ms);
-        conn.state.admission = Some(admission);
+        conn.state.hold_pass(admission);
         if proxied || sniffed {
             conn.state.flags.set(Flags::PROXY_PENDING);
         }

@@ -27,11 +27,11 @@ impl Shard {
         if sent > 0 {
             self.res.stats.tcp_bytes_out.add(sent as u64);
         }
-        let token = conn.state.token(key);
+        let token = conn.token(key);
         self.res.trace.close(token, &conn.state.peer, reason);
         if let Some(timer) = conn.state.deadlines.timer {
             self.res.trace.timer_cancelled(token);
-            self.res.timers.wheel.cancel(timer);
+            self.res.timers.cancel_deadline(timer);
         }
         for buf in [conn.state.read_buf.take(), conn.state.write_buf.take()]
             .into_iter()
@@ -43,7 +43,7 @@ impl Shard {
         if conn.state.connecting() {
             stats.outbound_failed.incr();
             stats.conns_open.decr();
-            if let Some(admission) = conn.state.admission.take() {
+            if let Some(admission) = conn.state.take_pass() {
                 self.res.gate.release(admission);
             }
             let error = error.unwrap_or_else(|| outbound::failure(reason));
@@ -74,7 +74,7 @@ impl Shard {
         }
         // Last, so whoever sees the gauge fall also sees why.
         stats.conns_open.decr();
-        if let Some(admission) = conn.state.admission.take() {
+        if let Some(admission) = conn.state.take_pass() {
             self.res.gate.release(admission);
         }
         match reason {

@@ -252,7 +252,7 @@ impl<'a> ShardContext<'a> {
         // The builder allows at most u16::MAX TCP services.
         let key = outbound::open(self.conns, self.lp.res, service as u16, addr)?;
         self.touch(key); // settled after the callback: the timeout is armed
-        Ok(ConnId(self.conns[key].state.token(key).0 as u64))
+        Ok(ConnId(self.conns[key].token(key).0 as u64))
     }
 
     /// Whether a connection was opened by [`connect`](Self::connect)
@@ -295,13 +295,13 @@ impl<'a> ShardContext<'a> {
         let Some(key) = live(self.conns, id) else {
             return false;
         };
-        let state = &mut self.conns[key].state;
-        if !state.flags.any(Flags::SERVICE_PAUSED) {
+        let conn = &mut self.conns[key];
+        if !conn.state.flags.any(Flags::SERVICE_PAUSED) {
             return false;
         }
-        state.flags.clear(Flags::SERVICE_PAUSED);
-        state.flags.set(Flags::REOFFER);
-        let token = state.token(key);
+        conn.state.flags.clear(Flags::SERVICE_PAUSED);
+        conn.state.flags.set(Flags::REOFFER);
+        let token = conn.token(key);
         self.lp.res.resumed.push(token);
         true
     }
@@ -337,7 +337,7 @@ impl<'a> ShardContext<'a> {
 
     /// The peer address of a connection (`None` if it is closed).
     pub fn peer_addr_of(&self, id: ConnId) -> Option<SocketAddr> {
-        live(self.conns, id).map(|key| self.conns[key].state.peer)
+        live(self.conns, id).map(|key| self.conns[key].state.peer.get())
     }
 
     /// Takes one token from a connection's message-rate bucket
@@ -378,10 +378,10 @@ impl<'a> ShardContext<'a> {
         if self.serving == Some(key) {
             return;
         }
-        let state = &mut self.conns[key].state;
-        if !state.flags.any(Flags::TOUCHED) {
-            state.flags.set(Flags::TOUCHED);
-            self.lp.res.touched.push(state.token(key));
+        let conn = &mut self.conns[key];
+        if !conn.state.flags.any(Flags::TOUCHED) {
+            conn.state.flags.set(Flags::TOUCHED);
+            self.lp.res.touched.push(conn.token(key));
         }
     }
 }
@@ -411,10 +411,23 @@ impl DerefMut for ConnContext<'_> {
 impl<'a> ConnContext<'a> {
     pub(crate) fn new(key: usize, conns: &'a mut Slab<TcpConn>, res: &'a mut Resources) -> Self {
         let conn = &conns[key];
-        let id = ConnId(conn.state.token(key).0 as u64);
-        let service = ServiceRef::Tcp(usize::from(conn.service));
-        let mut shard = ShardContext::new(conns, res, service);
+        let (token, service) = (conn.token(key), usize::from(conn.service));
+        Self::of(key, token, service, conns, res)
+    }
+
+    /// [`ConnContext::new`] for the connection at `key` whose token and
+    /// service index the caller has at hand (no second look-up).
+    #[inline(always)]
+    pub(crate) fn of(
+        key: usize,
+        token: Token,
+        service: usize,
+        conns: &'a mut Slab<TcpConn>,
+        res: &'a mut Resources,
+    ) -> Self {
+        let mut shard = ShardContext::new(conns, res, ServiceRef::Tcp(service));
         shard.serving = Some(key);
+        let id = ConnId(token.0 as u64);
         ConnContext { id, key, shard }
     }
 
@@ -425,7 +438,7 @@ impl<'a> ConnContext<'a> {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shard.conns[self.key].state.peer
+        self.shard.conns[self.key].state.peer.get()
     }
 
     /// Which of its service's listeners accepted this connection: its
@@ -438,6 +451,7 @@ impl<'a> ConnContext<'a> {
 
     /// Sends `bytes` to the peer, in order after everything sent before.
     /// Nothing is lost: what the socket does not take now is buffered.
+    #[inline]
     pub fn send(&mut self, bytes: &[u8]) {
         let conn = &mut self.shard.conns[self.key];
         conn.state
@@ -507,18 +521,22 @@ impl<'a> ConnContext<'a> {
 pub struct DatagramContext<'a> {
     queue: &'a mut SendQueue,
     lp: Loop<'a>,
-    /// While handling a datagram from an unverified sender: what may still
-    /// go back to it (anti-amplification).
-    reply_budget: Option<ReplyBudget>,
+    /// The datagram being handled, if any.
+    received: Option<Received<'a>>,
+    /// While handling a datagram from an unverified sender: how many bytes
+    /// may still go back to it (anti-amplification). `None` when verified.
+    budget_left: Option<usize>,
 }
 
-/// The bytes a datagram's sender may still be sent while it is handled.
-struct ReplyBudget {
-    sender: SocketAddr,
-    /// The size of its datagram: the most it may be sent in all.
-    received: usize,
-    /// What is left of `received` after the replies queued so far.
-    left: usize,
+/// The datagram a [`DatagramContext`] is called for.
+#[derive(Clone, Copy)]
+pub(crate) struct Received<'a> {
+    /// By reference: a per-datagram copy of a `SocketAddr` is not free.
+    pub(crate) from: &'a SocketAddr,
+    pub(crate) data: &'a [u8],
+    /// Its slot in the receive batch the socket flushes with
+    /// ([`SendQueue::flush_batch`]), so that sending it back copies nothing.
+    pub(crate) slot: Option<usize>,
 }
 
 impl<'a> Deref for DatagramContext<'a> {
@@ -535,13 +553,13 @@ impl DerefMut for DatagramContext<'_> {
 }
 
 impl<'a> DatagramContext<'a> {
-    /// A context for UDP socket `socket`; `datagram` is the sender and size
-    /// of the datagram being handled, if any.
+    /// A context for UDP socket `socket`; `received` is the datagram being
+    /// handled, if any.
     pub(crate) fn new(
         queue: &'a mut SendQueue,
         res: &'a mut Resources,
         socket: usize,
-        datagram: Option<(SocketAddr, usize)>,
+        received: Option<Received<'a>>,
     ) -> Self {
         DatagramContext {
             queue,
@@ -549,11 +567,8 @@ impl<'a> DatagramContext<'a> {
                 res,
                 service: ServiceRef::Udp(socket),
             },
-            reply_budget: datagram.map(|(sender, received)| ReplyBudget {
-                sender,
-                received,
-                left: received,
-            }),
+            budget_left: received.map(|r| r.data.len()),
+            received,
         }
     }
 
@@ -571,27 +586,9 @@ impl<'a> DatagramContext<'a> {
     /// count held back in between, since a service whose replies vanish
     /// this way is otherwise hard to diagnose.
     pub fn send_to(&mut self, to: SocketAddr, data: &[u8]) {
-        if let Some(budget) = self.reply_budget.as_mut() {
-            if budget.sender == to {
-                if data.len() > budget.left {
-                    let res = &mut *self.lp.res;
-                    res.stats.udp_dropped_amplification.incr();
-                    let what = format_args!(
-                        "udp reply of {} bytes to {to} dropped (anti-amplification): \
-                         replies to an unverified sender may total at most the {} bytes \
-                         it sent; a service that has proven the address lifts this with \
-                         DatagramContext::sender_verified",
-                        data.len(),
-                        budget.received,
-                    );
-                    let now = res.timers.now();
-                    let source = Source::from(to.ip());
-                    let suppressor = &mut res.amplification;
-                    super::log_per_source(suppressor, now, log::Level::Info, source, what);
-                    return;
-                }
-                budget.left -= data.len();
-            }
+        let to_sender = self.budget_left.is_some() && self.received.is_some_and(|r| *r.from == to);
+        if to_sender && !self.charge_sender(data.len()) {
+            return;
         }
         if self.queue.push(to, data).is_err() {
             self.lp.res.stats.udp_dropped_queue_full.incr();
@@ -610,7 +607,7 @@ impl<'a> DatagramContext<'a> {
         max_len: usize,
         write: impl FnOnce(&mut Vec<u8>) -> Option<SocketAddr>,
     ) -> Option<bool> {
-        if self.reply_budget.is_some() {
+        if self.budget_left.is_some() {
             // The budget is judged per destination, known only once built.
             let mut data = Vec::with_capacity(max_len);
             let Some(to) = write(&mut data) else {
@@ -625,9 +622,87 @@ impl<'a> DatagramContext<'a> {
             .map(|to| to.is_some())
     }
 
+    /// Sends the datagram being handled back to its sender unchanged: what
+    /// `send_to(from, data)` with `on_datagram`'s arguments does, under the
+    /// same rules, but sent from the receive buffer without a copy (unless
+    /// the socket cannot take it at once). Outside `on_datagram` there is
+    /// no such datagram and nothing is sent.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use sockloop::service::{DatagramContext, UdpService};
+    ///
+    /// /// Echoes datagrams that start with `!`.
+    /// struct Bang;
+    ///
+    /// impl UdpService for Bang {
+    ///     fn on_datagram(&mut self, out: &mut DatagramContext<'_>, _: SocketAddr, data: &[u8]) {
+    ///         if data.starts_with(b"!") {
+    ///             out.send_back();
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn send_back(&mut self) {
+        let Some(received) = self.received.as_ref() else {
+            return;
+        };
+        let (from, data, slot) = (*received.from, received.data, received.slot);
+        if !self.charge_sender(data.len()) {
+            return;
+        }
+        let queued = match slot {
+            Some(slot) => self.queue.push_slot(from, slot, data.len()),
+            None => self.queue.push(from, data),
+        };
+        if queued.is_err() {
+            self.lp.res.stats.udp_dropped_queue_full.incr();
+        }
+    }
+
+    /// Takes `len` bytes of a reply to the sender of the datagram being
+    /// handled from its budget, or drops the reply (false) when they do not
+    /// fit.
+    #[inline]
+    fn charge_sender(&mut self, len: usize) -> bool {
+        let Some(left) = self.budget_left.as_mut() else {
+            return true;
+        };
+        if len > *left {
+            self.over_budget(len);
+            return false;
+        }
+        *left -= len;
+        true
+    }
+
+    /// A reply of `len` bytes to the sender went over its budget: counted,
+    /// and logged per source at most once per 10 s.
+    #[cold]
+    #[inline(never)]
+    fn over_budget(&mut self, len: usize) {
+        let Some(received) = self.received else {
+            return;
+        };
+        let to = *received.from;
+        let res = &mut *self.lp.res;
+        res.stats.udp_dropped_amplification.incr();
+        let what = format_args!(
+            "udp reply of {len} bytes to {to} dropped (anti-amplification): \
+             replies to an unverified sender may total at most the {} bytes \
+             it sent; a service that has proven the address lifts this with \
+             DatagramContext::sender_verified",
+            received.data.len(),
+        );
+        let now = res.timers.now();
+        let source = Source::from(to.ip());
+        let suppressor = &mut res.amplification;
+        super::log_per_source(suppressor, now, log::Level::Info, source, what);
+    }
+
     /// The sender of the datagram being handled has proven its address:
     /// replies to it may be larger than what it sent.
     pub fn sender_verified(&mut self) {
-        self.reply_budget = None;
+        self.budget_left = None;
     }
 }

@@ -1,11 +1,11 @@
-//! The shard's sense of time: one timer wheel, the turn's `now`, and each
+//! The shard's sense of time: two timer wheels, the turn's `now`, and each
 //! connection's deadlines.
 //!
 //! A connection keeps the instants its deadlines count from (last I/O,
 //! start of the unfinished frame, start of the write stall) and has at most
-//! one timer in the wheel, for the earliest of them. Activity only moves
-//! those instants; the wheel is touched when a deadline moves *earlier*
-//! than the armed timer. A timer that fires early for a deadline that has
+//! one timer in the deadline wheel, for the earliest of them. Activity only
+//! moves those instants; the wheel is touched when a deadline moves
+//! *earlier* than the armed timer. A timer that fires early for a deadline that has
 //! since moved is re-armed then (lazy re-arm), so a byte received costs a
 //! store, not a wheel operation.
 
@@ -35,9 +35,34 @@ pub(crate) enum TimerTarget {
     Drain,
 }
 
-/// The wheel and the current loop turn's time.
+/// A connection's deadline timer as its wheel holds it: the connection's
+/// token in two halves (8 bytes, 4-aligned; a `Token` would pad the entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnTimer([u32; 2]);
+
+impl ConnTimer {
+    fn of(token: Token) -> ConnTimer {
+        let bits = token.0 as u64;
+        ConnTimer([bits as u32, (bits >> 32) as u32])
+    }
+
+    fn token(self) -> Token {
+        let [low, high] = self.0;
+        Token((u64::from(high) << 32 | u64::from(low)) as usize)
+    }
+}
+
+/// The wheels and the current loop turn's time. Connections' deadlines
+/// have a wheel apart from everything else (services' timers, accept
+/// pauses, the drain), as every open connection pays for its entry: 32
+/// bytes holding a [`ConnTimer`] rather than 48 holding a [`TimerTarget`].
 pub(crate) struct Timers {
+    /// Every timer but the connections' deadlines.
     pub(crate) wheel: Wheel<TimerTarget>,
+    /// One timer per connection at most, for its earliest deadline.
+    deadlines: Wheel<ConnTimer>,
+    /// Reused by `expire`, so firing deadlines does not allocate.
+    fired_deadlines: Vec<(TimerHandle, ConnTimer)>,
     origin: Instant,
     /// The wall clock at `origin`: wall time is derived from the monotonic
     /// clock, so a turn costs no second clock read.
@@ -58,6 +83,8 @@ impl Timers {
     pub(crate) fn new(now: Instant, tick: Duration) -> Timers {
         Timers {
             wheel: Wheel::new(now, tick),
+            deadlines: Wheel::new(now, tick),
+            fired_deadlines: Vec::new(),
             origin: now,
             wall_origin: SystemTime::now(),
             now,
@@ -74,14 +101,22 @@ impl Timers {
             .map(|at| at.saturating_duration_since(self.now))
     }
 
-    /// Moves the timers due at this turn's `now` into `fired`; costs a
-    /// comparison when none can be due.
+    /// Moves the timers due at this turn's `now` into `fired`, the
+    /// connections' deadlines first (as [`TimerTarget::Deadline`], whose
+    /// handle is the deadline wheel's); costs a comparison when none can be
+    /// due.
     pub(crate) fn expire(&mut self, fired: &mut Vec<(TimerHandle, TimerTarget)>) {
         if self.next_check.is_none_or(|at| at > self.now) {
             return;
         }
+        self.deadlines.expire(self.now, &mut self.fired_deadlines);
+        let deadlines = self.fired_deadlines.drain(..);
+        fired.extend(deadlines.map(|(handle, conn)| (handle, TimerTarget::Deadline(conn.token()))));
         self.wheel.expire(self.now, fired);
-        self.next_check = self.wheel.next_deadline();
+        self.next_check = match (self.wheel.next_deadline(), self.deadlines.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Sets the time for this loop turn: the one clock read per turn.
@@ -105,12 +140,23 @@ impl Timers {
     }
 
     pub(crate) fn arm_after(&mut self, after: Duration, target: TimerTarget) -> TimerHandle {
+        let at = self.due_after(after);
+        self.wheel.arm(at, target)
+    }
+
+    /// The instant `after` from now, with `next_check` lowered to it.
+    fn due_after(&mut self, after: Duration) -> Instant {
         let at = self
             .now
             .checked_add(after)
             .unwrap_or(self.now + Duration::from_secs(1 << 32));
         self.next_check = Some(self.next_check.map_or(at, |next| next.min(at)));
-        self.wheel.arm(at, target)
+        at
+    }
+
+    /// Cancels a connection's deadline timer (it is closing).
+    pub(crate) fn cancel_deadline(&mut self, timer: TimerHandle) {
+        self.deadlines.cancel(timer);
     }
 
     /// Makes sure connection `conn`'s timer is armed no later than its
@@ -135,17 +181,18 @@ impl Timers {
             Some(Due::Expired(_)) if d.timer.is_some() => return, // its timer is due
             Some(Due::Expired(_)) => Duration::ZERO,              // born expired (a zero linger)
         };
-        let armed = d.timer.and_then(|timer| self.wheel.deadline(timer));
+        let armed = d.timer.and_then(|timer| self.deadlines.deadline(timer));
         let wanted = self.now + left;
         // Re-arm only when the armed timer would be late by more than a
         // tick; one that is early re-arms itself when it fires.
         if armed.is_none_or(|at| at >= wanted + self.tick) {
             if let Some(old) = d.timer.take() {
                 trace.timer_cancelled(conn);
-                self.wheel.cancel(old);
+                self.deadlines.cancel(old);
             }
             trace.timer_armed(conn, left);
-            d.timer = Some(self.arm_after(left, TimerTarget::Deadline(conn)));
+            let at = self.due_after(left);
+            d.timer = Some(self.deadlines.arm(at, ConnTimer::of(conn)));
         }
     }
 }
@@ -167,15 +214,17 @@ pub(crate) struct Deadlines {
     last_io: u32,
     frame_since: u32,
     write_since: u32,
-    over_soft_since: u32,
-    linger_since: u32,
+    /// Since output went over the soft limit, or, once lingering, since
+    /// our FIN went out: a lingering connection has sent its last byte, so
+    /// the two clocks never run at once and share the field.
+    over_soft_or_linger_since: u32,
     /// Which clocks run, whether an outbound connect is in progress (since
     /// `frame_since`: no frame is open before the connection is, so the
     /// two share the field), and whether a deadline appeared since the
     /// shard last looked (possibly earlier than the armed timer): the flag
     /// bits below, one byte rather than six bools.
     bits: u8,
-    /// The wheel timer for the earliest deadline, if armed.
+    /// Its timer in the deadline wheel, for the earliest deadline, if armed.
     pub(crate) timer: Option<TimerHandle>,
 }
 
@@ -262,7 +311,8 @@ impl Deadlines {
     /// pending output stays above the limit.
     pub(crate) fn output(&mut self, now_ms: u32, over_soft: bool) {
         if over_soft && !self.has(OVER_SOFT) {
-            self.over_soft_since = now_ms;
+            debug_assert!(!self.has(LINGERING), "output after our FIN");
+            self.over_soft_or_linger_since = now_ms;
             self.bits |= MOVED_EARLIER;
         }
         self.put(OVER_SOFT, over_soft);
@@ -272,8 +322,10 @@ impl Deadlines {
     /// linger clock starts, once; input that keeps coming does not reset it.
     pub(crate) fn linger(&mut self, now_ms: u32) {
         if !self.has(LINGERING) {
-            self.bits |= LINGERING;
-            self.linger_since = now_ms;
+            // Nothing more is sent (a failed write may have left the
+            // soft-limit clock running): the field is the linger clock's.
+            self.bits = (self.bits | LINGERING) & !OVER_SOFT;
+            self.over_soft_or_linger_since = now_ms;
             self.bits |= MOVED_EARLIER;
         }
     }
@@ -319,7 +371,8 @@ impl Deadlines {
                 CloseReason::WriteTimeout,
             ),
             (
-                self.has(OVER_SOFT).then_some(self.over_soft_since),
+                self.has(OVER_SOFT)
+                    .then_some(self.over_soft_or_linger_since),
                 limits.over_soft_ms,
                 CloseReason::OutputSoftLimit,
             ),
@@ -329,7 +382,8 @@ impl Deadlines {
                 CloseReason::ConnectTimeout,
             ),
             (
-                self.has(LINGERING).then_some(self.linger_since),
+                self.has(LINGERING)
+                    .then_some(self.over_soft_or_linger_since),
                 limits.linger_ms,
                 CloseReason::Service,
             ),
@@ -453,6 +507,40 @@ mod tests {
         d.output(9, true);
         assert!(d.take_moved_earlier(), "output went over the soft limit");
         assert!(!d.take_moved_earlier());
+    }
+
+    #[test]
+    fn lingering_takes_the_soft_limit_clocks_field() {
+        let mut config = limits(0, 0, 0, 100);
+        config.linger_ms = Some(50);
+        let mut d = Deadlines::new(0);
+        d.output(10, true);
+        d.output(20, false); // flushed below the limit: that clock stops
+        d.linger(30);
+        assert_eq!(d.due(79, &config), Some(Due::In(Duration::from_millis(1))));
+        let expired = Some(Due::Expired(CloseReason::Service));
+        assert_eq!(d.due(80, &config), expired);
+        d.linger(70); // started once: more input does not reset it
+        assert_eq!(d.due(80, &config), expired);
+
+        // Over the soft limit when lingering began (its write failed):
+        // the field is the linger clock's, the soft-limit clock stops.
+        config.linger_ms = Some(200);
+        let mut d = Deadlines::new(0);
+        d.output(10, true);
+        d.linger(100);
+        let left = |ms| Some(Due::In(Duration::from_millis(ms)));
+        assert_eq!(d.due(250, &config), left(50), "no OutputSoftLimit");
+        assert_eq!(d.due(300, &config), expired);
+    }
+
+    #[test]
+    fn a_conn_timer_gives_its_token_back() {
+        for bits in [0, 1, u32::MAX as usize, 1 << 32, (7 << 32) | 5, usize::MAX] {
+            assert_eq!(ConnTimer::of(Token(bits)).token(), Token(bits));
+        }
+        assert_eq!(std::mem::size_of::<ConnTimer>(), 8);
+        assert_eq!(std::mem::align_of::<ConnTimer>(), 4);
     }
 
     #[test]

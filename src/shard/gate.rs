@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::limit::{Admission, IpLimits, IpTable, Refusal, StrikeOutcome, Trusted};
+use crate::limit::{Admission, IpLimits, IpTable, Refusal, Source, StrikeOutcome, Trusted};
 
 use crate::metrics::METRICS_RESERVE;
 
@@ -41,6 +41,54 @@ enum Counted {
 impl Pass {
     pub(crate) fn is_trusted(&self) -> bool {
         matches!(self.0, Counted::Open(None))
+    }
+
+    /// The pass as a connection keeps it, without its source: that is
+    /// the connection's peer address `ip`, the one it was admitted for.
+    pub(crate) fn hold(self, ip: IpAddr) -> HeldPass {
+        HeldPass(match self.0 {
+            Counted::Open(None) => Held::Unattributed,
+            Counted::Open(Some(admission)) => {
+                debug_assert!(
+                    admission.source() == Source::from(ip),
+                    "held for another address"
+                );
+                match admission.is_tracked() {
+                    true => Held::Tracked,
+                    false => Held::Untracked,
+                }
+            }
+            Counted::Reserved => Held::Reserved,
+        })
+    }
+}
+
+/// A [`Pass`] in one byte instead of ten, as a connection's slab entry
+/// holds it: its source is the connection's peer address, given back to
+/// [`unhold`](Self::unhold).
+#[derive(Debug)]
+#[must_use = "give the pass back to Gate::release when the connection closes"]
+pub(crate) struct HeldPass(Held);
+
+#[derive(Debug)]
+enum Held {
+    Unattributed,
+    Tracked,
+    Untracked,
+    Reserved,
+}
+
+impl HeldPass {
+    /// The pass again, for the address `ip` it was held with.
+    pub(crate) fn unhold(self, ip: IpAddr) -> Pass {
+        let counted =
+            |tracked| Counted::Open(Some(Admission::reassemble(Source::from(ip), tracked)));
+        Pass(match self.0 {
+            Held::Unattributed => Counted::Open(None),
+            Held::Tracked => counted(true),
+            Held::Untracked => counted(false),
+            Held::Reserved => Counted::Reserved,
+        })
     }
 }
 
@@ -171,5 +219,44 @@ impl std::fmt::Display for Explained<'_> {
             ),
             Refusal::NoDescriptors => f.write_str("out of file descriptors"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_pass_releases_what_the_pass_counted() {
+        let gate = Gate::new(Some(10), IpLimits::default(), Trusted::none());
+        let now = Instant::now();
+        let ips: [IpAddr; 3] = [
+            "192.0.2.7".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            "::ffff:192.0.2.8".parse().unwrap(),
+        ];
+        for ip in ips {
+            let held = gate.admit(ip, now).unwrap().hold(ip);
+            assert_eq!(gate.sources.open_connections(ip), 1);
+            assert_eq!(gate.open.load(Ordering::Acquire), 1);
+            gate.release(held.unhold(ip));
+            assert_eq!(gate.sources.open_connections(ip), 0);
+            assert_eq!(gate.open.load(Ordering::Acquire), 0);
+        }
+        let reserved = gate.admit_reserved().unwrap().hold(ips[0]);
+        assert_eq!(gate.reserved.load(Ordering::Acquire), 1);
+        gate.release(reserved.unhold(ips[0]));
+        assert_eq!(gate.reserved.load(Ordering::Acquire), 0);
+        let unattributed = gate.admit_unattributed().unwrap().hold(ips[1]);
+        let pass = unattributed.unhold(ips[1]);
+        assert!(pass.is_trusted());
+        gate.release(pass);
+        assert_eq!(gate.open.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_held_pass_is_one_byte() {
+        assert_eq!(std::mem::size_of::<Option<HeldPass>>(), 1);
+        assert_eq!(std::mem::size_of::<Option<Pass>>(), 10);
     }
 }

@@ -35,7 +35,7 @@ use slab::Slab;
 use crate::config::ServerConfig;
 use crate::limit::{Source, Suppressor};
 use crate::metrics::{ServiceCounters, ShardStats};
-use crate::net::buffer::BufferPool;
+use crate::net::buffer::{BufferPool, Scratch};
 use crate::net::tls::TlsFailure;
 use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
@@ -152,6 +152,9 @@ pub(crate) struct Shard {
     udp: Vec<ServedUdpSocket>,
     conns: Slab<TcpConn>,
     res: Resources,
+    /// The one buffer connections that hold nothing read into; their
+    /// services are handed a slice of it.
+    scratch: Scratch,
     /// Shared by the shard's UDP sockets; `None` when it has none.
     recv_batch: Option<RecvBatch>,
     /// Sources that spent their budget this turn and may have more input.
@@ -271,6 +274,7 @@ impl Shard {
             udp,
             conns: Slab::new(),
             res,
+            scratch: Scratch::default(),
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),
@@ -379,40 +383,61 @@ impl Shard {
         let outcome = loop {
             let conn = &mut self.conns[key];
             let env = &mut self.res.env();
-            let input = match conn.state.read(&mut conn.transport, &mut budget, env) {
+            let step = conn
+                .state
+                .read(&mut conn.transport, &mut self.scratch, &mut budget, env);
+            let input = match step {
                 Step::Deliver(input) => input,
-                Step::Done(outcome) => break outcome,
-                Step::Again => continue,
-                Step::TlsFailed(failure) => {
-                    self.log_tls_failure(key, &failure);
-                    continue;
-                }
-            };
-            if conn.state.flags.any(Flags::PROXY_PENDING) {
-                match self.check_proxy(key, input, budget) {
+                step => match self.other_step(key, step, budget) {
                     Some(outcome) => break outcome,
                     None => continue,
-                }
-            }
-            let service = &mut *self.services[usize::from(conn.service)];
-            let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
-            let consumed = service.on_data(&mut cx, input.bytes());
+                },
+            };
+            let (token, service) = (conn.token(key), usize::from(conn.service));
+            let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
+            let service = &mut *self.services[service];
+            let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
             let conn = &mut self.conns[key];
             let env = &mut self.res.env();
+            let scratch = &self.scratch;
             if let Some(outcome) =
                 conn.state
-                    .delivered(&conn.transport, input, consumed, budget, env)
+                    .delivered(&conn.transport, input, scratch, consumed, budget, env)
             {
                 break outcome;
             }
         };
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
-            let state = &mut self.conns[key].state;
-            if !state.flags.any(Flags::QUEUED) {
-                state.flags.set(Flags::QUEUED);
-                self.revisit.push(state.token(key));
+            let conn = &mut self.conns[key];
+            if !conn.state.flags.any(Flags::QUEUED) {
+                conn.state.flags.set(Flags::QUEUED);
+                self.revisit.push(conn.token(key));
             }
+        }
+    }
+
+    /// A read step with nothing for the service: `Some` ends the reading
+    /// with that outcome, `None` steps again. (Out of line: the loop's
+    /// common case stays short.)
+    #[inline(never)]
+    fn other_step(&mut self, key: usize, step: Step, budget: usize) -> Option<ReadOutcome> {
+        match step {
+            Step::Done(outcome) => Some(outcome),
+            Step::Again => None,
+            Step::TlsFailed(failure) => {
+                self.log_tls_failure(key, &failure);
+                None
+            }
+            // The check reaches the whole shard, the scratch the input
+            // lies in included.
+            Step::Proxy(input) => {
+                let scratch = std::mem::take(&mut self.scratch);
+                let outcome = self.check_proxy(key, input, &scratch, budget);
+                self.scratch = scratch;
+                outcome
+            }
+            Step::Deliver(_) => unreachable!("input is the read loop's to deliver"),
         }
     }
 
@@ -420,8 +445,9 @@ impl Shard {
     /// connect is often a misconfiguration (wrong port, wrong certificate)
     /// the operator must see, yet at most once per source per interval, as
     /// peers repeat it at will.
+    #[inline(never)]
     fn log_tls_failure(&mut self, key: usize, failure: &TlsFailure) {
-        let peer = self.conns[key].state.peer;
+        let peer = self.conns[key].state.peer.get();
         let now = self.res.timers.now();
         log_per_source(
             &mut self.res.tls_failures,
@@ -472,16 +498,23 @@ impl Shard {
     /// After anything happened to a connection: closes it if it is done,
     /// starts its FIN if draining, and makes sure a timer is armed no later
     /// than its earliest deadline.
+    #[inline(always)]
     fn settle(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if !conn.state.quiet(&conn.transport) {
+            self.settle_loud(key);
+        } // else the common case after a round trip: nothing to change
+    }
+
+    /// [`Shard::settle`] when there is something to change.
+    #[inline(never)]
+    fn settle_loud(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.state.quiet(&conn.transport) {
-            return; // the common case after a round trip: nothing to change
-        }
         let wants_write = match conn.state.settle(&mut conn.transport, &mut self.res.env()) {
             Settled::Close(reason) => return self.close(key, reason),
             Settled::Open { wants_write } => wants_write,
         };
-        let token = conn.state.token(key);
+        let token = conn.token(key);
         let flags = &mut conn.state.flags;
         if wants_write != flags.any(Flags::WRITE_INTEREST) {
             let interest = if wants_write {

@@ -110,7 +110,7 @@ fn begin(
     });
     match registered {
         Ok(key) => {
-            conns[key].state.admission = Some(admission);
+            conns[key].state.hold_pass(admission);
             res.stats.conns_open.incr();
             Ok(key)
         }

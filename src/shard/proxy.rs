@@ -21,31 +21,34 @@ use super::conn::{Flags, Input, ReadOutcome};
 use super::context::ConnContext;
 use super::Shard;
 use crate::limit::Source;
+use crate::net::buffer::Scratch;
 use crate::net::proxy_header::{begins_header, parse, Parsed, ProxyHeader};
 
 impl Shard {
-    /// Handles `input` of connection `key` while a PROXY check is due:
+    /// Handles `input` of connection `key` (read into `scratch`, unless
+    /// it is the connection's own) while a PROXY check is due:
     /// `None` to read on (the header taken, or no header coming),
     /// `Some` to stop as `State::delivered` says.
     pub(super) fn check_proxy(
         &mut self,
         key: usize,
         input: Input,
+        scratch: &Scratch,
         budget: usize,
     ) -> Option<ReadOutcome> {
         let conn = &mut self.conns[key];
-        let peer = conn.state.peer;
+        let peer = conn.state.peer.get();
         // From a proxy_from peer a header is due; from anyone else, none
         // may come.
         if !self.config.proxy_from.contains(peer.ip()) {
             // Judged on the first input alone: a blank line ("\r\n", the
             // start of the v2 signature) must not wait for more, and a
             // balancer writes its header at once.
-            return match begins_header(input.bytes()) {
+            return match begins_header(input.bytes(scratch)) {
                 None | Some(false) => {
                     conn.state.flags.clear(Flags::PROXY_PENDING);
                     let env = &mut self.res.env();
-                    conn.state.requeue(&conn.transport, input, 0, env);
+                    conn.state.requeue(&conn.transport, input, scratch, 0, env);
                     None
                 }
                 Some(true) => {
@@ -53,19 +56,21 @@ impl Shard {
                     let what = format_args!(
                         "PROXY header from a peer outside --proxy-from; connection closed"
                     );
-                    self.refuse_header(key, input, budget, what)
+                    self.refuse_header(key, input, scratch, budget, what)
                 }
             };
         }
-        let (header, len) = match parse(input.bytes()) {
+        let (header, len) = match parse(input.bytes(scratch)) {
             Ok(Parsed::Incomplete) => {
                 let env = &mut self.res.env();
-                return conn.state.delivered(&conn.transport, input, 0, budget, env);
+                return conn
+                    .state
+                    .delivered(&conn.transport, input, scratch, 0, budget, env);
             }
             Err(e) => {
                 self.res.stats.proxy_malformed.incr();
                 let what = format_args!("{e}; connection closed");
-                return self.refuse_header(key, input, budget, what);
+                return self.refuse_header(key, input, scratch, budget, what);
             }
             Ok(Parsed::Complete { header, len }) => (header, len),
         };
@@ -76,19 +81,15 @@ impl Shard {
         self.res.stats.proxy_headers.incr();
         let (service, place) = (conn.service, conn.listener);
         conn.state.flags.clear(Flags::PROXY_PENDING);
-        conn.state.peer = client;
-        let pass = conn
-            .state
-            .admission
-            .take()
-            .expect("an open connection's pass");
+        let pass = conn.state.take_pass().expect("an open connection's pass");
+        conn.state.peer = client.into();
         let now = self.res.timers.now();
         match self.res.gate.readmit(pass, client.ip(), now) {
             Ok(pass) => {
                 if pass.is_trusted() {
                     self.res.stats.conns_trusted.incr();
                 }
-                self.conns[key].state.admission = Some(pass);
+                self.conns[key].state.hold_pass(pass);
             }
             Err(reason) => {
                 let tls = self.conns[key].transport.handshaking();
@@ -102,33 +103,38 @@ impl Shard {
                 // Its service never heard of it: closed as if at accept
                 // (`close` knows it by the flag and the proxy's address).
                 conn.state.flags.set(Flags::PROXY_PENDING);
-                conn.state.peer = peer;
-                let all = input.bytes().len();
+                conn.state.peer = peer.into();
+                let all = input.bytes(scratch).len();
                 return conn
                     .state
-                    .delivered(&conn.transport, input, all, budget, env);
+                    .delivered(&conn.transport, input, scratch, all, budget, env);
             }
         }
         let conn = &mut self.conns[key];
         let mut sent = 0;
-        let rest = &input.bytes()[len..];
+        let rest = &input.bytes(scratch)[len..];
         let consumed = match conn.transport.take_ciphertext(rest, &mut sent) {
-            Ok(Ok(true)) => input.bytes().len(),
+            Ok(Ok(true)) => input.bytes(scratch).len(),
             Ok(Ok(false)) => len,
             Ok(Err(failure)) => {
                 self.res.stats.tls_errors.incr();
                 let failure = io::Error::other(failure.to_string());
                 conn.state.fail(&failure);
-                input.bytes().len()
+                input.bytes(scratch).len()
             }
             Err(e) => {
                 conn.state.fail(&e);
-                input.bytes().len()
+                input.bytes(scratch).len()
             }
         };
         self.res.stats.tcp_bytes_out.add(sent as u64);
-        conn.state
-            .requeue(&conn.transport, input, consumed, &mut self.res.env());
+        conn.state.requeue(
+            &conn.transport,
+            input,
+            scratch,
+            consumed,
+            &mut self.res.env(),
+        );
         let mut cx = ConnContext::new(key, &mut self.conns, &mut self.res);
         self.services[usize::from(service)].on_open(&mut cx);
         None
@@ -139,16 +145,17 @@ impl Shard {
         &mut self,
         key: usize,
         input: Input,
+        scratch: &Scratch,
         budget: usize,
         what: std::fmt::Arguments<'_>,
     ) -> Option<ReadOutcome> {
-        let peer = self.conns[key].state.peer;
+        let peer = self.conns[key].state.peer.get();
         super::warn_suspicious(&mut self.res, Source::from(peer.ip()), what);
         let conn = &mut self.conns[key];
         conn.state.fail(&io::Error::other("PROXY header refused"));
-        let all = input.bytes().len();
+        let all = input.bytes(scratch).len();
         let env = &mut self.res.env();
         conn.state
-            .delivered(&conn.transport, input, all, budget, env)
+            .delivered(&conn.transport, input, scratch, all, budget, env)
     }
 }

@@ -24,6 +24,7 @@ use mio::Token;
 
 use super::deadline::TimerTarget;
 use super::token::Slot;
+use crate::net::peer_addr::PeerAddr;
 use crate::service::CloseReason;
 
 /// The `log` target trace lines are written under.
@@ -139,7 +140,7 @@ impl Tracer {
 
     /// One read syscall moved `n` bytes in (0: end of stream).
     #[inline(always)]
-    pub(crate) fn read(&self, peer: &SocketAddr, n: usize) {
+    pub(crate) fn read(&self, peer: &PeerAddr, n: usize) {
         if self.enabled() {
             self.read_cold(peer, n);
         }
@@ -148,7 +149,7 @@ impl Tracer {
     /// One write syscall put `n` bytes on the wire; `buffered` are left
     /// waiting in the write buffer.
     #[inline(always)]
-    pub(crate) fn write(&self, peer: &SocketAddr, n: usize, buffered: usize) {
+    pub(crate) fn write(&self, peer: &PeerAddr, n: usize, buffered: usize) {
         if self.enabled() {
             self.write_cold(peer, n, buffered);
         }
@@ -156,7 +157,7 @@ impl Tracer {
 
     /// A pooled buffer is about to be lent to a connection.
     #[inline(always)]
-    pub(crate) fn lent(&self, peer: &SocketAddr, side: &'static str) {
+    pub(crate) fn lent(&self, peer: &PeerAddr, side: &'static str) {
         if self.enabled() {
             self.buffer_cold("lend", side, peer);
         }
@@ -164,7 +165,7 @@ impl Tracer {
 
     /// A connection's buffer went back to the pool.
     #[inline(always)]
-    pub(crate) fn returned(&self, peer: &SocketAddr, side: &'static str) {
+    pub(crate) fn returned(&self, peer: &PeerAddr, side: &'static str) {
         if self.enabled() {
             self.buffer_cold("return", side, peer);
         }
@@ -172,7 +173,7 @@ impl Tracer {
 
     /// Reading a connection paused (backpressure on) or resumed (off).
     #[inline(always)]
-    pub(crate) fn backpressure(&self, peer: &SocketAddr, on: bool, buffered: usize) {
+    pub(crate) fn backpressure(&self, peer: &PeerAddr, on: bool, buffered: usize) {
         if self.enabled() {
             let what = if on { "pause" } else { "resume" };
             self.line(format_args!(
@@ -217,7 +218,7 @@ impl Tracer {
 
     /// A connection closed, and why.
     #[inline(always)]
-    pub(crate) fn close(&self, token: Token, peer: &SocketAddr, reason: CloseReason) {
+    pub(crate) fn close(&self, token: Token, peer: &PeerAddr, reason: CloseReason) {
         if self.enabled() {
             self.line(format_args!("close {} {peer} {reason:?}", Named(token)));
         }
@@ -237,7 +238,7 @@ impl Tracer {
 
     #[cold]
     #[inline(never)]
-    fn read_cold(&self, peer: &SocketAddr, n: usize) {
+    fn read_cold(&self, peer: &PeerAddr, n: usize) {
         match n {
             0 => self.line(format_args!("read {peer} eof (recvfrom)")),
             n => self.line(format_args!("read {peer} {n}B (recvfrom)")),
@@ -246,7 +247,7 @@ impl Tracer {
 
     #[cold]
     #[inline(never)]
-    fn write_cold(&self, peer: &SocketAddr, n: usize, buffered: usize) {
+    fn write_cold(&self, peer: &PeerAddr, n: usize, buffered: usize) {
         self.line(format_args!(
             "write {peer} {n}B (sendto), {buffered}B buffered"
         ));
@@ -254,7 +255,7 @@ impl Tracer {
 
     #[cold]
     #[inline(never)]
-    fn buffer_cold(&self, verb: &'static str, side: &'static str, peer: &SocketAddr) {
+    fn buffer_cold(&self, verb: &'static str, side: &'static str, peer: &PeerAddr) {
         self.line(format_args!("{verb} {side} buffer {peer}"));
     }
 
@@ -439,7 +440,13 @@ mod tests {
     fn off_it_writes_nothing_and_keeps_no_time() {
         let tracer = Tracer::new(0, None);
         assert!(!tracer.enabled());
-        tracer.read(&"127.0.0.1:1".parse().unwrap(), 5);
+        tracer.read(
+            &"127.0.0.1:1"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+            5,
+        );
         assert_eq!(tracer.limit.get(), TraceLimit::new(0));
         assert_eq!(tracer.now.get(), None);
     }

@@ -20,6 +20,18 @@ fn wheel() -> (Instant, Wheel<u64>) {
     (origin, Wheel::new(origin, MS))
 }
 
+#[test]
+fn an_entry_with_an_8_byte_value_is_32_bytes() {
+    // Every open connection has one in the shard's deadline wheel.
+    use std::mem::size_of;
+    type Entry = super::lists::Entry<[u32; 2]>;
+    assert_eq!(size_of::<Entry>(), 32);
+    // The slab's own slot is `Vacant(usize) | Occupied(entry)`, shaped as
+    // this `Result`: the list id's niche holds its tag.
+    assert_eq!(size_of::<Result<usize, Entry>>(), 32);
+    assert_eq!(size_of::<super::lists::Entry<u64>>(), 32);
+}
+
 fn at(origin: Instant, ticks: u64) -> Instant {
     origin + Duration::from_millis(ticks)
 }

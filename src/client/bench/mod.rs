@@ -113,6 +113,33 @@ pub struct Report {
     pub samples: Vec<u32>,
 }
 
+/// Round trips counted one by one per microsecond up to 32.8 ms (256
+/// KiB, per generator thread).
+const COUNTED_US: usize = 1 << 15;
+
+/// A generator thread's round trips under 32.8 ms, as counts per
+/// microsecond: an increment an echo, where recording into the HDR
+/// histogram costs about 60 instructions. [`RttCounts::fold_into`] adds
+/// them to the report's histogram at the end, which then holds exactly
+/// what recording each echo would have left.
+struct RttCounts(Box<[u64]>);
+
+impl RttCounts {
+    fn new() -> RttCounts {
+        RttCounts(vec![0; COUNTED_US].into_boxed_slice())
+    }
+
+    /// Adds the counts to `report`'s histogram and clears them.
+    fn fold_into(&mut self, report: &mut Report) {
+        for (us, count) in self.0.iter_mut().enumerate() {
+            if *count > 0 {
+                let _ = report.rtt_us.record_n(us as u64, *count);
+                *count = 0;
+            }
+        }
+    }
+}
+
 /// Samples kept for `--csv` (40 MB); beyond, only the histogram counts.
 pub const MAX_SAMPLES: usize = 10_000_000;
 
@@ -141,11 +168,17 @@ impl Report {
     }
 
     /// Counts an intact echo of a message sent in the measured window,
-    /// back `rtt` after it was sent (open loop: was due).
-    fn record_echo(&mut self, rtt: Duration) {
+    /// back `rtt_ns` nanoseconds after it was sent (open loop: was due),
+    /// its round trip in `counts` (or, past them, `rtt_us`).
+    fn record_echo(&mut self, rtt_ns: u64, counts: &mut RttCounts) {
         self.received += 1;
-        let us = rtt.as_micros() as u64;
-        let _ = self.rtt_us.record(us);
+        let us = rtt_ns / 1000;
+        match counts.0.get_mut(us as usize) {
+            Some(count) => *count += 1,
+            None => {
+                let _ = self.rtt_us.record(us);
+            }
+        }
         if self.samples.len() < MAX_SAMPLES {
             self.samples.push(us.min(u64::from(u32::MAX)) as u32);
         }
@@ -490,39 +523,59 @@ impl std::fmt::Display for Ends<'_> {
     }
 }
 
-/// The measured time: only messages sent (or due) in it count, the
-/// warm-up before and the drain after do not.
+/// A generator thread's clock: nanoseconds since its load began. Send
+/// times are kept, subtracted and compared as these `u64`s, which is a
+/// few instructions where `Instant` arithmetic is a few dozen.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn instant(&self, at: u64) -> Instant {
+        self.start + Duration::from_nanos(at)
+    }
+}
+
+/// The measured time, on a [`Clock`]: only messages sent (or due) in it
+/// count, the warm-up before and the drain after do not.
+#[derive(Debug, Clone, Copy)]
 struct Window {
-    from: Instant,
-    until: Instant,
+    from: u64,
+    until: u64,
 }
 
 impl Window {
-    fn after_warmup(start: Instant, config: &LoadConfig) -> Window {
-        let from = start + config.warmup;
+    fn after_warmup(config: &LoadConfig) -> Window {
+        let from = config.warmup.as_nanos() as u64;
         Window {
             from,
-            until: from + config.duration,
+            until: from + config.duration.as_nanos() as u64,
         }
     }
 
-    fn holds(&self, at: Instant) -> bool {
+    fn holds(&self, at: u64) -> bool {
         at >= self.from && at < self.until
     }
 }
 
-/// When connection `k` of `count` first sends in the open loop: spread
-/// over one interval, so the load is smooth rather than in bursts.
-fn first_due(start: Instant, interval: Option<Duration>, k: usize, count: usize) -> Instant {
-    start + interval.map_or(Duration::ZERO, |i| i.mul_f64(k as f64 / count as f64))
+/// When connection `k` of `count` first sends in the open loop, on the
+/// [`Clock`]: spread over one interval, so the load is smooth rather than
+/// in bursts.
+fn first_due(interval: Option<u64>, k: usize, count: usize) -> u64 {
+    interval.map_or(0, |i| (i as u128 * k as u128 / count.max(1) as u128) as u64)
 }
 
-/// Open loop: how often each connection sends (`None`: closed loop).
-pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
+/// Open loop: how often each connection sends, in nanoseconds, from 1 ns
+/// to 10^18 ns (31 years: a due time plus it cannot overflow) (`None`:
+/// closed loop).
+pub(crate) fn send_interval(config: &LoadConfig) -> Option<u64> {
     let per_second = config.rate? / config.conns.max(1) as f64;
-    Some(Duration::from_secs_f64(
-        1.0 / per_second.max(f64::MIN_POSITIVE),
-    ))
+    Some((1e9 / per_second.max(f64::MIN_POSITIVE)).clamp(1.0, 1e18) as u64)
 }
 
 /// Message `seq` of connection `conn`, `size` bytes (at least 12),
@@ -533,6 +586,7 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<Duration> {
 /// [`is_message`]) at memcpy/memcmp speed, so even 64 KiB messages cost
 /// the generator little.
 pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+    out.reserve(size.max(12));
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&conn.to_le_bytes());
     for_body(conn, seq, size, |chunk| {
@@ -544,7 +598,11 @@ pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
 /// True if `echo` is exactly [`message`]`(conn, seq, echo.len(), ..)`
 /// (messages are at least 12 bytes).
 pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
-    if echo.len() < 12 || echo[..8] != seq.to_le_bytes() || echo[8..12] != conn.to_le_bytes() {
+    let id = echo.get(8..).and_then(|rest| rest.first_chunk::<4>());
+    let (Some(head), Some(id)) = (echo.first_chunk::<8>(), id) else {
+        return false;
+    };
+    if u64::from_le_bytes(*head) != seq || u32::from_le_bytes(*id) != conn {
         return false;
     }
     let mut rest = &echo[12..];
@@ -557,6 +615,13 @@ pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
 
 /// Bytes of the repeating pattern message bodies are cut from.
 const PATTERN: usize = 1 << 16;
+
+/// Where a message body may start in the pattern: its first 4 KiB, so
+/// small messages are cut from (and checked against) a few KiB that stay
+/// in the L1 cache, where starts spread over all 64 KiB missed it on
+/// every message. The header (sequence number, connection id) tells
+/// messages apart; the body's start only has to vary.
+const STARTS: usize = 1 << 12;
 
 /// Calls `each` with the consecutive pattern slices that make the body of
 /// message `seq` of `conn` (`size - 12` bytes), while it returns true;
@@ -579,7 +644,7 @@ fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> boo
     });
     let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ u64::from(conn).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let mut at = (mixed >> 40) as usize % PATTERN;
+    let mut at = (mixed >> 40) as usize % STARTS;
     let mut left = size.saturating_sub(12);
     while left > 0 {
         let n = left.min(PATTERN);

@@ -3,23 +3,27 @@
 //! `run_tcp` built on it (warm-up, measured window, drain).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::net::sys;
 use crate::TraceLines;
 
 use super::{
-    first_due, is_message, message, send_interval, Ends, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Clock, Ends, LoadConfig, Report, RttCounts,
+    Window, MAX_IN_FLIGHT,
 };
 
-/// How long after the window echoes still in flight are waited for.
-const DRAIN: Duration = Duration::from_secs(2);
+/// How long after the window echoes still in flight are waited for, in
+/// nanoseconds.
+const DRAIN: u64 = 2_000_000_000;
 
 /// The longest wait of one step in the blocking run.
 const STEP: Duration = Duration::from_millis(50);
@@ -37,10 +41,11 @@ pub(super) fn run(
     echoes: &AtomicU64,
 ) -> io::Result<Report> {
     let mut load = TcpLoad::new(addrs, &config, ids)?;
-    let until = load.window().end;
+    let until = load.settings.window.until;
     let mut shown = 0;
     loop {
-        let now = Instant::now();
+        // The clock as the last step read it: no read of its own.
+        let now = load.now;
         if now >= until && (load.in_flight() == 0 || now >= until + DRAIN) {
             break;
         }
@@ -99,7 +104,13 @@ pub struct TcpLoad {
     events: Events,
     conns: Vec<Conn>,
     report: Report,
+    /// Round trips not yet in `report`'s histogram.
+    counts: RttCounts,
     settings: Settings,
+    clock: Clock,
+    /// When the last poll returned, on `clock`: the time of every echo
+    /// found and message sent in the events it returned.
+    now: u64,
     /// Intact echoes, at any time.
     completed: u64,
     /// `bench tcp --trace`: connects, reads, writes, checks, timeouts.
@@ -109,8 +120,9 @@ pub struct TcpLoad {
 /// What every connection's sending and checking follows.
 struct Settings {
     size: usize,
-    /// Open loop: how often each connection sends (`None`: closed loop).
-    interval: Option<Duration>,
+    /// Open loop: how often each connection sends, in nanoseconds
+    /// (`None`: closed loop).
+    interval: Option<u64>,
     window: Window,
     /// Record each measured echo's round trip in the report.
     latency: bool,
@@ -124,15 +136,16 @@ struct Conn {
     written: usize,
     next_send: u64,
     next_recv: u64,
-    /// When each message in flight was sent (open loop: was due).
-    sent_at: VecDeque<Instant>,
+    /// When each message in flight was sent (open loop: was due), on the
+    /// load's clock.
+    sent_at: VecDeque<u64>,
     /// Echoed bytes, `input[..got]` not yet checked. In the closed loop it
     /// holds more than can be in flight, so a read that comes up short of
     /// filling it has drained the socket: no read is spent on `WouldBlock`.
     input: Vec<u8>,
     got: usize,
-    /// The next message due (open loop).
-    due: Instant,
+    /// The next message due (open loop), on the load's clock.
+    due: u64,
     alive: bool,
     /// A line came instead of the first echo, with this many messages in
     /// flight: the server's refusal if it closes the connection, a
@@ -151,7 +164,9 @@ impl TcpLoad {
         let poll = Poll::new()?;
         let mut report = Report::empty(config)?;
         let size = config.size.max(16);
-        let start = Instant::now();
+        let clock = Clock {
+            start: Instant::now(),
+        };
         // Open loop: each connection sends every `interval`, staggered.
         let interval = send_interval(config);
         let mut conns = Vec::with_capacity(ids.len());
@@ -183,7 +198,7 @@ impl TcpLoad {
                 sent_at: VecDeque::new(),
                 input: vec![0; (config.depth.max(1) + 1) * size],
                 got: 0,
-                due: first_due(start, interval, k, ids.len()),
+                due: first_due(interval, k, ids.len()),
                 alive: true,
                 unexpected: None,
             });
@@ -191,13 +206,13 @@ impl TcpLoad {
         let settings = Settings {
             size,
             interval,
-            window: Window::after_warmup(start, config),
+            window: Window::after_warmup(config),
             latency: true,
         };
         if interval.is_none() {
             for conn in &mut conns {
                 for _ in 0..config.depth.max(1) {
-                    conn.queue(&settings, start, &mut report);
+                    conn.queue(&settings, 0, &mut report);
                 }
                 conn.flush(&mut report, &mut trace);
             }
@@ -207,7 +222,10 @@ impl TcpLoad {
             events: Events::with_capacity(1024),
             conns,
             report,
+            counts: RttCounts::new(),
             settings,
+            clock,
+            now: clock.now(),
             completed: 0,
             trace,
         })
@@ -223,7 +241,8 @@ impl TcpLoad {
     /// The measured window: from `config.warmup` after [`TcpLoad::new`]
     /// began, `config.duration` long.
     pub fn window(&self) -> Range<Instant> {
-        self.settings.window.from..self.settings.window.until
+        let window = &self.settings.window;
+        self.clock.instant(window.from)..self.clock.instant(window.until)
     }
 
     /// Sends what is due (open loop), waits for events at most `timeout`
@@ -231,11 +250,17 @@ impl TcpLoad {
     /// echoes and, in the closed loop, sends a message for each until the
     /// window ends. Failures are counted in the report, not returned; an
     /// error is the poll's own.
+    ///
+    /// The clock is read once after the poll returns, and that time stands
+    /// for every echo and send in the events it returned, as a server
+    /// takes one time per loop turn (the README's "Load testing" says by
+    /// how much this may move a round trip).
     pub fn step(&mut self, timeout: Duration) -> io::Result<()> {
-        let now = Instant::now();
-        let sending = now < self.settings.window.until;
         let mut timeout = timeout;
-        if let (Some(interval), true) = (self.settings.interval, sending) {
+        let open_loop = self.settings.interval.map(|i| (i, self.clock.now()));
+        if let Some((interval, now)) =
+            open_loop.filter(|&(_, now)| now < self.settings.window.until)
+        {
             for conn in self
                 .conns
                 .iter_mut()
@@ -253,25 +278,38 @@ impl TcpLoad {
                 conn.flush(&mut self.report, &mut self.trace);
             }
             if let Some(next) = self.conns.iter().filter(|c| c.alive).map(|c| c.due).min() {
-                timeout = timeout.min(next.saturating_duration_since(now));
+                timeout = timeout.min(Duration::from_nanos(next.saturating_sub(now)));
             }
         }
-        match self.poll.poll(&mut self.events, Some(timeout)) {
+        let polled = self.poll.poll(&mut self.events, Some(timeout));
+        self.now = self.clock.now();
+        match polled {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
         }
+        let now = self.now;
+        // Replies leave after every event is read: back to back, so the
+        // server, woken by the first, finds the rest waiting rather than
+        // being woken again for each (a wake-up costs the waker).
         for event in self.events.iter() {
             let conn = &mut self.conns[event.token().0];
             if !conn.alive {
                 continue;
             }
-            if event.is_writable() {
-                conn.flush(&mut self.report, &mut self.trace);
-            }
             let closing = event.is_read_closed() || event.is_error();
             if event.is_readable() || closing {
                 let (settings, report) = (&self.settings, &mut self.report);
-                self.completed += conn.receive(closing, settings, report, &mut self.trace);
+                let counts = &mut self.counts;
+                self.completed +=
+                    conn.receive(now, closing, settings, report, counts, &mut self.trace);
+            }
+        }
+        // (A write left over from a full socket buffer goes too: the
+        // event that says there is room again is among these.)
+        for event in self.events.iter() {
+            let conn = &mut self.conns[event.token().0];
+            if conn.alive && conn.written < conn.out.len() {
+                conn.flush(&mut self.report, &mut self.trace);
             }
         }
         Ok(())
@@ -293,8 +331,8 @@ impl TcpLoad {
 
     /// The counts so far: the window's echoes, and every failure (a
     /// corrupted echo, a connection closed, reset or not opened) as it was
-    /// found. Messages in flight are not counted lost until
-    /// [`TcpLoad::finish`].
+    /// found. Messages in flight are not counted lost, and round trips are
+    /// not in `rtt_us`, until [`TcpLoad::finish`].
     pub fn report(&self) -> &Report {
         &self.report
     }
@@ -304,6 +342,7 @@ impl TcpLoad {
     /// open, corrupted); closes the connections.
     pub fn finish(mut self) -> Report {
         let report = &mut self.report;
+        self.counts.fold_into(report);
         for conn in &mut self.conns {
             if let (Some(in_flight), true) = (conn.unexpected, conn.alive) {
                 report.corrupted += 1;
@@ -327,7 +366,7 @@ impl TcpLoad {
 
 impl Conn {
     /// Queues the next message, as sent (or due) at `at`.
-    fn queue(&mut self, settings: &Settings, at: Instant, report: &mut Report) {
+    fn queue(&mut self, settings: &Settings, at: u64, report: &mut Report) {
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
@@ -341,7 +380,7 @@ impl Conn {
     fn flush(&mut self, report: &mut Report, trace: &mut TraceLines) {
         let id = self.id;
         while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
+            match sys::send(self.stream.as_fd(), &self.out[self.written..]) {
                 Ok(n) => {
                     self.written += n;
                     trace!(trace, "write #{id} {n}B (sendto)");
@@ -395,15 +434,18 @@ impl Conn {
     }
 
     /// Reads echoes, checks each whole message, and (closed loop, in the
-    /// window) sends the next one for each; returns the intact echoes.
+    /// window) queues the next one for each, all as at `now`; returns the
+    /// intact echoes. The caller flushes.
     /// Reads stop at one that comes up short of the buffer (the socket is
     /// drained: epoll(7)), unless the peer is `closing`, when they go on to
     /// the end of the stream.
     fn receive(
         &mut self,
+        now: u64,
         closing: bool,
         settings: &Settings,
         report: &mut Report,
+        counts: &mut RttCounts,
         trace: &mut TraceLines,
     ) -> u64 {
         let id = self.id;
@@ -413,7 +455,7 @@ impl Conn {
                 self.input.resize(len, 0);
             }
             let room = self.input.len() - self.got;
-            match self.stream.read(&mut self.input[self.got..]) {
+            match sys::recv(self.stream.as_fd(), &mut self.input[self.got..]) {
                 Ok(0) => {
                     trace!(trace, "read #{id} eof (recvfrom)");
                     self.closed_by_server(false, report);
@@ -448,7 +490,6 @@ impl Conn {
             return 0;
         }
         let size = settings.size;
-        let now = Instant::now();
         let whole = self.got / size;
         for k in 0..whole {
             let Some(sent) = self.sent_at.pop_front() else {
@@ -481,7 +522,7 @@ impl Conn {
             self.next_recv += 1;
             if settings.window.holds(sent) {
                 match settings.latency {
-                    true => report.record_echo(now.saturating_duration_since(sent)),
+                    true => report.record_echo(now.saturating_sub(sent), counts),
                     false => report.received += 1,
                 }
             }
@@ -498,7 +539,6 @@ impl Conn {
         }
         self.input.copy_within(whole * size..self.got, 0);
         self.got -= whole * size;
-        self.flush(report, trace);
         whole as u64
     }
 }

@@ -1,21 +1,26 @@
 //! One generator thread over UDP: a connected socket per "connection",
 //! each datagram one message. Echoes may come back in any order; one not
 //! back within [`LOSS_TIMEOUT`] is lost (and, in the closed loop,
-//! replaced, so the load goes on).
+//! replaced, so the load goes on). A readiness is drained with
+//! `recvmmsg` and the messages it triggers leave in one `sendmmsg`, as
+//! the server batches its side.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::net::sys::{self, RecvMeta, RecvSlots};
 use crate::TraceLines;
 
 use super::{
-    first_due, is_message, message, send_interval, Addr, LoadConfig, Report, Window, MAX_IN_FLIGHT,
+    first_due, is_message, message, send_interval, Addr, Clock, LoadConfig, Report, RttCounts,
+    Window, MAX_IN_FLIGHT,
 };
 
 /// Why a sockloop server loses datagrams, told when some were lost.
@@ -26,13 +31,144 @@ pub(super) const LOSS_HINT: &str = "a sockloop server drops datagrams beyond its
 /// An echo later than this is counted lost.
 pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Most datagrams one `recvmmsg` takes; fewer when they are large, so the
+/// receive slots stay within [`RECV_BYTES`].
+const RECV_SLOTS: usize = 64;
+
+/// Bytes of receive slots per generator thread.
+const RECV_BYTES: usize = 1 << 20;
+
+/// The sequence numbers one socket has in flight, with when each was sent
+/// (or due): a window from the oldest unanswered number to the next to
+/// send. Send times only grow with the number, so the echoes overdue are
+/// always at its front.
+#[derive(Default)]
+struct InFlight {
+    /// The number of `sent[0]`.
+    first: u64,
+    /// Send times on the load's clock; [`ANSWERED`] where the echo came
+    /// (or the datagram never left).
+    sent: VecDeque<u64>,
+    count: usize,
+}
+
+/// An [`InFlight`] slot whose echo is no longer awaited.
+const ANSWERED: u64 = u64::MAX;
+
+impl InFlight {
+    /// Numbers from the oldest awaited to the last sent: bounded by
+    /// [`MAX_IN_FLIGHT`] (past it a datagram is not sent but lost).
+    fn span(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Number `seq` (the next one, after `first + span`) sent at `at`.
+    fn push(&mut self, seq: u64, at: u64) {
+        if self.sent.is_empty() {
+            self.first = seq;
+        }
+        debug_assert_eq!(seq, self.first + self.sent.len() as u64);
+        self.sent.push_back(at);
+        self.count += 1;
+    }
+
+    /// When `seq` was sent, if it is awaited; it is not any more.
+    fn take(&mut self, seq: u64) -> Option<u64> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        let at = std::mem::replace(self.sent.get_mut(i)?, ANSWERED);
+        if at == ANSWERED {
+            return None;
+        }
+        self.count -= 1;
+        while self.sent.front() == Some(&ANSWERED) {
+            self.sent.pop_front();
+            self.first += 1;
+        }
+        Some(at)
+    }
+
+    /// Gives up on every number sent before `cutoff`; returns how many.
+    fn expire(&mut self, cutoff: u64) -> usize {
+        let mut gone = 0;
+        while let Some(&at) = self.sent.front() {
+            if at != ANSWERED && at >= cutoff {
+                break;
+            }
+            gone += usize::from(at != ANSWERED);
+            self.sent.pop_front();
+            self.first += 1;
+        }
+        self.count -= gone;
+        gone
+    }
+}
+
 struct Socket {
     id: u32,
     socket: UdpSocket,
     next_send: u64,
-    /// Sequence numbers in flight and when they were sent (or due).
-    in_flight: HashMap<u64, Instant>,
-    due: Instant,
+    in_flight: InFlight,
+    /// The next datagram due (open loop), on the load's clock.
+    due: u64,
+    /// Messages queued for the next `sendmmsg`, `size` bytes each.
+    out: Vec<u8>,
+}
+
+/// What every socket's sending and checking follows.
+struct Sender {
+    size: usize,
+    window: Window,
+    /// The server.
+    to: SocketAddr,
+}
+
+impl Sender {
+    /// Queues `s`'s next message, sent (or due) at `at`; one past
+    /// [`MAX_IN_FLIGHT`] is lost instead, as a server that fell too far
+    /// behind would lose it.
+    fn queue(&self, s: &mut Socket, at: u64, report: &mut Report, trace: &mut TraceLines) {
+        let counted = u64::from(self.window.holds(at));
+        report.sent += counted;
+        if s.in_flight.span() >= MAX_IN_FLIGHT {
+            let id = s.id;
+            trace!(trace, "write #{id} not sent, {MAX_IN_FLIGHT} in flight");
+            report.lost += counted;
+            return;
+        }
+        message(s.id, s.next_send, self.size, &mut s.out);
+        s.in_flight.push(s.next_send, at);
+        s.next_send += 1;
+    }
+
+    /// Sends what [`Sender::queue`] queued for `s`, `sendmmsg` by
+    /// `sendmmsg`; a datagram the kernel refuses (a full socket buffer)
+    /// is lost, like the network would lose it.
+    fn flush(&self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
+        let (id, size) = (s.id, self.size);
+        let mut left = &s.out[..];
+        while !left.is_empty() {
+            let msgs = left.chunks(size).map(|m| (self.to, m));
+            match sys::send_batch(s.socket.as_fd(), msgs) {
+                Ok(n) => {
+                    for _ in 0..n {
+                        trace!(trace, "write #{id} {size}B (sendmmsg)");
+                    }
+                    left = &left[(n * size).min(left.len())..];
+                }
+                Err(e) => {
+                    trace!(trace, "write #{id} failed: {e} (sendmmsg)");
+                    let seq = left
+                        .first_chunk::<8>()
+                        .map_or(0, |b| u64::from_le_bytes(*b));
+                    if let Some(at) = s.in_flight.take(seq) {
+                        report.lost += u64::from(self.window.holds(at));
+                    }
+                    left = &left[size.min(left.len())..];
+                }
+            }
+        }
+        s.out.clear();
+    }
 }
 
 pub(super) fn run(
@@ -44,9 +180,12 @@ pub(super) fn run(
     let mut trace = TraceLines::new("bench udp", config.trace);
     let mut poll = Poll::new()?;
     let mut report = Report::empty(&config)?;
+    let mut counts = RttCounts::new();
     let size = config.size.max(16);
-    let start = Instant::now();
-    let window = Window::after_warmup(start, &config);
+    let clock = Clock {
+        start: Instant::now(),
+    };
+    let window = Window::after_warmup(&config);
     let interval = send_interval(&config);
     let addr = addrs[0];
     let local: SocketAddr = match addr {
@@ -67,59 +206,42 @@ pub(super) fn run(
             id,
             socket,
             next_send: 0,
-            in_flight: HashMap::new(),
-            due: first_due(start, interval, k, ids.len()),
+            in_flight: InFlight::default(),
+            due: first_due(interval, k, ids.len()),
+            out: Vec::with_capacity(size * config.depth.clamp(1, sys::MAX_BATCH)),
         });
     }
-    let mut out = Vec::with_capacity(size);
-    let mut send = |s: &mut Socket, at: Instant, report: &mut Report, trace: &mut TraceLines| {
-        let counted = u64::from(window.holds(at));
-        out.clear();
-        message(s.id, s.next_send, size, &mut out);
-        // A server that fell too far behind, or a full socket buffer,
-        // loses the datagram like the network would.
-        let id = s.id;
-        let sent = if s.in_flight.len() >= MAX_IN_FLIGHT {
-            trace!(trace, "write #{id} not sent, {MAX_IN_FLIGHT} in flight");
-            false
-        } else {
-            match s.socket.send(&out) {
-                Ok(n) => {
-                    trace!(trace, "write #{id} {n}B (sendto)");
-                    true
-                }
-                Err(e) => {
-                    trace!(trace, "write #{id} failed: {e} (sendto)");
-                    false
-                }
-            }
-        };
-        if sent {
-            s.in_flight.insert(s.next_send, at);
-        } else {
-            report.lost += counted;
-        }
-        s.next_send += 1;
-        report.sent += counted;
+    let sender = Sender {
+        size,
+        window,
+        to: addr,
     };
     if interval.is_none() {
         for s in &mut sockets {
             for _ in 0..config.depth.max(1) {
-                send(s, start, &mut report, &mut trace);
+                sender.queue(s, 0, &mut report, &mut trace);
             }
+            sender.flush(s, &mut report, &mut trace);
         }
     }
     let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0; size.max(65_536)];
+    // A slot one byte larger than a message, so a longer echo shows as
+    // one of the wrong length rather than needing the kernel's
+    // truncation flag.
+    let slot_size = size + 1;
+    let count = (RECV_BYTES / slot_size).clamp(1, RECV_SLOTS);
+    let mut slots = RecvSlots::new(count, slot_size);
+    let mut metas = vec![RecvMeta::default(); count];
+    let timeout_ns = LOSS_TIMEOUT.as_nanos() as u64;
+    let mut shown = 0;
+    // Read once per loop turn, after the poll returns: the time of every
+    // echo and send in its events (README, "Load testing").
+    let mut now = clock.now();
     loop {
-        let now = Instant::now();
         let sending = now < window.until;
         // Echoes overdue are lost; in the closed loop each is replaced.
         for s in &mut sockets {
-            let before = s.in_flight.len();
-            s.in_flight
-                .retain(|_, sent| now.saturating_duration_since(*sent) < LOSS_TIMEOUT);
-            let gone = before - s.in_flight.len();
+            let gone = s.in_flight.expire(now.saturating_sub(timeout_ns));
             report.lost += gone as u64;
             if gone > 0 {
                 let id = s.id;
@@ -127,84 +249,129 @@ pub(super) fn run(
                     trace,
                     "timeout #{id} {gone} echoes later than {LOSS_TIMEOUT:?}, lost"
                 );
-            }
-            if interval.is_none() && sending {
-                for _ in 0..gone {
-                    send(s, now, &mut report, &mut trace);
+                if interval.is_none() && sending {
+                    for _ in 0..gone {
+                        sender.queue(s, now, &mut report, &mut trace);
+                    }
+                    sender.flush(s, &mut report, &mut trace);
                 }
             }
         }
-        let in_flight: usize = sockets.iter().map(|s| s.in_flight.len()).sum();
+        let in_flight: usize = sockets.iter().map(|s| s.in_flight.count).sum();
         if !sending && in_flight == 0 {
             break;
         }
+        let mut timeout = Duration::from_millis(20);
         if let (Some(interval), true) = (interval, sending) {
             for s in &mut sockets {
                 while s.due <= now {
                     let due = s.due;
                     s.due += interval;
-                    send(s, due, &mut report, &mut trace);
+                    sender.queue(s, due, &mut report, &mut trace);
                 }
+                sender.flush(s, &mut report, &mut trace);
+            }
+            if let Some(next) = sockets.iter().map(|s| s.due).min() {
+                timeout = timeout.min(Duration::from_nanos(next.saturating_sub(now)));
             }
         }
-        let next_due = interval
-            .filter(|_| sending)
-            .and_then(|_| sockets.iter().map(|s| s.due).min());
-        let timeout = next_due.map_or(Duration::from_millis(20), |at| {
-            at.saturating_duration_since(now)
-        });
-        match poll.poll(&mut events, Some(timeout.min(Duration::from_millis(20)))) {
+        let polled = poll.poll(&mut events, Some(timeout));
+        now = clock.now();
+        match polled {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => other?,
         }
+        let sending = now < window.until;
         for event in events.iter() {
             let s = &mut sockets[event.token().0];
             let id = s.id;
             let mut batch = 0;
             loop {
-                let n = match s.socket.recv(&mut buf) {
-                    Ok(n) => n,
+                let got = match slots.recv(s.socket.as_fd(), &mut metas) {
+                    Ok(got) => got,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         // e.g. an ICMP error for an earlier send
-                        trace!(trace, "read #{id} failed: {e} (recvfrom)");
+                        trace!(trace, "read #{id} failed: {e} (recvmmsg)");
                         continue;
                     }
                 };
-                batch += 1;
-                trace!(trace, "read #{id} {n}B (recvfrom)");
-                let now = Instant::now();
-                let seq = buf
-                    .get(..8)
-                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
-                let sent = seq.and_then(|seq| s.in_flight.remove(&seq).map(|at| (seq, at)));
-                let Some((seq, sent)) = sent else {
-                    trace!(trace, "corrupt #{id} an echo of nothing in flight");
-                    report.corrupted += 1;
-                    continue;
-                };
-                if n != size || !is_message(s.id, seq, &buf[..n]) {
-                    trace!(trace, "corrupt #{id} echo {seq} differs from what was sent");
-                    report.corrupted += 1;
-                } else {
-                    trace!(trace, "checked #{id} echo {seq} intact");
-                    if window.holds(sent) {
-                        report.record_echo(now.saturating_duration_since(sent));
-                        echoes.fetch_add(1, Ordering::Relaxed);
+                batch += got;
+                for (i, meta) in metas[..got].iter().enumerate() {
+                    let (n, echo) = (meta.len, slots.slot(i, meta.len));
+                    trace!(trace, "read #{id} {n}B (recvmmsg)");
+                    let seq = echo.first_chunk::<8>().map(|b| u64::from_le_bytes(*b));
+                    let sent = seq.and_then(|seq| s.in_flight.take(seq).map(|at| (seq, at)));
+                    let Some((seq, sent)) = sent else {
+                        trace!(trace, "corrupt #{id} an echo of nothing in flight");
+                        report.corrupted += 1;
+                        continue;
+                    };
+                    if n != size || !is_message(s.id, seq, echo) {
+                        trace!(trace, "corrupt #{id} echo {seq} differs from what was sent");
+                        report.corrupted += 1;
+                    } else {
+                        trace!(trace, "checked #{id} echo {seq} intact");
+                        if window.holds(sent) {
+                            report.record_echo(now.saturating_sub(sent), &mut counts);
+                        }
+                    }
+                    if interval.is_none() && sending {
+                        sender.queue(s, now, &mut report, &mut trace);
                     }
                 }
-                if interval.is_none() && now < window.until {
-                    send(s, now, &mut report, &mut trace);
+                if got < metas.len() {
+                    // Short of the slots: the socket is drained.
+                    break;
                 }
             }
             trace!(
                 trace,
-                "batch #{id} {batch} datagrams (recvfrom until EAGAIN)"
+                "batch #{id} {batch} datagrams (recvmmsg until short)"
             );
         }
+        // Replies leave after every socket is read: back to back, so the
+        // server, woken by the first, finds the rest waiting rather than
+        // being woken again for each (a wake-up costs the waker).
+        for event in events.iter() {
+            let s = &mut sockets[event.token().0];
+            if !s.out.is_empty() {
+                sender.flush(s, &mut report, &mut trace);
+            }
+        }
+        echoes.fetch_add(report.received - shown, Ordering::Relaxed);
+        shown = report.received;
     }
+    counts.fold_into(&mut report);
     if report.lost > 0 {
         report.hint = Some(LOSS_HINT.into());
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+
+    #[test]
+    fn in_flight_numbers_are_taken_once_in_any_order_and_expire_from_the_oldest() {
+        let mut f = InFlight::default();
+        for seq in 0..4 {
+            f.push(seq, 10 * seq);
+        }
+        assert_eq!(f.take(2), Some(20));
+        assert_eq!(f.take(2), None, "taken once");
+        assert_eq!(f.take(9), None, "never sent");
+        assert_eq!((f.count, f.span()), (3, 4));
+        assert_eq!(f.take(0), Some(0));
+        assert_eq!((f.first, f.span()), (1, 3), "the answered front is dropped");
+        // 1 (sent at 10) is overdue at cutoff 25; 2 is answered; 3 is not.
+        assert_eq!(f.expire(25), 1);
+        assert_eq!((f.first, f.count, f.span()), (3, 1, 1));
+        assert_eq!(f.take(1), None, "expired");
+        assert_eq!(f.take(3), Some(30));
+        assert_eq!((f.count, f.span()), (0, 0));
+        f.push(7, 70);
+        assert_eq!((f.first, f.take(7)), (7, Some(70)));
+    }
 }

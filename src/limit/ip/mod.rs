@@ -141,6 +141,19 @@ impl Admission {
     pub fn source(&self) -> Source {
         self.source
     }
+
+    /// Whether the table counted it (false: admitted while it was full).
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.tracked
+    }
+
+    /// An admission taken apart by a holder that keeps its source
+    /// elsewhere (a connection keeps its peer address), put back together
+    /// for [`IpTable::release`]: `source` and `tracked` must be the ones
+    /// [`IpTable::admit`] gave.
+    pub(crate) fn reassemble(source: Source, tracked: bool) -> Admission {
+        Admission { source, tracked }
+    }
 }
 
 /// What a [`IpTable::strike`] did.

@@ -11,6 +11,8 @@
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod layout;
 mod read;
 mod state;
 #[cfg(test)]
@@ -36,6 +38,9 @@ pub(crate) use transport::Transport;
 pub(crate) struct TcpConn {
     pub(crate) state: State,
     pub(crate) transport: Transport,
+    /// The generation in its token (here rather than in `State`, whose
+    /// padding would round the entry up by 8 bytes).
+    pub(crate) gen: u32,
     /// Index of its service among the shard's TCP services.
     pub(crate) service: u16,
     /// The place of the listener that accepted it among that service's.
@@ -51,11 +56,17 @@ impl TcpConn {
         now_ms: u32,
     ) -> Self {
         TcpConn {
-            state: State::new(peer, gen, now_ms),
+            state: State::new(peer, now_ms),
             transport,
+            gen,
             service,
             listener,
         }
+    }
+
+    /// The token of this connection, which sits at `key` in the slab.
+    pub(crate) fn token(&self, key: usize) -> Token {
+        Slot::Conn { key, gen: self.gen }.token()
     }
 }
 
@@ -70,6 +81,17 @@ pub(crate) struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// A copy for a call that takes it by value: made only where that call
+    /// is, so the common path keeps the fields in registers (a reference
+    /// passed out of line makes the whole value be built in memory first).
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> Env<'_> {
+        Env {
+            pool: &mut *self.pool,
+            ..*self
+        }
+    }
+
     /// Counts bytes a transport put on the wire.
     #[inline]
     fn count_sent(&self, sent: usize) {
@@ -84,7 +106,7 @@ impl Env<'_> {
 pub(crate) fn live(conns: &Slab<TcpConn>, token: Token) -> Option<usize> {
     match Slot::of(token) {
         Slot::Conn { key, gen } => {
-            Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.state.gen == gen))
+            Some(key).filter(|&key| conns.get(key).is_some_and(|conn| conn.gen == gen))
         }
         _ => None,
     }

@@ -12,9 +12,9 @@
 use std::io;
 
 use super::state::{Flags, State};
-use super::transport::{Received, Transport};
+use super::transport::{plain_read, Received, Transport};
 use super::Env;
-use crate::net::buffer::Buffer;
+use crate::net::buffer::{Buffer, Scratch};
 use crate::net::tls::TlsFailure;
 
 /// How reading a connection ended, for the shard.
@@ -43,75 +43,79 @@ pub(crate) enum Step {
     /// Input for the service: call it with [`Input::bytes`], then hand the
     /// input back to [`State::delivered`].
     Deliver(Input),
+    /// The connection's first input, for the PROXY protocol check
+    /// ([`Flags::PROXY_PENDING`]) rather than its service.
+    Proxy(Input),
 }
 
-/// Input out of its connection while the service reads it, so that the
-/// service may reach every connection of the shard, this one included.
+/// Input for the service, held apart from its connection while the
+/// service reads it, so that the service may reach every connection of the
+/// shard, this one included: the first bytes of the shard's [`Scratch`]
+/// (read in place, nothing moved), or the connection's own buffer when it
+/// held leftovers (moved out by its pointer).
 #[derive(Debug)]
 pub(crate) struct Input {
-    buf: Buffer,
-    /// `buf` is the shard's scratch buffer, not the connection's own.
-    scratch: bool,
+    /// `None`: the input is the first `len` bytes of the scratch.
+    own: Option<Box<Buffer>>,
+    len: u32,
     drained: bool,
 }
 
 impl Input {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.buf.as_slice()
+    /// The bytes, `scratch` being the shard's buffer they were read into.
+    #[inline(always)]
+    pub(crate) fn bytes<'a>(&'a self, scratch: &'a Scratch) -> &'a [u8] {
+        match &self.own {
+            Some(buf) => buf.as_slice(),
+            None => scratch.filled(self.len as usize),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.own {
+            Some(buf) => buf.len(),
+            None => self.len as usize,
+        }
     }
 }
 
 impl State {
-    /// One read, within what is left of `budget`.
-    #[inline]
-    pub(crate) fn read(&mut self, t: &mut Transport, budget: &mut usize, env: &mut Env) -> Step {
+    /// One read, within what is left of `budget`: into the connection's
+    /// own buffer if it holds leftovers, otherwise into `scratch`.
+    #[inline(always)]
+    pub(crate) fn read(
+        &mut self,
+        t: &mut Transport,
+        scratch: &mut Scratch,
+        budget: &mut usize,
+        env: &mut Env,
+    ) -> Step {
         // The service may have closed the connection in the last callback.
         let discarding = self.flags.any(Flags::DISCARDING);
-        if self.flags.any(Flags::READ_CHECKS) {
+        let checks = self.flags.any(Flags::READ_CHECKS);
+        if checks {
             if let Some(step) = self.before_read(discarding, env.limits.high_water) {
                 return step;
             }
         }
         if !discarding && self.write_buffered() >= env.limits.high_water {
-            self.flags.set(Flags::READ_PAUSED);
-            env.stats.backpressure_pauses.incr();
-            env.trace
-                .backpressure(&self.peer, true, self.write_buffered());
-            return Step::Done(ReadOutcome::Stopped);
+            return self.pause(env.reborrow());
         }
-        // What the service left unconsumed is held to the frame limit,
-        // whatever the pooled buffer's size.
-        let max = env.limits.max_read_buffer;
-        // Nothing held: read whatever waits into the shard's scratch buffer
-        // (up to the frame limit); only leftovers are copied out to keep.
-        let (mut buf, scratch, limit) = match self.read_buf.take() {
-            Some(buf) => (*buf, false, usize::MAX),
+        let raw = checks && self.flags.any(Flags::PROXY_PENDING);
+        let (own, received) = match self.read_buf.take() {
+            // Nothing held: read whatever waits into the scratch (up to
+            // the frame limit); only leftovers are copied out to keep.
             None => {
                 env.trace.lent(&self.peer, "read");
-                match env.pool.take_scratch() {
-                    Some(buf) => (buf, true, max),
-                    None => (env.pool.take(), false, usize::MAX),
-                }
+                let room = scratch.room();
+                let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
+                (None, receive(t, raw, room, asked, env))
             }
+            Some(buf) => match self.read_held(t, raw, buf, *budget, env.reborrow()) {
+                Some((buf, received)) => (Some(buf), received),
+                None => return Step::Done(ReadOutcome::Stopped),
+            },
         };
-        if buf.len() >= max {
-            self.read_buf = Some(Box::new(buf));
-            self.flags.set(Flags::READ_BUFFER_FULL);
-            return Step::Done(ReadOutcome::Stopped);
-        }
-        if buf.spare_mut().is_empty() {
-            let before = buf.capacity();
-            buf.grow_to((before * 2).min(max));
-            env.pool.note_growth(before, buf.capacity());
-        }
-        let spare = buf.spare_mut();
-        let asked = spare.len().min(*budget).min(limit);
-        let mut sent = 0;
-        let received = match self.flags.any(Flags::PROXY_PENDING) {
-            true => t.read_raw(&mut spare[..asked]),
-            false => t.read(spare, asked, &mut sent),
-        };
-        env.count_sent(sent);
         let step = match received {
             Ok(Received::Bytes {
                 plain,
@@ -119,26 +123,57 @@ impl State {
                 drained,
             }) => {
                 env.trace.read(&self.peer, wire);
-                buf.commit(plain);
                 env.stats.tcp_bytes_in.add(wire as u64);
                 *budget = budget.saturating_sub(wire.max(plain));
                 self.deadlines.io(env.now_ms);
-                let input = Input {
-                    buf,
-                    scratch,
-                    drained,
+                let input = match own {
+                    Some(mut buf) => {
+                        buf.commit(plain);
+                        Input {
+                            own: Some(buf),
+                            len: 0,
+                            drained,
+                        }
+                    }
+                    None => Input {
+                        own: None,
+                        len: plain as u32, // at most SCRATCH_SIZE
+                        drained,
+                    },
                 };
-                if discarding {
-                    env.stats.tcp_bytes_discarded.add(plain as u64);
-                    let all = input.buf.len();
-                    return self.consumed(t, input, all, *budget, env);
+                if discarding || plain == 0 {
+                    return self.nothing_to_deliver(
+                        t,
+                        input,
+                        scratch,
+                        plain,
+                        *budget,
+                        env.reborrow(),
+                    );
                 }
-                if plain == 0 {
-                    // TLS records with nothing for the service yet.
-                    return self.consumed(t, input, 0, *budget, env);
-                }
-                return Step::Deliver(input);
+                return match raw {
+                    false => Step::Deliver(input),
+                    true => Step::Proxy(input),
+                };
             }
+            other => self.no_bytes(other, env.reborrow()),
+        };
+        // Nothing read: the held buffer goes back as it was.
+        let input = Input {
+            own,
+            len: 0,
+            drained: false,
+        };
+        self.keep(input, 0, scratch, env);
+        step
+    }
+
+    /// What a read that brought no bytes means: EOF, a TLS failure,
+    /// drained, or a socket error.
+    #[inline(never)]
+    fn no_bytes(&mut self, received: io::Result<Received>, env: Env) -> Step {
+        match received {
+            Ok(Received::Bytes { .. }) => unreachable!("bytes are handled by the caller"),
             Ok(Received::Eof) => {
                 env.trace.read(&self.peer, 0);
                 self.flags.set(Flags::PEER_EOF);
@@ -155,9 +190,49 @@ impl State {
                 self.fail(&e);
                 Step::Again
             }
-        };
-        self.keep(buf, scratch, env);
-        step
+        }
+    }
+
+    /// The write buffer reached the high-water mark: reading pauses until
+    /// it drains below the low-water mark.
+    #[cold]
+    fn pause(&mut self, env: Env) -> Step {
+        self.flags.set(Flags::READ_PAUSED);
+        env.stats.backpressure_pauses.incr();
+        env.trace
+            .backpressure(&self.peer, true, self.write_buffered());
+        Step::Done(ReadOutcome::Stopped)
+    }
+
+    /// One read into the connection's held buffer, grown (doubling) up to
+    /// the frame limit when full. `None` when it holds the limit already:
+    /// the connection closes (`READ_BUFFER_FULL`).
+    #[inline(never)]
+    fn read_held(
+        &mut self,
+        t: &mut Transport,
+        raw: bool,
+        mut buf: Box<Buffer>,
+        budget: usize,
+        env: Env,
+    ) -> Option<(Box<Buffer>, io::Result<Received>)> {
+        // What the service left unconsumed is held to the frame limit,
+        // whatever the pooled buffer's size.
+        let max = env.limits.max_read_buffer;
+        if buf.len() >= max {
+            self.read_buf = Some(buf);
+            self.flags.set(Flags::READ_BUFFER_FULL);
+            return None;
+        }
+        if buf.spare_mut().is_empty() {
+            let before = buf.capacity();
+            buf.grow_to((before * 2).min(max));
+            env.pool.note_growth(before, buf.capacity());
+        }
+        let spare = buf.spare_mut();
+        let asked = spare.len().min(budget);
+        let received = receive(t, raw, spare, asked, &env);
+        Some((buf, received))
     }
 
     /// What a read step does instead of reading in the states of
@@ -181,13 +256,33 @@ impl State {
             self.flags.clear(Flags::REOFFER);
             if let Some(buf) = self.read_buf.take_if(|buf| !buf.is_empty()) {
                 return Some(Step::Deliver(Input {
-                    buf: *buf,
-                    scratch: false,
+                    own: Some(buf),
+                    len: 0,
                     drained: false,
                 }));
             }
         }
         None
+    }
+
+    /// Input read while discarding (`plain` bytes new) is dropped whole;
+    /// TLS records with no plaintext yet leave nothing for the service.
+    #[inline(never)]
+    fn nothing_to_deliver(
+        &mut self,
+        t: &Transport,
+        input: Input,
+        scratch: &Scratch,
+        plain: usize,
+        budget: usize,
+        mut env: Env,
+    ) -> Step {
+        let mut consumed = 0;
+        if self.flags.any(Flags::DISCARDING) {
+            env.stats.tcp_bytes_discarded.add(plain as u64);
+            consumed = input.len();
+        }
+        self.consumed(t, input, scratch, consumed, budget, &mut env)
     }
 
     /// The service took `consumed` bytes of `input` (more counts as all);
@@ -197,12 +292,13 @@ impl State {
         &mut self,
         t: &Transport,
         input: Input,
+        scratch: &Scratch,
         consumed: usize,
         budget: usize,
         env: &mut Env,
     ) -> Option<ReadOutcome> {
-        let consumed = consumed.min(input.buf.len());
-        match self.consumed(t, input, consumed, budget, env) {
+        let consumed = consumed.min(input.len());
+        match self.consumed(t, input, scratch, consumed, budget, env) {
             Step::Done(outcome) => Some(outcome),
             _ => None,
         }
@@ -214,20 +310,21 @@ impl State {
     fn consumed(
         &mut self,
         t: &Transport,
-        mut input: Input,
+        input: Input,
+        scratch: &Scratch,
         consumed: usize,
         budget: usize,
         env: &mut Env,
     ) -> Step {
-        input.buf.consume(consumed);
+        let drained = input.drained;
+        let left = self.keep(input, consumed, scratch, env);
         // Every byte that opens a frame counts: an unfinished TLS handshake
         // or a TLS record partly received is an open frame too, so the
         // frame timeout is its deadline (a record trickled a byte at a
         // time after the handshake gave the service nothing to hold).
-        let open = !input.buf.is_empty() || t.input_open();
+        let open = left || t.input_open();
         self.deadlines.frame(env.now_ms, consumed > 0, open);
-        self.keep(input.buf, input.scratch, env);
-        if input.drained && !self.flags.any(Flags::HUP_SEEN) {
+        if drained && !self.flags.any(Flags::HUP_SEEN) {
             Step::Done(ReadOutcome::Drained)
         } else if budget == 0 {
             Step::Done(ReadOutcome::BudgetSpent)
@@ -241,41 +338,93 @@ impl State {
     pub(crate) fn requeue(
         &mut self,
         t: &Transport,
-        mut input: Input,
+        input: Input,
+        scratch: &Scratch,
         consumed: usize,
         env: &mut Env,
     ) {
-        input.buf.consume(consumed);
-        let open = !input.buf.is_empty() || t.input_open();
+        let left = self.keep(input, consumed, scratch, env);
+        let open = left || t.input_open();
         self.deadlines.frame(env.now_ms, consumed > 0, open);
-        if !input.buf.is_empty() {
+        if left {
             self.flags.set(Flags::REOFFER);
         }
-        self.keep(input.buf, input.scratch, env);
     }
 
-    /// Puts the read buffer back, or returns it to the pool if empty: an
-    /// idle connection holds no buffer memory. What is left in the scratch
-    /// buffer moves to a pooled buffer of the connection's own (traced as
-    /// the one lent buffer the connection keeps).
+    /// Keeps what follows the first `consumed` bytes of `input` as the
+    /// connection's read buffer, and says whether anything is kept. An
+    /// emptied buffer goes back to the pool: an idle connection holds no
+    /// buffer memory. What is left in the scratch moves to a pooled buffer
+    /// of the connection's own (traced as the one lent buffer the
+    /// connection keeps).
     #[inline(always)]
-    fn keep(&mut self, buf: Buffer, scratch: bool, env: &mut Env) {
-        if scratch {
-            if !buf.is_empty() {
-                let mut own = env.pool.take();
-                let before = own.capacity();
-                own.extend_from_slice(buf.as_slice());
-                env.pool.note_growth(before, own.capacity());
-                self.read_buf = Some(Box::new(own));
-            } else {
-                env.trace.returned(&self.peer, "read");
+    fn keep(&mut self, input: Input, consumed: usize, scratch: &Scratch, env: &mut Env) -> bool {
+        match input.own {
+            None => {
+                let rest = &scratch.filled(input.len as usize)[consumed..];
+                if rest.is_empty() {
+                    env.trace.returned(&self.peer, "read");
+                    return false;
+                }
+                self.keep_copy(rest, env.reborrow());
+                true
             }
-            env.pool.give_scratch(buf);
-        } else if buf.is_empty() {
-            env.trace.returned(&self.peer, "read");
-            env.pool.give(buf);
-        } else {
-            self.read_buf = Some(Box::new(buf));
+            Some(mut buf) => {
+                buf.consume(consumed);
+                if buf.is_empty() {
+                    env.trace.returned(&self.peer, "read");
+                    env.pool.give(*buf);
+                    return false;
+                }
+                self.read_buf = Some(buf);
+                true
+            }
         }
     }
+
+    /// Copies leftovers out of the scratch into a pooled buffer of the
+    /// connection's own.
+    #[inline(never)]
+    fn keep_copy(&mut self, rest: &[u8], env: Env) {
+        let mut own = env.pool.take();
+        let before = own.capacity();
+        own.extend_from_slice(rest);
+        env.pool.note_growth(before, own.capacity());
+        self.read_buf = Some(Box::new(own));
+    }
+}
+
+/// One read into `out` (at most `asked` bytes): raw, before any TLS, while
+/// a PROXY header is due. Bytes TLS wrote meanwhile are counted.
+#[inline(always)]
+fn receive(
+    t: &mut Transport,
+    raw: bool,
+    out: &mut [u8],
+    asked: usize,
+    env: &Env,
+) -> io::Result<Received> {
+    match t {
+        // Raw or not, the same bytes; nothing written meanwhile.
+        Transport::Plain(stream) => plain_read(stream, &mut out[..asked]),
+        _ => receive_other(t, raw, out, asked, env),
+    }
+}
+
+/// [`receive`] over TLS (or a test's fake).
+#[inline(never)]
+fn receive_other(
+    t: &mut Transport,
+    raw: bool,
+    out: &mut [u8],
+    asked: usize,
+    env: &Env,
+) -> io::Result<Received> {
+    if raw {
+        return t.read_raw(&mut out[..asked]);
+    }
+    let mut sent = 0;
+    let received = t.read(out, asked, &mut sent);
+    env.count_sent(sent);
+    received
 }

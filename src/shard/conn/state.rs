@@ -10,16 +10,14 @@
 use std::io;
 use std::net::SocketAddr;
 
-use mio::Token;
-
 use super::transport::Transport;
 use super::Env;
 use crate::limit::TokenBucket;
 use crate::net::buffer::Buffer;
+use crate::net::peer_addr::PeerAddr;
 use crate::service::CloseReason;
 use crate::shard::deadline::Deadlines;
-use crate::shard::gate::Pass;
-use crate::shard::token::Slot;
+use crate::shard::gate::{HeldPass, Pass};
 
 /// Connection state bits; one word rather than bools keeps the slab entry small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,11 +74,17 @@ impl Flags {
     /// Paused, by the write side or by the service.
     pub(super) const PAUSED: Flags = Flags(Self::READ_PAUSED.0 | Self::SERVICE_PAUSED.0);
     /// States a read step must look at before reading: when none is set
-    /// (the common case) one test skips them all. A connecting connection
-    /// always has `WRITE_INTEREST` ([`State::begin_connect`]), so the test
-    /// covers it without a bit of its own (the slab entry stays small).
-    pub(super) const READ_CHECKS: Flags =
-        Flags(Self::NO_READ.0 | Self::PAUSED.0 | Self::REOFFER.0 | Self::WRITE_INTEREST.0);
+    /// (the common case) one test skips them all, the PROXY check's raw
+    /// read included. A connecting connection always has `WRITE_INTEREST`
+    /// ([`State::begin_connect`]), so the test covers it without a bit of
+    /// its own (the slab entry stays small).
+    pub(super) const READ_CHECKS: Flags = Flags(
+        Self::NO_READ.0
+            | Self::PAUSED.0
+            | Self::REOFFER.0
+            | Self::WRITE_INTEREST.0
+            | Self::PROXY_PENDING.0,
+    );
     /// States in which input is read only to be discarded.
     pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
 
@@ -100,19 +104,22 @@ impl Flags {
 /// Everything a connection is besides its transport.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub(crate) peer: SocketAddr,
+    /// 16 bytes: IPv4 inline, IPv6 boxed. Also the source its pass counts
+    /// against: take the pass ([`take_pass`](Self::take_pass)) before
+    /// changing it.
+    pub(crate) peer: PeerAddr,
     /// What the service left unconsumed, and output the socket did not
     /// take: boxed, as both are held only while a connection is busy, and
     /// a pointer each is all an idle connection pays for them.
     pub(crate) read_buf: Option<Box<Buffer>>,
     pub(crate) write_buf: Option<Box<Buffer>>,
     pub(crate) deadlines: Deadlines,
-    /// Its count against the server's and its source's caps.
-    pub(crate) admission: Option<Pass>,
+    /// Its count against the server's and its source's caps, without the
+    /// source (which is `peer`): see [`hold_pass`](Self::hold_pass).
+    admission: Option<HeldPass>,
     /// Its message-rate bucket, once a service asked for a token (boxed:
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
-    pub(crate) gen: u32,
     pub(crate) flags: Flags,
 }
 
@@ -126,22 +133,27 @@ pub(crate) enum Settled {
 }
 
 impl State {
-    pub(crate) fn new(peer: SocketAddr, gen: u32, now_ms: u32) -> State {
+    pub(crate) fn new(peer: SocketAddr, now_ms: u32) -> State {
         State {
-            peer,
+            peer: peer.into(),
             read_buf: None,
             write_buf: None,
             deadlines: Deadlines::new(now_ms),
             admission: None,
             message_tokens: None,
-            gen,
             flags: Flags::default(),
         }
     }
 
-    /// The token of this connection, which sits at `key` in the slab.
-    pub(crate) fn token(&self, key: usize) -> Token {
-        Slot::Conn { key, gen: self.gen }.token()
+    /// Keeps the pass it was admitted with, for its address `peer`.
+    pub(crate) fn hold_pass(&mut self, pass: Pass) {
+        self.admission = Some(pass.hold(self.peer.ip()));
+    }
+
+    /// The pass it holds, to give back or trade (before `peer` changes).
+    pub(crate) fn take_pass(&mut self) -> Option<Pass> {
+        let held = self.admission.take()?;
+        Some(held.unhold(self.peer.ip()))
     }
 
     /// Bytes waiting in the write buffer.
@@ -158,33 +170,76 @@ impl State {
     /// Queues `bytes` for the peer: straight to the socket while nothing is
     /// buffered, the remainder into the write buffer, within the output
     /// limits.
+    #[inline(always)]
     pub(crate) fn send(&mut self, t: &mut Transport, bytes: &[u8], env: &mut Env) {
+        // The common case in one test: nothing waits, output is open, and
+        // not connecting (which keeps write interest).
+        let busy = Flags(
+            Flags::FAILED.0
+                | Flags::WRITE_SHUT.0
+                | Flags::OUTPUT_OVERFLOW.0
+                | Flags::WRITE_INTEREST.0,
+        );
+        if self.flags.any(busy) || self.write_buf.is_some() {
+            return self.send_behind(t, bytes, env.reborrow());
+        }
+        if let Some(rest) = self.write_through(t, bytes, env) {
+            self.buffer(rest, env.reborrow());
+        }
+    }
+
+    /// [`State::send`] when something may stand in the way.
+    #[inline(never)]
+    fn send_behind(&mut self, t: &mut Transport, bytes: &[u8], mut env: Env) {
+        let env = &mut env;
         let gone = Flags(Flags::FAILED.0 | Flags::WRITE_SHUT.0 | Flags::OUTPUT_OVERFLOW.0);
         if self.flags.any(gone) {
             return; // nothing more can reach the peer
         }
-        let now_ms = env.now_ms;
-        let mut rest = bytes;
         // Before the connect completes, everything waits in the buffer.
-        if self.write_buf.is_none() && !self.connecting() {
-            let mut sent = 0;
-            let written = t.write(rest, &mut sent);
-            env.count_sent(sent);
-            match written {
-                Ok(n) => {
-                    env.trace.write(&self.peer, n, rest.len() - n);
-                    rest = &rest[n..];
-                }
-                Err(e) => return self.fail(&e),
-            }
-            if rest.len() < bytes.len() {
-                self.deadlines.io(now_ms);
-            }
-            if rest.is_empty() {
-                return;
-            }
-            self.deadlines.write(now_ms, false, true);
+        let rest = match self.write_buf.is_none() && !self.connecting() {
+            true => self.write_through(t, bytes, env),
+            false => Some(bytes),
+        };
+        if let Some(rest) = rest {
+            self.buffer(rest, env.reborrow());
         }
+    }
+
+    /// Writes `bytes` to the socket, nothing being buffered; returns what
+    /// it did not take, if anything (`None` after a failure too).
+    #[inline(always)]
+    fn write_through<'b>(
+        &mut self,
+        t: &mut Transport,
+        bytes: &'b [u8],
+        env: &mut Env,
+    ) -> Option<&'b [u8]> {
+        let mut sent = 0;
+        let written = t.write(bytes, &mut sent);
+        env.count_sent(sent);
+        let n = match written {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(&e);
+                return None;
+            }
+        };
+        env.trace.write(&self.peer, n, bytes.len() - n);
+        if n > 0 {
+            self.deadlines.io(env.now_ms);
+        }
+        if n == bytes.len() {
+            return None;
+        }
+        self.deadlines.write(env.now_ms, false, true);
+        Some(&bytes[n..])
+    }
+
+    /// Appends `rest` to the write buffer, or, past the hard limit, frees
+    /// it and marks the connection to close.
+    #[inline(never)]
+    fn buffer(&mut self, rest: &[u8], env: Env) {
         let pending = self.write_buffered() + rest.len();
         if pending > env.limits.output_hard {
             // Free the memory now; the shard closes the connection next.
@@ -202,7 +257,7 @@ impl State {
         buf.extend_from_slice(rest);
         env.pool.note_growth(before, buf.capacity());
         self.deadlines
-            .output(now_ms, pending > env.limits.output_soft);
+            .output(env.now_ms, pending > env.limits.output_soft);
     }
 
     /// Writes out pending TLS records and the write buffer as far as the

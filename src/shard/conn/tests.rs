@@ -17,7 +17,7 @@ use super::fake::Fake;
 use super::{Env, Flags, ReadOutcome, Settled, State, Step, Transport};
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
-use crate::net::buffer::BufferPool;
+use crate::net::buffer::{BufferPool, Scratch};
 use crate::service::CloseReason;
 use crate::shard::deadline::{TimerTarget, Timers};
 use crate::shard::limits::ConnLimits;
@@ -39,6 +39,7 @@ struct Harness {
     state: State,
     t: Transport,
     pool: BufferPool,
+    scratch: Scratch,
     stats: ShardStats,
     trace: Tracer,
     limits: ConnLimits,
@@ -78,9 +79,10 @@ impl Harness {
     fn open(config: ServerConfig, fake: Fake, service: Service) -> Harness {
         let origin = Instant::now();
         let mut h = Harness {
-            state: State::new("192.0.2.1:5000".parse().unwrap(), 1, 0),
+            state: State::new("192.0.2.1:5000".parse().unwrap(), 0),
             t: Transport::Fake(Box::new(fake)),
             pool: BufferPool::new(config.buffer_size, 4),
+            scratch: Scratch::default(),
             stats: ShardStats::new(0),
             trace: Tracer::new(0, None),
             limits: ConnLimits::of(&config),
@@ -138,17 +140,27 @@ impl Harness {
     fn read(&mut self) -> Option<ReadOutcome> {
         let mut budget = self.limits.read_budget;
         loop {
+            let mut scratch = std::mem::take(&mut self.scratch);
             let (state, t, mut env) = self.env();
-            let input = match state.read(t, &mut budget, &mut env) {
+            let input = match state.read(t, &mut scratch, &mut budget, &mut env) {
                 Step::Deliver(input) => input,
-                Step::Done(outcome) => return Some(outcome),
-                Step::Again => continue,
+                Step::Done(outcome) => {
+                    self.scratch = scratch;
+                    return Some(outcome);
+                }
+                Step::Again => {
+                    self.scratch = scratch;
+                    continue;
+                }
                 Step::TlsFailed(failure) => panic!("a fake has no TLS: {failure}"),
+                Step::Proxy(_) => panic!("no PROXY check is due"),
             };
-            let consumed = self.serve(input.bytes());
+            let consumed = self.serve(input.bytes(&scratch));
             let (state, t, mut env) = self.env();
-            if let Some(outcome) = state.delivered(t, input, consumed, budget, &mut env) {
-                return Some(outcome);
+            let outcome = state.delivered(t, input, &scratch, consumed, budget, &mut env);
+            self.scratch = scratch;
+            if outcome.is_some() {
+                return outcome;
             }
         }
     }
@@ -208,7 +220,7 @@ impl Harness {
         let mut sent = 0;
         self.t.before_close(reason, &mut sent);
         if let Some(timer) = self.state.deadlines.timer.take() {
-            self.timers.wheel.cancel(timer);
+            self.timers.cancel_deadline(timer);
         }
         for buf in [self.state.read_buf.take(), self.state.write_buf.take()] {
             buf.into_iter().for_each(|buf| self.pool.give(*buf));
@@ -233,7 +245,7 @@ impl Harness {
             self.timers.set_now(now);
             assert_eq!(self.timers.now_ms(), self.now_ms);
             let mut fired = Vec::new();
-            self.timers.wheel.expire(now, &mut fired);
+            self.timers.expire(&mut fired);
             for (_, target) in fired {
                 match target {
                     TimerTarget::Deadline(_) => {

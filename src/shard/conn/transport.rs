@@ -297,7 +297,9 @@ pub(crate) fn aborts(reason: CloseReason) -> bool {
     )
 }
 
-fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
+/// One read of a plain socket into `out`.
+#[inline(always)]
+pub(super) fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
     Ok(match sys::recv(stream.as_fd(), out)? {
         0 => Received::Eof,
         n => Received::Bytes {
@@ -309,7 +311,9 @@ fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
 }
 
 /// Decrypted bytes waiting in rustls come first; otherwise one read of
-/// ciphertext, handed to rustls, whose replies go out at once.
+/// ciphertext, handed to rustls, whose replies go out at once. (Out of
+/// line: a plain read's path stays short.)
+#[inline(never)]
 fn tls_read(
     stream: &mut TcpStream,
     tls: &mut TlsSession,
