@@ -64,7 +64,9 @@ fn one_shard() -> ServerConfig {
 
 /// Answers each datagram with it twice over: more than an unverified
 /// sender may be sent. A datagram starting with `v` stands for a finished
-/// handshake: the sender is verified first, so its reply goes out.
+/// handshake: the sender is verified first, so its reply goes out. The
+/// reply is built in place (`send_with`), which the budget judges as it
+/// does `send_to`.
 struct Doubler;
 
 impl UdpService for Doubler {
@@ -72,7 +74,12 @@ impl UdpService for Doubler {
         if data.starts_with(b"v") {
             out.sender_verified();
         }
-        out.send_to(from, &[data, data].concat());
+        let built = out.send_with(2 * data.len(), |buf| {
+            buf.extend_from_slice(data);
+            buf.extend_from_slice(data);
+            Some(from)
+        });
+        assert_eq!(built, Some(true), "built (then sent or dropped)");
     }
 }
 

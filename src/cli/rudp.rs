@@ -74,10 +74,11 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
             _ => e,
         }
     })?;
-    let message = |n: u64| {
-        let mut bytes = vec![(n % 251) as u8; size];
-        bytes[..8].copy_from_slice(&n.to_be_bytes());
-        bytes
+    // One buffer, rewritten for every message (the client copies it).
+    let mut buffer = vec![0; size];
+    let message = |buffer: &mut Vec<u8>, n: u64| {
+        buffer.fill((n % 251) as u8);
+        buffer[..8].copy_from_slice(&n.to_be_bytes());
     };
     let start = Instant::now(); // rates count from the handshake's end
     let mut sent_at = Vec::with_capacity(args.count as usize);
@@ -89,7 +90,10 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
         if delivered >= args.count || now >= deadline {
             break;
         }
-        while next < args.count && client.try_queue(&message(next))? {
+        while next < args.count && {
+            message(&mut buffer, next);
+            client.try_queue(&buffer)?
+        } {
             sent_at.push(now);
             next += 1;
         }
@@ -112,6 +116,7 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
         let _ = rtts.record(rtt.as_micros() as u64);
         expected = n + 1;
         delivered += 1;
+        client.recycle(echo);
     }
     let elapsed = start.elapsed().as_secs_f64();
     let stats = client.stats();

@@ -48,7 +48,10 @@ pub struct Client {
     socket: UdpSocket,
     server: SocketAddr,
     conn: Connection,
+    /// Where a datagram goes that finds the send queue full.
     buf: Vec<u8>,
+    /// The largest datagram the connection writes.
+    max_datagram: usize,
     /// Datagrams polled from the connection, sent in runs by `flush`.
     out: SendQueue,
     offload: Offload,
@@ -128,6 +131,7 @@ impl Client {
             server,
             conn: Connection::connect(config, Instant::now(), isn),
             buf: Vec::with_capacity(datagram),
+            max_datagram: config.max_datagram(),
             out: SendQueue::new(queued, queued * datagram),
             offload,
             coalesced: 0,
@@ -194,6 +198,12 @@ impl Client {
             Err(SendError::WindowFull) => Ok(false),
             Err(e) => Err(io::Error::other(e)),
         }
+    }
+
+    /// Hands back the buffer of a message [`recv`](Self::recv) returned,
+    /// to hold a later packet (optional: saves an allocation per message).
+    pub fn recycle(&mut self, message: Vec<u8>) {
+        self.conn.recycle(message);
     }
 
     /// The next message, waiting up to `timeout`; `None` on timeout.
@@ -312,10 +322,22 @@ impl Client {
     /// send refuses, is lost like any other: the protocol resends.
     pub fn flush(&mut self) -> io::Result<()> {
         let now = Instant::now();
-        while self.conn.poll_transmit(now, &mut self.buf) {
-            if self.out.push(self.server, &self.buf).is_err() {
-                self.send_queued(now);
-                let _ = self.out.push(self.server, &self.buf);
+        loop {
+            // Built in the send queue itself, not copied there.
+            let (conn, server) = (&mut self.conn, self.server);
+            let write = |queue: &mut Vec<u8>| conn.append_transmit(now, queue).then_some(server);
+            match self.out.push_with(self.max_datagram, write) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    // Full: send what is queued; if the socket takes
+                    // none, the next datagram is lost like any other.
+                    let queued = self.out.len();
+                    self.send_queued(now);
+                    if self.out.len() == queued && !self.conn.poll_transmit(now, &mut self.buf) {
+                        break;
+                    }
+                }
             }
         }
         self.send_queued(now);

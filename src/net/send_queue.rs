@@ -142,8 +142,69 @@ impl SendQueue {
     /// Appends a datagram, or returns [`QueueFull`] (leaving the queue as is)
     /// if it would exceed either bound.
     pub fn push(&mut self, to: SocketAddr, data: &[u8]) -> Result<(), QueueFull> {
-        self.check_room(data.len())?;
-        if self.arena.len() + data.len() > self.max_bytes {
+        self.make_room(data.len())?;
+        self.arena.extend_from_slice(data);
+        self.entries.push_back(Entry {
+            to,
+            len: data.len(),
+            slot: None,
+        });
+        Ok(())
+    }
+
+    /// Appends a datagram that `write` builds in place, with no copy:
+    /// `write` appends at most `max_len` bytes to the vector it is given
+    /// and returns the destination, or `None` to queue nothing (then what
+    /// it appended is discarded, as it is if longer than `max_len`: a bug
+    /// of the writer). Returns what `write` returned, or
+    /// [`QueueFull`] without calling it if `max_len` bytes do not fit.
+    ///
+    /// ```
+    /// use sockloop::net::udp_batch::SendQueue;
+    ///
+    /// let mut q = SendQueue::new(4, 64);
+    /// let to = "127.0.0.1:9".parse()?;
+    /// let queued = q.push_with(16, |buf| {
+    ///     buf.extend_from_slice(b"built here");
+    ///     Some(to)
+    /// })?;
+    /// assert_eq!((queued, q.len(), q.bytes()), (Some(to), 1, 10));
+    /// assert_eq!(q.push_with(16, |buf| { buf.push(1); None })?, None);
+    /// assert_eq!((q.len(), q.bytes()), (1, 10));
+    /// assert!(q.push_with(64, |_| Some(to)).is_err(), "64 bytes do not fit");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Option<SocketAddr>,
+    ) -> Result<Option<SocketAddr>, QueueFull> {
+        self.make_room(max_len)?;
+        let start = self.arena.len();
+        let to = write(&mut self.arena);
+        let len = self.arena.len() - start;
+        debug_assert!(len <= max_len, "wrote {len} bytes of at most {max_len}");
+        match to {
+            Some(to) if len <= max_len => {
+                self.entries.push_back(Entry {
+                    to,
+                    len,
+                    slot: None,
+                });
+                Ok(Some(to))
+            }
+            _ => {
+                self.arena.truncate(start);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes room at the arena's end for a datagram of `len` bytes, or
+    /// returns [`QueueFull`] if it would exceed either bound.
+    fn make_room(&mut self, len: usize) -> Result<(), QueueFull> {
+        self.check_room(len)?;
+        if self.arena.len() + len > self.max_bytes {
             // The space freed at the front is needed: slide the live bytes
             // down. Costs at most `max_bytes` of memmove, and only happens
             // once the tail has reached the end of the reservation.
@@ -151,12 +212,6 @@ impl SendQueue {
             self.arena.truncate(self.arena.len() - self.head);
             self.head = 0;
         }
-        self.arena.extend_from_slice(data);
-        self.entries.push_back(Entry {
-            to,
-            len: data.len(),
-            slot: None,
-        });
         Ok(())
     }
 

@@ -197,6 +197,26 @@ impl Connection {
         self.sender.push(message)
     }
 
+    /// As [`send`](Self::send), taking the message's buffer: one that fits
+    /// a packet is sent from it without a copy (an echo sends back the
+    /// buffer it was given). A refused message is handed back.
+    pub fn send_vec(&mut self, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
+        if self.is_closed() {
+            return Err((SendError::Closed, message));
+        }
+        if message.len() > self.config.max_message {
+            return Err((SendError::TooLarge, message));
+        }
+        self.sender.push_vec(message)
+    }
+
+    /// Hands back the buffer of a message taken with
+    /// [`poll_event`](Self::poll_event), to hold a later packet: a busy
+    /// connection then allocates nothing per message. Optional.
+    pub fn recycle(&mut self, message: Vec<u8>) {
+        self.sender.spare.give(message);
+    }
+
     /// Whether a message of `len` bytes fits in the send window now.
     pub fn can_send(&self, len: usize) -> bool {
         !self.is_closed() && self.sender.packets_for(len) <= self.sender.free()
@@ -247,6 +267,7 @@ impl Connection {
                     .as_mut()
                     .filter(|_| self.state == State::Established)
                 {
+                    let payload = self.sender.spare.copy_of(payload);
                     if receiver.on_data(now, seq, fragment, fragments, payload) == Arrival::New {
                         self.last_progress = now;
                     }
@@ -341,6 +362,13 @@ impl Connection {
     /// false when there is nothing to send now.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         out.clear();
+        self.append_transmit(now, out)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), appending the datagram
+    /// to `out` (at most [`Config::max_datagram`] bytes): a send queue's
+    /// buffer, so it is built where it is sent from.
+    pub fn append_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         let packet = match self.state {
             State::Closed(_) if self.close_due => {
                 self.close_due = false;
@@ -648,6 +676,51 @@ mod tests {
     fn allocated(conn: &Connection) -> (usize, usize) {
         let receiver = conn.receiver.as_ref().map_or(0, |r| r.allocated());
         (conn.sender.allocated(), receiver)
+    }
+
+    #[test]
+    fn an_echo_reuses_its_packet_buffers() {
+        let t = Instant::now();
+        let mut server = Connection::accept(Config::default(), t, Seq(100), Seq(200));
+        let mut wire = Vec::new();
+        let mut data = |seq: u32, payload: &'static [u8]| {
+            wire.clear();
+            let (fragment, fragments) = (0, 1);
+            let seq = Seq(seq);
+            Packet::Data {
+                seq,
+                fragment,
+                fragments,
+                payload,
+            }
+            .encode(&mut wire);
+            wire.clone()
+        };
+        server.handle_datagram(t, &data(100, b"one")).unwrap();
+        let Some(Event::Message(one)) = server.poll_event() else {
+            panic!("no message");
+        };
+        let buffer = one.as_ptr();
+        // Echoed in its own buffer, sent, then acknowledged...
+        server.send_vec(one).unwrap();
+        let mut out = Vec::new();
+        while server.poll_transmit(t, &mut out) {}
+        let mut ack = Vec::new();
+        let (next, sack, window) = (Seq(201), 0, 128);
+        Packet::Ack { next, sack, window }.encode(&mut ack);
+        server.handle_datagram(t, &ack).unwrap();
+        // ... that buffer holds the next message received.
+        server.handle_datagram(t, &data(101, b"two")).unwrap();
+        let Some(Event::Message(two)) = server.poll_event() else {
+            panic!("no message");
+        };
+        assert_eq!((two.as_slice(), two.as_ptr()), (&b"two"[..], buffer));
+        // A refused message is handed back whole.
+        server.close();
+        assert_eq!(
+            server.send_vec(two),
+            Err((SendError::Closed, b"two".to_vec()))
+        );
     }
 
     #[test]

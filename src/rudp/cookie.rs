@@ -62,6 +62,18 @@ impl CookieJar {
         self.current.1.clone()
     }
 
+    /// The two keys of the peer table's hash (`peer_hash`): derived from
+    /// the secret, so no one can predict which addresses collide.
+    pub(crate) fn table_keys(&self) -> [u64; 2] {
+        let tag = hmac::sign(&self.secret, b"rudp peer table");
+        let word = |at: usize| {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&tag.as_ref()[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        [word(0), word(8)]
+    }
+
     pub(crate) fn mint(&mut self, now: Instant, addr: SocketAddr) -> Cookie {
         let epoch = self.epoch(now);
         let tag = hmac::sign(&self.key(epoch), &message(addr, epoch));

@@ -44,19 +44,24 @@ impl EchoCore {
     pub fn pump(&mut self, mut seen: impl FnMut(SocketAddr, &Event)) {
         let waiting: Vec<SocketAddr> = self.waiting.keys().copied().collect();
         for peer in waiting {
-            match self.waiting.get(&peer).map(|m| self.endpoint.send(peer, m)) {
-                Some(Err(SendError::WindowFull)) => continue,
-                _ => {
-                    self.waiting.remove(&peer);
-                    self.endpoint.hold(peer, false);
+            let Some(message) = self.waiting.remove(&peer) else {
+                continue;
+            };
+            match self.endpoint.send_vec(peer, message) {
+                Err((SendError::WindowFull, message)) => {
+                    self.waiting.insert(peer, message);
                 }
+                _ => self.endpoint.hold(peer, false),
             }
         }
         while let Some((peer, event)) = self.endpoint.poll_event() {
             seen(peer, &event);
             match event {
+                // The message's own buffer goes back: no copy.
                 Event::Message(message) => {
-                    if let Err(SendError::WindowFull) = self.endpoint.send(peer, &message) {
+                    if let Err((SendError::WindowFull, message)) =
+                        self.endpoint.send_vec(peer, message)
+                    {
                         self.waiting.insert(peer, message);
                         self.endpoint.hold(peer, true);
                     }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use super::connection::{server_isn, CloseCause, Connection, Event};
 use super::cookie::{CookieError, CookieJar};
 use super::packet::Packet;
+use super::peer_hash::PeerHash;
 use super::send::SendError;
 use super::Config;
 use crate::limit::Source;
@@ -84,14 +85,36 @@ struct Peer {
     held: bool,
 }
 
+impl Peer {
+    /// This peer (at `addr`) may have datagrams to send, messages to
+    /// deliver, and a new deadline: onto the lists it is not on yet.
+    fn touch(
+        &mut self,
+        addr: SocketAddr,
+        dirty: &mut VecDeque<SocketAddr>,
+        readable: &mut VecDeque<SocketAddr>,
+    ) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push_back(addr);
+        }
+        if !self.readable && !self.held {
+            self.readable = true;
+            readable.push_back(addr);
+        }
+    }
+}
+
 /// Many connections behind one socket.
 #[derive(Debug)]
 pub struct Endpoint {
     config: Config,
     jar: CookieJar,
     /// Boxed: the table's empty buckets (up to half of them after it
-    /// grows) then cost a pointer each rather than a whole `Peer`.
-    peers: HashMap<SocketAddr, Box<Peer>>,
+    /// grows) then cost a pointer each rather than a whole `Peer`. Looked
+    /// up several times per datagram, so hashed with a keyed
+    /// [`PeerHash`] rather than SipHash.
+    peers: HashMap<SocketAddr, Box<Peer>, PeerHash>,
     /// Peers per source (no entry: none).
     sources: HashMap<Source, usize>,
     max_peers: usize,
@@ -113,10 +136,12 @@ impl Endpoint {
     /// An endpoint whose cookies are keyed from `secret` (random in real
     /// use), serving at most `max_peers` connections.
     pub fn new(config: Config, now: Instant, secret: &[u8; 32], max_peers: usize) -> Endpoint {
+        let jar = CookieJar::new(secret, now, COOKIE_PERIOD);
+        let peers = HashMap::with_hasher(PeerHash::new(jar.table_keys()));
         Endpoint {
             config,
-            jar: CookieJar::new(secret, now, COOKIE_PERIOD),
-            peers: HashMap::new(),
+            jar,
+            peers,
             sources: HashMap::new(),
             max_peers,
             wheel: Wheel::new(now, Duration::from_millis(1)),
@@ -163,7 +188,7 @@ impl Endpoint {
         };
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.conn.handle(now, packet);
-            return self.touch(from);
+            return peer.touch(from, &mut self.dirty, &mut self.readable);
         }
         match packet {
             Packet::Hello { cookie: None, .. } => {
@@ -265,9 +290,24 @@ impl Endpoint {
 
     /// Queues a message for `peer`.
     pub fn send(&mut self, peer: SocketAddr, message: &[u8]) -> Result<(), SendError> {
-        let conn = &mut self.peers.get_mut(&peer).ok_or(SendError::Closed)?.conn;
-        conn.send(message)?;
-        self.touch(peer);
+        let p = self.peers.get_mut(&peer).ok_or(SendError::Closed)?;
+        p.conn.send(message)?;
+        p.touch(peer, &mut self.dirty, &mut self.readable);
+        Ok(())
+    }
+
+    /// As [`send`](Self::send), taking the message's buffer (see
+    /// [`Connection::send_vec`]); a refused message is handed back.
+    pub fn send_vec(
+        &mut self,
+        peer: SocketAddr,
+        message: Vec<u8>,
+    ) -> Result<(), (SendError, Vec<u8>)> {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err((SendError::Closed, message));
+        };
+        p.conn.send_vec(message)?;
+        p.touch(peer, &mut self.dirty, &mut self.readable);
         Ok(())
     }
 
@@ -279,29 +319,29 @@ impl Endpoint {
     /// Something happened to `peer`: it may have datagrams to send,
     /// messages to deliver, and a new deadline.
     fn touch(&mut self, peer: SocketAddr) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if !p.dirty {
-            p.dirty = true;
-            self.dirty.push_back(peer);
-        }
-        if !p.readable && !p.held {
-            p.readable = true;
-            self.readable.push_back(peer);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.touch(peer, &mut self.dirty, &mut self.readable);
         }
     }
 
-    /// Writes the next datagram into `out`; returns where it goes.
+    /// Writes the next datagram into `out` (cleared first); returns where
+    /// it goes.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {
         out.clear();
+        self.append_transmit(now, out)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), appending the datagram
+    /// to `out` (at most [`Config::max_datagram`] bytes): a send queue's
+    /// buffer, so it is built where it is sent from.
+    pub fn append_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {
         if let Some((to, packet)) = self.stateless.pop_front() {
             packet.encode(out);
             return Some(to);
         }
         while let Some(&peer) = self.dirty.front() {
             if let Some(p) = self.peers.get_mut(&peer) {
-                if p.conn.poll_transmit(now, out) {
+                if p.conn.append_transmit(now, out) {
                     return Some(peer);
                 }
                 p.dirty = false;

@@ -32,10 +32,12 @@ mod cookie;
 pub mod echo;
 pub mod endpoint;
 pub mod packet;
+mod peer_hash;
 mod recv;
 pub mod rtt;
 mod send;
 pub mod seq;
+mod spare;
 
 #[cfg(test)]
 mod sim;
@@ -133,6 +135,18 @@ impl Config {
     /// ```
     pub fn dead_after(&self) -> Duration {
         self.keepalive + self.max_rto * (self.max_retries + 1)
+    }
+
+    /// The largest datagram either side sends: a full data packet, or a
+    /// hello if payloads are tiny.
+    ///
+    /// ```
+    /// use sockloop::rudp::Config;
+    ///
+    /// assert_eq!(Config::default().max_datagram(), 1210);
+    /// ```
+    pub fn max_datagram(&self) -> usize {
+        (packet::DATA_HEADER + self.max_payload).max(packet::HELLO_LEN)
     }
 
     /// Checks that the limits fit the wire format.

@@ -25,6 +25,8 @@ use super::Mode;
 pub const VERSION: u8 = 1;
 /// Bytes before a data packet's payload.
 pub const DATA_HEADER: usize = 10;
+/// Bytes of a hello, the largest packet other than data.
+pub const HELLO_LEN: usize = 46;
 /// The most fragments one message may have (a `u8` count).
 pub const MAX_FRAGMENTS: usize = 255;
 
@@ -331,7 +333,7 @@ mod tests {
 
     #[test]
     fn round_trips_with_the_documented_sizes() {
-        let sizes = [46, 46, 40, 13, 10, 18, 4, 4];
+        let sizes = [HELLO_LEN, HELLO_LEN, 40, 13, 10, 18, 4, 4];
         for (packet, size) in samples().iter().zip(sizes) {
             let bytes = wire(packet);
             assert_eq!(bytes.len(), size, "{packet:?}");

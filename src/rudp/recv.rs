@@ -93,7 +93,7 @@ impl ReceiveWindow {
         seq: Seq,
         index: u8,
         count: u8,
-        payload: &[u8],
+        payload: Vec<u8>,
     ) -> Arrival {
         let offset = seq.since(self.next);
         if offset < 0 {
@@ -115,7 +115,7 @@ impl ReceiveWindow {
         self.slots[offset] = Some(Fragment {
             index,
             count,
-            payload: payload.to_vec(),
+            payload,
         });
         self.deliver();
         self.note_gap(now);
@@ -145,6 +145,10 @@ impl ReceiveWindow {
             if fragment.index != 0 {
                 self.stats.broken_messages += 1; // its head never came
                 return;
+            }
+            if fragment.count == 1 && fragment.payload.len() <= self.max_message {
+                // A whole message in one packet: its buffer is the message.
+                return self.ready.push_back(fragment.payload);
             }
             self.partial = Some(Partial {
                 count: fragment.count,
@@ -262,18 +266,30 @@ mod tests {
         let t = Instant::now();
         let mut w = window(Mode::Reliable);
         let first = Seq(u32::MAX - 1);
-        assert_eq!(w.on_data(t, first.plus(2), 0, 1, b"c"), Arrival::New);
-        assert_eq!(w.on_data(t, first.plus(3), 0, 1, b"d"), Arrival::New);
+        assert_eq!(
+            w.on_data(t, first.plus(2), 0, 1, b"c".to_vec()),
+            Arrival::New
+        );
+        assert_eq!(
+            w.on_data(t, first.plus(3), 0, 1, b"d".to_vec()),
+            Arrival::New
+        );
         assert_eq!(w.ack(), (first, 0b110, 8)); // bit i is next + 1 + i
         assert!(take(&mut w).is_empty());
-        assert_eq!(w.on_data(t, first.plus(2), 0, 1, b"c"), Arrival::Duplicate);
-        assert_eq!(w.on_data(t, first, 0, 1, b"a"), Arrival::New);
-        assert_eq!(w.on_data(t, first.plus(1), 0, 1, b"b"), Arrival::New);
+        assert_eq!(
+            w.on_data(t, first.plus(2), 0, 1, b"c".to_vec()),
+            Arrival::Duplicate
+        );
+        assert_eq!(w.on_data(t, first, 0, 1, b"a".to_vec()), Arrival::New);
+        assert_eq!(
+            w.on_data(t, first.plus(1), 0, 1, b"b".to_vec()),
+            Arrival::New
+        );
         assert_eq!(take(&mut w), [b"a", b"b", b"c", b"d"]);
         assert_eq!(w.ack(), (first.plus(4), 0, 8));
-        assert_eq!(w.on_data(t, first, 0, 1, b"a"), Arrival::Duplicate);
+        assert_eq!(w.on_data(t, first, 0, 1, b"a".to_vec()), Arrival::Duplicate);
         assert_eq!(
-            w.on_data(t, first.plus(12), 0, 1, b"z"),
+            w.on_data(t, first.plus(12), 0, 1, b"z".to_vec()),
             Arrival::OutOfWindow
         );
         assert_eq!((w.stats.duplicates, w.stats.out_of_window), (2, 1));
@@ -285,17 +301,23 @@ mod tests {
         let mut w = window(Mode::Reliable);
         let first = Seq(u32::MAX - 1);
         for i in 0..8 {
-            assert_eq!(w.on_data(t, first.plus(i), 0, 1, b"m"), Arrival::New);
+            assert_eq!(
+                w.on_data(t, first.plus(i), 0, 1, b"m".to_vec()),
+                Arrival::New
+            );
         }
         assert!(w.full());
         assert_eq!(w.ack().2, 0);
         assert_eq!(
-            w.on_data(t, first.plus(8), 0, 1, b"m"),
+            w.on_data(t, first.plus(8), 0, 1, b"m".to_vec()),
             Arrival::OutOfWindow
         );
         w.pop();
         assert_eq!(w.ack().2, 1);
-        assert_eq!(w.on_data(t, first.plus(8), 0, 1, b"m"), Arrival::New);
+        assert_eq!(
+            w.on_data(t, first.plus(8), 0, 1, b"m".to_vec()),
+            Arrival::New
+        );
     }
 
     #[test]
@@ -303,13 +325,13 @@ mod tests {
         let t = Instant::now();
         let mut w = window(Mode::Reliable);
         let s = Seq(u32::MAX - 1);
-        w.on_data(t, s.plus(1), 1, 2, b"world");
-        w.on_data(t, s, 0, 2, b"hello");
+        w.on_data(t, s.plus(1), 1, 2, b"world".to_vec());
+        w.on_data(t, s, 0, 2, b"hello".to_vec());
         assert_eq!(take(&mut w), [b"helloworld"]);
         // 11 bytes is over the 10-byte maximum: dropped, counted.
-        w.on_data(t, s.plus(2), 0, 2, b"hello");
-        w.on_data(t, s.plus(3), 1, 2, b"world!");
-        w.on_data(t, s.plus(4), 0, 1, b"next");
+        w.on_data(t, s.plus(2), 0, 2, b"hello".to_vec());
+        w.on_data(t, s.plus(3), 1, 2, b"world!".to_vec());
+        w.on_data(t, s.plus(4), 0, 1, b"next".to_vec());
         assert_eq!(take(&mut w), [b"next"]);
         assert_eq!(w.stats.broken_messages, 1);
     }
@@ -320,11 +342,11 @@ mod tests {
         let after = Duration::from_millis(50);
         let mut w = window(Mode::Unreliable);
         let s = Seq(u32::MAX - 1);
-        w.on_data(t, s, 0, 1, b"a");
+        w.on_data(t, s, 0, 1, b"a".to_vec());
         assert_eq!(w.skip_deadline(after), None);
         // s+1 (head of a 2-fragment message) is lost; its tail and s+3 wait.
-        w.on_data(t, s.plus(2), 1, 2, b"tail");
-        w.on_data(t, s.plus(3), 0, 1, b"b");
+        w.on_data(t, s.plus(2), 1, 2, b"tail".to_vec());
+        w.on_data(t, s.plus(3), 0, 1, b"b".to_vec());
         assert_eq!(w.skip_deadline(after), Some(t + after));
         w.skip_gap(t + after);
         assert_eq!(take(&mut w), [b"a", b"b"]);
@@ -341,13 +363,13 @@ mod tests {
         let t = Instant::now();
         let mut w = window(Mode::Unreliable);
         let s = Seq(u32::MAX - 1);
-        w.on_data(t, s, 0, 3, b"A0");
-        w.on_data(t, s.plus(1), 1, 3, b"A1");
-        w.on_data(t, s.plus(5), 2, 3, b"B2");
+        w.on_data(t, s, 0, 3, b"A0".to_vec());
+        w.on_data(t, s.plus(1), 1, 3, b"A1".to_vec());
+        w.on_data(t, s.plus(5), 2, 3, b"B2".to_vec());
         w.skip_gap(t + Duration::from_millis(50));
         assert!(take(&mut w).is_empty(), "no message was whole");
         assert_eq!((w.stats.skipped, w.stats.broken_messages), (3, 2));
-        w.on_data(t, s.plus(6), 0, 1, b"C");
+        w.on_data(t, s.plus(6), 0, 1, b"C".to_vec());
         assert_eq!(take(&mut w), [b"C"]);
     }
 
@@ -360,7 +382,7 @@ mod tests {
             let mut w = ReceiveWindow::new(Mode::Reliable, Seq(u32::MAX - 20), 64, 100);
             let mut got = Vec::new();
             for n in order.iter().copied() {
-                w.on_data(t, Seq(u32::MAX - 20).plus(n), 0, 1, &n.to_be_bytes());
+                w.on_data(t, Seq(u32::MAX - 20).plus(n), 0, 1, n.to_be_bytes().to_vec());
                 got.extend(std::iter::from_fn(|| w.pop()));
             }
             let mut seen: Vec<u32> = order.clone();

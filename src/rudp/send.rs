@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::packet::Packet;
 use super::seq::Seq;
+use super::spare::Spare;
 use super::Mode;
 
 /// How many later packets must be acknowledged before one is declared lost.
@@ -91,6 +92,9 @@ pub(crate) struct SendWindow {
     lost: VecDeque<Seq>,
     /// Free slots the peer last advertised.
     peer_window: usize,
+    /// Sent packets neither acknowledged nor given up as lost, kept as a
+    /// count: the window checks it for every packet it sends.
+    in_flight: usize,
     tx: u64,
     /// When the most recently sent of the acknowledged packets was sent.
     newest_acked_sent: Option<Instant>,
@@ -104,6 +108,9 @@ pub(crate) struct SendWindow {
     /// A tail loss probe is due as the next new packet.
     probe_new: bool,
     pub(crate) retransmissions: u64,
+    /// Buffers of acknowledged packets, for the next ones (a window's
+    /// worth at most; see [`Spare`]).
+    pub(crate) spare: Spare,
 }
 
 /// The first flight, as TCP's initial window (RFC 6928).
@@ -124,6 +131,7 @@ impl SendWindow {
             unsent: 0,
             lost: VecDeque::new(),
             peer_window: capacity,
+            in_flight: 0,
             tx: 0,
             newest_acked_sent: None,
             cwnd: INITIAL_CWND.min(capacity as f64),
@@ -131,6 +139,7 @@ impl SendWindow {
             recovery_until_tx: 0,
             probe_new: false,
             retransmissions: 0,
+            spare: Spare::new(capacity, max_payload),
         }
     }
 
@@ -146,36 +155,66 @@ impl SendWindow {
 
     /// Queues `message` as one or more fragments.
     pub(crate) fn push(&mut self, message: &[u8]) -> Result<(), SendError> {
-        let count = self.packets_for(message.len());
+        let count = self.room_for(message.len())?;
+        if message.is_empty() {
+            self.queue(0, 1, Vec::new());
+        }
+        for (i, chunk) in message.chunks(self.max_payload).enumerate() {
+            let payload = self.spare.copy_of(chunk);
+            self.queue(i as u8, count, payload);
+        }
+        Ok(())
+    }
+
+    /// As [`push`](Self::push), taking the message's buffer: a message
+    /// that fits one packet becomes its payload as it is, not copied. A
+    /// refused message is handed back with the error.
+    pub(crate) fn push_vec(&mut self, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
+        if message.len() > self.max_payload {
+            return match self.push(&message) {
+                Ok(()) => Ok(()),
+                Err(e) => Err((e, message)),
+            };
+        }
+        if let Err(e) = self.room_for(message.len()) {
+            return Err((e, message));
+        }
+        self.queue(0, 1, message);
+        Ok(())
+    }
+
+    /// The fragments a message of `len` bytes needs, if the window has
+    /// room for them now.
+    fn room_for(&self, len: usize) -> Result<u8, SendError> {
+        let count = self.packets_for(len);
         if count > super::packet::MAX_FRAGMENTS {
             return Err(SendError::TooLarge);
         }
         if count > self.free() {
             return Err(SendError::WindowFull);
         }
-        let chunks: Vec<&[u8]> = match message.is_empty() {
-            true => vec![&[][..]],
-            false => message.chunks(self.max_payload).collect(),
-        };
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            self.slots.push_back(Unacked {
-                fragment: i as u8,
-                fragments: count as u8,
-                payload: chunk.to_vec(),
-                tx: 0,
-                sent_at: None,
-                retransmitted: false,
-                suspect_since: None,
-                acked: false,
-                lost: false,
-            });
-        }
-        Ok(())
+        Ok(count as u8)
+    }
+
+    fn queue(&mut self, fragment: u8, fragments: u8, payload: Vec<u8>) {
+        self.slots.push_back(Unacked {
+            fragment,
+            fragments,
+            payload,
+            tx: 0,
+            sent_at: None,
+            retransmitted: false,
+            suspect_since: None,
+            acked: false,
+            lost: false,
+        });
     }
 
     /// The next data packet to send, if any: retransmissions first, then
     /// new packets while the peer's window allows.
     pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(self.in_flight, self.count_in_flight());
         let index = loop {
             match self.lost.pop_front() {
                 Some(seq) => {
@@ -185,6 +224,7 @@ impl SendWindow {
                         continue;
                     }
                     slot.lost = false;
+                    self.in_flight += 1;
                     slot.suspect_since = None;
                     slot.retransmitted = true;
                     self.retransmissions += 1;
@@ -192,10 +232,11 @@ impl SendWindow {
                 }
                 None if self.unsent < self.slots.len()
                     && self.unsent < self.peer_window
-                    && (self.probe_new || self.in_flight() < self.cwnd as usize) =>
+                    && (self.probe_new || self.in_flight < self.cwnd as usize) =>
                 {
                     self.probe_new = false;
                     self.unsent += 1;
+                    self.in_flight += 1;
                     break self.unsent - 1;
                 }
                 None => return false,
@@ -213,7 +254,8 @@ impl SendWindow {
         };
         packet.encode(out);
         if self.mode == Mode::Unreliable {
-            slot.payload = Vec::new(); // never sent again
+            // Never sent again.
+            self.spare.give(std::mem::take(&mut slot.payload));
         }
         true
     }
@@ -241,11 +283,13 @@ impl SendWindow {
         let mut acked = Acked::default();
         let mut newest: Option<(u64, Instant)> = None;
         let mut newest_sent = self.newest_acked_sent;
+        let mut in_flight = self.in_flight;
         let mut ack = |slot: &mut Unacked| {
             if slot.acked || slot.tx == 0 {
                 return;
             }
             slot.acked = true;
+            in_flight -= usize::from(!slot.lost);
             acked.newly += 1;
             newest_sent = newest_sent.max(slot.sent_at);
             if !slot.retransmitted && newest.is_none_or(|(tx, _)| slot.tx > tx) {
@@ -262,6 +306,7 @@ impl SendWindow {
             }
         }
         self.newest_acked_sent = newest_sent;
+        self.in_flight = in_flight;
         // Transmissions acknowledged now or before, for the loss count.
         let mut later: Vec<u64> = self
             .slots
@@ -270,7 +315,9 @@ impl SendWindow {
             .filter(|s| s.acked)
             .map(|s| s.tx)
             .collect();
-        self.slots.drain(..cumulative);
+        for slot in self.slots.drain(..cumulative) {
+            self.spare.give(slot.payload);
+        }
         self.base = self.base.plus(cumulative as u32);
         self.unsent -= cumulative;
         if self.mode == Mode::Reliable {
@@ -326,6 +373,7 @@ impl SendWindow {
                 .is_some_and(|since| now >= since + reorder_window);
             if due && !slot.acked && !slot.lost {
                 slot.lost = true;
+                self.in_flight -= 1;
                 self.lost.push_back(self.base.plus(i as u32));
                 newest_lost_tx = newest_lost_tx.max(Some(slot.tx));
             }
@@ -338,8 +386,9 @@ impl SendWindow {
         }
     }
 
-    /// Packets sent and neither acknowledged nor given up as lost.
-    fn in_flight(&self) -> usize {
+    /// `in_flight` counted the slow way, to check the count.
+    #[cfg(debug_assertions)]
+    fn count_in_flight(&self) -> usize {
         self.slots
             .iter()
             .take(self.unsent)
@@ -381,6 +430,7 @@ impl SendWindow {
                     .position(|s| !s.acked && !s.lost);
                 if let Some(i) = oldest {
                     self.slots[i].lost = true;
+                    self.in_flight -= 1;
                     self.lost.push_front(self.base.plus(i as u32));
                 }
             }
@@ -388,6 +438,7 @@ impl SendWindow {
                 self.slots.drain(..self.unsent);
                 self.base = self.base.plus(self.unsent as u32);
                 self.unsent = 0;
+                self.in_flight = 0;
             }
         }
     }
@@ -414,6 +465,7 @@ impl SendWindow {
             return false;
         };
         self.slots[i].lost = true;
+        self.in_flight -= 1;
         self.lost.push_front(self.base.plus(i as u32));
         true
     }
@@ -427,6 +479,7 @@ impl SendWindow {
         if self.lost.is_empty() {
             self.lost = VecDeque::new();
         }
+        self.spare.release();
     }
 
     /// Slots allocated, used or not.

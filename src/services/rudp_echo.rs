@@ -67,6 +67,8 @@ pub struct RudpEcho {
     /// The shard timer standing for the endpoint's next deadline.
     timer: Option<(TimerId, Instant)>,
     buf: Vec<u8>,
+    /// The largest datagram the endpoint writes.
+    max_datagram: usize,
     /// What this socket last added to the shard's counters: peers,
     /// retransmissions and evictions.
     reported: (u64, u64, u64),
@@ -82,6 +84,7 @@ impl RudpEcho {
             core: EchoCore::new(endpoint),
             timer: None,
             buf: Vec::new(),
+            max_datagram: config.max_datagram(),
             reported: (0, 0, 0),
         }
     }
@@ -91,8 +94,18 @@ impl RudpEcho {
         let now = out.now();
         self.core.pump(|_, _| {});
         let endpoint = self.core.endpoint_mut();
-        while let Some(to) = endpoint.poll_transmit(now, &mut self.buf) {
-            out.send_to(to, &self.buf);
+        let max = self.max_datagram;
+        loop {
+            // Built in the reply queue itself; through `buf` only when the
+            // queue is full (then `send_to` drops and counts it).
+            match out.send_with(max, |queue| endpoint.append_transmit(now, queue)) {
+                Some(true) => {}
+                Some(false) => break,
+                None => match endpoint.poll_transmit(now, &mut self.buf) {
+                    Some(to) => out.send_to(to, &self.buf),
+                    None => break,
+                },
+            }
         }
         let stats = endpoint.stats();
         let (peers, resent, evicted) = (

@@ -595,6 +595,33 @@ impl<'a> DatagramContext<'a> {
         }
     }
 
+    /// As [`send_to`](Self::send_to), with the datagram built by `write`
+    /// in place in the reply queue, not copied there: `write` appends at
+    /// most `max_len` bytes and returns the destination, or `None` for
+    /// nothing to send. Returns `None` without calling `write` if the
+    /// queue has no room for `max_len` bytes now (the caller may then
+    /// build it elsewhere and [`send_to`](Self::send_to), which counts
+    /// the drop), else whether a datagram was queued.
+    pub fn send_with(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Option<SocketAddr>,
+    ) -> Option<bool> {
+        if self.budget_left.is_some() {
+            // The budget is judged per destination, known only once built.
+            let mut data = Vec::with_capacity(max_len);
+            let Some(to) = write(&mut data) else {
+                return Some(false);
+            };
+            self.send_to(to, &data);
+            return Some(true);
+        }
+        self.queue
+            .push_with(max_len, write)
+            .ok()
+            .map(|to| to.is_some())
+    }
+
     /// Sends the datagram being handled back to its sender unchanged: what
     /// `send_to(from, data)` with `on_datagram`'s arguments does, under the
     /// same rules, but sent from the receive buffer without a copy (unless
