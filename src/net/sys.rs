@@ -13,6 +13,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::RawFd;
 
 /// Most datagrams moved by one `sendmmsg` call. Bounds the stack used per
 /// call (about 13 KiB on 64-bit Linux, never zeroed as a whole).
@@ -1123,24 +1124,20 @@ mod portable {
 /// of the thread's cancel state around every call in a multi-threaded
 /// process, and sockloop never cancels threads. `EINTR` and `EAGAIN` come
 /// back as errors, as from `read`.
-pub(crate) fn recv(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
+///
+/// The descriptor is raw: the caller keeps it beside the socket that owns
+/// it, since getting it from mio's stream is a call that does not inline,
+/// twice per echo. A closed or wrong descriptor is an error (`EBADF`,
+/// `ENOTSOCK`), never memory unsafety.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
     // we borrow mutably for the call; null address pointers ask for no
     // source address.
-    return unsafe {
-        stream_call(
-            libc::SYS_recvfrom,
-            fd.as_raw_fd(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            0,
-        )
-    };
+    return unsafe { stream_call(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0) };
     #[cfg(not(target_os = "linux"))]
     // SAFETY: as above, through libc's `recv`.
-    let rc = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     #[cfg(not(target_os = "linux"))]
     return match rc {
         rc if rc < 0 => Err(io::Error::last_os_error()),
@@ -1150,16 +1147,16 @@ pub(crate) fn recv(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Resul
 
 /// One `send` on a stream socket (`MSG_NOSIGNAL` where there is one: a
 /// peer gone is an `EPIPE` error, not a signal), without the cancellation
-/// wrapper on Linux, as [`recv`].
-pub(crate) fn send(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
+/// wrapper on Linux, as [`recv`] (whose note on the raw descriptor holds
+/// here too).
+pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     // SAFETY: the kernel reads at most `bytes.len()` bytes from `bytes`,
     // borrowed for the call; no destination address is passed.
     return unsafe {
         stream_call(
             libc::SYS_sendto,
-            fd.as_raw_fd(),
+            fd,
             bytes.as_ptr().cast_mut(),
             bytes.len(),
             libc::MSG_NOSIGNAL,
@@ -1168,7 +1165,7 @@ pub(crate) fn send(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<
     #[cfg(not(target_os = "linux"))]
     // SAFETY: as above, through libc's `send` (SIGPIPE is ignored by the
     // Rust runtime on these systems).
-    let rc = unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
+    let rc = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
     #[cfg(not(target_os = "linux"))]
     return match rc {
         rc if rc < 0 => Err(io::Error::last_os_error()),
@@ -1492,28 +1489,35 @@ mod tests {
     fn stream_recv_and_send_move_bytes_and_report_errors() {
         use std::io::{Read, Write};
         use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsRawFd;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 16];
-        let empty = recv(ours.as_fd(), &mut buf).unwrap_err();
+        let closed = recv(-1, &mut buf).unwrap_err();
+        assert_eq!(
+            closed.raw_os_error(),
+            Some(libc::EBADF),
+            "a bad descriptor is an error"
+        );
+        let empty = recv(ours.as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
-        assert_eq!(send(ours.as_fd(), b"ping").unwrap(), 4);
+        assert_eq!(send(ours.as_raw_fd(), b"ping").unwrap(), 4);
         let mut got = [0u8; 4];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"ping");
         peer.write_all(b"pong!").unwrap();
         ours.set_nonblocking(false).unwrap();
         ours.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(recv(ours.as_fd(), &mut buf[..3]).unwrap(), 3);
-        assert_eq!(recv(ours.as_fd(), &mut buf[3..]).unwrap(), 2);
+        assert_eq!(recv(ours.as_raw_fd(), &mut buf[..3]).unwrap(), 3);
+        assert_eq!(recv(ours.as_raw_fd(), &mut buf[3..]).unwrap(), 2);
         assert_eq!(&buf[..5], b"pong!");
         drop(peer);
-        assert_eq!(recv(ours.as_fd(), &mut buf).unwrap(), 0, "EOF");
+        assert_eq!(recv(ours.as_raw_fd(), &mut buf).unwrap(), 0, "EOF");
         // The peer is gone: a send fails (EPIPE or ECONNRESET), never a signal.
-        let gone = (0..100).find_map(|_| send(ours.as_fd(), &[0; 1024]).err());
+        let gone = (0..100).find_map(|_| send(ours.as_raw_fd(), &[0; 1024]).err());
         let kind = gone.expect("a send to a closed peer fails").kind();
         assert!(
             matches!(

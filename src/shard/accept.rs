@@ -284,7 +284,7 @@ impl Shard {
         }
         let transport = match tls {
             Some(tls) => Transport::Tls(stream, Box::new(tls)),
-            None => Transport::Plain(stream),
+            None => Transport::plain(stream),
         };
         let mut conn = TcpConn::new(transport, peer, gen, (service, place), now_ms);
         conn.state.hold_pass(admission);

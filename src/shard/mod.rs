@@ -356,10 +356,11 @@ impl Shard {
                 if event.is_read_closed() {
                     self.conns[key].state.flags.set(Flags::HUP_SEEN);
                 }
-                if connected || event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.read(key);
+                let read =
+                    connected || event.is_readable() || event.is_read_closed() || event.is_error();
+                if !(read && self.read(key)) {
+                    self.settle(key);
                 }
-                self.settle(key);
             }
             Slot::Unknown => log::warn!("event for unknown token {:?}", event.token()),
         }
@@ -377,8 +378,10 @@ impl Shard {
 
     /// Reads a connection until it is drained, its budget is spent or it
     /// stops reading, handing each read's input to its service (the steps
-    /// are `conn/read.rs`).
-    fn read(&mut self, key: usize) {
+    /// are `conn/read.rs`). True when it ends with the connection quiet
+    /// (nothing to settle), found through the entry it already holds: the
+    /// echo's path looks the connection up once.
+    fn read(&mut self, key: usize) -> bool {
         let mut budget = self.res.limits.read_budget;
         let outcome = loop {
             let conn = &mut self.conns[key];
@@ -404,6 +407,9 @@ impl Shard {
                 conn.state
                     .delivered(&conn.transport, input, scratch, consumed, budget, env)
             {
+                if outcome != ReadOutcome::BudgetSpent && conn.state.quiet(&conn.transport) {
+                    return true;
+                }
                 break outcome;
             }
         };
@@ -415,6 +421,7 @@ impl Shard {
                 self.revisit.push(conn.token(key));
             }
         }
+        false
     }
 
     /// A read step with nothing for the service: `Some` ends the reading

@@ -102,7 +102,7 @@ fn begin(
         let interest = Interest::READABLE | Interest::WRITABLE;
         res.registry.register(&mut stream, token, interest)?;
         let now_ms = res.timers.now_ms();
-        let transport = Transport::Plain(stream);
+        let transport = Transport::plain(stream);
         let mut conn = TcpConn::new(transport, addr, gen, (service, OUTBOUND), now_ms);
         conn.state.begin_connect(now_ms);
         entry.insert(conn);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -380,7 +380,7 @@ impl Conn {
     fn flush(&mut self, report: &mut Report, trace: &mut TraceLines) {
         let id = self.id;
         while self.written < self.out.len() {
-            match sys::send(self.stream.as_fd(), &self.out[self.written..]) {
+            match sys::send(self.stream.as_raw_fd(), &self.out[self.written..]) {
                 Ok(n) => {
                     self.written += n;
                     trace!(trace, "write #{id} {n}B (sendto)");
@@ -455,7 +455,7 @@ impl Conn {
                 self.input.resize(len, 0);
             }
             let room = self.input.len() - self.got;
-            match sys::recv(self.stream.as_fd(), &mut self.input[self.got..]) {
+            match sys::recv(self.stream.as_raw_fd(), &mut self.input[self.got..]) {
                 Ok(0) => {
                     trace!(trace, "read #{id} eof (recvfrom)");
                     self.closed_by_server(false, report);

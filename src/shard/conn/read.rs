@@ -406,7 +406,7 @@ fn receive(
 ) -> io::Result<Received> {
     match t {
         // Raw or not, the same bytes; nothing written meanwhile.
-        Transport::Plain(stream) => plain_read(stream, &mut out[..asked]),
+        Transport::Plain(_, fd) => plain_read(*fd, &mut out[..asked]),
         _ => receive_other(t, raw, out, asked, env),
     }
 }

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::AsFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use mio::event::Source;
@@ -26,7 +26,10 @@ use crate::service::CloseReason;
 
 #[derive(Debug)]
 pub(crate) enum Transport {
-    Plain(TcpStream),
+    /// The stream and its descriptor, kept at hand: mio's `as_raw_fd` is
+    /// a call that does not inline, on the path every echo takes twice.
+    /// Build it with [`Transport::plain`], so the two always match.
+    Plain(TcpStream, RawFd),
     /// The session is boxed: a plain connection's slab entry stays small.
     Tls(TcpStream, Box<TlsSession>),
     #[cfg(test)]
@@ -52,6 +55,12 @@ pub(crate) enum Received {
 }
 
 impl Transport {
+    /// A plain TCP transport over `stream`.
+    pub(crate) fn plain(stream: TcpStream) -> Transport {
+        let fd = stream.as_raw_fd();
+        Transport::Plain(stream, fd)
+    }
+
     /// One read into `out`, asking the socket for at most `asked` bytes.
     /// What TLS writes meanwhile (handshake replies, an alert) is added to
     /// `sent`, also when the call fails.
@@ -63,7 +72,7 @@ impl Transport {
         sent: &mut usize,
     ) -> io::Result<Received> {
         match self {
-            Transport::Plain(stream) => plain_read(stream, &mut out[..asked]),
+            Transport::Plain(_, fd) => plain_read(*fd, &mut out[..asked]),
             Transport::Tls(stream, tls) => tls_read(stream, tls, out, asked, sent),
             #[cfg(test)]
             Transport::Fake(fake) => fake.read(&mut out[..asked]),
@@ -74,7 +83,8 @@ impl Transport {
     /// header comes before the TLS handshake.
     pub(crate) fn read_raw(&mut self, out: &mut [u8]) -> io::Result<Received> {
         match self {
-            Transport::Plain(stream) | Transport::Tls(stream, _) => plain_read(stream, out),
+            Transport::Plain(_, fd) => plain_read(*fd, out),
+            Transport::Tls(stream, _) => plain_read(stream.as_raw_fd(), out),
             #[cfg(test)]
             Transport::Fake(fake) => fake.read(out),
         }
@@ -105,8 +115,9 @@ impl Transport {
     #[inline(always)]
     pub(crate) fn write(&mut self, bytes: &[u8], sent: &mut usize) -> io::Result<usize> {
         match self {
-            Transport::Plain(stream) => {
-                let n = write_until_full(|b| sys::send(stream.as_fd(), b), bytes)?;
+            Transport::Plain(_, fd) => {
+                let fd = *fd;
+                let n = write_until_full(|b| sys::send(fd, b), bytes)?;
                 *sent += n;
                 Ok(n)
             }
@@ -159,7 +170,7 @@ impl Transport {
     /// socket (call again after the next flush).
     pub(crate) fn shut_write(&mut self, sent: &mut usize) -> io::Result<bool> {
         match self {
-            Transport::Plain(stream) => stream.shutdown(Shutdown::Write).map(|()| true),
+            Transport::Plain(stream, _) => stream.shutdown(Shutdown::Write).map(|()| true),
             Transport::Tls(stream, tls) => {
                 tls.close_notify();
                 tls.write_tls(stream, sent)?;
@@ -200,7 +211,7 @@ impl Transport {
     /// timeout) instead of a FIN behind the unsent data.
     fn abort(&mut self) {
         match self {
-            Transport::Plain(stream) | Transport::Tls(stream, _) => {
+            Transport::Plain(stream, _) | Transport::Tls(stream, _) => {
                 if let Err(e) = SockRef::from(&*stream).set_linger(Some(Duration::ZERO)) {
                     log::debug!("SO_LINGER before an abort: {e}");
                 }
@@ -224,7 +235,7 @@ impl Transport {
     #[inline]
     pub(crate) fn input_open(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(..) => false,
             Transport::Tls(_, tls) => tls.is_handshaking() || tls.record_incomplete(),
             #[cfg(test)]
             Transport::Fake(fake) => fake.handshaking || fake.partial_record,
@@ -235,7 +246,7 @@ impl Transport {
     #[inline]
     pub(crate) fn handshaking(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(..) => false,
             Transport::Tls(_, tls) => tls.is_handshaking(),
             #[cfg(test)]
             Transport::Fake(fake) => fake.handshaking,
@@ -253,7 +264,7 @@ impl Transport {
 
     fn stream(&mut self) -> Option<&mut TcpStream> {
         match self {
-            Transport::Plain(stream) | Transport::Tls(stream, _) => Some(stream),
+            Transport::Plain(stream, _) | Transport::Tls(stream, _) => Some(stream),
             #[cfg(test)]
             Transport::Fake(_) => None,
         }
@@ -297,10 +308,10 @@ pub(crate) fn aborts(reason: CloseReason) -> bool {
     )
 }
 
-/// One read of a plain socket into `out`.
+/// One read of a plain socket (its descriptor `fd`) into `out`.
 #[inline(always)]
-pub(super) fn plain_read(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<Received> {
-    Ok(match sys::recv(stream.as_fd(), out)? {
+pub(super) fn plain_read(fd: RawFd, out: &mut [u8]) -> io::Result<Received> {
+    Ok(match sys::recv(fd, out)? {
         0 => Received::Eof,
         n => Received::Bytes {
             plain: n,
@@ -333,7 +344,7 @@ fn tls_read(
         return Ok(Received::Eof);
     }
     let cap = asked.min(CIPHERTEXT_READ);
-    let wire = sys::recv(stream.as_fd(), &mut out[..cap])?;
+    let wire = sys::recv(stream.as_raw_fd(), &mut out[..cap])?;
     if wire == 0 {
         return Ok(Received::Eof);
     }
