@@ -286,6 +286,23 @@ pub use linux::{send_batch, RecvSlots};
 #[cfg(all(unix, not(target_os = "linux")))]
 pub use portable::{send_batch, RecvSlots};
 
+/// Runs `call`, a syscall that returns -1 and sets errno on failure, again
+/// while a signal interrupts it (`EINTR`).
+#[cfg(target_os = "linux")]
+#[inline(always)]
+fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use super::{RecvMeta, MAX_BATCH, MAX_RECV_BATCH, UNKNOWN_ADDR};
@@ -433,7 +450,7 @@ mod linux {
             debug_assert!(want > 0 && want <= MAX_RECV_BATCH && first + want <= self.slots());
             // SAFETY: `first < slots`, so the pointer stays inside `hdrs`.
             let hdrs = unsafe { self.hdrs.cast::<libc::mmsghdr>().add(first) };
-            let got = loop {
+            let got = super::retry_interrupted(|| {
                 // SAFETY: headers `first..first + want` are in bounds and
                 // point at their own iovec and sockaddr_storage and, through
                 // the iovec, at their own `slot_size` slot of `buf`; all
@@ -443,23 +460,16 @@ mod linux {
                 // msg_namelen and msg_flags of the headers it fills). A
                 // null timeout means none; MSG_DONTWAIT makes it
                 // non-blocking.
-                let rc = unsafe {
+                unsafe {
                     libc::recvmmsg(
                         fd.as_raw_fd(),
                         hdrs,
                         want as libc::c_uint,
                         libc::MSG_DONTWAIT as _,
                         ptr::null_mut(),
-                    )
-                };
-                if rc >= 0 {
-                    break rc as usize;
+                    ) as isize
                 }
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            };
+            })?;
             // The kernel fills at most `want` headers: `got <= want`.
             let got = got.min(want);
             // SAFETY: `first + got <= slots`: in bounds of `hdrs` and
@@ -534,28 +544,21 @@ mod linux {
                 iov.iov_len = meta.len.min(self.slot_size);
                 hdr.msg_hdr.msg_namelen = name_len(name.ss_family);
             }
-            let result = loop {
+            let result = super::retry_interrupted(|| {
                 // SAFETY: headers `range` are in bounds and point at their
                 // own sockaddr (as the kernel wrote it on receive, its length
                 // just set) and iovec (covering at most `slot_size` bytes of
                 // their slot); all live as long as `self`, exclusively
                 // borrowed. The kernel reads those and writes only msg_len.
-                let rc = unsafe {
+                unsafe {
                     libc::sendmmsg(
                         fd.as_raw_fd(),
                         self.hdrs.cast::<libc::mmsghdr>().add(first),
                         n as libc::c_uint,
                         libc::MSG_DONTWAIT as _,
-                    )
-                };
-                if rc >= 0 {
-                    break Ok(rc as usize);
+                    ) as isize
                 }
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    break Err(err);
-                }
-            };
+            });
             // SAFETY: as above; the kernel is done with the headers.
             let (iovs, hdrs) = unsafe {
                 (
@@ -641,27 +644,20 @@ mod linux {
         if n == 0 {
             return Ok(0);
         }
-        loop {
+        super::retry_interrupted(|| {
             // SAFETY: hdrs[..n] were written above and point at addresses
             // and iovecs written above on this stack frame; each iovec
             // covers a `&'a [u8]` that outlives this call. The kernel reads
             // only those n entries, and writes msg_len into them.
-            let rc = unsafe {
+            unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
                     hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT as _,
-                )
-            };
-            if rc >= 0 {
-                return Ok(rc as usize);
+                ) as isize
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        })
     }
 
     pub(super) fn from_sockaddr(
@@ -827,27 +823,20 @@ mod segments {
         if n == 0 {
             return Ok(0);
         }
-        loop {
+        super::retry_interrupted(|| {
             // SAFETY: hdrs[..n] point at addresses, iovecs and control
             // buffers on this stack frame; each iovec covers a `&'a [u8]`
             // that outlives the call. The kernel only reads them, and
             // writes msg_len into hdrs.
-            let rc = unsafe {
+            unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
                     hdrs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT as _,
-                )
-            };
-            if rc >= 0 {
-                return Ok(rc as usize);
+                ) as isize
             }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        })
     }
 
     /// Points `hdr` at `control`, holding one `UDP_SEGMENT` cmsg.
@@ -890,19 +879,13 @@ mod segments {
         hdr.msg_iovlen = 1;
         hdr.msg_control = control.0.as_mut_ptr().cast();
         hdr.msg_controllen = control.0.len() as _;
-        let len = loop {
+        let len = super::retry_interrupted(|| {
             // SAFETY: hdr points at `name`, `iov` and `control` on this
             // stack frame and iov at `buf`, exclusively borrowed; the kernel
             // writes at most their stated lengths and updates hdr.
-            let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, flags) };
-            if rc >= 0 {
-                break (rc as usize).min(buf.len());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        };
+            unsafe { libc::recvmsg(fd.as_raw_fd(), &mut hdr, flags) }
+        })?
+        .min(buf.len());
         let mut segment = len;
         // SAFETY: hdr's control pointer and length were set by the kernel
         // within `control`; CMSG_FIRSTHDR/CMSG_NXTHDR only return headers
