@@ -431,15 +431,7 @@ fn process_cpu_ns(pid: u32) -> u64 {
 /// utime + stime of this whole process (`/proc/self/stat`, clock-tick
 /// resolution), in nanoseconds.
 fn own_cpu_ns() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // Fields after the parenthesised comm start at 3: utime is 14, stime 15.
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    ticks * 1_000_000_000 / clk_tck()
+    common::own_cpu_ticks() * 1_000_000_000 / clk_tck()
 }
 
 /// The `total` line of `strace -c -U calls,name`: its calls column.
@@ -575,41 +567,17 @@ fn build_c_echo(dir: &Path) -> Result<PathBuf, String> {
 /// This binary as the tokio echo: one `current_thread` runtime, a task per
 /// connection reading up to 64 KiB and writing it back, one UDP task.
 fn tokio_server() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_nonblocking(true).unwrap();
+    println!("listening tcp {}", tcp.local_addr().unwrap());
+    println!("listening udp {}", udp.local_addr().unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .expect("tokio runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        println!("listening tcp {}", listener.local_addr().unwrap());
-        println!("listening udp {}", udp.local_addr().unwrap());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                if let Ok((n, from)) = udp.recv_from(&mut buf).await {
-                    let _ = udp.send_to(&buf[..n], from).await;
-                }
-            }
-        });
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if stream.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    // Never stopped: the bench kills this process.
+    let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    rt.block_on(common::tokio_echo(tcp, udp, never));
 }

@@ -142,7 +142,7 @@ fn start_tokio() -> (Target, TokioServer) {
                 .enable_io()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(tokio_echo(tcp, udp, stopping));
+            rt.block_on(common::tokio_echo(tcp, udp, stopping));
         })
         .expect("spawn tokio-echo");
     let tid = wait_for_thread("tokio-echo");
@@ -158,41 +158,6 @@ fn start_tokio() -> (Target, TokioServer) {
         thread,
     };
     (target, server)
-}
-
-async fn tokio_echo(tcp: StdTcpListener, udp: StdUdpSocket, stop: Arc<AtomicBool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::from_std(tcp).unwrap();
-    let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            if let Ok((n, from)) = udp.recv_from(&mut buf).await {
-                let _ = udp.send_to(&buf[..n], from).await;
-            }
-        }
-    });
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        if stop.load(Ordering::SeqCst) {
-            return; // dropping the runtime drops every task
-        }
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if stream.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
 }
 
 impl TokioServer {

@@ -20,14 +20,7 @@ use sockloop::{services::Echo, Server, ServerConfig};
 
 /// utime + stime of the whole process, in seconds.
 fn process_cpu(tck: u64) -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    (fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)) as f64
-        / tck as f64
+    common::own_cpu_ticks() as f64 / tck as f64
 }
 
 type Load = fn(SocketAddr, LoadConfig) -> std::io::Result<Report>;

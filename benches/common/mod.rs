@@ -208,3 +208,59 @@ pub fn tcp_load(
     load.record_latency(false);
     load
 }
+
+/// The tokio echo the benches compare against: on the caller's runtime, a
+/// task per connection reading up to 64 KiB and writing it back, one UDP
+/// task; returns at the first accept after `stop` is set (dropping the
+/// runtime drops every task). The sockets must be non-blocking.
+pub async fn tokio_echo(
+    tcp: std::net::TcpListener,
+    udp: std::net::UdpSocket,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::from_std(tcp).unwrap();
+    let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                let _ = udp.send_to(&buf[..n], from).await;
+            }
+        }
+    });
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return; // dropping the runtime drops every task
+        }
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// utime + stime of this whole process (`/proc/self/stat`), in clock ticks
+/// (`clk_tck()` a second).
+pub fn own_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // Fields after the parenthesised comm start at 3: utime is 14, stime 15.
+    fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
+}
