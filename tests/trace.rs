@@ -20,6 +20,16 @@ fn trace_lines(stderr: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The lines a client traced as `who` (`rudp client`, `bench tcp`, ...),
+/// without the log prefix and `who`.
+fn client_trace(stderr: &[u8], who: &str) -> Vec<String> {
+    let marker = format!("sockloop::trace] {who} ");
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|line| line.split_once(&marker).map(|(_, l)| l.to_owned()))
+        .collect()
+}
+
 /// What happened in a line: its first word, or two for timers.
 fn kind(line: &str) -> String {
     let mut words = line.split_whitespace();
@@ -166,14 +176,8 @@ fn the_rudp_client_traces_its_datagrams() {
     );
     let output = client.finish();
     assert!(output.status.success(), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter_map(|line| {
-            line.split_once("sockloop::trace] rudp client ")
-                .map(|(_, l)| l)
-        })
-        .collect();
+    let traced = client_trace(&output.stderr, "rudp client");
+    let lines: Vec<&str> = traced.iter().map(String::as_str).collect();
     // The hello goes out and the server's answer comes in before the
     // handshake ends.
     assert_eq!(kind(lines[0]), "write", "{lines:#?}");
@@ -197,14 +201,8 @@ fn the_chat_client_traces_its_connect_reads_and_writes() {
     client.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let output = client.finish();
     assert!(output.status.success(), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter_map(|line| {
-            line.split_once("sockloop::trace] chat client ")
-                .map(|(_, l)| l)
-        })
-        .collect();
+    let traced = client_trace(&output.stderr, "chat client");
+    let lines: Vec<&str> = traced.iter().map(String::as_str).collect();
     let kinds: Vec<String> = lines.iter().map(|line| kind(line)).collect();
     // The prompt, the name ("ann\n"), the welcome; then the message
     // (with its time) and, after stdin's end, the server's EOF.
@@ -229,11 +227,7 @@ fn bench_traced(kind: &str, args: &[&str], rate: &str) -> Vec<String> {
     );
     let output = client.finish();
     assert!(output.status.success(), "{output:?}");
-    let marker = format!("sockloop::trace] bench {kind} ");
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter_map(|line| line.split_once(&marker).map(|(_, l)| l.to_owned()))
-        .collect()
+    client_trace(&output.stderr, &format!("bench {kind}"))
 }
 
 /// One connection, one 100-byte message in flight (closed loop), for
