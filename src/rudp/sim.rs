@@ -230,17 +230,7 @@ impl Sim {
             return false;
         };
         self.now = self.now.max(next);
-        while let Some(Reverse((at, _, _))) = self.to_server.peek() {
-            if *at > self.now {
-                break;
-            }
-            let Some(Reverse((_, _, bytes))) = self.to_server.pop() else {
-                break;
-            };
-            self.server
-                .endpoint_mut()
-                .handle_datagram(self.now, Sim::addr(), &bytes);
-        }
+        self.server_due();
         while let Some(Reverse((at, _, _))) = self.to_client.peek() {
             if *at > self.now {
                 break;
@@ -255,6 +245,23 @@ impl Sim {
         if self.client.poll_timeout().is_some_and(|at| at <= self.now) {
             self.client.handle_timeout(self.now);
         }
+        true
+    }
+
+    /// The server's part of a step: the datagrams due by now, then its
+    /// timeout if due.
+    fn server_due(&mut self) {
+        while self
+            .to_server
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= self.now)
+        {
+            let Some(Reverse((_, _, bytes))) = self.to_server.pop() else {
+                break;
+            };
+            let endpoint = self.server.endpoint_mut();
+            endpoint.handle_datagram(self.now, Sim::addr(), &bytes);
+        }
         if self
             .server
             .endpoint()
@@ -263,7 +270,6 @@ impl Sim {
         {
             self.server.endpoint_mut().handle_timeout(self.now);
         }
-        true
     }
 
     /// Steps until `done`, failing after `limit` of virtual time.
@@ -335,25 +341,7 @@ impl Sim {
                 return;
             };
             self.now = self.now.max(next);
-            while self
-                .to_server
-                .peek()
-                .is_some_and(|Reverse((at, _, _))| *at <= self.now)
-            {
-                let Some(Reverse((_, _, bytes))) = self.to_server.pop() else {
-                    break;
-                };
-                let endpoint = self.server.endpoint_mut();
-                endpoint.handle_datagram(self.now, Sim::addr(), &bytes);
-            }
-            if self
-                .server
-                .endpoint()
-                .poll_timeout()
-                .is_some_and(|at| at <= self.now)
-            {
-                self.server.endpoint_mut().handle_timeout(self.now);
-            }
+            self.server_due();
         }
     }
 
