@@ -79,7 +79,105 @@ impl Input {
     }
 }
 
+/// What the common read step did ([`State::read_plain`]).
+#[derive(Debug)]
+pub(crate) enum PlainRead {
+    /// Input for the service, at the front of the scratch: call it, then
+    /// hand the input back to [`State::delivered`].
+    Bytes(Input),
+    /// Stop reading, with this outcome (nothing waits).
+    Done(ReadOutcome),
+    /// Step with [`State::read`]: not the common case (nothing was read),
+    /// or a read that brought no bytes (EOF, an error, an interruption,
+    /// noted in the state for the next step to act on).
+    Step,
+}
+
 impl State {
+    /// The common read step, in one pass: a plain connection that holds
+    /// no input, has no output waiting (so it is below the high-water
+    /// mark, which is at least 1) and is in none of the states a step
+    /// checks ([`Flags::READ_CHECKS`], discarding) reads whatever waits
+    /// into `scratch`. It does what [`State::read`] does in that case,
+    /// without the other cases' moves through memory: the echo's path.
+    #[inline(always)]
+    pub(crate) fn read_plain(
+        &mut self,
+        t: &mut Transport,
+        scratch: &mut Scratch,
+        budget: &mut usize,
+        env: &mut Env,
+    ) -> PlainRead {
+        if self.flags.any(Flags::NOT_PLAIN_STEP) || self.read_buf.is_some() || self.write_buf.is_some() {
+            return PlainRead::Step;
+        }
+        let fd = match t {
+            Transport::Plain(_, fd) => *fd,
+            #[cfg(test)]
+            Transport::Fake(fake) if fake.plain() => return self.read_fake(t, scratch, budget, env),
+            _ => return PlainRead::Step,
+        };
+        env.trace.lent(&self.peer, "read");
+        let room = scratch.room();
+        let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
+        match plain_read(fd, &mut room[..asked]) {
+            Ok(Received::Bytes { plain, drained, .. }) => self.read_into_scratch(plain, drained, budget, env),
+            other => self.read_nothing(other, env.reborrow()),
+        }
+    }
+
+    /// [`State::read_plain`] over a test's fake, when it stands for a
+    /// plain socket.
+    #[cfg(test)]
+    fn read_fake(
+        &mut self,
+        t: &mut Transport,
+        scratch: &mut Scratch,
+        budget: &mut usize,
+        env: &mut Env,
+    ) -> PlainRead {
+        env.trace.lent(&self.peer, "read");
+        let room = scratch.room();
+        let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
+        match t.fake().read(&mut room[..asked]) {
+            Ok(Received::Bytes { plain, drained, .. }) => self.read_into_scratch(plain, drained, budget, env),
+            other => self.read_nothing(other, env.reborrow()),
+        }
+    }
+
+    /// `plain` bytes (at least one) read into the scratch: counted, taken
+    /// from the budget, and the idle clock restarted.
+    #[inline(always)]
+    fn read_into_scratch(
+        &mut self,
+        plain: usize,
+        drained: bool,
+        budget: &mut usize,
+        env: &mut Env,
+    ) -> PlainRead {
+        env.trace.read(&self.peer, plain);
+        env.stats.tcp_bytes_in.add(plain as u64);
+        *budget = budget.saturating_sub(plain);
+        self.deadlines.io(env.now_ms);
+        PlainRead::Bytes(Input {
+            own: None,
+            len: plain as u32, // at most SCRATCH_SIZE
+            drained,
+        })
+    }
+
+    /// [`State::read_plain`]'s read brought no bytes.
+    #[inline(never)]
+    fn read_nothing(&mut self, received: io::Result<Received>, env: Env) -> PlainRead {
+        let trace = env.trace;
+        let step = self.no_bytes(received, env);
+        trace.returned(&self.peer, "read");
+        match step {
+            Step::Done(outcome) => PlainRead::Done(outcome),
+            _ => PlainRead::Step,
+        }
+    }
+
     /// One read, within what is left of `budget`: into the connection's
     /// own buffer if it holds leftovers, otherwise into `scratch`.
     #[inline(always)]

@@ -87,6 +87,9 @@ impl Flags {
     );
     /// States in which input is read only to be discarded.
     pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
+    /// States that keep a read step off the common pass
+    /// (`State::read_plain`).
+    pub(super) const NOT_PLAIN_STEP: Flags = Flags(Self::READ_CHECKS.0 | Self::DISCARDING.0);
 
     pub(crate) fn any(self, other: Flags) -> bool {
         self.0 & other.0 != 0
