@@ -122,7 +122,10 @@ impl State {
         let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
         match plain_read(fd, &mut room[..asked]) {
             Ok(Received::Bytes { plain, drained, .. }) => self.read_into_scratch(plain, drained, budget, env),
-            other => self.read_nothing(other, env.reborrow()),
+            other => match self.read_nothing(other, env.reborrow()) {
+                Some(outcome) => PlainRead::Done(outcome),
+                None => PlainRead::Step,
+            },
         }
     }
 
@@ -141,7 +144,10 @@ impl State {
         let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
         match t.fake().read(&mut room[..asked]) {
             Ok(Received::Bytes { plain, drained, .. }) => self.read_into_scratch(plain, drained, budget, env),
-            other => self.read_nothing(other, env.reborrow()),
+            other => match self.read_nothing(other, env.reborrow()) {
+                Some(outcome) => PlainRead::Done(outcome),
+                None => PlainRead::Step,
+            },
         }
     }
 
@@ -166,15 +172,16 @@ impl State {
         })
     }
 
-    /// [`State::read_plain`]'s read brought no bytes.
+    /// [`State::read_plain`]'s read brought no bytes. (Out of line, and
+    /// its answer small: the common pass keeps its input in registers.)
     #[inline(never)]
-    fn read_nothing(&mut self, received: io::Result<Received>, env: Env) -> PlainRead {
+    fn read_nothing(&mut self, received: io::Result<Received>, env: Env) -> Option<ReadOutcome> {
         let trace = env.trace;
         let step = self.no_bytes(received, env);
         trace.returned(&self.peer, "read");
         match step {
-            Step::Done(outcome) => PlainRead::Done(outcome),
-            _ => PlainRead::Step,
+            Step::Done(outcome) => Some(outcome),
+            _ => None,
         }
     }
 
