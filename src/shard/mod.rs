@@ -395,12 +395,13 @@ impl Shard {
     fn read(&mut self, key: usize) -> bool {
         let mut budget = self.res.limits.read_budget;
         let conn = &mut self.conns[key];
+        let (token, service) = (conn.token(key), usize::from(conn.service));
         let env = &mut self.res.env();
         let first = conn
             .state
             .read_plain(&mut conn.transport, &mut self.scratch, &mut budget, env);
         let delivered = match first {
-            PlainRead::Bytes(input) => self.serve_input(key, input, budget),
+            PlainRead::Bytes(input) => self.serve_input((key, token, service), input, budget),
             PlainRead::Done(outcome) => Delivered::Ended(outcome),
             PlainRead::Step => Delivered::ReadOn,
         };
@@ -441,19 +442,25 @@ impl Shard {
                     None => continue,
                 },
             };
-            match self.serve_input(key, input, budget) {
+            let conn = &self.conns[key];
+            let (token, service) = (conn.token(key), usize::from(conn.service));
+            match self.serve_input((key, token, service), input, budget) {
                 Delivered::ReadOn => {}
                 ended => return ended,
             }
         }
     }
 
-    /// Calls the connection's service with `input`, then hands what it
-    /// left back to the connection's state.
+    /// Calls the service of the connection at `key` (whose token and
+    /// service index the caller has at hand) with `input`, then hands what
+    /// it left back to the connection's state.
     #[inline(always)]
-    fn serve_input(&mut self, key: usize, input: Input, budget: usize) -> Delivered {
-        let conn = &self.conns[key];
-        let (token, service) = (conn.token(key), usize::from(conn.service));
+    fn serve_input(
+        &mut self,
+        (key, token, service): (usize, Token, usize),
+        input: Input,
+        budget: usize,
+    ) -> Delivered {
         let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
         let service = &mut *self.services[service];
         let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));

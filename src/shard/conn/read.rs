@@ -466,12 +466,12 @@ impl State {
     fn keep(&mut self, input: Input, consumed: usize, scratch: &Scratch, env: &mut Env) -> bool {
         match input.own {
             None => {
-                let rest = &scratch.filled(input.len as usize)[consumed..];
-                if rest.is_empty() {
+                let len = input.len as usize;
+                if consumed >= len {
                     env.trace.returned(&self.peer, "read");
                     return false;
                 }
-                self.keep_copy(rest, env.reborrow());
+                self.keep_copy(&scratch.filled(len)[consumed..], env.reborrow());
                 true
             }
             Some(mut buf) => {
