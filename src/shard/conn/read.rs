@@ -108,33 +108,31 @@ impl State {
         budget: &mut usize,
         env: &mut Env,
     ) -> PlainRead {
-        if self.flags.any(Flags::NOT_PLAIN_STEP) || self.read_buf.is_some() || self.write_buf.is_some() {
+        if self.flags.any(Flags::NOT_PLAIN_STEP)
+            || self.read_buf.is_some()
+            || self.write_buf.is_some()
+        {
             return PlainRead::Step;
         }
-        let fd = match t {
-            Transport::Plain(_, fd) => *fd,
+        match t {
+            Transport::Plain(_, fd) => {
+                let fd = *fd;
+                self.read_plain_with(|out| plain_read(fd, out), scratch, budget, env)
+            }
             #[cfg(test)]
-            Transport::Fake(fake) if fake.plain() => return self.read_fake(t, scratch, budget, env),
-            _ => return PlainRead::Step,
-        };
-        env.trace.lent(&self.peer, "read");
-        let room = scratch.room();
-        let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
-        match plain_read(fd, &mut room[..asked]) {
-            Ok(Received::Bytes { plain, drained, .. }) => self.read_into_scratch(plain, drained, budget, env),
-            other => match self.read_nothing(other, env.reborrow()) {
-                Some(outcome) => PlainRead::Done(outcome),
-                None => PlainRead::Step,
-            },
+            Transport::Fake(fake) if fake.plain() => {
+                self.read_plain_with(|out| fake.read(out), scratch, budget, env)
+            }
+            _ => PlainRead::Step,
         }
     }
 
-    /// [`State::read_plain`] over a test's fake, when it stands for a
-    /// plain socket.
-    #[cfg(test)]
-    fn read_fake(
+    /// [`State::read_plain`] with `read`, one read of the socket, which
+    /// gives the service every byte it takes (no TLS).
+    #[inline(always)]
+    fn read_plain_with(
         &mut self,
-        t: &mut Transport,
+        read: impl FnOnce(&mut [u8]) -> io::Result<Received>,
         scratch: &mut Scratch,
         budget: &mut usize,
         env: &mut Env,
@@ -142,34 +140,23 @@ impl State {
         env.trace.lent(&self.peer, "read");
         let room = scratch.room();
         let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
-        match t.fake().read(&mut room[..asked]) {
-            Ok(Received::Bytes { plain, drained, .. }) => self.read_into_scratch(plain, drained, budget, env),
+        match read(&mut room[..asked]) {
+            Ok(Received::Bytes { plain, drained, .. }) => {
+                env.trace.read(&self.peer, plain);
+                env.stats.tcp_bytes_in.add(plain as u64);
+                *budget = budget.saturating_sub(plain);
+                self.deadlines.io(env.now_ms);
+                PlainRead::Bytes(Input {
+                    own: None,
+                    len: plain as u32, // at most SCRATCH_SIZE
+                    drained,
+                })
+            }
             other => match self.read_nothing(other, env.reborrow()) {
                 Some(outcome) => PlainRead::Done(outcome),
                 None => PlainRead::Step,
             },
         }
-    }
-
-    /// `plain` bytes (at least one) read into the scratch: counted, taken
-    /// from the budget, and the idle clock restarted.
-    #[inline(always)]
-    fn read_into_scratch(
-        &mut self,
-        plain: usize,
-        drained: bool,
-        budget: &mut usize,
-        env: &mut Env,
-    ) -> PlainRead {
-        env.trace.read(&self.peer, plain);
-        env.stats.tcp_bytes_in.add(plain as u64);
-        *budget = budget.saturating_sub(plain);
-        self.deadlines.io(env.now_ms);
-        PlainRead::Bytes(Input {
-            own: None,
-            len: plain as u32, // at most SCRATCH_SIZE
-            drained,
-        })
     }
 
     /// [`State::read_plain`]'s read brought no bytes. (Out of line, and

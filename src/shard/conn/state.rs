@@ -332,7 +332,7 @@ impl State {
     /// limit, no output waiting or write interest to drop, and the deadline timer armed
     /// with no deadline appeared since (what `settle` and
     /// `Timers::arm_deadline` would conclude, in one test).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn quiet(&self, t: &Transport) -> bool {
         let loud = Flags(
             Flags::FAILED.0

@@ -350,7 +350,10 @@ fn a_read_with_nothing_waiting_ends_drained_and_holds_nothing() {
     h.fake().peer_fin = true;
     assert_eq!(h.readable(), Some(ReadOutcome::Stopped));
     assert!(h.state.flags.any(Flags::PEER_EOF));
-    assert_eq!(h.closed.map(|(reason, _)| reason), Some(CloseReason::PeerClosed));
+    assert_eq!(
+        h.closed.map(|(reason, _)| reason),
+        Some(CloseReason::PeerClosed)
+    );
 }
 
 #[test]
