@@ -8,6 +8,11 @@
 //! socket is drained, so no second syscall is spent just to see
 //! `WouldBlock` -- unless the peer's FIN was reported, which may sit behind
 //! the data just read.
+//!
+//! The step most reads are (a plain connection holding nothing, in no
+//! state a step checks) also has a one-pass form, `State::read_plain`,
+//! which the shard tries first: the same rules, none of the other cases'
+//! moves through memory.
 
 use std::io;
 
