@@ -29,7 +29,7 @@ use super::token::Slot;
 use super::trace::Tracer;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
-pub(crate) use read::{Input, ReadOutcome, Step};
+pub(crate) use read::{Input, PlainRead, ReadOutcome, Step};
 pub(crate) use state::{Flags, Settled, State};
 pub(crate) use transport::Transport;
 

@@ -87,6 +87,9 @@ impl Flags {
     );
     /// States in which input is read only to be discarded.
     pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
+    /// States that keep a read step off the common pass
+    /// (`State::read_plain`).
+    pub(super) const NOT_PLAIN_STEP: Flags = Flags(Self::READ_CHECKS.0 | Self::DISCARDING.0);
 
     pub(crate) fn any(self, other: Flags) -> bool {
         self.0 & other.0 != 0
@@ -329,7 +332,7 @@ impl State {
     /// limit, no output waiting or write interest to drop, and the deadline timer armed
     /// with no deadline appeared since (what `settle` and
     /// `Timers::arm_deadline` would conclude, in one test).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn quiet(&self, t: &Transport) -> bool {
         let loud = Flags(
             Flags::FAILED.0
