@@ -41,7 +41,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, ReadOutcome, Settled, Step, TcpConn};
+use conn::{live, Env, Flags, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_READ};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
@@ -155,6 +155,8 @@ pub(crate) struct Shard {
     /// The one buffer connections that hold nothing read into; their
     /// services are handed a slice of it.
     scratch: Scratch,
+    /// The pipe bulk echoes are spliced through (`conn/splice.rs`).
+    splicer: Splicer,
     /// Shared by the shard's UDP sockets; `None` when it has none.
     recv_batch: Option<RecvBatch>,
     /// Sources that spent their budget this turn and may have more input.
@@ -263,6 +265,7 @@ impl Shard {
             socket: config.socket.clone(),
             trace: trace::Tracer::new(shard_id, config.trace),
         };
+        let splice = config.splice;
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
@@ -275,6 +278,7 @@ impl Shard {
             conns: Slab::new(),
             res,
             scratch: Scratch::default(),
+            splicer: Splicer::new(splice),
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),
@@ -386,9 +390,22 @@ impl Shard {
         let outcome = loop {
             let conn = &mut self.conns[key];
             let env = &mut self.res.env();
-            let step = conn
-                .state
-                .read(&mut conn.transport, &mut self.scratch, &mut budget, env);
+            let spliced = match conn.state.bulk {
+                true => conn.state.splice_step(
+                    &conn.transport,
+                    &mut self.splicer,
+                    &mut self.scratch,
+                    &mut budget,
+                    env,
+                ),
+                false => None,
+            };
+            let step = match spliced {
+                Some(step) => step,
+                None => conn
+                    .state
+                    .read(&mut conn.transport, &mut self.scratch, &mut budget, env),
+            };
             let input = match step {
                 Step::Deliver(input) => input,
                 step => match self.other_step(key, step, budget) {
@@ -400,6 +417,9 @@ impl Shard {
             let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
             let service = &mut *self.services[service];
             let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
+            if input.in_scratch() >= BULK_READ {
+                self.turn_bulk(key);
+            }
             let conn = &mut self.conns[key];
             let env = &mut self.res.env();
             let scratch = &self.scratch;
@@ -422,6 +442,20 @@ impl Shard {
             }
         }
         false
+    }
+
+    /// A large read from the scratch: the connection is spliced from now
+    /// on if its service echoes and nothing rules it out (`conn/splice.rs`).
+    #[cold]
+    #[inline(never)]
+    fn turn_bulk(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if self.splicer.on()
+            && self.services[usize::from(conn.service)].echoes()
+            && conn.state.turns_bulk(&conn.transport)
+        {
+            conn.state.bulk = true;
+        }
     }
 
     /// A read step with nothing for the service: `Some` ends the reading

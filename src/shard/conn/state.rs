@@ -121,6 +121,10 @@ pub(crate) struct State {
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
     pub(crate) flags: Flags,
+    /// Its input comes in bulk and its service echoes: read by splicing
+    /// (`splice.rs`). A byte of what was padding, not a flag bit (all 16
+    /// are taken).
+    pub(crate) bulk: bool,
 }
 
 /// What the shard does with a connection after it settled.
@@ -142,6 +146,7 @@ impl State {
             admission: None,
             message_tokens: None,
             flags: Flags::default(),
+            bulk: false,
         }
     }
 
@@ -239,7 +244,7 @@ impl State {
     /// Appends `rest` to the write buffer, or, past the hard limit, frees
     /// it and marks the connection to close.
     #[inline(never)]
-    fn buffer(&mut self, rest: &[u8], env: Env) {
+    pub(super) fn buffer(&mut self, rest: &[u8], env: Env) {
         let pending = self.write_buffered() + rest.len();
         if pending > env.limits.output_hard {
             // Free the memory now; the shard closes the connection next.
