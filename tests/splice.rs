@@ -184,3 +184,35 @@ fn a_shard_that_cannot_make_its_pipe_echoes_by_copying() {
         warnings[0]
     );
 }
+
+#[test]
+fn what_a_slow_reader_leaves_in_the_pipe_is_buffered_and_traced() {
+    let served = Served::start(
+        &[
+            "--tcp",
+            "127.0.0.1:0=echo",
+            "--shards",
+            "1",
+            "--send-buffer",
+            "32768",
+            "--trace",
+            "--trace-rate",
+            "1000000",
+        ],
+        1,
+    );
+    let data = Rng::new(17).bytes(2 * 1024 * 1024);
+    let stream = connect(served.addr(0).parse().unwrap());
+    let got = echo(&stream, &data, 4096, Duration::from_micros(200));
+    assert!(got == data, "the echo differs from what was sent");
+    drop(stream);
+    let output = served.stop();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // "write PEER NB (splice from the pipe), MB buffered", M > 0.
+    let leftovers = stderr
+        .lines()
+        .filter_map(|line| line.split("(splice from the pipe), ").nth(1))
+        .filter(|rest| !rest.starts_with("0B"))
+        .count();
+    assert!(leftovers > 0, "no splice left bytes to buffer");
+}
