@@ -41,7 +41,7 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_READ};
+use conn::{live, Env, Flags, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_CREDIT, BULK_READ};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
@@ -390,7 +390,7 @@ impl Shard {
         let outcome = loop {
             let conn = &mut self.conns[key];
             let env = &mut self.res.env();
-            let spliced = match conn.state.bulk {
+            let spliced = match conn.state.bulk != 0 {
                 true => conn.state.splice_step(
                     &conn.transport,
                     &mut self.splicer,
@@ -454,7 +454,7 @@ impl Shard {
             && self.services[usize::from(conn.service)].echoes()
             && conn.state.turns_bulk(&conn.transport)
         {
-            conn.state.bulk = true;
+            conn.state.bulk = BULK_CREDIT;
         }
     }
 

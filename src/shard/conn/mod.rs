@@ -31,7 +31,7 @@ use super::trace::Tracer;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
 pub(crate) use read::{Input, ReadOutcome, Step};
-pub(crate) use splice::{Splicer, BULK_READ};
+pub(crate) use splice::{Splicer, BULK_CREDIT, BULK_READ};
 pub(crate) use state::{Flags, Settled, State};
 pub(crate) use transport::Transport;
 

@@ -7,7 +7,8 @@
 //!
 //! The rules that keep it an echo like any other:
 //! - A connection turns bulk after a read of at least [`BULK_READ`] bytes,
-//!   and back after a splice of fewer: small messages keep `recv`/`send`.
+//!   and back after [`BULK_CREDIT`] splices in a row of fewer (the tail
+//!   of a burst is often small): small messages keep `recv`/`send`.
 //! - Only while nothing else is pending for it (no write buffer, no held
 //!   input, no flag a read step must look at): output stays in order, and
 //!   pauses, EOF, closing and draining take the ordinary path.
@@ -31,10 +32,13 @@ use super::Env;
 use crate::net::buffer::Scratch;
 use crate::net::pipe::Pipe;
 
-/// A read of at least this many bytes turns an echo connection bulk; a
-/// splice of fewer turns it back. Below it a copy costs less than the
-/// pipe's bookkeeping.
+/// A read of at least this many bytes turns an echo connection bulk.
+/// Below it a copy costs less than the pipe's bookkeeping.
 pub(crate) const BULK_READ: usize = 16 * 1024;
+
+/// Splices in a row shorter than [`BULK_READ`] that turn a bulk
+/// connection back to copying.
+pub(crate) const BULK_CREDIT: u8 = 8;
 
 /// A shard's means to splice: its pipe (made on first use) and whether
 /// splicing is on (`ServerConfig::splice`, until a failure).
@@ -112,11 +116,11 @@ impl State {
             return None;
         }
         let Transport::Plain(_, fd) = *t else {
-            self.bulk = false;
+            self.bulk = 0;
             return None;
         };
         let Some(pipe) = splicer.pipe(env) else {
-            self.bulk = false;
+            self.bulk = 0;
             return None;
         };
         let n = match pipe.fill_from(fd, *budget) {
@@ -127,7 +131,7 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some(Step::Again),
             Err(e) if unsupported(&e) => {
                 Splicer::give_up(&mut splicer.on, "splice from a socket", &e, env);
-                self.bulk = false;
+                self.bulk = 0;
                 return None;
             }
             Err(e) => {
@@ -147,9 +151,10 @@ impl State {
         self.splice_back(fd, splicer, scratch, env);
         // The echo consumed it all: no frame stays open.
         self.deadlines.frame(env.now_ms, true, false);
-        if n < BULK_READ {
-            self.bulk = false;
-        }
+        self.bulk = match n >= BULK_READ {
+            true => BULK_CREDIT,
+            false => self.bulk - 1,
+        };
         // A short splice may mean a full pipe rather than a drained
         // socket: only `WouldBlock` says drained.
         Some(match *budget {

@@ -121,10 +121,10 @@ pub(crate) struct State {
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
     pub(crate) flags: Flags,
-    /// Its input comes in bulk and its service echoes: read by splicing
-    /// (`splice.rs`). A byte of what was padding, not a flag bit (all 16
-    /// are taken).
-    pub(crate) bulk: bool,
+    /// Non-zero while its input comes in bulk and its service echoes:
+    /// read by splicing (`splice.rs`), counting down short splices. A
+    /// byte of what was padding, not a flag bit (all 16 are taken).
+    pub(crate) bulk: u8,
 }
 
 /// What the shard does with a connection after it settled.
@@ -146,7 +146,7 @@ impl State {
             admission: None,
             message_tokens: None,
             flags: Flags::default(),
-            bulk: false,
+            bulk: 0,
         }
     }
 
