@@ -131,7 +131,15 @@ fn small_messages_are_never_spliced() {
 fn lowest_free_descriptor(pid: u32) -> usize {
     let open: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .map(|entry| {
+            entry
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     (0..).find(|n| !open.contains(n)).unwrap()
 }
@@ -153,9 +161,9 @@ fn a_shard_that_cannot_make_its_pipe_echoes_by_copying() {
     assert_eq!(&pong, b"ping");
     drop(first);
     thread::sleep(Duration::from_millis(100)); // its descriptor freed
-    // Room for the connection's descriptor and not one more: the pipe
-    // (two) cannot be made. A new descriptor takes the lowest free
-    // number, which must be below the cap.
+                                               // Room for the connection's descriptor and not one more: the pipe
+                                               // (two) cannot be made. A new descriptor takes the lowest free
+                                               // number, which must be below the cap.
     let cap = format!("--nofile={}", lowest_free_descriptor(pid) + 1);
     let status = std::process::Command::new(prlimit)
         .args(["--pid", &pid.to_string(), &cap])

@@ -13,9 +13,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 #[cfg(target_os = "linux")]
 use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Most datagrams moved by one `sendmmsg` call. Bounds the stack used per
 /// call (about 13 KiB on 64-bit Linux, never zeroed as a whole).
@@ -1212,7 +1212,14 @@ pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         // SAFETY: null offsets (both ends are streams); the kernel moves
         // data between the two descriptors and touches no memory of ours.
         let rc = unsafe {
-            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags)
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());

@@ -41,7 +41,9 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_CREDIT, BULK_READ};
+use conn::{
+    live, Env, Flags, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_CREDIT, BULK_READ,
+};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
@@ -396,7 +398,7 @@ impl Shard {
                     &mut self.splicer,
                     &mut self.scratch,
                     &mut budget,
-                    env,
+                    env.reborrow(),
                 ),
                 false => None,
             };
@@ -417,7 +419,7 @@ impl Shard {
             let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
             let service = &mut *self.services[service];
             let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
-            if input.in_scratch() >= BULK_READ {
+            if consumed >= BULK_READ {
                 self.turn_bulk(key);
             }
             let conn = &mut self.conns[key];
@@ -444,8 +446,8 @@ impl Shard {
         false
     }
 
-    /// A large read from the scratch: the connection is spliced from now
-    /// on if its service echoes and nothing rules it out (`conn/splice.rs`).
+    /// Its service took a large input: the connection is spliced from now
+    /// on if that service echoes and nothing rules it out (`conn/splice.rs`).
     #[cold]
     #[inline(never)]
     fn turn_bulk(&mut self, key: usize) {

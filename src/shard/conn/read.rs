@@ -71,15 +71,6 @@ impl Input {
         }
     }
 
-    /// Bytes read into the scratch by this step (0 for held input).
-    #[inline(always)]
-    pub(crate) fn in_scratch(&self) -> usize {
-        match &self.own {
-            Some(_) => 0,
-            None => self.len as usize,
-        }
-    }
-
     fn len(&self) -> usize {
         match &self.own {
             Some(buf) => buf.len(),

@@ -2,12 +2,13 @@
 //! ([`TcpService::echoes`]) and whose input comes in bulk is read by
 //! `splice(2)` into the shard's one pipe and spliced from there straight
 //! back into the same socket. The received pages travel by reference, so
-//! neither the kernel nor user space copies the bytes (on loopback, the
-//! two copies of `recv` and `send` are nearly all of an echo's CPU).
+//! neither the kernel nor user space copies the bytes (on loopback the two
+//! copies of `recv` and `send` are about a fifth of a 64 KiB echo's server
+//! CPU; the rest is the TCP stack and waking up, which splicing keeps).
 //!
 //! The rules that keep it an echo like any other:
-//! - A connection turns bulk after a read of at least [`BULK_READ`] bytes,
-//!   and back after [`BULK_CREDIT`] splices in a row of fewer (the tail
+//! - A connection turns bulk once its service took at least [`BULK_READ`]
+//!   bytes in one call, and back after [`BULK_CREDIT`] splices in a row of fewer (the tail
 //!   of a burst is often small): small messages keep `recv`/`send`.
 //! - Only while nothing else is pending for it (no write buffer, no held
 //!   input, no flag a read step must look at): output stays in order, and
@@ -24,6 +25,7 @@
 //! [`TcpService::echoes`]: crate::service::TcpService::echoes
 
 use std::io;
+use std::os::fd::RawFd;
 
 use super::read::{ReadOutcome, Step};
 use super::state::{Flags, State};
@@ -93,8 +95,8 @@ fn unsupported(e: &io::Error) -> bool {
 }
 
 impl State {
-    /// Whether a read of [`BULK_READ`] bytes or more, delivered to a
-    /// service that echoes, turns the connection bulk: plain TCP only.
+    /// Whether [`BULK_READ`] bytes or more taken by a service that echoes
+    /// turn the connection bulk: plain TCP only.
     pub(crate) fn turns_bulk(&self, t: &Transport) -> bool {
         matches!(t, Transport::Plain(..)) && !self.flags.any(Flags::PROXY_PENDING)
     }
@@ -109,10 +111,15 @@ impl State {
         splicer: &mut Splicer,
         scratch: &mut Scratch,
         budget: &mut usize,
-        env: &mut Env,
+        mut env: Env,
     ) -> Option<Step> {
+        let env = &mut env;
         let flags = self.flags;
-        if flags.any(Flags::READ_CHECKS) || flags.any(Flags::DISCARDING) || self.write_buf.is_some() || self.read_buf.is_some() {
+        if flags.any(Flags::READ_CHECKS)
+            || flags.any(Flags::DISCARDING)
+            || self.write_buf.is_some()
+            || self.read_buf.is_some()
+        {
             return None;
         }
         let Transport::Plain(_, fd) = *t else {
@@ -153,7 +160,7 @@ impl State {
         self.deadlines.frame(env.now_ms, true, false);
         self.bulk = match n >= BULK_READ {
             true => BULK_CREDIT,
-            false => self.bulk - 1,
+            false => self.bulk.saturating_sub(1),
         };
         // A short splice may mean a full pipe rather than a drained
         // socket: only `WouldBlock` says drained.
@@ -168,7 +175,7 @@ impl State {
     /// empty.
     fn splice_back(
         &mut self,
-        fd: i32,
+        fd: RawFd,
         splicer: &mut Splicer,
         scratch: &mut Scratch,
         env: &mut Env,
