@@ -390,24 +390,18 @@ impl Shard {
     fn read(&mut self, key: usize) -> bool {
         let mut budget = self.res.limits.read_budget;
         let outcome = loop {
-            let conn = &mut self.conns[key];
+            let mut conn = &mut self.conns[key];
+            if conn.state.bulk != 0 {
+                match self.splice(key, budget) {
+                    Ok(outcome) => break outcome,
+                    Err(left) => budget = left,
+                }
+                conn = &mut self.conns[key];
+            }
             let env = &mut self.res.env();
-            let spliced = match conn.state.bulk != 0 {
-                true => conn.state.splice_step(
-                    &conn.transport,
-                    &mut self.splicer,
-                    &mut self.scratch,
-                    &mut budget,
-                    env.reborrow(),
-                ),
-                false => None,
-            };
-            let step = match spliced {
-                Some(step) => step,
-                None => conn
-                    .state
-                    .read(&mut conn.transport, &mut self.scratch, &mut budget, env),
-            };
+            let step = conn
+                .state
+                .read(&mut conn.transport, &mut self.scratch, &mut budget, env);
             let input = match step {
                 Step::Deliver(input) => input,
                 step => match self.other_step(key, step, budget) {
@@ -444,6 +438,28 @@ impl Shard {
             }
         }
         false
+    }
+
+    /// Splices a bulk connection's input back out (`conn/splice.rs`) until
+    /// it is drained, its `budget` spent or it stops: `Ok` with that
+    /// outcome, or `Err` with the budget left when it must be read the
+    /// ordinary way now. (Out of line: the read loop's test is one byte.)
+    #[cold]
+    #[inline(never)]
+    fn splice(&mut self, key: usize, mut budget: usize) -> Result<ReadOutcome, usize> {
+        loop {
+            let conn = &mut self.conns[key];
+            let (splicer, scratch) = (&mut self.splicer, &mut self.scratch);
+            let env = self.res.env();
+            match conn
+                .state
+                .splice_step(&conn.transport, splicer, scratch, &mut budget, env)
+            {
+                Some(Step::Done(outcome)) => return Ok(outcome),
+                Some(_) => {} // again
+                None => return Err(budget),
+            }
+        }
     }
 
     /// Its service took a large input: the connection is spliced from now
