@@ -13,7 +13,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::RawFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Most datagrams moved by one `sendmmsg` call. Bounds the stack used per
 /// call (about 13 KiB on 64-bit Linux, never zeroed as a whole).
@@ -1154,6 +1156,92 @@ pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
         rc if rc < 0 => Err(io::Error::last_os_error()),
         rc => Ok(rc as usize),
     };
+}
+
+/// A pipe, both ends non-blocking and close-on-exec: `(read end, write
+/// end)`. Unsupported off Linux (where nothing splices).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `pipe2` writes two descriptors into the two-element array
+        // it is given; on success both are new and ours alone to own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just created above, owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Sets the capacity of the pipe `fd` (`F_SETPIPE_SZ`) and returns the
+/// capacity in force, which the kernel rounds up to a power of two pages.
+pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fcntl` with `F_SETPIPE_SZ` takes an integer argument and
+        // touches no memory of ours; a non-pipe `fd` is an error.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, bytes);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to` with `splice(2)`, one of them
+/// a pipe, without blocking (`SPLICE_F_NONBLOCK`) and moving pages rather
+/// than copying where the kernel can (`SPLICE_F_MOVE`): from a TCP socket
+/// into a pipe the pipe takes references to the received pages, and from a
+/// pipe into a TCP socket they are sent by reference. Returns the bytes
+/// moved; 0 from a socket is its EOF. `EAGAIN` comes back as `WouldBlock`.
+/// Descriptors are raw, as for [`recv`]: a wrong one is an error (`EBADF`,
+/// `EINVAL`), never memory unsafety.
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+        // SAFETY: null offsets (both ends are streams); the kernel moves
+        // data between the two descriptors and touches no memory of ours.
+        let rc = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, to, len);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// One `read(2)` of `fd` into `buf` (a pipe's bytes, copied out).
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`,
+    // borrowed mutably for the call.
+    let rc = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 /// `recvfrom` or `sendto` (`call`) on a connected stream socket: `len`

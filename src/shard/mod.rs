@@ -41,7 +41,10 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, Input, PlainRead, ReadOutcome, Settled, Step, TcpConn};
+use conn::{
+    live, Env, Flags, Input, PlainRead, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_CREDIT,
+    BULK_READ,
+};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
@@ -155,6 +158,8 @@ pub(crate) struct Shard {
     /// The one buffer connections that hold nothing read into; their
     /// services are handed a slice of it.
     scratch: Scratch,
+    /// The pipe bulk echoes are spliced through (`conn/splice.rs`).
+    splicer: Splicer,
     /// Shared by the shard's UDP sockets; `None` when it has none.
     recv_batch: Option<RecvBatch>,
     /// Sources that spent their budget this turn and may have more input.
@@ -273,6 +278,7 @@ impl Shard {
             socket: config.socket.clone(),
             trace: trace::Tracer::new(shard_id, config.trace),
         };
+        let splice = config.splice;
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
@@ -285,6 +291,7 @@ impl Shard {
             conns: Slab::new(),
             res,
             scratch: Scratch::default(),
+            splicer: Splicer::new(splice),
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),
@@ -396,14 +403,18 @@ impl Shard {
         let mut budget = self.res.limits.read_budget;
         let conn = &mut self.conns[key];
         let (token, service) = (conn.token(key), usize::from(conn.service));
-        let env = &mut self.res.env();
-        let first = conn
-            .state
-            .read_plain(&mut conn.transport, &mut self.scratch, &mut budget, env);
-        let delivered = match first {
-            PlainRead::Bytes(input) => self.serve_input((key, token, service), input, budget),
-            PlainRead::Done(outcome) => Delivered::Ended(outcome),
-            PlainRead::Step => Delivered::ReadOn,
+        let delivered = if conn.state.bulk != 0 {
+            Delivered::ReadOn // spliced: the steps take it
+        } else {
+            let env = &mut self.res.env();
+            match conn
+                .state
+                .read_plain(&mut conn.transport, &mut self.scratch, &mut budget, env)
+            {
+                PlainRead::Bytes(input) => self.serve_input((key, token, service), input, budget),
+                PlainRead::Done(outcome) => Delivered::Ended(outcome),
+                PlainRead::Step => Delivered::ReadOn,
+            }
         };
         let outcome = match delivered {
             Delivered::Quiet => return true,
@@ -430,7 +441,14 @@ impl Shard {
     #[inline(never)]
     fn read_steps(&mut self, key: usize, mut budget: usize) -> Delivered {
         loop {
-            let conn = &mut self.conns[key];
+            let mut conn = &mut self.conns[key];
+            if conn.state.bulk != 0 {
+                match self.splice(key, budget) {
+                    Ok(outcome) => return Delivered::Ended(outcome),
+                    Err(left) => budget = left,
+                }
+                conn = &mut self.conns[key];
+            }
             let env = &mut self.res.env();
             let step = conn
                 .state
@@ -464,6 +482,9 @@ impl Shard {
         let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
         let service = &mut *self.services[service];
         let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
+        if consumed >= BULK_READ {
+            self.turn_bulk(key);
+        }
         let conn = &mut self.conns[key];
         let env = &mut self.res.env();
         let scratch = &self.scratch;
@@ -478,6 +499,42 @@ impl Shard {
                 }
                 Delivered::Ended(outcome)
             }
+        }
+    }
+
+    /// Splices a bulk connection's input back out (`conn/splice.rs`) until
+    /// it is drained, its `budget` spent or it stops: `Ok` with that
+    /// outcome, or `Err` with the budget left when it must be read the
+    /// ordinary way now. (Out of line: the read loop's test is one byte.)
+    #[cold]
+    #[inline(never)]
+    fn splice(&mut self, key: usize, mut budget: usize) -> Result<ReadOutcome, usize> {
+        loop {
+            let conn = &mut self.conns[key];
+            let (splicer, scratch) = (&mut self.splicer, &mut self.scratch);
+            let env = self.res.env();
+            match conn
+                .state
+                .splice_step(&conn.transport, splicer, scratch, &mut budget, env)
+            {
+                Some(Step::Done(outcome)) => return Ok(outcome),
+                Some(_) => {} // again
+                None => return Err(budget),
+            }
+        }
+    }
+
+    /// Its service took a large input: the connection is spliced from now
+    /// on if that service echoes and nothing rules it out (`conn/splice.rs`).
+    #[cold]
+    #[inline(never)]
+    fn turn_bulk(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if self.splicer.on()
+            && self.services[usize::from(conn.service)].echoes()
+            && conn.state.turns_bulk(&conn.transport)
+        {
+            conn.state.bulk = BULK_CREDIT;
         }
     }
 

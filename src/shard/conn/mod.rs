@@ -14,6 +14,7 @@ mod fake;
 #[cfg(test)]
 mod layout;
 mod read;
+mod splice;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use super::trace::Tracer;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
 pub(crate) use read::{Input, PlainRead, ReadOutcome, Step};
+pub(crate) use splice::{Splicer, BULK_CREDIT, BULK_READ};
 pub(crate) use state::{Flags, Settled, State};
 pub(crate) use transport::Transport;
 

@@ -124,6 +124,10 @@ pub(crate) struct State {
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
     pub(crate) flags: Flags,
+    /// Non-zero while its input comes in bulk and its service echoes:
+    /// read by splicing (`splice.rs`), counting down short splices. A
+    /// byte of what was padding, not a flag bit (all 16 are taken).
+    pub(crate) bulk: u8,
 }
 
 /// What the shard does with a connection after it settled.
@@ -145,6 +149,7 @@ impl State {
             admission: None,
             message_tokens: None,
             flags: Flags::default(),
+            bulk: 0,
         }
     }
 
@@ -242,7 +247,7 @@ impl State {
     /// Appends `rest` to the write buffer, or, past the hard limit, frees
     /// it and marks the connection to close.
     #[inline(never)]
-    fn buffer(&mut self, rest: &[u8], env: Env) {
+    pub(super) fn buffer(&mut self, rest: &[u8], env: Env) {
         let pending = self.write_buffered() + rest.len();
         if pending > env.limits.output_hard {
             // Free the memory now; the shard closes the connection next.
