@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::net::gso::{Offload, OffloadMode};
 use crate::net::sys::{self, RecvMeta, RecvSlots};
 use crate::TraceLines;
 
@@ -118,8 +119,8 @@ struct Socket {
 struct Sender {
     size: usize,
     window: Window,
-    /// The server.
-    to: SocketAddr,
+    /// Segmented sends, where the kernel takes them.
+    offload: Offload,
 }
 
 impl Sender {
@@ -140,32 +141,43 @@ impl Sender {
         s.next_send += 1;
     }
 
-    /// Sends what [`Sender::queue`] queued for `s`, `sendmmsg` by
-    /// `sendmmsg`; a datagram the kernel refuses (a full socket buffer)
+    /// Sends what [`Sender::queue`] queued for `s`: in segmented runs
+    /// where the kernel takes them (one `sendmsg` with `UDP_SEGMENT` per
+    /// up to 64 datagrams, the server still receiving them one by one),
+    /// else `sendmmsg` by `sendmmsg`, naming no destination (the socket is
+    /// connected). A datagram the kernel refuses (a full socket buffer)
     /// is lost, like the network would lose it.
-    fn flush(&self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
+    fn flush(&mut self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
         let (id, size) = (s.id, self.size);
         let mut left = &s.out[..];
         while !left.is_empty() {
-            let msgs = left.chunks(size).map(|m| (self.to, m));
-            match sys::send_batch(s.socket.as_fd(), msgs) {
-                Ok(n) => {
+            let gone = match self.offload.send_connected(s.socket.as_fd(), left, size) {
+                Ok((n, segmented)) => {
+                    let how = if segmented {
+                        "sendmsg UDP_SEGMENT"
+                    } else {
+                        "sendmmsg"
+                    };
                     for _ in 0..n {
-                        trace!(trace, "write #{id} {size}B (sendmmsg)");
+                        trace!(trace, "write #{id} {size}B ({how})");
                     }
-                    left = &left[(n * size).min(left.len())..];
+                    n
                 }
-                Err(e) => {
-                    trace!(trace, "write #{id} failed: {e} (sendmmsg)");
-                    let seq = left
-                        .first_chunk::<8>()
-                        .map_or(0, |b| u64::from_le_bytes(*b));
-                    if let Some(at) = s.in_flight.take(seq) {
-                        report.lost += u64::from(self.window.holds(at));
+                Err((e, n)) => {
+                    trace!(trace, "write #{id} {n} datagrams failed: {e} (send)");
+                    for lost in left.chunks(size).take(n) {
+                        let seq = lost
+                            .first_chunk::<8>()
+                            .map_or(0, |b| u64::from_le_bytes(*b));
+                        if let Some(at) = s.in_flight.take(seq) {
+                            report.lost += u64::from(self.window.holds(at));
+                        }
                     }
-                    left = &left[size.min(left.len())..];
+                    n
                 }
-            }
+            };
+            // (Never 0 for data: the kernel sends or fails at least one.)
+            left = &left[(gone.max(1) * size).min(left.len())..];
         }
         s.out.clear();
     }
@@ -211,10 +223,15 @@ pub(super) fn run(
             out: Vec::with_capacity(size * config.depth.clamp(1, sys::MAX_BATCH)),
         });
     }
-    let sender = Sender {
+    // The sockets are alike: what the first may do, all may.
+    let offload = match sockets.first() {
+        Some(s) => Offload::sending(s.socket.as_fd(), OffloadMode::from_env()),
+        None => Offload::new(OffloadMode::Off, false, false),
+    };
+    let mut sender = Sender {
         size,
         window,
-        to: addr,
+        offload,
     };
     if interval.is_none() {
         for s in &mut sockets {
