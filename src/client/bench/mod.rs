@@ -585,11 +585,18 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<u64> {
 /// message is copied out of it (and checked against it by
 /// [`is_message`]) at memcpy/memcmp speed, so even 64 KiB messages cost
 /// the generator little.
+#[inline]
 pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
     out.reserve(size.max(12));
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&conn.to_le_bytes());
-    for_body(conn, seq, size, |chunk| {
+    out.extend_from_slice(&header(conn, seq));
+    let body = size.saturating_sub(12);
+    let at = body_start(conn, seq);
+    if body <= PATTERN {
+        // One slice: the common case, without the loop's closure.
+        out.extend_from_slice(&pattern()[at..at + body]);
+        return;
+    }
+    for_body(at, body, |chunk| {
         out.extend_from_slice(chunk);
         true
     });
@@ -597,20 +604,33 @@ pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
 
 /// True if `echo` is exactly [`message`]`(conn, seq, echo.len(), ..)`
 /// (messages are at least 12 bytes).
+#[inline]
 pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
-    let id = echo.get(8..).and_then(|rest| rest.first_chunk::<4>());
-    let (Some(head), Some(id)) = (echo.first_chunk::<8>(), id) else {
+    let Some((head, body)) = echo.split_first_chunk::<12>() else {
         return false;
     };
-    if u64::from_le_bytes(*head) != seq || u32::from_le_bytes(*id) != conn {
+    let (seq_bytes, conn_bytes) = head.split_at(8);
+    if seq_bytes != seq.to_le_bytes() || conn_bytes != conn.to_le_bytes() {
         return false;
     }
-    let mut rest = &echo[12..];
-    for_body(conn, seq, echo.len(), |chunk| {
+    let at = body_start(conn, seq);
+    if body.len() <= PATTERN {
+        return *body == pattern()[at..at + body.len()];
+    }
+    let mut rest = body;
+    for_body(at, body.len(), |chunk| {
         let (head, tail) = rest.split_at(chunk.len());
         rest = tail;
         head == chunk
     })
+}
+
+/// A message's first 12 bytes: its sequence number and connection id.
+fn header(conn: u32, seq: u64) -> [u8; 12] {
+    let mut head = [0; 12];
+    head[..8].copy_from_slice(&seq.to_le_bytes());
+    head[8..].copy_from_slice(&conn.to_le_bytes());
+    head
 }
 
 /// Bytes of the repeating pattern message bodies are cut from.
@@ -623,14 +643,11 @@ const PATTERN: usize = 1 << 16;
 /// messages apart; the body's start only has to vary.
 const STARTS: usize = 1 << 12;
 
-/// Calls `each` with the consecutive pattern slices that make the body of
-/// message `seq` of `conn` (`size - 12` bytes), while it returns true;
-/// returns false if it ever did.
-fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> bool) -> bool {
+/// The pattern twice over, so any [`PATTERN`] bytes from a place in the
+/// first copy are one slice; computed once.
+fn pattern() -> &'static [u8] {
     static BYTES: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
-    // The pattern twice over, so any PATTERN bytes from a place in the
-    // first copy are one slice.
-    let pattern = BYTES.get_or_init(|| {
+    BYTES.get_or_init(|| {
         let mut x = 0x9E37_79B9_7F4A_7C15_u64;
         let once: Vec<u8> = (0..PATTERN)
             .map(|_| {
@@ -641,11 +658,22 @@ fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> boo
             })
             .collect();
         once.repeat(2).into_boxed_slice()
-    });
+    })
+}
+
+/// Where in the pattern the body of message `seq` of `conn` starts.
+fn body_start(conn: u32, seq: u64) -> usize {
     let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ u64::from(conn).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let mut at = (mixed >> 40) as usize % STARTS;
-    let mut left = size.saturating_sub(12);
+    (mixed >> 40) as usize % STARTS
+}
+
+/// Calls `each` with the consecutive pattern slices that make a body of
+/// `len` bytes starting at `at`, while it returns true; returns false if
+/// it ever did.
+fn for_body(mut at: usize, len: usize, mut each: impl FnMut(&[u8]) -> bool) -> bool {
+    let pattern = pattern();
+    let mut left = len;
     while left > 0 {
         let n = left.min(PATTERN);
         if !each(&pattern[at..at + n]) {
@@ -663,18 +691,30 @@ mod tests {
 
     #[test]
     fn a_message_checks_against_itself_and_nothing_else() {
-        for size in [12, 16, 64, PATTERN + 12, 3 * PATTERN + 100] {
+        for size in [
+            12,
+            16,
+            64,
+            67,
+            PATTERN + 12,
+            PATTERN + 13,
+            3 * PATTERN + 100,
+        ] {
             let mut out = Vec::new();
             message(7, 42, size, &mut out);
             assert_eq!(out.len(), size);
             assert!(is_message(7, 42, &out), "size {size}");
             assert!(!is_message(7, 43, &out), "another sequence number");
             assert!(!is_message(8, 42, &out), "another connection");
-            if size > 12 {
-                let last = out.len() - 1;
-                out[last] ^= 1;
-                assert!(!is_message(7, 42, &out), "a flipped last byte");
+            // Any byte flipped, in the header, the words or the tail.
+            for i in 0..size.min(80) {
+                out[i] ^= 1;
+                assert!(!is_message(7, 42, &out), "size {size}, byte {i} flipped");
+                out[i] ^= 1;
             }
+            let last = out.len() - 1;
+            out[last] ^= 1;
+            assert!(!is_message(7, 42, &out), "a flipped last byte");
         }
         let (mut a, mut b) = (Vec::new(), Vec::new());
         message(1, 1, 64, &mut a);
