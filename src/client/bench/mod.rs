@@ -59,6 +59,10 @@ pub struct LoadConfig {
     /// Trace each generator thread's loop (`bench tcp|udp --trace`): at
     /// most this many lines a second per thread (`None`: off).
     pub trace: Option<u32>,
+    /// Keep every measured round trip in [`Report::samples`] (for
+    /// `--csv`; 4 bytes each, up to [`MAX_SAMPLES`]). Off, only the
+    /// histogram holds them, and the generator writes no growing array.
+    pub samples: bool,
 }
 
 impl Default for LoadConfig {
@@ -73,6 +77,7 @@ impl Default for LoadConfig {
             rate: None,
             progress: false,
             trace: None,
+            samples: false,
         }
     }
 }
@@ -109,8 +114,11 @@ pub struct Report {
     /// Round-trip times of the measured echoes, in microseconds.
     pub rtt_us: Histogram<u64>,
     /// Every measured round trip in microseconds, in arrival order per
-    /// thread (kept up to [`MAX_SAMPLES`], for `--csv`).
+    /// thread (kept up to [`MAX_SAMPLES`], for `--csv`), if
+    /// [`LoadConfig::samples`] asked for them; else empty.
     pub samples: Vec<u32>,
+    /// Samples still to keep.
+    samples_left: usize,
 }
 
 /// Round trips counted one by one per microsecond up to 32.8 ms (256
@@ -164,6 +172,7 @@ impl Report {
             size: config.size,
             rtt_us: Histogram::new(3).map_err(std::io::Error::other)?,
             samples: Vec::new(),
+            samples_left: if config.samples { MAX_SAMPLES } else { 0 },
         })
     }
 
@@ -179,7 +188,8 @@ impl Report {
                 let _ = self.rtt_us.record(us);
             }
         }
-        if self.samples.len() < MAX_SAMPLES {
+        if self.samples_left > 0 {
+            self.samples_left -= 1;
             self.samples.push(us.min(u64::from(u32::MAX)) as u32);
         }
     }
@@ -558,8 +568,10 @@ impl Window {
         }
     }
 
+    #[inline]
     fn holds(&self, at: u64) -> bool {
-        at >= self.from && at < self.until
+        // One comparison: before `from` wraps to beyond the length.
+        at.wrapping_sub(self.from) < self.until - self.from
     }
 }
 
@@ -687,7 +699,17 @@ fn for_body(mut at: usize, len: usize, mut each: impl FnMut(&[u8]) -> bool) -> b
 
 #[cfg(test)]
 mod tests {
-    use super::{is_message, message, PATTERN};
+    use super::{is_message, message, Window, PATTERN};
+
+    #[test]
+    fn a_window_holds_from_its_start_up_to_its_end() {
+        let window = Window { from: 10, until: 20 };
+        let held: Vec<u64> = (0..30).filter(|&at| window.holds(at)).collect();
+        assert_eq!(held, (10..20).collect::<Vec<u64>>());
+        assert!(!window.holds(u64::MAX));
+        let empty = Window { from: 0, until: 0 };
+        assert!(!empty.holds(0) && !empty.holds(u64::MAX));
+    }
 
     #[test]
     fn a_message_checks_against_itself_and_nothing_else() {

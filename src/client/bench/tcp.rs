@@ -370,6 +370,7 @@ impl TcpLoad {
 
 impl Conn {
     /// Queues the next message, as sent (or due) at `at`.
+    #[inline]
     fn queue(&mut self, settings: &Settings, at: u64, report: &mut Report) {
         if self.written == self.out.len() {
             self.out.clear();
