@@ -703,7 +703,10 @@ mod tests {
 
     #[test]
     fn a_window_holds_from_its_start_up_to_its_end() {
-        let window = Window { from: 10, until: 20 };
+        let window = Window {
+            from: 10,
+            until: 20,
+        };
         let held: Vec<u64> = (0..30).filter(|&at| window.holds(at)).collect();
         assert_eq!(held, (10..20).collect::<Vec<u64>>());
         assert!(!window.holds(u64::MAX));

@@ -369,8 +369,10 @@ impl TcpLoad {
 }
 
 impl Conn {
-    /// Queues the next message, as sent (or due) at `at`.
-    #[inline]
+    /// Queues the next message, as sent (or due) at `at`. (In line: a
+    /// call per echo cost a fifth of the generator's user time at 8 in
+    /// flight.)
+    #[inline(always)]
     fn queue(&mut self, settings: &Settings, at: u64, report: &mut Report) {
         if self.written == self.out.len() {
             self.out.clear();
