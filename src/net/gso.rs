@@ -278,9 +278,10 @@ impl Offload {
     /// destination ([`sys::send_connected`]), as many as one call takes: a
     /// segmented run of up to [`MAX_SEGMENTS`] and [`MAX_RUN_BYTES`], or
     /// without segmentation a `sendmmsg` batch. `Ok((n, segmented))`: the
-    /// first `n` left, in one segmented send or not. `Err((e, n))`: the first `n` failed with `e` (a whole run
-    /// when segmented, else one). A refusal of segmentation turns it off,
-    /// and the same datagrams go again one by one.
+    /// first `n` left, in one segmented send or not. `Err((e, n))`: the
+    /// first `n` failed with `e` (a whole run when segmented, else one).
+    /// A refusal of segmentation turns it off, and the same datagrams go
+    /// again one by one.
     pub fn send_connected(
         &mut self,
         socket: BorrowedFd<'_>,

@@ -731,7 +731,7 @@ mod tests {
             assert!(is_message(7, 42, &out), "size {size}");
             assert!(!is_message(7, 43, &out), "another sequence number");
             assert!(!is_message(8, 42, &out), "another connection");
-            // Any byte flipped, in the header, the words or the tail.
+            // Any of the first 80 bytes flipped: header and body.
             for i in 0..size.min(80) {
                 out[i] ^= 1;
                 assert!(!is_message(7, 42, &out), "size {size}, byte {i} flipped");
