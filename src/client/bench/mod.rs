@@ -599,16 +599,19 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<u64> {
 /// the generator little.
 #[inline]
 pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
-    out.reserve(size.max(12));
-    out.extend_from_slice(&header(conn, seq));
-    let body = size.saturating_sub(12);
     let at = body_start(conn, seq);
-    if body <= PATTERN {
-        // One slice: the common case, without the loop's closure.
-        out.extend_from_slice(&pattern()[at..at + body]);
+    let size = size.max(12);
+    if size <= PATTERN {
+        // The common case: one copy of the pattern from `at`, its first
+        // 12 bytes then overwritten by the header.
+        let start = out.len();
+        out.extend_from_slice(&pattern()[at..at + size]);
+        out[start..start + 12].copy_from_slice(&header(conn, seq));
         return;
     }
-    for_body(at, body, |chunk| {
+    out.reserve(size);
+    out.extend_from_slice(&header(conn, seq));
+    for_body(at + 12, size - 12, |chunk| {
         out.extend_from_slice(chunk);
         true
     });
@@ -625,8 +628,8 @@ pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
     if seq_bytes != seq.to_le_bytes() || conn_bytes != conn.to_le_bytes() {
         return false;
     }
-    let at = body_start(conn, seq);
-    if body.len() <= PATTERN {
+    let at = body_start(conn, seq) + 12;
+    if echo.len() <= PATTERN {
         return *body == pattern()[at..at + body.len()];
     }
     let mut rest = body;
@@ -673,7 +676,8 @@ fn pattern() -> &'static [u8] {
     })
 }
 
-/// Where in the pattern the body of message `seq` of `conn` starts.
+/// Where in the pattern message `seq` of `conn` starts: its body is the
+/// pattern from 12 bytes on (the header takes the place of the first 12).
 fn body_start(conn: u32, seq: u64) -> usize {
     let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ u64::from(conn).wrapping_mul(0xD6E8_FEB8_6659_FD93);
@@ -681,8 +685,8 @@ fn body_start(conn: u32, seq: u64) -> usize {
 }
 
 /// Calls `each` with the consecutive pattern slices that make a body of
-/// `len` bytes starting at `at`, while it returns true; returns false if
-/// it ever did.
+/// `len` bytes starting at `at` (below [`PATTERN`]), while it returns
+/// true; returns false if it ever did.
 fn for_body(mut at: usize, len: usize, mut each: impl FnMut(&[u8]) -> bool) -> bool {
     let pattern = pattern();
     let mut left = len;
@@ -721,6 +725,8 @@ mod tests {
             16,
             64,
             67,
+            PATTERN,
+            PATTERN + 1,
             PATTERN + 12,
             PATTERN + 13,
             3 * PATTERN + 100,
