@@ -333,6 +333,7 @@ fn measure(server: &ServerKind, shape: &Shape, tool: Tool, window: Duration) -> 
         rate: None,
         progress: false,
         trace: None,
+        samples: false,
     };
     let round_trips = match shape.proto {
         Proto::Tcp => tcp_round_trips(tcp, &config),

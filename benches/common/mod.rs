@@ -202,6 +202,7 @@ pub fn tcp_load(
         rate: None,
         progress: false,
         trace: None,
+        samples: false,
     };
     let ids: Vec<u32> = (0..conns as u32).collect();
     let mut load = TcpLoad::new(&[addr], &config, &ids).expect("tcp load");

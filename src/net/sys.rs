@@ -740,10 +740,12 @@ pub struct Segments {
 }
 
 #[cfg(target_os = "linux")]
-pub use segments::{recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported};
+pub use segments::{
+    recv_segments, send_connected, send_segmented_batch, set_udp_gro, udp_segment_supported,
+};
 #[cfg(all(unix, not(target_os = "linux")))]
 pub use segments_portable::{
-    recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported,
+    recv_segments, send_connected, send_segmented_batch, set_udp_gro, udp_segment_supported,
 };
 
 /// UDP generic segmentation (`UDP_SEGMENT`, Linux 4.18) and receive
@@ -834,6 +836,84 @@ mod segments {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
                     hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                ) as isize
+            }
+        })
+    }
+
+    /// Sends `data` on a connected UDP socket as datagrams of `size`
+    /// bytes each (the last possibly shorter), naming no destination, so
+    /// the kernel uses the socket's cached route instead of looking one up
+    /// per datagram. `segmented`: all of `data` in one `sendmsg` cut by the
+    /// kernel (`UDP_SEGMENT`; the caller keeps to 64 datagrams and 65,507
+    /// bytes, and a refusal is `EIO` or `EINVAL`), all or nothing;
+    /// otherwise up to [`MAX_BATCH`](super::MAX_BATCH) datagrams in one
+    /// `sendmmsg`. Returns the datagrams sent; errors as
+    /// [`send_batch`](super::send_batch). `EINTR` is retried.
+    pub fn send_connected(
+        fd: BorrowedFd<'_>,
+        data: &[u8],
+        size: usize,
+        segmented: bool,
+    ) -> io::Result<usize> {
+        const N: usize = super::MAX_BATCH;
+        let size = size.max(1);
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if segmented {
+            // SAFETY: all-zero bytes are a valid msghdr (no name, no
+            // control until put_segment sets one).
+            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+            let mut iov = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let mut control = CmsgSpace([0; 32]);
+            hdr.msg_iov = ptr::addr_of_mut!(iov);
+            hdr.msg_iovlen = 1;
+            if data.len() > size {
+                put_segment(
+                    &mut hdr,
+                    &mut control,
+                    size.min(usize::from(u16::MAX)) as u16,
+                );
+            }
+            super::retry_interrupted(|| {
+                // SAFETY: hdr points at `iov` and `control` on this stack
+                // frame and iov at `data`, borrowed for the call; the
+                // kernel only reads them.
+                unsafe { libc::sendmsg(fd.as_raw_fd(), &hdr, libc::MSG_DONTWAIT) }
+            })?;
+            return Ok(data.len().div_ceil(size));
+        }
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; N];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
+        let mut n = 0;
+        for chunk in data.chunks(size).take(N) {
+            iovs[n].write(libc::iovec {
+                iov_base: chunk.as_ptr() as *mut libc::c_void,
+                iov_len: chunk.len(),
+            });
+            // SAFETY: all-zero bytes are a valid mmsghdr (no name, no
+            // control, zero flags); the iovec is set below.
+            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            hdr.msg_hdr.msg_iov = iovs[n].as_mut_ptr();
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[n].write(hdr);
+            n += 1;
+        }
+        super::retry_interrupted(|| {
+            // SAFETY: hdrs[..n] were written above and point at iovecs
+            // written above on this stack frame, each covering part of
+            // `data`, borrowed for the call. The kernel reads only those
+            // n entries, and writes msg_len into them.
+            unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT as _,
                 ) as isize
@@ -943,6 +1023,32 @@ mod segments_portable {
         I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
     {
         Err(unsupported())
+    }
+
+    /// One `send` per datagram, never segmented: see the Linux
+    /// `send_connected`.
+    pub fn send_connected(
+        fd: BorrowedFd<'_>,
+        data: &[u8],
+        size: usize,
+        _segmented: bool,
+    ) -> io::Result<usize> {
+        let sock = SockRef::from(&fd);
+        let mut sent = 0;
+        for chunk in data.chunks(size.max(1)).take(super::MAX_BATCH) {
+            let res = loop {
+                match sock.send_with_flags(chunk, libc::MSG_DONTWAIT) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            match res {
+                Ok(_) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
     }
 
     /// One datagram per call.
