@@ -266,10 +266,31 @@ impl ServerConfig {
 
     /// The most buffer memory one connection can hold: a full read buffer,
     /// and a write buffer that passed the high-water mark by at most one
-    /// read's worth of echo (allocation at most doubles what is held).
+    /// read's worth of echo, or one splice step's leftover (allocation at
+    /// most doubles what is held).
     pub fn max_conn_buffer_bytes(&self) -> usize {
         let read = self.max_read_buffer.max(self.buffer_size);
-        read + 2 * (self.write_high_water + read)
+        let echo = match self.splice {
+            true => read.max(self.splice_step()),
+            false => read,
+        };
+        read + 2 * (self.write_high_water + echo)
+    }
+
+    /// The most one `splice` of a bulk echo moves: the read budget with
+    /// spliced bytes weighing a quarter (they travel as page references,
+    /// so 256 KiB cost the shard about what a 64 KiB `recv` does), within
+    /// the pipe, and small enough that its leftover, copied into an empty
+    /// write buffer, stays below the output hard limit as a read's echo
+    /// does.
+    pub fn splice_step(&self) -> usize {
+        let below_hard = (self.output_hard_limit)
+            .saturating_sub(self.write_high_water)
+            .saturating_sub(1);
+        (self.read_budget * 4)
+            .min(crate::net::pipe::PIPE_SIZE)
+            .min(below_hard)
+            .max(1)
     }
 }
 
@@ -507,5 +528,33 @@ mod tests {
         assert!(parse_size("").is_err());
         assert!(parse_size("12parsecs").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn a_splice_step_is_four_read_budgets_within_the_pipe_and_the_hard_limit() {
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.splice_step(), 256 * 1024);
+        let small_budget = ServerConfig {
+            read_budget: 16 * 1024,
+            ..ServerConfig::default()
+        };
+        assert_eq!(small_budget.splice_step(), 64 * 1024);
+        let big_budget = ServerConfig {
+            read_budget: 1024 * 1024,
+            ..ServerConfig::default()
+        };
+        assert_eq!(big_budget.splice_step(), crate::net::pipe::PIPE_SIZE);
+        let tight = ServerConfig {
+            output_hard_limit: defaults.min_output_hard_limit(),
+            ..ServerConfig::default()
+        };
+        // Its leftover in an empty write buffer stays below the hard limit.
+        assert_eq!(tight.splice_step(), 64 * 1024);
+        assert!(tight.splice_step() < tight.output_hard_limit - tight.write_high_water);
+        let unspliced = ServerConfig {
+            splice: false,
+            ..ServerConfig::default()
+        };
+        assert!(unspliced.max_conn_buffer_bytes() < defaults.max_conn_buffer_bytes());
     }
 }

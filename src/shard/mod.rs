@@ -278,7 +278,7 @@ impl Shard {
             socket: config.socket.clone(),
             trace: trace::Tracer::new(shard_id, config.trace),
         };
-        let splice = config.splice;
+        let splicer = Splicer::new(&config);
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
@@ -291,7 +291,7 @@ impl Shard {
             conns: Slab::new(),
             res,
             scratch: Scratch::default(),
-            splicer: Splicer::new(splice),
+            splicer,
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),

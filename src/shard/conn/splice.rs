@@ -16,7 +16,10 @@
 //! - The pipe is empty whenever a step ends: what the socket did not take
 //!   is copied out into the connection's write buffer (the output limits
 //!   apply to it as to any output), so the next connection finds it empty.
-//!   The bound: one step moves at most the read budget (64 KiB).
+//! - The bound: one splice moves at most `ServerConfig::splice_step`
+//!   (256 KiB by default: the read budget with spliced bytes weighing a
+//!   quarter, within the pipe and the output hard limit), and spliced
+//!   bytes count a quarter against the read budget.
 //! - Counters, deadlines and trace lines are those of a read and a write.
 //! - A shard that cannot make its pipe, or whose `splice` is refused
 //!   (`EINVAL`, `ENOSYS`, ...), logs it once, counts `splice_failures`
@@ -31,6 +34,7 @@ use super::read::{ReadOutcome, Step};
 use super::state::{Flags, State};
 use super::transport::Transport;
 use super::Env;
+use crate::config::ServerConfig;
 use crate::net::buffer::Scratch;
 use crate::net::pipe::Pipe;
 
@@ -38,21 +42,32 @@ use crate::net::pipe::Pipe;
 /// Below it a copy costs less than the pipe's bookkeeping.
 pub(crate) const BULK_READ: usize = 16 * 1024;
 
+/// How many spliced bytes count as one read byte against the read budget
+/// (the budget bounds a turn's time per connection, not its bytes; see
+/// `ServerConfig::splice_step`).
+const SPLICE_WEIGHT: usize = 4;
+
 /// Splices in a row shorter than [`BULK_READ`] that turn a bulk
 /// connection back to copying.
 pub(crate) const BULK_CREDIT: u8 = 8;
 
-/// A shard's means to splice: its pipe (made on first use) and whether
-/// splicing is on (`ServerConfig::splice`, until a failure).
+/// A shard's means to splice: its pipe (made on first use), whether
+/// splicing is on (`ServerConfig::splice`, until a failure) and the most
+/// one splice may move.
 #[derive(Debug)]
 pub(crate) struct Splicer {
     pipe: Option<Pipe>,
     on: bool,
+    max_step: usize,
 }
 
 impl Splicer {
-    pub(crate) fn new(on: bool) -> Splicer {
-        Splicer { pipe: None, on }
+    pub(crate) fn new(config: &ServerConfig) -> Splicer {
+        Splicer {
+            pipe: None,
+            on: config.splice,
+            max_step: config.splice_step(),
+        }
     }
 
     /// Splicing may be used.
@@ -126,11 +141,13 @@ impl State {
             self.bulk = 0;
             return None;
         };
+        let max_step = splicer.max_step;
         let Some(pipe) = splicer.pipe(env) else {
             self.bulk = 0;
             return None;
         };
-        let n = match pipe.fill_from(fd, *budget) {
+        let allowance = budget.saturating_mul(SPLICE_WEIGHT).min(max_step);
+        let n = match pipe.fill_from(fd, allowance) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Some(Step::Done(ReadOutcome::Drained))
@@ -153,7 +170,7 @@ impl State {
         }
         env.stats.tcp_bytes_in.add(n as u64);
         env.stats.tcp_bytes_spliced.add(n as u64);
-        *budget -= n;
+        *budget = budget.saturating_sub(n.div_ceil(SPLICE_WEIGHT));
         self.deadlines.io(env.now_ms);
         self.splice_back(fd, splicer, scratch, env);
         // The echo consumed it all: no frame stays open.
