@@ -402,9 +402,12 @@ impl Connection {
         match packet {
             Some(packet) => packet.encode(out),
             None if self.state == State::Established && self.sender.poll(now, out) => {
-                self.rto_at.get_or_insert(now + self.rtt.rto());
-                if let Some(pto) = self.probe_timeout() {
-                    self.probe_at.get_or_insert(now + pto);
+                // Only the first packet of a flight arms them.
+                if self.rto_at.is_none() {
+                    self.rto_at = Some(now + self.rtt.rto());
+                }
+                if self.probe_at.is_none() {
+                    self.probe_at = self.probe_timeout().map(|pto| now + pto);
                 }
             }
             None => {
