@@ -200,6 +200,18 @@ impl Client {
         }
     }
 
+    /// As [`try_queue`](Self::try_queue), taking the message's buffer: a
+    /// message that fits one packet leaves from it, not copied (a buffer
+    /// [`recv`](Self::recv) returned, rewritten, serves well).
+    /// `Ok(Some(message))`: no room now, the message handed back.
+    pub fn try_queue_vec(&mut self, message: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        match self.conn.send_vec(message) {
+            Ok(()) => Ok(None),
+            Err((SendError::WindowFull, message)) => Ok(Some(message)),
+            Err((e, _)) => Err(io::Error::other(e)),
+        }
+    }
+
     /// Hands back the buffer of a message [`recv`](Self::recv) returned,
     /// to hold a later packet (optional: saves an allocation per message).
     pub fn recycle(&mut self, message: Vec<u8>) {
