@@ -258,6 +258,7 @@ impl Client {
     /// Serves the connection until it has an event or `deadline` passes.
     fn next_event(&mut self, deadline: Instant) -> io::Result<Option<Event>> {
         loop {
+            self.flush()?;
             // With `READY_MAX` messages untaken, leave the rest in the
             // connection: its receive window closes and the server waits,
             // rather than this client buffering without bound.
@@ -266,9 +267,6 @@ impl Client {
                     return Ok(Some(event));
                 }
             }
-            // Only before waiting: what was queued while the events of one
-            // receive were taken leaves together, with one clock read.
-            self.flush()?;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
