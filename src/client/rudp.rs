@@ -258,7 +258,6 @@ impl Client {
     /// Serves the connection until it has an event or `deadline` passes.
     fn next_event(&mut self, deadline: Instant) -> io::Result<Option<Event>> {
         loop {
-            self.flush()?;
             // With `READY_MAX` messages untaken, leave the rest in the
             // connection: its receive window closes and the server waits,
             // rather than this client buffering without bound.
@@ -267,6 +266,10 @@ impl Client {
                     return Ok(Some(event));
                 }
             }
+            // Only before waiting: what was queued while the events of one
+            // receive were taken leaves together, in one wake-up of the
+            // server rather than one per event.
+            self.flush()?;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
