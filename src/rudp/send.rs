@@ -355,12 +355,12 @@ impl SendWindow {
     /// may have arrived unreported.
     fn detect_losses(&mut self, now: Instant, acked: &[u64], reorder_window: Duration) {
         let newest_acked_sent = self.newest_acked_sent;
-        // With fewer acknowledged transmissions than the threshold only
-        // time makes a packet suspect; and a packet sent once was sent no
-        // later than any packet after it (new ones leave in order), so
-        // the first such packet not overtaken ends the search (with no
-        // losses, the first packet unacknowledged).
-        let by_count = acked.len() as u64 >= LOSS_THRESHOLD;
+        // A packet sent once was sent, and numbered, no later than any
+        // packet after it (new ones leave in order; a resent one is
+        // renumbered later still), so the first such packet neither
+        // overtaken nor with enough acknowledged transmissions after it
+        // ends the search: none after it can be either (with no losses,
+        // the first packet unacknowledged ends it).
         for slot in self.slots.iter_mut().take(self.unsent.min(65)) {
             if slot.acked || slot.lost {
                 continue;
@@ -375,7 +375,7 @@ impl SendWindow {
                 slot.suspect_since = Some(now - reorder_window);
             } else if later as u64 >= LOSS_THRESHOLD {
                 slot.suspect_since.get_or_insert(now);
-            } else if !by_count && !slot.retransmitted {
+            } else if !slot.retransmitted {
                 break;
             }
         }
