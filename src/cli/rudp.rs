@@ -82,9 +82,9 @@ pub(crate) fn rudp_client(args: RudpArgs) -> Result<(), Failure> {
     };
     // Echoes' buffers, rewritten as the next messages, which then leave
     // from their own buffers, not copied. Each echo adds one and each
-    // message sent takes one, so there are never more than the messages
-    // in flight (a window); once all are sent, echoes go back to the
-    // client instead.
+    // message sent takes one; a buffer is made only when none is here, so
+    // they are no more than the connection's windows held at once. Once
+    // all are sent, echoes go back to the client instead.
     let mut free: Vec<Vec<u8>> = Vec::new();
     // Message `next`, written but refused for want of room.
     let mut refused: Option<Vec<u8>> = None;
