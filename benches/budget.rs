@@ -11,7 +11,9 @@
 //! Servers, each its own process on one thread of work:
 //! - sockloop: the `sockloop serve` binary, `--shards 1 --udp-rate 0`;
 //! - tokio: this bench binary re-run as a `current_thread` tokio echo
-//!   (tokio is a dev-dependency only);
+//!   reading up to 64 KiB (tokio is a dev-dependency only);
+//! - tokio-example: the same with the 1 KiB reads of tokio's published
+//!   `examples/echo.rs`, the echo most tokio servers start from;
 //! - C: a level-triggered epoll echo (64 KiB reads) compiled with `gcc -O2`
 //!   into a temporary directory at bench time.
 //!
@@ -32,7 +34,7 @@
 //! `cargo bench --bench budget`; `SOCKLOOP_BUDGET_BEFORE=PATH` adds a row
 //! for another `sockloop` binary (an older build) right after this one's,
 //! so before and after alternate within one run; `SOCKLOOP_BUDGET_SERVERS` (e.g.
-//! `sockloop,before,tokio,c`) and `SOCKLOOP_BUDGET_SHAPES` (e.g. `tcp64,tcp64k`,
+//! `sockloop,before,tokio,tokio-example,c`) and `SOCKLOOP_BUDGET_SHAPES` (e.g. `tcp64,tcp64k`,
 //! `udp`) choose a part; `SOCKLOOP_BUDGET_TOOLS` (`cpu,strace,callgrind`)
 //! the columns. With `--test` (as under `cargo test --benches`) it runs one
 //! tiny plain round against sockloop as a smoke test.
@@ -131,8 +133,10 @@ struct Run {
 }
 
 fn main() {
-    if std::env::var(ROLE).as_deref() == Ok("tokio") {
-        return tokio_server();
+    match std::env::var(ROLE).as_deref() {
+        Ok("tokio") => return tokio_server(common::TOKIO_READ),
+        Ok("tokio-example") => return tokio_server(common::TOKIO_EXAMPLE_READ),
+        _ => {}
     }
     let quick = quick_mode();
     let dir = std::env::temp_dir().join(format!("sockloop-budget-{}", std::process::id()));
@@ -165,12 +169,14 @@ fn main() {
             env: None,
         });
     }
-    servers.push(ServerKind {
-        name: "tokio",
-        program: std::env::current_exe().expect("bench binary"),
-        args: Vec::new(),
-        env: Some((ROLE, "tokio")),
-    });
+    for role in ["tokio", "tokio-example"] {
+        servers.push(ServerKind {
+            name: role,
+            program: std::env::current_exe().expect("bench binary"),
+            args: Vec::new(),
+            env: Some((ROLE, role)),
+        });
+    }
     match build_c_echo(&dir) {
         Ok(program) => servers.push(ServerKind {
             name: "C epoll",
@@ -216,7 +222,7 @@ fn main() {
         return;
     }
     println!(
-        "{:<16} {:<9} {:>9} {:>9} {:>8} {:>8}",
+        "{:<16} {:<13} {:>9} {:>9} {:>8} {:>8}",
         "shape", "server", "syscalls", "instr", "cpu_us", "gen_us"
     );
     for shape in &shapes {
@@ -247,7 +253,7 @@ fn main() {
                 v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
             };
             println!(
-                "{:<16} {:<9} {:>9} {:>9} {:>8} {:>8}",
+                "{:<16} {:<13} {:>9} {:>9} {:>8} {:>8}",
                 shape.name,
                 server.name,
                 cell(row[0], 2),
@@ -327,6 +333,7 @@ fn measure(server: &ServerKind, shape: &Shape, tool: Tool, window: Duration) -> 
         rate: None,
         progress: false,
         trace: None,
+        samples: false,
     };
     let round_trips = match shape.proto {
         Proto::Tcp => tcp_round_trips(tcp, &config),
@@ -565,8 +572,9 @@ fn build_c_echo(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// This binary as the tokio echo: one `current_thread` runtime, a task per
-/// connection reading up to 64 KiB and writing it back, one UDP task.
-fn tokio_server() {
+/// connection reading up to `read_size` bytes and writing them back, one
+/// UDP task.
+fn tokio_server(read_size: usize) {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     tcp.set_nonblocking(true).unwrap();
@@ -579,5 +587,5 @@ fn tokio_server() {
         .expect("tokio runtime");
     // Never stopped: the bench kills this process.
     let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    rt.block_on(common::tokio_echo(tcp, udp, never));
+    rt.block_on(common::tokio_echo(tcp, udp, never, read_size));
 }

@@ -142,7 +142,7 @@ fn start_tokio() -> (Target, TokioServer) {
                 .enable_io()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(common::tokio_echo(tcp, udp, stopping));
+            rt.block_on(common::tokio_echo(tcp, udp, stopping, common::TOKIO_READ));
         })
         .expect("spawn tokio-echo");
     let tid = wait_for_thread("tokio-echo");

@@ -135,6 +135,10 @@ pub struct ServerConfig {
     /// second per shard (`None`, the default: off). See
     /// [`Builder::trace`](crate::server::Builder::trace).
     pub trace: Option<u32>,
+    /// Echo bulk input of plain TCP connections in the kernel with
+    /// `splice(2)` (true, the default; Linux): see
+    /// [`TcpService::echoes`](crate::service::TcpService::echoes).
+    pub splice: bool,
 }
 
 impl Default for ServerConfig {
@@ -174,6 +178,7 @@ impl Default for ServerConfig {
             events_capacity: 1024,
             mailbox_capacity: 4096,
             trace: None,
+            splice: true,
         }
     }
 }

@@ -50,6 +50,7 @@ fn short(conns: usize) -> LoadConfig {
         rate: None,
         progress: false,
         trace: None,
+        samples: true,
     }
 }
 

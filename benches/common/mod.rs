@@ -202,6 +202,7 @@ pub fn tcp_load(
         rate: None,
         progress: false,
         trace: None,
+        samples: false,
     };
     let ids: Vec<u32> = (0..conns as u32).collect();
     let mut load = TcpLoad::new(&[addr], &config, &ids).expect("tcp load");
@@ -209,14 +210,24 @@ pub fn tcp_load(
     load
 }
 
+/// The read size of the tokio echo the benches compare against.
+pub const TOKIO_READ: usize = 64 * 1024;
+
+/// The read size of tokio's published echo (`examples/echo.rs`:
+/// `vec![0; 1024]`).
+pub const TOKIO_EXAMPLE_READ: usize = 1024;
+
 /// The tokio echo the benches compare against: on the caller's runtime, a
-/// task per connection reading up to 64 KiB and writing it back, one UDP
-/// task; returns at the first accept after `stop` is set (dropping the
-/// runtime drops every task). The sockets must be non-blocking.
+/// task per connection reading up to `read_size` bytes and writing them
+/// back, one UDP task; returns at the first accept after `stop` is set
+/// (dropping the runtime drops every task). The sockets must be
+/// non-blocking. [`TOKIO_READ`] is the strong variant; tokio's own
+/// `examples/echo.rs` reads 1 KiB ([`TOKIO_EXAMPLE_READ`]).
 pub async fn tokio_echo(
     tcp: std::net::TcpListener,
     udp: std::net::UdpSocket,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    read_size: usize,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::from_std(tcp).unwrap();
@@ -238,7 +249,7 @@ pub async fn tokio_echo(
         }
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; read_size];
             loop {
                 let n = match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => return,

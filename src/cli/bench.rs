@@ -183,6 +183,7 @@ fn bench(args: BenchArgs, transport: Transport) -> Result<(), Failure> {
         rate: args.rate,
         progress: !args.json && !args.trace && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         trace: args.trace.then_some(args.trace_rate),
+        samples: args.csv.is_some(),
     };
     let report = match transport {
         Transport::Tcp => run_tcp(args.addr.all(), config)?,

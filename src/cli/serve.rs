@@ -65,6 +65,12 @@ pub(crate) struct ServeArgs {
     /// one line counts them when the second ends.
     #[arg(long, value_name = "N", default_value_t = sockloop::DEFAULT_TRACE_RATE)]
     trace_rate: u32,
+    /// Echo large reads by copying, never in the kernel: by default an echo
+    /// listener's plain TCP connections that send in bulk (reads of 16 KiB
+    /// or more) are echoed with splice(2) through a pipe per shard, without
+    /// copying the bytes.
+    #[arg(long)]
+    no_splice: bool,
     /// Event loops, one thread each (default: the number of available cores).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -393,6 +399,7 @@ fn build(args: &ServeArgs, open_files: Option<u64>) -> Result<Built, Error> {
     }
     config.pin_shards = args.pin;
     config.trace = args.trace.then_some(args.trace_rate);
+    config.splice = !args.no_splice;
     config.socket.reuse_port = !args.no_reuseport;
     config.socket.shared_ports = args.worker.is_some();
     config.socket.backlog = args.backlog;

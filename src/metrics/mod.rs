@@ -160,6 +160,12 @@ stats! {
     tcp_bytes_discarded,
     /// TCP bytes written.
     tcp_bytes_out,
+    /// TCP bytes echoed in the kernel (`splice`): counted in
+    /// `tcp_bytes_in` and `tcp_bytes_out` too.
+    tcp_bytes_spliced,
+    /// Times splicing failed on a shard (no pipe, or `splice` refused):
+    /// that shard echoes by copying from then on.
+    splice_failures,
     /// UDP datagrams received.
     udp_in,
     /// UDP datagrams sent.

@@ -213,12 +213,22 @@ impl Offload {
             },
             OffloadMode::Off | OffloadMode::Refuse => false,
         };
+        Offload {
+            gro,
+            ..Offload::sending(socket, mode)
+        }
+    }
+
+    /// Segmented sends on `socket` as `mode` allows (if the kernel knows
+    /// `UDP_SEGMENT`), receives left alone: for a sender whose peer
+    /// answers one datagram at a time, so there is nothing to coalesce.
+    pub fn sending(socket: BorrowedFd<'_>, mode: OffloadMode) -> Offload {
         let gso = match mode {
             OffloadMode::Auto => sys::udp_segment_supported(socket),
             OffloadMode::Refuse => true, // refused at the first send
             OffloadMode::Off => false,
         };
-        Offload::new(mode, gso, gro)
+        Offload::new(mode, gso, false)
     }
 
     /// The state for a socket of which `gso` and `gro` are known.
@@ -261,6 +271,44 @@ impl Offload {
         self.max_segments = 1;
         self.refusals += 1;
         true
+    }
+
+    /// Sends the first datagrams of `data` (back to back, `size` bytes
+    /// each, the last possibly shorter) on a connected socket, naming no
+    /// destination ([`sys::send_connected`]), as many as one call takes: a
+    /// segmented run of up to [`MAX_SEGMENTS`] and [`MAX_RUN_BYTES`], or
+    /// without segmentation a `sendmmsg` batch. `Ok((n, segmented))`: the
+    /// first `n` left, in one segmented send or not. `Err((e, n))`: the
+    /// first `n` failed with `e` (a whole run when segmented, else one).
+    /// A refusal of segmentation turns it off, and the same datagrams go
+    /// again one by one.
+    pub fn send_connected(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        data: &[u8],
+        size: usize,
+    ) -> Result<(usize, bool), (io::Error, usize)> {
+        let size = size.max(1);
+        loop {
+            let per_run = self.max_segments.min(MAX_RUN_BYTES / size);
+            if per_run < 2 || data.len() <= size {
+                return match sys::send_connected(socket, data, size, false) {
+                    Ok(n) => Ok((n, false)),
+                    Err(e) => Err((e, 1)),
+                };
+            }
+            let run = &data[..data.len().min(per_run * size)];
+            let count = run.len().div_ceil(size);
+            let sent = match self.mode {
+                OffloadMode::Refuse => Err(io::Error::from_raw_os_error(libc::EIO)),
+                _ => sys::send_connected(socket, run, size, true),
+            };
+            match sent {
+                Ok(n) => return Ok((n, true)),
+                Err(e) if self.refused(&e, count) => {}
+                Err(e) => return Err((e, count)),
+            }
+        }
     }
 
     /// Sends `queue` from the front, each run of datagrams to one peer in
@@ -505,5 +553,38 @@ mod tests {
         assert_eq!((sending.max_segments(), sending.refusals()), (1, 1));
         let (got, reads) = receive(&rx, 3);
         assert_eq!((got, reads), (sent, 3));
+    }
+
+    #[test]
+    fn connected_sends_name_no_peer_and_fall_back_when_refused() {
+        use std::os::fd::AsFd;
+        // 150 datagrams of 100 B (the last 40 B): 64 per segmented run.
+        let data: Vec<u8> = (0..14_940).map(|i| (i % 251) as u8).collect();
+        let expected: Vec<Vec<u8>> = data.chunks(100).map(<[u8]>::to_vec).collect();
+        for mode in [OffloadMode::Auto, OffloadMode::Off, OffloadMode::Refuse] {
+            let rx = receiver();
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            tx.connect(rx.local_addr().unwrap()).unwrap();
+            let mut sending = Offload::sending(tx.as_fd(), mode);
+            let gso = sending.max_segments() > 1 && mode == OffloadMode::Auto;
+            let (mut left, mut calls) = (&data[..], Vec::new());
+            while !left.is_empty() {
+                let (n, segmented) = sending.send_connected(tx.as_fd(), left, 100).unwrap();
+                calls.push((n, segmented));
+                left = &left[(n * 100).min(left.len())..];
+            }
+            let want = match (mode, gso) {
+                (OffloadMode::Auto, true) => vec![(64, true), (64, true), (22, true)],
+                _ => vec![(64, false), (64, false), (22, false)],
+            };
+            assert_eq!(calls, want, "{mode:?}");
+            assert_eq!(sending.refusals(), u64::from(mode == OffloadMode::Refuse));
+            let (got, reads) = receive(&rx, 150);
+            assert_eq!(
+                (got, reads),
+                (expected.clone(), 150),
+                "{mode:?}: one by one"
+            );
+        }
     }
 }

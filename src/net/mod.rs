@@ -4,6 +4,7 @@ pub mod buffer;
 pub mod gso;
 mod host_limits;
 pub(crate) mod peer_addr;
+pub mod pipe;
 pub mod proxy_header;
 mod recv_batch;
 mod send_queue;

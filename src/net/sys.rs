@@ -13,7 +13,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::RawFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Most datagrams moved by one `sendmmsg` call. Bounds the stack used per
 /// call (about 13 KiB on 64-bit Linux, never zeroed as a whole).
@@ -738,10 +740,12 @@ pub struct Segments {
 }
 
 #[cfg(target_os = "linux")]
-pub use segments::{recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported};
+pub use segments::{
+    recv_segments, send_connected, send_segmented_batch, set_udp_gro, udp_segment_supported,
+};
 #[cfg(all(unix, not(target_os = "linux")))]
 pub use segments_portable::{
-    recv_segments, send_segmented_batch, set_udp_gro, udp_segment_supported,
+    recv_segments, send_connected, send_segmented_batch, set_udp_gro, udp_segment_supported,
 };
 
 /// UDP generic segmentation (`UDP_SEGMENT`, Linux 4.18) and receive
@@ -837,6 +841,84 @@ mod segments {
             // frame; each iovec covers a `&'a [u8]` that outlives the call.
             // The kernel reads only those n entries, and writes msg_len
             // into them.
+            unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                ) as isize
+            }
+        })
+    }
+
+    /// Sends `data` on a connected UDP socket as datagrams of `size`
+    /// bytes each (the last possibly shorter), naming no destination, so
+    /// the kernel uses the socket's cached route instead of looking one up
+    /// per datagram. `segmented`: all of `data` in one `sendmsg` cut by the
+    /// kernel (`UDP_SEGMENT`; the caller keeps to 64 datagrams and 65,507
+    /// bytes, and a refusal is `EIO` or `EINVAL`), all or nothing;
+    /// otherwise up to [`MAX_BATCH`](super::MAX_BATCH) datagrams in one
+    /// `sendmmsg`. Returns the datagrams sent; errors as
+    /// [`send_batch`](super::send_batch). `EINTR` is retried.
+    pub fn send_connected(
+        fd: BorrowedFd<'_>,
+        data: &[u8],
+        size: usize,
+        segmented: bool,
+    ) -> io::Result<usize> {
+        const N: usize = super::MAX_BATCH;
+        let size = size.max(1);
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if segmented {
+            // SAFETY: all-zero bytes are a valid msghdr (no name, no
+            // control until put_segment sets one).
+            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+            let mut iov = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let mut control = CmsgSpace([0; 32]);
+            hdr.msg_iov = ptr::addr_of_mut!(iov);
+            hdr.msg_iovlen = 1;
+            if data.len() > size {
+                put_segment(
+                    &mut hdr,
+                    &mut control,
+                    size.min(usize::from(u16::MAX)) as u16,
+                );
+            }
+            super::retry_interrupted(|| {
+                // SAFETY: hdr points at `iov` and `control` on this stack
+                // frame and iov at `data`, borrowed for the call; the
+                // kernel only reads them.
+                unsafe { libc::sendmsg(fd.as_raw_fd(), &hdr, libc::MSG_DONTWAIT) }
+            })?;
+            return Ok(data.len().div_ceil(size));
+        }
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; N];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
+        let mut n = 0;
+        for chunk in data.chunks(size).take(N) {
+            iovs[n].write(libc::iovec {
+                iov_base: chunk.as_ptr() as *mut libc::c_void,
+                iov_len: chunk.len(),
+            });
+            // SAFETY: all-zero bytes are a valid mmsghdr (no name, no
+            // control, zero flags); the iovec is set below.
+            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            hdr.msg_hdr.msg_iov = iovs[n].as_mut_ptr();
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[n].write(hdr);
+            n += 1;
+        }
+        super::retry_interrupted(|| {
+            // SAFETY: hdrs[..n] were written above and point at iovecs
+            // written above on this stack frame, each covering part of
+            // `data`, borrowed for the call. The kernel reads only those
+            // n entries, and writes msg_len into them.
             unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
@@ -950,6 +1032,32 @@ mod segments_portable {
         I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
     {
         Err(unsupported())
+    }
+
+    /// One `send` per datagram, never segmented: see the Linux
+    /// `send_connected`.
+    pub fn send_connected(
+        fd: BorrowedFd<'_>,
+        data: &[u8],
+        size: usize,
+        _segmented: bool,
+    ) -> io::Result<usize> {
+        let sock = SockRef::from(&fd);
+        let mut sent = 0;
+        for chunk in data.chunks(size.max(1)).take(super::MAX_BATCH) {
+            let res = loop {
+                match sock.send_with_flags(chunk, libc::MSG_DONTWAIT) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            match res {
+                Ok(_) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
     }
 
     /// One datagram per call.
@@ -1163,6 +1271,92 @@ pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
         rc if rc < 0 => Err(io::Error::last_os_error()),
         rc => Ok(rc as usize),
     };
+}
+
+/// A pipe, both ends non-blocking and close-on-exec: `(read end, write
+/// end)`. Unsupported off Linux (where nothing splices).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `pipe2` writes two descriptors into the two-element array
+        // it is given; on success both are new and ours alone to own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just created above, owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Sets the capacity of the pipe `fd` (`F_SETPIPE_SZ`) and returns the
+/// capacity in force, which the kernel rounds up to a power of two pages.
+pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fcntl` with `F_SETPIPE_SZ` takes an integer argument and
+        // touches no memory of ours; a non-pipe `fd` is an error.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, bytes);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to` with `splice(2)`, one of them
+/// a pipe, without blocking (`SPLICE_F_NONBLOCK`) and moving pages rather
+/// than copying where the kernel can (`SPLICE_F_MOVE`): from a TCP socket
+/// into a pipe the pipe takes references to the received pages, and from a
+/// pipe into a TCP socket they are sent by reference. Returns the bytes
+/// moved; 0 from a socket is its EOF. `EAGAIN` comes back as `WouldBlock`.
+/// Descriptors are raw, as for [`recv`]: a wrong one is an error (`EBADF`,
+/// `EINVAL`), never memory unsafety.
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+        // SAFETY: null offsets (both ends are streams); the kernel moves
+        // data between the two descriptors and touches no memory of ours.
+        let rc = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, to, len);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// One `read(2)` of `fd` into `buf` (a pipe's bytes, copied out).
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`,
+    // borrowed mutably for the call.
+    let rc = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 /// `recvfrom` or `sendto` (`call`) on a connected stream socket: `len`

@@ -108,6 +108,17 @@ pub trait TcpService: Send {
     /// were posted.
     fn on_message(&mut self, _shard: &mut ShardContext<'_>, _from: usize, _message: &[u8]) {}
 
+    /// True for a service that sends every byte it gets straight back,
+    /// unchanged and in order, and does nothing else with it: an echo. The
+    /// shard may then echo a plain TCP connection's bulk input in the
+    /// kernel (`splice(2)` through a pipe, no copy in user space, no
+    /// `on_data` call) while nothing else waits to be sent to it
+    /// ([`ServerConfig::splice`](crate::ServerConfig::splice)). False, the
+    /// default, for everything else.
+    fn echoes(&self) -> bool {
+        false
+    }
+
     /// The connection is gone; no more calls for `id` follow (its pending
     /// timers are dropped when they come due). `shard` reaches the other
     /// connections, e.g. to tell a room someone left.

@@ -24,6 +24,10 @@ impl TcpService for Echo {
         conn.send(data);
         data.len()
     }
+
+    fn echoes(&self) -> bool {
+        true
+    }
 }
 
 impl UdpService for Echo {

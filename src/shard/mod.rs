@@ -41,7 +41,10 @@ use crate::net::udp_batch::RecvBatch;
 use crate::service::{CloseReason, TcpService};
 use crate::timer::TimerHandle;
 use accept::Handoff;
-use conn::{live, Env, Flags, ReadOutcome, Settled, Step, TcpConn};
+use conn::{
+    live, Env, Flags, Input, PlainRead, ReadOutcome, Settled, Splicer, Step, TcpConn, BULK_CREDIT,
+    BULK_READ,
+};
 use context::ConnContext;
 use deadline::{TimerTarget, Timers};
 use gate::Gate;
@@ -155,6 +158,8 @@ pub(crate) struct Shard {
     /// The one buffer connections that hold nothing read into; their
     /// services are handed a slice of it.
     scratch: Scratch,
+    /// The pipe bulk echoes are spliced through (`conn/splice.rs`).
+    splicer: Splicer,
     /// Shared by the shard's UDP sockets; `None` when it has none.
     recv_batch: Option<RecvBatch>,
     /// Sources that spent their budget this turn and may have more input.
@@ -173,6 +178,16 @@ pub(crate) struct Shard {
     /// When the last out-of-descriptors warning was logged, and the
     /// refusals since.
     descriptor_warning: (Option<Instant>, u64),
+}
+
+/// Where reading a connection stands after its service had an input.
+enum Delivered {
+    /// Reading ended with the connection quiet: nothing to settle.
+    Quiet,
+    /// Reading ended with this outcome.
+    Ended(ReadOutcome),
+    /// Read on.
+    ReadOn,
 }
 
 /// How often one source may be logged for one kind of event (suspicious
@@ -263,6 +278,7 @@ impl Shard {
             socket: config.socket.clone(),
             trace: trace::Tracer::new(shard_id, config.trace),
         };
+        let splice = config.splice;
         let recv_batch =
             (!udp.is_empty()).then(|| RecvBatch::new(config.udp_batch, config.udp_max_datagram));
         Ok(Shard {
@@ -275,6 +291,7 @@ impl Shard {
             conns: Slab::new(),
             res,
             scratch: Scratch::default(),
+            splicer: Splicer::new(splice),
             recv_batch,
             revisit: Vec::new(),
             revisiting: Vec::new(),
@@ -380,38 +397,33 @@ impl Shard {
     /// stops reading, handing each read's input to its service (the steps
     /// are `conn/read.rs`). True when it ends with the connection quiet
     /// (nothing to settle), found through the entry it already holds: the
-    /// echo's path looks the connection up once.
+    /// echo's path looks the connection up once. The common first step
+    /// (`State::read_plain`) is taken in one pass; the rest step by step.
     fn read(&mut self, key: usize) -> bool {
         let mut budget = self.res.limits.read_budget;
-        let outcome = loop {
-            let conn = &mut self.conns[key];
+        let conn = &mut self.conns[key];
+        let (token, service) = (conn.token(key), usize::from(conn.service));
+        let delivered = if conn.state.bulk != 0 {
+            Delivered::ReadOn // spliced: the steps take it
+        } else {
             let env = &mut self.res.env();
-            let step = conn
+            match conn
                 .state
-                .read(&mut conn.transport, &mut self.scratch, &mut budget, env);
-            let input = match step {
-                Step::Deliver(input) => input,
-                step => match self.other_step(key, step, budget) {
-                    Some(outcome) => break outcome,
-                    None => continue,
-                },
-            };
-            let (token, service) = (conn.token(key), usize::from(conn.service));
-            let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
-            let service = &mut *self.services[service];
-            let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
-            let conn = &mut self.conns[key];
-            let env = &mut self.res.env();
-            let scratch = &self.scratch;
-            if let Some(outcome) =
-                conn.state
-                    .delivered(&conn.transport, input, scratch, consumed, budget, env)
+                .read_plain(&mut conn.transport, &mut self.scratch, &mut budget, env)
             {
-                if outcome != ReadOutcome::BudgetSpent && conn.state.quiet(&conn.transport) {
-                    return true;
-                }
-                break outcome;
+                PlainRead::Bytes(input) => self.serve_input((key, token, service), input, budget),
+                PlainRead::Done(outcome) => Delivered::Ended(outcome),
+                PlainRead::Step => Delivered::ReadOn,
             }
+        };
+        let outcome = match delivered {
+            Delivered::Quiet => return true,
+            Delivered::Ended(outcome) => outcome,
+            Delivered::ReadOn => match self.read_steps(key, budget) {
+                Delivered::Quiet => return true,
+                Delivered::Ended(outcome) => outcome,
+                Delivered::ReadOn => unreachable!("the steps read on until they end"),
+            },
         };
         if outcome == ReadOutcome::BudgetSpent {
             self.res.stats.read_budget_hits.incr();
@@ -422,6 +434,108 @@ impl Shard {
             }
         }
         false
+    }
+
+    /// [`Shard::read`] step by step, with what is left of `budget`, until
+    /// the reading ends. (Out of line: the common pass stays short.)
+    #[inline(never)]
+    fn read_steps(&mut self, key: usize, mut budget: usize) -> Delivered {
+        loop {
+            let mut conn = &mut self.conns[key];
+            if conn.state.bulk != 0 {
+                match self.splice(key, budget) {
+                    Ok(outcome) => return Delivered::Ended(outcome),
+                    Err(left) => budget = left,
+                }
+                conn = &mut self.conns[key];
+            }
+            let env = &mut self.res.env();
+            let step = conn
+                .state
+                .read(&mut conn.transport, &mut self.scratch, &mut budget, env);
+            let input = match step {
+                Step::Deliver(input) => input,
+                step => match self.other_step(key, step, budget) {
+                    Some(outcome) => return Delivered::Ended(outcome),
+                    None => continue,
+                },
+            };
+            let conn = &self.conns[key];
+            let (token, service) = (conn.token(key), usize::from(conn.service));
+            match self.serve_input((key, token, service), input, budget) {
+                Delivered::ReadOn => {}
+                ended => return ended,
+            }
+        }
+    }
+
+    /// Calls the service of the connection at `key` (whose token and
+    /// service index the caller has at hand) with `input`, then hands what
+    /// it left back to the connection's state.
+    #[inline(always)]
+    fn serve_input(
+        &mut self,
+        (key, token, service): (usize, Token, usize),
+        input: Input,
+        budget: usize,
+    ) -> Delivered {
+        let mut cx = ConnContext::of(key, token, service, &mut self.conns, &mut self.res);
+        let service = &mut *self.services[service];
+        let consumed = service.on_data(&mut cx, input.bytes(&self.scratch));
+        if consumed >= BULK_READ {
+            self.turn_bulk(key);
+        }
+        let conn = &mut self.conns[key];
+        let env = &mut self.res.env();
+        let scratch = &self.scratch;
+        match conn
+            .state
+            .delivered(&conn.transport, input, scratch, consumed, budget, env)
+        {
+            None => Delivered::ReadOn,
+            Some(outcome) => {
+                if outcome != ReadOutcome::BudgetSpent && conn.state.quiet(&conn.transport) {
+                    return Delivered::Quiet;
+                }
+                Delivered::Ended(outcome)
+            }
+        }
+    }
+
+    /// Splices a bulk connection's input back out (`conn/splice.rs`) until
+    /// it is drained, its `budget` spent or it stops: `Ok` with that
+    /// outcome, or `Err` with the budget left when it must be read the
+    /// ordinary way now. (Out of line: the read loop's test is one byte.)
+    #[cold]
+    #[inline(never)]
+    fn splice(&mut self, key: usize, mut budget: usize) -> Result<ReadOutcome, usize> {
+        loop {
+            let conn = &mut self.conns[key];
+            let (splicer, scratch) = (&mut self.splicer, &mut self.scratch);
+            let env = self.res.env();
+            match conn
+                .state
+                .splice_step(&conn.transport, splicer, scratch, &mut budget, env)
+            {
+                Some(Step::Done(outcome)) => return Ok(outcome),
+                Some(_) => {} // again
+                None => return Err(budget),
+            }
+        }
+    }
+
+    /// Its service took a large input: the connection is spliced from now
+    /// on if that service echoes and nothing rules it out (`conn/splice.rs`).
+    #[cold]
+    #[inline(never)]
+    fn turn_bulk(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if self.splicer.on()
+            && self.services[usize::from(conn.service)].echoes()
+            && conn.state.turns_bulk(&conn.transport)
+        {
+            conn.state.bulk = BULK_CREDIT;
+        }
     }
 
     /// A read step with nothing for the service: `Some` ends the reading

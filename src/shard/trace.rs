@@ -155,6 +155,29 @@ impl Tracer {
         }
     }
 
+    /// One splice moved `n` bytes from the socket into the shard's pipe
+    /// (0: end of stream).
+    #[inline(always)]
+    pub(crate) fn splice_in(&self, peer: &PeerAddr, n: usize) {
+        if self.enabled() {
+            match n {
+                0 => self.line(format_args!("read {peer} eof (splice)")),
+                n => self.line(format_args!("read {peer} {n}B (splice into the pipe)")),
+            }
+        }
+    }
+
+    /// One splice sent `n` bytes from the shard's pipe; `buffered` are
+    /// left in the write buffer (copied out of the pipe).
+    #[inline(always)]
+    pub(crate) fn splice_out(&self, peer: &PeerAddr, n: usize, buffered: usize) {
+        if self.enabled() {
+            self.line(format_args!(
+                "write {peer} {n}B (splice from the pipe), {buffered}B buffered"
+            ));
+        }
+    }
+
     /// A pooled buffer is about to be lent to a connection.
     #[inline(always)]
     pub(crate) fn lent(&self, peer: &PeerAddr, side: &'static str) {

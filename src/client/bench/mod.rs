@@ -59,6 +59,10 @@ pub struct LoadConfig {
     /// Trace each generator thread's loop (`bench tcp|udp --trace`): at
     /// most this many lines a second per thread (`None`: off).
     pub trace: Option<u32>,
+    /// Keep every measured round trip in [`Report::samples`] (for
+    /// `--csv`; 4 bytes each, up to [`MAX_SAMPLES`]). Off, only the
+    /// histogram holds them, and the generator writes no growing array.
+    pub samples: bool,
 }
 
 impl Default for LoadConfig {
@@ -73,6 +77,7 @@ impl Default for LoadConfig {
             rate: None,
             progress: false,
             trace: None,
+            samples: false,
         }
     }
 }
@@ -109,8 +114,11 @@ pub struct Report {
     /// Round-trip times of the measured echoes, in microseconds.
     pub rtt_us: Histogram<u64>,
     /// Every measured round trip in microseconds, in arrival order per
-    /// thread (kept up to [`MAX_SAMPLES`], for `--csv`).
+    /// thread (kept up to [`MAX_SAMPLES`], for `--csv`), if
+    /// [`LoadConfig::samples`] asked for them; else empty.
     pub samples: Vec<u32>,
+    /// Samples still to keep.
+    samples_left: usize,
 }
 
 /// Round trips counted one by one per microsecond up to 32.8 ms (256
@@ -164,6 +172,7 @@ impl Report {
             size: config.size,
             rtt_us: Histogram::new(3).map_err(std::io::Error::other)?,
             samples: Vec::new(),
+            samples_left: if config.samples { MAX_SAMPLES } else { 0 },
         })
     }
 
@@ -179,7 +188,8 @@ impl Report {
                 let _ = self.rtt_us.record(us);
             }
         }
-        if self.samples.len() < MAX_SAMPLES {
+        if self.samples_left > 0 {
+            self.samples_left -= 1;
             self.samples.push(us.min(u64::from(u32::MAX)) as u32);
         }
     }
@@ -558,8 +568,10 @@ impl Window {
         }
     }
 
+    #[inline]
     fn holds(&self, at: u64) -> bool {
-        at >= self.from && at < self.until
+        // One comparison: before `from` wraps to beyond the length.
+        at.wrapping_sub(self.from) < self.until - self.from
     }
 }
 
@@ -585,11 +597,21 @@ pub(crate) fn send_interval(config: &LoadConfig) -> Option<u64> {
 /// message is copied out of it (and checked against it by
 /// [`is_message`]) at memcpy/memcmp speed, so even 64 KiB messages cost
 /// the generator little.
+#[inline]
 pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
-    out.reserve(size.max(12));
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&conn.to_le_bytes());
-    for_body(conn, seq, size, |chunk| {
+    let at = body_start(conn, seq);
+    let size = size.max(12);
+    if size <= PATTERN {
+        // The common case: one copy of the pattern from `at`, its first
+        // 12 bytes then overwritten by the header.
+        let start = out.len();
+        out.extend_from_slice(&pattern()[at..at + size]);
+        out[start..start + 12].copy_from_slice(&header(conn, seq));
+        return;
+    }
+    out.reserve(size);
+    out.extend_from_slice(&header(conn, seq));
+    for_body(at + 12, size - 12, |chunk| {
         out.extend_from_slice(chunk);
         true
     });
@@ -597,20 +619,33 @@ pub fn message(conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
 
 /// True if `echo` is exactly [`message`]`(conn, seq, echo.len(), ..)`
 /// (messages are at least 12 bytes).
+#[inline]
 pub fn is_message(conn: u32, seq: u64, echo: &[u8]) -> bool {
-    let id = echo.get(8..).and_then(|rest| rest.first_chunk::<4>());
-    let (Some(head), Some(id)) = (echo.first_chunk::<8>(), id) else {
+    let Some((head, body)) = echo.split_first_chunk::<12>() else {
         return false;
     };
-    if u64::from_le_bytes(*head) != seq || u32::from_le_bytes(*id) != conn {
+    let (seq_bytes, conn_bytes) = head.split_at(8);
+    if seq_bytes != seq.to_le_bytes() || conn_bytes != conn.to_le_bytes() {
         return false;
     }
-    let mut rest = &echo[12..];
-    for_body(conn, seq, echo.len(), |chunk| {
+    let at = body_start(conn, seq) + 12;
+    if echo.len() <= PATTERN {
+        return *body == pattern()[at..at + body.len()];
+    }
+    let mut rest = body;
+    for_body(at, body.len(), |chunk| {
         let (head, tail) = rest.split_at(chunk.len());
         rest = tail;
         head == chunk
     })
+}
+
+/// A message's first 12 bytes: its sequence number and connection id.
+fn header(conn: u32, seq: u64) -> [u8; 12] {
+    let mut head = [0; 12];
+    head[..8].copy_from_slice(&seq.to_le_bytes());
+    head[8..].copy_from_slice(&conn.to_le_bytes());
+    head
 }
 
 /// Bytes of the repeating pattern message bodies are cut from.
@@ -623,14 +658,11 @@ const PATTERN: usize = 1 << 16;
 /// messages apart; the body's start only has to vary.
 const STARTS: usize = 1 << 12;
 
-/// Calls `each` with the consecutive pattern slices that make the body of
-/// message `seq` of `conn` (`size - 12` bytes), while it returns true;
-/// returns false if it ever did.
-fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> bool) -> bool {
+/// The pattern twice over, so any [`PATTERN`] bytes from a place in the
+/// first copy are one slice; computed once.
+fn pattern() -> &'static [u8] {
     static BYTES: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
-    // The pattern twice over, so any PATTERN bytes from a place in the
-    // first copy are one slice.
-    let pattern = BYTES.get_or_init(|| {
+    BYTES.get_or_init(|| {
         let mut x = 0x9E37_79B9_7F4A_7C15_u64;
         let once: Vec<u8> = (0..PATTERN)
             .map(|_| {
@@ -641,11 +673,23 @@ fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> boo
             })
             .collect();
         once.repeat(2).into_boxed_slice()
-    });
+    })
+}
+
+/// Where in the pattern message `seq` of `conn` starts: its body is the
+/// pattern from 12 bytes on (the header takes the place of the first 12).
+fn body_start(conn: u32, seq: u64) -> usize {
     let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ u64::from(conn).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let mut at = (mixed >> 40) as usize % STARTS;
-    let mut left = size.saturating_sub(12);
+    (mixed >> 40) as usize % STARTS
+}
+
+/// Calls `each` with the consecutive pattern slices that make a body of
+/// `len` bytes starting at `at` (below [`PATTERN`]), while it returns
+/// true; returns false if it ever did.
+fn for_body(mut at: usize, len: usize, mut each: impl FnMut(&[u8]) -> bool) -> bool {
+    let pattern = pattern();
+    let mut left = len;
     while left > 0 {
         let n = left.min(PATTERN);
         if !each(&pattern[at..at + n]) {
@@ -659,22 +703,49 @@ fn for_body(conn: u32, seq: u64, size: usize, mut each: impl FnMut(&[u8]) -> boo
 
 #[cfg(test)]
 mod tests {
-    use super::{is_message, message, PATTERN};
+    use super::{is_message, message, Window, PATTERN};
+
+    #[test]
+    fn a_window_holds_from_its_start_up_to_its_end() {
+        let window = Window {
+            from: 10,
+            until: 20,
+        };
+        let held: Vec<u64> = (0..30).filter(|&at| window.holds(at)).collect();
+        assert_eq!(held, (10..20).collect::<Vec<u64>>());
+        assert!(!window.holds(u64::MAX));
+        let empty = Window { from: 0, until: 0 };
+        assert!(!empty.holds(0) && !empty.holds(u64::MAX));
+    }
 
     #[test]
     fn a_message_checks_against_itself_and_nothing_else() {
-        for size in [12, 16, 64, PATTERN + 12, 3 * PATTERN + 100] {
+        for size in [
+            12,
+            16,
+            64,
+            67,
+            PATTERN,
+            PATTERN + 1,
+            PATTERN + 12,
+            PATTERN + 13,
+            3 * PATTERN + 100,
+        ] {
             let mut out = Vec::new();
             message(7, 42, size, &mut out);
             assert_eq!(out.len(), size);
             assert!(is_message(7, 42, &out), "size {size}");
             assert!(!is_message(7, 43, &out), "another sequence number");
             assert!(!is_message(8, 42, &out), "another connection");
-            if size > 12 {
-                let last = out.len() - 1;
-                out[last] ^= 1;
-                assert!(!is_message(7, 42, &out), "a flipped last byte");
+            // Any of the first 80 bytes flipped: header and body.
+            for i in 0..size.min(80) {
+                out[i] ^= 1;
+                assert!(!is_message(7, 42, &out), "size {size}, byte {i} flipped");
+                out[i] ^= 1;
             }
+            let last = out.len() - 1;
+            out[last] ^= 1;
+            assert!(!is_message(7, 42, &out), "a flipped last byte");
         }
         let (mut a, mut b) = (Vec::new(), Vec::new());
         message(1, 1, 64, &mut a);

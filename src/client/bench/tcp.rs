@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -130,7 +130,10 @@ struct Settings {
 
 struct Conn {
     id: u32,
-    stream: TcpStream,
+    /// `stream`'s descriptor, kept beside it (mio's accessor is a call).
+    fd: RawFd,
+    /// Owns `fd`: closed when the load is dropped.
+    _stream: TcpStream,
     /// Bytes to send; `out[..written]` went out already.
     out: Vec<u8>,
     written: usize,
@@ -190,7 +193,8 @@ impl TcpLoad {
             )?;
             conns.push(Conn {
                 id,
-                stream,
+                fd: stream.as_raw_fd(),
+                _stream: stream,
                 out: Vec::with_capacity(config.depth.max(1) * size),
                 written: 0,
                 next_send: 0,
@@ -365,7 +369,9 @@ impl TcpLoad {
 }
 
 impl Conn {
-    /// Queues the next message, as sent (or due) at `at`.
+    /// Queues the next message, as sent (or due) at `at`. (In line: the
+    /// call cost about 18 instructions an echo, of some 270.)
+    #[inline(always)]
     fn queue(&mut self, settings: &Settings, at: u64, report: &mut Report) {
         if self.written == self.out.len() {
             self.out.clear();
@@ -380,7 +386,7 @@ impl Conn {
     fn flush(&mut self, report: &mut Report, trace: &mut TraceLines) {
         let id = self.id;
         while self.written < self.out.len() {
-            match sys::send(self.stream.as_raw_fd(), &self.out[self.written..]) {
+            match sys::send(self.fd, &self.out[self.written..]) {
                 Ok(n) => {
                     self.written += n;
                     trace!(trace, "write #{id} {n}B (sendto)");
@@ -455,7 +461,7 @@ impl Conn {
                 self.input.resize(len, 0);
             }
             let room = self.input.len() - self.got;
-            match sys::recv(self.stream.as_raw_fd(), &mut self.input[self.got..]) {
+            match sys::recv(self.fd, &mut self.input[self.got..]) {
                 Ok(0) => {
                     trace!(trace, "read #{id} eof (recvfrom)");
                     self.closed_by_server(false, report);
@@ -499,11 +505,8 @@ impl Conn {
                 self.fail(report);
                 return k as u64;
             };
-            if !is_message(
-                self.id,
-                self.next_recv,
-                &self.input[k * size..(k + 1) * size],
-            ) {
+            let echo = &self.input[k * size..(k + 1) * size];
+            if !is_message(self.id, self.next_recv, echo) {
                 if self.next_recv == 0 && self.input[..self.got].contains(&b'\n') {
                     // A line instead of the first echo: a refusal if the
                     // server now closes, a wrong reply if it does not.

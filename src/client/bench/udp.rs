@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::net::gso::{Offload, OffloadMode};
 use crate::net::sys::{self, RecvMeta, RecvSlots};
 use crate::TraceLines;
 
@@ -30,6 +31,11 @@ pub(super) const LOSS_HINT: &str = "a sockloop server drops datagrams beyond its
 
 /// An echo later than this is counted lost.
 pub(super) const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the sockets are searched for echoes later than
+/// [`LOSS_TIMEOUT`]: a lost echo is counted (and replaced) up to this much
+/// late, and a loop turn spends nothing on it otherwise.
+const EXPIRY_CHECK: Duration = Duration::from_millis(10);
 
 /// Most datagrams one `recvmmsg` takes; fewer when they are large, so the
 /// receive slots stay within [`RECV_BYTES`].
@@ -118,8 +124,8 @@ struct Socket {
 struct Sender {
     size: usize,
     window: Window,
-    /// The server.
-    to: SocketAddr,
+    /// Segmented sends, where the kernel takes them.
+    offload: Offload,
 }
 
 impl Sender {
@@ -140,32 +146,43 @@ impl Sender {
         s.next_send += 1;
     }
 
-    /// Sends what [`Sender::queue`] queued for `s`, `sendmmsg` by
-    /// `sendmmsg`; a datagram the kernel refuses (a full socket buffer)
+    /// Sends what [`Sender::queue`] queued for `s`: in segmented runs
+    /// where the kernel takes them (one `sendmsg` with `UDP_SEGMENT` per
+    /// up to 64 datagrams, the server still receiving them one by one),
+    /// else `sendmmsg` by `sendmmsg`, naming no destination (the socket is
+    /// connected). A datagram the kernel refuses (a full socket buffer)
     /// is lost, like the network would lose it.
-    fn flush(&self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
+    fn flush(&mut self, s: &mut Socket, report: &mut Report, trace: &mut TraceLines) {
         let (id, size) = (s.id, self.size);
         let mut left = &s.out[..];
         while !left.is_empty() {
-            let msgs = left.chunks(size).map(|m| (self.to, m));
-            match sys::send_batch(s.socket.as_fd(), msgs) {
-                Ok(n) => {
+            let gone = match self.offload.send_connected(s.socket.as_fd(), left, size) {
+                Ok((n, segmented)) => {
+                    let how = if segmented {
+                        "sendmsg UDP_SEGMENT"
+                    } else {
+                        "sendmmsg"
+                    };
                     for _ in 0..n {
-                        trace!(trace, "write #{id} {size}B (sendmmsg)");
+                        trace!(trace, "write #{id} {size}B ({how})");
                     }
-                    left = &left[(n * size).min(left.len())..];
+                    n
                 }
-                Err(e) => {
-                    trace!(trace, "write #{id} failed: {e} (sendmmsg)");
-                    let seq = left
-                        .first_chunk::<8>()
-                        .map_or(0, |b| u64::from_le_bytes(*b));
-                    if let Some(at) = s.in_flight.take(seq) {
-                        report.lost += u64::from(self.window.holds(at));
+                Err((e, n)) => {
+                    trace!(trace, "write #{id} {n} datagrams failed: {e} (send)");
+                    for lost in left.chunks(size).take(n) {
+                        let seq = lost
+                            .first_chunk::<8>()
+                            .map_or(0, |b| u64::from_le_bytes(*b));
+                        if let Some(at) = s.in_flight.take(seq) {
+                            report.lost += u64::from(self.window.holds(at));
+                        }
                     }
-                    left = &left[size.min(left.len())..];
+                    n
                 }
-            }
+            };
+            // (Never 0 for data: the kernel sends or fails at least one.)
+            left = &left[(gone.max(1) * size).min(left.len())..];
         }
         s.out.clear();
     }
@@ -211,10 +228,15 @@ pub(super) fn run(
             out: Vec::with_capacity(size * config.depth.clamp(1, sys::MAX_BATCH)),
         });
     }
-    let sender = Sender {
+    // The sockets are alike: what the first may do, all may.
+    let offload = match sockets.first() {
+        Some(s) => Offload::sending(s.socket.as_fd(), OffloadMode::from_env()),
+        None => Offload::new(OffloadMode::Off, false, false),
+    };
+    let mut sender = Sender {
         size,
         window,
-        to: addr,
+        offload,
     };
     if interval.is_none() {
         for s in &mut sockets {
@@ -237,10 +259,16 @@ pub(super) fn run(
     // Read once per loop turn, after the poll returns: the time of every
     // echo and send in its events (README, "Load testing").
     let mut now = clock.now();
+    // Overdue echoes are looked for every EXPIRY_CHECK, not every turn.
+    let mut next_expiry_check = 0;
     loop {
         let sending = now < window.until;
         // Echoes overdue are lost; in the closed loop each is replaced.
-        for s in &mut sockets {
+        let checking = now >= next_expiry_check;
+        if checking {
+            next_expiry_check = now + EXPIRY_CHECK.as_nanos() as u64;
+        }
+        for s in sockets.iter_mut().filter(|_| checking) {
             let gone = s.in_flight.expire(now.saturating_sub(timeout_ns));
             report.lost += gone as u64;
             if gone > 0 {
@@ -257,8 +285,7 @@ pub(super) fn run(
                 }
             }
         }
-        let in_flight: usize = sockets.iter().map(|s| s.in_flight.count).sum();
-        if !sending && in_flight == 0 {
+        if !sending && sockets.iter().all(|s| s.in_flight.count == 0) {
             break;
         }
         let mut timeout = Duration::from_millis(20);

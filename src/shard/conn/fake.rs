@@ -51,6 +51,12 @@ impl Fake {
         }
     }
 
+    /// Stands for a plain socket: no TLS handshake or record in progress
+    /// (a read gives the service every byte it takes off the socket).
+    pub(crate) fn plain(&self) -> bool {
+        !self.handshaking && self.ciphertext == 0 && !self.partial_record
+    }
+
     /// The peer sends `bytes`.
     pub(crate) fn arrive(&mut self, bytes: &[u8]) {
         assert!(!self.peer_fin, "bytes after the peer's FIN");

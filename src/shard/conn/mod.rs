@@ -14,6 +14,7 @@ mod fake;
 #[cfg(test)]
 mod layout;
 mod read;
+mod splice;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -29,7 +30,8 @@ use super::token::Slot;
 use super::trace::Tracer;
 use crate::metrics::ShardStats;
 use crate::net::buffer::BufferPool;
-pub(crate) use read::{Input, ReadOutcome, Step};
+pub(crate) use read::{Input, PlainRead, ReadOutcome, Step};
+pub(crate) use splice::{Splicer, BULK_CREDIT, BULK_READ};
 pub(crate) use state::{Flags, Settled, State};
 pub(crate) use transport::Transport;
 

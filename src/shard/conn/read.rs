@@ -8,6 +8,11 @@
 //! socket is drained, so no second syscall is spent just to see
 //! `WouldBlock` -- unless the peer's FIN was reported, which may sit behind
 //! the data just read.
+//!
+//! The step most reads are (a plain connection holding nothing, in no
+//! state a step checks) also has a one-pass form, `State::read_plain`,
+//! which the shard tries first: the same rules, none of the other cases'
+//! moves through memory.
 
 use std::io;
 
@@ -79,7 +84,99 @@ impl Input {
     }
 }
 
+/// What the common read step did ([`State::read_plain`]).
+#[derive(Debug)]
+pub(crate) enum PlainRead {
+    /// Input for the service, at the front of the scratch: call it, then
+    /// hand the input back to [`State::delivered`].
+    Bytes(Input),
+    /// Stop reading, with this outcome (nothing waits).
+    Done(ReadOutcome),
+    /// Step with [`State::read`]: not the common case (nothing was read),
+    /// or a read that brought no bytes (EOF, an error, an interruption,
+    /// noted in the state for the next step to act on).
+    Step,
+}
+
 impl State {
+    /// The common read step, in one pass: a plain connection that holds
+    /// no input, has no output waiting (so it is below the high-water
+    /// mark, which is at least 1) and is in none of the states a step
+    /// checks ([`Flags::READ_CHECKS`], discarding) reads whatever waits
+    /// into `scratch`. It does what [`State::read`] does in that case,
+    /// without the other cases' moves through memory: the echo's path.
+    #[inline(always)]
+    pub(crate) fn read_plain(
+        &mut self,
+        t: &mut Transport,
+        scratch: &mut Scratch,
+        budget: &mut usize,
+        env: &mut Env,
+    ) -> PlainRead {
+        if self.flags.any(Flags::NOT_PLAIN_STEP)
+            || self.read_buf.is_some()
+            || self.write_buf.is_some()
+        {
+            return PlainRead::Step;
+        }
+        match t {
+            Transport::Plain(_, fd) => {
+                let fd = *fd;
+                self.read_plain_with(|out| plain_read(fd, out), scratch, budget, env)
+            }
+            #[cfg(test)]
+            Transport::Fake(fake) if fake.plain() => {
+                self.read_plain_with(|out| fake.read(out), scratch, budget, env)
+            }
+            _ => PlainRead::Step,
+        }
+    }
+
+    /// [`State::read_plain`] with `read`, one read of the socket, which
+    /// gives the service every byte it takes (no TLS).
+    #[inline(always)]
+    fn read_plain_with(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> io::Result<Received>,
+        scratch: &mut Scratch,
+        budget: &mut usize,
+        env: &mut Env,
+    ) -> PlainRead {
+        env.trace.lent(&self.peer, "read");
+        let room = scratch.room();
+        let asked = room.len().min(*budget).min(env.limits.max_read_buffer);
+        match read(&mut room[..asked]) {
+            Ok(Received::Bytes { plain, drained, .. }) => {
+                env.trace.read(&self.peer, plain);
+                env.stats.tcp_bytes_in.add(plain as u64);
+                *budget = budget.saturating_sub(plain);
+                self.deadlines.io(env.now_ms);
+                PlainRead::Bytes(Input {
+                    own: None,
+                    len: plain as u32, // at most SCRATCH_SIZE
+                    drained,
+                })
+            }
+            other => match self.read_nothing(other, env.reborrow()) {
+                Some(outcome) => PlainRead::Done(outcome),
+                None => PlainRead::Step,
+            },
+        }
+    }
+
+    /// [`State::read_plain`]'s read brought no bytes. (Out of line, and
+    /// its answer small: the common pass keeps its input in registers.)
+    #[inline(never)]
+    fn read_nothing(&mut self, received: io::Result<Received>, env: Env) -> Option<ReadOutcome> {
+        let trace = env.trace;
+        let step = self.no_bytes(received, env);
+        trace.returned(&self.peer, "read");
+        match step {
+            Step::Done(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+
     /// One read, within what is left of `budget`: into the connection's
     /// own buffer if it holds leftovers, otherwise into `scratch`.
     #[inline(always)]
@@ -361,12 +458,12 @@ impl State {
     fn keep(&mut self, input: Input, consumed: usize, scratch: &Scratch, env: &mut Env) -> bool {
         match input.own {
             None => {
-                let rest = &scratch.filled(input.len as usize)[consumed..];
-                if rest.is_empty() {
+                let len = input.len as usize;
+                if consumed >= len {
                     env.trace.returned(&self.peer, "read");
                     return false;
                 }
-                self.keep_copy(rest, env.reborrow());
+                self.keep_copy(&scratch.filled(len)[consumed..], env.reborrow());
                 true
             }
             Some(mut buf) => {

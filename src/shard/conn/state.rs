@@ -87,6 +87,9 @@ impl Flags {
     );
     /// States in which input is read only to be discarded.
     pub(crate) const DISCARDING: Flags = Flags(Self::DRAINING.0 | Self::CLOSE_REQUESTED.0);
+    /// States that keep a read step off the common pass
+    /// (`State::read_plain`).
+    pub(super) const NOT_PLAIN_STEP: Flags = Flags(Self::READ_CHECKS.0 | Self::DISCARDING.0);
 
     pub(crate) fn any(self, other: Flags) -> bool {
         self.0 & other.0 != 0
@@ -121,6 +124,10 @@ pub(crate) struct State {
     /// with no rate set, every connection pays one pointer, not 24 bytes).
     pub(crate) message_tokens: Option<Box<TokenBucket>>,
     pub(crate) flags: Flags,
+    /// Non-zero while its input comes in bulk and its service echoes:
+    /// read by splicing (`splice.rs`), counting down short splices. A
+    /// byte of what was padding, not a flag bit (all 16 are taken).
+    pub(crate) bulk: u8,
 }
 
 /// What the shard does with a connection after it settled.
@@ -142,6 +149,7 @@ impl State {
             admission: None,
             message_tokens: None,
             flags: Flags::default(),
+            bulk: 0,
         }
     }
 
@@ -239,7 +247,7 @@ impl State {
     /// Appends `rest` to the write buffer, or, past the hard limit, frees
     /// it and marks the connection to close.
     #[inline(never)]
-    fn buffer(&mut self, rest: &[u8], env: Env) {
+    pub(super) fn buffer(&mut self, rest: &[u8], env: Env) {
         let pending = self.write_buffered() + rest.len();
         if pending > env.limits.output_hard {
             // Free the memory now; the shard closes the connection next.
@@ -329,7 +337,7 @@ impl State {
     /// limit, no output waiting or write interest to drop, and the deadline timer armed
     /// with no deadline appeared since (what `settle` and
     /// `Timers::arm_deadline` would conclude, in one test).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn quiet(&self, t: &Transport) -> bool {
         let loud = Flags(
             Flags::FAILED.0

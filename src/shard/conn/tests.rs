@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use super::fake::Fake;
-use super::{Env, Flags, ReadOutcome, Settled, State, Step, Transport};
+use super::{Env, Flags, Input, PlainRead, ReadOutcome, Settled, State, Step, Transport};
 use crate::config::ServerConfig;
 use crate::metrics::ShardStats;
 use crate::net::buffer::{BufferPool, Scratch};
@@ -51,6 +51,8 @@ struct Harness {
     lines: Vec<Vec<u8>>,
     /// How the connection ended, and when.
     closed: Option<(CloseReason, u32)>,
+    /// Reads that delivered in the common pass (`State::read_plain`).
+    plain_passes: usize,
 }
 
 const MS: Duration = Duration::from_millis(1);
@@ -92,6 +94,7 @@ impl Harness {
             service,
             lines: Vec::new(),
             closed: None,
+            plain_passes: 0,
         };
         if h.t.handshaking() {
             h.state.deadlines.frame(0, false, true);
@@ -136,9 +139,24 @@ impl Harness {
         self.settle();
     }
 
-    /// `Shard::read`, with the test's service.
+    /// `Shard::read`, with the test's service: the common pass first
+    /// (`State::read_plain`), then step by step.
     fn read(&mut self) -> Option<ReadOutcome> {
         let mut budget = self.limits.read_budget;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let (state, t, mut env) = self.env();
+        let first = state.read_plain(t, &mut scratch, &mut budget, &mut env);
+        self.scratch = scratch;
+        match first {
+            PlainRead::Bytes(input) => {
+                self.plain_passes += 1;
+                if let Some(outcome) = self.serve_input(input, budget) {
+                    return Some(outcome);
+                }
+            }
+            PlainRead::Done(outcome) => return Some(outcome),
+            PlainRead::Step => {}
+        }
         loop {
             let mut scratch = std::mem::take(&mut self.scratch);
             let (state, t, mut env) = self.env();
@@ -155,14 +173,21 @@ impl Harness {
                 Step::TlsFailed(failure) => panic!("a fake has no TLS: {failure}"),
                 Step::Proxy(_) => panic!("no PROXY check is due"),
             };
-            let consumed = self.serve(input.bytes(&scratch));
-            let (state, t, mut env) = self.env();
-            let outcome = state.delivered(t, input, &scratch, consumed, budget, &mut env);
             self.scratch = scratch;
-            if outcome.is_some() {
-                return outcome;
+            if let Some(outcome) = self.serve_input(input, budget) {
+                return Some(outcome);
             }
         }
+    }
+
+    /// The service's call with `input`, and what the state does after it.
+    fn serve_input(&mut self, input: Input, budget: usize) -> Option<ReadOutcome> {
+        let scratch = std::mem::take(&mut self.scratch);
+        let consumed = self.serve(input.bytes(&scratch));
+        let (state, t, mut env) = self.env();
+        let outcome = state.delivered(t, input, &scratch, consumed, budget, &mut env);
+        self.scratch = scratch;
+        outcome
     }
 
     fn serve(&mut self, input: &[u8]) -> usize {
@@ -290,6 +315,45 @@ fn a_short_round_trip_costs_one_read_and_one_write() {
     assert_eq!(fake.sent, b"ping");
     assert!(!h.wants_write(), "write interest only while output waits");
     assert_eq!(h.pool.bytes_lent(), 0, "an idle connection holds no buffer");
+}
+
+#[test]
+fn only_a_connection_holding_nothing_in_no_checked_state_takes_the_common_pass() {
+    let mut h = Harness::open(config(), Fake::with_room(1 << 20), Service::Lines);
+    h.fake().arrive(b"one\ntw");
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!(h.plain_passes, 1, "holding nothing: the common pass");
+    // Holding "tw": the next read goes into its own buffer, step by step.
+    h.fake().arrive(b"o\n");
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!(h.plain_passes, 1);
+    assert_eq!(h.lines, [b"one\n".to_vec(), b"two\n".to_vec()]);
+    // Held nothing again: back on the common pass, read once, drained.
+    h.fake().arrive(b"three\n");
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!((h.plain_passes, h.fake().reads), (2, 3));
+    // Standing for a TLS session in its handshake: stepped.
+    h.fake().handshaking = true;
+    h.fake().arrive(b"four\n");
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!(h.plain_passes, 2);
+    assert_eq!(h.lines.len(), 4);
+}
+
+#[test]
+fn a_read_with_nothing_waiting_ends_drained_and_holds_nothing() {
+    let mut h = Harness::open(config(), Fake::with_room(1 << 20), Service::Echo);
+    assert_eq!(h.readable(), Some(ReadOutcome::Drained));
+    assert_eq!((h.plain_passes, h.fake().reads), (0, 1));
+    assert_eq!(h.pool.bytes_lent(), 0);
+    // The peer's FIN: noted in the common pass, stopped by the next step.
+    h.fake().peer_fin = true;
+    assert_eq!(h.readable(), Some(ReadOutcome::Stopped));
+    assert!(h.state.flags.any(Flags::PEER_EOF));
+    assert_eq!(
+        h.closed.map(|(reason, _)| reason),
+        Some(CloseReason::PeerClosed)
+    );
 }
 
 #[test]

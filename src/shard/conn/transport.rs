@@ -116,20 +116,11 @@ impl Transport {
     pub(crate) fn write(&mut self, bytes: &[u8], sent: &mut usize) -> io::Result<usize> {
         match self {
             Transport::Plain(_, fd) => {
-                let fd = *fd;
-                let n = write_until_full(|b| sys::send(fd, b), bytes)?;
+                let n = plain_write(*fd, bytes)?;
                 *sent += n;
                 Ok(n)
             }
-            Transport::Tls(stream, tls) => {
-                tls.write_tls(stream, sent)?;
-                if tls.wants_write() {
-                    return Ok(0); // the socket is full: keep the plaintext
-                }
-                let taken = tls.write_plaintext(bytes);
-                tls.write_tls(stream, sent)?;
-                Ok(taken)
-            }
+            Transport::Tls(stream, tls) => tls_write(stream, tls, bytes, sent),
             #[cfg(test)]
             Transport::Fake(fake) => {
                 let n = write_until_full(|b| io::Write::write(&mut **fake, b), bytes)?;
@@ -363,6 +354,50 @@ fn tls_read(
         wire,
         drained: wire < cap,
     })
+}
+
+/// One `send` of `bytes` to a plain socket (its descriptor `fd`): a short
+/// write means the socket is full, as in [`write_until_full`], whose loop
+/// only an interrupted call needs (out of line, with every other error).
+#[inline(always)]
+fn plain_write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    match sys::send(fd, bytes) {
+        Ok(n) => Ok(n),
+        Err(e) => plain_write_failed(fd, bytes, e),
+    }
+}
+
+/// [`plain_write`]'s `send` failed with `e`: a full socket took nothing,
+/// an interrupted call is made again.
+#[inline(never)]
+fn plain_write_failed(fd: RawFd, bytes: &[u8], e: io::Error) -> io::Result<usize> {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => Ok(0),
+        io::ErrorKind::Interrupted => write_until_full(|b| sys::send(fd, b), bytes),
+        _ => Err(e),
+    }
+}
+
+/// [`Transport::write`] over TLS: the plaintext goes to rustls (up to its
+/// buffer limit), its records to the socket. (Out of line: a plain
+/// write's path stays short.)
+#[inline(never)]
+fn tls_write(
+    stream: &mut TcpStream,
+    tls: &mut TlsSession,
+    bytes: &[u8],
+    sent: &mut usize,
+) -> io::Result<usize> {
+    tls.write_tls(stream, sent)?;
+    if tls.wants_write() {
+        return Ok(0); // the socket is full: keep the plaintext
+    }
+    let taken = tls.write_plaintext(bytes);
+    tls.write_tls(stream, sent)?;
+    Ok(taken)
 }
 
 /// Writes until `bytes` are all written or the socket is full; returns how
