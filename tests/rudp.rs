@@ -88,6 +88,46 @@ fn bulk_echo(client: &mut Client, count: u32) {
 }
 
 #[test]
+fn queued_buffers_are_handed_back_when_the_window_is_full_and_echoed_intact() {
+    let server = rudp_server(16);
+    let mut client = Client::connect(server.udp[0], Config::default(), TIMEOUT).unwrap();
+    // The first 128 fill the window; the next is handed back as it was.
+    for n in 0..128 {
+        assert_eq!(client.try_queue_vec(message(n, 1200)).unwrap(), None);
+    }
+    let refused = client.try_queue_vec(message(128, 1200)).unwrap();
+    assert_eq!(refused, Some(message(128, 1200)));
+    // Each echo's buffer, rewritten, carries a later message.
+    let (mut next, mut refused) = (128, refused);
+    for expected in 0..300 {
+        let echo = client
+            .recv(TIMEOUT)
+            .unwrap()
+            .expect("an echo within the timeout");
+        assert_eq!(echo, message(expected, 1200), "echo {expected}");
+        let mut spare = Some(echo);
+        while next < 300 {
+            let buffer = refused.take().unwrap_or_else(|| match spare.take() {
+                Some(mut buffer) => {
+                    buffer.clear();
+                    buffer.extend_from_slice(&message(next, 1200));
+                    buffer
+                }
+                None => message(next, 1200),
+            });
+            match client.try_queue_vec(buffer).unwrap() {
+                Some(back) => {
+                    refused = Some(back);
+                    break;
+                }
+                None => next += 1,
+            }
+        }
+    }
+    client.close().unwrap();
+}
+
+#[test]
 fn a_bulk_transfer_goes_segmented_and_coalesced_both_ways() {
     let server = rudp_server(16);
     let config = Config::default();

@@ -200,6 +200,18 @@ impl Client {
         }
     }
 
+    /// As [`try_queue`](Self::try_queue), taking the message's buffer: a
+    /// message that fits one packet leaves from it, not copied (a buffer
+    /// [`recv`](Self::recv) returned, rewritten, serves well).
+    /// `Ok(Some(message))`: no room now, the message handed back.
+    pub fn try_queue_vec(&mut self, message: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+        match self.conn.send_vec(message) {
+            Ok(()) => Ok(None),
+            Err((SendError::WindowFull, message)) => Ok(Some(message)),
+            Err((e, _)) => Err(io::Error::other(e)),
+        }
+    }
+
     /// Hands back the buffer of a message [`recv`](Self::recv) returned,
     /// to hold a later packet (optional: saves an allocation per message).
     pub fn recycle(&mut self, message: Vec<u8>) {
@@ -246,7 +258,6 @@ impl Client {
     /// Serves the connection until it has an event or `deadline` passes.
     fn next_event(&mut self, deadline: Instant) -> io::Result<Option<Event>> {
         loop {
-            self.flush()?;
             // With `READY_MAX` messages untaken, leave the rest in the
             // connection: its receive window closes and the server waits,
             // rather than this client buffering without bound.
@@ -255,6 +266,10 @@ impl Client {
                     return Ok(Some(event));
                 }
             }
+            // Only before waiting: what was queued while the events of one
+            // receive were taken leaves together, in one wake-up of the
+            // server rather than one per event.
+            self.flush()?;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);

@@ -54,8 +54,8 @@ pub enum OffloadMode {
     Off,
     /// Act as a kernel that refuses both would make us act: `UDP_GRO` is
     /// taken as refused, and the first segmented send as failed with
-    /// `EIO` (without reaching the kernel), so the fallback runs. For
-    /// tests.
+    /// `EIO` (without reaching the kernel; plain sends queued before it
+    /// go), so the fallback runs. For tests.
     Refuse,
 }
 
@@ -330,8 +330,15 @@ impl Offload {
                 });
                 if max == 1 {
                     sys::send_batch(socket, batch.map(|(to, data, _)| (to, data)))
-                } else if self.mode == OffloadMode::Refuse && first > 1 {
-                    Err(io::Error::from_raw_os_error(libc::EIO))
+                } else if self.mode == OffloadMode::Refuse {
+                    // As a refusing kernel's `sendmmsg`: the messages
+                    // before the first segmented one go, that one fails
+                    // (then it is first, and judged as a refusal).
+                    let plain = runs(queue.entries(), max).take_while(|r| r.count == 1);
+                    match plain.count() {
+                        0 => Err(io::Error::from_raw_os_error(libc::EIO)),
+                        plain => sys::send_segmented_batch(socket, batch.take(plain)),
+                    }
                 } else {
                     sys::send_segmented_batch(socket, batch)
                 }
@@ -527,6 +534,25 @@ mod tests {
         assert_eq!((sending.max_segments(), sending.refusals()), (1, 1));
         let (got, reads) = receive(&rx, 4);
         assert_eq!((got, reads), (sent, 4));
+    }
+
+    #[test]
+    fn a_refusal_behind_a_plain_send_is_still_a_refusal() {
+        use std::os::fd::AsFd;
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = receiver();
+        let mut sending = Offload::enable(tx.as_fd(), OffloadMode::Refuse);
+        // An ack-sized datagram, then a run: the first goes as it is, the
+        // run is refused and goes again one by one.
+        let (mut queue, sent) = queue_of(rx.local_addr().unwrap(), &[20, 500, 500]);
+        let out = sending.flush(&mut queue, tx.as_fd());
+        assert_eq!(
+            (out.sent, out.dropped_errors, out.would_block),
+            (3, 0, false)
+        );
+        assert_eq!((sending.max_segments(), sending.refusals()), (1, 1));
+        let (got, reads) = receive(&rx, 3);
+        assert_eq!((got, reads), (sent, 3));
     }
 
     #[test]

@@ -804,38 +804,47 @@ mod segments {
         I: IntoIterator<Item = (SocketAddr, &'a [u8], u16)>,
     {
         const N: usize = super::MAX_BATCH;
-        // SAFETY: all-zero bytes are a valid value for these plain C structs.
-        let (mut iovs, mut hdrs): ([libc::iovec; N], [libc::mmsghdr; N]) = unsafe { mem::zeroed() };
-        // Written by to_sockaddr before the kernel reads them.
+        // Only the first `n` entries are written and handed to the kernel:
+        // nothing is zeroed beyond them (zeroing all 64 cost about 66
+        // instructions per datagram at rudp's run lengths).
         let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; N];
-        let mut controls: [CmsgSpace; N] = std::array::from_fn(|_| CmsgSpace([0; 32]));
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; N];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
+        let mut controls = [const { MaybeUninit::<CmsgSpace>::uninit() }; N];
         let mut n = 0;
         for (to, data, segment) in msgs.into_iter().take(N) {
             let namelen = to_sockaddr(&to, &mut names[n]);
-            iovs[n].iov_base = data.as_ptr() as *mut libc::c_void;
-            iovs[n].iov_len = data.len();
-            let h = &mut hdrs[n].msg_hdr;
+            iovs[n].write(libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            });
+            // SAFETY: all-zero bytes are a valid mmsghdr (null pointers,
+            // zero lengths and flags); the fields used are set below.
+            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            let h = &mut hdr.msg_hdr;
             h.msg_name = names[n].as_mut_ptr().cast();
             h.msg_namelen = namelen;
-            h.msg_iov = ptr::addr_of_mut!(iovs[n]);
+            h.msg_iov = iovs[n].as_mut_ptr();
             h.msg_iovlen = 1;
             if data.len() > usize::from(segment) {
-                put_segment(h, &mut controls[n], segment);
+                put_segment(h, controls[n].write(CmsgSpace([0; 32])), segment);
             }
+            hdrs[n].write(hdr);
             n += 1;
         }
         if n == 0 {
             return Ok(0);
         }
         super::retry_interrupted(|| {
-            // SAFETY: hdrs[..n] point at addresses, iovecs and control
-            // buffers on this stack frame; each iovec covers a `&'a [u8]`
-            // that outlives the call. The kernel only reads them, and
-            // writes msg_len into hdrs.
+            // SAFETY: hdrs[..n] were written above and point at addresses,
+            // iovecs and control buffers written above on this stack
+            // frame; each iovec covers a `&'a [u8]` that outlives the call.
+            // The kernel reads only those n entries, and writes msg_len
+            // into them.
             unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
+                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT as _,
                 ) as isize

@@ -402,9 +402,12 @@ impl Connection {
         match packet {
             Some(packet) => packet.encode(out),
             None if self.state == State::Established && self.sender.poll(now, out) => {
-                self.rto_at.get_or_insert(now + self.rtt.rto());
-                if let Some(pto) = self.probe_timeout() {
-                    self.probe_at.get_or_insert(now + pto);
+                // Only the first packet of a flight arms them.
+                if self.rto_at.is_none() {
+                    self.rto_at = Some(now + self.rtt.rto());
+                }
+                if self.probe_at.is_none() {
+                    self.probe_at = self.probe_timeout().map(|pto| now + pto);
                 }
             }
             None => {
@@ -730,15 +733,29 @@ mod tests {
         let mut server = Connection::accept(config, t, Seq(100), Seq(200));
         assert_eq!(allocated(&server), (0, 0), "nothing at the handshake");
         let mut wire = Vec::new();
-        Packet::Data {
-            seq: Seq(100),
-            fragment: 0,
-            fragments: 1,
-            payload: b"hi",
-        }
-        .encode(&mut wire);
+        // Data in order goes straight to the application: no reorder slots.
+        let data = |seq, wire: &mut Vec<u8>| {
+            wire.clear();
+            let payload = b"hi";
+            Packet::Data {
+                seq: Seq(seq),
+                fragment: 0,
+                fragments: 1,
+                payload,
+            }
+            .encode(wire);
+        };
+        data(100, &mut wire);
         server.handle_datagram(t, &wire).unwrap();
-        assert_eq!(server.poll_event(), Some(Event::Message(b"hi".to_vec())));
+        assert_eq!(allocated(&server), (0, 0), "in order: no slots");
+        // Out of order, 102 waits for 101 in the reorder slots.
+        data(102, &mut wire);
+        server.handle_datagram(t, &wire).unwrap();
+        data(101, &mut wire);
+        server.handle_datagram(t, &wire).unwrap();
+        for _ in 0..3 {
+            assert_eq!(server.poll_event(), Some(Event::Message(b"hi".to_vec())));
+        }
         server.send(b"hi").unwrap();
         let mut out = Vec::new();
         while server.poll_transmit(t, &mut out) {}

@@ -105,6 +105,19 @@ impl ReceiveWindow {
             self.stats.out_of_window += 1;
             return Arrival::OutOfWindow;
         }
+        let fragment = Fragment {
+            index,
+            count,
+            payload,
+        };
+        if offset == 0 && self.slots.is_empty() {
+            // In order with nothing held back (the common case): straight
+            // to reassembly, not through the reorder slots.
+            self.next = self.next.next();
+            self.reassemble(fragment);
+            self.note_gap(now);
+            return Arrival::New;
+        }
         if self.slots.len() <= offset {
             self.slots.resize_with(offset + 1, || None);
         }
@@ -112,11 +125,7 @@ impl ReceiveWindow {
             self.stats.duplicates += 1;
             return Arrival::Duplicate;
         }
-        self.slots[offset] = Some(Fragment {
-            index,
-            count,
-            payload,
-        });
+        self.slots[offset] = Some(fragment);
         self.deliver();
         self.note_gap(now);
         Arrival::New

@@ -108,8 +108,12 @@ pub(crate) struct SendWindow {
     /// A tail loss probe is due as the next new packet.
     probe_new: bool,
     pub(crate) retransmissions: u64,
-    /// Buffers of acknowledged packets, for the next ones (a window's
-    /// worth at most; see [`Spare`]).
+    /// Scratch for `on_ack`: the acknowledged transmissions still in the
+    /// window (at most a window of them), kept between acks so an ack
+    /// allocates nothing; freed by `release`.
+    acked_tx: Vec<u64>,
+    /// Buffers of acknowledged packets and of delivered messages, for the
+    /// next ones (two windows' worth at most; see [`Spare`]).
     pub(crate) spare: Spare,
 }
 
@@ -139,7 +143,13 @@ impl SendWindow {
             recovery_until_tx: 0,
             probe_new: false,
             retransmissions: 0,
-            spare: Spare::new(capacity, max_payload),
+            acked_tx: Vec::new(),
+            // Both directions draw on it (sent packets' buffers come back
+            // with acks, received ones when the application is done), so
+            // it holds up to two windows: one would overflow when a full
+            // window of acks and of echoes return together, freeing
+            // buffers the next packets then allocate again.
+            spare: Spare::new(2 * capacity, max_payload),
         }
     }
 
@@ -308,13 +318,12 @@ impl SendWindow {
         self.newest_acked_sent = newest_sent;
         self.in_flight = in_flight;
         // Transmissions acknowledged now or before, for the loss count.
-        let mut later: Vec<u64> = self
-            .slots
-            .iter()
-            .take(self.unsent)
-            .filter(|s| s.acked)
-            .map(|s| s.tx)
-            .collect();
+        let mut later = std::mem::take(&mut self.acked_tx);
+        later.clear();
+        if self.mode == Mode::Reliable {
+            let acked_tx = self.slots.iter().take(self.unsent).filter(|s| s.acked);
+            later.extend(acked_tx.map(|s| s.tx));
+        }
         for slot in self.slots.drain(..cumulative) {
             self.spare.give(slot.payload);
         }
@@ -324,6 +333,7 @@ impl SendWindow {
             later.sort_unstable();
             self.detect_losses(now, &later, reorder_window);
         }
+        self.acked_tx = later;
         acked.rtt = newest.map(|(_, at)| now.saturating_duration_since(at));
         // Additive increase: slow start below ssthresh, then about one
         // packet per window acknowledged.
@@ -345,6 +355,12 @@ impl SendWindow {
     /// may have arrived unreported.
     fn detect_losses(&mut self, now: Instant, acked: &[u64], reorder_window: Duration) {
         let newest_acked_sent = self.newest_acked_sent;
+        // A packet sent once was sent, and numbered, no later than any
+        // packet after it (new ones leave in order; a resent one is
+        // renumbered later still), so the first such packet neither
+        // overtaken nor with enough acknowledged transmissions after it
+        // ends the search: none after it can be either (with no losses,
+        // the first packet unacknowledged ends it).
         for slot in self.slots.iter_mut().take(self.unsent.min(65)) {
             if slot.acked || slot.lost {
                 continue;
@@ -359,6 +375,8 @@ impl SendWindow {
                 slot.suspect_since = Some(now - reorder_window);
             } else if later as u64 >= LOSS_THRESHOLD {
                 slot.suspect_since.get_or_insert(now);
+            } else if !slot.retransmitted {
+                break;
             }
         }
         self.declare_losses(now, reorder_window);
@@ -479,6 +497,7 @@ impl SendWindow {
         if self.lost.is_empty() {
             self.lost = VecDeque::new();
         }
+        self.acked_tx = Vec::new();
         self.spare.release();
     }
 
