@@ -128,6 +128,34 @@ fn queued_buffers_are_handed_back_when_the_window_is_full_and_echoed_intact() {
 }
 
 #[test]
+fn a_caller_slow_with_its_events_still_acknowledges_in_time() {
+    // 16 echoes arrive together; the caller spends 20 ms on each (320 ms,
+    // past the server's least retransmission timeout of 100 ms) while
+    // their acknowledgement waits for it to take them all: the server
+    // must not take the silence for a loss and send the flight again.
+    let server = rudp_server(16);
+    let mut client = Client::connect(server.udp[0], Config::default(), TIMEOUT).unwrap();
+    for n in 0..16 {
+        assert!(client.try_queue(&message(n, 1200)).unwrap());
+    }
+    for expected in 0..16 {
+        let echo = client
+            .recv(TIMEOUT)
+            .unwrap()
+            .expect("an echo within the timeout");
+        assert_eq!(echo, message(expected, 1200), "echo {expected}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Take whatever the server sent again meanwhile.
+    assert_eq!(client.recv(Duration::from_millis(300)).unwrap(), None);
+    let duplicates = client.stats().receive.duplicates;
+    // A tail loss probe (one packet, after 2 RTTs) may come before the
+    // first acknowledgement; a timeout would resend the whole flight.
+    assert!(duplicates <= 2, "{duplicates} packets received twice");
+    client.close().unwrap();
+}
+
+#[test]
 fn a_bulk_transfer_goes_segmented_and_coalesced_both_ways() {
     let server = rudp_server(16);
     let config = Config::default();
