@@ -287,7 +287,7 @@ impl ServerConfig {
         let below_hard = (self.output_hard_limit)
             .saturating_sub(self.write_high_water)
             .saturating_sub(1);
-        (self.read_budget * 4)
+        (self.read_budget.saturating_mul(4))
             .min(crate::net::pipe::PIPE_SIZE)
             .min(below_hard)
             .max(1)

@@ -68,6 +68,32 @@ fn a_bulk_echo_is_spliced_and_byte_exact() {
 }
 
 #[test]
+fn urgent_data_does_not_stall_a_spliced_echo() {
+    // A splice stops at TCP urgent data and says "would block" with bytes
+    // still waiting; a `recv` reads on past the mark (the urgent byte
+    // itself is out of band, not echoed). The echo must go on.
+    let server = Running::echo(one_shard(true));
+    let (before, after) = (Rng::new(15).bytes(1 << 20), Rng::new(16).bytes(1 << 20));
+    let stream = connect(server.tcp[0]);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Bulk, and idle with nothing pending: the next input is spliced.
+    assert!(echo(&stream, &before, 256 * 1024, Duration::ZERO) == before);
+    assert!(
+        server.handle.stats().tcp_bytes_spliced > 0,
+        "nothing spliced"
+    );
+    socket2::SockRef::from(&stream)
+        .send_out_of_band(b"X")
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert!(echo(&stream, &after, 256 * 1024, Duration::ZERO) == after);
+    assert_eq!(server.handle.stats().tcp_bytes_out, 2 << 20);
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn a_slow_reader_gets_every_byte_through_the_leftover_copy() {
     // Small kernel buffers on the server, and a client that reads 4 KiB
     // at a time with pauses: splices back out fall short, and the rest

@@ -160,7 +160,8 @@ stats! {
     tcp_bytes_discarded,
     /// TCP bytes written.
     tcp_bytes_out,
-    /// TCP bytes echoed in the kernel (`splice`): counted in
+    /// TCP bytes echoed in the kernel (`splice` in and out again; a
+    /// socket's leftover copied out of the pipe is not): counted in
     /// `tcp_bytes_in` and `tcp_bytes_out` too.
     tcp_bytes_spliced,
     /// Times splicing failed on a shard (no pipe, or `splice` refused):

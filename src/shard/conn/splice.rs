@@ -21,6 +21,11 @@
 //!   quarter, within the pipe and the output hard limit), and spliced
 //!   bytes count a quarter against the read budget.
 //! - Counters, deadlines and trace lines are those of a read and a write.
+//! - A splice that would block is not taken for a drained socket (it also
+//!   stops at TCP urgent data): the ordinary step's `recv` decides.
+//! - `splice` into a socket cannot pass `MSG_NOSIGNAL`: a program that
+//!   embeds the library and restores `SIGPIPE`'s default action (Rust
+//!   programs start with it ignored) turns splicing off.
 //! - A shard that cannot make its pipe, or whose `splice` is refused
 //!   (`EINVAL`, `ENOSYS`, ...), logs it once, counts `splice_failures`
 //!   and echoes by copying from then on.
@@ -130,7 +135,8 @@ impl State {
     ) -> Option<Step> {
         let env = &mut env;
         let flags = self.flags;
-        if flags.any(Flags::READ_CHECKS)
+        if self.bulk == 0
+            || flags.any(Flags::READ_CHECKS)
             || flags.any(Flags::DISCARDING)
             || self.write_buf.is_some()
             || self.read_buf.is_some()
@@ -149,9 +155,10 @@ impl State {
         let allowance = budget.saturating_mul(SPLICE_WEIGHT).min(max_step);
         let n = match pipe.fill_from(fd, allowance) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Some(Step::Done(ReadOutcome::Drained))
-            }
+            // Not proof of a drained socket: a splice stops at TCP urgent
+            // data, where a `recv` reads on past it. The ordinary step
+            // reads once and decides.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some(Step::Again),
             Err(e) if unsupported(&e) => {
                 Splicer::give_up(&mut splicer.on, "splice from a socket", &e, env);
@@ -169,7 +176,6 @@ impl State {
             return Some(Step::Again);
         }
         env.stats.tcp_bytes_in.add(n as u64);
-        env.stats.tcp_bytes_spliced.add(n as u64);
         *budget = budget.saturating_sub(n.div_ceil(SPLICE_WEIGHT));
         self.deadlines.io(env.now_ms);
         self.splice_back(fd, splicer, scratch, env);
@@ -180,7 +186,7 @@ impl State {
             false => self.bulk.saturating_sub(1),
         };
         // A short splice may mean a full pipe rather than a drained
-        // socket: only `WouldBlock` says drained.
+        // socket: splice again.
         Some(match *budget {
             0 => Step::Done(ReadOutcome::BudgetSpent),
             _ => Step::Again,
@@ -223,6 +229,7 @@ impl State {
             }
         }
         env.count_sent(written);
+        env.stats.tcp_bytes_spliced.add(written as u64);
         if written > 0 {
             self.deadlines.io(env.now_ms);
         }
