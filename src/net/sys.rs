@@ -1348,6 +1348,31 @@ pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// Whether the stream socket `fd` has read up to TCP urgent data
+/// (`SIOCATMARK`): where a `splice` stops, saying "would block" with bytes
+/// still waiting, and only a `recv` reads on. A raw descriptor, as for
+/// [`recv`]: a wrong one is an error, never memory unsafety.
+pub(crate) fn at_urgent_mark(fd: RawFd) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // <linux/sockios.h>; the libc crate defines it for Apple only.
+        const SIOCATMARK: u32 = 0x8905;
+        let mut at: libc::c_int = 0;
+        // SAFETY: SIOCATMARK writes one int through the pointer, which
+        // points at `at`, alive and writable for the call.
+        let rc = unsafe { libc::ioctl(fd, SIOCATMARK as _, &mut at as *mut libc::c_int) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(at != 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// One `read(2)` of `fd` into `buf` (a pipe's bytes, copied out).
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`,

@@ -21,8 +21,8 @@
 //!   quarter, within the pipe and the output hard limit), and spliced
 //!   bytes count a quarter against the read budget.
 //! - Counters, deadlines and trace lines are those of a read and a write.
-//! - A splice that would block is not taken for a drained socket (it also
-//!   stops at TCP urgent data): the ordinary step's `recv` decides.
+//! - A splice that would block means drained unless it stopped at TCP
+//!   urgent data (`SIOCATMARK`), where the ordinary step's `recv` reads on.
 //! - `splice` into a socket cannot pass `MSG_NOSIGNAL`: a program that
 //!   embeds the library and restores `SIGPIPE`'s default action (Rust
 //!   programs start with it ignored) turns splicing off.
@@ -42,6 +42,7 @@ use super::Env;
 use crate::config::ServerConfig;
 use crate::net::buffer::Scratch;
 use crate::net::pipe::Pipe;
+use crate::net::sys;
 
 /// A read of at least this many bytes turns an echo connection bulk.
 /// Below it a copy costs less than the pipe's bookkeeping.
@@ -155,10 +156,14 @@ impl State {
         let allowance = budget.saturating_mul(SPLICE_WEIGHT).min(max_step);
         let n = match pipe.fill_from(fd, allowance) {
             Ok(n) => n,
-            // Not proof of a drained socket: a splice stops at TCP urgent
-            // data, where a `recv` reads on past it. The ordinary step
-            // reads once and decides.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            // Drained, unless the splice stopped at TCP urgent data, where
+            // only the ordinary step's `recv` reads on past it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return match sys::at_urgent_mark(fd) {
+                    Ok(false) => Some(Step::Done(ReadOutcome::Drained)),
+                    _ => None,
+                };
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some(Step::Again),
             Err(e) if unsupported(&e) => {
                 Splicer::give_up(&mut splicer.on, "splice from a socket", &e, env);
