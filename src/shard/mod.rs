@@ -420,9 +420,8 @@ impl Shard {
             Delivered::Quiet => return true,
             Delivered::Ended(outcome) => outcome,
             Delivered::ReadOn => match self.read_steps(key, budget) {
-                Delivered::Quiet => return true,
-                Delivered::Ended(outcome) => outcome,
-                Delivered::ReadOn => unreachable!("the steps read on until they end"),
+                Some(outcome) => outcome,
+                None => return true,
             },
         };
         if outcome == ReadOutcome::BudgetSpent {
@@ -437,14 +436,15 @@ impl Shard {
     }
 
     /// [`Shard::read`] step by step, with what is left of `budget`, until
-    /// the reading ends. (Out of line: the common pass stays short.)
+    /// the reading ends: with its outcome, or `None` with the connection
+    /// quiet. (Out of line: the common pass stays short.)
     #[inline(never)]
-    fn read_steps(&mut self, key: usize, mut budget: usize) -> Delivered {
+    fn read_steps(&mut self, key: usize, mut budget: usize) -> Option<ReadOutcome> {
         loop {
             let mut conn = &mut self.conns[key];
             if conn.state.bulk != 0 {
                 match self.splice(key, budget) {
-                    Ok(outcome) => return Delivered::Ended(outcome),
+                    Ok(outcome) => return Some(outcome),
                     Err(left) => budget = left,
                 }
                 conn = &mut self.conns[key];
@@ -456,7 +456,7 @@ impl Shard {
             let input = match step {
                 Step::Deliver(input) => input,
                 step => match self.other_step(key, step, budget) {
-                    Some(outcome) => return Delivered::Ended(outcome),
+                    Some(outcome) => return Some(outcome),
                     None => continue,
                 },
             };
@@ -464,7 +464,8 @@ impl Shard {
             let (token, service) = (conn.token(key), usize::from(conn.service));
             match self.serve_input((key, token, service), input, budget) {
                 Delivered::ReadOn => {}
-                ended => return ended,
+                Delivered::Quiet => return None,
+                Delivered::Ended(outcome) => return Some(outcome),
             }
         }
     }
