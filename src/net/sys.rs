@@ -607,6 +607,50 @@ mod linux {
     /// kernel for the source address.
     const NAME_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
+    /// A send header for one datagram of `data`: its iovec written into
+    /// `iov`, no name, no control (the caller adds what it needs).
+    pub(super) fn send_header(iov: &mut MaybeUninit<libc::iovec>, data: &[u8]) -> libc::mmsghdr {
+        // The kernel only reads through iov_base for sends; the *mut is
+        // just what the C struct is declared with.
+        iov.write(libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        });
+        // SAFETY: all-zero bytes are a valid mmsghdr (null pointers, zero
+        // lengths and flags); the iovec is set below.
+        let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        hdr.msg_hdr.msg_iov = iov.as_mut_ptr();
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr
+    }
+
+    /// One non-blocking `sendmmsg` of the first `n` headers (`EINTR`
+    /// retried): the count sent, or the first datagram's error.
+    ///
+    /// # Safety
+    /// `hdrs[..n]` are written, and every pointer in them (names, iovecs,
+    /// control, the bytes the iovecs cover) is valid for reads for the
+    /// call.
+    pub(super) unsafe fn send_headers(
+        fd: BorrowedFd<'_>,
+        hdrs: &mut [MaybeUninit<libc::mmsghdr>],
+        n: usize,
+    ) -> io::Result<usize> {
+        debug_assert!(n <= hdrs.len());
+        super::retry_interrupted(|| {
+            // SAFETY: the caller's contract; the kernel reads only those n
+            // entries, and writes msg_len into them.
+            unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                ) as isize
+            }
+        })
+    }
+
     /// Sends up to [`MAX_BATCH`] datagrams taken from `msgs` in one
     /// `sendmmsg`, without blocking; the rest of the iterator is not consumed.
     ///
@@ -627,39 +671,19 @@ mod linux {
         let mut n = 0;
         for (to, data) in msgs.into_iter().take(MAX_BATCH) {
             let namelen = to_sockaddr(&to, &mut names[n]);
-            // The kernel only reads through iov_base for sends; the *mut is
-            // just what the C struct is declared with.
-            iovs[n].write(libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            });
-            // SAFETY: all-zero bytes are a valid mmsghdr (null pointers,
-            // zero lengths and flags); the fields used are set below.
-            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            let mut hdr = send_header(&mut iovs[n], data);
             hdr.msg_hdr.msg_name = names[n].as_mut_ptr().cast();
             hdr.msg_hdr.msg_namelen = namelen;
-            hdr.msg_hdr.msg_iov = iovs[n].as_mut_ptr();
-            hdr.msg_hdr.msg_iovlen = 1;
             hdrs[n].write(hdr);
             n += 1;
         }
         if n == 0 {
             return Ok(0);
         }
-        super::retry_interrupted(|| {
-            // SAFETY: hdrs[..n] were written above and point at addresses
-            // and iovecs written above on this stack frame; each iovec
-            // covers a `&'a [u8]` that outlives this call. The kernel reads
-            // only those n entries, and writes msg_len into them.
-            unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT as _,
-                ) as isize
-            }
-        })
+        // SAFETY: hdrs[..n] were written above and point at addresses and
+        // iovecs written above on this stack frame; each iovec covers a
+        // `&'a [u8]` that outlives this call.
+        unsafe { send_headers(fd, &mut hdrs, n) }
     }
 
     pub(super) fn from_sockaddr(
@@ -753,7 +777,7 @@ pub use segments_portable::{
 /// one peer, as one buffer cut into equal segments.
 #[cfg(target_os = "linux")]
 mod segments {
-    use super::linux::{from_sockaddr, to_sockaddr};
+    use super::linux::{from_sockaddr, send_header, send_headers, to_sockaddr};
     use super::{Segments, UNKNOWN_ADDR};
     use std::io;
     use std::mem::{self, size_of, MaybeUninit};
@@ -814,18 +838,10 @@ mod segments {
         let mut n = 0;
         for (to, data, segment) in msgs.into_iter().take(N) {
             let namelen = to_sockaddr(&to, &mut names[n]);
-            iovs[n].write(libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            });
-            // SAFETY: all-zero bytes are a valid mmsghdr (null pointers,
-            // zero lengths and flags); the fields used are set below.
-            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+            let mut hdr = send_header(&mut iovs[n], data);
             let h = &mut hdr.msg_hdr;
             h.msg_name = names[n].as_mut_ptr().cast();
             h.msg_namelen = namelen;
-            h.msg_iov = iovs[n].as_mut_ptr();
-            h.msg_iovlen = 1;
             if data.len() > usize::from(segment) {
                 put_segment(h, controls[n].write(CmsgSpace([0; 32])), segment);
             }
@@ -835,21 +851,10 @@ mod segments {
         if n == 0 {
             return Ok(0);
         }
-        super::retry_interrupted(|| {
-            // SAFETY: hdrs[..n] were written above and point at addresses,
-            // iovecs and control buffers written above on this stack
-            // frame; each iovec covers a `&'a [u8]` that outlives the call.
-            // The kernel reads only those n entries, and writes msg_len
-            // into them.
-            unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT as _,
-                ) as isize
-            }
-        })
+        // SAFETY: hdrs[..n] were written above and point at addresses,
+        // iovecs and control buffers written above on this stack frame;
+        // each iovec covers a `&'a [u8]` that outlives the call.
+        unsafe { send_headers(fd, &mut hdrs, n) }
     }
 
     /// Sends `data` on a connected UDP socket as datagrams of `size`
@@ -902,32 +907,13 @@ mod segments {
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
         let mut n = 0;
         for chunk in data.chunks(size).take(N) {
-            iovs[n].write(libc::iovec {
-                iov_base: chunk.as_ptr() as *mut libc::c_void,
-                iov_len: chunk.len(),
-            });
-            // SAFETY: all-zero bytes are a valid mmsghdr (no name, no
-            // control, zero flags); the iovec is set below.
-            let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
-            hdr.msg_hdr.msg_iov = iovs[n].as_mut_ptr();
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdrs[n].write(hdr);
+            hdrs[n].write(send_header(&mut iovs[n], chunk));
             n += 1;
         }
-        super::retry_interrupted(|| {
-            // SAFETY: hdrs[..n] were written above and point at iovecs
-            // written above on this stack frame, each covering part of
-            // `data`, borrowed for the call. The kernel reads only those
-            // n entries, and writes msg_len into them.
-            unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT as _,
-                ) as isize
-            }
-        })
+        // SAFETY: hdrs[..n] were written above and point at iovecs written
+        // above on this stack frame, each covering part of `data`,
+        // borrowed for the call.
+        unsafe { send_headers(fd, &mut hdrs, n) }
     }
 
     /// Points `hdr` at `control`, holding one `UDP_SEGMENT` cmsg.
