@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::process::Served;
 use common::{connect, wait_until, Rng, Running};
-use sockloop::ServerConfig;
+use sockloop::{ServerConfig, Stats};
 
 /// Writes `data` from a thread while reading its echo `chunk` bytes at a
 /// time, pausing `pause` after each read; returns what came back.
@@ -33,6 +33,21 @@ fn echo(stream: &TcpStream, data: &[u8], chunk: usize, pause: Duration) -> Vec<u
     got
 }
 
+/// Every byte of a `len`-byte echo counted in and out.
+fn assert_counted(stats: &Stats, len: usize) {
+    assert_eq!(stats.tcp_bytes_in, len as u64);
+    assert_eq!(stats.tcp_bytes_out, len as u64);
+}
+
+/// Closes `stream`; the server lets go of its connection and every
+/// buffer, then shuts down.
+fn closes_without_buffers(server: Running, stream: TcpStream) {
+    drop(stream);
+    wait_until("close", || server.handle.stats().conns_open == 0);
+    assert_eq!(server.handle.stats().buffer_bytes, 0, "buffers kept");
+    server.shutdown().unwrap();
+}
+
 fn one_shard(splice: bool) -> ServerConfig {
     ServerConfig {
         shards: 1,
@@ -49,8 +64,7 @@ fn a_bulk_echo_is_spliced_and_byte_exact() {
     let got = echo(&stream, &data, 256 * 1024, Duration::ZERO);
     assert!(got == data, "the echo differs from what was sent");
     let stats = server.handle.stats();
-    assert_eq!(stats.tcp_bytes_in, data.len() as u64);
-    assert_eq!(stats.tcp_bytes_out, data.len() as u64);
+    assert_counted(&stats, data.len());
     // The first large read is copied, and so is any step while output
     // waits in the write buffer (the share depends on timing); the rest
     // goes by splice.
@@ -61,10 +75,7 @@ fn a_bulk_echo_is_spliced_and_byte_exact() {
         data.len()
     );
     assert_eq!(stats.splice_failures, 0);
-    drop(stream);
-    wait_until("close", || server.handle.stats().conns_open == 0);
-    assert_eq!(server.handle.stats().buffer_bytes, 0, "buffers kept");
-    server.shutdown().unwrap();
+    closes_without_buffers(server, stream);
 }
 
 #[test]
@@ -107,8 +118,7 @@ fn a_slow_reader_gets_every_byte_through_the_leftover_copy() {
     let got = echo(&stream, &data, 4096, Duration::from_micros(200));
     assert!(got == data, "the echo differs from what was sent");
     let stats = server.handle.stats();
-    assert_eq!(stats.tcp_bytes_in, data.len() as u64);
-    assert_eq!(stats.tcp_bytes_out, data.len() as u64);
+    assert_counted(&stats, data.len());
     assert!(stats.tcp_bytes_spliced > 0, "nothing spliced");
     assert!(stats.backpressure_pauses > 0, "the reader never held it up");
     assert!(
@@ -116,10 +126,7 @@ fn a_slow_reader_gets_every_byte_through_the_leftover_copy() {
         "peak buffer {} over the bound {bound}",
         stats.buffer_bytes_peak
     );
-    drop(stream);
-    wait_until("close", || server.handle.stats().conns_open == 0);
-    assert_eq!(server.handle.stats().buffer_bytes, 0, "buffers kept");
-    server.shutdown().unwrap();
+    closes_without_buffers(server, stream);
 }
 
 #[test]
@@ -130,8 +137,7 @@ fn with_splice_off_bulk_is_copied() {
     let got = echo(&stream, &data, 256 * 1024, Duration::ZERO);
     assert!(got == data, "the echo differs from what was sent");
     let stats = server.handle.stats();
-    assert_eq!(stats.tcp_bytes_in, data.len() as u64);
-    assert_eq!(stats.tcp_bytes_out, data.len() as u64);
+    assert_counted(&stats, data.len());
     assert_eq!(stats.tcp_bytes_spliced, 0);
     assert_eq!(stats.splice_failures, 0);
     server.shutdown().unwrap();
