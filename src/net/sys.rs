@@ -1020,31 +1020,7 @@ mod segments_portable {
         Err(unsupported())
     }
 
-    /// One `send` per datagram, never segmented: see the Linux
-    /// `send_connected`.
-    pub fn send_connected(
-        fd: BorrowedFd<'_>,
-        data: &[u8],
-        size: usize,
-        _segmented: bool,
-    ) -> io::Result<usize> {
-        let sock = SockRef::from(&fd);
-        let mut sent = 0;
-        for chunk in data.chunks(size.max(1)).take(super::MAX_BATCH) {
-            let res = loop {
-                match sock.send_with_flags(chunk, libc::MSG_DONTWAIT) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r,
-                }
-            };
-            match res {
-                Ok(_) => sent += 1,
-                Err(e) if sent == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(sent)
-    }
+    pub use super::portable::send_connected;
 
     /// One datagram per call.
     pub fn recv_segments(fd: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::Result<Segments> {
@@ -1183,11 +1159,36 @@ mod portable {
         I: IntoIterator<Item = (SocketAddr, &'a [u8])>,
     {
         let sock = SockRef::from(&fd);
+        send_each(msgs, |(to, data)| {
+            sock.send_to_with_flags(data, &SockAddr::from(to), libc::MSG_DONTWAIT)
+        })
+    }
+
+    /// One `send` per datagram, never segmented: see the Linux
+    /// `send_connected`.
+    pub fn send_connected(
+        fd: BorrowedFd<'_>,
+        data: &[u8],
+        size: usize,
+        _segmented: bool,
+    ) -> io::Result<usize> {
+        let sock = SockRef::from(&fd);
+        send_each(data.chunks(size.max(1)), |chunk| {
+            sock.send_with_flags(chunk, libc::MSG_DONTWAIT)
+        })
+    }
+
+    /// Sends up to [`MAX_BATCH`] datagrams one call each, as `sendmmsg`
+    /// would: the first one's error, else the count sent before one failed
+    /// (the retry hits that error again). `EINTR` is retried.
+    fn send_each<T: Copy>(
+        datagrams: impl IntoIterator<Item = T>,
+        send: impl Fn(T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let mut sent = 0;
-        for (to, data) in msgs.into_iter().take(MAX_BATCH) {
-            let to = SockAddr::from(to);
+        for datagram in datagrams.into_iter().take(MAX_BATCH) {
             let res = loop {
-                match sock.send_to_with_flags(data, &to, libc::MSG_DONTWAIT) {
+                match send(datagram) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     r => break r,
                 }
@@ -1195,7 +1196,6 @@ mod portable {
             match res {
                 Ok(_) => sent += 1,
                 Err(e) if sent == 0 => return Err(e),
-                // Like sendmmsg: report progress; the retry hits this again.
                 Err(_) => break,
             }
         }
@@ -1619,6 +1619,28 @@ mod tests {
             portable::RecvSlots::new(4, 8),
             portable::RecvSlots::recv,
             portable::RecvSlots::slot,
+        );
+    }
+
+    #[test]
+    fn portable_fallback_sends_connected_datagrams_one_by_one() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let data: Vec<u8> = (0..25).collect();
+        assert_eq!(
+            portable::send_connected(tx.as_fd(), &data, 10, true).unwrap(),
+            3
+        );
+        let mut buf = [0u8; 64];
+        for want in data.chunks(10) {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+        assert_eq!(
+            portable::send_connected(tx.as_fd(), &[], 10, false).unwrap(),
+            0
         );
     }
 
